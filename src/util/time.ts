@@ -1,0 +1,22 @@
+export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason as Error);
+      return;
+    }
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason as Error);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+/** Exponential backoff with a cap and optional jitter (0..1 of the delay). */
+export function backoffDelay(attempt: number, baseMs: number, capMs: number, jitter = 0, rand = Math.random): number {
+  const raw = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
+  return Math.round(raw * (1 - jitter + jitter * rand()));
+}
