@@ -248,12 +248,12 @@ begin
   if tg_op = 'INSERT' then
     changed := array['created'];
   else
-    if new.desired_state is distinct from old.desired_state then changed := changed || 'desired_state'; end if;
-    if new.iccid is distinct from old.iccid then changed := changed || 'iccid'; end if;
-    if new.host_id is distinct from old.host_id then changed := changed || 'host_id'; end if;
-    if new.usb_path is distinct from old.usb_path then changed := changed || 'usb_path'; end if;
-    if new.interface is distinct from old.interface then changed := changed || 'interface'; end if;
-    if new.wan_ip is distinct from old.wan_ip then changed := changed || 'wan_ip'; end if;
+    if new.desired_state is distinct from old.desired_state then changed := array_append(changed, 'desired_state'); end if;
+    if new.iccid is distinct from old.iccid then changed := array_append(changed, 'iccid'); end if;
+    if new.host_id is distinct from old.host_id then changed := array_append(changed, 'host_id'); end if;
+    if new.usb_path is distinct from old.usb_path then changed := array_append(changed, 'usb_path'); end if;
+    if new.interface is distinct from old.interface then changed := array_append(changed, 'interface'); end if;
+    if new.wan_ip is distinct from old.wan_ip then changed := array_append(changed, 'wan_ip'); end if;
   end if;
   if cardinality(changed) > 0 then
     perform pg_notify('modem_config_change', json_build_object(

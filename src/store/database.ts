@@ -58,7 +58,9 @@ export function validateDatabaseUrl(url: string): void {
 }
 
 /** postgres.js options shared by every connection we open. */
-export function connectionOptions(options: { max?: number; application?: string } = {}): postgres.Options<Record<string, postgres.PostgresType>> {
+export function connectionOptions(
+  options: { max?: number; application?: string } = {},
+): postgres.Options<Record<string, postgres.PostgresType>> {
   return {
     max: options.max ?? 10,
     onnotice: () => {},
@@ -142,9 +144,13 @@ async function waitForServer(sql: Sql, url: string, options: DatabaseOptions, lo
     } catch (err) {
       const where = describeUrl(url);
       if (!isRetryable(err)) {
-        throw new ModemfleetError('database_unavailable', `cannot use PostgreSQL at ${where}: ${describeDbError(err)}`, {
-          cause: err,
-        });
+        throw new ModemfleetError(
+          'database_unavailable',
+          `cannot use PostgreSQL at ${where}: ${describeDbError(err)}`,
+          {
+            cause: err,
+          },
+        );
       }
       if (attempt + 1 >= attempts) {
         throw new ModemfleetError(
@@ -153,8 +159,16 @@ async function waitForServer(sql: Sql, url: string, options: DatabaseOptions, lo
           { cause: err },
         );
       }
-      const delay = backoffDelay(attempt, options.connectBackoffMs ?? 250, options.connectBackoffCapMs ?? 4_000, 0.2);
-      log.warn({ where, code: errorCode(err), attempt: attempt + 1, attempts, delayMs: delay }, 'PostgreSQL unreachable, retrying');
+      const delay = backoffDelay(
+        attempt,
+        options.connectBackoffMs ?? 250,
+        options.connectBackoffCapMs ?? 4_000,
+        0.2,
+      );
+      log.warn(
+        { where, code: errorCode(err), attempt: attempt + 1, attempts, delayMs: delay },
+        'PostgreSQL unreachable, retrying',
+      );
       await sleep(delay);
     }
   }

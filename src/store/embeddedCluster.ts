@@ -72,9 +72,13 @@ async function ensureRunAs(log: Logger): Promise<RunAs> {
   const found = await lookup();
   if (found) return found;
   log.info({ user: OS_USER }, 'creating system user for the embedded PostgreSQL');
-  const made = await execa('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', OS_USER], {
-    reject: false,
-  });
+  const made = await execa(
+    'useradd',
+    ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', OS_USER],
+    {
+      reject: false,
+    },
+  );
   const created = await lookup();
   if (!created) {
     throw new ModemfleetError(
@@ -178,7 +182,10 @@ export class EmbeddedCluster {
           'pg_port_taken',
           `port ${this.port} on 127.0.0.1 is taken by another program; stop it or choose another port (MODEMFLEET_PG_PORT)`,
         );
-        this.log.warn({ port: this.port, attempt: attempt + 1, attempts }, 'embedded PostgreSQL port is taken, retrying');
+        this.log.warn(
+          { port: this.port, attempt: attempt + 1, attempts },
+          'embedded PostgreSQL port is taken, retrying',
+        );
         continue;
       }
       try {
@@ -188,7 +195,10 @@ export class EmbeddedCluster {
         return;
       } catch (err) {
         lastError = coerceError(err);
-        this.log.warn({ err: lastError, attempt: attempt + 1, attempts }, 'embedded PostgreSQL did not start');
+        this.log.warn(
+          { err: lastError, attempt: attempt + 1, attempts },
+          'embedded PostgreSQL did not start',
+        );
         await this.stop();
       }
     }
@@ -270,7 +280,10 @@ export class EmbeddedCluster {
         { ...runAs, reject: false, env: { LC_ALL: 'C' } },
       );
       if (result.exitCode !== 0) {
-        throw new ModemfleetError('pg_initdb_failed', `initdb failed (exit ${result.exitCode}): ${lastLine(result.stderr)}`);
+        throw new ModemfleetError(
+          'pg_initdb_failed',
+          `initdb failed (exit ${result.exitCode}): ${lastLine(result.stderr)}`,
+        );
       }
     } finally {
       await rm(pwfile, { force: true });
@@ -305,7 +318,10 @@ export class EmbeddedCluster {
         await sleep(50);
       }
     }
-    throw new ModemfleetError('pg_orphan_alive', `a previous PostgreSQL (pid ${pid}) on ${this.dataDir} does not stop`);
+    throw new ModemfleetError(
+      'pg_orphan_alive',
+      `a previous PostgreSQL (pid ${pid}) on ${this.dataDir} does not stop`,
+    );
   }
 
   private async spawn(bins: Binaries, runAs: RunAs): Promise<void> {
@@ -356,7 +372,10 @@ export class EmbeddedCluster {
       }
       if (await this.canConnect()) return;
       if (Date.now() > deadline) {
-        throw new ModemfleetError('pg_start_timeout', `embedded PostgreSQL did not accept connections on port ${this.port} in time`);
+        throw new ModemfleetError(
+          'pg_start_timeout',
+          `embedded PostgreSQL did not accept connections on port ${this.port} in time`,
+        );
       }
       await sleep(100);
     }

@@ -15,7 +15,8 @@ export interface Migration {
 }
 
 /** The sql/ folder shipped with this package (works from src/ under tsx and from dist/). */
-export const defaultMigrationsDir = (): string => fileURLToPath(new URL('../../sql/', import.meta.url)).replace(/dist\/sql\/$/, 'sql/');
+export const defaultMigrationsDir = (): string =>
+  fileURLToPath(new URL('../../sql/', import.meta.url)).replace(/dist\/sql\/$/, 'sql/');
 
 const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 /** Arbitrary but fixed: serialises migrators across processes and hosts. */
@@ -38,9 +39,16 @@ export async function loadMigrations(dir = defaultMigrationsDir()): Promise<Migr
   const migrations: Migration[] = [];
   for (const file of files) {
     const match = FILE_PATTERN.exec(file);
-    if (!match) throw new MigrationError(`${join(dir, file)}: migration files are named NNNN_name.sql (lowercase)`);
+    if (!match)
+      throw new MigrationError(`${join(dir, file)}: migration files are named NNNN_name.sql (lowercase)`);
     const text = await readFile(join(dir, file), 'utf8');
-    migrations.push({ version: Number(match[1]), name: match[2] ?? '', file, sql: text, checksum: checksum(text) });
+    migrations.push({
+      version: Number(match[1]),
+      name: match[2] ?? '',
+      file,
+      sql: text,
+      checksum: checksum(text),
+    });
   }
   migrations.forEach((m, i) => {
     if (m.version !== i + 1) {
@@ -71,11 +79,14 @@ function verify(applied: AppliedRow[], migrations: Migration[]): void {
       );
     }
     if (m.checksum !== row.checksum) {
-      throw new MigrationError(`${m.file}: changed after it was applied (checksum differs); released migrations are never edited, add a new file`);
+      throw new MigrationError(
+        `${m.file}: changed after it was applied (checksum differs); released migrations are never edited, add a new file`,
+      );
     }
   }
   applied.forEach((row, i) => {
-    if (row.version !== i + 1) throw new MigrationError(`schema_migrations has a gap before version ${row.version}`);
+    if (row.version !== i + 1)
+      throw new MigrationError(`schema_migrations has a gap before version ${row.version}`);
   });
 }
 
@@ -88,7 +99,10 @@ export interface MigrateResult {
  * Apply pending migrations in order, each in its own transaction under a transaction-level advisory
  * lock, so concurrent migrators (two processes, two hosts) take turns and each file runs once.
  */
-export async function migrate(sql: Sql, options: { dir?: string; log?: Logger } = {}): Promise<MigrateResult> {
+export async function migrate(
+  sql: Sql,
+  options: { dir?: string; log?: Logger } = {},
+): Promise<MigrateResult> {
   const log = (options.log ?? silentLogger).child({ component: 'migrate' });
   const migrations = await loadMigrations(options.dir);
   const applied: string[] = [];
@@ -101,7 +115,9 @@ export async function migrate(sql: Sql, options: { dir?: string; log?: Logger } 
         checksum text not null,
         applied_at timestamptz not null default now()
       )`;
-      const rows = await tx<AppliedRow[]>`select version, name, checksum from schema_migrations order by version`;
+      const rows = await tx<
+        AppliedRow[]
+      >`select version, name, checksum from schema_migrations order by version`;
       verify(rows, migrations);
       const pending = migrations[rows.length];
       if (!pending) return undefined;

@@ -1,20 +1,94 @@
+import { cp, mkdtemp, rm, writeFile, appendFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { migrate, loadMigrations } from '../../src/store/migrate.js';
+import { defaultMigrationsDir, loadMigrations, migrate, verifyMigrations } from '../../src/store/migrate.js';
 
 let db: TestDatabase;
+let fresh: TestDatabase;
+let dir: string;
+
 beforeAll(async () => {
   db = await createTestDatabase();
+  fresh = await createTestDatabase();
+  await fresh.sql.unsafe('drop schema public cascade; create schema public');
+  dir = await mkdtemp(join(tmpdir(), 'mf-migrations-'));
 });
 afterAll(async () => {
   await db?.drop();
+  await fresh?.drop();
+  await rm(dir, { recursive: true, force: true });
 });
 
+async function copyMigrations(): Promise<string> {
+  const target = await mkdtemp(join(dir, 'sql-'));
+  await cp(defaultMigrationsDir(), target, { recursive: true });
+  return target;
+}
+
 describe('migrations', () => {
-  it('are idempotent', async () => {
+  it('are idempotent: a second run applies nothing', async () => {
     const again = await migrate(db.sql);
     expect(again.applied).toEqual([]);
-    const rows = await db.sql`select version from schema_migrations`;
-    expect(rows.length).toBe((await loadMigrations()).length);
+    const rows = await db.sql`select version, checksum from schema_migrations order by version`;
+    const files = await loadMigrations();
+    expect(rows.map((r) => r['checksum'])).toEqual(files.map((f) => f.checksum));
+  });
+
+  it('two concurrent migrators on an empty database: each file applied exactly once', async () => {
+    const [a, b] = await Promise.all([migrate(fresh.sql), migrate(fresh.sql)]);
+    const files = (await loadMigrations()).map((f) => f.file);
+    expect([...a.applied, ...b.applied].sort()).toEqual(files.sort());
+    const rows = await fresh.sql`select count(*)::int as n from schema_migrations`;
+    expect(rows[0]?.['n']).toBe(files.length);
+  });
+
+  it('refuses a migration whose checksum changed, naming the file, and changes nothing', async () => {
+    const changed = await copyMigrations();
+    await appendFile(join(changed, '0001_schema.sql'), '\n-- edited after release\n');
+    const before = await db.sql`select * from schema_migrations order by version`;
+    await expect(migrate(db.sql, { dir: changed })).rejects.toThrow(
+      /0001_schema\.sql: changed after it was applied/,
+    );
+    await expect(verifyMigrations(db.sql, changed)).rejects.toThrow(/0001_schema\.sql/);
+    expect(await db.sql`select * from schema_migrations order by version`).toEqual(before);
+  });
+
+  it('refuses a gap in the numbering, naming the file', async () => {
+    const gap = await copyMigrations();
+    await writeFile(join(gap, '0003_later.sql'), 'select 1;');
+    await expect(loadMigrations(gap)).rejects.toThrow(
+      /0003_later\.sql: gap in migration numbering, expected 0002_\*\.sql/,
+    );
+    await expect(migrate(db.sql, { dir: gap })).rejects.toThrow(/gap/);
+  });
+
+  it('refuses stray file names in sql/', async () => {
+    const stray = await copyMigrations();
+    await writeFile(join(stray, '2_Oops.sql'), 'select 1;');
+    await expect(loadMigrations(stray)).rejects.toThrow(
+      /2_Oops\.sql: migration files are named NNNN_name\.sql/,
+    );
+  });
+
+  it('a failing migration rolls back and names its file; the next run works once fixed', async () => {
+    const broken = await copyMigrations();
+    await writeFile(
+      join(broken, '0002_broken.sql'),
+      'create table ok_table (id int);\nselect no_such_function();',
+    );
+    await expect(migrate(db.sql, { dir: broken })).rejects.toThrow(/0002_broken\.sql: .*no_such_function/);
+    const t = await db.sql`select to_regclass('ok_table') as t`;
+    expect(t[0]?.['t']).toBeNull();
+    const versions = await db.sql`select max(version)::int as v from schema_migrations`;
+    expect(versions[0]?.['v']).toBe(1);
+  });
+
+  it('refuses a database migrated by a newer version', async () => {
+    const older = await mkdtemp(join(dir, 'empty-'));
+    await expect(verifyMigrations(db.sql, older)).rejects.toThrow(
+      /0001_schema\.sql, which this version of modemfleet does not ship/,
+    );
   });
 });

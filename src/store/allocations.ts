@@ -1,0 +1,130 @@
+import { randomBytes } from 'node:crypto';
+import type { Sql } from 'postgres';
+import { ModemfleetError } from '../util/errors.js';
+import { errorCode, SQLSTATE } from './pgErrors.js';
+import { HOST_ID_PATTERN, IMEI_PATTERN, type Allocation, type AllocationRanges } from './types.js';
+
+export const DEFAULT_RANGES: AllocationRanges = {
+  httpPort: { from: 21000, to: 21999 },
+  socksPort: { from: 31000, to: 31999 },
+  // the kernel reserves tables 253-255 (default, main, local): stay far above them
+  routingTable: { from: 10000, to: 19999 },
+  ifaceId: { from: 0, to: 9999 },
+};
+
+/** Problems with a set of ranges, as `path: message` lines (empty when fine). */
+export function checkRanges(r: AllocationRanges, path = 'allocation'): string[] {
+  const problems: string[] = [];
+  for (const [name, range] of Object.entries(r) as [keyof AllocationRanges, { from: number; to: number }][]) {
+    if (!Number.isInteger(range.from) || !Number.isInteger(range.to) || range.from > range.to) {
+      problems.push(`${path}.${name}: from and to must be integers with from <= to`);
+    }
+  }
+  for (const name of ['httpPort', 'socksPort'] as const) {
+    if (r[name].from < 1024 || r[name].to > 65535)
+      problems.push(`${path}.${name}: ports must be within 1024-65535`);
+  }
+  if (r.httpPort.from <= r.socksPort.to && r.socksPort.from <= r.httpPort.to) {
+    problems.push(`${path}: httpPort and socksPort ranges overlap`);
+  }
+  const t = r.routingTable;
+  if (t.from < 1 || (t.from <= 255 && t.to >= 253) || t.to > 2_147_483_647) {
+    problems.push(
+      `${path}.routingTable: must avoid 0 and the kernel's tables 253-255 (default ${DEFAULT_RANGES.routingTable.from}-${DEFAULT_RANGES.routingTable.to})`,
+    );
+  }
+  if (r.ifaceId.from < 0) problems.push(`${path}.ifaceId: must be >= 0`);
+  return problems;
+}
+
+const slotCount = (r: AllocationRanges): number =>
+  Math.min(...Object.values(r).map((x: { from: number; to: number }) => x.to - x.from + 1));
+
+interface AllocationRow {
+  host_id: string;
+  imei: string;
+  slot: number;
+  http_port: number;
+  socks_port: number;
+  routing_table: number;
+  iface_id: number;
+  proxy_user: string;
+  proxy_password: string;
+}
+
+const toAllocation = (r: AllocationRow): Allocation => ({
+  hostId: r.host_id,
+  imei: r.imei,
+  slot: r.slot,
+  httpPort: r.http_port,
+  socksPort: r.socks_port,
+  routingTable: r.routing_table,
+  ifaceId: r.iface_id,
+  proxyUser: r.proxy_user,
+  proxyPassword: r.proxy_password,
+});
+
+/**
+ * The ports, routing table and interface id of a modem on a host: the ones it had before (sticky per
+ * IMEI), else the lowest free slot. Allocation on one host is serialised by a transaction-level
+ * advisory lock and every value is also under a unique constraint, so concurrent callers never get
+ * the same value. Throws `no_free_port` when the ranges are exhausted.
+ */
+export async function allocate(
+  sql: Sql,
+  hostId: string,
+  imei: string,
+  ranges: AllocationRanges = DEFAULT_RANGES,
+): Promise<Allocation> {
+  if (!IMEI_PATTERN.test(imei)) throw new ModemfleetError('invalid_imei', `allocate: imei must be 15 digits`);
+  if (!HOST_ID_PATTERN.test(hostId)) throw new ModemfleetError('invalid_host', `allocate: invalid host id`);
+  const n = slotCount(ranges);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await sql.begin(async (tx) => {
+        await tx`select pg_advisory_xact_lock(hashtext(${`modemfleet.allocate:${hostId}`}))`;
+        const [existing] = await tx<
+          AllocationRow[]
+        >`select * from allocations where host_id = ${hostId} and imei = ${imei}`;
+        if (existing) return toAllocation(existing);
+        const [free] = await tx<{ s: number }[]>`
+          select s::int from generate_series(0, ${n - 1}::int) s
+          where not exists (select 1 from allocations a where a.host_id = ${hostId} and a.slot = s)
+            and not exists (select 1 from allocations a where a.host_id = ${hostId} and a.http_port = ${ranges.httpPort.from}::int + s)
+            and not exists (select 1 from allocations a where a.host_id = ${hostId} and a.socks_port = ${ranges.socksPort.from}::int + s)
+            and not exists (select 1 from allocations a where a.host_id = ${hostId} and a.routing_table = ${ranges.routingTable.from}::int + s)
+            and not exists (select 1 from allocations a where a.host_id = ${hostId} and a.iface_id = ${ranges.ifaceId.from}::int + s)
+          order by s limit 1`;
+        if (!free) {
+          throw new ModemfleetError(
+            'no_free_port',
+            `no free port/table slot left on host ${hostId} (${n} slots in the configured ranges)`,
+          );
+        }
+        const s = free.s;
+        const [row] = await tx<AllocationRow[]>`
+          insert into allocations (host_id, imei, slot, http_port, socks_port, routing_table, iface_id, proxy_user, proxy_password)
+          values (${hostId}, ${imei}, ${s}, ${ranges.httpPort.from + s}, ${ranges.socksPort.from + s},
+                  ${ranges.routingTable.from + s}, ${ranges.ifaceId.from + s},
+                  ${`u${randomBytes(5).toString('hex')}`}, ${randomBytes(18).toString('base64url')})
+          returning *`;
+        if (!row) throw new Error('allocation insert returned nothing');
+        return toAllocation(row);
+      });
+    } catch (err) {
+      // Only a writer that bypassed the lock (hand-written SQL) can collide: take the next slot.
+      if (errorCode(err) === SQLSTATE.uniqueViolation && attempt < 5) continue;
+      if (errorCode(err) === SQLSTATE.foreignKeyViolation) {
+        throw new ModemfleetError('unknown_host', `allocate: host ${hostId} is not registered`, {
+          cause: err,
+        });
+      }
+      throw err;
+    }
+  }
+}
+
+export async function listAllocations(sql: Sql, hostId: string): Promise<Allocation[]> {
+  const rows = await sql<AllocationRow[]>`select * from allocations where host_id = ${hostId} order by slot`;
+  return rows.map(toAllocation);
+}

@@ -1,0 +1,127 @@
+import type { Sql } from 'postgres';
+import type { Logger } from '../log.js';
+import { DEFAULT_RANGES, allocate, listAllocations } from './allocations.js';
+import {
+  claimCommands,
+  failInterruptedCommands,
+  finishCommand,
+  getCommand,
+  insertCommand,
+} from './commands.js';
+import {
+  heartbeatHost,
+  pruneHealth,
+  raiseAlert,
+  recordHealth,
+  registerHost,
+  resolveAlert,
+  stopHost,
+  upsertModem,
+  type ModemFacts,
+} from './hosts.js';
+import { appendTransitions, readTransitions } from './journal.js';
+import { Listener, type Notification } from './listener.js';
+import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
+
+export interface StoreOptions {
+  sql: Sql;
+  /** Connection URL, for the dedicated listen connection. */
+  url: string;
+  hostId: string;
+  ranges?: AllocationRanges;
+  log?: Logger;
+}
+
+/** The typed store API of one host: the only way the rest of modemfleet talks to PostgreSQL. */
+export class Store {
+  readonly sql: Sql;
+  readonly hostId: string;
+  private readonly options: StoreOptions;
+
+  constructor(options: StoreOptions) {
+    this.options = options;
+    this.sql = options.sql;
+    this.hostId = options.hostId;
+  }
+
+  registerHost(name?: string): Promise<void> {
+    return registerHost(this.sql, this.hostId, name);
+  }
+  heartbeat(): Promise<void> {
+    return heartbeatHost(this.sql, this.hostId);
+  }
+  stopHost(): Promise<void> {
+    return stopHost(this.sql, this.hostId);
+  }
+  upsertModem(facts: ModemFacts): ReturnType<typeof upsertModem> {
+    return upsertModem(this.sql, { hostId: this.hostId, ...facts });
+  }
+
+  allocate(imei: string): ReturnType<typeof allocate> {
+    return allocate(this.sql, this.hostId, imei, this.options.ranges ?? DEFAULT_RANGES);
+  }
+  allocations(): ReturnType<typeof listAllocations> {
+    return listAllocations(this.sql, this.hostId);
+  }
+
+  appendTransitions(batch: readonly TransitionRecord[]): ReturnType<typeof appendTransitions> {
+    return appendTransitions(this.sql, batch);
+  }
+  transitions(
+    imei: string,
+    options?: { before?: number; limit?: number },
+  ): ReturnType<typeof readTransitions> {
+    return readTransitions(this.sql, imei, options);
+  }
+
+  insertCommand(imei: string, kind: string, requestedBy: string): Promise<number> {
+    return insertCommand(this.sql, imei, kind, requestedBy);
+  }
+  claimCommands(limit?: number): ReturnType<typeof claimCommands> {
+    return claimCommands(this.sql, this.hostId, limit);
+  }
+  finishCommand(id: number, ok: boolean, result?: Record<string, unknown>): Promise<boolean> {
+    return finishCommand(this.sql, id, ok, result);
+  }
+  failInterruptedCommands(): Promise<number[]> {
+    return failInterruptedCommands(this.sql, this.hostId);
+  }
+  command(id: number): ReturnType<typeof getCommand> {
+    return getCommand(this.sql, id);
+  }
+
+  recordHealth(samples: readonly HealthSample[]): Promise<void> {
+    return recordHealth(this.sql, samples);
+  }
+  pruneHealthOlderThan(seconds: number): Promise<number> {
+    return pruneHealth(this.sql, seconds);
+  }
+  raiseAlert(alert: Omit<AlertInput, 'hostId'>): Promise<number> {
+    return raiseAlert(this.sql, { hostId: this.hostId, ...alert });
+  }
+  resolveAlert(id: number): Promise<void> {
+    return resolveAlert(this.sql, id);
+  }
+
+  /** A started listener on `channels`; `onCatchUp` runs after every (re)LISTEN. */
+  async listen(
+    channels: readonly Channel[],
+    onNotification: (n: Notification) => void,
+    options: {
+      onCatchUp?: () => Promise<void>;
+      heartbeatIntervalMs?: number;
+      heartbeatTimeoutMs?: number;
+    } = {},
+  ): Promise<Listener> {
+    const listener = new Listener({
+      url: this.options.url,
+      channels,
+      onNotification,
+      pingSql: this.sql,
+      ...options,
+      ...(this.options.log ? { log: this.options.log } : {}),
+    });
+    await listener.start();
+    return listener;
+  }
+}

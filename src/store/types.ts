@@ -1,0 +1,114 @@
+/** Shapes stored in and read from PostgreSQL. Kept in step with sql/ migrations. */
+
+export const MODEM_STATES = [
+  'detecting',
+  'initializing',
+  'online',
+  'disabled',
+  'recovering',
+  'error',
+  'removed',
+] as const;
+export type ModemState = (typeof MODEM_STATES)[number];
+
+export const COMMAND_KINDS = ['rotate', 'reset', 'disable', 'enable'] as const;
+export type CommandKind = (typeof COMMAND_KINDS)[number];
+
+export const COMMAND_STATUSES = ['pending', 'running', 'done', 'failed'] as const;
+export type CommandStatus = (typeof COMMAND_STATUSES)[number];
+
+export const CHANNELS = [
+  'modem_status_change',
+  'modem_health',
+  'modem_config_change',
+  'modem_alerts',
+  'system_events',
+  'modem_commands',
+] as const;
+export type Channel = (typeof CHANNELS)[number];
+
+export const IMEI_PATTERN = /^[0-9]{15}$/;
+export const HOST_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+export const isCommandKind = (value: unknown): value is CommandKind =>
+  typeof value === 'string' && (COMMAND_KINDS as readonly string[]).includes(value);
+
+/** One journal row: a transition of one modem actor. `to` is a state path like `online.rotating`. */
+export interface TransitionRecord {
+  imei: string;
+  seq: number;
+  from: string | null;
+  to: string;
+  event: string;
+  at: Date;
+  host?: string | undefined;
+  detail?: Record<string, unknown> | undefined;
+  /** Reason of an `error` state. */
+  reason?: string | undefined;
+  /** The modem's WAN address while online. */
+  wanIp?: string | undefined;
+}
+
+export interface AppendResult {
+  imei: string;
+  stored: number;
+  lastSeq: number;
+  /** Set when the batch skipped a sequence number for this modem: the seq expected next. */
+  gapAt: number | null;
+}
+
+export interface Allocation {
+  hostId: string;
+  imei: string;
+  slot: number;
+  httpPort: number;
+  socksPort: number;
+  routingTable: number;
+  ifaceId: number;
+  proxyUser: string;
+  proxyPassword: string;
+}
+
+export interface Range {
+  from: number;
+  to: number;
+}
+
+/** Where allocations come from; slot n takes `from + n` of every range. */
+export interface AllocationRanges {
+  httpPort: Range;
+  socksPort: Range;
+  routingTable: Range;
+  ifaceId: Range;
+}
+
+export interface Command {
+  id: number;
+  imei: string;
+  kind: CommandKind;
+  requestedBy: string;
+  requestedAt: Date;
+  status: CommandStatus;
+}
+
+export interface HealthSample {
+  imei: string;
+  at?: Date;
+  rssi?: number | null;
+  rsrp?: number | null;
+  rsrq?: number | null;
+  sinr?: number | null;
+  operator?: string | null;
+  technology?: string | null;
+}
+
+export type AlertSeverity = 'info' | 'warning' | 'critical';
+
+export interface AlertInput {
+  hostId?: string | undefined;
+  imei?: string | undefined;
+  kind: string;
+  severity: AlertSeverity;
+  message: string;
+  detail?: Record<string, unknown>;
+}
