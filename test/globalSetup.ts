@@ -44,7 +44,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const template = `${prefix}template`;
   const admin = openSql(adminUrl, { max: 1 });
   try {
-    const stale = await admin<{ datname: string }[]>`select datname from pg_database where datname like ${`${prefix}%`}`;
+    const stale = await admin<
+      { datname: string }[]
+    >`select datname from pg_database where datname like ${`${prefix}%`}`;
     for (const { datname } of stale) await admin.unsafe(`drop database if exists "${datname}" with (force)`);
     await admin.unsafe(`create database "${template}"`);
   } finally {
@@ -64,7 +66,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     try {
       const sql = openSql(adminUrl, { max: 1 });
       try {
-        const mine = await sql<{ datname: string }[]>`select datname from pg_database where datname like ${`${prefix}%`}`;
+        const mine = await sql<
+          { datname: string }[]
+        >`select datname from pg_database where datname like ${`${prefix}%`}`;
         for (const { datname } of mine) await sql.unsafe(`drop database if exists "${datname}" with (force)`);
       } finally {
         await sql.end();

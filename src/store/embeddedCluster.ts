@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { userInfo } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import postgres from 'postgres';
 import { silentLogger, type Logger } from '../log.js';
@@ -235,7 +235,22 @@ export class EmbeddedCluster {
     const dirStat = await stat(this.dir);
     if (runAs.uid !== undefined && (dirStat.mode & 0o011) === 0) await chmod(this.dir, dirStat.mode | 0o011);
     await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
-    if (runAs.uid !== undefined && runAs.gid !== undefined) await chown(this.dataDir, runAs.uid, runAs.gid);
+    if (runAs.uid !== undefined && runAs.gid !== undefined) {
+      await chown(this.dataDir, runAs.uid, runAs.gid);
+      // Every directory above the data dir must let the postgres user through.
+      for (let d = dirname(this.dir); ; d = dirname(d)) {
+        const s = await stat(d);
+        const through =
+          s.uid === runAs.uid ? s.mode & 0o100 : s.gid === runAs.gid ? s.mode & 0o010 : s.mode & 0o001;
+        if (!through) {
+          throw new ModemfleetError(
+            'pg_dir_unreachable',
+            `the '${OS_USER}' user cannot reach ${this.dataDir}: ${d} is not traversable (chmod o+x ${d}, or choose another state dir)`,
+          );
+        }
+        if (d === dirname(d)) break;
+      }
+    }
   }
 
   private async ensurePassword(): Promise<string> {

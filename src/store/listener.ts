@@ -42,7 +42,8 @@ export interface ListenerStats {
 }
 
 const HEARTBEAT_CHANNEL = 'modemfleet_heartbeat';
-const MAX_PAYLOAD = 8000;
+// Our payloads stay under 1 KB; anything far larger was not written by our triggers.
+const MAX_PAYLOAD = 4096;
 
 /**
  * LISTEN on a dedicated connection with a heartbeat. postgres.js re-LISTENs by itself after a

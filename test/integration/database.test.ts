@@ -1,0 +1,139 @@
+import { createServer } from 'node:net';
+import { chmod, mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Database, openSql } from '../../src/store/database.js';
+import { EmbeddedCluster, freePort } from '../../src/store/embeddedCluster.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mf-db-'));
+  await chmod(dir, 0o711); // the postgres user must reach the clusters below
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('DATABASE_URL', () => {
+  it('a malformed URL is a clear error that does not echo the password', async () => {
+    for (const url of [
+      'not a url',
+      'mysql://u:s3cret@localhost/db',
+      'postgres://u:s3cret@localhost:port/db',
+    ]) {
+      const db = new Database({ url, stateDir: dir });
+      const err = (await db.start().catch((e: unknown) => e)) as Error & { code: string };
+      expect(err.code).toBe('database_url_invalid');
+      expect(err.message).toMatch(/^DATABASE_URL /);
+      expect(err.message).not.toContain('s3cret');
+    }
+  });
+
+  it('an unreachable server: bounded retry with backoff, then one line naming where', async () => {
+    const port = await freePort();
+    const db = new Database({
+      url: `postgres://u:s3cret@127.0.0.1:${port}/db`,
+      stateDir: dir,
+      connectAttempts: 3,
+      connectBackoffMs: 50,
+    });
+    const started = Date.now();
+    const err = (await db.start().catch((e: unknown) => e)) as Error & { code: string };
+    expect(err.code).toBe('database_unreachable');
+    expect(err.message).toBe(
+      `cannot reach PostgreSQL at 127.0.0.1:${port}/db after 3 attempts (ECONNREFUSED)`,
+    );
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});
+
+describe('embedded PostgreSQL', () => {
+  it('a taken port gives a clear error after a bounded retry, not undefined', async () => {
+    const blocker = createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
+    try {
+      const cluster = new EmbeddedCluster({ dir: join(dir, 'taken'), port, startAttempts: 2 });
+      const err = (await cluster.start().catch((e: unknown) => e)) as Error & { code: string };
+      expect(err).toBeInstanceOf(Error);
+      expect(err.code).toBe('pg_port_taken');
+      expect(err.message).toContain(`port ${port}`);
+      expect(cluster.running).toBe(false);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it.runIf(process.getuid?.() === 0)(
+    'as root: names the directory the postgres user cannot pass through',
+    async () => {
+      const closed = await mkdtemp(join(tmpdir(), 'mf-closed-'));
+      try {
+        const cluster = new EmbeddedCluster({ dir: join(closed, 'pg'), port: await freePort() });
+        await expect(cluster.start()).rejects.toThrow(`${closed} is not traversable`);
+      } finally {
+        await rm(closed, { recursive: true, force: true });
+      }
+    },
+  );
+
+  it('refuses a non-empty data dir that is not a cluster, and deletes nothing', async () => {
+    const foreign = join(dir, 'foreign');
+    await mkdir(join(foreign, 'data'), { recursive: true });
+    await writeFile(join(foreign, 'data', 'precious.txt'), 'keep me');
+    const cluster = new EmbeddedCluster({ dir: foreign, port: await freePort() });
+    await expect(cluster.start()).rejects.toMatchObject({ code: 'pg_datadir_foreign' });
+    expect(await readFile(join(foreign, 'data', 'precious.txt'), 'utf8')).toBe('keep me');
+  });
+
+  it('stops a server orphaned by a SIGKILLed parent, then re-uses the data dir with its data', async () => {
+    const clusterDir = join(dir, 'orphan');
+    const port = await freePort();
+    const child = execa(
+      'node',
+      ['--import', 'tsx', 'test/helpers/startCluster.ts', clusterDir, String(port)],
+      {
+        reject: false,
+        buffer: false,
+        stdout: 'pipe',
+      },
+    );
+    const line = await new Promise<string>((resolve, reject) => {
+      child.stdout?.once('data', (d: Buffer) => resolve(d.toString()));
+      void child.then((r) => reject(new Error(`child exited early (${r.exitCode})`)));
+    });
+    const { pid: orphanPid } = JSON.parse(line) as { pid: number };
+    const first = new EmbeddedCluster({ dir: clusterDir, port });
+    // write something through the orphan before its parent dies
+    const url = `postgres://modemfleet:${encodeURIComponent((await readFile(join(clusterDir, 'password'), 'utf8')).trim())}@127.0.0.1:${port}/modemfleet`;
+    const sql = openSql(url, { max: 1 });
+    await sql`create table kept (v text)`;
+    await sql`insert into kept values ('survives')`;
+    await sql.end();
+
+    child.kill('SIGKILL');
+    await child;
+    expect(alive(orphanPid)).toBe(true); // the orphan still holds port and lock
+
+    await first.start();
+    try {
+      expect(alive(orphanPid)).toBe(false);
+      const again = openSql(first.url, { max: 1 });
+      expect(await again`select v from kept`).toEqual([{ v: 'survives' }]);
+      await again.end();
+    } finally {
+      await first.stop();
+    }
+  });
+});
