@@ -22,6 +22,8 @@ export interface DatabaseOptions {
   connectBackoffMs?: number;
   connectBackoffCapMs?: number;
   application?: string;
+  /** Use the embedded cluster of a running modemfleet (CLI next to the daemon) instead of refusing. */
+  attachEmbedded?: boolean;
 }
 
 export const DEFAULT_EMBEDDED_PORT = 54329;
@@ -108,6 +110,7 @@ export class Database {
         dir: join(this.options.stateDir, 'postgres'),
         port: this.options.embeddedPort ?? DEFAULT_EMBEDDED_PORT,
         log: this.options.log ?? silentLogger,
+        attach: this.options.attachEmbedded ?? false,
       });
       await this.cluster.start();
       this.url = this.cluster.url;

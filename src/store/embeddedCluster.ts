@@ -32,6 +32,11 @@ export interface EmbeddedClusterOptions {
   readyTimeoutMs?: number;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
+  /**
+   * When another live modemfleet process runs this cluster, use it instead of failing (CLI commands
+   * next to a running daemon). An attached cluster is not stopped by stop().
+   */
+  attach?: boolean;
 }
 
 interface Binaries {
@@ -136,7 +141,9 @@ async function isPostgresOf(pid: number, dataDir: string): Promise<boolean> {
 export class EmbeddedCluster {
   readonly dir: string;
   readonly dataDir: string;
-  readonly port: number;
+  port: number;
+  /** True when we use a server another live process started. */
+  attached = false;
   readonly user: string;
   readonly database: string;
   private readonly log: Logger;
@@ -171,7 +178,7 @@ export class EmbeddedCluster {
     await this.prepareDirs(runAs);
     this.password = await this.ensurePassword();
     await this.initialise(bins, runAs);
-    await this.stopOrphan();
+    if (await this.adoptOrStopPrevious()) return;
 
     const attempts = this.options.startAttempts ?? 5;
     let lastError: Error | undefined;
@@ -305,17 +312,36 @@ export class EmbeddedCluster {
     }
   }
 
-  /** A server left behind by a SIGKILLed parent holds the lock and the port: stop it, don't fight it. */
-  private async stopOrphan(): Promise<void> {
-    let pid: number;
+  /**
+   * A server already running on this data dir: when the process that started it (the `owner` file)
+   * is alive, it belongs to that process — attach to it if allowed, else refuse. When its owner is
+   * gone (a SIGKILLed parent), it is an orphan holding the lock and the port: stop it, don't fight it.
+   * Returns true when attached.
+   */
+  private async adoptOrStopPrevious(): Promise<boolean> {
+    let lines: string[];
     try {
-      pid = Number((await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+      lines = (await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8')).split('\n');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
-    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return; // stale: postgres removes it itself
-    if (!(await isPostgresOf(pid, this.dataDir))) return; // pid reused by another program
+    const pid = Number(lines[0]);
+    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return false; // stale: postgres cleans it up
+    if (!(await isPostgresOf(pid, this.dataDir))) return false; // pid reused by another program
+    const owner = Number((await readFile(join(this.dir, 'owner'), 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner)) {
+      if (!this.options.attach) {
+        throw new ModemfleetError(
+          'pg_in_use',
+          `another modemfleet process (pid ${owner}) runs the embedded PostgreSQL in ${this.dataDir}; stop it first or use another state dir`,
+        );
+      }
+      this.port = Number(lines[3]);
+      this.attached = true;
+      this.log.debug({ owner, port: this.port }, 'using the embedded PostgreSQL of a running modemfleet');
+      return true;
+    }
     this.log.warn({ pid, dataDir: this.dataDir }, 'stopping a PostgreSQL left running by a previous process');
     for (const [signal, waitMs] of [
       ['SIGINT', 10_000],
@@ -325,11 +351,11 @@ export class EmbeddedCluster {
       try {
         process.kill(pid, signal);
       } catch {
-        return;
+        return false;
       }
       const deadline = Date.now() + waitMs;
       while (Date.now() < deadline) {
-        if (!pidAlive(pid)) return;
+        if (!pidAlive(pid)) return false;
         await sleep(50);
       }
     }
@@ -350,6 +376,7 @@ export class EmbeddedCluster {
     const args = ['-D', this.dataDir, '-p', String(this.port)];
     for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
     this.stderrTail = [];
+    await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
     const child = execa(bins.postgres, args, {
       ...runAs,
       reject: false,

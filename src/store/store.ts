@@ -21,6 +21,7 @@ import {
 } from './hosts.js';
 import { appendTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
+import { listModems } from './modems.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 
 export interface StoreOptions {
@@ -55,6 +56,10 @@ export class Store {
   }
   upsertModem(facts: ModemFacts): ReturnType<typeof upsertModem> {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
+  }
+
+  modems(options?: { imei?: string }): ReturnType<typeof listModems> {
+    return listModems(this.sql, options);
   }
 
   allocate(imei: string): ReturnType<typeof allocate> {

@@ -3,10 +3,18 @@ export function coerceError(value: unknown): Error {
   if (value instanceof Error) return value;
   if (value === undefined) return new Error('unknown error (undefined was thrown)');
   if (typeof value === 'string') return new Error(value);
-  try {
-    return new Error(JSON.stringify(value));
-  } catch {
+  if (
+    typeof value === 'number' ||
+    typeof value === 'boolean' ||
+    typeof value === 'bigint' ||
+    typeof value === 'symbol'
+  ) {
     return new Error(String(value));
+  }
+  try {
+    return new Error(JSON.stringify(value) ?? 'unknown error');
+  } catch {
+    return new Error('unknown error (unserialisable value thrown)');
   }
 }
 

@@ -16,7 +16,13 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   });
 
 /** Exponential backoff with a cap and optional jitter (0..1 of the delay). */
-export function backoffDelay(attempt: number, baseMs: number, capMs: number, jitter = 0, rand = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  baseMs: number,
+  capMs: number,
+  jitter = 0,
+  rand = Math.random,
+): number {
   const raw = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
   return Math.round(raw * (1 - jitter + jitter * rand()));
 }

@@ -122,6 +122,20 @@ describe('embedded PostgreSQL', () => {
     await sql`insert into kept values ('survives')`;
     await sql.end();
 
+    // while its owner lives, the cluster is not ours: refused, or shared when attaching
+    await expect(new EmbeddedCluster({ dir: clusterDir, port }).start()).rejects.toMatchObject({
+      code: 'pg_in_use',
+    });
+    const attached = new EmbeddedCluster({ dir: clusterDir, port: 1, attach: true });
+    await attached.start();
+    expect(attached.attached).toBe(true);
+    expect(attached.port).toBe(port);
+    const viaAttach = openSql(attached.url, { max: 1 });
+    expect(await viaAttach`select v from kept`).toEqual([{ v: 'survives' }]);
+    await viaAttach.end();
+    await attached.stop();
+    expect(alive(orphanPid)).toBe(true); // stop() of an attached cluster leaves it running
+
     child.kill('SIGKILL');
     await child;
     expect(alive(orphanPid)).toBe(true); // the orphan still holds port and lock

@@ -31,9 +31,11 @@ describe('migrations', () => {
   it('are idempotent: a second run applies nothing', async () => {
     const again = await migrate(db.sql);
     expect(again.applied).toEqual([]);
-    const rows = await db.sql`select version, checksum from schema_migrations order by version`;
+    const rows = await db.sql<
+      { checksum: string }[]
+    >`select checksum from schema_migrations order by version`;
     const files = await loadMigrations();
-    expect(rows.map((r) => r['checksum'])).toEqual(files.map((f) => f.checksum));
+    expect(rows.map((r) => r.checksum)).toEqual(files.map((f) => f.checksum));
   });
 
   it('two concurrent migrators on an empty database: each file applied exactly once', async () => {

@@ -86,8 +86,10 @@ describe('appendTransitions', () => {
     expect(first).toEqual([{ imei: m, stored: 3, lastSeq: 3, gapAt: null }]);
     const second = await store.appendTransitions(batch);
     expect(second).toEqual([{ imei: m, stored: 0, lastSeq: 3, gapAt: null }]);
-    const rows = await db.sql`select seq from modem_transitions where imei = ${m} order by seq`;
-    expect(rows.map((r) => r['seq'])).toEqual([1, 2, 3]);
+    const rows = await db.sql<
+      { seq: number }[]
+    >`select seq from modem_transitions where imei = ${m} order by seq`;
+    expect(rows.map((r) => r.seq)).toEqual([1, 2, 3]);
     const [modem] = await db.sql`select state, substate, wan_ip, seq from modems where imei = ${m}`;
     expect(modem).toMatchObject({ state: 'online', substate: 'online.serving', wan_ip: '10.64.0.7', seq: 3 });
     const history = await store.transitions(m, { limit: 2 });

@@ -1,0 +1,165 @@
+import { userInfo } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { pino } from 'pino';
+import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
+import { formatStatusTable } from './cli/status.js';
+import { withStore } from './cli/withStore.js';
+import { loadConfig, type ConfigMode } from './config.js';
+import { migrate } from './store/migrate.js';
+import { createRootLogger, type Logger } from './log.js';
+import { COMMAND_KINDS, type CommandKind } from './store/types.js';
+import { ModemfleetError, coerceError, errorChain } from './util/errors.js';
+
+interface CommandSpec {
+  summary: string;
+  usage: string;
+  options: NonNullable<ParseArgsConfig['options']>;
+  positionals?: number;
+  run(args: { values: Record<string, unknown>; positionals: string[]; log: Logger }): Promise<number>;
+}
+
+const configOption = { config: { type: 'string' as const, short: 'c' } };
+
+function config(values: Record<string, unknown>, mode: ConfigMode = 'production') {
+  return loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, mode });
+}
+
+function notBuiltYet(what: string): never {
+  throw new ModemfleetError('not_implemented', `${what} is not built yet in this version of modemfleet`);
+}
+
+const commandRunner =
+  (kind: CommandKind): CommandSpec['run'] =>
+  async ({ values, positionals, log }) => {
+    const imei = positionals[0] ?? '';
+    const id = await withStore(config(values), log, (store) =>
+      store.insertCommand(imei, kind, `cli:${userInfo().username}`),
+    );
+    process.stdout.write(`${JSON.stringify({ id, imei, kind, status: 'pending' })}\n`);
+    return EXIT.ok;
+  };
+
+const COMMANDS: Record<string, CommandSpec> = {
+  run: {
+    summary: 'run the supervisor daemon',
+    usage: 'run [--config FILE]',
+    options: configOption,
+    run: () => notBuiltYet('the supervisor (modemfleet run)'),
+  },
+  demo: {
+    summary: 'run a simulated farm with the inspector',
+    usage:
+      'demo [--modems N] [--http HOST:PORT] [--proxy auto|3proxy|microsocks|tinyproxy] [--state-dir DIR]',
+    options: {
+      modems: { type: 'string' },
+      http: { type: 'string' },
+      proxy: { type: 'string' },
+      'state-dir': { type: 'string' },
+    },
+    run: () => notBuiltYet('the demo (modemfleet demo)'),
+  },
+  sim: {
+    summary: 'run only the EC25 simulator; prints one JSON line per modem',
+    usage: 'sim [--modems N] [--profile FILE]',
+    options: { modems: { type: 'string' }, profile: { type: 'string' } },
+    run: () => notBuiltYet('the simulator (modemfleet sim)'),
+  },
+  migrate: {
+    summary: 'apply database migrations',
+    usage: 'migrate [--config FILE]',
+    options: configOption,
+    run: async ({ values, log }) => {
+      const { applied } = await withStore(config(values), log, (_store, db) => migrate(db.sql, { log }), {
+        autoMigrate: false,
+      });
+      process.stdout.write(applied.length ? `${applied.join('\n')}\n` : 'database schema is up to date\n');
+      return EXIT.ok;
+    },
+  },
+  status: {
+    summary: 'show every modem: state, time in state, address, ports, operator, signal',
+    usage: 'status [--json] [--config FILE]',
+    options: { ...configOption, json: { type: 'boolean' } },
+    run: async ({ values, log }) => {
+      const modems = await withStore(config(values), log, (store) => store.modems());
+      process.stdout.write(values['json'] ? `${JSON.stringify(modems)}\n` : `${formatStatusTable(modems)}\n`);
+      return EXIT.ok;
+    },
+  },
+  ...Object.fromEntries(
+    COMMAND_KINDS.map((kind) => [
+      kind,
+      {
+        summary: `queue a ${kind} command for one modem`,
+        usage: `${kind} IMEI [--config FILE]`,
+        options: configOption,
+        positionals: 1,
+        run: commandRunner(kind),
+      } satisfies CommandSpec,
+    ]),
+  ),
+  doctor: {
+    summary: 'check this host and print a fix for each problem',
+    usage: 'doctor [--config FILE]',
+    options: configOption,
+    run: () => notBuiltYet('modemfleet doctor'),
+  },
+};
+
+function help(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return [
+    'modemfleet: a supervisor for mobile proxy farms',
+    '',
+    'usage: modemfleet <command> [options]',
+    '',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    '',
+    "Run 'modemfleet <command> --help' for a command's options.",
+    'Environment: DATABASE_URL, MODEMFLEET_STATE_DIR, MODEMFLEET_API_TOKEN, MODEMFLEET_3PROXY, MODEMFLEET_HOST_ID, MODEMFLEET_PG_PORT, MODEMFLEET_LOG_LEVEL',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === 'help' || name === '--help' || name === '-h') {
+    process.stdout.write(`${help()}\n`);
+    return name ? EXIT.ok : EXIT.usage;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`modemfleet: unknown command '${name.slice(0, 40)}'\n\n${help()}\n`);
+    return EXIT.usage;
+  }
+  // One-shot commands keep stdout for their output: logs go to stderr.
+  const log = createRootLogger({
+    destination: pino.destination(2),
+    level: process.env['MODEMFLEET_LOG_LEVEL'] ?? 'warn',
+  });
+  try {
+    const { values, positionals } = parseArgs({
+      args: rest,
+      options: { ...command.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
+    if (values['help']) {
+      process.stdout.write(`usage: modemfleet ${command.usage}\n  ${command.summary}\n`);
+      return EXIT.ok;
+    }
+    if (positionals.length !== (command.positionals ?? 0)) {
+      throw new UsageError(`usage: modemfleet ${command.usage}`);
+    }
+    return await command.run({ values, positionals, log });
+  } catch (err) {
+    const e = coerceError(err);
+    const isParseError = (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    process.stderr.write(
+      `modemfleet ${name}: ${isParseError || e instanceof ModemfleetError ? e.message : errorChain(e)}\n`,
+    );
+    if (isParseError) process.stderr.write(`usage: modemfleet ${command.usage}\n`);
+    return isParseError ? EXIT.usage : exitCodeFor(e);
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,46 @@
+import { ModemfleetError } from '../util/errors.js';
+
+/** Exit codes of the `modemfleet` command; scripts and systemd decide on these. */
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  config: 3,
+  database: 4,
+  migration: 5,
+  notFound: 6,
+  notImplemented: 7,
+} as const;
+
+/** Which error code ends the process with which exit code. */
+const BY_ERROR_CODE: Readonly<Record<string, number>> = {
+  config_invalid: EXIT.config,
+  database_url_invalid: EXIT.config,
+  database_unreachable: EXIT.database,
+  database_unavailable: EXIT.database,
+  pg_port_taken: EXIT.database,
+  pg_start_failed: EXIT.database,
+  pg_start_timeout: EXIT.database,
+  pg_in_use: EXIT.database,
+  pg_dir_unreachable: EXIT.database,
+  pg_datadir_foreign: EXIT.database,
+  pg_binaries_missing: EXIT.database,
+  migration_refused: EXIT.migration,
+  unknown_modem: EXIT.notFound,
+  invalid_imei: EXIT.usage,
+  invalid_command: EXIT.usage,
+  usage: EXIT.usage,
+  not_implemented: EXIT.notImplemented,
+};
+
+export function exitCodeFor(err: unknown): number {
+  if (err instanceof ModemfleetError) return BY_ERROR_CODE[err.code] ?? EXIT.failure;
+  return EXIT.failure;
+}
+
+export class UsageError extends ModemfleetError {
+  constructor(message: string) {
+    super('usage', message);
+    this.name = 'UsageError';
+  }
+}

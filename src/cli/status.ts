@@ -1,0 +1,43 @@
+import type { ModemView } from '../store/modems.js';
+
+function ago(since: Date, now: number): string {
+  const s = Math.max(0, Math.round((now - since.getTime()) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172_800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86_400)}d`;
+}
+
+/** Signal bars 0-4 from RSSI dBm, as operators read them. */
+export function bars(rssi: number | null): string {
+  if (rssi === null) return '-';
+  const n = rssi >= -65 ? 4 : rssi >= -75 ? 3 : rssi >= -85 ? 2 : rssi >= -95 ? 1 : 0;
+  return `${'#'.repeat(n)}${'.'.repeat(4 - n)} ${rssi}`;
+}
+
+/** The `modemfleet status` table: IMEI, state, time in state, address, ports, operator, signal. */
+export function formatStatusTable(rows: readonly ModemView[], now = Date.now()): string {
+  if (rows.length === 0) return 'no modems known yet';
+  const table = [
+    ['IMEI', 'STATE', 'FOR', 'ADDRESS', 'HTTP', 'SOCKS', 'OPERATOR', 'SIGNAL'],
+    ...rows.map((r) => [
+      r.imei,
+      r.state === 'error' && r.reason ? `error (${r.reason})` : (r.substate ?? r.state),
+      ago(r.since, now),
+      r.wanIp ?? '-',
+      r.httpPort === null ? '-' : String(r.httpPort),
+      r.socksPort === null ? '-' : String(r.socksPort),
+      (r.operator ?? '-').slice(0, 20),
+      bars(r.rssi),
+    ]),
+  ];
+  const widths = table[0]?.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length))) ?? [];
+  return table
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}

@@ -1,0 +1,192 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { DEFAULT_RANGES, checkRanges } from './store/allocations.js';
+import { DEFAULT_EMBEDDED_PORT } from './store/database.js';
+import { HOST_ID_PATTERN, type AllocationRanges } from './store/types.js';
+import { ConfigError } from './util/errors.js';
+
+/**
+ * The one configuration module: environment and an optional JSON file are parsed once, validated,
+ * and every problem is reported as `path: message`. Limits and timeouts live in `policy`.
+ */
+export interface Config {
+  stateDir: string;
+  databaseUrl: string | undefined;
+  embeddedPort: number;
+  hostId: string;
+  apiToken: string | undefined;
+  threeProxyPath: string | undefined;
+  allocation: AllocationRanges;
+  policy: Policy;
+}
+
+export interface Policy {
+  /** Connection attempts (with backoff) before start-up fails with `database_unreachable`. */
+  databaseConnectAttempts: number;
+  /** Listen-connection heartbeat: send interval and the silence after which it is rebuilt. */
+  listenHeartbeatIntervalMs: number;
+  listenHeartbeatTimeoutMs: number;
+  /** How long health samples are kept. */
+  healthRetentionSeconds: number;
+}
+
+export const DEFAULT_POLICY: Policy = {
+  databaseConnectAttempts: 6,
+  listenHeartbeatIntervalMs: 2_000,
+  listenHeartbeatTimeoutMs: 10_000,
+  healthRetentionSeconds: 14 * 86_400,
+};
+
+export type ConfigMode = 'production' | 'demo';
+
+const FILE_KEYS = [
+  'stateDir',
+  'databaseUrl',
+  'embeddedPort',
+  'hostId',
+  'threeProxyPath',
+  'allocation',
+  'policy',
+] as const;
+
+function defaultHostId(): string {
+  const name = hostname()
+    .replace(/[^A-Za-z0-9._-]/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '');
+  return name.slice(0, 63) || 'localhost';
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function readFile(path: string, problems: string[]): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    problems.push(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    return {};
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    problems.push(`${path}: not valid JSON (${(err as Error).message})`);
+    return {};
+  }
+  if (!isRecord(parsed)) {
+    problems.push(`${path}: must be a JSON object`);
+    return {};
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!(FILE_KEYS as readonly string[]).includes(key)) problems.push(`${key}: unknown setting`);
+  }
+  return parsed;
+}
+
+function int(value: unknown, path: string, problems: string[], min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    problems.push(`${path}: must be an integer from ${min} to ${max}`);
+    return undefined;
+  }
+  return n;
+}
+
+function str(value: unknown, path: string, problems: string[]): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value !== 'string') {
+    problems.push(`${path}: must be a string`);
+    return undefined;
+  }
+  return value;
+}
+
+function ranges(value: unknown, problems: string[]): AllocationRanges {
+  if (value === undefined) return DEFAULT_RANGES;
+  if (!isRecord(value)) {
+    problems.push('allocation: must be an object');
+    return DEFAULT_RANGES;
+  }
+  const out = { ...DEFAULT_RANGES };
+  for (const key of Object.keys(value)) {
+    if (!(key in DEFAULT_RANGES)) {
+      problems.push(`allocation.${key}: unknown range`);
+      continue;
+    }
+    const r = value[key];
+    const name = key as keyof AllocationRanges;
+    if (!isRecord(r) || typeof r['from'] !== 'number' || typeof r['to'] !== 'number') {
+      problems.push(`allocation.${key}: must be { "from": number, "to": number }`);
+      continue;
+    }
+    out[name] = { from: r['from'], to: r['to'] };
+  }
+  problems.push(...checkRanges(out));
+  return out;
+}
+
+function policy(value: unknown, problems: string[]): Policy {
+  if (value === undefined) return DEFAULT_POLICY;
+  if (!isRecord(value)) {
+    problems.push('policy: must be an object');
+    return DEFAULT_POLICY;
+  }
+  const out: Policy = { ...DEFAULT_POLICY };
+  for (const [key, v] of Object.entries(value)) {
+    if (!(key in DEFAULT_POLICY)) {
+      problems.push(`policy.${key}: unknown setting`);
+      continue;
+    }
+    const n = int(v, `policy.${key}`, problems, 1, 2_147_483_647);
+    if (n !== undefined) out[key as keyof Policy] = n;
+  }
+  return out;
+}
+
+/** Parse and validate. Environment wins over the file. Throws ConfigError listing every problem. */
+export function loadConfig(
+  options: { env?: NodeJS.ProcessEnv; file?: string; mode?: ConfigMode } = {},
+): Config {
+  const env = options.env ?? process.env;
+  const problems: string[] = [];
+  const file = options.file ? readFile(options.file, problems) : {};
+
+  const stateDir =
+    str(env['MODEMFLEET_STATE_DIR'], 'MODEMFLEET_STATE_DIR', problems) ??
+    str(file['stateDir'], 'stateDir', problems) ??
+    (options.mode === 'demo' ? './var' : '/var/lib/modemfleet');
+  const databaseUrl =
+    str(env['DATABASE_URL'], 'DATABASE_URL', problems) ?? str(file['databaseUrl'], 'databaseUrl', problems);
+  const embeddedPort =
+    int(env['MODEMFLEET_PG_PORT'], 'MODEMFLEET_PG_PORT', problems, 1024, 65535) ??
+    int(file['embeddedPort'], 'embeddedPort', problems, 1024, 65535) ??
+    DEFAULT_EMBEDDED_PORT;
+  const hostId =
+    str(env['MODEMFLEET_HOST_ID'], 'MODEMFLEET_HOST_ID', problems) ??
+    str(file['hostId'], 'hostId', problems) ??
+    defaultHostId();
+  if (!HOST_ID_PATTERN.test(hostId))
+    problems.push(`hostId: '${hostId.slice(0, 64)}' must be 1-63 letters, digits, '.', '_' or '-'`);
+  const apiToken = str(env['MODEMFLEET_API_TOKEN'], 'MODEMFLEET_API_TOKEN', problems);
+  if (apiToken !== undefined && apiToken.length < 16)
+    problems.push('MODEMFLEET_API_TOKEN: must be at least 16 characters');
+  const threeProxyPath =
+    str(env['MODEMFLEET_3PROXY'], 'MODEMFLEET_3PROXY', problems) ??
+    str(file['threeProxyPath'], 'threeProxyPath', problems);
+
+  const config: Config = {
+    stateDir: resolve(stateDir),
+    databaseUrl,
+    embeddedPort,
+    hostId,
+    apiToken,
+    threeProxyPath,
+    allocation: ranges(file['allocation'], problems),
+    policy: policy(file['policy'], problems),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}

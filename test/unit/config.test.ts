@@ -1,0 +1,80 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, DEFAULT_POLICY } from '../../src/config.js';
+import { ConfigError } from '../../src/util/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mf-config-'));
+const file = (name: string, content: string): string => {
+  const path = join(dir, name);
+  writeFileSync(path, content);
+  return path;
+};
+const problems = (fn: () => unknown): readonly string[] => {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+};
+
+describe('loadConfig', () => {
+  it('has production and demo defaults', () => {
+    const prod = loadConfig({ env: {} });
+    expect(prod.stateDir).toBe('/var/lib/modemfleet');
+    expect(prod.embeddedPort).toBe(54329);
+    expect(prod.policy).toEqual(DEFAULT_POLICY);
+    expect(prod.allocation.routingTable).toEqual({ from: 10000, to: 19999 });
+    expect(loadConfig({ env: {}, mode: 'demo' }).stateDir).toBe(join(process.cwd(), 'var'));
+  });
+
+  it('environment wins over the file', () => {
+    const path = file(
+      'a.json',
+      JSON.stringify({ stateDir: '/srv/a', hostId: 'file-host', embeddedPort: 6000 }),
+    );
+    const c = loadConfig({ env: { MODEMFLEET_STATE_DIR: '/srv/b', MODEMFLEET_PG_PORT: '7000' }, file: path });
+    expect(c).toMatchObject({ stateDir: '/srv/b', hostId: 'file-host', embeddedPort: 7000 });
+  });
+
+  it('reports every problem as path: message, all at once', () => {
+    const path = file(
+      'bad.json',
+      JSON.stringify({
+        embeddedPort: 'x',
+        colour: 'blue',
+        allocation: { routingTable: { from: 200, to: 300 }, socks: {} },
+        policy: { listenHeartbeatTimeoutMs: -1, nope: 1 },
+      }),
+    );
+    expect(
+      problems(() =>
+        loadConfig({ env: { MODEMFLEET_API_TOKEN: 'short', MODEMFLEET_HOST_ID: 'bad host!' }, file: path }),
+      ),
+    ).toEqual([
+      'colour: unknown setting',
+      'embeddedPort: must be an integer from 1024 to 65535',
+      "hostId: 'bad host!' must be 1-63 letters, digits, '.', '_' or '-'",
+      'MODEMFLEET_API_TOKEN: must be at least 16 characters',
+      'allocation.socks: unknown range',
+      "allocation.routingTable: must avoid 0 and the kernel's tables 253-255 (default 10000-19999)",
+      'policy.listenHeartbeatTimeoutMs: must be an integer from 1 to 2147483647',
+      'policy.nope: unknown setting',
+    ]);
+  });
+
+  it('names an unreadable or malformed file', () => {
+    expect(problems(() => loadConfig({ env: {}, file: join(dir, 'missing.json') }))[0]).toMatch(
+      /missing\.json: cannot read \(ENOENT\)/,
+    );
+    expect(problems(() => loadConfig({ env: {}, file: file('b.json', '{ nope') }))[0]).toMatch(
+      /b\.json: not valid JSON/,
+    );
+    expect(problems(() => loadConfig({ env: {}, file: file('c.json', '[1]') }))[0]).toMatch(
+      /c\.json: must be a JSON object/,
+    );
+  });
+});
