@@ -2,10 +2,7 @@ import { ModemfleetError } from '../util/errors.js';
 
 /** The final result code that ends an AT answer. */
 export type FinalResult =
-  | { kind: 'ok' }
-  | { kind: 'error' }
-  | { kind: 'cme'; code: number }
-  | { kind: 'cms'; code: number };
+  { kind: 'ok' } | { kind: 'error' } | { kind: 'cme'; code: number } | { kind: 'cms'; code: number };
 
 /** A completed answer: information lines (no echo, no blank lines, no final code, no URCs). */
 export interface AtResponse {
@@ -48,7 +45,11 @@ export class AtCommandError extends AtError {
   readonly lines: string[];
   constructor(command: string, final: FinalResult, lines: string[]) {
     const what =
-      final.kind === 'cme' ? `+CME ERROR: ${final.code}` : final.kind === 'cms' ? `+CMS ERROR: ${final.code}` : 'ERROR';
+      final.kind === 'cme'
+        ? `+CME ERROR: ${final.code}`
+        : final.kind === 'cms'
+          ? `+CMS ERROR: ${final.code}`
+          : 'ERROR';
     super('at_error', command, `${command} answered ${what}`);
     this.name = 'AtCommandError';
     this.final = final;
