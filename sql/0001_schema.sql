@@ -120,9 +120,9 @@ create index alerts_open_idx on alerts (raised_at desc) where resolved_at is nul
 
 ------------------------------------------------------------------------------------------------------
 -- Journal append: one call per batch, set-based. Rows at or below a modem's stored seq are
--- duplicates (skipped: replay is idempotent). New rows must continue the modem's sequence without a
--- gap; a modem whose rows do not is reported (gap_at) and none of its rows are stored, the rest of
--- the batch is. The modems row takes the state of the last stored transition.
+-- duplicates (skipped: replay is idempotent). New rows are stored as far as they continue the
+-- modem's sequence without a gap; rows after a missing seq are not stored and the modem is reported
+-- with gap_at (the seq it waits for). The modems row takes the state of the last stored transition.
 ------------------------------------------------------------------------------------------------------
 create function journal_batch_rows(batch jsonb)
 returns table (imei text, seq bigint, from_state text, to_state text, event text, detail jsonb,
@@ -153,29 +153,26 @@ begin
     select * from journal_batch_rows(batch)
   ),
   fresh as (
-    select b.*, m.seq as stored_seq
+    select b.*, m.seq as stored_seq, row_number() over (partition by b.imei order by b.seq) as rn
     from batch_rows b join modems m on m.imei = b.imei
     where b.seq > m.seq
   ),
-  checked as (
-    select f.imei, min(f.seq) as first_seq, max(f.seq) as max_seq, count(*) as n, min(f.stored_seq) as stored_seq
-    from fresh f group by f.imei
-  ),
-  ok as (
-    select c.imei from checked c where c.first_seq = c.stored_seq + 1 and c.max_seq - c.first_seq + 1 = c.n
+  -- the contiguous run after the stored seq; anything after a missing seq waits for a later batch
+  ok_rows as (
+    select * from fresh f where f.seq = f.stored_seq + f.rn
   ),
   inserted as (
     insert into modem_transitions (imei, seq, from_state, to_state, event, detail, at, host_id)
-    select f.imei, f.seq, f.from_state, f.to_state, f.event, f.detail, f.at, f.host_id
-    from fresh f join ok using (imei)
-    order by f.imei, f.seq
+    select o.imei, o.seq, o.from_state, o.to_state, o.event, o.detail, o.at, o.host_id
+    from ok_rows o
+    order by o.imei, o.seq
     on conflict on constraint modem_transitions_pkey do nothing
     returning modem_transitions.imei
   ),
   last_rows as (
-    select distinct on (f.imei) f.*
-    from fresh f join ok using (imei)
-    order by f.imei, f.seq desc
+    select distinct on (o.imei) o.*
+    from ok_rows o
+    order by o.imei, o.seq desc
   ),
   updated as (
     update modems m set
@@ -191,16 +188,21 @@ begin
     from last_rows l
     where m.imei = l.imei
     returning m.imei
+  ),
+  per_modem as (
+    select b.imei, min(m.seq) as stored_seq,
+           count(f.seq) as fresh_n,
+           count(f.seq) filter (where f.seq = f.stored_seq + f.rn) as ok_n
+    from batch_rows b
+    join modems m on m.imei = b.imei
+    left join fresh f on f.imei = b.imei and f.seq = b.seq
+    group by b.imei
   )
-  select c.imei,
-         (select count(*) from inserted i where i.imei = c.imei)::integer,
-         case when o.imei is null then c.stored_seq else c.max_seq end,
-         case when o.imei is null then c.stored_seq + 1 end
-  from checked c left join ok o using (imei)
-  union all
-  select distinct b.imei, 0, m.seq, null::bigint
-  from batch_rows b join modems m on m.imei = b.imei
-  where not exists (select 1 from checked c where c.imei = b.imei);
+  select p.imei,
+         (select count(*) from inserted i where i.imei = p.imei)::integer,
+         p.stored_seq + p.ok_n,
+         case when p.fresh_n > p.ok_n then p.stored_seq + p.ok_n + 1 end
+  from per_modem p;
 end;
 $$;
 

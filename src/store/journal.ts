@@ -34,8 +34,8 @@ function check(row: TransitionRecord): void {
 
 /**
  * Append a batch of transitions (any number of modems) in one round trip. Idempotent on
- * (imei, seq): rows already stored are skipped. A modem whose new rows would leave a gap in its
- * sequence is not written and is reported with `gapAt`; the other modems of the batch are.
+ * (imei, seq): rows already stored are skipped. New rows are stored as far as they continue the
+ * modem's sequence; rows after a missing seq are not, and `gapAt` names the seq the modem waits for.
  */
 export async function appendTransitions(
   sql: Sql,

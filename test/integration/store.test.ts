@@ -116,7 +116,7 @@ describe('appendTransitions', () => {
     expect(row).toMatchObject({ state: 'error', reason: 'sim_missing', wan_ip: null });
   });
 
-  it('refuses a gap for that modem only; the rest of the batch is stored', async () => {
+  it('stores up to a gap and reports it; other modems of the batch are not held back', async () => {
     const a = imei(300);
     const b = imei(301);
     const result = await store.appendTransitions([
@@ -124,10 +124,12 @@ describe('appendTransitions', () => {
       t(a, 3, 'online'),
       t(b, 1, 'detecting'),
     ]);
-    expect(result.find((r) => r.imei === a)).toEqual({ imei: a, stored: 0, lastSeq: 0, gapAt: 1 });
+    expect(result.find((r) => r.imei === a)).toEqual({ imei: a, stored: 1, lastSeq: 1, gapAt: 2 });
     expect(result.find((r) => r.imei === b)).toEqual({ imei: b, stored: 1, lastSeq: 1, gapAt: null });
     const gap2 = await store.appendTransitions([t(b, 3, 'online')]);
     expect(gap2).toEqual([{ imei: b, stored: 0, lastSeq: 1, gapAt: 2 }]);
+    const filled = await store.appendTransitions([t(a, 3, 'online'), t(a, 2, 'initializing')]);
+    expect(filled).toEqual([{ imei: a, stored: 2, lastSeq: 3, gapAt: null }]);
   });
 
   it('rejects malformed rows before sending anything', async () => {
