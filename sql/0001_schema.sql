@@ -143,6 +143,7 @@ begin
   -- modems seen for the first time get a row; then all rows of the batch are locked in one order
   insert into modems as m (imei, host_id)
   select distinct b.imei, b.host_id from journal_batch_rows(batch) b
+  where not exists (select 1 from modems x where x.imei = b.imei)
   on conflict on constraint modems_pkey do nothing;
   perform 1 from modems m
   where m.imei in (select b.imei from journal_batch_rows(batch) b)
@@ -189,20 +190,22 @@ begin
     where m.imei = l.imei
     returning m.imei
   ),
-  per_modem as (
-    select b.imei, min(m.seq) as stored_seq,
-           count(f.seq) as fresh_n,
-           count(f.seq) filter (where f.seq = f.stored_seq + f.rn) as ok_n
-    from batch_rows b
-    join modems m on m.imei = b.imei
-    left join fresh f on f.imei = b.imei and f.seq = b.seq
-    group by b.imei
+  inserted_counts as (
+    select i.imei, count(*)::integer as n from inserted i group by i.imei
+  ),
+  fresh_counts as (
+    select f.imei, count(*) as fresh_n, count(*) filter (where f.seq = f.stored_seq + f.rn) as ok_n
+    from fresh f group by f.imei
   )
-  select p.imei,
-         (select count(*) from inserted i where i.imei = p.imei)::integer,
-         p.stored_seq + p.ok_n,
-         case when p.fresh_n > p.ok_n then p.stored_seq + p.ok_n + 1 end
-  from per_modem p;
+  -- modems is read here as it was before this statement's update: m.seq is the stored seq
+  select m.imei,
+         coalesce(ic.n, 0),
+         m.seq + coalesce(fc.ok_n, 0),
+         case when fc.fresh_n > fc.ok_n then m.seq + fc.ok_n + 1 end
+  from modems m
+  left join fresh_counts fc on fc.imei = m.imei
+  left join inserted_counts ic on ic.imei = m.imei
+  where m.imei in (select b.imei from batch_rows b);
 end;
 $$;
 
