@@ -3,7 +3,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'var/**', 'bench/results/**', 'bin/**', 'src/inspector/public/**'] },
+  {
+    ignores: [
+      'eslint.config.js',
+      'dist/**',
+      'node_modules/**',
+      'var/**',
+      'bench/results/**',
+      'bin/**',
+      'src/inspector/public/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
@@ -41,7 +51,20 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['postgres', 'execa', 'serialport', '@serialport/*', 'ws', 'pino', 'node:*', 'fs', 'child_process', 'net', '../src/*', '../src/**'],
+              group: [
+                'postgres',
+                'execa',
+                'serialport',
+                '@serialport/*',
+                'ws',
+                'pino',
+                'node:*',
+                'fs',
+                'child_process',
+                'net',
+                '../src/*',
+                '../src/**',
+              ],
               message: 'machines/ is pure: effects are named in setup() and provided by src/.',
             },
           ],
