@@ -1,0 +1,99 @@
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Detector } from '../../src/detect/detector.js';
+import { SysfsWatchSource } from '../../src/detect/hotplugSources.js';
+import { scanUsbModems } from '../../src/detect/sysfsScan.js';
+import type { DetectionEvent } from '../../src/detect/types.js';
+import { FakeSysfs } from '../../src/sim/fakeSysfs.js';
+
+let sys: FakeSysfs;
+beforeEach(async () => {
+  sys = new FakeSysfs(await mkdtemp(join(tmpdir(), 'mf-sysfs-')));
+  await sys.start();
+});
+afterEach(async () => {
+  await sys.stop();
+});
+
+async function waitFor(check: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('sysfs detection', () => {
+  it('groups each modem by USB path, even when by-id names collide', async () => {
+    // two EC25s with old firmware: both are usb-Android_Android-if02-port0 in /dev/serial/by-id
+    await sys.plug({ usbPath: '1-1.2', ttys: [0, 1, 2, 3], net: 'wwan0', wdm: 'cdc-wdm0' });
+    await sys.plug({ usbPath: '1-1.3', ttys: [4, 5, 6, 7], net: 'wwan1', wdm: 'cdc-wdm1' });
+    // not a modem: a keyboard
+    const kbd = join(sys.root, 'devices', 'usb1', '1-1.1');
+    await mkdir(kbd, { recursive: true });
+    await writeFile(join(kbd, 'idVendor'), '046d\n');
+    await writeFile(join(kbd, 'idProduct'), 'c31c\n');
+    const { symlink } = await import('node:fs/promises');
+    await symlink(kbd, join(sys.root, 'bus', 'usb', 'devices', '1-1.1'));
+    // a modem stuck in emergency download mode after a bad reset
+    await sys.plug({
+      usbPath: '1-1.10',
+      vid: '05c6',
+      pid: '9008',
+      manufacturer: 'Qualcomm CDMA Technologies MSM',
+      product: 'QHSUSB__BULK',
+    });
+
+    const found = await scanUsbModems({ sysRoot: sys.root, devRoot: '/dev' });
+    expect(found.map((d) => d.usbPath)).toEqual(['1-1.2', '1-1.3', '1-1.10']);
+    const [a, b, stuck] = found;
+    expect(a).toMatchObject({
+      model: 'EC25',
+      vendor: 'Quectel',
+      usb: { manufacturer: 'Android', product: 'Android', serial: '0' },
+      ports: { diag: '/dev/ttyUSB0', nmea: '/dev/ttyUSB1', at: '/dev/ttyUSB2', modem: '/dev/ttyUSB3' },
+      net: 'wwan0',
+      wdm: '/dev/cdc-wdm0',
+    });
+    expect(b).toMatchObject({ ports: { at: '/dev/ttyUSB6' }, net: 'wwan1', wdm: '/dev/cdc-wdm1' });
+    expect(a?.usb).toEqual(b?.usb); // identical USB strings: the identity comes from AT+CGSN, not from here
+    expect(stuck?.fault).toMatch(/emergency download/);
+  });
+
+  it('reports plugs and unplugs from the watched tree in batches', async () => {
+    await sys.plug({ usbPath: '1-1.2' });
+    const batches: DetectionEvent[][] = [];
+    const detector = new Detector({
+      scan: { sysRoot: sys.root, devRoot: '/dev' },
+      source: new SysfsWatchSource(sys.root),
+      onEvents: (e) => batches.push(e),
+      debounceMs: 30,
+    });
+    await detector.start();
+    try {
+      expect(batches).toEqual([
+        [
+          expect.objectContaining({
+            type: 'device.added',
+            device: expect.objectContaining({ usbPath: '1-1.2' }),
+          }),
+        ],
+      ]);
+      await Promise.all(
+        ['1-2.1', '1-2.2', '1-2.3'].map((usbPath, i) =>
+          sys.plug({ usbPath, ttys: [10 + 4 * i, 11 + 4 * i, 12 + 4 * i, 13 + 4 * i] }),
+        ),
+      );
+      await waitFor(() => detector.present.length === 4);
+      const added = batches.slice(1).flat();
+      expect(added.map((e) => e.type)).toEqual(['device.added', 'device.added', 'device.added']);
+      await sys.unplug('1-1.2');
+      await waitFor(() => detector.present.length === 3);
+      expect(batches.at(-1)).toEqual([expect.objectContaining({ type: 'device.removed', usbPath: '1-1.2' })]);
+    } finally {
+      await detector.stop();
+    }
+  });
+});
