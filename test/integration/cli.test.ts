@@ -65,10 +65,8 @@ describe('modemfleet CLI', () => {
       expect({ args, code: r.exitCode }).toEqual({ args, code });
       expect(r.stderr).toMatch(message);
     }
-    const [{ n }] = (await db.sql<{ n: number }[]>`select count(*)::int as n from modem_commands`) as [
-      { n: number },
-    ];
-    expect(n).toBe(1);
+    const [row] = await db.sql<{ n: number }[]>`select count(*)::int as n from modem_commands`;
+    expect(row?.n).toBe(1);
   });
 
   it('--help for every command', async () => {

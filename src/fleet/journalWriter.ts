@@ -1,0 +1,237 @@
+import { silentLogger, type Logger } from '../log.js';
+import { isRetryable } from '../store/pgErrors.js';
+import type { AppendResult, TransitionRecord } from '../store/types.js';
+import { coerceError, ModemfleetError } from '../util/errors.js';
+import { backoffDelay } from '../util/time.js';
+import type { Spool } from './spool.js';
+
+/** Transitions as they sit in the spool (dates as ISO text). */
+export type SpooledTransition = Omit<TransitionRecord, 'at'> & { at: string };
+
+export interface JournalSink {
+  appendTransitions(batch: readonly TransitionRecord[]): Promise<AppendResult[]>;
+}
+
+export interface JournalWriterOptions {
+  sink: JournalSink;
+  spool: Spool<SpooledTransition>;
+  log?: Logger;
+  /** Rows per round trip. */
+  maxBatch?: number;
+  /** Replay attempts while PostgreSQL is away: backoff from/to. */
+  retryBaseMs?: number;
+  retryCapMs?: number;
+  /** Raised once per episode: spool full or unwritable, journal gap. */
+  onAlert?: (kind: 'spool_full' | 'spool_unavailable' | 'journal_gap', message: string) => void;
+}
+
+export interface JournalStats {
+  persisted: number;
+  spooled: number;
+  replayed: number;
+  dropped: number;
+  batches: number;
+  mode: 'direct' | 'spooling';
+}
+
+const toSpooled = (r: TransitionRecord): SpooledTransition => ({ ...r, at: r.at.toISOString() });
+const fromSpooled = (r: SpooledTransition): TransitionRecord => ({ ...r, at: new Date(r.at) });
+
+/**
+ * Group commit for the journal. Actors append synchronously; one pump sends what has queued up in
+ * batches (one round trip each), in order. When PostgreSQL is unreachable the batch and everything
+ * after it go to the spool, in the same order, and a replay loop drains the spool once the database
+ * is back; only then are new records sent directly again. Appends are idempotent on (imei, seq),
+ * so a replay that happens twice stores once.
+ */
+export class JournalWriter {
+  readonly stats: JournalStats = {
+    persisted: 0,
+    spooled: 0,
+    replayed: 0,
+    dropped: 0,
+    batches: 0,
+    mode: 'direct',
+  };
+  private queue: TransitionRecord[] = [];
+  private chain: Promise<void> = Promise.resolve();
+  private pumping = false;
+  private replayTimer: NodeJS.Timeout | undefined;
+  private replayAttempt = 0;
+  private stopped = false;
+  private alerted = new Set<string>();
+  /** Seqs dropped while the spool could not take them, per modem: written back as placeholders. */
+  private readonly lost = new Map<string, { first: number; last: number; state: string }>();
+  private readonly log: Logger;
+
+  constructor(private readonly options: JournalWriterOptions) {
+    this.log = (options.log ?? silentLogger).child({ component: 'journal' });
+  }
+
+  /** Replays what a previous process left in the spool. */
+  async start(): Promise<void> {
+    await this.options.spool.open();
+    if (!this.options.spool.isEmpty()) {
+      this.stats.mode = 'spooling';
+      await this.serialised(() => this.tryReplay());
+    }
+  }
+
+  append(record: TransitionRecord): void {
+    this.queue.push(record);
+    if (!this.pumping) {
+      this.pumping = true;
+      queueMicrotask(() => {
+        this.pumping = false;
+        void this.serialised(() => this.pump());
+      });
+    }
+  }
+
+  /** Resolves when everything appended so far is in PostgreSQL or in the spool. */
+  async flush(): Promise<void> {
+    await this.serialised(() => this.pump());
+  }
+
+  /** Flush; what cannot reach the database stays in the spool for the next start. */
+  async stop(): Promise<void> {
+    await this.flush();
+    this.stopped = true;
+    clearTimeout(this.replayTimer);
+    await this.chain;
+    await this.options.spool.close();
+  }
+
+  private serialised(fn: () => Promise<void>): Promise<void> {
+    const next = this.chain.then(fn, fn);
+    this.chain = next.catch((err: unknown) =>
+      this.log.error({ err: coerceError(err) }, 'journal step failed'),
+    );
+    return this.chain;
+  }
+
+  private async pump(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.options.maxBatch ?? 1000);
+      if (this.stats.mode === 'spooling') {
+        await this.toSpool(batch);
+        continue;
+      }
+      try {
+        await this.send(batch);
+        this.stats.persisted += batch.length;
+      } catch (err) {
+        if (!isRetryable(err)) {
+          // a malformed record is a bug in an actor: log it loudly, keep the others flowing
+          this.log.error({ err: coerceError(err), rows: batch.length }, 'journal batch refused');
+          continue;
+        }
+        this.log.warn({ err: coerceError(err) }, 'PostgreSQL unreachable: journal goes to the spool');
+        this.stats.mode = 'spooling';
+        await this.toSpool(batch);
+        this.scheduleReplay();
+      }
+    }
+  }
+
+  private async send(batch: readonly TransitionRecord[]): Promise<void> {
+    this.stats.batches++;
+    const results = await this.options.sink.appendTransitions(batch);
+    const gaps = results.filter((r) => r.gapAt !== null);
+    if (gaps.length === 0) return;
+    const placeholders: TransitionRecord[] = [];
+    for (const gap of gaps) {
+      const lost = this.lost.get(gap.imei);
+      if (lost && gap.gapAt !== null && gap.gapAt >= lost.first && gap.gapAt <= lost.last) {
+        for (let seq = gap.gapAt; seq <= lost.last; seq++) {
+          placeholders.push({
+            imei: gap.imei,
+            seq,
+            from: lost.state,
+            to: lost.state,
+            event: 'journal.lost',
+            at: new Date(),
+            detail: { reason: 'spool_full' },
+          });
+        }
+        this.lost.delete(gap.imei);
+      } else {
+        this.alert(
+          'journal_gap',
+          `journal of ${gap.imei} waits for seq ${gap.gapAt}; later transitions are not stored`,
+        );
+      }
+    }
+    if (placeholders.length > 0) {
+      // the placeholders close the gaps; the rows behind them go in again (duplicates are skipped)
+      await this.options.sink.appendTransitions([
+        ...placeholders,
+        ...batch.filter((r) => gaps.some((g) => g.imei === r.imei)),
+      ]);
+    }
+  }
+
+  private async toSpool(batch: TransitionRecord[]): Promise<void> {
+    try {
+      await this.options.spool.append(batch.map(toSpooled));
+      this.stats.spooled += batch.length;
+    } catch (err) {
+      const code = err instanceof ModemfleetError ? err.code : 'spool_unavailable';
+      this.stats.dropped += batch.length;
+      for (const r of batch) {
+        const lost = this.lost.get(r.imei);
+        this.lost.set(r.imei, {
+          first: Math.min(lost?.first ?? r.seq, r.seq),
+          last: Math.max(lost?.last ?? r.seq, r.seq),
+          state: r.to,
+        });
+      }
+      this.alert(code === 'spool_full' ? 'spool_full' : 'spool_unavailable', coerceError(err).message);
+    }
+  }
+
+  private scheduleReplay(): void {
+    if (this.replayTimer || this.stopped) return;
+    const delay = backoffDelay(
+      this.replayAttempt,
+      this.options.retryBaseMs ?? 250,
+      this.options.retryCapMs ?? 5_000,
+      0.2,
+    );
+    this.replayTimer = setTimeout(() => {
+      this.replayTimer = undefined;
+      void this.serialised(() => this.tryReplay());
+    }, delay);
+    this.replayTimer.unref();
+  }
+
+  /** Drain the spool; back to direct mode once it is empty. */
+  private async tryReplay(): Promise<void> {
+    try {
+      const n = await this.options.spool.replay(async (records) => {
+        await this.send(records.map(fromSpooled));
+      });
+      this.stats.replayed += n;
+      this.stats.persisted += n;
+      if (this.options.spool.isEmpty()) {
+        this.stats.mode = 'direct';
+        this.replayAttempt = 0;
+        this.alerted.clear();
+        if (n > 0) this.log.info({ replayed: n }, 'spool replayed; journal writes go to PostgreSQL again');
+        await this.pump();
+        return;
+      }
+    } catch (err) {
+      this.log.debug({ err: coerceError(err) }, 'spool replay failed; retrying');
+    }
+    this.replayAttempt++;
+    this.scheduleReplay();
+  }
+
+  private alert(kind: 'spool_full' | 'spool_unavailable' | 'journal_gap', message: string): void {
+    this.log.error({ kind }, message);
+    if (this.alerted.has(kind)) return;
+    this.alerted.add(kind);
+    this.options.onAlert?.(kind, message);
+  }
+}
