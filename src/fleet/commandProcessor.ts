@@ -1,0 +1,138 @@
+import { silentLogger, type Logger } from '../log.js';
+import type { Listener } from '../store/listener.js';
+import type { Store } from '../store/store.js';
+import type { Command } from '../store/types.js';
+import { coerceError } from '../util/errors.js';
+import { backoffDelay } from '../util/time.js';
+
+export interface CommandOutcome {
+  ok: boolean;
+  result: Record<string, unknown>;
+}
+
+export interface CommandProcessorOptions {
+  store: Store;
+  /** Carries out one command; resolves with its outcome (never rejects on a failed command). */
+  execute: (command: Command) => Promise<CommandOutcome>;
+  log?: Logger;
+  heartbeatIntervalMs?: number;
+  heartbeatTimeoutMs?: number;
+  /** Safety net: a catch-up also runs at this interval, whatever NOTIFY did. */
+  pollIntervalMs?: number;
+}
+
+export interface CommandStats {
+  claimed: number;
+  finished: number;
+  failed: number;
+  /** Claim-to-finish latency of the last command, ms. */
+  lastLatencyMs: number;
+}
+
+/**
+ * Operator commands: NOTIFY on `modem_commands` only wakes us; the catch-up after every
+ * (re)LISTEN, every notification and every poll claims what is pending for this host's modems
+ * (`FOR UPDATE SKIP LOCKED`, one running per modem), runs it, and writes the result back. A result
+ * that cannot be written (database away) is retried until it is: each command is finished once.
+ */
+export class CommandProcessor {
+  readonly stats: CommandStats = { claimed: 0, finished: 0, failed: 0, lastLatencyMs: 0 };
+  private listener: Listener | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly unsent = new Map<number, CommandOutcome>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryAttempt = 0;
+  private stopped = true;
+  private readonly log: Logger;
+
+  constructor(private readonly options: CommandProcessorOptions) {
+    this.log = (options.log ?? silentLogger).child({ component: 'commands' });
+  }
+
+  get listenerStats(): Listener['stats'] | undefined {
+    return this.listener?.stats;
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.listener = await this.options.store.listen(['modem_commands'], () => this.wake(), {
+      onCatchUp: () => this.catchUp(),
+      ...(this.options.heartbeatIntervalMs ? { heartbeatIntervalMs: this.options.heartbeatIntervalMs } : {}),
+      ...(this.options.heartbeatTimeoutMs ? { heartbeatTimeoutMs: this.options.heartbeatTimeoutMs } : {}),
+    });
+    this.poll = setInterval(() => this.wake(), this.options.pollIntervalMs ?? 30_000);
+    this.poll.unref();
+  }
+
+  /** Stop claiming; wait for running commands and try once more to write their results. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.poll);
+    clearTimeout(this.retryTimer);
+    await this.listener?.stop();
+    await Promise.allSettled([...this.inFlight]);
+    await this.writeUnsent();
+  }
+
+  /** Ask for a catch-up now (a notification, a finished command, a poll). */
+  wake(): void {
+    if (!this.stopped) void this.listener?.catchUp();
+  }
+
+  private async catchUp(): Promise<void> {
+    await this.writeUnsent();
+    for (;;) {
+      if (this.stopped) return;
+      const claimed = await this.options.store.claimCommands();
+      if (claimed.length === 0) return;
+      this.stats.claimed += claimed.length;
+      for (const command of claimed) {
+        const run = this.run(command).finally(() => this.inFlight.delete(run));
+        this.inFlight.add(run);
+      }
+    }
+  }
+
+  private async run(command: Command): Promise<void> {
+    const started = Date.now();
+    let outcome: CommandOutcome;
+    try {
+      outcome = await this.options.execute(command);
+    } catch (err) {
+      outcome = { ok: false, result: { error: 'internal', message: coerceError(err).message } };
+    }
+    this.stats.lastLatencyMs = Date.now() - started;
+    if (outcome.ok) this.stats.finished++;
+    else this.stats.failed++;
+    this.log.info(
+      { command: { id: command.id, imei: command.imei, kind: command.kind }, ok: outcome.ok },
+      'command finished',
+    );
+    this.unsent.set(command.id, outcome);
+    await this.writeUnsent();
+    this.wake(); // the modem's next command may be claimed now
+  }
+
+  private async writeUnsent(): Promise<void> {
+    for (const [id, outcome] of [...this.unsent]) {
+      try {
+        await this.options.store.finishCommand(id, outcome.ok, outcome.result);
+        this.unsent.delete(id);
+        this.retryAttempt = 0;
+      } catch (err) {
+        this.log.warn({ err: coerceError(err), command: { id } }, 'command result not written yet; retrying');
+        if (!this.retryTimer && !this.stopped) {
+          this.retryTimer = setTimeout(
+            () => {
+              this.retryTimer = undefined;
+              void this.writeUnsent();
+            },
+            backoffDelay(this.retryAttempt++, 250, 5_000, 0.2),
+          );
+        }
+        return;
+      }
+    }
+  }
+}

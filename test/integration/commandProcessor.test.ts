@@ -1,0 +1,78 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { CommandProcessor } from '../../src/fleet/commandProcessor.js';
+import { Store } from '../../src/store/store.js';
+import type { Command } from '../../src/store/types.js';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+async function waitFor(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('command processor', () => {
+  it('runs each command once, in order per modem, and writes the result; other hosts are left alone', async () => {
+    const store = new Store({ sql: db.sql, url: db.url, hostId: 'host-a' });
+    const other = new Store({ sql: db.sql, url: db.url, hostId: 'host-b' });
+    await store.registerHost();
+    await other.registerHost();
+    const mine = ['365000000000001', '365000000000002', '365000000000003'];
+    for (const imei of mine) await store.upsertModem({ imei });
+    await other.upsertModem({ imei: '365000000000009' });
+    // queued before the processor starts: found by the first catch-up
+    const early = await store.insertCommand(mine[0] ?? '', 'disable', 'test');
+    const foreign = await other.insertCommand('365000000000009', 'rotate', 'test');
+
+    const seen: Command[] = [];
+    const processor = new CommandProcessor({
+      store,
+      execute: async (c) => {
+        seen.push(c);
+        await new Promise((r) => setTimeout(r, 20));
+        return c.kind === 'reset'
+          ? { ok: false, result: { error: 'at_timeout' } }
+          : { ok: true, result: { done: c.kind } };
+      },
+      heartbeatIntervalMs: 200,
+    });
+    await processor.start();
+    try {
+      const ids: number[] = [early];
+      for (const imei of mine) {
+        ids.push(await store.insertCommand(imei, 'rotate', 'test'));
+        ids.push(await store.insertCommand(imei, 'reset', 'test'));
+      }
+      await waitFor(() => processor.stats.finished + processor.stats.failed === ids.length);
+      await waitFor(
+        async () =>
+          (
+            await db.sql`select 1 from modem_commands where status in ('pending', 'running') and id <> ${foreign}`
+          ).length === 0,
+      );
+      expect(seen.map((c) => c.id).sort((a, b) => a - b)).toEqual(ids.sort((a, b) => a - b));
+      for (const imei of mine) {
+        const order = seen.filter((c) => c.imei === imei).map((c) => c.id);
+        expect(order).toEqual([...order].sort((a, b) => a - b));
+      }
+      const rows = await db.sql<{ kind: string; status: string; result: unknown }[]>`
+        select kind, status, result from modem_commands where id <> ${foreign} order by id`;
+      for (const r of rows) {
+        expect(r.status).toBe(r.kind === 'reset' ? 'failed' : 'done');
+        expect(r.result).toEqual(r.kind === 'reset' ? { error: 'at_timeout' } : { done: r.kind });
+      }
+      expect((await store.command(foreign))?.status).toBe('pending');
+    } finally {
+      await processor.stop();
+    }
+  });
+});
