@@ -72,7 +72,12 @@ export class AtSession implements AtChannel {
   send(command: string, options: SendOptions = {}): Promise<AtResponse> {
     if (this.closedWith)
       return Promise.reject(new AtError('port_lost', command, `${command}: the AT port is closed`));
-    if (command.length > MAX_COMMAND || /[\r\n]/.test(command) || command.includes('\u0000') || !/^AT/i.test(command)) {
+    if (
+      command.length > MAX_COMMAND ||
+      /[\r\n]/.test(command) ||
+      command.includes('\u0000') ||
+      !/^AT/i.test(command)
+    ) {
       return Promise.reject(new AtError('at_error', command.slice(0, 40), 'refusing a malformed AT command'));
     }
     if (this.queue.length >= (this.options.maxQueue ?? 32)) {
@@ -176,6 +181,7 @@ export class AtSession implements AtChannel {
     if (!current) return;
     this.current = undefined;
     this.needQuiet = true;
+    this.lastInputAt = Date.now(); // the silence that lets a late answer drain is counted from here
     this.consecutiveTimeouts++;
     current.reject(
       new AtError(
