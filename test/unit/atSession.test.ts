@@ -50,7 +50,11 @@ describe('line classification', () => {
 function session(opts: Partial<ConstructorParameters<typeof AtSession>[0]> = {}) {
   const written: string[] = [];
   const urcs: Urc[] = [];
-  const s = new AtSession({ write: async (d) => void written.push(d), onUrc: (u) => urcs.push(u), ...opts });
+  const s = new AtSession({
+    write: (d) => Promise.resolve(void written.push(d)),
+    onUrc: (u) => urcs.push(u),
+    ...opts,
+  });
   return { s, written, urcs, feed: (t: string) => s.feed(Buffer.from(t, 'latin1')) };
 }
 
