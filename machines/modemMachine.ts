@@ -1,0 +1,697 @@
+import { assign, fromPromise, setup, type DoneActorEvent } from 'xstate';
+import {
+  DEFAULT_MODEM_CONFIG,
+  LADDER,
+  type AlertInfo,
+  type CommandKind,
+  type CommandResult,
+  type ModemContext,
+  type ModemEvent,
+  type ModemIdentity,
+  type ModemInput,
+  type PendingCommand,
+  type Reason,
+  type RegistrationStat,
+  type SignalSample,
+  type SimState,
+} from './modemTypes.js';
+
+/**
+ * One modem's life: detecting → initializing → online, with a recovery ladder, operator commands,
+ * `disabled`, `error` (always with a reason) and the final `removed`. Pure: every effect is named
+ * here and supplied by src/ through `modemMachine.provide()`; time only through named delays.
+ */
+
+const notProvided = (name: string) => () => Promise.reject(new Error(`effect ${name} not provided`));
+
+const REGISTERED: readonly RegistrationStat[] = ['home', 'roaming'];
+
+/** The reason a failed effect stands for: the transport's codes where they say more. */
+export function reasonOf(error: unknown, fallback: Reason): Reason {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 'at_timeout' || code === 'port_lost' || code === 'unexpected_answer') return code;
+  return fallback;
+}
+
+const describe = (error: unknown): string =>
+  String((error as { message?: unknown } | null)?.message ?? error).slice(0, 200);
+
+export function backoffFor(context: Pick<ModemContext, 'config' | 'rung'>): number {
+  return Math.min(context.config.backoffCapMs, context.config.backoffBaseMs * 2 ** context.rung);
+}
+
+const errorOf = (event: unknown): unknown => (event as { error?: unknown }).error;
+
+/** Assigner for a failed effect: its reason and a bounded description. */
+const fail =
+  (reason: Reason) =>
+  ({ event }: { event: unknown }): Pick<ModemContext, 'reason' | 'lastError'> => ({
+    reason: reasonOf(errorOf(event), reason),
+    lastError: errorOf(event) === undefined ? reason : describe(errorOf(event)),
+  });
+
+const failWith = (reason: Reason, lastError: string) => (): Pick<ModemContext, 'reason' | 'lastError'> => ({
+  reason,
+  lastError,
+});
+
+/** Command results, as params of the `commandFinished` action. */
+const finished =
+  (ok: boolean) =>
+  ({ context, event }: { context: ModemContext; event: unknown }): CommandResult | null =>
+    context.command
+      ? {
+          ...context.command,
+          ok,
+          result: ok ? {} : { error: errorOf(event) === undefined ? 'failed' : describe(errorOf(event)) },
+        }
+      : null;
+
+const rotationResult =
+  (outcome: 'succeeded' | 'same_address' | 'failed') =>
+  ({ context, event }: { context: ModemContext; event: unknown }): CommandResult | null => {
+    const rotation = context.rotation;
+    if (!rotation) return null;
+    const address = (event as Partial<DoneActorEvent<{ address: string }>>).output?.address ?? null;
+    const attempts = rotation.attempt + 1;
+    switch (outcome) {
+      case 'succeeded':
+        return {
+          ...rotation.command,
+          ok: true,
+          result: { previousIp: rotation.previousIp, wanIp: address, attempts },
+        };
+      case 'same_address':
+        return {
+          ...rotation.command,
+          ok: false,
+          result: { error: 'rotation_failed', wanIp: address, attempts },
+        };
+      case 'failed':
+        return {
+          ...rotation.command,
+          ok: false,
+          result: { error: describe(errorOf(event) ?? 'rotation interrupted') },
+        };
+    }
+  };
+
+function commandOf(event: ModemEvent | { type: string }): PendingCommand | null {
+  if (!('id' in event) || !event.type.startsWith('command.')) return null;
+  return { id: event.id, kind: event.type.slice('command.'.length) as CommandKind };
+}
+
+const reject = (id: number, kind: CommandKind, error: string): CommandResult => ({
+  id,
+  kind,
+  ok: false,
+  result: { error },
+});
+
+export const modemMachine = setup({
+  types: {
+    context: {} as ModemContext,
+    events: {} as ModemEvent,
+    input: {} as ModemInput,
+  },
+  actors: {
+    /** `AT` answers. */
+    probe: fromPromise<void>(notProvided('probe')),
+    /** Echo off and CMEE, then ATI, IMEI, ICCID, IMSI (ICCID/IMSI null without a SIM). */
+    readIdentity: fromPromise<ModemIdentity>(notProvided('readIdentity')),
+    checkSim: fromPromise<SimState>(notProvided('checkSim')),
+    queryRegistration: fromPromise<{ stat: RegistrationStat; operator: string | null }>(
+      notProvided('queryRegistration'),
+    ),
+    /** APN, data call, address (rejects when no address comes). */
+    connect: fromPromise<{ address: string }>(notProvided('connect')),
+    pollSignal: fromPromise<SignalSample>(notProvided('pollSignal')),
+    /** AT+CFUN=0 / AT+CFUN=1. */
+    detach: fromPromise<void>(notProvided('detach')),
+    attach: fromPromise<void>(notProvided('attach')),
+    /** AT+CFUN=0 then AT+CFUN=1. */
+    softReset: fromPromise<void>(notProvided('softReset')),
+    /** AT+CFUN=1,1: the modem drops off USB and comes back with RDY. */
+    hardReset: fromPromise<void>(notProvided('hardReset')),
+    /** The configured USB power-cycle command. */
+    powerCycle: fromPromise<void>(notProvided('powerCycle')),
+    /** AT+CFUN=4. */
+    disableRadio: fromPromise<void>(notProvided('disableRadio')),
+  },
+  actions: {
+    /** Effects reported to the supervisor (no-ops until provided). */
+    reportHealth: (_args, _params: { signal: SignalSample }) => {},
+    raiseAlert: (_args, _params: AlertInfo) => {},
+    /** `null` when the transition carried no command (e.g. a disable from reconciliation). */
+    commandFinished: (_args, _params: CommandResult | null) => {},
+
+    rememberCommand: assign(({ event }) => ({ command: commandOf(event) })),
+    forgetCommand: assign({ command: null }),
+    startRotation: assign(({ context, event }) => ({
+      rotation:
+        'id' in event
+          ? { command: { id: event.id, kind: 'rotate' as const }, attempt: 0, previousIp: context.wanIp }
+          : null,
+    })),
+    nextRung: assign({ rung: ({ context }) => context.rung + 1 }),
+    clearRecovery: assign({ rung: 0, recoveries: [] as number[], reason: null, lastError: null }),
+  },
+  delays: {
+    probeRetry: ({ context }) => context.config.probeRetryMs,
+    simRetry: ({ context }) => context.config.simRetryMs,
+    registrationPoll: ({ context }) => context.config.registrationPollMs,
+    signalPoll: ({ context }) => context.config.signalPollMs,
+    detachTime: ({ context }) => context.config.detachMs,
+    reenumeration: ({ context }) => context.config.reenumerationMs,
+    backoff: ({ context }) => backoffFor(context),
+  },
+  guards: {
+    probesExhausted: ({ context }) => context.probeAttempt + 1 >= context.config.probeAttempts,
+    intensityExceeded: ({ context }) => context.recoveries.length > context.config.maxRecoveries,
+    registrationTimedOut: ({ context }) =>
+      context.now() - context.registrationSince >= context.config.registrationTimeoutMs,
+  },
+}).createMachine({
+  id: 'modem',
+  context: ({ input }) => ({
+    usbPath: input.usbPath,
+    config: { ...DEFAULT_MODEM_CONFIG, ...input.config },
+    now: input.now ?? Date.now,
+    identity: null,
+    operator: null,
+    registration: null,
+    wanIp: null,
+    signal: null,
+    reason: null,
+    lastError: null,
+    probeAttempt: 0,
+    simAttempt: 0,
+    registrationSince: 0,
+    rung: 0,
+    recoveries: [],
+    rotation: null,
+    desired: input.desired ?? 'enabled',
+    command: null,
+  }),
+  initial: 'detecting',
+  on: {
+    'device.removed': { target: '.removed' },
+    'port.lost': {
+      target: '.recovering',
+      actions: assign(({ event }) => ({
+        reason: 'port_lost' as const,
+        lastError: event.detail ?? 'port lost',
+      })),
+    },
+    'command.rotate': {
+      actions: { type: 'commandFinished', params: ({ event }) => reject(event.id, 'rotate', 'not_online') },
+    },
+    'command.reset': { target: '.resetting', actions: 'rememberCommand' },
+    'command.disable': {
+      target: '.disabling',
+      actions: ['rememberCommand', assign({ desired: 'disabled' as const })],
+    },
+    'command.enable': {
+      actions: {
+        type: 'commandFinished',
+        params: ({ event }) => ({ id: event.id, kind: 'enable', ok: true, result: { already: 'enabled' } }),
+      },
+    },
+  },
+  states: {
+    detecting: {
+      entry: assign({ probeAttempt: 0, wanIp: null, registration: null, rotation: null }),
+      initial: 'probing',
+      on: { 'port.lost': {} }, // a port that does not open yet fails the probe
+      states: {
+        probing: {
+          invoke: {
+            src: 'probe',
+            onDone: { target: '#modem.initializing' },
+            onError: [
+              { guard: 'probesExhausted', target: '#modem.recovering', actions: assign(fail('at_timeout')) },
+              {
+                target: 'waiting',
+                actions: assign({ probeAttempt: ({ context }) => context.probeAttempt + 1 }),
+              },
+            ],
+          },
+        },
+        waiting: { after: { probeRetry: 'probing' } },
+      },
+    },
+
+    initializing: {
+      initial: 'identity',
+      states: {
+        identity: {
+          invoke: {
+            src: 'readIdentity',
+            onDone: [
+              {
+                guard: ({ context }) => context.desired === 'disabled',
+                target: '#modem.disabling',
+                actions: assign({ identity: ({ event }) => event.output }),
+              },
+              { target: 'sim', actions: assign({ identity: ({ event }) => event.output, simAttempt: 0 }) },
+            ],
+            onError: { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
+          },
+        },
+        sim: {
+          invoke: {
+            src: 'checkSim',
+            onDone: [
+              { guard: ({ event }) => event.output === 'ready', target: 'registering' },
+              {
+                guard: ({ event }) => event.output === 'missing',
+                target: '#modem.error',
+                actions: assign(failWith('sim_missing', 'no SIM card (CPIN: CME 10/13/15)')),
+              },
+              {
+                guard: ({ event }) => event.output === 'pin' || event.output === 'puk',
+                target: '#modem.error',
+                actions: assign(failWith('sim_locked', 'the SIM asks for a PIN or PUK')),
+              },
+              {
+                guard: ({ context }) => context.simAttempt + 1 < context.config.simRetries,
+                target: 'simWaiting',
+                actions: assign({ simAttempt: ({ context }) => context.simAttempt + 1 }),
+              },
+              {
+                target: '#modem.recovering',
+                actions: assign(failWith('sim_missing', 'the SIM stays NOT READY')),
+              },
+            ],
+            onError: { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
+          },
+        },
+        simWaiting: { after: { simRetry: 'sim' } },
+        registering: {
+          entry: assign({ registrationSince: ({ context }) => context.now() }),
+          initial: 'query',
+          states: {
+            query: {
+              invoke: {
+                src: 'queryRegistration',
+                onDone: [
+                  {
+                    guard: ({ event }) => REGISTERED.includes(event.output.stat),
+                    target: '#modem.initializing.connecting',
+                    actions: assign({
+                      registration: ({ event }) => event.output.stat,
+                      operator: ({ event }) => event.output.operator,
+                    }),
+                  },
+                  {
+                    guard: ({ event }) => event.output.stat === 'denied',
+                    target: '#modem.error',
+                    actions: assign(failWith('registration_denied', 'the network denied registration')),
+                  },
+                  { target: 'waiting', actions: assign({ registration: ({ event }) => event.output.stat }) },
+                ],
+                onError: { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
+              },
+            },
+            waiting: {
+              after: {
+                registrationPoll: [
+                  {
+                    guard: 'registrationTimedOut',
+                    target: '#modem.recovering',
+                    actions: assign(failWith('no_service', 'no registration in time')),
+                  },
+                  { target: 'query' },
+                ],
+              },
+            },
+          },
+        },
+        connecting: {
+          invoke: {
+            src: 'connect',
+            onDone: {
+              target: '#modem.online',
+              actions: assign({ wanIp: ({ event }) => event.output.address }),
+            },
+            onError: { target: '#modem.recovering', actions: assign(fail('data_call_failed')) },
+          },
+        },
+      },
+    },
+
+    online: {
+      entry: assign({ rung: 0, reason: null, lastError: null }),
+      initial: 'serving',
+      on: {
+        'urc.rdy': {
+          target: 'detecting',
+          actions: assign({ lastError: 'RDY while online: the modem reset itself' }),
+        },
+        'urc.registration': {
+          guard: ({ event }) => !REGISTERED.includes(event.stat),
+          target: 'recovering',
+          actions: assign(({ event }) => ({
+            reason: 'no_service' as const,
+            lastError: `registration lost (${event.stat})`,
+            registration: event.stat,
+          })),
+        },
+      },
+      states: {
+        serving: {
+          after: { signalPoll: 'polling' },
+          on: { 'command.rotate': { target: 'rotating', actions: 'startRotation' } },
+        },
+        polling: {
+          invoke: {
+            src: 'pollSignal',
+            onDone: {
+              target: 'serving',
+              actions: [
+                assign({ signal: ({ event }) => event.output }),
+                { type: 'reportHealth', params: ({ event }) => ({ signal: event.output }) },
+              ],
+            },
+            onError: 'serving',
+          },
+          on: { 'command.rotate': { target: 'rotating', actions: 'startRotation' } },
+        },
+        rotating: {
+          on: {
+            'urc.registration': {}, // detaching loses registration on purpose
+            'command.rotate': {
+              actions: { type: 'commandFinished', params: ({ event }) => reject(event.id, 'rotate', 'busy') },
+            },
+          },
+          initial: 'detaching',
+          states: {
+            detaching: {
+              invoke: {
+                src: 'detach',
+                onDone: 'detached',
+                onError: {
+                  target: '#modem.recovering',
+                  actions: [
+                    { type: 'commandFinished', params: rotationResult('failed') },
+                    assign(fail('at_timeout')),
+                  ],
+                },
+              },
+            },
+            detached: { after: { detachTime: 'attaching' } },
+            attaching: {
+              invoke: {
+                src: 'attach',
+                onDone: 'registering',
+                onError: {
+                  target: '#modem.recovering',
+                  actions: [
+                    { type: 'commandFinished', params: rotationResult('failed') },
+                    assign(fail('at_timeout')),
+                  ],
+                },
+              },
+            },
+            registering: {
+              entry: assign({ registrationSince: ({ context }) => context.now() }),
+              initial: 'query',
+              states: {
+                query: {
+                  invoke: {
+                    src: 'queryRegistration',
+                    onDone: [
+                      {
+                        guard: ({ event }) => REGISTERED.includes(event.output.stat),
+                        target: '#modem.online.rotating.connecting',
+                        actions: assign({
+                          registration: ({ event }) => event.output.stat,
+                          operator: ({ event }) => event.output.operator,
+                        }),
+                      },
+                      {
+                        guard: ({ event }) => event.output.stat === 'denied',
+                        target: '#modem.error',
+                        actions: [
+                          { type: 'commandFinished', params: rotationResult('failed') },
+                          assign(failWith('registration_denied', 'the network denied registration')),
+                        ],
+                      },
+                      { target: 'waiting' },
+                    ],
+                    onError: {
+                      target: '#modem.recovering',
+                      actions: [
+                        { type: 'commandFinished', params: rotationResult('failed') },
+                        assign(fail('at_timeout')),
+                      ],
+                    },
+                  },
+                },
+                waiting: {
+                  after: {
+                    registrationPoll: [
+                      {
+                        guard: 'registrationTimedOut',
+                        target: '#modem.recovering',
+                        actions: [
+                          { type: 'commandFinished', params: rotationResult('failed') },
+                          assign(failWith('no_service', 'no registration after reattach')),
+                        ],
+                      },
+                      { target: 'query' },
+                    ],
+                  },
+                },
+              },
+            },
+            connecting: {
+              invoke: {
+                src: 'connect',
+                onDone: [
+                  {
+                    guard: ({ context, event }) => event.output.address !== context.rotation?.previousIp,
+                    target: '#modem.online.serving',
+                    actions: [
+                      { type: 'commandFinished', params: rotationResult('succeeded') },
+                      assign({ wanIp: ({ event }) => event.output.address, rotation: null }),
+                    ],
+                  },
+                  {
+                    guard: ({ context }) =>
+                      (context.rotation?.attempt ?? 0) + 1 < context.config.rotationAttempts,
+                    target: 'detaching',
+                    actions: assign({
+                      wanIp: ({ event }) => event.output.address,
+                      rotation: ({ context }) =>
+                        context.rotation
+                          ? { ...context.rotation, attempt: context.rotation.attempt + 1 }
+                          : null,
+                    }),
+                  },
+                  {
+                    target: '#modem.online.serving',
+                    actions: [
+                      { type: 'commandFinished', params: rotationResult('same_address') },
+                      {
+                        type: 'raiseAlert',
+                        params: ({ context, event }) => ({
+                          kind: 'rotation_failed',
+                          severity: 'warning' as const,
+                          message: `rotation kept ${event.output.address} after ${(context.rotation?.attempt ?? 0) + 1} attempts; the modem stays online`,
+                        }),
+                      },
+                      assign({ wanIp: ({ event }) => event.output.address, rotation: null }),
+                    ],
+                  },
+                ],
+                onError: {
+                  target: '#modem.recovering',
+                  actions: [
+                    { type: 'commandFinished', params: rotationResult('failed') },
+                    assign(fail('data_call_failed')),
+                  ],
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+
+    disabling: {
+      invoke: {
+        src: 'disableRadio',
+        onDone: {
+          target: 'disabled',
+          actions: [{ type: 'commandFinished', params: finished(true) }, 'forgetCommand'],
+        },
+        onError: {
+          target: 'recovering',
+          actions: [
+            { type: 'commandFinished', params: finished(false) },
+            'forgetCommand',
+            assign(fail('at_timeout')),
+          ],
+        },
+      },
+    },
+    disabled: {
+      entry: assign({ wanIp: null, registration: null, reason: null, rotation: null }),
+      on: {
+        'command.enable': {
+          target: 'enabling',
+          actions: ['rememberCommand', assign({ desired: 'enabled' as const })],
+        },
+        'command.disable': {
+          actions: {
+            type: 'commandFinished',
+            params: ({ event }) => ({
+              id: event.id,
+              kind: 'disable',
+              ok: true,
+              result: { already: 'disabled' },
+            }),
+          },
+        },
+        'port.lost': {},
+        'urc.registration': {},
+        // the modem rebooted (and comes up with the radio on): disable it again
+        'urc.rdy': { target: 'disabling' },
+      },
+    },
+    enabling: {
+      invoke: {
+        src: 'attach',
+        onDone: {
+          target: 'detecting',
+          actions: [{ type: 'commandFinished', params: finished(true) }, 'forgetCommand'],
+        },
+        onError: {
+          target: 'recovering',
+          actions: [
+            { type: 'commandFinished', params: finished(false) },
+            'forgetCommand',
+            assign(fail('at_timeout')),
+          ],
+        },
+      },
+    },
+
+    resetting: {
+      on: { 'port.lost': {}, 'urc.registration': {}, 'device.removed': {} }, // all expected while it re-enumerates
+      initial: 'sending',
+      states: {
+        sending: {
+          invoke: {
+            src: 'hardReset',
+            onDone: {
+              target: 'waiting',
+              actions: [{ type: 'commandFinished', params: finished(true) }, 'forgetCommand'],
+            },
+            // the port may already be gone: the reset may have happened all the same
+            onError: {
+              target: 'waiting',
+              actions: [{ type: 'commandFinished', params: finished(false) }, 'forgetCommand'],
+            },
+          },
+        },
+        waiting: {
+          on: { 'urc.rdy': '#modem.detecting' },
+          after: { reenumeration: '#modem.detecting' },
+        },
+      },
+    },
+
+    recovering: {
+      entry: assign({
+        recoveries: ({ context }) => [
+          ...context.recoveries.filter((t) => context.now() - t < context.config.recoveryWindowMs),
+          context.now(),
+        ],
+        wanIp: null,
+        rotation: null,
+      }),
+      always: {
+        guard: 'intensityExceeded',
+        target: 'error',
+        actions: assign(({ context }) => ({
+          reason: 'restart_intensity' as const,
+          lastError: `more than ${context.config.maxRecoveries} recoveries in ${context.config.recoveryWindowMs} ms; last: ${context.reason ?? 'unknown'}`,
+        })),
+      },
+      initial: 'backoff',
+      states: {
+        backoff: { after: { backoff: 'act' } },
+        act: {
+          always: [
+            {
+              guard: ({ context }) => LADDER[context.rung] === 'reinit',
+              target: '#modem.detecting',
+              actions: 'nextRung',
+            },
+            {
+              guard: ({ context }) => LADDER[context.rung] === 'softReset',
+              target: 'softResetting',
+              actions: 'nextRung',
+            },
+            {
+              guard: ({ context }) => LADDER[context.rung] === 'hardReset',
+              target: '#modem.resetting',
+              actions: 'nextRung',
+            },
+            {
+              guard: ({ context }) => LADDER[context.rung] === 'powerCycle' && context.config.powerCycle,
+              target: 'powerCycling',
+              actions: 'nextRung',
+            },
+            { target: '#modem.error' },
+          ],
+        },
+        softResetting: {
+          invoke: { src: 'softReset', onDone: '#modem.detecting', onError: '#modem.detecting' },
+        },
+        powerCycling: {
+          invoke: { src: 'powerCycle', onDone: '#modem.resetting.waiting', onError: '#modem.error' },
+        },
+      },
+    },
+
+    error: {
+      entry: [
+        assign(({ context }) => ({
+          reason: context.reason ?? ('hardware_fault' as const),
+          wanIp: null,
+          rotation: null,
+        })),
+        {
+          type: 'raiseAlert',
+          params: ({ context }) => ({
+            kind: `modem_${context.reason ?? 'hardware_fault'}`,
+            severity: 'critical' as const,
+            message: `modem ${context.identity?.imei ?? context.usbPath} gave up: ${context.reason ?? 'hardware_fault'}${context.lastError ? ` (${context.lastError})` : ''}`,
+          }),
+        },
+      ],
+      on: {
+        'command.reset': { target: 'resetting', actions: ['rememberCommand', 'clearRecovery'] },
+        'command.enable': {
+          target: 'detecting',
+          actions: [
+            'clearRecovery',
+            {
+              type: 'commandFinished',
+              params: ({ event }) => ({ id: event.id, kind: 'enable' as const, ok: true, result: {} }),
+            },
+            assign({ desired: 'enabled' as const }),
+          ],
+        },
+        'port.lost': {},
+        'urc.rdy': {},
+        'urc.registration': {},
+      },
+    },
+
+    removed: { type: 'final', entry: assign({ wanIp: null, rotation: null }) },
+  },
+});

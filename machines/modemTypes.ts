@@ -1,0 +1,151 @@
+/** Context, events and reasons of the modem machine. Pure types: no I/O. */
+
+export const REASONS = [
+  'sim_missing',
+  'sim_locked',
+  'registration_denied',
+  'no_service',
+  'at_timeout',
+  'port_lost',
+  'data_call_failed',
+  'rotation_failed',
+  'restart_intensity',
+  'unexpected_answer',
+  'hardware_fault',
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+export type RegistrationStat = 'idle' | 'home' | 'searching' | 'denied' | 'unknown' | 'roaming';
+export type SimState = 'ready' | 'pin' | 'puk' | 'not_ready' | 'missing';
+export type CommandKind = 'rotate' | 'reset' | 'disable' | 'enable';
+
+export interface ModemIdentity {
+  imei: string;
+  manufacturer: string;
+  model: string;
+  firmware: string;
+  iccid: string | null;
+  imsi: string | null;
+}
+
+export interface SignalSample {
+  technology: string | null;
+  rssi: number | null;
+  rsrp: number | null;
+  sinr: number | null;
+  rsrq: number | null;
+}
+
+/** Limits and timings of one modem; defaults in DEFAULT_MODEM_CONFIG. */
+export interface ModemConfig {
+  /** `AT` probes (each with the transport's short timeout) before detection gives up. */
+  probeAttempts: number;
+  probeRetryMs: number;
+  /** SIM NOT READY is retried this often before recovering. */
+  simRetries: number;
+  simRetryMs: number;
+  /** Registration is polled at this interval, for at most `registrationTimeoutMs`. */
+  registrationPollMs: number;
+  registrationTimeoutMs: number;
+  signalPollMs: number;
+  /** Rotation: time kept detached (some carriers need 5 s+), address attempts. */
+  detachMs: number;
+  rotationAttempts: number;
+  /** Recovery ladder backoff: base * 2^attempt, capped. */
+  backoffBaseMs: number;
+  backoffCapMs: number;
+  /** After AT+CFUN=1,1: wait this long for re-enumeration and RDY. */
+  reenumerationMs: number;
+  /** Restart intensity: at most `maxRecoveries` recoveries within `recoveryWindowMs`. */
+  maxRecoveries: number;
+  recoveryWindowMs: number;
+  /** Whether a USB power-cycle command is configured (the last rung of the ladder). */
+  powerCycle: boolean;
+}
+
+export const DEFAULT_MODEM_CONFIG: ModemConfig = {
+  probeAttempts: 20,
+  probeRetryMs: 500,
+  simRetries: 5,
+  simRetryMs: 2_000,
+  registrationPollMs: 2_000,
+  registrationTimeoutMs: 180_000,
+  signalPollMs: 30_000,
+  detachMs: 5_000,
+  rotationAttempts: 3,
+  backoffBaseMs: 1_000,
+  backoffCapMs: 60_000,
+  reenumerationMs: 30_000,
+  maxRecoveries: 5,
+  recoveryWindowMs: 600_000,
+  powerCycle: false,
+};
+
+/** Rungs of the recovery ladder, in order. */
+export const LADDER = ['reinit', 'softReset', 'hardReset', 'powerCycle'] as const;
+export type Rung = (typeof LADDER)[number];
+
+export interface PendingCommand {
+  id: number;
+  kind: CommandKind;
+}
+
+export interface ModemContext {
+  usbPath: string;
+  config: ModemConfig;
+  /** Clock for restart intensity (the SimulatedClock in tests). */
+  now: () => number;
+  identity: ModemIdentity | null;
+  operator: string | null;
+  registration: RegistrationStat | null;
+  wanIp: string | null;
+  signal: SignalSample | null;
+  reason: Reason | null;
+  /** Detail of the last failure, for operators (bounded text). */
+  lastError: string | null;
+  probeAttempt: number;
+  simAttempt: number;
+  registrationSince: number;
+  /** Index into LADDER of the next recovery rung. */
+  rung: number;
+  /** Times of recent recoveries (restart intensity). */
+  recoveries: number[];
+  /** The rotation in progress. */
+  rotation: { command: PendingCommand; attempt: number; previousIp: string | null } | null;
+  /** What the operator wants (a disabled modem is disabled again after every start). */
+  desired: 'enabled' | 'disabled';
+  /** The reset/disable/enable command being carried out. */
+  command: PendingCommand | null;
+}
+
+export interface ModemInput {
+  usbPath: string;
+  desired?: 'enabled' | 'disabled';
+  config?: Partial<ModemConfig>;
+  now?: () => number;
+}
+
+export type ModemEvent =
+  | { type: 'device.removed' }
+  /** The transport gave up on the port (N consecutive timeouts, write errors). */
+  | { type: 'port.lost'; detail?: string }
+  /** `RDY`: the modem (re)booted. */
+  | { type: 'urc.rdy' }
+  | { type: 'urc.registration'; stat: RegistrationStat }
+  | { type: 'command.rotate'; id: number }
+  | { type: 'command.reset'; id: number }
+  | { type: 'command.disable'; id: number }
+  | { type: 'command.enable'; id: number };
+
+export interface CommandResult {
+  id: number;
+  kind: CommandKind;
+  ok: boolean;
+  result: Record<string, unknown>;
+}
+
+export interface AlertInfo {
+  kind: string;
+  severity: 'info' | 'warning' | 'critical';
+  message: string;
+}
