@@ -1,4 +1,5 @@
 import { createActor, fromPromise, SimulatedClock, type Actor } from 'xstate';
+import { coerceError } from '../../src/util/errors.js';
 import { modemMachine } from '../../machines/modemMachine.js';
 import type {
   AlertInfo,
@@ -27,13 +28,13 @@ export class FakeModem {
     try {
       return Promise.resolve(value());
     } catch (err) {
-      return Promise.reject(err as Error);
+      return Promise.reject(coerceError(err));
     }
   }
 
   actors() {
     return {
-      probe: fromPromise(() => this.step('probe', () => undefined)),
+      probe: fromPromise(() => this.step<void>('probe', () => undefined)),
       readIdentity: fromPromise(() =>
         this.step('readIdentity', () => ({
           imei: '866834040000017',
@@ -65,12 +66,12 @@ export class FakeModem {
           rsrq: -9,
         })),
       ),
-      detach: fromPromise(() => this.step('detach', () => undefined)),
-      attach: fromPromise(() => this.step('attach', () => undefined)),
-      softReset: fromPromise(() => this.step('softReset', () => undefined)),
-      hardReset: fromPromise(() => this.step('hardReset', () => undefined)),
-      powerCycle: fromPromise(() => this.step('powerCycle', () => undefined)),
-      disableRadio: fromPromise(() => this.step('disableRadio', () => undefined)),
+      detach: fromPromise(() => this.step<void>('detach', () => undefined)),
+      attach: fromPromise(() => this.step<void>('attach', () => undefined)),
+      softReset: fromPromise(() => this.step<void>('softReset', () => undefined)),
+      hardReset: fromPromise(() => this.step<void>('hardReset', () => undefined)),
+      powerCycle: fromPromise(() => this.step<void>('powerCycle', () => undefined)),
+      disableRadio: fromPromise(() => this.step<void>('disableRadio', () => undefined)),
     };
   }
 }
