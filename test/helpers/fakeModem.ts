@@ -3,6 +3,7 @@ import { coerceError } from '../../src/util/errors.js';
 import { modemMachine } from '../../machines/modemMachine.js';
 import type {
   AlertInfo,
+  ModemIdentity,
   CommandResult,
   ModemConfig,
   RegistrationStat,
@@ -35,7 +36,7 @@ export class FakeModem {
   actors() {
     return {
       probe: fromPromise(() => this.step<void>('probe', () => undefined)),
-      readIdentity: fromPromise(() =>
+      readIdentity: fromPromise<ModemIdentity>(() =>
         this.step('readIdentity', () => ({
           imei: '866834040000017',
           manufacturer: 'Quectel',
@@ -45,11 +46,11 @@ export class FakeModem {
           imsi: null,
         })),
       ),
-      checkSim: fromPromise(() => this.step('checkSim', () => this.sim)),
-      queryRegistration: fromPromise(() =>
+      checkSim: fromPromise<SimState>(() => this.step('checkSim', () => this.sim)),
+      queryRegistration: fromPromise<{ stat: RegistrationStat; operator: string | null }>(() =>
         this.step('queryRegistration', () => ({ stat: this.registration, operator: 'Vodafone' })),
       ),
-      connect: fromPromise(() =>
+      connect: fromPromise<{ address: string }>(() =>
         this.step('connect', () => {
           if (!this.dataCall)
             throw Object.assign(new Error('AT+QNETDEVCTL=1,1,1 answered ERROR'), { code: 'at_error' });
