@@ -108,6 +108,11 @@ const reject = (id: number, kind: CommandKind, error: string): CommandResult => 
   result: { error },
 });
 
+const absent =
+  (kind: CommandKind) =>
+  ({ event }: { event: ModemEvent }): CommandResult =>
+    reject('id' in event ? event.id : 0, kind, 'device_absent');
+
 export const modemMachine = setup({
   types: {
     context: {} as ModemContext,
@@ -211,11 +216,21 @@ export const modemMachine = setup({
       target: '.disabling',
       actions: ['rememberCommand', assign({ desired: 'disabled' as const })],
     },
+    // outside `disabled` the radio is on (or being recovered): enabling only records the wish, so
+    // that a modem disabled while it was recovering does not disable itself again
     'command.enable': {
-      actions: {
-        type: 'commandFinished',
-        params: ({ event }) => ({ id: event.id, kind: 'enable', ok: true, result: { already: 'enabled' } }),
-      },
+      actions: [
+        {
+          type: 'commandFinished',
+          params: ({ context, event }) => ({
+            id: event.id,
+            kind: 'enable',
+            ok: true,
+            result: context.desired === 'enabled' ? { already: 'enabled' } : { desired: 'enabled' },
+          }),
+        },
+        assign({ desired: 'enabled' as const }),
+      ],
     },
   },
   states: {
@@ -226,6 +241,7 @@ export const modemMachine = setup({
       states: {
         probing: {
           invoke: {
+            id: 'probe',
             src: 'probe',
             onDone: { target: '#modem.initializing' },
             onError: [
@@ -246,6 +262,7 @@ export const modemMachine = setup({
       states: {
         identity: {
           invoke: {
+            id: 'readIdentity',
             src: 'readIdentity',
             onDone: [
               {
@@ -260,6 +277,7 @@ export const modemMachine = setup({
         },
         sim: {
           invoke: {
+            id: 'checkSim',
             src: 'checkSim',
             onDone: [
               { guard: ({ event }) => event.output === 'ready', target: 'registering' },
@@ -293,6 +311,7 @@ export const modemMachine = setup({
           states: {
             query: {
               invoke: {
+                id: 'queryRegistration',
                 src: 'queryRegistration',
                 onDone: [
                   {
@@ -329,6 +348,7 @@ export const modemMachine = setup({
         },
         connecting: {
           invoke: {
+            id: 'connect',
             src: 'connect',
             onDone: {
               target: '#modem.online',
@@ -365,6 +385,7 @@ export const modemMachine = setup({
         },
         polling: {
           invoke: {
+            id: 'pollSignal',
             src: 'pollSignal',
             onDone: {
               target: 'serving',
@@ -388,6 +409,7 @@ export const modemMachine = setup({
           states: {
             detaching: {
               invoke: {
+                id: 'detach',
                 src: 'detach',
                 onDone: 'detached',
                 onError: {
@@ -402,6 +424,7 @@ export const modemMachine = setup({
             detached: { after: { detachTime: 'attaching' } },
             attaching: {
               invoke: {
+                id: 'attach',
                 src: 'attach',
                 onDone: 'registering',
                 onError: {
@@ -419,6 +442,7 @@ export const modemMachine = setup({
               states: {
                 query: {
                   invoke: {
+                    id: 'queryRegistration',
                     src: 'queryRegistration',
                     onDone: [
                       {
@@ -467,6 +491,7 @@ export const modemMachine = setup({
             },
             connecting: {
               invoke: {
+                id: 'connect',
                 src: 'connect',
                 onDone: [
                   {
@@ -521,6 +546,7 @@ export const modemMachine = setup({
 
     disabling: {
       invoke: {
+        id: 'disableRadio',
         src: 'disableRadio',
         onDone: {
           target: 'disabled',
@@ -562,6 +588,7 @@ export const modemMachine = setup({
     },
     enabling: {
       invoke: {
+        id: 'attach',
         src: 'attach',
         onDone: {
           target: 'detecting',
@@ -579,11 +606,13 @@ export const modemMachine = setup({
     },
 
     resetting: {
-      on: { 'port.lost': {}, 'urc.registration': {}, 'device.removed': {} }, // all expected while it re-enumerates
+      // all expected while it re-enumerates: the port goes away and comes back
+      on: { 'port.lost': {}, 'urc.registration': {}, 'device.removed': '.gone' },
       initial: 'sending',
       states: {
         sending: {
           invoke: {
+            id: 'hardReset',
             src: 'hardReset',
             onDone: {
               target: 'waiting',
@@ -599,6 +628,17 @@ export const modemMachine = setup({
         waiting: {
           on: { 'urc.rdy': '#modem.detecting' },
           after: { reenumeration: '#modem.detecting' },
+        },
+        // the device left the bus: a reset re-enumerates it; if it does not come back it was unplugged
+        gone: {
+          on: {
+            'device.added': 'waiting',
+            'device.removed': {},
+            'command.reset': { actions: { type: 'commandFinished', params: absent('reset') } },
+            'command.disable': { actions: { type: 'commandFinished', params: absent('disable') } },
+            'command.enable': { actions: { type: 'commandFinished', params: absent('enable') } },
+          },
+          after: { reenumeration: '#modem.removed' },
         },
       },
     },
@@ -649,10 +689,20 @@ export const modemMachine = setup({
           ],
         },
         softResetting: {
-          invoke: { src: 'softReset', onDone: '#modem.detecting', onError: '#modem.detecting' },
+          invoke: {
+            id: 'softReset',
+            src: 'softReset',
+            onDone: '#modem.detecting',
+            onError: '#modem.detecting',
+          },
         },
         powerCycling: {
-          invoke: { src: 'powerCycle', onDone: '#modem.resetting.waiting', onError: '#modem.error' },
+          invoke: {
+            id: 'powerCycle',
+            src: 'powerCycle',
+            onDone: '#modem.resetting.waiting',
+            onError: '#modem.error',
+          },
         },
       },
     },

@@ -127,6 +127,8 @@ export interface ModemInput {
 
 export type ModemEvent =
   | { type: 'device.removed' }
+  /** The device came back on the same USB path (re-enumeration after a reset). */
+  | { type: 'device.added' }
   /** The transport gave up on the port (N consecutive timeouts, write errors). */
   | { type: 'port.lost'; detail?: string }
   /** `RDY`: the modem (re)booted. */
