@@ -645,10 +645,12 @@ export const modemMachine = setup({
 
     recovering: {
       entry: assign({
-        recoveries: ({ context }) => [
-          ...context.recoveries.filter((t) => context.now() - t < context.config.recoveryWindowMs),
-          context.now(),
-        ],
+        // only the window counts, and no more than the limit needs to be kept
+        recoveries: ({ context }) =>
+          [
+            ...context.recoveries.filter((t) => context.now() - t < context.config.recoveryWindowMs),
+            context.now(),
+          ].slice(-(context.config.maxRecoveries + 1)),
         wanIp: null,
         rotation: null,
       }),
@@ -660,6 +662,8 @@ export const modemMachine = setup({
           lastError: `more than ${context.config.maxRecoveries} recoveries in ${context.config.recoveryWindowMs} ms; last: ${context.reason ?? 'unknown'}`,
         })),
       },
+      // already recovering: a port that gives up now is part of the fault being recovered
+      on: { 'port.lost': {} },
       initial: 'backoff',
       states: {
         backoff: { after: { backoff: 'act' } },

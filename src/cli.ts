@@ -5,6 +5,7 @@ import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatStatusTable } from './cli/status.js';
 import { withStore } from './cli/withStore.js';
 import { loadConfig, type ConfigMode } from './config.js';
+import { runSim } from './sim/simCommand.js';
 import { migrate } from './store/migrate.js';
 import { createRootLogger, type Logger } from './log.js';
 import { COMMAND_KINDS, type CommandKind } from './store/types.js';
@@ -22,6 +23,18 @@ const configOption = { config: { type: 'string' as const, short: 'c' } };
 
 function config(values: Record<string, unknown>, mode: ConfigMode = 'production') {
   return loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, mode });
+}
+
+const stringOption = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+
+function intOption(value: unknown, name: string, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || n < min || n > max)
+    throw new UsageError(
+      `${name} must be a whole number from ${min} to ${max}, not '${typeof value === 'string' ? value.slice(0, 20) : typeof value}'`,
+    );
+  return n;
 }
 
 function notBuiltYet(what: string): never {
@@ -60,9 +73,18 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   sim: {
     summary: 'run only the EC25 simulator; prints one JSON line per modem',
-    usage: 'sim [--modems N] [--profile FILE]',
-    options: { modems: { type: 'string' }, profile: { type: 'string' } },
-    run: () => notBuiltYet('the simulator (modemfleet sim)'),
+    usage: 'sim [--modems N] [--profile FILE] [--dir DIR]',
+    options: { modems: { type: 'string' }, profile: { type: 'string' }, dir: { type: 'string' } },
+    run: async ({ values, log }) => {
+      const modems = intOption(values['modems'], '--modems', 8, 1, 1_000);
+      await runSim({
+        modems,
+        profileFile: stringOption(values['profile']),
+        dir: stringOption(values['dir']),
+        log,
+      });
+      return EXIT.ok;
+    },
   },
   migrate: {
     summary: 'apply database migrations',

@@ -30,7 +30,9 @@ export const AT_TIMEOUTS = {
   cfun: 15_000,
   cops: 180_000,
   dataCall: 30_000,
-} as const;
+};
+
+export type AtTimeouts = typeof AT_TIMEOUTS;
 
 export interface FullIdentity extends Identity {
   imei: string;
@@ -40,14 +42,21 @@ const APN = /^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/;
 
 /** Typed EC25 commands over any AT channel. Every unexpected answer is an Ec25AnswerError. */
 export class Ec25Driver {
-  constructor(private readonly at: AtChannel) {}
+  private readonly timeouts: AtTimeouts;
 
-  private send(command: string, timeoutMs: number = AT_TIMEOUTS.query): Promise<AtResponse> {
+  constructor(
+    private readonly at: AtChannel,
+    timeouts: Partial<AtTimeouts> = {},
+  ) {
+    this.timeouts = { ...AT_TIMEOUTS, ...timeouts };
+  }
+
+  private send(command: string, timeoutMs: number = this.timeouts.query): Promise<AtResponse> {
     return this.at.send(command, { timeoutMs });
   }
 
   /** The port answers at all. */
-  async probe(timeoutMs: number = AT_TIMEOUTS.probe): Promise<void> {
+  async probe(timeoutMs: number = this.timeouts.probe): Promise<void> {
     await this.send('AT', timeoutMs);
   }
 
@@ -90,7 +99,7 @@ export class Ec25Driver {
   }
 
   async operator(): Promise<Operator> {
-    return parseCops((await this.send('AT+COPS?', AT_TIMEOUTS.cops)).lines);
+    return parseCops((await this.send('AT+COPS?', this.timeouts.cops)).lines);
   }
 
   /** AT+QCSQ, falling back to AT+CSQ on firmware without it. */
@@ -113,11 +122,11 @@ export class Ec25Driver {
   }
 
   async startDataCall(): Promise<void> {
-    await this.send('AT+QNETDEVCTL=1,1,1', AT_TIMEOUTS.dataCall);
+    await this.send('AT+QNETDEVCTL=1,1,1', this.timeouts.dataCall);
   }
 
   async stopDataCall(): Promise<void> {
-    await this.send('AT+QNETDEVCTL=0,1,0', AT_TIMEOUTS.dataCall);
+    await this.send('AT+QNETDEVCTL=0,1,0', this.timeouts.dataCall);
   }
 
   async dataCallState(): Promise<{ connected: boolean }> {
@@ -135,11 +144,11 @@ export class Ec25Driver {
 
   /** 0 minimum (detach), 1 full, 4 airplane (operator-disabled). */
   async setFunctionality(fun: 0 | 1 | 4): Promise<void> {
-    await this.send(`AT+CFUN=${fun}`, AT_TIMEOUTS.cfun);
+    await this.send(`AT+CFUN=${fun}`, this.timeouts.cfun);
   }
 
   /** Full reset: the modem answers OK, then USB disconnects, re-enumerates and sends RDY. */
   async reset(): Promise<void> {
-    await this.send('AT+CFUN=1,1', AT_TIMEOUTS.cfun);
+    await this.send('AT+CFUN=1,1', this.timeouts.cfun);
   }
 }

@@ -87,7 +87,7 @@ export function parseProfiles(value: unknown, seed = 1): SimProfile[] {
     str('imei', /^\d{15}$/);
     str('iccid', /^\d{18,20}$/);
     str('imsi', /^\d{6,15}$/);
-    str('operator', /^[\x20-\x7e]{1,32}$/);
+    str('operator', /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,32}$/); // printable, no quotes or backslashes
     str('firmware', /^[A-Za-z0-9_.-]{1,32}$/);
     if (item['rssi'] !== undefined) {
       const r = item['rssi'];

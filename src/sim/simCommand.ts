@@ -1,15 +1,21 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { ConfigError } from '../util/errors.js';
+import { shutdownSignal } from '../util/signals.js';
 import { defaultProfiles, parseProfiles } from './profiles.js';
 import { SimFarm } from './simFarm.js';
 
-/** `modemfleet sim`: start N simulated modems, print one JSON line each, serve until a signal. */
+/**
+ * `modemfleet sim`: start N simulated modems, print one JSON line each, serve until SIGINT/SIGTERM,
+ * then unplug them all. The tty links live in `dir` (default: a fresh directory under the system's
+ * temporary directory, removed on exit).
+ */
 export async function runSim(options: {
   modems: number;
-  profileFile?: string;
-  dir: string;
+  profileFile?: string | undefined;
+  dir?: string | undefined;
   log: Logger;
 }): Promise<void> {
   let profiles = defaultProfiles(options.modems);
@@ -22,16 +28,25 @@ export async function runSim(options: {
     }
     profiles = parseProfiles(parsed);
   }
-  const farm = new SimFarm({ dir: join(options.dir, 'tty'), profiles, log: options.log });
-  await farm.start();
+  const own = options.dir === undefined;
+  const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'modemfleet-sim-')));
+  await mkdir(dir, { recursive: true });
+  const farm = new SimFarm({ dir, profiles, log: options.log });
+  const signal = shutdownSignal(options.log);
+  try {
+    await farm.start();
+  } catch (err) {
+    signal.dispose();
+    if (own) await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   for (const m of farm.modems) {
     process.stdout.write(
       `${JSON.stringify({ imei: m.imei, atPort: m.atPort, iccid: m.model.profile.iccid, operator: m.model.profile.operator })}\n`,
     );
   }
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await signal.received;
   await farm.stop();
+  if (own) await rm(dir, { recursive: true, force: true });
+  signal.dispose();
 }
