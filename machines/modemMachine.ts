@@ -564,6 +564,8 @@ export const modemMachine = setup({
     },
     disabled: {
       entry: assign({ wanIp: null, registration: null, reason: null, rotation: null }),
+      // enabled again while the radio was being switched off: switch it back on
+      always: { guard: ({ context }) => context.desired === 'enabled', target: 'enabling' },
       on: {
         'command.enable': {
           target: 'enabling',

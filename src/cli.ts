@@ -5,6 +5,7 @@ import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatStatusTable } from './cli/status.js';
 import { withStore } from './cli/withStore.js';
 import { loadConfig, type ConfigMode } from './config.js';
+import { runDaemon } from './daemon.js';
 import { runSim } from './sim/simCommand.js';
 import { migrate } from './store/migrate.js';
 import { createRootLogger, type Logger } from './log.js';
@@ -57,7 +58,10 @@ const COMMANDS: Record<string, CommandSpec> = {
     summary: 'run the supervisor daemon',
     usage: 'run [--config FILE]',
     options: configOption,
-    run: () => notBuiltYet('the supervisor (modemfleet run)'),
+    run: async ({ values }) => {
+      // the daemon logs JSON lines to stdout (journald)
+      return runDaemon(config(values), createRootLogger());
+    },
   },
   demo: {
     summary: 'run a simulated farm with the inspector',

@@ -5,6 +5,7 @@ import { DEFAULT_RANGES, checkRanges } from './store/allocations.js';
 import { DEFAULT_EMBEDDED_PORT } from './store/database.js';
 import { HOST_ID_PATTERN, type AllocationRanges } from './store/types.js';
 import { ConfigError } from './util/errors.js';
+import { DEFAULT_MODEM_CONFIG, type ModemConfig } from '../machines/modemTypes.js';
 
 /**
  * The one configuration module: environment and an optional JSON file are parsed once, validated,
@@ -19,6 +20,19 @@ export interface Config {
   threeProxyPath: string | undefined;
   allocation: AllocationRanges;
   policy: Policy;
+  /** Where modems are found: /sys and /dev in production, a fake tree in the lab. */
+  scan: { sysRoot: string; devRoot: string };
+  /** Hotplug events: `udev` (udevadm monitor), `watch` (a watch on the fake sysfs tree), `none`. */
+  hotplug: 'udev' | 'watch' | 'none';
+  /** APN set before every data call; unset keeps the modem's own. */
+  apn: string | undefined;
+  /** argv of a USB power-cycle command (the last rung of the recovery ladder), e.g. uhubctl. */
+  powerCycleCommand: string[] | undefined;
+  /** Timings and limits of every modem machine (see ModemConfig). */
+  modem: Partial<ModemConfig>;
+  /** Journal spool: fsync after every append (`always`) or never; size bound in bytes. */
+  spoolFsync: 'always' | 'never';
+  spoolMaxBytes: number;
 }
 
 export interface Policy {
@@ -48,6 +62,13 @@ const FILE_KEYS = [
   'threeProxyPath',
   'allocation',
   'policy',
+  'scan',
+  'hotplug',
+  'apn',
+  'powerCycleCommand',
+  'modem',
+  'spoolFsync',
+  'spoolMaxBytes',
 ] as const;
 
 function defaultHostId(): string {
@@ -146,6 +167,58 @@ function policy(value: unknown, problems: string[]): Policy {
   return out;
 }
 
+function scan(value: unknown, problems: string[]): Config['scan'] {
+  const out = { sysRoot: '/sys', devRoot: '/dev' };
+  if (value === undefined) return out;
+  if (!isRecord(value)) {
+    problems.push('scan: must be { "sysRoot": path, "devRoot": path }');
+    return out;
+  }
+  for (const [key, v] of Object.entries(value)) {
+    if (key !== 'sysRoot' && key !== 'devRoot') problems.push(`scan.${key}: unknown setting`);
+    else if (typeof v !== 'string' || !v.startsWith('/'))
+      problems.push(`scan.${key}: must be an absolute path`);
+    else out[key] = v;
+  }
+  return out;
+}
+
+function modem(value: unknown, problems: string[]): Partial<ModemConfig> {
+  if (value === undefined) return {};
+  if (!isRecord(value)) {
+    problems.push('modem: must be an object');
+    return {};
+  }
+  const out: Partial<ModemConfig> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (!(key in DEFAULT_MODEM_CONFIG)) {
+      problems.push(`modem.${key}: unknown setting`);
+      continue;
+    }
+    if (key === 'powerCycle') {
+      if (typeof v !== 'boolean') problems.push('modem.powerCycle: must be true or false');
+      else out.powerCycle = v;
+      continue;
+    }
+    const n = int(v, `modem.${key}`, problems, 0, 86_400_000);
+    if (n !== undefined) (out as Record<string, number>)[key] = n;
+  }
+  return out;
+}
+
+function argv(value: unknown, path: string, problems: string[]): string[] | undefined {
+  if (value === undefined) return undefined;
+  if (
+    !Array.isArray(value) ||
+    value.length === 0 ||
+    !value.every((a): a is string => typeof a === 'string' && a.length > 0 && a.length < 4096)
+  ) {
+    problems.push(`${path}: must be a non-empty array of strings (program and arguments; no shell)`);
+    return undefined;
+  }
+  return value;
+}
+
 /** Parse and validate. Environment wins over the file. Throws ConfigError listing every problem. */
 export function loadConfig(
   options: { env?: NodeJS.ProcessEnv; file?: string; mode?: ConfigMode } = {},
@@ -186,7 +259,25 @@ export function loadConfig(
     threeProxyPath,
     allocation: ranges(file['allocation'], problems),
     policy: policy(file['policy'], problems),
+    scan: scan(file['scan'], problems),
+    hotplug: 'udev',
+    apn: str(file['apn'], 'apn', problems),
+    powerCycleCommand: argv(file['powerCycleCommand'], 'powerCycleCommand', problems),
+    modem: modem(file['modem'], problems),
+    spoolFsync: 'always',
+    spoolMaxBytes:
+      int(file['spoolMaxBytes'], 'spoolMaxBytes', problems, 65_536, 2 ** 40) ?? 256 * 1024 * 1024,
   };
+  const hotplug = file['hotplug'];
+  if (hotplug === 'udev' || hotplug === 'watch' || hotplug === 'none') config.hotplug = hotplug;
+  else if (hotplug !== undefined) problems.push(`hotplug: must be "udev", "watch" or "none"`);
+  const fsync = file['spoolFsync'];
+  if (fsync === 'always' || fsync === 'never') config.spoolFsync = fsync;
+  else if (fsync !== undefined) problems.push(`spoolFsync: must be "always" or "never"`);
+  if (config.apn !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/.test(config.apn))
+    problems.push('apn: letters, digits, dots and dashes, at most 62');
+  if (config.modem.powerCycle && !config.powerCycleCommand)
+    problems.push('modem.powerCycle: needs powerCycleCommand');
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
 }

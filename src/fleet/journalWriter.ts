@@ -1,6 +1,7 @@
 import { silentLogger, type Logger } from '../log.js';
 import { isRetryable } from '../store/pgErrors.js';
-import type { AppendResult, TransitionRecord } from '../store/types.js';
+import { checkTransition } from '../store/journal.js';
+import { MODEM_STATES, type AppendResult, type TransitionRecord } from '../store/types.js';
 import { coerceError, ModemfleetError } from '../util/errors.js';
 import { backoffDelay } from '../util/time.js';
 import type { Spool } from './spool.js';
@@ -78,6 +79,7 @@ export class JournalWriter {
   }
 
   append(record: TransitionRecord): void {
+    record = this.valid(record) ?? record;
     this.queue.push(record);
     if (!this.pumping) {
       this.pumping = true;
@@ -100,6 +102,30 @@ export class JournalWriter {
     clearTimeout(this.replayTimer);
     await this.chain;
     await this.options.spool.close();
+  }
+
+  /**
+   * A record that cannot be stored would leave a hole in its modem's journal forever: it is
+   * replaced by a `journal.invalid` placeholder with the same seq, naming the problem.
+   */
+  private valid(record: TransitionRecord): TransitionRecord | undefined {
+    try {
+      checkTransition(record);
+      return undefined;
+    } catch (err) {
+      const message = coerceError(err).message;
+      this.log.error({ imei: record.imei, seq: record.seq, problem: message }, 'invalid transition replaced');
+      const top = record.to.split('.')[0] ?? '';
+      return {
+        imei: record.imei,
+        seq: record.seq,
+        from: null,
+        to: (MODEM_STATES as readonly string[]).includes(top) ? top : 'error',
+        event: 'journal.invalid',
+        at: new Date(),
+        detail: { problem: message.slice(0, 300) },
+      };
+    }
   }
 
   private serialised(fn: () => Promise<void>): Promise<void> {

@@ -1,4 +1,4 @@
-import { createActor, type Actor, type SnapshotFrom } from 'xstate';
+import { createActor, type Actor, type SnapshotFrom, type StateValue } from 'xstate';
 import { modemMachine } from '../../machines/modemMachine.js';
 import type {
   AlertInfo,
@@ -12,6 +12,23 @@ import { ModemLink, type ModemLinkOptions } from './modemLink.js';
 
 export type ModemSnapshot = SnapshotFrom<typeof modemMachine>;
 
+/** `online.rotating.detaching` for `{ online: { rotating: 'detaching' } }`. */
+export function stateName(value: StateValue): string {
+  if (typeof value === 'string') return value;
+  return Object.entries(value)
+    .map(([k, v]) => (v === undefined ? k : `${k}.${stateName(v)}`))
+    .join(',');
+}
+
+export interface ModemTransition {
+  /** null for the actor's first state. */
+  from: string | null;
+  to: string;
+  /** The event that caused it (`xstate.init` for the first state). */
+  event: string;
+  snapshot: ModemSnapshot;
+}
+
 export interface ModemRuntimeOptions extends Omit<ModemLinkOptions, 'log'> {
   /** The USB physical path (the actor's identity until the IMEI is read). */
   usbPath: string;
@@ -21,6 +38,8 @@ export interface ModemRuntimeOptions extends Omit<ModemLinkOptions, 'log'> {
   onHealth?: (signal: SignalSample) => void;
   onAlert?: (alert: AlertInfo) => void;
   onCommandFinished?: (result: CommandResult) => void;
+  /** Every change of the state value, in order, synchronously. */
+  onTransition?: (transition: ModemTransition) => void;
 }
 
 /** A modem machine wired to its link: the actor runs the real effects over the AT port. */
@@ -28,6 +47,7 @@ export class ModemRuntime {
   readonly link: ModemLink;
   readonly actor: Actor<typeof modemMachine>;
   private readonly log: Logger;
+  private lastState: string | null = null;
 
   constructor(options: ModemRuntimeOptions) {
     this.log = (options.log ?? silentLogger).child({ usbPath: options.usbPath });
@@ -46,6 +66,16 @@ export class ModemRuntime {
       },
     });
     this.actor = createActor(machine, {
+      // the inspection stream carries the event with each snapshot of this actor
+      inspect: (ev) => {
+        if (ev.type !== '@xstate.snapshot' || ev.actorRef !== this.actor) return;
+        const snapshot = ev.snapshot as ModemSnapshot;
+        const to = stateName(snapshot.value);
+        if (to === this.lastState) return;
+        const from = this.lastState;
+        this.lastState = to;
+        options.onTransition?.({ from, to, event: ev.event.type, snapshot });
+      },
       input: {
         usbPath: options.usbPath,
         ...(options.config ? { config: options.config } : {}),

@@ -12,7 +12,8 @@ export class JournalError extends ModemfleetError {
   }
 }
 
-function check(row: TransitionRecord): void {
+/** Throws a JournalError naming the row when a transition cannot be stored. */
+export function checkTransition(row: TransitionRecord): void {
   const where = `transition ${row.imei}#${row.seq}`;
   if (!IMEI_PATTERN.test(row.imei)) throw new JournalError(`${where}: imei must be 15 digits`);
   if (!Number.isSafeInteger(row.seq) || row.seq < 1)
@@ -42,7 +43,7 @@ export async function appendTransitions(
   batch: readonly TransitionRecord[],
 ): Promise<AppendResult[]> {
   if (batch.length === 0) return [];
-  batch.forEach(check);
+  batch.forEach(checkTransition);
   const payload = json(
     sql,
     batch.map((r) => ({

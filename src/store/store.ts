@@ -22,6 +22,7 @@ import {
 import { appendTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { listModems } from './modems.js';
+import { hostModems, modemRecord, setDesired, type ModemRecord } from './reconcile.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 
 export interface StoreOptions {
@@ -60,6 +61,17 @@ export class Store {
 
   modems(options?: { imei?: string }): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
+  }
+
+  /** Every modem of this host, for reconciliation. */
+  hostModems(): Promise<ModemRecord[]> {
+    return hostModems(this.sql, this.hostId);
+  }
+  modemRecord(imei: string): Promise<ModemRecord | null> {
+    return modemRecord(this.sql, imei);
+  }
+  setDesired(imei: string, desired: 'enabled' | 'disabled'): Promise<void> {
+    return setDesired(this.sql, imei, desired);
   }
 
   allocate(imei: string): ReturnType<typeof allocate> {

@@ -9,10 +9,15 @@ export class TcpProxy {
   port = 0;
   private server: Server | undefined;
   private readonly pairs = new Set<{ a: Socket; b: Socket; frozen: boolean }>();
+  private down = false;
   constructor(private readonly targetPort: number) {}
 
   async start(): Promise<void> {
     this.server = createServer((client) => {
+      if (this.down) {
+        client.destroy();
+        return;
+      }
       const upstream = connect(this.targetPort, '127.0.0.1');
       const pair = { a: client, b: upstream, frozen: false };
       this.pairs.add(pair);
@@ -40,6 +45,19 @@ export class TcpProxy {
   /** Existing connections go silent (no FIN, no RST). */
   freeze(): void {
     for (const p of this.pairs) p.frozen = true;
+  }
+
+  /** The server is gone: every connection is dropped and new ones are refused until `up()`. */
+  cut(): void {
+    this.down = true;
+    for (const p of this.pairs) {
+      p.a.destroy();
+      p.b.destroy();
+    }
+  }
+
+  up(): void {
+    this.down = false;
   }
 
   get connections(): number {

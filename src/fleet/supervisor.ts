@@ -1,0 +1,388 @@
+import { join } from 'node:path';
+import { createActor, fromPromise, type Actor } from 'xstate';
+import { fleetMachine, type FleetDevice } from '../../machines/fleetMachine.js';
+import type { AlertInfo, ModemConfig, SignalSample } from '../../machines/modemTypes.js';
+import type { HotplugSource } from '../detect/hotplugSources.js';
+import { Detector } from '../detect/detector.js';
+import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
+import type { DetectionEvent } from '../detect/types.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { ModemRecord } from '../store/reconcile.js';
+import type { Store } from '../store/store.js';
+import type { Allocation, Command } from '../store/types.js';
+import { coerceError } from '../util/errors.js';
+import { backoffDelay, sleep } from '../util/time.js';
+import { CommandProcessor, type CommandOutcome } from './commandProcessor.js';
+import { HealthWriter } from './healthWriter.js';
+import { JournalWriter, type SpooledTransition } from './journalWriter.js';
+import type { ModemLinkOptions } from './modemLink.js';
+import { ModemRuntime, type ModemTransition } from './modemRuntime.js';
+import { ModemSlot } from './modemSlot.js';
+import { Spool, type FsyncPolicy } from './spool.js';
+
+export interface SupervisorOptions {
+  store: Store;
+  /** The state directory: the journal spool lives in `<stateDir>/spool`. */
+  stateDir: string;
+  scan?: ScanOptions;
+  /** Hotplug events (udevadm in production, a sysfs watch in the lab); without one, rescans only. */
+  hotplug?: HotplugSource;
+  rescanIntervalMs?: number;
+  modem?: Partial<ModemConfig>;
+  link?: Omit<ModemLinkOptions, 'atPort' | 'log'>;
+  fleet?: { maxRestarts?: number; restartWindowMs?: number };
+  spool?: { maxBytes?: number; fsync?: FsyncPolicy };
+  heartbeatMs?: number;
+  commandTimeoutMs?: number;
+  commandPollMs?: number;
+  healthFlushMs?: number;
+  healthRetentionSeconds?: number;
+  log?: Logger;
+}
+
+export interface SupervisorEvents {
+  /** The IMEI of a slot is known and its journal position settled (tests, the inspector). */
+  onIdentified?: (imei: string, usbPath: string) => void;
+  /** A modem got its ports (sticky per IMEI). */
+  onAllocated?: (allocation: Allocation) => void;
+}
+
+/**
+ * The running farm: detection feeds the fleet machine, which starts one modem runtime per device
+ * (in batches); every transition goes to the journal writer (group commit, spool while the
+ * database is away), commands come from NOTIFY catch-ups, health samples are batched. On start
+ * the farm is reconciled with what the database remembers: journal positions, desired states,
+ * modems that went away while we were down.
+ */
+export class Supervisor {
+  readonly journal: JournalWriter;
+  readonly health: HealthWriter;
+  readonly commands: CommandProcessor;
+  private readonly detector: Detector;
+  private readonly fleet: Actor<typeof fleetMachine>;
+  private readonly slots = new Map<string, ModemSlot>();
+  private readonly byImei = new Map<string, ModemSlot>();
+  /** Last journal seq per IMEI, kept across actors of the same modem. */
+  private readonly seqs = new Map<string, number>();
+  private readonly remembered = new Map<string, ModemRecord>();
+  private readonly stopping = new Set<Promise<void>>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly options: SupervisorOptions,
+    private readonly events: SupervisorEvents = {},
+  ) {
+    this.log = (options.log ?? silentLogger).child({ component: 'supervisor' });
+    const store = options.store;
+    this.journal = new JournalWriter({
+      sink: store,
+      spool: new Spool<SpooledTransition>({
+        dir: join(options.stateDir, 'spool'),
+        maxBytes: options.spool?.maxBytes ?? 64 * 1024 * 1024,
+        fsync: options.spool?.fsync ?? 'always',
+      }),
+      log: this.log,
+      onAlert: (kind, message) => this.alert({ kind, severity: 'critical', message }),
+    });
+    this.health = new HealthWriter({
+      sink: store,
+      log: this.log,
+      retentionSeconds: options.healthRetentionSeconds ?? 7 * 86_400,
+      ...(options.healthFlushMs ? { flushIntervalMs: options.healthFlushMs } : {}),
+    });
+    this.commands = new CommandProcessor({
+      store,
+      log: this.log,
+      execute: (command) => this.execute(command),
+      ...(options.commandPollMs ? { pollIntervalMs: options.commandPollMs } : {}),
+    });
+    this.detector = new Detector({
+      scan: options.scan ?? DEFAULT_SCAN,
+      ...(options.hotplug ? { source: options.hotplug } : {}),
+      ...(options.rescanIntervalMs ? { rescanIntervalMs: options.rescanIntervalMs } : {}),
+      onEvents: (events) => this.onDetection(events),
+      log: this.log,
+    });
+    this.fleet = createActor(
+      fleetMachine.provide({
+        actions: {
+          startModems: (_, { devices }) => devices.forEach((d) => this.startModem(d)),
+          stopModem: (_, { usbPath }) => this.stopModem(usbPath),
+          forward: (_, { usbPath, event }) => this.slots.get(usbPath)?.runtime.send({ type: event }),
+          alert: (_, { kind, message }) => this.alert({ kind, severity: 'critical', message }),
+        },
+        actors: { stopAll: fromPromise(() => this.stopAllModems()) },
+      }),
+      { input: { config: options.fleet ?? {} } },
+    );
+  }
+
+  /** Slots by USB path (read-only view for tests and the inspector). */
+  get modems(): ReadonlyMap<string, ModemSlot> {
+    return this.slots;
+  }
+
+  async start(): Promise<void> {
+    const store = this.options.store;
+    await store.registerHost();
+    this.heartbeat = setInterval(() => {
+      store.heartbeat().catch((err: unknown) => this.log.warn({ err }, 'host heartbeat failed'));
+    }, this.options.heartbeatMs ?? 10_000);
+    this.heartbeat.unref();
+    // what a previous run left: spooled transitions first, so the database's seqs are current
+    await this.journal.start();
+    for (const record of await store.hostModems()) {
+      this.remembered.set(record.imei, record);
+      this.seqs.set(record.imei, Math.max(record.seq, this.seqs.get(record.imei) ?? 0));
+    }
+    const interrupted = await store.failInterruptedCommands();
+    if (interrupted.length)
+      this.log.warn({ commands: interrupted }, 'commands interrupted by a restart failed');
+    this.health.start();
+    this.fleet.start();
+    await this.detector.start();
+    this.markAbsent();
+    await this.commands.start();
+    this.log.info({ modems: this.slots.size }, 'supervisor started');
+  }
+
+  /** Modems this host had that are not plugged in any more are journaled as removed. */
+  private markAbsent(): void {
+    const present = new Set(this.detector.present.map((d) => d.usbPath));
+    for (const record of this.remembered.values()) {
+      if (record.state === 'removed' || (record.usbPath && present.has(record.usbPath))) continue;
+      this.journal.append({
+        imei: record.imei,
+        seq: this.nextSeq(record.imei),
+        from: record.state,
+        to: 'removed',
+        event: 'reconcile.absent',
+        at: new Date(),
+        host: this.options.store.hostId,
+        detail: { usbPath: record.usbPath },
+      });
+    }
+  }
+
+  private nextSeq(imei: string): number {
+    const next = (this.seqs.get(imei) ?? 0) + 1;
+    this.seqs.set(imei, next);
+    return next;
+  }
+
+  private onDetection(events: DetectionEvent[]): void {
+    const added: FleetDevice[] = [];
+    const removed: string[] = [];
+    for (const e of events) {
+      if (e.type === 'device.removed') {
+        removed.push(e.usbPath);
+        continue;
+      }
+      if (e.type === 'device.changed' && e.device.ports.at === e.previous.ports.at) continue;
+      if (e.device.fault || !e.device.ports.at) {
+        this.alert({
+          kind: 'device_unusable',
+          severity: 'warning',
+          message: `USB device ${e.device.vid}:${e.device.pid} at ${e.device.usbPath} has no usable AT port${e.device.fault ? ` (${e.device.fault})` : ''}`,
+        });
+        continue;
+      }
+      added.push({ usbPath: e.device.usbPath, atPort: e.device.ports.at });
+    }
+    if (added.length || removed.length) this.fleet.send({ type: 'devices.changed', added, removed });
+  }
+
+  private startModem(device: FleetDevice): void {
+    const log = this.log.child({ usbPath: device.usbPath });
+    // the desired state of whatever modem was here last time; corrected once the IMEI is known
+    const previous = [...this.remembered.values()].find((r) => r.usbPath === device.usbPath);
+    let slot: ModemSlot | undefined = undefined;
+    const runtime = new ModemRuntime({
+      ...this.options.link,
+      usbPath: device.usbPath,
+      atPort: device.atPort,
+      config: this.options.modem ?? {},
+      desired: previous?.desired ?? 'enabled',
+      log,
+      onTransition: (t) => slot && this.onTransition(slot, t),
+      onHealth: (signal) => slot && this.onHealth(slot, signal),
+      onAlert: (alert) => this.alert(alert, slot?.imei ?? undefined),
+      onCommandFinished: (result) => slot?.finished(result),
+    });
+    slot = new ModemSlot(
+      device.usbPath,
+      device.atPort,
+      runtime,
+      this.options.store.hostId,
+      (record) => this.journal.append(record),
+      (imei) => this.nextSeq(imei),
+      log,
+    );
+    this.slots.set(device.usbPath, slot);
+    const started = slot;
+    runtime.actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.status === 'done' && this.slots.get(device.usbPath) === started)
+          this.fleet.send({ type: 'modem.done', usbPath: device.usbPath });
+      },
+      error: (err) => {
+        log.error({ err }, 'modem actor crashed');
+        if (this.slots.get(device.usbPath) === started)
+          this.fleet.send({
+            type: 'modem.crashed',
+            usbPath: device.usbPath,
+            error: coerceError(err).message,
+          });
+      },
+    });
+    runtime.start();
+  }
+
+  private stopModem(usbPath: string): void {
+    const slot = this.slots.get(usbPath);
+    if (!slot) return;
+    this.slots.delete(usbPath);
+    if (slot.imei && this.byImei.get(slot.imei) === slot) this.byImei.delete(slot.imei);
+    slot.abandon('device_removed');
+    const done = slot.runtime
+      .stop()
+      .catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed'))
+      .finally(() => this.stopping.delete(done));
+    this.stopping.add(done);
+  }
+
+  private onTransition(slot: ModemSlot, t: ModemTransition): void {
+    slot.transition(t);
+    const identity = t.snapshot.context.identity;
+    if (identity && !slot.identified && !slot.imei) {
+      slot.imei = identity.imei; // claimed: identification runs once per slot
+      void this.identify(slot);
+    }
+  }
+
+  /** Settles the journal position, records the facts, allocates ports, applies the desired state. */
+  private async identify(slot: ModemSlot): Promise<void> {
+    const identity = slot.identity();
+    if (!identity) return;
+    const store = this.options.store;
+    const imei = identity.imei;
+    for (let attempt = 0; !this.stopped && this.slots.get(slot.usbPath) === slot; attempt++) {
+      try {
+        const record = await store.modemRecord(imei);
+        this.seqs.set(imei, Math.max(this.seqs.get(imei) ?? 0, record?.seq ?? 0));
+        const other = this.byImei.get(imei);
+        if (other && other !== slot)
+          this.alert(
+            {
+              kind: 'duplicate_imei',
+              severity: 'critical',
+              message: `IMEI ${imei} answers at ${slot.usbPath} and at ${other.usbPath}`,
+            },
+            imei,
+          );
+        this.byImei.set(imei, slot);
+        slot.identify(imei);
+        const { previousIccid } = await store.upsertModem({
+          imei,
+          hostId: store.hostId,
+          usbPath: slot.usbPath,
+          model: identity.model,
+          firmware: identity.firmware,
+          iccid: identity.iccid,
+          imsi: identity.imsi,
+        });
+        if (previousIccid && identity.iccid && previousIccid !== identity.iccid)
+          this.alert(
+            {
+              kind: 'sim_swap',
+              severity: 'warning',
+              message: `the SIM of modem ${imei} changed: ICCID ${previousIccid} → ${identity.iccid}`,
+            },
+            imei,
+          );
+        const desired = record?.desired ?? 'enabled';
+        if (desired !== slot.runtime.snapshot().context.desired)
+          slot.runtime.send({ type: desired === 'disabled' ? 'command.disable' : 'command.enable', id: 0 });
+        const allocation = await store.allocate(imei);
+        this.events.onAllocated?.(allocation);
+        this.events.onIdentified?.(imei, slot.usbPath);
+        return;
+      } catch (err) {
+        const e = coerceError(err);
+        if ((e as { code?: string }).code === 'no_free_port') {
+          this.alert({ kind: 'no_free_port', severity: 'critical', message: e.message }, imei);
+          this.events.onIdentified?.(imei, slot.usbPath);
+          return;
+        }
+        this.log.warn({ err: e, imei, attempt }, 'identifying a modem in the database failed; retrying');
+        await sleep(backoffDelay(attempt, 200, 5_000));
+      }
+    }
+  }
+
+  private onHealth(slot: ModemSlot, signal: SignalSample): void {
+    if (!slot.imei || !slot.identified) return;
+    this.health.add({
+      imei: slot.imei,
+      at: new Date(),
+      rssi: signal.rssi,
+      rsrp: signal.rsrp,
+      rsrq: signal.rsrq,
+      sinr: signal.sinr,
+      technology: signal.technology,
+      operator: slot.runtime.snapshot().context.operator,
+    });
+  }
+
+  private alert(alert: AlertInfo, imei?: string): void {
+    this.log.warn({ alert, imei }, 'alert');
+    this.options.store
+      .raiseAlert({ ...alert, ...(imei ? { imei } : {}) })
+      .catch((err: unknown) => this.log.warn({ err }, 'recording an alert failed'));
+  }
+
+  private async execute(command: Command): Promise<CommandOutcome> {
+    const slot = this.byImei.get(command.imei);
+    if (!slot || slot.runtime.snapshot().status !== 'active')
+      return { ok: false, result: { error: 'not_present' } };
+    if (command.kind === 'disable' || command.kind === 'enable')
+      await this.options.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
+    return slot.command(command.id, command.kind, this.options.commandTimeoutMs ?? 600_000);
+  }
+
+  private async stopAllModems(): Promise<void> {
+    for (const usbPath of [...this.slots.keys()]) this.stopModem(usbPath);
+    await Promise.all([...this.stopping]);
+  }
+
+  /** Graceful: commands, detection, modems, then the writers flush. Reports every failed step. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const failures: unknown[] = [];
+    const step = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(err);
+        this.log.error({ err, step: name }, 'shutdown step failed');
+      }
+    };
+    clearInterval(this.heartbeat);
+    await step('commands', () => this.commands.stop());
+    await step('detection', () => this.detector.stop());
+    await step('modems', async () => {
+      this.fleet.send({ type: 'stop' });
+      await new Promise<void>((resolve) => {
+        if (this.fleet.getSnapshot().status === 'done') return resolve();
+        this.fleet.subscribe((s) => s.status === 'done' && resolve());
+      });
+    });
+    await step('health', () => this.health.stop());
+    await step('journal', () => this.journal.stop());
+    await step('host', () => this.options.store.stopHost());
+    if (failures.length) throw new AggregateError(failures, `${failures.length} shutdown step(s) failed`);
+  }
+}

@@ -1,0 +1,84 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SysfsWatchSource } from '../detect/hotplugSources.js';
+import type { ScanOptions } from '../detect/sysfsScan.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { SimProfile } from './ec25Model.js';
+import { FakeSysfs } from './fakeSysfs.js';
+import { SimModem } from './simModem.js';
+
+export interface SimLabOptions {
+  /** Everything lives under it: `sys/` (a fake sysfs tree) and `dev/` (the PTY links). */
+  dir: string;
+  profiles: SimProfile[];
+  log?: Logger;
+  random?: () => number;
+}
+
+/**
+ * A farm on one machine without hardware: each simulated EC25 is a USB device in a fake sysfs
+ * tree (at `1-1.<n>`, every one with the by-id strings of old firmware, `Android`/`Android`/`0`)
+ * whose AT interface is a real PTY. Plug and unplug change both, as the kernel would.
+ */
+export class SimLab {
+  readonly sysfs: FakeSysfs;
+  readonly modems: SimModem[];
+  private readonly devDir: string;
+
+  constructor(private readonly options: SimLabOptions) {
+    this.sysfs = new FakeSysfs(join(options.dir, 'sys'));
+    this.devDir = join(options.dir, 'dev');
+    this.modems = options.profiles.map(
+      (profile, i) =>
+        new SimModem({
+          profile,
+          dir: this.devDir,
+          name: `ttyUSB${4 * i + 2}`,
+          log: options.log ?? silentLogger,
+          ...(options.random ? { random: options.random } : {}),
+        }),
+    );
+  }
+
+  get scan(): ScanOptions {
+    return { sysRoot: this.sysfs.root, devRoot: this.devDir };
+  }
+
+  /** Hotplug events from the fake tree, parsed like udevadm's. */
+  hotplug(): SysfsWatchSource {
+    return new SysfsWatchSource(this.sysfs.root);
+  }
+
+  usbPath(i: number): string {
+    return `1-1.${i + 1}`;
+  }
+
+  async start(plugged = true): Promise<void> {
+    await mkdir(this.devDir, { recursive: true });
+    await this.sysfs.start();
+    if (plugged) await Promise.all(this.modems.map((_, i) => this.plug(i)));
+  }
+
+  /** The tty appears first, then the USB device in sysfs (what detection reacts to). */
+  async plug(i: number): Promise<void> {
+    const modem = this.modem(i);
+    await modem.start();
+    await this.sysfs.plug({ usbPath: this.usbPath(i), ttys: [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3] });
+  }
+
+  async unplug(i: number): Promise<void> {
+    await this.sysfs.unplug(this.usbPath(i));
+    await this.modem(i).unplug();
+  }
+
+  modem(i: number): SimModem {
+    const m = this.modems[i];
+    if (!m) throw new Error(`no simulated modem ${i}`);
+    return m;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled(this.modems.map((m) => m.stop()));
+    await rm(this.options.dir, { recursive: true, force: true });
+  }
+}
