@@ -195,6 +195,8 @@ export class Supervisor {
   }
 
   private startModem(device: FleetDevice): void {
+    // a new tty at a known place: the old actor cannot use it
+    if (this.slots.has(device.usbPath)) this.stopModem(device.usbPath);
     const log = this.log.child({ usbPath: device.usbPath });
     // the desired state of whatever modem was here last time; corrected once the IMEI is known
     const previous = [...this.remembered.values()].find((r) => r.usbPath === device.usbPath);
