@@ -21,6 +21,12 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** `0003` when two migrations exist: the file name a new migration would take. */
+async function nextNumber(offset = 1): Promise<string> {
+  const count = (await loadMigrations(defaultMigrationsDir())).length;
+  return String(count + offset).padStart(4, '0');
+}
+
 async function copyMigrations(): Promise<string> {
   const target = await mkdtemp(join(dir, 'sql-'));
   await cp(defaultMigrationsDir(), target, { recursive: true });
@@ -59,9 +65,10 @@ describe('migrations', () => {
 
   it('refuses a gap in the numbering, naming the file', async () => {
     const gap = await copyMigrations();
-    await writeFile(join(gap, '0003_later.sql'), 'select 1;');
+    const [expected, skipped] = [await nextNumber(), await nextNumber(2)];
+    await writeFile(join(gap, `${skipped}_later.sql`), 'select 1;');
     await expect(loadMigrations(gap)).rejects.toThrow(
-      /0003_later\.sql: gap in migration numbering, expected 0002_\*\.sql/,
+      new RegExp(`${skipped}_later\\.sql: gap in migration numbering, expected ${expected}_\\*\\.sql`),
     );
     await expect(migrate(db.sql, { dir: gap })).rejects.toThrow(/gap/);
   });
@@ -76,15 +83,18 @@ describe('migrations', () => {
 
   it('a failing migration rolls back and names its file; the next run works once fixed', async () => {
     const broken = await copyMigrations();
+    const next = await nextNumber();
     await writeFile(
-      join(broken, '0002_broken.sql'),
+      join(broken, `${next}_broken.sql`),
       'create table ok_table (id int);\nselect no_such_function();',
     );
-    await expect(migrate(db.sql, { dir: broken })).rejects.toThrow(/0002_broken\.sql: .*no_such_function/);
+    await expect(migrate(db.sql, { dir: broken })).rejects.toThrow(
+      new RegExp(`${next}_broken\\.sql: .*no_such_function`),
+    );
     const t = await db.sql`select to_regclass('ok_table') as t`;
     expect(t[0]?.['t']).toBeNull();
     const versions = await db.sql`select max(version)::int as v from schema_migrations`;
-    expect(versions[0]?.['v']).toBe(1);
+    expect(versions[0]?.['v']).toBe(Number(next) - 1);
   });
 
   it('refuses a database migrated by a newer version', async () => {
