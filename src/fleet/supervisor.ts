@@ -20,6 +20,8 @@ import { ModemRuntime, type ModemTransition } from './modemRuntime.js';
 import { ModemSlot } from './modemSlot.js';
 import { Spool, type FsyncPolicy } from './spool.js';
 
+const later = (fn: () => void): void => queueMicrotask(fn);
+
 export interface SupervisorOptions {
   store: Store;
   /** The state directory: the journal spool lives in `<stateDir>/spool`. */
@@ -107,10 +109,13 @@ export class Supervisor {
     });
     this.fleet = createActor(
       fleetMachine.provide({
+        // carried out right after the fleet's step, in order: starting or signalling a modem actor
+        // inside a fleet action would run that actor's own step nested in the fleet's
         actions: {
-          startModems: (_, { devices }) => devices.forEach((d) => this.startModem(d)),
-          stopModem: (_, { usbPath }) => this.stopModem(usbPath),
-          forward: (_, { usbPath, event }) => this.slots.get(usbPath)?.runtime.send({ type: event }),
+          startModems: (_, { devices }) => later(() => devices.forEach((d) => this.startModem(d))),
+          stopModem: (_, { usbPath }) => later(() => this.stopModem(usbPath)),
+          forward: (_, { usbPath, event }) =>
+            later(() => this.slots.get(usbPath)?.runtime.send({ type: event })),
           alert: (_, { kind, message }) => this.alert({ kind, severity: 'critical', message }),
         },
         actors: { stopAll: fromPromise(() => this.stopAllModems()) },
@@ -224,10 +229,14 @@ export class Supervisor {
     );
     this.slots.set(device.usbPath, slot);
     const started = slot;
+    // reported to the fleet after the current step: a modem can end inside a fleet action (forward)
+    const report = (event: Parameters<typeof this.fleet.send>[0]): void =>
+      queueMicrotask(() => {
+        if (this.slots.get(device.usbPath) === started) this.fleet.send(event);
+      });
     runtime.actor.subscribe({
       next: (snapshot) => {
-        if (snapshot.status === 'done' && this.slots.get(device.usbPath) === started)
-          this.fleet.send({ type: 'modem.done', usbPath: device.usbPath });
+        if (snapshot.status === 'done') report({ type: 'modem.done', usbPath: device.usbPath });
       },
       error: (err) => {
         log.error({ err }, 'modem actor crashed');
@@ -355,6 +364,7 @@ export class Supervisor {
   }
 
   private async stopAllModems(): Promise<void> {
+    await Promise.resolve(); // after the starts and stops the fleet queued before `stop`
     for (const usbPath of [...this.slots.keys()]) this.stopModem(usbPath);
     await Promise.all([...this.stopping]);
   }
