@@ -3,7 +3,7 @@ import { isRetryable } from '../store/pgErrors.js';
 import { checkTransition } from '../store/journal.js';
 import { MODEM_STATES, type AppendResult, type TransitionRecord } from '../store/types.js';
 import { coerceError, ModemfleetError } from '../util/errors.js';
-import { backoffDelay } from '../util/time.js';
+import { backoffDelay, sleep } from '../util/time.js';
 import type { Spool } from './spool.js';
 
 /** Transitions as they sit in the spool (dates as ISO text). */
@@ -75,6 +75,20 @@ export class JournalWriter {
     if (!this.options.spool.isEmpty()) {
       this.stats.mode = 'spooling';
       await this.serialised(() => this.tryReplay());
+    }
+  }
+
+  /**
+   * Resolves once everything spooled has reached PostgreSQL (replays keep retrying with backoff).
+   * The supervisor waits for this on start: the journal positions it reads from the database are
+   * only current when no earlier transition still sits in the spool.
+   */
+  async drained(): Promise<void> {
+    let waited = 0;
+    while (this.stats.mode !== 'direct' && !this.stopped) {
+      await sleep(100);
+      waited += 100;
+      if (waited % 10_000 === 0) this.log.warn({ waitedMs: waited }, 'still replaying the spool');
     }
   }
 

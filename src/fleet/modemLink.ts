@@ -127,9 +127,13 @@ export class ModemLink {
         if (this.transport !== transport) return; // closed by us
         this.transport = undefined;
         this.driver = undefined;
-        // a vanished tty is reported by the presence check as device.removed
+        // the tty is gone: the device left (the presence check may miss a short gap); still
+        // there: the port gave up (timeouts, errors) or the device was replaced in a flash
         void pathExists(this.options.atPort).then((exists) => {
-          if (exists) this.emit({ type: 'port.lost', detail: reason.message });
+          if (exists) return this.emit({ type: 'port.lost', detail: reason.message });
+          if (!this.present) return;
+          this.present = false;
+          this.emit({ type: 'device.removed' });
         });
       },
     });

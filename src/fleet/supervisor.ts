@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import { fleetMachine, type FleetDevice } from '../../machines/fleetMachine.js';
@@ -138,6 +139,7 @@ export class Supervisor {
     this.heartbeat.unref();
     // what a previous run left: spooled transitions first, so the database's seqs are current
     await this.journal.start();
+    await this.journal.drained();
     for (const record of await store.hostModems()) {
       this.remembered.set(record.imei, record);
       this.seqs.set(record.imei, Math.max(record.seq, this.seqs.get(record.imei) ?? 0));
@@ -236,7 +238,10 @@ export class Supervisor {
       });
     runtime.actor.subscribe({
       next: (snapshot) => {
-        if (snapshot.status === 'done') report({ type: 'modem.done', usbPath: device.usbPath });
+        if (snapshot.status !== 'done') return;
+        report({ type: 'modem.done', usbPath: device.usbPath });
+        // a quick replug can end the old actor after detection already saw the device again
+        later(() => void this.restartIfPresent(device.usbPath, started));
       },
       error: (err) => {
         log.error({ err }, 'modem actor crashed');
@@ -249,6 +254,29 @@ export class Supervisor {
       },
     });
     runtime.start();
+  }
+
+  /**
+   * A modem actor ended (its tty vanished) but detection still lists the device: a replug or a
+   * re-enumeration quicker than the hotplug debounce, which detection reports as no change. The
+   * tty is watched for a while; when it is back, a fresh actor starts.
+   */
+  private async restartIfPresent(usbPath: string, ended: ModemSlot): Promise<void> {
+    for (let i = 0; i < 50; i++) {
+      const device = this.detector.present.find((d) => d.usbPath === usbPath);
+      const at = device?.ports.at;
+      const another = (): boolean => (this.slots.get(usbPath) ?? ended) !== ended;
+      if (this.stopped || !at || device.fault || another()) return;
+      const back = await stat(at).then(
+        () => true,
+        () => false,
+      );
+      if (back && !this.stopped && !another()) {
+        this.fleet.send({ type: 'devices.changed', added: [{ usbPath, atPort: at }], removed: [] });
+        return;
+      }
+      await sleep(200);
+    }
   }
 
   private stopModem(usbPath: string): void {
@@ -273,28 +301,57 @@ export class Supervisor {
     }
   }
 
-  /** Settles the journal position, records the facts, allocates ports, applies the desired state. */
+  /**
+   * Settles the journal position, then records the facts, applies the desired state and allocates
+   * ports. The position comes from the database, or, while it is away, from what this process
+   * knows (every modem of this host is loaded on start): the held transitions are written at once
+   * and reach the spool. A modem new to this host waits for the database, even when it is
+   * unplugged meanwhile, so that its transitions are journaled under the right numbers.
+   */
   private async identify(slot: ModemSlot): Promise<void> {
     const identity = slot.identity();
     if (!identity) return;
     const store = this.options.store;
     const imei = identity.imei;
-    for (let attempt = 0; !this.stopped && this.slots.get(slot.usbPath) === slot; attempt++) {
+    let record: ModemRecord | null | undefined;
+    for (let attempt = 0; record === undefined && !this.stopped; attempt++) {
       try {
-        const record = await store.modemRecord(imei);
-        this.seqs.set(imei, Math.max(this.seqs.get(imei) ?? 0, record?.seq ?? 0));
-        const other = this.byImei.get(imei);
-        if (other && other !== slot)
-          this.alert(
-            {
-              kind: 'duplicate_imei',
-              severity: 'critical',
-              message: `IMEI ${imei} answers at ${slot.usbPath} and at ${other.usbPath}`,
-            },
-            imei,
-          );
-        this.byImei.set(imei, slot);
-        slot.identify(imei);
+        record = await store.modemRecord(imei);
+      } catch (err) {
+        if (this.seqs.has(imei)) break;
+        this.log.warn(
+          { err: coerceError(err), imei, attempt },
+          'reading a new modem from the database failed',
+        );
+        await sleep(backoffDelay(attempt, 200, 5_000));
+      }
+    }
+    if (record === undefined && !this.seqs.has(imei)) {
+      this.log.error(
+        { imei, usbPath: slot.usbPath },
+        'stopped before the journal position of a new modem was known',
+      );
+      return;
+    }
+    if (record) this.seqs.set(imei, Math.max(this.seqs.get(imei) ?? 0, record.seq));
+    const current = (): boolean => !this.stopped && this.slots.get(slot.usbPath) === slot;
+    const other = this.byImei.get(imei);
+    if (other && other !== slot && this.slots.get(other.usbPath) === other)
+      this.alert(
+        {
+          kind: 'duplicate_imei',
+          severity: 'critical',
+          message: `IMEI ${imei} answers at ${slot.usbPath} and at ${other.usbPath}`,
+        },
+        imei,
+      );
+    if (current()) this.byImei.set(imei, slot);
+    slot.identify(imei);
+    const desired = record?.desired ?? this.remembered.get(imei)?.desired;
+    if (desired && current() && desired !== slot.runtime.snapshot().context.desired)
+      slot.runtime.send({ type: desired === 'disabled' ? 'command.disable' : 'command.enable', id: 0 });
+    for (let attempt = 0; current(); attempt++) {
+      try {
         const { previousIccid } = await store.upsertModem({
           imei,
           hostId: store.hostId,
@@ -313,9 +370,6 @@ export class Supervisor {
             },
             imei,
           );
-        const desired = record?.desired ?? 'enabled';
-        if (desired !== slot.runtime.snapshot().context.desired)
-          slot.runtime.send({ type: desired === 'disabled' ? 'command.disable' : 'command.enable', id: 0 });
         const allocation = await store.allocate(imei);
         this.events.onAllocated?.(allocation);
         this.events.onIdentified?.(imei, slot.usbPath);
@@ -327,7 +381,7 @@ export class Supervisor {
           this.events.onIdentified?.(imei, slot.usbPath);
           return;
         }
-        this.log.warn({ err: e, imei, attempt }, 'identifying a modem in the database failed; retrying');
+        this.log.warn({ err: e, imei, attempt }, 'recording a modem in the database failed; retrying');
         await sleep(backoffDelay(attempt, 200, 5_000));
       }
     }

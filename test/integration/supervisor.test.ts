@@ -257,6 +257,30 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
     await proxy.stop();
   }, 90_000);
 
+  it('a new SIM under a known IMEI raises a sim_swap alert; health samples reach modem_health', async () => {
+    const l = await lab(2);
+    const s = supervisor(l);
+    await s.start();
+    await until(() => allIn('online', 2), 20_000, 'online');
+    await until(async () => (await db.sql`select 1 from modem_health`).length >= 2, 10_000, 'health samples');
+    const modem = l.modem(0);
+    const oldIccid = modem.model.profile.iccid;
+    await l.unplug(0);
+    modem.model.profile.iccid = '8949020990000000019';
+    await l.plug(0);
+    await until(
+      async () => (await db.sql`select 1 from alerts where kind = 'sim_swap'`).length === 1,
+      15_000,
+      'sim_swap alert',
+    );
+    const [alert] = await db.sql<{ imei: string; message: string }[]>`
+      select imei, message from alerts where kind = 'sim_swap'`;
+    expect(alert?.imei).toBe(modem.imei);
+    expect(alert?.message).toContain(`${oldIccid} → 8949020990000000019`);
+    const [row] = await db.sql<{ iccid: string }[]>`select iccid from modems where imei = ${modem.imei}`;
+    expect(row?.iccid).toBe('8949020990000000019');
+  }, 60_000);
+
   it('two supervisors with different host ids on one database do not touch each other', async () => {
     const a = await lab(2, 'lab-a', 1);
     const b = await lab(2, 'lab-b', 2);
