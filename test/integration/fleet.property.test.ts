@@ -180,7 +180,8 @@ async function until(check: () => Promise<boolean>, ms: number, what: string, w?
           what,
           w.supervisor.journal.stats,
           await w.db.sql`select imei, state, seq, usb_path from modems`,
-          await w.db.sql`select imei, seq, from_state, to_state, event from modem_transitions order by imei, seq`,
+          await w.db
+            .sql`select imei, seq, from_state, to_state, event from modem_transitions order by imei, seq`,
         );
       throw new Error(`timed out waiting for ${what}`);
     }
@@ -268,7 +269,7 @@ describe('fleet supervisor, model-based on real parts', () => {
           model.dbUp = true;
           for (let i = 0; i < N; i++) lab.modem(i).setFaults({ dataCallRefused: false });
           await settledInvariants(world, model);
-          if (process.env['MF_DEBUG']) console.log(String(cmds), model);
+          if (process.env['MF_DEBUG']) console.log([...cmds].map((c) => c.toString()).join(', '), model);
         } finally {
           await world.supervisor.stop().catch(() => undefined);
           await lab.stop();
