@@ -113,6 +113,29 @@ const absent =
   ({ event }: { event: ModemEvent }): CommandResult =>
     reject('id' in event ? event.id : 0, kind, 'device_absent');
 
+/**
+ * Every command gets exactly one result. A rotation cut short by another event, a reset/disable/
+ * enable whose state was left before it finished, and one replaced by a newer command are
+ * answered as failed. Params of `commandFinished` (null: nothing to answer).
+ */
+const rotationInterrupted = ({ context }: { context: ModemContext }): CommandResult | null =>
+  context.rotation ? reject(context.rotation.command.id, 'rotate', 'interrupted') : null;
+const commandInterrupted = ({ context }: { context: ModemContext }): CommandResult | null =>
+  context.command ? reject(context.command.id, context.command.kind, 'interrupted') : null;
+const commandSuperseded = ({ context }: { context: ModemContext }): CommandResult | null =>
+  context.command ? reject(context.command.id, context.command.kind, 'superseded') : null;
+
+const interruptRotation = [
+  { type: 'commandFinished', params: rotationInterrupted },
+  'clearRotation',
+] as const;
+const interruptAll = [
+  ...interruptRotation,
+  { type: 'commandFinished', params: commandInterrupted },
+  'forgetCommand',
+] as const;
+const supersede = { type: 'commandFinished', params: commandSuperseded } as const;
+
 export const modemMachine = setup({
   types: {
     context: {} as ModemContext,
@@ -152,6 +175,7 @@ export const modemMachine = setup({
 
     rememberCommand: assign(({ event }) => ({ command: commandOf(event) })),
     forgetCommand: assign({ command: null }),
+    clearRotation: assign({ rotation: null }),
     startRotation: assign(({ context, event }) => ({
       rotation:
         'id' in event
@@ -211,10 +235,10 @@ export const modemMachine = setup({
     'command.rotate': {
       actions: { type: 'commandFinished', params: ({ event }) => reject(event.id, 'rotate', 'not_online') },
     },
-    'command.reset': { target: '.resetting', actions: 'rememberCommand' },
+    'command.reset': { target: '.resetting', actions: [supersede, 'rememberCommand'] },
     'command.disable': {
       target: '.disabling',
-      actions: ['rememberCommand', assign({ desired: 'disabled' as const })],
+      actions: [supersede, 'rememberCommand', assign({ desired: 'disabled' as const })],
     },
     // outside `disabled` the radio is on (or being recovered): enabling only records the wish, so
     // that a modem disabled while it was recovering does not disable itself again
@@ -235,7 +259,7 @@ export const modemMachine = setup({
   },
   states: {
     detecting: {
-      entry: assign({ probeAttempt: 0, wanIp: null, registration: null, rotation: null }),
+      entry: [...interruptAll, assign({ probeAttempt: 0, wanIp: null, registration: null })],
       initial: 'probing',
       on: { 'port.lost': {} }, // a port that does not open yet fails the probe
       states: {
@@ -416,6 +440,7 @@ export const modemMachine = setup({
                   target: '#modem.recovering',
                   actions: [
                     { type: 'commandFinished', params: rotationResult('failed') },
+                    'clearRotation',
                     assign(fail('at_timeout')),
                   ],
                 },
@@ -431,6 +456,7 @@ export const modemMachine = setup({
                   target: '#modem.recovering',
                   actions: [
                     { type: 'commandFinished', params: rotationResult('failed') },
+                    'clearRotation',
                     assign(fail('at_timeout')),
                   ],
                 },
@@ -458,6 +484,7 @@ export const modemMachine = setup({
                         target: '#modem.error',
                         actions: [
                           { type: 'commandFinished', params: rotationResult('failed') },
+                          'clearRotation',
                           assign(failWith('registration_denied', 'the network denied registration')),
                         ],
                       },
@@ -467,6 +494,7 @@ export const modemMachine = setup({
                       target: '#modem.recovering',
                       actions: [
                         { type: 'commandFinished', params: rotationResult('failed') },
+                        'clearRotation',
                         assign(fail('at_timeout')),
                       ],
                     },
@@ -480,6 +508,7 @@ export const modemMachine = setup({
                         target: '#modem.recovering',
                         actions: [
                           { type: 'commandFinished', params: rotationResult('failed') },
+                          'clearRotation',
                           assign(failWith('no_service', 'no registration after reattach')),
                         ],
                       },
@@ -534,6 +563,7 @@ export const modemMachine = setup({
                   target: '#modem.recovering',
                   actions: [
                     { type: 'commandFinished', params: rotationResult('failed') },
+                    'clearRotation',
                     assign(fail('data_call_failed')),
                   ],
                 },
@@ -545,6 +575,7 @@ export const modemMachine = setup({
     },
 
     disabling: {
+      entry: interruptRotation,
       invoke: {
         id: 'disableRadio',
         src: 'disableRadio',
@@ -563,13 +594,13 @@ export const modemMachine = setup({
       },
     },
     disabled: {
-      entry: assign({ wanIp: null, registration: null, reason: null, rotation: null }),
+      entry: [...interruptRotation, assign({ wanIp: null, registration: null, reason: null })],
       // enabled again while the radio was being switched off: switch it back on
       always: { guard: ({ context }) => context.desired === 'enabled', target: 'enabling' },
       on: {
         'command.enable': {
           target: 'enabling',
-          actions: ['rememberCommand', assign({ desired: 'enabled' as const })],
+          actions: [supersede, 'rememberCommand', assign({ desired: 'enabled' as const })],
         },
         'command.disable': {
           actions: {
@@ -608,6 +639,7 @@ export const modemMachine = setup({
     },
 
     resetting: {
+      entry: interruptRotation,
       // all expected while it re-enumerates: the port goes away and comes back
       on: { 'port.lost': {}, 'urc.registration': {}, 'device.removed': '.gone' },
       initial: 'sending',
@@ -646,16 +678,18 @@ export const modemMachine = setup({
     },
 
     recovering: {
-      entry: assign({
-        // only the window counts, and no more than the limit needs to be kept
-        recoveries: ({ context }) =>
-          [
-            ...context.recoveries.filter((t) => context.now() - t < context.config.recoveryWindowMs),
-            context.now(),
-          ].slice(-(context.config.maxRecoveries + 1)),
-        wanIp: null,
-        rotation: null,
-      }),
+      entry: [
+        ...interruptAll,
+        assign({
+          // only the window counts, and no more than the limit needs to be kept
+          recoveries: ({ context }) =>
+            [
+              ...context.recoveries.filter((t) => context.now() - t < context.config.recoveryWindowMs),
+              context.now(),
+            ].slice(-(context.config.maxRecoveries + 1)),
+          wanIp: null,
+        }),
+      ],
       always: {
         guard: 'intensityExceeded',
         target: 'error',
@@ -715,10 +749,10 @@ export const modemMachine = setup({
 
     error: {
       entry: [
+        ...interruptAll,
         assign(({ context }) => ({
           reason: context.reason ?? ('hardware_fault' as const),
           wanIp: null,
-          rotation: null,
         })),
         {
           type: 'raiseAlert',
@@ -730,7 +764,7 @@ export const modemMachine = setup({
         },
       ],
       on: {
-        'command.reset': { target: 'resetting', actions: ['rememberCommand', 'clearRecovery'] },
+        'command.reset': { target: 'resetting', actions: [supersede, 'rememberCommand', 'clearRecovery'] },
         'command.enable': {
           target: 'detecting',
           actions: [
@@ -748,6 +782,6 @@ export const modemMachine = setup({
       },
     },
 
-    removed: { type: 'final', entry: assign({ wanIp: null, rotation: null }) },
+    removed: { type: 'final', entry: [...interruptAll, assign({ wanIp: null })] },
   },
 });

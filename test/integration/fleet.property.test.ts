@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -175,18 +176,25 @@ async function until(check: () => Promise<boolean>, ms: number, what: string, w?
   const end = Date.now() + ms;
   while (!(await check())) {
     if (Date.now() > end) {
-      if (w && process.env['MF_DEBUG'])
-        console.log(
-          what,
-          w.supervisor.journal.stats,
-          await w.db.sql`select imei, state, seq, usb_path from modems`,
-          await w.db
-            .sql`select imei, seq, from_state, to_state, event from modem_transitions order by imei, seq`,
-        );
+      if (w && process.env['MF_DEBUG']) await dump(w, what);
       throw new Error(`timed out waiting for ${what}`);
     }
     await pause(200);
   }
+}
+
+/** MF_DEBUG: what the database holds when a wait times out, in /tmp/mf-fleet-debug.log. */
+async function dump(w: World, what: string): Promise<void> {
+  const rows = {
+    what,
+    journal: w.supervisor.journal.stats,
+    commandStats: w.supervisor.commands.stats,
+    modems: await w.db.sql`select imei, state, seq, usb_path from modems`,
+    commands: await w.db
+      .sql`select id, imei, kind, status, result, claimed_at, finished_at from modem_commands`,
+    transitions: await w.db.sql`select imei, seq, to_state, event from modem_transitions order by imei, seq`,
+  };
+  appendFileSync('/tmp/mf-fleet-debug.log', `${JSON.stringify(rows, null, 1)}\n`);
 }
 
 async function settledInvariants(w: World, model: Model): Promise<void> {
@@ -205,6 +213,7 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
       (await w.db.sql`select 1 from modem_commands where status in ('pending', 'running')`).length === 0,
     30_000,
     'commands finished',
+    w,
   );
   const [{ n: finished } = { n: -1 }] = await w.db.sql<{ n: number }[]>`
     select count(*)::int as n from modem_commands where status in ('done', 'failed') and finished_at is not null`;

@@ -6,7 +6,14 @@ import type { ModemEvent, RegistrationStat, SimState } from '../../machines/mode
 import { FAST_CONFIG, FakeModem, harness, stateString, type Harness } from '../helpers/fakeModem.js';
 
 /** `gone`: unplugged during a reset, which waits for a re-enumeration before giving the modem up. */
-type Model = { removed: boolean; gone: boolean; nextId: number };
+type Model = { removed: boolean; gone: boolean; nextId: number; sent: number[] };
+
+/** Every command the machine received got exactly one result. */
+function expectEachCommandAnsweredOnce(h: Harness, model: Model): void {
+  const answered = h.results.map((r) => r.id);
+  expect(new Set(answered).size).toBe(answered.length);
+  expect([...answered].sort((a, b) => a - b)).toEqual([...model.sent].sort((a, b) => a - b));
+}
 type Real = Harness;
 
 function checkInvariants(h: Harness, model: Model): void {
@@ -47,6 +54,8 @@ class Send implements fc.AsyncCommand<Model, Real> {
   async run(model: Model, h: Real): Promise<void> {
     const event = this.make(model.nextId++);
     const resetting = h.state().startsWith('resetting');
+    if (event.type.startsWith('command.') && 'id' in event && h.actor.getSnapshot().status === 'active')
+      model.sent.push(event.id);
     h.actor.send(event);
     if (event.type === 'device.removed') {
       if (resetting) model.gone = true;
@@ -116,7 +125,7 @@ describe('modem machine, model-based', () => {
     'invariants hold under any faults, URCs and commands; once faults stop it comes back online',
     async (cmds, unplugAtEnd) => {
       const h = harness({ ...FAST_CONFIG, maxRecoveries: 4 });
-      const model: Model = { removed: false, gone: false, nextId: 1 };
+      const model: Model = { removed: false, gone: false, nextId: 1, sent: [] };
       await fc.asyncModelRun(
         () => ({ model, real: h }),
         [...cmds, ...(unplugAtEnd ? [new Send(() => ({ type: 'device.removed' }))] : [])],
@@ -125,23 +134,31 @@ describe('modem machine, model-based', () => {
       if (model.removed || model.gone) {
         expect(h.state()).toBe('removed');
         expect(h.actor.getSnapshot().status).toBe('done');
+        expectEachCommandAnsweredOnce(h, model);
         return;
       }
       // faults stop; an operator acts on a modem that gave up or was disabled
       Object.assign(h.world, { answers: true, sim: 'ready', registration: 'home', dataCall: true });
       const state = h.state();
-      if (state === 'error') h.actor.send({ type: 'command.reset', id: 1000 });
-      if (state === 'disabled' || h.actor.getSnapshot().context.desired === 'disabled')
+      if (state === 'error') {
+        model.sent.push(1000);
+        h.actor.send({ type: 'command.reset', id: 1000 });
+      }
+      if (state === 'disabled' || h.actor.getSnapshot().context.desired === 'disabled') {
+        model.sent.push(1001);
         h.actor.send({ type: 'command.enable', id: 1001 });
+      }
       // bounded: the whole ladder at its cap, the re-enumeration wait and a boot
       await h.advance(20_000, 100);
       const end = h.state();
       if (end === 'error') {
+        model.sent.push(1002);
         h.actor.send({ type: 'command.reset', id: 1002 });
         await h.advance(20_000, 100);
       }
       expect(h.state()).toMatch(/^online\./);
       checkInvariants(h, model);
+      expectEachCommandAnsweredOnce(h, model);
     },
   );
 });
