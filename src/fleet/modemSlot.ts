@@ -21,6 +21,10 @@ const MAX_UNIDENTIFIED = 200;
 export class ModemSlot {
   imei: string | null = null;
   identified = false;
+  /** The IMEI is the one last seen at this USB path, not yet confirmed over AT. */
+  presumed = false;
+  /** The IMEI read over AT was looked at (identification runs once per slot). */
+  identityChecked = false;
   private held: ModemTransition[] = [];
   private readonly waiting = new Map<number, (outcome: CommandOutcome) => void>();
 
@@ -39,7 +43,25 @@ export class ModemSlot {
   identify(imei: string): void {
     this.imei = imei;
     this.identified = true;
+    this.presumed = false;
     for (const t of this.held.splice(0)) this.write(t);
+  }
+
+  /**
+   * Journal under the IMEI last seen at this USB path until AT confirms it, so that the database
+   * follows a known modem from its first state (and sees it `removed` if it goes away unidentified).
+   */
+  presume(imei: string): void {
+    this.imei = imei;
+    this.identified = true;
+    this.presumed = true;
+  }
+
+  /** AT says another modem sits here: its transitions are held until its journal is settled. */
+  unpresume(): void {
+    this.imei = null;
+    this.identified = false;
+    this.presumed = false;
   }
 
   transition(t: ModemTransition): void {

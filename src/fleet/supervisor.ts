@@ -68,6 +68,8 @@ export class Supervisor {
   /** Last journal seq per IMEI, kept across actors of the same modem. */
   private readonly seqs = new Map<string, number>();
   private readonly remembered = new Map<string, ModemRecord>();
+  /** The IMEI last identified at each USB path. */
+  private readonly lastAt = new Map<string, string>();
   private readonly stopping = new Set<Promise<void>>();
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -160,16 +162,7 @@ export class Supervisor {
     const present = new Set(this.detector.present.map((d) => d.usbPath));
     for (const record of this.remembered.values()) {
       if (record.state === 'removed' || (record.usbPath && present.has(record.usbPath))) continue;
-      this.journal.append({
-        imei: record.imei,
-        seq: this.nextSeq(record.imei),
-        from: record.state,
-        to: 'removed',
-        event: 'reconcile.absent',
-        at: new Date(),
-        host: this.options.store.hostId,
-        detail: { usbPath: record.usbPath },
-      });
+      this.appendRemoved(record.imei, record.state, 'reconcile.absent', record.usbPath);
     }
   }
 
@@ -229,6 +222,8 @@ export class Supervisor {
       (imei) => this.nextSeq(imei),
       log,
     );
+    const presumed = this.lastAt.get(device.usbPath) ?? previous?.imei;
+    if (presumed && this.seqs.has(presumed) && !this.byImei.has(presumed)) slot.presume(presumed);
     this.slots.set(device.usbPath, slot);
     const started = slot;
     // reported to the fleet after the current step: a modem can end inside a fleet action (forward)
@@ -293,12 +288,34 @@ export class Supervisor {
   }
 
   private onTransition(slot: ModemSlot, t: ModemTransition): void {
-    slot.transition(t);
     const identity = t.snapshot.context.identity;
-    if (identity && !slot.identified && !slot.imei) {
-      slot.imei = identity.imei; // claimed: identification runs once per slot
+    if (identity && !slot.identityChecked) {
+      slot.identityChecked = true;
+      if (slot.presumed && slot.imei !== identity.imei) {
+        // another modem than last time: the presumed one left this place
+        const presumed = slot.imei;
+        if (presumed) this.appendRemoved(presumed, t.from ?? 'detecting', 'reconcile.replaced', slot.usbPath);
+        slot.unpresume();
+      }
+      if (!slot.identified) slot.imei = identity.imei;
+      slot.transition(t);
       void this.identify(slot);
+      return;
     }
+    slot.transition(t);
+  }
+
+  private appendRemoved(imei: string, from: string, event: string, usbPath: string | null): void {
+    this.journal.append({
+      imei,
+      seq: this.nextSeq(imei),
+      from,
+      to: 'removed',
+      event,
+      at: new Date(),
+      host: this.options.store.hostId,
+      detail: { usbPath },
+    });
   }
 
   /**
@@ -346,6 +363,7 @@ export class Supervisor {
         imei,
       );
     if (current()) this.byImei.set(imei, slot);
+    this.lastAt.set(slot.usbPath, imei);
     slot.identify(imei);
     const desired = record?.desired ?? this.remembered.get(imei)?.desired;
     if (desired && current() && desired !== slot.runtime.snapshot().context.desired)
