@@ -281,6 +281,36 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
     expect(row?.iccid).toBe('8949020990000000019');
   }, 60_000);
 
+  it('another modem at a known USB path: the old one is journaled removed, the new one starts its own journal', async () => {
+    const l = await lab(2);
+    const s = supervisor(l);
+    await s.start();
+    await until(() => allIn('online', 2), 20_000, 'online');
+    await s.stop();
+    const oldImei = l.modem(0).imei;
+    await l.unplug(0);
+    l.modem(0).model.profile.imei = '866834040009993';
+    await l.plug(0);
+    const again = supervisor(l);
+    await again.start();
+    await until(
+      async () => {
+        const rows = await db.sql<
+          { imei: string; state: string }[]
+        >`select imei, state from modems order by imei`;
+        const state = new Map(rows.map((r) => [r.imei, r.state]));
+        return state.get(oldImei) === 'removed' && state.get('866834040009993') === 'online';
+      },
+      20_000,
+      'old removed, new online',
+    );
+    const [last] = await db.sql<{ event: string }[]>`
+      select event from modem_transitions where imei = ${oldImei} order by seq desc limit 1`;
+    expect(last?.event).toBe('reconcile.replaced');
+    await again.journal.flush();
+    await expectContiguousJournal();
+  }, 60_000);
+
   it('two supervisors with different host ids on one database do not touch each other', async () => {
     const a = await lab(2, 'lab-a', 1);
     const b = await lab(2, 'lab-b', 2);
