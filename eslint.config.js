@@ -72,4 +72,13 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // plain Node scripts run by npm (no TypeScript project): the untyped rules only
+    files: ['scripts/**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      parserOptions: { projectService: false, project: null },
+      globals: { console: 'readonly', process: 'readonly' },
+    },
+  },
 );
