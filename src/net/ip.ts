@@ -1,0 +1,92 @@
+import { execa } from 'execa';
+import { ModemfleetError } from '../util/errors.js';
+
+/**
+ * The `ip` command (iproute2), the only way modemfleet changes routing. Always an argument array
+ * (no shell), optionally inside a named network namespace (`ip -n NS`), with a timeout: a hung `ip`
+ * is killed and reported, never waited on forever.
+ */
+export interface IpOptions {
+  /** Network namespace name; unset: the supervisor's own. */
+  netns?: string | undefined;
+  timeoutMs?: number;
+  /** The program; tests may point at a wrapper. */
+  bin?: string;
+}
+
+export class IpError extends ModemfleetError {
+  constructor(
+    message: string,
+    readonly args: readonly string[],
+    readonly stderr: string,
+    code = 'ip_failed',
+  ) {
+    super(code, message);
+    this.name = 'IpError';
+  }
+}
+
+const NETNS = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+function base(options: IpOptions): string[] {
+  if (options.netns === undefined) return [];
+  if (!NETNS.test(options.netns))
+    throw new ModemfleetError('invalid_netns', 'invalid network namespace name');
+  return ['-n', options.netns];
+}
+
+/** Runs `ip ARGS`; resolves with stdout, rejects with an IpError naming the command and stderr. */
+export async function ip(args: readonly string[], options: IpOptions = {}): Promise<string> {
+  const full = [...base(options), ...args];
+  const result = await execa(options.bin ?? 'ip', full, {
+    reject: false,
+    timeout: options.timeoutMs ?? 5_000,
+    stdin: 'ignore',
+  });
+  if (result.timedOut)
+    throw new IpError(`ip ${full.join(' ')} timed out`, full, String(result.stderr), 'ip_timeout');
+  if (result.exitCode !== 0)
+    throw new IpError(
+      `ip ${full.join(' ')} failed: ${String(result.stderr).trim().slice(0, 300)}`,
+      full,
+      String(result.stderr),
+    );
+  return String(result.stdout);
+}
+
+/** `ip -batch -`: many commands in one process (~4 ms per `ip` call otherwise). */
+export async function ipBatch(lines: readonly string[], options: IpOptions = {}): Promise<void> {
+  if (lines.length === 0) return;
+  for (const line of lines)
+    if (/[\n\r]/.test(line)) throw new ModemfleetError('invalid_ip_command', 'ip batch line with a newline');
+  const full = [...base(options), '-batch', '-'];
+  const result = await execa(options.bin ?? 'ip', full, {
+    reject: false,
+    timeout: options.timeoutMs ?? 10_000,
+    input: `${lines.join('\n')}\n`,
+  });
+  if (result.timedOut)
+    throw new IpError(
+      `ip -batch (${lines.length} commands) timed out`,
+      full,
+      String(result.stderr),
+      'ip_timeout',
+    );
+  if (result.exitCode !== 0)
+    throw new IpError(
+      `ip -batch failed: ${String(result.stderr).trim().slice(0, 300)}`,
+      [...full, ...lines],
+      String(result.stderr),
+    );
+}
+
+/** `ip -json ...` parsed. */
+export async function ipJson<T>(args: readonly string[], options: IpOptions = {}): Promise<T[]> {
+  const out = await ip(['-json', ...args], options);
+  if (out.trim() === '') return [];
+  try {
+    return JSON.parse(out) as T[];
+  } catch {
+    throw new IpError(`ip -json ${args.join(' ')}: unreadable output`, args, out.slice(0, 200));
+  }
+}
