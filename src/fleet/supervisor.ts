@@ -10,7 +10,7 @@ import type { DetectionEvent } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { ModemRecord } from '../store/reconcile.js';
 import type { Store } from '../store/store.js';
-import type { Allocation, Command } from '../store/types.js';
+import type { Allocation, Command, TransitionRecord } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
 import { CommandProcessor, type CommandOutcome } from './commandProcessor.js';
@@ -48,6 +48,8 @@ export interface SupervisorEvents {
   onIdentified?: (imei: string, usbPath: string) => void;
   /** A modem got its ports (sticky per IMEI). */
   onAllocated?: (allocation: Allocation) => void;
+  /** Every journal record as it is handed to the writer (tests compare it with the database). */
+  onJournal?: (record: TransitionRecord) => void;
 }
 
 /**
@@ -218,7 +220,7 @@ export class Supervisor {
       device.atPort,
       runtime,
       this.options.store.hostId,
-      (record) => this.journal.append(record),
+      (record) => this.record(record),
       (imei) => this.nextSeq(imei),
       log,
     );
@@ -305,8 +307,13 @@ export class Supervisor {
     slot.transition(t);
   }
 
+  private record(record: TransitionRecord): void {
+    this.events.onJournal?.(record);
+    this.journal.append(record);
+  }
+
   private appendRemoved(imei: string, from: string, event: string, usbPath: string | null): void {
-    this.journal.append({
+    this.record({
       imei,
       seq: this.nextSeq(imei),
       from,

@@ -9,6 +9,7 @@ import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
+import type { TransitionRecord } from '../../src/store/types.js';
 import { createRootLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
@@ -59,24 +60,30 @@ async function lab(n: number, name = 'lab', seed = 1): Promise<SimLab> {
   return l;
 }
 
-function supervisor(l: SimLab, options: { hostId?: string; url?: string; stateDir?: string } = {}) {
+function supervisor(
+  l: SimLab,
+  options: { hostId?: string; url?: string; stateDir?: string; journal?: TransitionRecord[] } = {},
+) {
   const url = options.url ?? db.url;
   const sql = url === db.url ? db.sql : openSql(url, { max: 4 });
   if (sql !== db.sql) extraSql.push(sql);
   const store = new Store({ sql, url, hostId: options.hostId ?? 'host-a' });
-  const s = new Supervisor({
-    store,
-    stateDir: options.stateDir ?? join(dir, `state-${options.hostId ?? 'host-a'}`),
-    scan: l.scan,
-    hotplug: l.hotplug(),
-    rescanIntervalMs: 2_000,
-    modem: MODEM,
-    link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
-    spool: { fsync: 'never' },
-    commandPollMs: 1_000,
-    healthFlushMs: 200,
-    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
-  });
+  const s = new Supervisor(
+    {
+      store,
+      stateDir: options.stateDir ?? join(dir, `state-${options.hostId ?? 'host-a'}`),
+      scan: l.scan,
+      hotplug: l.hotplug(),
+      rescanIntervalMs: 2_000,
+      modem: MODEM,
+      link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+      spool: { fsync: 'never' },
+      commandPollMs: 1_000,
+      healthFlushMs: 200,
+      ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
+    },
+    { onJournal: (r) => options.journal?.push(r) },
+  );
   supervisors.push(s);
   return s;
 }
@@ -223,7 +230,8 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
     await proxy.start();
     const url = db.url.replace(`:${pg.port}/`, `:${proxy.port}/`);
     const l = await lab(6);
-    const s = supervisor(l, { url });
+    const made: TransitionRecord[] = [];
+    const s = supervisor(l, { url, journal: made });
     await s.start();
     await until(() => allIn('online', 6), 20_000, 'online');
     proxy.cut();
@@ -231,10 +239,10 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
     await l.unplug(0);
     l.modem(1).setFaults({ dataCallRefused: true });
     await l.unplug(2);
-    await new Promise((r) => setTimeout(r, 1_500));
+    await new Promise((r) => setTimeout(r, 4_000));
     await l.plug(0);
     l.modem(1).setFaults({ dataCallRefused: false });
-    await new Promise((r) => setTimeout(r, 1_500));
+    await new Promise((r) => setTimeout(r, 6_000)); // 10 s without the database
     expect(s.journal.stats.spooled).toBeGreaterThan(0);
     proxy.up();
     await until(
@@ -250,6 +258,12 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
     await s.journal.flush();
     await until(() => s.journal.stats.mode === 'direct', 10_000, 'spool drained');
     await expectContiguousJournal();
+    // the journal is exactly what the actors went through: every record, none twice, none extra
+    const stored = await db.sql<{ imei: string; seq: number; to_state: string; event: string }[]>`
+      select imei, seq::int, to_state, event from modem_transitions order by imei, seq`;
+    const key = (r: { imei: string; seq: number; to: string; event: string }) =>
+      `${r.imei}#${r.seq}:${r.to}:${r.event}`;
+    expect(stored.map((r) => key({ ...r, to: r.to_state })).sort()).toEqual(made.map(key).sort());
     const [dupes] = await db.sql<{ n: number }[]>`
       select count(*)::int as n from (select imei, seq from modem_transitions group by 1, 2 having count(*) > 1) d`;
     expect(dupes?.n).toBe(0);
