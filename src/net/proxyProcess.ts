@@ -1,0 +1,209 @@
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { basename, join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { silentLogger, type Logger } from '../log.js';
+import { ModemfleetError } from '../util/errors.js';
+import { sleep } from '../util/time.js';
+
+/** The proxy programs modemfleet runs (3proxy in production; microsocks and tinyproxy from Debian). */
+export const PROXY_PROGRAMS = ['3proxy', 'microsocks', 'tinyproxy'] as const;
+
+export interface ProxyProcessOptions {
+  /** Pid file name stem, e.g. `866834040000017-socks`. */
+  name: string;
+  /** Program and arguments (never a shell line). */
+  argv: readonly [string, ...string[]];
+  /** Directory of the pid files (the start-up sweep reads it). */
+  runDir: string;
+  /** Ready = every one of these accepts a TCP connection (3proxy exits 0 on a bad config and stays
+   * up when a port is taken, so neither the exit code nor "still running" means ready). */
+  ports: { host: string; port: number }[];
+  /** Run as this uid/gid (the DNS leak guard routes the uid into the modem's table). */
+  uid?: number | undefined;
+  gid?: number | undefined;
+  readyTimeoutMs?: number;
+  stopTimeoutMs?: number;
+  log?: Logger;
+}
+
+export interface ProxyExit {
+  code: number | undefined;
+  signal: string | undefined;
+  stderr: string;
+}
+
+const MAX_STDERR = 4096;
+
+/**
+ * One proxy process in its own process group, with a pid file, so that neither a crash of ours nor
+ * of the proxy can leave an instance behind unseen (3proxy sets SO_REUSEPORT: a leftover and its
+ * replacement would silently share a port). Stop: SIGTERM to the group, SIGKILL after a timeout.
+ */
+export class ProxyProcess {
+  private child: ResultPromise | undefined;
+  private stderr = '';
+  private exit: Promise<ProxyExit> | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly options: ProxyProcessOptions) {
+    this.log = (options.log ?? silentLogger).child({ component: 'proxy', proxy: options.name });
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  private get pidFile(): string {
+    return join(this.options.runDir, `${this.options.name}.pid`);
+  }
+
+  /** Resolves when the process exits (after `start`). */
+  exited(): Promise<ProxyExit> {
+    if (!this.exit)
+      return Promise.reject(new ModemfleetError('proxy_not_started', 'the proxy was not started'));
+    return this.exit;
+  }
+
+  async start(): Promise<void> {
+    if (this.child) return;
+    const [file, ...args] = this.options.argv;
+    const child = execa(file, args, {
+      reject: false,
+      detached: true, // its own process group: the whole group is signalled
+      cleanup: false, // we stop it ourselves, group and all
+      stdin: 'ignore',
+      stdout: 'ignore',
+      stderr: 'pipe',
+      buffer: false,
+      ...(this.options.uid !== undefined ? { uid: this.options.uid } : {}),
+      ...(this.options.gid !== undefined ? { gid: this.options.gid } : {}),
+    });
+    this.child = child;
+    child.stderr?.on('data', (chunk: Buffer) => {
+      this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);
+    });
+    this.exit = child.then((r) => ({
+      code: r.exitCode,
+      signal: r.signal,
+      stderr: this.stderr,
+    }));
+    if (child.pid === undefined) {
+      const r = await this.exit;
+      throw new ModemfleetError(
+        'proxy_start_failed',
+        `${basename(file)} did not start: ${r.stderr.slice(0, 300)}`,
+      );
+    }
+    await writeFile(this.pidFile, `${child.pid} ${basename(file)}\n`);
+    try {
+      await this.waitReady(child);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.log.info({ pid: child.pid }, 'proxy ready');
+  }
+
+  private async waitReady(child: ResultPromise): Promise<void> {
+    const deadline = Date.now() + (this.options.readyTimeoutMs ?? 5_000);
+    let exited = false;
+    void this.exit?.then(() => (exited = true));
+    for (const { host, port } of this.options.ports) {
+      while (!(await accepts(host, port))) {
+        if (exited || child.exitCode !== null)
+          throw new ModemfleetError(
+            'proxy_exited',
+            `${basename(this.options.argv[0])} exited before listening on ${host}:${port}: ${this.stderr.trim().slice(0, 300)}`,
+          );
+        if (Date.now() > deadline)
+          throw new ModemfleetError(
+            'proxy_not_ready',
+            `${basename(this.options.argv[0])} does not accept connections on ${host}:${port}: ${this.stderr.trim().slice(0, 300)}`,
+          );
+        await sleep(20);
+      }
+    }
+  }
+
+  /** SIGUSR1: 3proxy re-reads its configuration (a new egress address after a rotation). */
+  reload(): void {
+    if (this.child?.pid) process.kill(this.child.pid, 'SIGUSR1');
+  }
+
+  /** SIGTERM to the process group, SIGKILL after `stopTimeoutMs`; removes the pid file. Idempotent. */
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (child?.pid !== undefined && child.exitCode === null) {
+      signalGroup(child.pid, 'SIGTERM');
+      const stopped = await Promise.race([
+        this.exit?.then(() => true),
+        sleep(this.options.stopTimeoutMs ?? 3_000).then(() => false),
+      ]);
+      if (!stopped) {
+        this.log.warn({ pid: child.pid }, 'proxy ignored SIGTERM; killing its process group');
+        signalGroup(child.pid, 'SIGKILL');
+        await this.exit;
+      }
+    }
+    await rm(this.pidFile, { force: true });
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+/** A TCP connection to host:port succeeds (and is closed at once). */
+export function accepts(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/**
+ * Start-up sweep: every process named in a pid file of `runDir` that is still one of our proxy
+ * programs is killed with its group, and the pid files removed. Run before any proxy starts, so that
+ * an instance left by a crashed supervisor never shares a port with its replacement.
+ */
+export async function sweepProxies(runDir: string, log: Logger = silentLogger): Promise<number> {
+  let files: string[];
+  try {
+    files = (await readdir(runDir)).filter((f) => f.endsWith('.pid'));
+  } catch {
+    return 0;
+  }
+  let killed = 0;
+  for (const f of files) {
+    const path = join(runDir, f);
+    const [pidText, program] = (await readFile(path, 'utf8').catch(() => '')).trim().split(/\s+/);
+    const pid = Number(pidText);
+    if (Number.isInteger(pid) && pid > 1 && (await isProxy(pid, program))) {
+      signalGroup(pid, 'SIGKILL');
+      killed++;
+      log.warn({ pid, program, pidFile: f }, 'killed a proxy left by a previous run');
+    }
+    await rm(path, { force: true });
+  }
+  return killed;
+}
+
+/** The pid still belongs to the program the pid file names (pids are reused). */
+async function isProxy(pid: number, program: string | undefined): Promise<boolean> {
+  if (!program || !(PROXY_PROGRAMS as readonly string[]).includes(program)) return false;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  const argv0 = cmdline.split('\0')[0] ?? '';
+  return basename(argv0) === program;
+}

@@ -1,0 +1,150 @@
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
+import { microsocksArgs, renderTinyproxy, type ProxySpec } from '../../src/net/proxyConfig.js';
+import { ProxyProcess, accepts, sweepProxies } from '../../src/net/proxyProcess.js';
+import { freePort } from '../../src/store/embeddedCluster.js';
+
+/** Real Debian proxies on loopback: 127.0.10.x addresses stand for modem WAN addresses. */
+
+let dir: string;
+let echo: Server;
+let echoUrl: string;
+const procs: ProxyProcess[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'mf-proxy-'));
+  echo = createServer((req, res) => res.end(req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '?'));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  const address = echo.address();
+  echoUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/`;
+});
+afterEach(async () => {
+  for (const p of procs.splice(0)) await p.stop();
+  await new Promise((r) => echo.close(r));
+  await rm(dir, { recursive: true, force: true });
+  const left = await execa('pgrep', ['-f', dir], { reject: false });
+  expect(left.stdout).toBe('');
+});
+
+async function spec(egress: string): Promise<ProxySpec> {
+  return {
+    imei: '866834040000017',
+    listen: '127.0.0.1',
+    httpPort: await freePort(),
+    socksPort: await freePort(),
+    user: 'm1',
+    password: 'secret-pass-1',
+    egress,
+    dns: [],
+  };
+}
+
+async function microsocks(s: ProxySpec, name = 'm-socks'): Promise<ProxyProcess> {
+  const p = new ProxyProcess({
+    name,
+    argv: ['microsocks', ...microsocksArgs(s)],
+    runDir: dir,
+    ports: [{ host: s.listen, port: s.socksPort }],
+  });
+  procs.push(p);
+  await p.start();
+  return p;
+}
+
+async function tinyproxy(s: ProxySpec): Promise<ProxyProcess> {
+  const conf = join(dir, 'tinyproxy.conf');
+  await writeFile(conf, renderTinyproxy(s));
+  const p = new ProxyProcess({
+    name: 'm-http',
+    argv: ['tinyproxy', '-d', '-c', conf],
+    runDir: dir,
+    ports: [{ host: s.listen, port: s.httpPort }],
+  });
+  procs.push(p);
+  await p.start();
+  return p;
+}
+
+const endpoint = (s: ProxySpec, port: number) => ({
+  host: s.listen,
+  port,
+  user: s.user,
+  password: s.password,
+});
+
+describe('proxy processes (microsocks, tinyproxy)', () => {
+  it('each port egresses from its own address', async () => {
+    const a = await spec('127.0.10.11');
+    const b = await spec('127.0.10.12');
+    await microsocks(a, 'a-socks');
+    await microsocks(b, 'b-socks');
+    await tinyproxy(a);
+    expect((await getViaSocks5(endpoint(a, a.socksPort), echoUrl)).body).toBe('127.0.10.11');
+    expect((await getViaSocks5(endpoint(b, b.socksPort), echoUrl)).body).toBe('127.0.10.12');
+    const viaHttp = await getViaHttpProxy(endpoint(a, a.httpPort), echoUrl);
+    expect(viaHttp).toEqual({ status: 200, body: '127.0.10.11' });
+  });
+
+  it('wrong credentials are refused', async () => {
+    const s = await spec('127.0.10.13');
+    await microsocks(s);
+    await tinyproxy(s);
+    await expect(
+      getViaSocks5({ ...endpoint(s, s.socksPort), password: 'nope' }, echoUrl),
+    ).rejects.toMatchObject({
+      code: 'socks_auth_failed',
+    });
+    // tinyproxy 1.11 answers 401, not 407, to bad proxy credentials
+    const refused = await getViaHttpProxy({ ...endpoint(s, s.httpPort), password: 'nope' }, echoUrl);
+    expect(refused.status).toBe(401);
+  });
+
+  it('ready means listening: a program that exits at once is reported with its stderr', async () => {
+    const s = await spec('127.0.10.14');
+    const conf = join(dir, 'bad.conf');
+    await writeFile(conf, 'Port 99999999\nNonsense yes\n');
+    const p = new ProxyProcess({
+      name: 'bad',
+      argv: ['tinyproxy', '-d', '-c', conf],
+      runDir: dir,
+      ports: [{ host: s.listen, port: s.httpPort }],
+      readyTimeoutMs: 3_000,
+    });
+    await expect(p.start()).rejects.toMatchObject({ code: 'proxy_exited' });
+    expect(await readdir(dir)).not.toContain('bad.pid');
+  });
+
+  it('stop closes the port and removes the pid file; a crash is seen through exited()', async () => {
+    const s = await spec('127.0.10.15');
+    const p = await microsocks(s);
+    expect(await readdir(dir)).toContain('m-socks.pid');
+    const exited = p.exited();
+    process.kill(p.pid ?? 0, 'SIGKILL');
+    expect((await exited).signal).toBe('SIGKILL');
+    await p.stop();
+    expect(await readdir(dir)).not.toContain('m-socks.pid');
+    const q = await microsocks(s, 'again');
+    await q.stop();
+    expect(await accepts(s.listen, s.socksPort)).toBe(false);
+  });
+
+  it('start-up sweep: an instance left by a crashed supervisor is killed before anything starts', async () => {
+    const s = await spec('127.0.10.16');
+    // a supervisor that died without stopping its proxy: the process and its pid file remain
+    const orphan = execa('microsocks', microsocksArgs(s), { detached: true, reject: false, cleanup: false });
+    await writeFile(join(dir, 'orphan.pid'), `${orphan.pid} microsocks\n`);
+    await writeFile(join(dir, 'stale.pid'), `999999 microsocks\n`);
+    await writeFile(join(dir, 'not-ours.pid'), `${process.pid} node\n`);
+    for (let i = 0; i < 100 && !(await accepts(s.listen, s.socksPort)); i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await sweepProxies(dir)).toBe(1);
+    const result = await orphan;
+    expect(result.signal).toBe('SIGKILL');
+    expect(await readdir(dir)).toEqual([]);
+  });
+});
