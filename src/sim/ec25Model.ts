@@ -35,6 +35,11 @@ export interface SimProfile {
   rssi: number;
   timings: { bootMs: number; latencyMs: number; attachMs: number; resetMs: number };
   faults: SimFaults;
+  /**
+   * Data-call addresses come from this /24 (`"100.65.3"` → 100.65.3.10-250), as the lab's carrier
+   * link of this modem routes them; unset: anywhere in 10.64.0.0/10.
+   */
+  subnet?: string | undefined;
 }
 
 export const NO_FAULTS: SimFaults = {
@@ -124,7 +129,9 @@ export class Ec25Model {
   private newAddress(): string {
     if (this.lastAddress && this.random() < this.faults.sameAddress) return this.lastAddress;
     for (;;) {
-      const a = `10.${64 + Math.floor(this.random() * 64)}.${Math.floor(this.random() * 256)}.${1 + Math.floor(this.random() * 254)}`;
+      const a = this.profile.subnet
+        ? `${this.profile.subnet}.${10 + Math.floor(this.random() * 241)}`
+        : `10.${64 + Math.floor(this.random() * 64)}.${Math.floor(this.random() * 256)}.${1 + Math.floor(this.random() * 254)}`;
       if (a !== this.lastAddress) return a;
     }
   }

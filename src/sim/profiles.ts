@@ -118,8 +118,16 @@ export function parseProfiles(value: unknown, seed = 1): SimProfile[] {
           else (p.faults as unknown as Record<string, unknown>)[key] = v;
         }
     }
+    if (item['subnet'] !== undefined) {
+      const v = item['subnet'];
+      if (typeof v !== 'string' || !/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){2}$/.test(v))
+        problems.push(`${at}.subnet: the first three octets of a /24, e.g. "100.65.3"`);
+      else p.subnet = v;
+    }
     for (const k of Object.keys(item)) {
-      if (!['imei', 'iccid', 'imsi', 'operator', 'firmware', 'rssi', 'timings', 'faults'].includes(k))
+      if (
+        !['imei', 'iccid', 'imsi', 'operator', 'firmware', 'rssi', 'timings', 'faults', 'subnet'].includes(k)
+      )
         problems.push(`${at}.${k}: unknown setting`);
     }
     return p;
