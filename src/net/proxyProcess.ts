@@ -14,6 +14,8 @@ export interface ProxyProcessOptions {
   name: string;
   /** Program and arguments (never a shell line). */
   argv: readonly [string, ...string[]];
+  /** Run inside this network namespace (`ip netns exec NS`, which execs the program in place). */
+  netns?: string | undefined;
   /** Directory of the pid files (the start-up sweep reads it). */
   runDir: string;
   /** Ready = every one of these accepts a TCP connection (3proxy exits 0 on a bad config and stays
@@ -67,7 +69,10 @@ export class ProxyProcess {
 
   async start(): Promise<void> {
     if (this.child) return;
-    const [file, ...args] = this.options.argv;
+    const [program, ...programArgs] = this.options.argv;
+    const [file, ...args] = this.options.netns
+      ? ['ip', 'netns', 'exec', this.options.netns, program, ...programArgs]
+      : [program, ...programArgs];
     const child = execa(file, args, {
       reject: false,
       detached: true, // its own process group: the whole group is signalled
@@ -92,10 +97,10 @@ export class ProxyProcess {
       const r = await this.exit;
       throw new ModemfleetError(
         'proxy_start_failed',
-        `${basename(file)} did not start: ${r.stderr.slice(0, 300)}`,
+        `${basename(program)} did not start: ${r.stderr.slice(0, 300)}`,
       );
     }
-    await writeFile(this.pidFile, `${child.pid} ${basename(file)}\n`);
+    await writeFile(this.pidFile, `${child.pid} ${basename(program)}\n`);
     try {
       await this.waitReady(child);
     } catch (err) {
@@ -109,8 +114,12 @@ export class ProxyProcess {
     const deadline = Date.now() + (this.options.readyTimeoutMs ?? 5_000);
     let exited = false;
     void this.exit?.then(() => (exited = true));
+    // inside a namespace the port is not reachable from here: its listening sockets are read from
+    // /proc/PID/net/tcp, which shows the namespace of that process
+    const ready = (host: string, port: number): Promise<boolean> =>
+      this.options.netns && child.pid !== undefined ? listening(child.pid, port) : accepts(host, port);
     for (const { host, port } of this.options.ports) {
-      while (!(await accepts(host, port))) {
+      while (!(await ready(host, port))) {
         if (exited || child.exitCode !== null)
           throw new ModemfleetError(
             'proxy_exited',
@@ -170,6 +179,17 @@ export function accepts(host: string, port: number, timeoutMs = 500): Promise<bo
     socket.setTimeout(timeoutMs, () => done(false));
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
+  });
+}
+
+/** A socket of process `pid`'s network namespace listens on TCP `port`. */
+export async function listening(pid: number, port: number): Promise<boolean> {
+  const table = await readFile(`/proc/${pid}/net/tcp`, 'utf8').catch(() => '');
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  // sl local_address rem_address st ...: state 0A is LISTEN
+  return table.split('\n').some((line) => {
+    const f = line.trim().split(/\s+/);
+    return f[1]?.endsWith(`:${hex}`) === true && f[3] === '0A';
   });
 }
 

@@ -1,0 +1,164 @@
+import { fileURLToPath } from 'node:url';
+import { execa, type ResultPromise } from 'execa';
+import { ipBatch, ip } from '../../net/ip.js';
+import { ModemfleetError } from '../../util/errors.js';
+import { sleep } from '../../util/time.js';
+
+/**
+ * The data-plane lab (root only): a farm namespace where the supervisor's routing and proxies
+ * live, a carrier namespace with an HTTP echo server that answers with the client's source address
+ * (strict rp_filter, so a packet with the right source on the wrong link goes unanswered), one veth
+ * pair per simulated modem standing for its wwan link (`wwanN` in the farm, its data-call addresses
+ * in `100.65.N+1.0/24`), and a management link that is the farm's main default route: a leak shows
+ * the management address. Everything is removed by `stop()`.
+ */
+export interface NetLabOptions {
+  /** Prefix of the namespace names (letters, digits, dashes; short). */
+  name: string;
+  modems: number;
+}
+
+export const ECHO_ADDRESS = '198.18.0.1';
+export const ECHO_PORT = 8080;
+export const MANAGEMENT_ADDRESS = '192.168.77.2';
+
+const NAME = /^[a-z][a-z0-9-]{0,15}$/;
+const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url));
+
+export class NetLab {
+  readonly farm: string;
+  readonly carrier: string;
+  private echo: ResultPromise | undefined;
+
+  constructor(private readonly options: NetLabOptions) {
+    if (!NAME.test(options.name)) throw new ModemfleetError('invalid_lab', 'lab name: a-z, 0-9, -');
+    if (options.modems < 1 || options.modems > 200)
+      throw new ModemfleetError('invalid_lab', 'lab modems: 1-200');
+    this.farm = `${options.name}-farm`;
+    this.carrier = `${options.name}-carrier`;
+  }
+
+  iface(i: number): string {
+    return `wwan${i}`;
+  }
+
+  /** The /24 a modem's data calls draw from (`SimProfile.subnet`). */
+  subnet(i: number): string {
+    return `100.65.${i + 1}`;
+  }
+
+  get echoUrl(): string {
+    return `http://${ECHO_ADDRESS}:${ECHO_PORT}/`;
+  }
+
+  async start(): Promise<void> {
+    await this.stop(); // a lab left by a killed run
+    await execa('ip', ['netns', 'add', this.farm]);
+    await execa('ip', ['netns', 'add', this.carrier]);
+    const links = [
+      `link add mgmt0 netns ${this.farm} type veth peer name mgmtc netns ${this.carrier}`,
+      ...Array.from(
+        { length: this.options.modems },
+        (_, i) =>
+          `link add ${this.iface(i)} netns ${this.farm} type veth peer name cr${i} netns ${this.carrier}`,
+      ),
+    ];
+    await ipBatch(links);
+    await ipBatch(
+      [
+        'link set lo up',
+        `addr add ${ECHO_ADDRESS}/32 dev lo`,
+        'addr add 192.168.77.1/30 dev mgmtc',
+        'link set mgmtc up',
+        ...Array.from({ length: this.options.modems }, (_, i) => [
+          `addr add ${this.subnet(i)}.1/24 dev cr${i}`,
+          `link set cr${i} up`,
+        ]).flat(),
+      ],
+      { netns: this.carrier },
+    );
+    await ipBatch(
+      [
+        'link set lo up',
+        `addr add ${MANAGEMENT_ADDRESS}/30 dev mgmt0`,
+        'link set mgmt0 up',
+        'route add default via 192.168.77.1 dev mgmt0',
+        ...Array.from({ length: this.options.modems }, (_, i) => `link set ${this.iface(i)} up`),
+      ],
+      { netns: this.farm },
+    );
+    await this.sysctl(this.carrier, 'net.ipv4.conf.all.rp_filter=1');
+    await this.sysctl(this.carrier, 'net.ipv4.conf.default.rp_filter=1');
+    for (let i = 0; i < this.options.modems; i++)
+      await this.sysctl(this.carrier, `net.ipv4.conf.cr${i}.rp_filter=1`);
+    this.echo = execa(
+      'ip',
+      [
+        'netns',
+        'exec',
+        this.carrier,
+        process.execPath,
+        '--import',
+        'tsx',
+        here('./echoServer.ts'),
+        ECHO_ADDRESS,
+        String(ECHO_PORT),
+      ],
+      { reject: false, detached: true, cleanup: false, stdin: 'ignore', stderr: 'ignore', buffer: false },
+    );
+    const ready = new Promise<void>((resolve) => this.echo?.stdout?.once('data', () => resolve()));
+    const ok = await Promise.race([ready.then(() => true), sleep(10_000).then(() => false)]);
+    if (!ok)
+      throw new ModemfleetError('lab_failed', 'the echo server did not start in the carrier namespace');
+  }
+
+  private async sysctl(ns: string, setting: string): Promise<void> {
+    await execa('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', setting]);
+  }
+
+  /** Runs a program inside the farm namespace (tests: the probe). */
+  inFarm(argv: readonly string[]) {
+    return execa('ip', ['netns', 'exec', this.farm, ...argv], { reject: false, timeout: 15_000 });
+  }
+
+  /**
+   * What the echo server sees through one proxy port (from inside the farm): the source address,
+   * or null when the request fails.
+   */
+  async probe(kind: 'socks' | 'http', port: number, user: string, password: string): Promise<string | null> {
+    const r = await this.inFarm([
+      process.execPath,
+      '--import',
+      'tsx',
+      here('./probe.ts'),
+      kind,
+      '127.0.0.1',
+      String(port),
+      user,
+      password,
+      this.echoUrl,
+    ]);
+    return r.exitCode === 0 ? String(r.stdout) : null;
+  }
+
+  /** The farm namespace's routing, for tests that break it on purpose. */
+  farmIp(args: readonly string[]): Promise<string> {
+    return ip(args, { netns: this.farm });
+  }
+
+  async stop(): Promise<void> {
+    const echo = this.echo;
+    this.echo = undefined;
+    if (echo?.pid) {
+      try {
+        process.kill(-echo.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      await echo;
+    }
+    // deleting a namespace deletes its veths (and their peers)
+    await execa('ip', ['netns', 'del', this.farm], { reject: false });
+    await execa('ip', ['netns', 'del', this.carrier], { reject: false });
+  }
+}
