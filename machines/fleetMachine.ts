@@ -12,6 +12,8 @@ import { assign, enqueueActions, fromPromise, setup } from 'xstate';
 export interface FleetDevice {
   usbPath: string;
   atPort: string;
+  /** The modem's network interface (wwanN), when detection found one. */
+  iface?: string | undefined;
 }
 
 export interface FleetModem extends FleetDevice {
@@ -147,7 +149,10 @@ export const fleetMachine = setup({
               return;
             }
             enqueue.assign({ modems: { ...context.modems, [event.usbPath]: { ...m, restarts } } });
-            enqueue({ type: 'startModems', params: { devices: [{ usbPath: m.usbPath, atPort: m.atPort }] } });
+            enqueue({
+              type: 'startModems',
+              params: { devices: [{ usbPath: m.usbPath, atPort: m.atPort, iface: m.iface }] },
+            });
           }),
         },
         stop: 'stopping',

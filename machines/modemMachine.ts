@@ -392,6 +392,11 @@ export const modemMachine = setup({
           target: 'detecting',
           actions: assign({ lastError: 'RDY while online: the modem reset itself' }),
         },
+        // fail closed: a modem whose proxy cannot serve or egresses wrongly stops serving
+        'dataplane.failed': {
+          target: 'error',
+          actions: assign(({ event }) => ({ reason: event.reason, lastError: event.detail.slice(0, 200) })),
+        },
         'urc.registration': {
           guard: ({ event }) => !REGISTERED.includes(event.stat),
           target: 'recovering',

@@ -12,6 +12,8 @@ export const REASONS = [
   'restart_intensity',
   'unexpected_answer',
   'hardware_fault',
+  'proxy_failed',
+  'egress_mismatch',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -134,6 +136,8 @@ export type ModemEvent =
   /** `RDY`: the modem (re)booted. */
   | { type: 'urc.rdy' }
   | { type: 'urc.registration'; stat: RegistrationStat }
+  /** The modem's data plane failed for good: its proxy crash-looped, or a port egressed wrongly. */
+  | { type: 'dataplane.failed'; reason: 'proxy_failed' | 'egress_mismatch'; detail: string }
   | { type: 'command.rotate'; id: number }
   | { type: 'command.reset'; id: number }
   | { type: 'command.disable'; id: number }

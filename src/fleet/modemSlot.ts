@@ -2,6 +2,7 @@ import type { CommandResult, ModemIdentity } from '../../machines/modemTypes.js'
 import type { Logger } from '../log.js';
 import type { TransitionRecord } from '../store/types.js';
 import type { CommandOutcome } from './commandProcessor.js';
+import type { ModemDataPlane } from './dataPlane.js';
 import type { ModemRuntime, ModemTransition } from './modemRuntime.js';
 
 /** Short journal names for xstate's internal events: `done.probe`, `error.connect`, `after.backoff`. */
@@ -25,6 +26,11 @@ export class ModemSlot {
   presumed = false;
   /** The IMEI read over AT was looked at (identification runs once per slot). */
   identityChecked = false;
+  /** Routing and proxy of this modem while it is online (rest_for_one children). */
+  dataPlane: ModemDataPlane | undefined;
+  /** The modem's network interface from detection. */
+  iface: string | undefined;
+  egressTimer: NodeJS.Timeout | undefined;
   private held: ModemTransition[] = [];
   private readonly waiting = new Map<number, (outcome: CommandOutcome) => void>();
 

@@ -19,6 +19,9 @@ import { JournalWriter, type SpooledTransition } from './journalWriter.js';
 import type { ModemLinkOptions } from './modemLink.js';
 import { ModemRuntime, type ModemTransition } from './modemRuntime.js';
 import { ModemSlot } from './modemSlot.js';
+import { ModemDataPlane, type DataPlaneOptions } from './dataPlane.js';
+import { getViaSocks5 } from '../net/proxyClient.js';
+import { sweepProxies } from '../net/proxyProcess.js';
 import { Spool, type FsyncPolicy } from './spool.js';
 
 const later = (fn: () => void): void => queueMicrotask(fn);
@@ -40,6 +43,19 @@ export interface SupervisorOptions {
   commandPollMs?: number;
   healthFlushMs?: number;
   healthRetentionSeconds?: number;
+  /** Routing and proxies per modem; unset: modems are supervised without a data plane. */
+  dataPlane?: DataPlaneOptions & {
+    /** The egress guard: each online modem's SOCKS port fetches this echo URL at this interval. */
+    egress?: {
+      url: string;
+      intervalMs: number;
+      /** How the port is reached (default: a SOCKS5 request from here; the lab probes in its namespace). */
+      probe?: (
+        port: { socksPort: number; user: string; password: string },
+        url: string,
+      ) => Promise<string | null>;
+    };
+  };
   log?: Logger;
 }
 
@@ -70,6 +86,8 @@ export class Supervisor {
   /** Last journal seq per IMEI, kept across actors of the same modem. */
   private readonly seqs = new Map<string, number>();
   private readonly remembered = new Map<string, ModemRecord>();
+  /** Allocations of identified modems (ports, table, credentials). */
+  private readonly allocated = new Map<string, Allocation>();
   /** The IMEI last identified at each USB path. */
   private readonly lastAt = new Map<string, string>();
   private readonly stopping = new Set<Promise<void>>();
@@ -151,6 +169,11 @@ export class Supervisor {
     const interrupted = await store.failInterruptedCommands();
     if (interrupted.length)
       this.log.warn({ commands: interrupted }, 'commands interrupted by a restart failed');
+    if (this.options.dataPlane) {
+      // proxies left by a crashed run would share ports with their replacements (SO_REUSEPORT)
+      const swept = await sweepProxies(this.options.dataPlane.runDir, this.log);
+      if (swept) this.log.warn({ swept }, 'stopped proxies left by a previous run');
+    }
     this.health.start();
     this.fleet.start();
     await this.detector.start();
@@ -191,7 +214,7 @@ export class Supervisor {
         });
         continue;
       }
-      added.push({ usbPath: e.device.usbPath, atPort: e.device.ports.at });
+      added.push({ usbPath: e.device.usbPath, atPort: e.device.ports.at, iface: e.device.net });
     }
     if (added.length || removed.length) this.fleet.send({ type: 'devices.changed', added, removed });
   }
@@ -224,6 +247,7 @@ export class Supervisor {
       (imei) => this.nextSeq(imei),
       log,
     );
+    slot.iface = device.iface;
     const presumed = this.lastAt.get(device.usbPath) ?? previous?.imei;
     if (presumed && this.seqs.has(presumed) && !this.byImei.has(presumed)) slot.presume(presumed);
     this.slots.set(device.usbPath, slot);
@@ -269,7 +293,11 @@ export class Supervisor {
         () => false,
       );
       if (back && !this.stopped && !another()) {
-        this.fleet.send({ type: 'devices.changed', added: [{ usbPath, atPort: at }], removed: [] });
+        this.fleet.send({
+          type: 'devices.changed',
+          added: [{ usbPath, atPort: at, iface: device.net }],
+          removed: [],
+        });
         return;
       }
       await sleep(200);
@@ -282,6 +310,7 @@ export class Supervisor {
     this.slots.delete(usbPath);
     if (slot.imei && this.byImei.get(slot.imei) === slot) this.byImei.delete(slot.imei);
     slot.abandon('device_removed');
+    this.stopDataPlane(slot);
     const done = slot.runtime
       .stop()
       .catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed'))
@@ -305,6 +334,110 @@ export class Supervisor {
       return;
     }
     slot.transition(t);
+    this.syncDataPlane(slot);
+  }
+
+  /** Online with an address, ports and a link: the data plane runs; otherwise it does not. */
+  private syncDataPlane(slot: ModemSlot): void {
+    const options = this.options.dataPlane;
+    if (!options) return;
+    const snapshot = slot.runtime.snapshot();
+    const online = snapshot.status === 'active' && snapshot.matches('online');
+    const wanIp = snapshot.context.wanIp;
+    const allocation =
+      slot.imei && slot.identified && !slot.presumed ? this.allocated.get(slot.imei) : undefined;
+    if (online && wanIp && allocation && slot.iface && this.slots.get(slot.usbPath) === slot) {
+      if (slot.dataPlane) return slot.dataPlane.changeAddress(wanIp);
+      const imei = allocation.imei;
+      slot.dataPlane = new ModemDataPlane(
+        options,
+        imei,
+        slot.iface,
+        allocation,
+        wanIp,
+        {
+          onProxyFailed: (detail) => {
+            this.alert(
+              { kind: 'proxy_failed', severity: 'critical', message: `proxy of ${imei}: ${detail}` },
+              imei,
+            );
+            slot.runtime.send({ type: 'dataplane.failed', reason: 'proxy_failed', detail });
+          },
+          onRoutingProblem: (detail) => {
+            if (detail) this.log.warn({ imei, problem: detail }, 'routing not as applied; retrying');
+          },
+        },
+        this.log.child({ modem: imei }),
+      );
+      slot.dataPlane.start();
+      this.scheduleEgressCheck(slot);
+      return;
+    }
+    if (!online && slot.dataPlane) this.stopDataPlane(slot);
+  }
+
+  private stopDataPlane(slot: ModemSlot): void {
+    const dataPlane = slot.dataPlane;
+    slot.dataPlane = undefined;
+    clearTimeout(slot.egressTimer);
+    if (!dataPlane) return;
+    const done = dataPlane
+      .stop()
+      .catch((err: unknown) => this.log.warn({ err }, 'stopping a data plane failed'))
+      .finally(() => this.stopping.delete(done));
+    this.stopping.add(done);
+  }
+
+  /**
+   * The egress guard: through the modem's own SOCKS port, the echo server must see the modem's
+   * address. Another address: the port leaks, so it stops serving (the modem goes to `error`,
+   * `egress_mismatch`). No answer: routing is re-applied and an alert raised.
+   */
+  private scheduleEgressCheck(slot: ModemSlot): void {
+    const egress = this.options.dataPlane?.egress;
+    if (!egress) return;
+    slot.egressTimer = setTimeout(() => void this.checkEgress(slot), egress.intervalMs);
+    slot.egressTimer.unref();
+  }
+
+  private async checkEgress(slot: ModemSlot): Promise<void> {
+    const egress = this.options.dataPlane?.egress;
+    const dataPlane = slot.dataPlane;
+    const wanIp = slot.runtime.snapshot().context.wanIp;
+    if (!egress || !dataPlane || !wanIp || this.stopped) return;
+    const endpoint = dataPlane.endpoint;
+    const seen = await (egress.probe
+      ? egress.probe(endpoint, egress.url)
+      : getViaSocks5(
+          { host: '127.0.0.1', port: endpoint.socksPort, user: endpoint.user, password: endpoint.password },
+          egress.url,
+        ).then(
+          (a) => (a.status === 200 ? a.body.trim() : null),
+          () => null,
+        ));
+    if (slot.dataPlane !== dataPlane || slot.runtime.snapshot().context.wanIp !== wanIp)
+      return this.scheduleEgressCheck(slot);
+    const imei = dataPlane.imei;
+    if (seen === null) {
+      this.alert(
+        {
+          kind: 'egress_check_failed',
+          severity: 'warning',
+          message: `no answer through the ports of ${imei}; routing re-applied`,
+        },
+        imei,
+      );
+      dataPlane.reapplyRouting();
+    } else if (seen !== wanIp) {
+      const detail = `port ${endpoint.socksPort} egressed from ${seen.slice(0, 64)}, not ${wanIp}`;
+      this.alert(
+        { kind: 'egress_mismatch', severity: 'critical', message: `modem ${imei}: ${detail}` },
+        imei,
+      );
+      slot.runtime.send({ type: 'dataplane.failed', reason: 'egress_mismatch', detail });
+      return;
+    }
+    this.scheduleEgressCheck(slot);
   }
 
   private record(record: TransitionRecord): void {
@@ -396,6 +529,8 @@ export class Supervisor {
             imei,
           );
         const allocation = await store.allocate(imei);
+        this.allocated.set(imei, allocation);
+        this.syncDataPlane(slot);
         this.events.onAllocated?.(allocation);
         this.events.onIdentified?.(imei, slot.usbPath);
         return;

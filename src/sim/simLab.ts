@@ -63,7 +63,11 @@ export class SimLab {
   async plug(i: number): Promise<void> {
     const modem = this.modem(i);
     await modem.start();
-    await this.sysfs.plug({ usbPath: this.usbPath(i), ttys: [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3] });
+    await this.sysfs.plug({
+      usbPath: this.usbPath(i),
+      ttys: [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3],
+      net: `wwan${i}`,
+    });
   }
 
   async unplug(i: number): Promise<void> {

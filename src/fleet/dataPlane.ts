@@ -1,0 +1,247 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
+import { proxyMachine } from '../../machines/proxyMachine.js';
+import { routingMachine } from '../../machines/routingMachine.js';
+import type { Logger } from '../log.js';
+import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '../net/proxyConfig.js';
+import { ProxyProcess } from '../net/proxyProcess.js';
+import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
+import type { Allocation } from '../store/types.js';
+import { coerceError } from '../util/errors.js';
+
+export type ProxyBackend = '3proxy' | 'microsocks+tinyproxy';
+
+export interface DataPlaneOptions {
+  /** Network namespace of the modem links, routing and proxies; unset: the supervisor's own. */
+  netns?: string | undefined;
+  backend: ProxyBackend;
+  /** The 3proxy binary (MODEMFLEET_3PROXY, else `3proxy` from PATH). */
+  threeProxyPath?: string | undefined;
+  /** Where the proxy ports listen. */
+  listen: string;
+  /** Prefix of the modem address put on its link (32 for raw-ip QMI links). */
+  prefix: number;
+  /** Pid files and rendered configs. */
+  runDir: string;
+  dns: string[];
+  /** Rule priority of slot n: base + 2n (the uidrange rule takes the next one). */
+  rulePriorityBase: number;
+}
+
+export interface DataPlaneHooks {
+  /** The proxy gave up (restart intensity): the modem goes to `error`. */
+  onProxyFailed: (detail: string) => void;
+  /** Routing is not as it should be (being retried). */
+  onRoutingProblem: (detail: string | null) => void;
+}
+
+/**
+ * One modem's data plane under rest_for_one: the routing actor first, then the proxy actor, started
+ * once the routing is applied and verified; a new address goes to both (routing drops the old one,
+ * the proxy reloads or restarts); stopping goes in reverse order (proxy, then routing).
+ */
+export class ModemDataPlane {
+  private routing: Actor<typeof routingMachine> | undefined;
+  private proxy: Actor<typeof proxyMachine> | undefined;
+  private processes: ProxyProcess[] = [];
+  private address: string;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly options: DataPlaneOptions,
+    readonly imei: string,
+    private readonly iface: string,
+    private readonly allocation: Allocation,
+    address: string,
+    private readonly hooks: DataPlaneHooks,
+    log: Logger,
+  ) {
+    this.address = address;
+    this.log = log.child({ component: 'dataplane' });
+  }
+
+  /** The proxy's ports and credentials (what a customer uses). */
+  get endpoint(): { httpPort: number; socksPort: number; user: string; password: string } {
+    return {
+      httpPort: this.allocation.httpPort,
+      socksPort: this.allocation.socksPort,
+      user: this.allocation.proxyUser,
+      password: this.allocation.proxyPassword,
+    };
+  }
+
+  private route(address: string): ModemRoute {
+    return {
+      iface: this.iface,
+      address,
+      prefix: this.options.prefix,
+      gateway: null,
+      table: this.allocation.routingTable,
+      priority: this.options.rulePriorityBase + 2 * this.allocation.slot,
+    };
+  }
+
+  private spec(egress: string): ProxySpec {
+    return {
+      imei: this.imei,
+      listen: this.options.listen,
+      httpPort: this.allocation.httpPort,
+      socksPort: this.allocation.socksPort,
+      user: this.allocation.proxyUser,
+      password: this.allocation.proxyPassword,
+      egress,
+      dns: this.options.dns,
+    };
+  }
+
+  start(): void {
+    const ipOptions = { netns: this.options.netns };
+    this.routing = createActor(
+      routingMachine.provide({
+        actors: {
+          applyRouting: fromPromise(({ input }) =>
+            applyRoute(this.route(input.address), ipOptions, input.previousAddress),
+          ),
+          verifyRouting: fromPromise(({ input }) => verifyRoute(this.route(input.address), ipOptions)),
+          removeRouting: fromPromise(() => removeRoute(this.route(this.address), ipOptions)),
+        },
+        actions: {
+          routingStatus: (_, { ok, detail }) => {
+            this.hooks.onRoutingProblem(ok ? null : detail);
+            if (ok && !this.proxy) this.startProxy();
+          },
+        },
+      }),
+      { input: { address: this.address } },
+    );
+    this.routing.start();
+  }
+
+  /** rest_for_one: the proxy starts after the routing it depends on. */
+  private startProxy(): void {
+    const canReload = this.options.backend === '3proxy';
+    this.proxy = createActor(
+      proxyMachine.provide({
+        actors: {
+          startProxy: fromPromise(({ input }) => this.startProcesses(input.egress)),
+          reloadProxy: fromPromise(async ({ input }) => {
+            await this.writeConfig(input.egress);
+            for (const p of this.processes) p.reload();
+          }),
+          stopProxy: fromPromise(() => this.stopProcesses()),
+        },
+        actions: { proxyFailed: (_, { detail }) => this.hooks.onProxyFailed(detail) },
+      }),
+      { input: { egress: this.address, config: { canReload } } },
+    );
+    this.proxy.start();
+  }
+
+  private configFile(): string {
+    return join(this.options.runDir, `${this.imei}.${this.options.backend === '3proxy' ? 'cfg' : 'conf'}`);
+  }
+
+  private async writeConfig(egress: string): Promise<void> {
+    const text =
+      this.options.backend === '3proxy'
+        ? render3proxy(this.spec(egress))
+        : renderTinyproxy(this.spec(egress));
+    await writeFile(this.configFile(), text, { mode: 0o600 });
+  }
+
+  private async startProcesses(egress: string): Promise<void> {
+    await this.stopProcesses();
+    await mkdir(this.options.runDir, { recursive: true });
+    await this.writeConfig(egress);
+    const s = this.spec(egress);
+    const base = { runDir: this.options.runDir, netns: this.options.netns, log: this.log };
+    const processes =
+      this.options.backend === '3proxy'
+        ? [
+            new ProxyProcess({
+              ...base,
+              name: `${this.imei}-3proxy`,
+              argv: [this.options.threeProxyPath ?? '3proxy', this.configFile()],
+              ports: [
+                { host: '127.0.0.1', port: s.httpPort },
+                { host: '127.0.0.1', port: s.socksPort },
+              ],
+            }),
+          ]
+        : [
+            new ProxyProcess({
+              ...base,
+              name: `${this.imei}-socks`,
+              argv: ['microsocks', ...microsocksArgs(s)],
+              ports: [{ host: '127.0.0.1', port: s.socksPort }],
+            }),
+            new ProxyProcess({
+              ...base,
+              name: `${this.imei}-http`,
+              argv: ['tinyproxy', '-d', '-c', this.configFile()],
+              ports: [{ host: '127.0.0.1', port: s.httpPort }],
+            }),
+          ];
+    this.processes = processes;
+    for (const p of processes) await p.start();
+    for (const p of processes)
+      void p.exited().then((exit) => {
+        if (this.processes.includes(p))
+          this.proxy?.send({
+            type: 'proxy.exited',
+            detail: `exit ${exit.code ?? exit.signal ?? '?'} ${exit.stderr.trim().slice(-200)}`,
+          });
+      });
+  }
+
+  private async stopProcesses(): Promise<void> {
+    const processes = this.processes;
+    this.processes = [];
+    await Promise.all(processes.map((p) => p.stop()));
+  }
+
+  /** A new WAN address (rotation): routing first, then the proxy. */
+  changeAddress(address: string): void {
+    if (address === this.address) return;
+    this.address = address;
+    this.routing?.send({ type: 'address.changed', address });
+    this.proxy?.send({ type: 'egress.changed', egress: address });
+  }
+
+  /** Re-apply routing now (the egress guard saw the port fail). */
+  reapplyRouting(): void {
+    this.routing?.send({ type: 'link.changed' });
+  }
+
+  /** Pids of the running proxy processes (tests, the inspector). */
+  get pids(): number[] {
+    return this.processes.flatMap((p) => (p.pid === undefined ? [] : [p.pid]));
+  }
+
+  /** Reverse order: the proxy, then its routing. Idempotent. */
+  async stop(): Promise<void> {
+    const proxy = this.proxy;
+    const routing = this.routing;
+    this.proxy = undefined;
+    this.routing = undefined;
+    try {
+      if (proxy) {
+        proxy.send({ type: 'stop' });
+        await waitFor(proxy, (s) => s.status === 'done', { timeout: 15_000 });
+      }
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'stopping the proxy failed');
+      await this.stopProcesses();
+    }
+    try {
+      if (routing) {
+        routing.send({ type: 'remove' });
+        await waitFor(routing, (s) => s.status === 'done', { timeout: 15_000 });
+      }
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'removing the routing failed');
+    }
+    await rm(this.configFile(), { force: true });
+  }
+}

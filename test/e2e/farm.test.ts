@@ -1,0 +1,221 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Supervisor } from '../../src/fleet/supervisor.js';
+import { ipJson } from '../../src/net/ip.js';
+import { defaultProfiles } from '../../src/sim/profiles.js';
+import { NetLab } from '../../src/sim/lab/netLab.js';
+import { SimLab } from '../../src/sim/simLab.js';
+import { Store } from '../../src/store/store.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+
+/**
+ * The farm end to end, as root: simulated EC25s on PTYs found in a fake sysfs, the supervisor with
+ * a real PostgreSQL, and per modem real policy routing and real proxies (microsocks, tinyproxy) in
+ * a farm namespace whose links lead to a carrier namespace with an echo server.
+ */
+
+const N = 4;
+let db: TestDatabase;
+let dir: string;
+let net: NetLab;
+let lab: SimLab;
+let supervisor: Supervisor;
+
+const probe = (
+  kind: 'socks' | 'http',
+  p: { httpPort: number; socksPort: number; user: string; password: string },
+) => net.probe(kind, kind === 'socks' ? p.socksPort : p.httpPort, p.user, p.password);
+
+async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const modems = () =>
+  db.sql<
+    {
+      imei: string;
+      state: string;
+      wan_ip: string | null;
+      http_port: number;
+      socks_port: number;
+      proxy_user: string;
+      proxy_password: string;
+      slot: number;
+    }[]
+  >`select m.imei, m.state, host(m.wan_ip) as wan_ip, a.http_port, a.socks_port, a.proxy_user, a.proxy_password, a.slot
+    from modems m join allocations a using (imei) order by m.imei`;
+
+const endpoint = (m: {
+  http_port: number;
+  socks_port: number;
+  proxy_user: string;
+  proxy_password: string;
+}) => ({
+  httpPort: m.http_port,
+  socksPort: m.socks_port,
+  user: m.proxy_user,
+  password: m.proxy_password,
+});
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  dir = await mkdtemp(join(tmpdir(), 'mf-farm-'));
+  net = new NetLab({ name: `mf${randomBytes(2).toString('hex')}`, modems: N });
+  await net.start();
+  lab = new SimLab({
+    dir: join(dir, 'lab'),
+    profiles: defaultProfiles(N, 21).map((p, i) => ({
+      ...p,
+      subnet: net.subnet(i),
+      timings: { bootMs: 30, latencyMs: 1, attachMs: 100, resetMs: 300 },
+    })),
+  });
+  await lab.start();
+  supervisor = new Supervisor({
+    store: new Store({ sql: db.sql, url: db.url, hostId: 'farm-host' }),
+    stateDir: join(dir, 'state'),
+    scan: lab.scan,
+    hotplug: lab.hotplug(),
+    rescanIntervalMs: 2_000,
+    modem: {
+      probeRetryMs: 100,
+      registrationPollMs: 100,
+      signalPollMs: 1_000,
+      backoffBaseMs: 100,
+      detachMs: 200,
+    },
+    link: { presencePollMs: 100, addressPollMs: 50 },
+    spool: { fsync: 'never' },
+    commandPollMs: 500,
+    dataPlane: {
+      netns: net.farm,
+      backend: 'microsocks+tinyproxy',
+      listen: '0.0.0.0',
+      prefix: 24,
+      runDir: join(dir, 'run'),
+      dns: [],
+      rulePriorityBase: 1_000,
+      egress: {
+        url: net.echoUrl,
+        intervalMs: 1_000,
+        probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
+      },
+    },
+  });
+  await supervisor.start();
+}, 60_000);
+
+afterAll(async () => {
+  await supervisor?.stop();
+  await lab?.stop();
+  await net?.stop();
+  await db?.drop();
+  await rm(dir, { recursive: true, force: true });
+  const left = await execa('pgrep', ['-f', dir], { reject: false });
+  expect(left.stdout).toBe('');
+});
+
+describe('the farm end to end (namespaces, routing, real proxies)', () => {
+  it('every modem online; each SOCKS and HTTP port egresses from its own modem address', async () => {
+    await until(
+      async () => (await modems()).filter((m) => m.state === 'online').length === N,
+      30_000,
+      'online',
+    );
+    // the proxies start once the routing is applied and verified
+    await until(
+      async () => (await probe('socks', endpoint((await modems())[N - 1]!))) !== null,
+      15_000,
+      'proxies',
+    );
+    const rows = await modems();
+    expect(new Set(rows.map((m) => m.wan_ip)).size).toBe(N);
+    for (const m of rows) {
+      expect(await probe('socks', endpoint(m))).toBe(m.wan_ip);
+      expect(await probe('http', endpoint(m))).toBe(m.wan_ip);
+    }
+  }, 60_000);
+
+  it('rotation: the rotated modem’s port shows the new address, the others are unchanged', async () => {
+    const before = await modems();
+    const target = before[1]!;
+    await db.sql`insert into modem_commands (imei, kind, requested_by) values (${target.imei}, 'rotate', 'e2e')`;
+    await until(
+      async () =>
+        (await db.sql`select 1 from modem_commands where imei = ${target.imei} and status = 'done'`)
+          .length === 1,
+      20_000,
+      'rotation',
+    );
+    const after = await modems();
+    const rotated = after.find((m) => m.imei === target.imei)!;
+    expect(rotated.wan_ip).not.toBe(target.wan_ip);
+    await until(
+      async () => (await probe('socks', endpoint(rotated))) === rotated.wan_ip,
+      10_000,
+      'new egress',
+    );
+    expect(await probe('http', endpoint(rotated))).toBe(rotated.wan_ip);
+    for (const m of after.filter((x) => x.imei !== target.imei))
+      expect(await probe('socks', endpoint(m))).toBe(before.find((b) => b.imei === m.imei)!.wan_ip);
+  }, 60_000);
+
+  it('a route deleted by hand: the port fails closed, the egress guard re-applies routing, the port recovers', async () => {
+    const m = (await modems())[0]!;
+    const table = 10_000 + m.slot;
+    await net
+      .farmIp(['route', 'del', 'default', 'dev', 'wwan0', 'table', String(table)])
+      .catch(() => undefined);
+    const seen = await probe('socks', endpoint(m));
+    expect([null, m.wan_ip]).toContain(seen); // never the management address
+    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, 15_000, 'recovered');
+    const [alert] =
+      await db.sql`select kind from alerts where imei = ${m.imei} and kind = 'egress_check_failed'`;
+    expect(alert).toBeDefined();
+  }, 60_000);
+
+  it('a killed proxy serves again within seconds', async () => {
+    const m = (await modems())[2]!;
+    const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
+    const pids = slot?.dataPlane?.pids ?? [];
+    expect(pids.length).toBe(2);
+    process.kill(pids[0]!, 'SIGKILL');
+    const at = Date.now();
+    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, 10_000, 'proxy back');
+    expect(Date.now() - at).toBeLessThan(5_000);
+  }, 30_000);
+
+  it('unplug: the modem’s ports close, its rules and routes go, no proxy process is left', async () => {
+    const m = (await modems())[3]!;
+    const priority = 1_000 + 2 * m.slot;
+    const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
+    const pids = slot?.dataPlane?.pids ?? [];
+    await lab.unplug(3);
+    await until(
+      async () => (await modems()).find((x) => x.imei === m.imei)?.state === 'removed',
+      10_000,
+      'removed',
+    );
+    await until(
+      async () =>
+        (await ipJson<{ priority?: number }>(['rule', 'show'], { netns: net.farm })).every(
+          (r) => r.priority !== priority,
+        ),
+      10_000,
+      'rule removed',
+    );
+    expect(await ipJson(['route', 'show', 'table', String(10_000 + m.slot)], { netns: net.farm })).toEqual(
+      [],
+    );
+    expect(await probe('socks', endpoint(m))).toBeNull();
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  }, 30_000);
+});
