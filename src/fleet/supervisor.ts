@@ -406,15 +406,7 @@ export class Supervisor {
     const wanIp = slot.runtime.snapshot().context.wanIp;
     if (!egress || !dataPlane || !wanIp || this.stopped) return;
     const endpoint = dataPlane.endpoint;
-    const seen = await (egress.probe
-      ? egress.probe(endpoint, egress.url)
-      : getViaSocks5(
-          { host: '127.0.0.1', port: endpoint.socksPort, user: endpoint.user, password: endpoint.password },
-          egress.url,
-        ).then(
-          (a) => (a.status === 200 ? a.body.trim() : null),
-          () => null,
-        ));
+    const seen = await this.probeEgress(endpoint, egress);
     if (slot.dataPlane !== dataPlane || slot.runtime.snapshot().context.wanIp !== wanIp)
       return this.scheduleEgressCheck(slot);
     const imei = dataPlane.imei;
@@ -574,7 +566,44 @@ export class Supervisor {
       return { ok: false, result: { error: 'not_present' } };
     if (command.kind === 'disable' || command.kind === 'enable')
       await this.options.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
-    return slot.command(command.id, command.kind, this.options.commandTimeoutMs ?? 600_000);
+    const outcome = await slot.command(command.id, command.kind, this.options.commandTimeoutMs ?? 600_000);
+    if (command.kind !== 'rotate' || !outcome.ok) return outcome;
+    return this.verifyRotation(slot, outcome);
+  }
+
+  /**
+   * A rotation is done only when a request through the modem's own port shows the new address
+   * (with the egress guard configured): the routing and proxy follow the address first.
+   */
+  private async verifyRotation(slot: ModemSlot, outcome: CommandOutcome): Promise<CommandOutcome> {
+    const egress = this.options.dataPlane?.egress;
+    const wanIp = outcome.result['wanIp'];
+    if (!egress || typeof wanIp !== 'string') return outcome;
+    const deadline = Date.now() + 15_000;
+    let seen: string | null = null;
+    while (Date.now() < deadline && !this.stopped) {
+      const dataPlane = slot.dataPlane;
+      if (dataPlane) {
+        seen = await this.probeEgress(dataPlane.endpoint, egress);
+        if (seen === wanIp) return { ok: true, result: { ...outcome.result, verifiedThroughPort: true } };
+      }
+      await sleep(250);
+    }
+    return { ok: false, result: { ...outcome.result, error: 'egress_not_verified', seen } };
+  }
+
+  private probeEgress(
+    endpoint: ModemDataPlane['endpoint'],
+    egress: NonNullable<NonNullable<SupervisorOptions['dataPlane']>['egress']>,
+  ): Promise<string | null> {
+    if (egress.probe) return egress.probe(endpoint, egress.url);
+    return getViaSocks5(
+      { host: '127.0.0.1', port: endpoint.socksPort, user: endpoint.user, password: endpoint.password },
+      egress.url,
+    ).then(
+      (a) => (a.status === 200 ? a.body.trim() : null),
+      () => null,
+    );
   }
 
   private async stopAllModems(): Promise<void> {
