@@ -33,6 +33,19 @@ export interface Config {
   /** Journal spool: fsync after every append (`always`) or never; size bound in bytes. */
   spoolFsync: 'always' | 'never';
   spoolMaxBytes: number;
+  /** Routing and proxies per modem; unset: modems are supervised without a data plane. */
+  dataPlane: DataPlaneConfig | undefined;
+}
+
+export interface DataPlaneConfig {
+  netns: string | undefined;
+  backend: '3proxy' | 'microsocks+tinyproxy';
+  listen: string;
+  prefix: number;
+  runDir: string;
+  dns: string[];
+  rulePriorityBase: number;
+  egress: { url: string; intervalMs: number } | undefined;
 }
 
 export interface Policy {
@@ -69,6 +82,7 @@ const FILE_KEYS = [
   'modem',
   'spoolFsync',
   'spoolMaxBytes',
+  'dataPlane',
 ] as const;
 
 function defaultHostId(): string {
@@ -206,6 +220,62 @@ function modem(value: unknown, problems: string[]): Partial<ModemConfig> {
   return out;
 }
 
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPlaneConfig | undefined {
+  if (value === undefined) return undefined;
+  if (!isRecord(value)) {
+    problems.push('dataPlane: must be an object');
+    return undefined;
+  }
+  const known = ['netns', 'backend', 'listen', 'prefix', 'runDir', 'dns', 'rulePriorityBase', 'egress'];
+  for (const key of Object.keys(value))
+    if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
+  const out: DataPlaneConfig = {
+    netns: str(value['netns'], 'dataPlane.netns', problems),
+    backend: '3proxy',
+    listen: str(value['listen'], 'dataPlane.listen', problems) ?? '0.0.0.0',
+    prefix: int(value['prefix'], 'dataPlane.prefix', problems, 8, 32) ?? 32,
+    runDir: str(value['runDir'], 'dataPlane.runDir', problems) ?? resolve(stateDir, 'run'),
+    dns: [],
+    rulePriorityBase:
+      int(value['rulePriorityBase'], 'dataPlane.rulePriorityBase', problems, 1, 30_000) ?? 1_000,
+    egress: undefined,
+  };
+  if (out.netns !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(out.netns))
+    problems.push('dataPlane.netns: a network namespace name');
+  if (!IPV4.test(out.listen)) problems.push('dataPlane.listen: an IPv4 address');
+  const backend = value['backend'];
+  if (backend === '3proxy' || backend === 'microsocks+tinyproxy') out.backend = backend;
+  else if (backend !== undefined) problems.push('dataPlane.backend: "3proxy" or "microsocks+tinyproxy"');
+  const dns = value['dns'];
+  if (dns !== undefined) {
+    if (
+      !Array.isArray(dns) ||
+      dns.length > 4 ||
+      !dns.every((d): d is string => typeof d === 'string' && IPV4.test(d))
+    )
+      problems.push('dataPlane.dns: at most 4 IPv4 addresses');
+    else out.dns = dns;
+  }
+  const egress = value['egress'];
+  if (egress !== undefined) {
+    if (
+      !isRecord(egress) ||
+      typeof egress['url'] !== 'string' ||
+      !/^http:\/\/[0-9.]+(:\d+)?\//.test(egress['url'])
+    )
+      problems.push('dataPlane.egress: { "url": "http://IPV4[:PORT]/...", "intervalMs": number }');
+    else
+      out.egress = {
+        url: egress['url'],
+        intervalMs:
+          int(egress['intervalMs'], 'dataPlane.egress.intervalMs', problems, 500, 86_400_000) ?? 60_000,
+      };
+  }
+  return out;
+}
+
 function argv(value: unknown, path: string, problems: string[]): string[] | undefined {
   if (value === undefined) return undefined;
   if (
@@ -267,6 +337,7 @@ export function loadConfig(
     spoolFsync: 'always',
     spoolMaxBytes:
       int(file['spoolMaxBytes'], 'spoolMaxBytes', problems, 65_536, 2 ** 40) ?? 256 * 1024 * 1024,
+    dataPlane: dataPlane(file['dataPlane'], resolve(stateDir), problems),
   };
   const hotplug = file['hotplug'];
   if (hotplug === 'udev' || hotplug === 'watch' || hotplug === 'none') config.hotplug = hotplug;

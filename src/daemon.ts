@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import { UdevadmSource, SysfsWatchSource, type HotplugSource } from './detect/hotplugSources.js';
-import { Supervisor } from './fleet/supervisor.js';
+import { Supervisor, type SupervisorOptions } from './fleet/supervisor.js';
+import { probeInNamespace } from './net/nsProbe.js';
 import type { Logger } from './log.js';
 import { Database } from './store/database.js';
 import { migrate } from './store/migrate.js';
@@ -17,6 +18,36 @@ function hotplugSource(config: Config, log: Logger): HotplugSource | undefined {
     case 'none':
       return undefined;
   }
+}
+
+function dataPlaneOptions(config: Config): NonNullable<SupervisorOptions['dataPlane']> {
+  const d = config.dataPlane;
+  if (!d) throw new Error('no data plane configured');
+  const netns = d.netns;
+  return {
+    netns,
+    backend: d.backend,
+    threeProxyPath: config.threeProxyPath,
+    listen: d.listen,
+    prefix: d.prefix,
+    runDir: d.runDir,
+    dns: d.dns,
+    rulePriorityBase: d.rulePriorityBase,
+    ...(d.egress
+      ? {
+          egress: {
+            ...d.egress,
+            // ports inside a namespace are probed from inside it
+            ...(netns
+              ? {
+                  probe: (p: { socksPort: number; user: string; password: string }, url: string) =>
+                    probeInNamespace(netns, 'socks', p.socksPort, p.user, p.password, url),
+                }
+              : {}),
+          },
+        }
+      : {}),
+  };
 }
 
 /** A started supervisor on an open database; `stop()` shuts both down in reverse order. */
@@ -58,6 +89,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         powerCycleCommand: config.powerCycleCommand,
       },
       spool: { fsync: config.spoolFsync, maxBytes: config.spoolMaxBytes },
+      ...(config.dataPlane ? { dataPlane: dataPlaneOptions(config) } : {}),
       healthRetentionSeconds: config.policy.healthRetentionSeconds,
       log,
     });

@@ -78,3 +78,70 @@ describe('loadConfig', () => {
     );
   });
 });
+
+describe('loadConfig: daemon settings', () => {
+  it('reads scan, hotplug, modem timings and the data plane with defaults', () => {
+    const path = file(
+      'daemon.json',
+      JSON.stringify({
+        scan: { sysRoot: '/lab/sys', devRoot: '/lab/dev' },
+        hotplug: 'watch',
+        modem: { signalPollMs: 5000, powerCycle: false },
+        dataPlane: {
+          netns: 'farm',
+          backend: 'microsocks+tinyproxy',
+          egress: { url: 'http://198.18.0.1:8080/' },
+        },
+      }),
+    );
+    const c = loadConfig({ env: { MODEMFLEET_STATE_DIR: '/srv/mf' }, file: path });
+    expect(c.scan).toEqual({ sysRoot: '/lab/sys', devRoot: '/lab/dev' });
+    expect(c.hotplug).toBe('watch');
+    expect(c.modem).toEqual({ signalPollMs: 5000, powerCycle: false });
+    expect(c.dataPlane).toEqual({
+      netns: 'farm',
+      backend: 'microsocks+tinyproxy',
+      listen: '0.0.0.0',
+      prefix: 32,
+      runDir: '/srv/mf/run',
+      dns: [],
+      rulePriorityBase: 1000,
+      egress: { url: 'http://198.18.0.1:8080/', intervalMs: 60000 },
+    });
+  });
+
+  it('refuses bad daemon settings, naming each', () => {
+    const path = file(
+      'bad-daemon.json',
+      JSON.stringify({
+        scan: { sysRoot: 'relative' },
+        hotplug: 'sometimes',
+        modem: { signalPollMs: -1, bogus: 1, powerCycle: true },
+        powerCycleCommand: 'uhubctl -a cycle',
+        dataPlane: {
+          netns: 'a b',
+          backend: 'squid',
+          listen: '::',
+          dns: ['x'],
+          egress: { url: 'https://x' },
+          extra: 1,
+        },
+      }),
+    );
+    const found = problems(() => loadConfig({ env: {}, file: path }));
+    for (const p of [
+      'scan.sysRoot',
+      'hotplug',
+      'modem.signalPollMs',
+      'modem.bogus',
+      'powerCycleCommand',
+      'dataPlane.netns',
+      'dataPlane.backend',
+      'dataPlane.listen',
+      'dataPlane.dns',
+      'dataPlane.egress',
+      'dataPlane.extra',
+    ])
+      expect(found.some((x) => x.startsWith(p))).toBe(true);
+  });
+});

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 import { ipBatch, ip } from '../../net/ip.js';
+import { probeInNamespace } from '../../net/nsProbe.js';
 import { ModemfleetError } from '../../util/errors.js';
 import { sleep } from '../../util/time.js';
 
@@ -125,20 +126,8 @@ export class NetLab {
    * What the echo server sees through one proxy port (from inside the farm): the source address,
    * or null when the request fails.
    */
-  async probe(kind: 'socks' | 'http', port: number, user: string, password: string): Promise<string | null> {
-    const r = await this.inFarm([
-      process.execPath,
-      '--import',
-      'tsx',
-      here('./probe.ts'),
-      kind,
-      '127.0.0.1',
-      String(port),
-      user,
-      password,
-      this.echoUrl,
-    ]);
-    return r.exitCode === 0 ? String(r.stdout) : null;
+  probe(kind: 'socks' | 'http', port: number, user: string, password: string): Promise<string | null> {
+    return probeInNamespace(this.farm, kind, port, user, password, this.echoUrl);
   }
 
   /** The farm namespace's routing, for tests that break it on purpose. */

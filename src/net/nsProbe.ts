@@ -1,0 +1,39 @@
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+
+const probeScript = fileURLToPath(new URL('../sim/lab/probe.ts', import.meta.url));
+
+/**
+ * What the echo server sees through one proxy port that listens inside network namespace `netns`
+ * (a socket cannot be opened there from this process): a short-lived probe runs in the namespace.
+ * Resolves with the source address, or null when the request fails.
+ */
+export async function probeInNamespace(
+  netns: string,
+  kind: 'socks' | 'http',
+  port: number,
+  user: string,
+  password: string,
+  url: string,
+): Promise<string | null> {
+  const r = await execa(
+    'ip',
+    [
+      'netns',
+      'exec',
+      netns,
+      process.execPath,
+      '--import',
+      'tsx',
+      probeScript,
+      kind,
+      '127.0.0.1',
+      String(port),
+      user,
+      password,
+      url,
+    ],
+    { reject: false, timeout: 15_000 },
+  );
+  return r.exitCode === 0 ? String(r.stdout).trim() : null;
+}
