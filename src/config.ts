@@ -45,6 +45,8 @@ export interface DataPlaneConfig {
   runDir: string;
   dns: string[];
   rulePriorityBase: number;
+  /** DNS leak guard: proxies run as uid base + slot with a uidrange rule; on by default when root. */
+  proxyUidBase: number | undefined;
   egress: { url: string; intervalMs: number } | undefined;
 }
 
@@ -228,7 +230,17 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     problems.push('dataPlane: must be an object');
     return undefined;
   }
-  const known = ['netns', 'backend', 'listen', 'prefix', 'runDir', 'dns', 'rulePriorityBase', 'egress'];
+  const known = [
+    'netns',
+    'backend',
+    'listen',
+    'prefix',
+    'runDir',
+    'dns',
+    'rulePriorityBase',
+    'proxyUidBase',
+    'egress',
+  ];
   for (const key of Object.keys(value))
     if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
   const out: DataPlaneConfig = {
@@ -240,6 +252,12 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     dns: [],
     rulePriorityBase:
       int(value['rulePriorityBase'], 'dataPlane.rulePriorityBase', problems, 1, 30_000) ?? 1_000,
+    // null turns the guard off; as root it is on by default
+    proxyUidBase:
+      value['proxyUidBase'] === null
+        ? undefined
+        : (int(value['proxyUidBase'], 'dataPlane.proxyUidBase', problems, 1_000, 2_000_000_000) ??
+          (process.getuid?.() === 0 ? 61_000 : undefined)),
     egress: undefined,
   };
   if (out.netns !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(out.netns))

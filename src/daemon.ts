@@ -33,6 +33,7 @@ function dataPlaneOptions(config: Config): NonNullable<SupervisorOptions['dataPl
     runDir: d.runDir,
     dns: d.dns,
     rulePriorityBase: d.rulePriorityBase,
+    proxyUidBase: d.proxyUidBase,
     ...(d.egress
       ? {
           egress: {

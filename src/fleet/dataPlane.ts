@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { proxyMachine } from '../../machines/proxyMachine.js';
@@ -27,6 +27,11 @@ export interface DataPlaneOptions {
   dns: string[];
   /** Rule priority of slot n: base + 2n (the uidrange rule takes the next one). */
   rulePriorityBase: number;
+  /**
+   * DNS leak guard: the proxy of slot n runs as uid/gid base + n, and a `uidrange` rule sends that
+   * uid's own traffic (its DNS queries) into the modem's table. Unset: off (proxies run as we do).
+   */
+  proxyUidBase?: number | undefined;
 }
 
 export interface DataPlaneHooks {
@@ -79,7 +84,14 @@ export class ModemDataPlane {
       gateway: null,
       table: this.allocation.routingTable,
       priority: this.options.rulePriorityBase + 2 * this.allocation.slot,
+      uid: this.uid,
     };
+  }
+
+  private get uid(): number | undefined {
+    return this.options.proxyUidBase === undefined
+      ? undefined
+      : this.options.proxyUidBase + this.allocation.slot;
   }
 
   private spec(egress: string): ProxySpec {
@@ -148,14 +160,24 @@ export class ModemDataPlane {
         ? render3proxy(this.spec(egress))
         : renderTinyproxy(this.spec(egress));
     await writeFile(this.configFile(), text, { mode: 0o600 });
+    // the proxy reads it under its own uid; nobody else may (it holds the password)
+    if (this.uid !== undefined) await chown(this.configFile(), this.uid, this.uid);
   }
 
   private async startProcesses(egress: string): Promise<void> {
     await this.stopProcesses();
-    await mkdir(this.options.runDir, { recursive: true });
+    // proxies running under their own uid read their config here: the directory (and its parents)
+    // must let them through, as the state dir does for the embedded PostgreSQL
+    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
     await this.writeConfig(egress);
     const s = this.spec(egress);
-    const base = { runDir: this.options.runDir, netns: this.options.netns, log: this.log };
+    const base = {
+      runDir: this.options.runDir,
+      netns: this.options.netns,
+      log: this.log,
+      uid: this.uid,
+      gid: this.uid,
+    };
     const processes =
       this.options.backend === '3proxy'
         ? [

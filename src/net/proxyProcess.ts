@@ -70,10 +70,16 @@ export class ProxyProcess {
   async start(): Promise<void> {
     if (this.child) return;
     const [program, ...programArgs] = this.options.argv;
-    const [file, ...args] = this.options.netns
-      ? ['ip', 'netns', 'exec', this.options.netns, program, ...programArgs]
-      : [program, ...programArgs];
-    const child = execa(file, args, {
+    const { netns, uid, gid } = this.options;
+    // `ip netns exec` needs root, so inside a namespace the uid is dropped after it, by setpriv
+    // (util-linux); each program execs the next in place, so the pid is the proxy's own
+    const dropped =
+      netns && uid !== undefined
+        ? ['setpriv', `--reuid=${uid}`, `--regid=${gid ?? uid}`, '--clear-groups', program, ...programArgs]
+        : [program, ...programArgs];
+    const [file, ...args] = netns ? ['ip', 'netns', 'exec', netns, ...dropped] : dropped;
+    const direct = !netns && uid !== undefined;
+    const child = execa(file ?? program, args, {
       reject: false,
       detached: true, // its own process group: the whole group is signalled
       cleanup: false, // we stop it ourselves, group and all
@@ -81,8 +87,7 @@ export class ProxyProcess {
       stdout: 'ignore',
       stderr: 'pipe',
       buffer: false,
-      ...(this.options.uid !== undefined ? { uid: this.options.uid } : {}),
-      ...(this.options.gid !== undefined ? { gid: this.options.gid } : {}),
+      ...(direct ? { uid, gid: gid ?? uid } : {}),
     });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {

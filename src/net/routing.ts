@@ -104,7 +104,8 @@ interface RuleJson {
   priority?: number;
   src?: string;
   table?: string;
-  uidrange?: string;
+  uid_start?: number;
+  uid_end?: number;
 }
 interface RouteJson {
   type?: string;
@@ -126,7 +127,12 @@ export async function verifyRoute(r: ModemRoute, options: IpOptions = {}): Promi
     );
   if (r.uid !== undefined) {
     const uid = rules.filter((x) => x.priority === r.priority + 1);
-    if (uid.length !== 1 || uid[0]?.table !== String(r.table))
+    if (
+      uid.length !== 1 ||
+      uid[0]?.table !== String(r.table) ||
+      uid[0]?.uid_start !== r.uid ||
+      uid[0]?.uid_end !== r.uid
+    )
       problems.push(`rule ${r.priority + 1}: expected one uidrange rule into ${r.table}`);
   }
   const routes = await ipJson<RouteJson>(['route', 'show', 'table', String(r.table)], options);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -26,6 +26,7 @@ const children: ResultPromise[] = [];
 beforeAll(async () => {
   db = await createTestDatabase();
   dir = await mkdtemp(join(tmpdir(), 'mf-restart-'));
+  await chmod(dir, 0o711); // as root the proxies run under their own uids and read their configs below it
   net = new NetLab({ name: `mf${randomBytes(2).toString('hex')}`, modems: N });
   await net.start();
   lab = new SimLab({

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -68,6 +68,7 @@ const endpoint = (m: {
 beforeAll(async () => {
   db = await createTestDatabase();
   dir = await mkdtemp(join(tmpdir(), 'mf-farm-'));
+  await chmod(dir, 0o711); // the proxies' own uids read their configs below it
   net = new NetLab({ name: `mf${randomBytes(2).toString('hex')}`, modems: N });
   await net.start();
   lab = new SimLab({
@@ -103,6 +104,7 @@ beforeAll(async () => {
       runDir: join(dir, 'run'),
       dns: [],
       rulePriorityBase: 1_000,
+      proxyUidBase: 61_000,
       egress: {
         url: net.echoUrl,
         intervalMs: 1_000,
@@ -141,6 +143,22 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     for (const m of rows) {
       expect(await probe('socks', endpoint(m))).toBe(m.wan_ip);
       expect(await probe('http', endpoint(m))).toBe(m.wan_ip);
+    }
+    // DNS leak guard: each modem's proxies run under its own uid, whose traffic uses its table
+    const rules = await ipJson<{ priority?: number; uid_start?: number; table?: string }>(['rule', 'show'], {
+      netns: net.farm,
+    });
+    for (const m of rows) {
+      const uid = 61_000 + m.slot;
+      expect(rules.find((r) => r.priority === 1_000 + 2 * m.slot + 1)).toMatchObject({
+        uid_start: uid,
+        table: String(10_000 + m.slot),
+      });
+      const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
+      for (const pid of slot?.dataPlane?.pids ?? []) {
+        const status = await readFile(`/proc/${pid}/status`, 'utf8');
+        expect(status).toMatch(new RegExp(`^Uid:\\s+${uid}\\s`, 'm'));
+      }
     }
   }, 60_000);
 
