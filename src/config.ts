@@ -39,7 +39,8 @@ export interface Config {
 
 export interface DataPlaneConfig {
   netns: string | undefined;
-  backend: '3proxy' | 'microsocks+tinyproxy';
+  /** `auto`: 3proxy when MODEMFLEET_3PROXY or PATH has it, else microsocks+tinyproxy. */
+  backend: 'auto' | '3proxy' | 'microsocks+tinyproxy';
   listen: string;
   prefix: number;
   runDir: string;
@@ -245,7 +246,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
   const out: DataPlaneConfig = {
     netns: str(value['netns'], 'dataPlane.netns', problems),
-    backend: '3proxy',
+    backend: 'auto',
     listen: str(value['listen'], 'dataPlane.listen', problems) ?? '0.0.0.0',
     prefix: int(value['prefix'], 'dataPlane.prefix', problems, 8, 32) ?? 32,
     runDir: str(value['runDir'], 'dataPlane.runDir', problems) ?? resolve(stateDir, 'run'),
@@ -264,8 +265,9 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     problems.push('dataPlane.netns: a network namespace name');
   if (!IPV4.test(out.listen)) problems.push('dataPlane.listen: an IPv4 address');
   const backend = value['backend'];
-  if (backend === '3proxy' || backend === 'microsocks+tinyproxy') out.backend = backend;
-  else if (backend !== undefined) problems.push('dataPlane.backend: "3proxy" or "microsocks+tinyproxy"');
+  if (backend === 'auto' || backend === '3proxy' || backend === 'microsocks+tinyproxy') out.backend = backend;
+  else if (backend !== undefined)
+    problems.push('dataPlane.backend: "auto", "3proxy" or "microsocks+tinyproxy"');
   const dns = value['dns'];
   if (dns !== undefined) {
     if (

@@ -1,4 +1,8 @@
+import { constants } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Config } from './config.js';
+import { ModemfleetError, coerceError } from './util/errors.js';
 import { UdevadmSource, SysfsWatchSource, type HotplugSource } from './detect/hotplugSources.js';
 import { Supervisor, type SupervisorOptions } from './fleet/supervisor.js';
 import { probeInNamespace } from './net/nsProbe.js';
@@ -6,7 +10,6 @@ import type { Logger } from './log.js';
 import { Database } from './store/database.js';
 import { migrate } from './store/migrate.js';
 import { Store } from './store/store.js';
-import { coerceError } from './util/errors.js';
 import { shutdownSignal } from './util/signals.js';
 
 function hotplugSource(config: Config, log: Logger): HotplugSource | undefined {
@@ -20,14 +23,54 @@ function hotplugSource(config: Config, log: Logger): HotplugSource | undefined {
   }
 }
 
-function dataPlaneOptions(config: Config): NonNullable<SupervisorOptions['dataPlane']> {
+/** The program on PATH (or the given path) exists and is executable. */
+async function findProgram(name: string): Promise<string | undefined> {
+  const candidates = name.includes('/')
+    ? [name]
+    : (process.env['PATH'] ?? '').split(':').map((d) => join(d, name));
+  for (const c of candidates) {
+    try {
+      await access(c, constants.X_OK);
+      return c;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
+async function dataPlaneOptions(
+  config: Config,
+  log: Logger,
+): Promise<NonNullable<SupervisorOptions['dataPlane']>> {
   const d = config.dataPlane;
   if (!d) throw new Error('no data plane configured');
+  let backend: 'microsocks+tinyproxy' | '3proxy';
+  let threeProxyPath: string | undefined;
+  if (d.backend === 'microsocks+tinyproxy') backend = d.backend;
+  else {
+    threeProxyPath = await findProgram(config.threeProxyPath ?? '3proxy');
+    if (threeProxyPath) backend = '3proxy';
+    else if (d.backend === '3proxy')
+      throw new ModemfleetError(
+        'no_3proxy',
+        `3proxy not found (${config.threeProxyPath ?? 'PATH'}): set MODEMFLEET_3PROXY, or dataPlane.backend "microsocks+tinyproxy"`,
+      );
+    else {
+      backend = 'microsocks+tinyproxy';
+      if (!(await findProgram('microsocks')) || !(await findProgram('tinyproxy')))
+        throw new ModemfleetError(
+          'no_proxy',
+          "no proxy program found: install 3proxy (MODEMFLEET_3PROXY) or Debian's microsocks and tinyproxy",
+        );
+    }
+  }
+  log.info({ backend, threeProxyPath }, 'proxy backend');
   const netns = d.netns;
   return {
     netns,
-    backend: d.backend,
-    threeProxyPath: config.threeProxyPath,
+    backend,
+    threeProxyPath,
     listen: d.listen,
     prefix: d.prefix,
     runDir: d.runDir,
@@ -90,7 +133,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         powerCycleCommand: config.powerCycleCommand,
       },
       spool: { fsync: config.spoolFsync, maxBytes: config.spoolMaxBytes },
-      ...(config.dataPlane ? { dataPlane: dataPlaneOptions(config) } : {}),
+      ...(config.dataPlane ? { dataPlane: await dataPlaneOptions(config, log) } : {}),
       healthRetentionSeconds: config.policy.healthRetentionSeconds,
       log,
     });
