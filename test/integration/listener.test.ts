@@ -214,6 +214,7 @@ describe('listener across a PostgreSQL restart and a half-open connection', () =
       heartbeatTimeoutMs: 1500,
     });
     try {
+      const listensBefore = listener.stats.listens;
       proxy.freeze();
       const frozenAt = Date.now();
       const id = await store.insertCommand(IMEI, 'rotate', 'test'); // lost on the frozen connection
@@ -221,6 +222,9 @@ describe('listener across a PostgreSQL restart and a half-open connection', () =
       const noticedMs = Date.now() - frozenAt;
       expect(noticedMs).toBeLessThan(5000);
       expect(listener.stats.heartbeatsMissed).toBeGreaterThanOrEqual(1);
+      // a notification sent before the new connection listens is lost by design (the catch-up
+      // finds it): wait until it listens again
+      await waitFor(() => listener.stats.listens > listensBefore, 10_000, 'listening again');
       const id2 = await store.insertCommand(IMEI, 'reset', 'test');
       await waitFor(() => got.includes(id2), 10_000, 'a notification on the rebuilt connection');
       expect(got).not.toContain(id);
