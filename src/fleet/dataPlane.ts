@@ -1,7 +1,7 @@
 import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
-import { proxyMachine } from '../../machines/proxyMachine.js';
+import { proxyMachine, type ProxyConfig } from '../../machines/proxyMachine.js';
 import { routingMachine } from '../../machines/routingMachine.js';
 import type { Logger } from '../log.js';
 import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '../net/proxyConfig.js';
@@ -32,6 +32,8 @@ export interface DataPlaneOptions {
    * uid's own traffic (its DNS queries) into the modem's table. Unset: off (proxies run as we do).
    */
   proxyUidBase?: number | undefined;
+  /** Restart backoff and intensity of the proxies (DEFAULT_PROXY_CONFIG otherwise). */
+  proxy?: Partial<Omit<ProxyConfig, 'canReload'>> | undefined;
 }
 
 export interface DataPlaneHooks {
@@ -145,7 +147,7 @@ export class ModemDataPlane {
         },
         actions: { proxyFailed: (_, { detail }) => this.hooks.onProxyFailed(detail) },
       }),
-      { input: { egress: this.address, config: { canReload } } },
+      { input: { egress: this.address, config: { ...this.options.proxy, canReload } } },
     );
     this.proxy.start();
   }

@@ -1,4 +1,4 @@
-import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename, join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -187,15 +187,27 @@ export function accepts(host: string, port: number, timeoutMs = 500): Promise<bo
   });
 }
 
-/** A socket of process `pid`'s network namespace listens on TCP `port`. */
+/**
+ * Process `pid` itself listens on TCP `port` (read from /proc, so it works inside any network
+ * namespace): the listening socket in its namespace's table must be one of its own descriptors,
+ * not another program's that happens to hold the port.
+ */
 export async function listening(pid: number, port: number): Promise<boolean> {
   const table = await readFile(`/proc/${pid}/net/tcp`, 'utf8').catch(() => '');
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  // sl local_address rem_address st ...: state 0A is LISTEN
-  return table.split('\n').some((line) => {
-    const f = line.trim().split(/\s+/);
-    return f[1]?.endsWith(`:${hex}`) === true && f[3] === '0A';
-  });
+  // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode: state 0A is LISTEN
+  const inodes = table
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[1]?.endsWith(`:${hex}`) === true && f[3] === '0A')
+    .map((f) => f[9]);
+  if (inodes.length === 0) return false;
+  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+  for (const fd of fds) {
+    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    if (inodes.some((inode) => target === `socket:[${inode}]`)) return true;
+  }
+  return false;
 }
 
 /**

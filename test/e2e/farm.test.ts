@@ -33,7 +33,16 @@ const probe = (
 async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) {
+      if (process.env['MF_DEBUG'])
+        console.log(
+          JSON.stringify(
+            await db.sql`select imei, seq, to_state, event, detail from modem_transitions where seq > 8 order by at`,
+          ),
+          JSON.stringify(await db.sql`select kind, imei, message from alerts`),
+        );
+      throw new Error(`timed out waiting for ${what}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -105,6 +114,7 @@ beforeAll(async () => {
       dns: [],
       rulePriorityBase: 1_000,
       proxyUidBase: 61_000,
+      proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
       egress: {
         url: net.echoUrl,
         intervalMs: 1_000,
@@ -218,7 +228,9 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
   it('a proxy that exits at once every time trips restart intensity: only that modem goes to error', async () => {
     const rows = await modems();
     const m = rows[4]!;
+    expect(m.state).toBe('online');
     const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
+    expect(slot?.dataPlane?.pids).toHaveLength(2);
     // the proxy dies right after every start (as a broken binary or config would make it)
     let killing = true;
     const killer = (async () => {
@@ -235,7 +247,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     })();
     await until(
       async () => (await modems()).find((x) => x.imei === m.imei)?.state === 'error',
-      30_000,
+      45_000,
       'error after the crash loop',
     );
     killing = false;
