@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import { execa } from 'execa';
 import { fromPromise } from 'xstate';
 import type {
@@ -14,6 +13,7 @@ import { Ec25Driver, type AtTimeouts } from '../ec25/driver.js';
 import { parseCregUrc } from '../ec25/parsers.js';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 import { sleep } from '../util/time.js';
 
 export interface ModemLinkOptions {
@@ -267,13 +267,4 @@ export class ModemLink {
 function nullOnAtError(err: unknown): null {
   if (err instanceof AtCommandError) return null;
   throw coerceError(err);
-}
-
-async function pathExists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }

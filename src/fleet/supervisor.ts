@@ -1,4 +1,3 @@
-import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import { fleetMachine, type FleetDevice } from '../../machines/fleetMachine.js';
@@ -12,6 +11,7 @@ import type { ModemRecord } from '../store/reconcile.js';
 import type { Store } from '../store/store.js';
 import type { Allocation, Command, TransitionRecord } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 import { backoffDelay, sleep } from '../util/time.js';
 import { CommandProcessor, type CommandOutcome } from './commandProcessor.js';
 import { HealthWriter } from './healthWriter.js';
@@ -288,10 +288,7 @@ export class Supervisor {
       const at = device?.ports.at;
       const another = (): boolean => (this.slots.get(usbPath) ?? ended) !== ended;
       if (this.stopped || !at || device.fault || another()) return;
-      const back = await stat(at).then(
-        () => true,
-        () => false,
-      );
+      const back = await pathExists(at);
       if (back && !this.stopped && !another()) {
         this.fleet.send({
           type: 'devices.changed',

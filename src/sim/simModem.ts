@@ -1,8 +1,9 @@
-import { rm, stat } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError } from '../util/errors.js';
+import { pathExists } from '../util/fs.js';
 import { sleep } from '../util/time.js';
 import { Ec25Model, type SimFaults, type SimProfile } from './ec25Model.js';
 
@@ -87,7 +88,7 @@ export class SimModem {
       if (this.child === child) this.child = undefined;
     });
     const deadline = Date.now() + 5_000;
-    while (!(await exists(this.atPort))) {
+    while (!(await pathExists(this.atPort))) {
       if (child.exitCode !== null || Date.now() > deadline) {
         await this.stop();
         throw new ModemfleetError('sim_pty_failed', `socat did not create ${this.atPort}`);
@@ -176,15 +177,5 @@ export class SimModem {
     if (this.model.faults.hang) return;
     if (this.model.cregMode > 0) this.write(`\r\n+CREG: ${stat}\r\n`);
     if (this.model.ceregMode > 0) this.write(`\r\n+CEREG: ${stat}\r\n`);
-  }
-}
-
-/** The link exists and points at a live pty. */
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
