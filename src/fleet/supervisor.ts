@@ -19,8 +19,7 @@ import { JournalWriter, type SpooledTransition } from './journalWriter.js';
 import type { ModemLinkOptions } from './modemLink.js';
 import { ModemRuntime, type ModemTransition } from './modemRuntime.js';
 import { ModemSlot } from './modemSlot.js';
-import { ModemDataPlane, type DataPlaneOptions } from './dataPlane.js';
-import { getViaSocks5 } from '../net/proxyClient.js';
+import { DataPlanes, type FleetDataPlaneOptions } from './dataPlanes.js';
 import { sweepProxies } from '../net/proxyProcess.js';
 import { Spool, type FsyncPolicy } from './spool.js';
 
@@ -43,19 +42,8 @@ export interface SupervisorOptions {
   commandPollMs?: number;
   healthFlushMs?: number;
   healthRetentionSeconds?: number;
-  /** Routing and proxies per modem; unset: modems are supervised without a data plane. */
-  dataPlane?: DataPlaneOptions & {
-    /** The egress guard: each online modem's SOCKS port fetches this echo URL at this interval. */
-    egress?: {
-      url: string;
-      intervalMs: number;
-      /** How the port is reached (default: a SOCKS5 request from here; the lab probes in its namespace). */
-      probe?: (
-        port: { socksPort: number; user: string; password: string },
-        url: string,
-      ) => Promise<string | null>;
-    };
-  };
+  /** Routing and proxies per modem, and the egress guard; unset: no data plane. */
+  dataPlane?: FleetDataPlaneOptions;
   log?: Logger;
 }
 
@@ -91,6 +79,7 @@ export class Supervisor {
   /** The IMEI last identified at each USB path. */
   private readonly lastAt = new Map<string, string>();
   private readonly stopping = new Set<Promise<void>>();
+  private readonly dataPlanes: DataPlanes | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly log: Logger;
@@ -123,6 +112,17 @@ export class Supervisor {
       execute: (command) => this.execute(command),
       ...(options.commandPollMs ? { pollIntervalMs: options.commandPollMs } : {}),
     });
+    this.dataPlanes = options.dataPlane
+      ? new DataPlanes(options.dataPlane, {
+          log: this.log,
+          alert: (alert, imei) => this.alert(alert, imei),
+          current: (slot) => !this.stopped && this.slots.get(slot.usbPath) === slot,
+          track: (done) => {
+            const tracked = done.finally(() => this.stopping.delete(tracked));
+            this.stopping.add(tracked);
+          },
+        })
+      : undefined;
     this.detector = new Detector({
       scan: options.scan ?? DEFAULT_SCAN,
       ...(options.hotplug ? { source: options.hotplug } : {}),
@@ -307,7 +307,7 @@ export class Supervisor {
     this.slots.delete(usbPath);
     if (slot.imei && this.byImei.get(slot.imei) === slot) this.byImei.delete(slot.imei);
     slot.abandon('device_removed');
-    this.stopDataPlane(slot);
+    this.dataPlanes?.stop(slot);
     const done = slot.runtime
       .stop()
       .catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed'))
@@ -336,97 +336,9 @@ export class Supervisor {
 
   /** Online with an address, ports and a link: the data plane runs; otherwise it does not. */
   private syncDataPlane(slot: ModemSlot): void {
-    const options = this.options.dataPlane;
-    if (!options) return;
-    const snapshot = slot.runtime.snapshot();
-    const online = snapshot.status === 'active' && snapshot.matches('online');
-    const wanIp = snapshot.context.wanIp;
     const allocation =
       slot.imei && slot.identified && !slot.presumed ? this.allocated.get(slot.imei) : undefined;
-    if (online && wanIp && allocation && slot.iface && this.slots.get(slot.usbPath) === slot) {
-      if (slot.dataPlane) return slot.dataPlane.changeAddress(wanIp);
-      const imei = allocation.imei;
-      slot.dataPlane = new ModemDataPlane(
-        options,
-        imei,
-        slot.iface,
-        allocation,
-        wanIp,
-        {
-          onProxyFailed: (detail) => {
-            this.alert(
-              { kind: 'proxy_failed', severity: 'critical', message: `proxy of ${imei}: ${detail}` },
-              imei,
-            );
-            slot.runtime.send({ type: 'dataplane.failed', reason: 'proxy_failed', detail });
-          },
-          onRoutingProblem: (detail) => {
-            if (detail) this.log.warn({ imei, problem: detail }, 'routing not as applied; retrying');
-          },
-        },
-        this.log.child({ modem: imei }),
-      );
-      slot.dataPlane.start();
-      this.scheduleEgressCheck(slot);
-      return;
-    }
-    if (!online && slot.dataPlane) this.stopDataPlane(slot);
-  }
-
-  private stopDataPlane(slot: ModemSlot): void {
-    const dataPlane = slot.dataPlane;
-    slot.dataPlane = undefined;
-    clearTimeout(slot.egressTimer);
-    if (!dataPlane) return;
-    const done = dataPlane
-      .stop()
-      .catch((err: unknown) => this.log.warn({ err }, 'stopping a data plane failed'))
-      .finally(() => this.stopping.delete(done));
-    this.stopping.add(done);
-  }
-
-  /**
-   * The egress guard: through the modem's own SOCKS port, the echo server must see the modem's
-   * address. Another address: the port leaks, so it stops serving (the modem goes to `error`,
-   * `egress_mismatch`). No answer: routing is re-applied and an alert raised.
-   */
-  private scheduleEgressCheck(slot: ModemSlot): void {
-    const egress = this.options.dataPlane?.egress;
-    if (!egress) return;
-    slot.egressTimer = setTimeout(() => void this.checkEgress(slot), egress.intervalMs);
-    slot.egressTimer.unref();
-  }
-
-  private async checkEgress(slot: ModemSlot): Promise<void> {
-    const egress = this.options.dataPlane?.egress;
-    const dataPlane = slot.dataPlane;
-    const wanIp = slot.runtime.snapshot().context.wanIp;
-    if (!egress || !dataPlane || !wanIp || this.stopped) return;
-    const endpoint = dataPlane.endpoint;
-    const seen = await this.probeEgress(endpoint, egress);
-    if (slot.dataPlane !== dataPlane || slot.runtime.snapshot().context.wanIp !== wanIp)
-      return this.scheduleEgressCheck(slot);
-    const imei = dataPlane.imei;
-    if (seen === null) {
-      this.alert(
-        {
-          kind: 'egress_check_failed',
-          severity: 'warning',
-          message: `no answer through the ports of ${imei}; routing re-applied`,
-        },
-        imei,
-      );
-      dataPlane.reapplyRouting();
-    } else if (seen !== wanIp) {
-      const detail = `port ${endpoint.socksPort} egressed from ${seen.slice(0, 64)}, not ${wanIp}`;
-      this.alert(
-        { kind: 'egress_mismatch', severity: 'critical', message: `modem ${imei}: ${detail}` },
-        imei,
-      );
-      slot.runtime.send({ type: 'dataplane.failed', reason: 'egress_mismatch', detail });
-      return;
-    }
-    this.scheduleEgressCheck(slot);
+    this.dataPlanes?.sync(slot, allocation);
   }
 
   private record(record: TransitionRecord): void {
@@ -565,42 +477,7 @@ export class Supervisor {
       await this.options.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
     const outcome = await slot.command(command.id, command.kind, this.options.commandTimeoutMs ?? 600_000);
     if (command.kind !== 'rotate' || !outcome.ok) return outcome;
-    return this.verifyRotation(slot, outcome);
-  }
-
-  /**
-   * A rotation is done only when a request through the modem's own port shows the new address
-   * (with the egress guard configured): the routing and proxy follow the address first.
-   */
-  private async verifyRotation(slot: ModemSlot, outcome: CommandOutcome): Promise<CommandOutcome> {
-    const egress = this.options.dataPlane?.egress;
-    const wanIp = outcome.result['wanIp'];
-    if (!egress || typeof wanIp !== 'string') return outcome;
-    const deadline = Date.now() + 15_000;
-    let seen: string | null = null;
-    while (Date.now() < deadline && !this.stopped) {
-      const dataPlane = slot.dataPlane;
-      if (dataPlane) {
-        seen = await this.probeEgress(dataPlane.endpoint, egress);
-        if (seen === wanIp) return { ok: true, result: { ...outcome.result, verifiedThroughPort: true } };
-      }
-      await sleep(250);
-    }
-    return { ok: false, result: { ...outcome.result, error: 'egress_not_verified', seen } };
-  }
-
-  private probeEgress(
-    endpoint: ModemDataPlane['endpoint'],
-    egress: NonNullable<NonNullable<SupervisorOptions['dataPlane']>['egress']>,
-  ): Promise<string | null> {
-    if (egress.probe) return egress.probe(endpoint, egress.url);
-    return getViaSocks5(
-      { host: '127.0.0.1', port: endpoint.socksPort, user: endpoint.user, password: endpoint.password },
-      egress.url,
-    ).then(
-      (a) => (a.status === 200 ? a.body.trim() : null),
-      () => null,
-    );
+    return this.dataPlanes ? this.dataPlanes.verifyRotation(slot, outcome) : outcome;
   }
 
   private async stopAllModems(): Promise<void> {
