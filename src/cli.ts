@@ -6,6 +6,7 @@ import { formatStatusTable } from './cli/status.js';
 import { withStore } from './cli/withStore.js';
 import { loadConfig, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
+import { runDemo } from './demo.js';
 import { runSim } from './sim/simCommand.js';
 import { migrate } from './store/migrate.js';
 import { createRootLogger, type Logger } from './log.js';
@@ -73,7 +74,25 @@ const COMMANDS: Record<string, CommandSpec> = {
       proxy: { type: 'string' },
       'state-dir': { type: 'string' },
     },
-    run: () => notBuiltYet('the demo (modemfleet demo)'),
+    run: async ({ values, log }) => {
+      const proxy = stringOption(values['proxy']) ?? 'auto';
+      if (!['auto', '3proxy', 'microsocks', 'tinyproxy'].includes(proxy))
+        throw new UsageError('--proxy must be auto, 3proxy, microsocks or tinyproxy');
+      const stateDir = stringOption(values['state-dir']);
+      const demoConfig = loadConfig({
+        env: { ...process.env, ...(stateDir ? { MODEMFLEET_STATE_DIR: stateDir } : {}) },
+        mode: 'demo',
+      });
+      return runDemo(
+        demoConfig,
+        {
+          modems: intOption(values['modems'], '--modems', 8, 1, 200),
+          proxy: proxy as 'auto' | '3proxy' | 'microsocks' | 'tinyproxy',
+          print: (line) => process.stdout.write(`${line}\n`),
+        },
+        log,
+      );
+    },
   },
   sim: {
     summary: 'run only the EC25 simulator; prints one JSON line per modem',

@@ -32,6 +32,11 @@ export interface DataPlaneOptions {
    * uid's own traffic (its DNS queries) into the modem's table. Unset: off (proxies run as we do).
    */
   proxyUidBase?: number | undefined;
+  /**
+   * Policy routing per modem (default on). Off only where every modem address is local and needs
+   * no route, as in the demo's loopback addresses.
+   */
+  routing?: boolean | undefined;
   /** Restart backoff and intensity of the proxies (DEFAULT_PROXY_CONFIG otherwise). */
   proxy?: Partial<Omit<ProxyConfig, 'canReload'>> | undefined;
 }
@@ -110,6 +115,7 @@ export class ModemDataPlane {
   }
 
   start(): void {
+    if (this.options.routing === false) return this.startProxy();
     const ipOptions = { netns: this.options.netns };
     this.routing = createActor(
       routingMachine.provide({

@@ -46,13 +46,14 @@ export class DataPlanes {
     const snapshot = slot.runtime.snapshot();
     const online = snapshot.status === 'active' && snapshot.matches('online');
     const wanIp = snapshot.context.wanIp;
-    if (online && wanIp && allocation && slot.iface && this.deps.current(slot)) {
+    const link = slot.iface ?? (this.options.routing === false ? 'lo' : undefined);
+    if (online && wanIp && allocation && link && this.deps.current(slot)) {
       if (slot.dataPlane) return slot.dataPlane.changeAddress(wanIp);
       const imei = allocation.imei;
       slot.dataPlane = new ModemDataPlane(
         this.options,
         imei,
-        slot.iface,
+        link,
         allocation,
         wanIp,
         {

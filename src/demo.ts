@@ -1,0 +1,181 @@
+import { constants } from 'node:fs';
+import { access, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import type { Config } from './config.js';
+import { Supervisor } from './fleet/supervisor.js';
+import type { Logger } from './log.js';
+import { defaultProfiles } from './sim/profiles.js';
+import { SimLab } from './sim/simLab.js';
+import { Database } from './store/database.js';
+import { migrate } from './store/migrate.js';
+import { Store } from './store/store.js';
+import { ModemfleetError, coerceError } from './util/errors.js';
+import { shutdownSignal } from './util/signals.js';
+import { sleep } from './util/time.js';
+
+export interface DemoOptions {
+  modems: number;
+  proxy: 'auto' | '3proxy' | 'microsocks' | 'tinyproxy';
+  /** Printed lines go here (stdout); logs go to the logger. */
+  print: (line: string) => void;
+}
+
+async function onPath(name: string): Promise<boolean> {
+  for (const dir of (process.env['PATH'] ?? '').split(':')) {
+    try {
+      await access(join(dir, name), constants.X_OK);
+      return true;
+    } catch {
+      // next
+    }
+  }
+  return false;
+}
+
+async function backend(
+  config: Config,
+  proxy: DemoOptions['proxy'],
+): Promise<{ backend: '3proxy' | 'microsocks+tinyproxy'; path?: string }> {
+  const threeProxy = config.threeProxyPath ?? ((await onPath('3proxy')) ? '3proxy' : undefined);
+  if ((proxy === 'auto' || proxy === '3proxy') && threeProxy) return { backend: '3proxy', path: threeProxy };
+  if (proxy !== '3proxy' && (await onPath('microsocks')) && (await onPath('tinyproxy')))
+    return { backend: 'microsocks+tinyproxy' };
+  throw new ModemfleetError(
+    'no_proxy',
+    proxy === '3proxy'
+      ? '3proxy not found: set MODEMFLEET_3PROXY to its path'
+      : 'no proxy program found: run `bash scripts/setup.sh` (installs microsocks and tinyproxy) or set MODEMFLEET_3PROXY',
+  );
+}
+
+/**
+ * `modemfleet demo`: a farm on this machine without hardware, root or namespaces. PostgreSQL
+ * (embedded unless DATABASE_URL), N simulated EC25s on PTYs in a fake sysfs (one without a SIM, one
+ * that sometimes rotates to the same address), the supervisor with real proxy processes, and an echo
+ * server: the modems' addresses are loopback addresses (127.0.1x.y), so each port visibly egresses
+ * from its own address. Runs until SIGINT/SIGTERM, then stops everything it started.
+ */
+export async function runDemo(config: Config, options: DemoOptions, log: Logger): Promise<number> {
+  const signal = shutdownSignal(log);
+  const stops: (() => Promise<void>)[] = [];
+  const stopAll = async (): Promise<boolean> => {
+    let ok = true;
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch (err) {
+        ok = false;
+        log.error({ err: coerceError(err) }, 'demo shutdown step failed');
+      }
+    }
+    return ok;
+  };
+  try {
+    const proxy = await backend(config, options.proxy);
+    const demoDir = join(config.stateDir, 'demo');
+    await rm(demoDir, { recursive: true, force: true });
+
+    const db = new Database({
+      url: config.databaseUrl,
+      stateDir: config.stateDir,
+      embeddedPort: config.embeddedPort,
+      connectAttempts: config.policy.databaseConnectAttempts,
+      max: 8,
+      application: 'modemfleet-demo',
+      log,
+    });
+    await db.start();
+    stops.push(() => db.stop());
+    await migrate(db.sql, { log });
+    const store = new Store({
+      sql: db.sql,
+      url: db.url,
+      hostId: config.hostId,
+      ranges: config.allocation,
+      log,
+    });
+
+    const echo: Server = createServer((req, res) => res.end(`${req.socket.remoteAddress ?? ''}\n`));
+    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+    stops.push(() => new Promise<void>((resolve) => echo.close(() => resolve())));
+    const address = echo.address();
+    const echoUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/`;
+
+    const profiles = defaultProfiles(options.modems, 7).map((p, i) => ({
+      ...p,
+      subnet: `127.0.${10 + i}`,
+      timings: { bootMs: 200, latencyMs: 5, attachMs: 800, resetMs: 1_000 },
+      faults: {
+        ...p.faults,
+        ...(i === 2 ? { noSim: true } : {}),
+        ...(i === 4 ? { sameAddress: 0.5 } : {}),
+      },
+    }));
+    const lab = new SimLab({ dir: join(demoDir, 'lab'), profiles });
+    await lab.start();
+    stops.push(() => lab.stop());
+
+    const supervisor = new Supervisor({
+      store,
+      stateDir: config.stateDir,
+      scan: lab.scan,
+      hotplug: lab.hotplug(),
+      modem: { signalPollMs: 10_000, detachMs: 1_000, registrationPollMs: 500 },
+      spool: { fsync: 'never' },
+      dataPlane: {
+        routing: false,
+        backend: proxy.backend,
+        threeProxyPath: proxy.path,
+        listen: '127.0.0.1',
+        prefix: 32,
+        runDir: join(demoDir, 'run'),
+        dns: [],
+        rulePriorityBase: 1_000,
+        egress: { url: echoUrl, intervalMs: 30_000 },
+      },
+      log,
+    });
+    await supervisor.start();
+    stops.push(() => supervisor.stop());
+
+    // wait for the farm to settle (the modem without a SIM ends in error on purpose)
+    const deadline = Date.now() + 30_000;
+    let modems = await store.modems();
+    while (Date.now() < deadline && modems.filter((m) => m.state === 'online').length < options.modems - 1) {
+      await Promise.race([sleep(500), signal.received]);
+      modems = await store.modems();
+    }
+    const online = modems.filter((m) => m.state === 'online' && m.httpPort && m.socksPort);
+    options.print(
+      `modemfleet demo: ${modems.length} simulated EC25 modems, ${online.length} online (proxy: ${proxy.backend})`,
+    );
+    for (const m of modems)
+      options.print(
+        `  ${m.imei}  ${m.state.padEnd(9)} ${m.wanIp ?? '-'}  http ${m.httpPort ?? '-'}  socks ${m.socksPort ?? '-'}${m.reason ? `  (${m.reason})` : ''}`,
+      );
+    const first = online[0];
+    if (first) {
+      const row = (await store.allocations()).find((a) => a.imei === first.imei);
+      if (row) {
+        options.print('try (each port answers with its own modem address):');
+        options.print(
+          `  curl -x socks5://${row.proxyUser}:${row.proxyPassword}@127.0.0.1:${row.socksPort} ${echoUrl}`,
+        );
+        options.print(
+          `  curl -x http://${row.proxyUser}:${row.proxyPassword}@127.0.0.1:${row.httpPort} ${echoUrl}`,
+        );
+      }
+    }
+    options.print('commands: npx modemfleet status | rotate IMEI | reset IMEI | disable IMEI | enable IMEI');
+    options.print('the web inspector is not built yet in this version; Ctrl-C stops everything');
+    options.print('ready');
+    await signal.received;
+    return (await stopAll()) ? 0 : 1;
+  } catch (err) {
+    await stopAll();
+    throw err;
+  } finally {
+    signal.dispose();
+  }
+}

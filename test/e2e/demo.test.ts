@@ -1,0 +1,61 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
+import { freePort } from '../../src/store/embeddedCluster.js';
+
+/**
+ * `modemfleet demo` as a user runs it: its own embedded PostgreSQL, simulated modems, real proxies
+ * and an echo server; the printed curl commands work; one Ctrl-C stops everything it started.
+ */
+
+let dir: string | undefined;
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('modemfleet demo', () => {
+  it('serves every online modem from its own address; Ctrl-C leaves nothing behind', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mf-demo-'));
+    await chmod(dir, 0o711); // the embedded PostgreSQL runs as its own user below it
+    const env = { ...process.env, MODEMFLEET_PG_PORT: String(await freePort()) } as Record<string, string>;
+    delete env['DATABASE_URL'];
+    const child = execa('node', ['bin/modemfleet.js', 'demo', '--modems', '4', '--state-dir', dir], {
+      reject: false,
+      env,
+      extendEnv: false,
+    });
+    const lines: string[] = [];
+    for await (const line of createInterface({ input: child.stdout })) {
+      lines.push(line);
+      if (line === 'ready') break;
+    }
+    if (lines.length === 0)
+      throw new Error(`the demo printed nothing: ${String((await child).stderr).slice(-2000)}`);
+    expect(lines[0]).toMatch(/^modemfleet demo: 4 simulated EC25 modems, 3 online/);
+    const modems = lines
+      .map((l) => /^\s+(\d{15})\s+online\s+(127\.0\.\d+\.\d+)\s+http (\d+)\s+socks (\d+)/.exec(l))
+      .filter((m): m is RegExpExecArray => m !== null);
+    expect(modems).toHaveLength(3);
+    expect(lines.some((l) => /error\s+-.*\(sim_missing\)/.test(l))).toBe(true);
+    const curl = lines.find((l) => l.includes('curl -x socks5://'));
+    const m = /socks5:\/\/([a-z0-9]+):([A-Za-z0-9_-]+)@127\.0\.0\.1:(\d+) (http:\/\/\S+)/.exec(curl ?? '');
+    expect(m).not.toBeNull();
+    const [, user = '', password = '', socksPort = '', echoUrl = ''] = m ?? [];
+    const first = modems.find((x) => x[4] === socksPort);
+    const proxy = { host: '127.0.0.1', user, password };
+    expect((await getViaSocks5({ ...proxy, port: Number(socksPort) }, echoUrl)).body.trim()).toBe(first?.[2]);
+    expect((await getViaHttpProxy({ ...proxy, port: Number(first?.[3]) }, echoUrl)).body.trim()).toBe(
+      first?.[2],
+    );
+
+    child.kill('SIGINT');
+    const result = await child;
+    expect({ code: result.exitCode, signal: result.signal }).toEqual({ code: 0, signal: undefined });
+    const left = await execa('pgrep', ['-f', dir], { reject: false });
+    expect(left.stdout).toBe('');
+  }, 120_000);
+});
