@@ -4,7 +4,7 @@ import { basename, join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError } from '../util/errors.js';
-import { sleep } from '../util/time.js';
+import { settlesWithin, sleep } from '../util/time.js';
 
 /** The proxy programs modemfleet runs (3proxy in production; microsocks and tinyproxy from Debian). */
 export const PROXY_PROGRAMS = ['3proxy', 'microsocks', 'tinyproxy'] as const;
@@ -151,10 +151,7 @@ export class ProxyProcess {
     this.child = undefined;
     if (child?.pid !== undefined && child.exitCode === null) {
       signalGroup(child.pid, 'SIGTERM');
-      const stopped = await Promise.race([
-        this.exit?.then(() => true),
-        sleep(this.options.stopTimeoutMs ?? 3_000).then(() => false),
-      ]);
+      const stopped = this.exit ? await settlesWithin(this.exit, this.options.stopTimeoutMs ?? 3_000) : true;
       if (!stopped) {
         this.log.warn({ pid: child.pid }, 'proxy ignored SIGTERM; killing its process group');
         signalGroup(child.pid, 'SIGKILL');

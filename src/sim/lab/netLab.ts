@@ -3,7 +3,7 @@ import { execa, type ResultPromise } from 'execa';
 import { ipBatch, ip } from '../../net/ip.js';
 import { probeInNamespace } from '../../net/nsProbe.js';
 import { ModemfleetError } from '../../util/errors.js';
-import { sleep } from '../../util/time.js';
+import { settlesWithin } from '../../util/time.js';
 
 /**
  * The data-plane lab (root only): a farm namespace where the supervisor's routing and proxies
@@ -108,7 +108,7 @@ export class NetLab {
       { reject: false, detached: true, cleanup: false, stdin: 'ignore', stderr: 'ignore', buffer: false },
     );
     const ready = new Promise<void>((resolve) => this.echo?.stdout?.once('data', () => resolve()));
-    const ok = await Promise.race([ready.then(() => true), sleep(10_000).then(() => false)]);
+    const ok = await settlesWithin(ready, 10_000);
     if (!ok)
       throw new ModemfleetError('lab_failed', 'the echo server did not start in the carrier namespace');
   }
