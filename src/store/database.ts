@@ -68,6 +68,10 @@ export function connectionOptions(
     onnotice: () => {},
     connect_timeout: 5,
     idle_timeout: 0,
+    // no type-fetch query on each new connection: if the server goes away during it, postgres.js
+    // rejects it where nobody can catch it (an unhandled rejection ends the process); our queries
+    // return no array types, which are all it is for
+    fetch_types: false,
     connection: { application_name: options.application ?? 'modemfleet' },
     // int8 as number: our ids and sequence numbers stay far below 2^53
     types: {

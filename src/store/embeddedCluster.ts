@@ -424,7 +424,7 @@ export class EmbeddedCluster {
   }
 
   private async canConnect(): Promise<boolean> {
-    const sql = postgres(this.urlFor('postgres'), { max: 1, connect_timeout: 2, onnotice: () => {} });
+    const sql = postgres(this.urlFor('postgres'), { max: 1, connect_timeout: 2, fetch_types: false, onnotice: () => {} });
     try {
       await sql`select 1`;
       return true;
@@ -436,7 +436,7 @@ export class EmbeddedCluster {
   }
 
   private async ensureDatabase(): Promise<void> {
-    const sql = postgres(this.urlFor('postgres'), { max: 1, onnotice: () => {} });
+    const sql = postgres(this.urlFor('postgres'), { max: 1, fetch_types: false, onnotice: () => {} });
     try {
       const rows = await sql`select 1 from pg_database where datname = ${this.database}`;
       if (rows.length === 0) await sql.unsafe(`create database "${this.database.replace(/"/g, '""')}"`);
