@@ -424,7 +424,12 @@ export class EmbeddedCluster {
   }
 
   private async canConnect(): Promise<boolean> {
-    const sql = postgres(this.urlFor('postgres'), { max: 1, connect_timeout: 2, fetch_types: false, onnotice: () => {} });
+    const sql = postgres(this.urlFor('postgres'), {
+      max: 1,
+      connect_timeout: 2,
+      fetch_types: false,
+      onnotice: () => {},
+    });
     try {
       await sql`select 1`;
       return true;
