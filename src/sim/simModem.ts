@@ -125,7 +125,10 @@ export class SimModem {
   /** AT+CFUN=1,1 or a USB reset: gone for `resetMs`, then back at the same path with RDY. */
   async reenumerate(): Promise<void> {
     await this.stop();
+    const generation = this.generation;
     await sleep(this.options.profile.timings.resetMs);
+    // unplugged (or restarted) meanwhile: a reset does not bring back a modem that was pulled out
+    if (this.generation !== generation || this.child) return;
     await this.start();
   }
 

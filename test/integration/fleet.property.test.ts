@@ -187,6 +187,12 @@ async function until(check: () => Promise<boolean>, ms: number, what: string, w?
 async function dump(w: World, what: string): Promise<void> {
   const rows = {
     what,
+    slots: [...w.supervisor.modems.values()].map((slot) => ({
+      usbPath: slot.usbPath,
+      imei: slot.imei,
+      state: JSON.stringify(slot.runtime.snapshot().value),
+      status: slot.runtime.snapshot().status,
+    })),
     journal: w.supervisor.journal.stats,
     commandStats: w.supervisor.commands.stats,
     modems: await w.db.sql`select imei, state, seq, usb_path from modems`,
@@ -206,6 +212,7 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
     () => Promise.resolve([...w.supervisor.modems.keys()].sort().join() === [...plugged].sort().join()),
     15_000,
     `actors for exactly ${[...plugged].join(',') || 'nothing'}`,
+    w,
   );
   // every command finished (once: finish only moves running → done/failed)
   await until(
