@@ -40,6 +40,8 @@ export class CommandProcessor {
   private listener: Listener | undefined;
   private poll: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Ids of the commands being carried out by this process. */
+  private readonly running = new Set<number>();
   private readonly unsent = new Map<number, CommandOutcome>();
   private retryTimer: NodeJS.Timeout | undefined;
   private retryAttempt = 0;
@@ -85,13 +87,30 @@ export class CommandProcessor {
     for (;;) {
       if (this.stopped) return;
       const claimed = await this.options.store.claimCommands();
-      if (claimed.length === 0) return;
+      if (claimed.length === 0) break;
       this.stats.claimed += claimed.length;
-      for (const command of claimed) {
-        const run = this.run(command).finally(() => this.inFlight.delete(run));
-        this.inFlight.add(run);
-      }
+      for (const command of claimed) this.launch(command);
     }
+    // A claim whose reply was lost (the connection dropped after the commit) left commands running
+    // in our name that we never saw: adopt them, or they would stay `running` forever.
+    for (const command of await this.options.store.runningCommands()) {
+      if (this.running.has(command.id) || this.unsent.has(command.id) || this.stopped) continue;
+      this.log.warn(
+        { command: { id: command.id, imei: command.imei, kind: command.kind } },
+        'adopting a command whose claim reply was lost',
+      );
+      this.stats.claimed++;
+      this.launch(command);
+    }
+  }
+
+  private launch(command: Command): void {
+    this.running.add(command.id);
+    const run = this.run(command).finally(() => {
+      this.inFlight.delete(run);
+      this.running.delete(command.id);
+    });
+    this.inFlight.add(run);
   }
 
   private async run(command: Command): Promise<void> {

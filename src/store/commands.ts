@@ -80,6 +80,14 @@ export async function claimCommands(sql: Sql, hostId: string, limit = 100): Prom
   return rows.map(toCommand).sort((a, b) => a.id - b.id);
 }
 
+/** Commands this host has claimed and not finished (to adopt the ones a lost reply left behind). */
+export async function runningCommands(sql: Sql, hostId: string): Promise<Command[]> {
+  const rows = await sql<CommandRow[]>`
+    select id, imei, kind, requested_by, requested_at, status from modem_commands
+    where status = 'running' and claimed_by = ${hostId} order by id`;
+  return rows.map(toCommand);
+}
+
 /** Record a command's result. Returns false when it was not running (already finished: a no-op). */
 export async function finishCommand(
   sql: Sql,

@@ -7,6 +7,7 @@ import {
   finishCommand,
   getCommand,
   insertCommand,
+  runningCommands,
 } from './commands.js';
 import {
   heartbeatHost,
@@ -96,6 +97,9 @@ export class Store {
   }
   claimCommands(limit?: number): ReturnType<typeof claimCommands> {
     return claimCommands(this.sql, this.hostId, limit);
+  }
+  runningCommands(): ReturnType<typeof runningCommands> {
+    return runningCommands(this.sql, this.hostId);
   }
   finishCommand(id: number, ok: boolean, result?: Record<string, unknown>): Promise<boolean> {
     return finishCommand(this.sql, id, ok, result);
