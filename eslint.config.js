@@ -4,15 +4,7 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: [
-      'eslint.config.js',
-      'dist/**',
-      'node_modules/**',
-      'var/**',
-      'bench/results/**',
-      'bin/**',
-      'src/inspector/public/**',
-    ],
+    ignores: ['eslint.config.js', 'dist/**', 'node_modules/**', 'var/**', 'bench/results/**', 'bin/**'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
@@ -70,6 +62,32 @@ export default tseslint.config(
           ],
         },
       ],
+    },
+  },
+  {
+    // the inspector's page: plain browser JavaScript, served as is
+    files: ['src/inspector/page/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      parserOptions: { projectService: false, project: null },
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'location',
+          'history',
+          'localStorage',
+          'fetch',
+          'WebSocket',
+          'URLSearchParams',
+          'requestAnimationFrame',
+          'setTimeout',
+          'clearTimeout',
+          'setInterval',
+          'console',
+        ].map((name) => [name, 'readonly']),
+      ),
     },
   },
   {

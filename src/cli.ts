@@ -4,7 +4,7 @@ import { pino } from 'pino';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatStatusTable } from './cli/status.js';
 import { withStore } from './cli/withStore.js';
-import { loadConfig, type ConfigMode } from './config.js';
+import { loadConfig, parseListen, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
 import { runDemo } from './demo.js';
 import { runSim } from './sim/simCommand.js';
@@ -83,10 +83,14 @@ const COMMANDS: Record<string, CommandSpec> = {
         env: { ...process.env, ...(stateDir ? { MODEMFLEET_STATE_DIR: stateDir } : {}) },
         mode: 'demo',
       });
+      const problems: string[] = [];
+      const http = parseListen(stringOption(values['http']) ?? '127.0.0.1:8080', '--http', problems);
+      if (!http) throw new UsageError(problems[0] ?? '--http must be HOST:PORT');
       return runDemo(
         demoConfig,
         {
           modems: intOption(values['modems'], '--modems', 8, 1, 200),
+          http,
           proxy: proxy as 'auto' | '3proxy' | 'microsocks' | 'tinyproxy',
           print: (line) => process.stdout.write(`${line}\n`),
         },

@@ -35,6 +35,10 @@ export interface Config {
   spoolMaxBytes: number;
   /** Routing and proxies per modem; unset: modems are supervised without a data plane. */
   dataPlane: DataPlaneConfig | undefined;
+  /** Where the inspector (API, WebSocket, web page) listens; undefined: not served. */
+  http: { host: string; port: number } | undefined;
+  /** The address clients reach this host's proxy ports at (the API's proxy.host). */
+  proxyHost: string | undefined;
 }
 
 export interface DataPlaneConfig {
@@ -86,6 +90,8 @@ const FILE_KEYS = [
   'spoolFsync',
   'spoolMaxBytes',
   'dataPlane',
+  'http',
+  'proxyHost',
 ] as const;
 
 function defaultHostId(): string {
@@ -296,6 +302,23 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
   return out;
 }
 
+/** `HOST:PORT` (IPv4, a name, or [IPv6]); null or "off" turns the inspector off. */
+export function parseListen(
+  value: unknown,
+  path: string,
+  problems: string[],
+): { host: string; port: number } | undefined | null {
+  if (value === undefined) return undefined;
+  if (value === null || value === 'off') return null;
+  const match = typeof value === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]{1,253})):(\d{1,5})$/.exec(value) : null;
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    problems.push(`${path}: must be HOST:PORT (e.g. 127.0.0.1:8080), or "off"`);
+    return undefined;
+  }
+  return { host: match[1] ?? match[2] ?? '', port };
+}
+
 function argv(value: unknown, path: string, problems: string[]): string[] | undefined {
   if (value === undefined) return undefined;
   if (
@@ -334,8 +357,14 @@ export function loadConfig(
   if (!HOST_ID_PATTERN.test(hostId))
     problems.push(`hostId: '${hostId.slice(0, 64)}' must be 1-63 letters, digits, '.', '_' or '-'`);
   const apiToken = str(env['MODEMFLEET_API_TOKEN'], 'MODEMFLEET_API_TOKEN', problems);
-  if (apiToken !== undefined && apiToken.length < 16)
-    problems.push('MODEMFLEET_API_TOKEN: must be at least 16 characters');
+  if (apiToken !== undefined && !/^[\x21-\x7e]{16,256}$/.test(apiToken))
+    problems.push('MODEMFLEET_API_TOKEN: must be 16-256 printable characters without spaces');
+  const httpEnv = parseListen(env['MODEMFLEET_HTTP'], 'MODEMFLEET_HTTP', problems);
+  const httpFile = parseListen(file['http'], 'http', problems);
+  const http = httpEnv !== undefined ? httpEnv : httpFile !== undefined ? httpFile : { host: '127.0.0.1', port: 8080 };
+  const proxyHost = str(file['proxyHost'], 'proxyHost', problems);
+  if (proxyHost !== undefined && !/^[A-Za-z0-9.:_-]{1,253}$/.test(proxyHost))
+    problems.push('proxyHost: a host name or address');
   const threeProxyPath =
     str(env['MODEMFLEET_3PROXY'], 'MODEMFLEET_3PROXY', problems) ??
     str(file['threeProxyPath'], 'threeProxyPath', problems);
@@ -358,7 +387,11 @@ export function loadConfig(
     spoolMaxBytes:
       int(file['spoolMaxBytes'], 'spoolMaxBytes', problems, 65_536, 2 ** 40) ?? 256 * 1024 * 1024,
     dataPlane: dataPlane(file['dataPlane'], resolve(stateDir), problems),
+    http: http ?? undefined,
+    proxyHost,
   };
+  if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')
+    config.proxyHost = config.dataPlane.listen;
   const hotplug = file['hotplug'];
   if (hotplug === 'udev' || hotplug === 'watch' || hotplug === 'none') config.hotplug = hotplug;
   else if (hotplug !== undefined) problems.push(`hotplug: must be "udev", "watch" or "none"`);

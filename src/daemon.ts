@@ -11,6 +11,8 @@ import { Database } from './store/database.js';
 import { migrate } from './store/migrate.js';
 import { Store } from './store/store.js';
 import { shutdownSignal } from './util/signals.js';
+import { Inspector } from './inspector/inspector.js';
+import { loadApiToken, type ApiToken } from './inspector/token.js';
 
 function hotplugSource(config: Config, log: Logger): HotplugSource | undefined {
   switch (config.hotplug) {
@@ -94,10 +96,52 @@ async function dataPlaneOptions(
   };
 }
 
-/** A started supervisor on an open database; `stop()` shuts both down in reverse order. */
+/** A started supervisor (and inspector) on an open database; `stop()` shuts down in reverse order. */
 export interface RunningDaemon {
   supervisor: Supervisor;
+  inspector: Inspector | undefined;
   stop(): Promise<void>;
+}
+
+/**
+ * The inspector of a daemon: its token from MODEMFLEET_API_TOKEN or the state dir (generated and
+ * printed once on first start).
+ */
+export async function startInspector(
+  config: Config,
+  store: Store,
+  supervisor: Supervisor | undefined,
+  log: Logger,
+  print: (line: string) => void = (line) => process.stderr.write(`${line}\n`),
+): Promise<{ inspector: Inspector; token: ApiToken } | undefined> {
+  if (!config.http) return undefined;
+  const token = await loadApiToken(config.stateDir, config.apiToken);
+  if (token.source === 'generated')
+    print(`modemfleet: generated an API token (kept in ${token.file}, mode 0600): ${token.token}`);
+  const inspector = new Inspector({
+    store,
+    host: config.http.host,
+    port: config.http.port,
+    token: token.token,
+    ...(supervisor ? { supervisor } : {}),
+    listenHeartbeatIntervalMs: config.policy.listenHeartbeatIntervalMs,
+    listenHeartbeatTimeoutMs: config.policy.listenHeartbeatTimeoutMs,
+    log,
+  });
+  try {
+    await inspector.start();
+  } catch (err) {
+    await inspector.stop().catch(() => undefined);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL')
+      throw new ModemfleetError(
+        'http_unavailable',
+        `the inspector cannot listen on ${config.http.host}:${config.http.port} (${code}); set "http" in the config or MODEMFLEET_HTTP`,
+        { cause: err },
+      );
+    throw err;
+  }
+  return { inspector, token };
 }
 
 export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
@@ -112,6 +156,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
   });
   await db.start();
   let supervisor: Supervisor | undefined;
+  let inspector: Inspector | undefined;
   try {
     await migrate(db.sql, { log });
     const store = new Store({
@@ -135,19 +180,24 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       spool: { fsync: config.spoolFsync, maxBytes: config.spoolMaxBytes },
       ...(config.dataPlane ? { dataPlane: await dataPlaneOptions(config, log) } : {}),
       healthRetentionSeconds: config.policy.healthRetentionSeconds,
+      ...(config.proxyHost ? { proxyHost: config.proxyHost } : {}),
       log,
     });
     await supervisor.start();
+    inspector = (await startInspector(config, store, supervisor, log))?.inspector;
   } catch (err) {
     await supervisor?.stop().catch(() => undefined);
     await db.stop();
     throw err;
   }
   const running = supervisor;
+  const http = inspector;
   return {
     supervisor: running,
+    inspector: http,
     async stop() {
       const failures: unknown[] = [];
+      await http?.stop().catch((err: unknown) => failures.push(err));
       await running.stop().catch((err: unknown) => failures.push(err));
       await db.stop().catch((err: unknown) => failures.push(err));
       if (failures.length) throw new AggregateError(failures, 'shutdown failed');
@@ -160,7 +210,14 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const signal = shutdownSignal(log);
   try {
     const daemon = await startDaemon(config, log);
-    log.info({ hostId: config.hostId, stateDir: config.stateDir }, 'modemfleet is running');
+    log.info(
+      {
+        hostId: config.hostId,
+        stateDir: config.stateDir,
+        ...(daemon.inspector ? { inspector: daemon.inspector.url } : {}),
+      },
+      'modemfleet is running',
+    );
     await signal.received;
     try {
       await daemon.stop();

@@ -3,6 +3,7 @@ import { access, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { Config } from './config.js';
+import { startInspector } from './daemon.js';
 import { Supervisor } from './fleet/supervisor.js';
 import type { Logger } from './log.js';
 import { defaultProfiles } from './sim/profiles.js';
@@ -16,6 +17,8 @@ import { sleep } from './util/time.js';
 
 export interface DemoOptions {
   modems: number;
+  /** Where the inspector listens (default 127.0.0.1:8080; port 0 picks a free one). */
+  http: { host: string; port: number };
   proxy: 'auto' | '3proxy' | 'microsocks' | 'tinyproxy';
   /** Printed lines go here (stdout); logs go to the logger. */
   print: (line: string) => void;
@@ -119,6 +122,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     const supervisor = new Supervisor({
       store,
       stateDir: config.stateDir,
+      proxyHost: '127.0.0.1',
       scan: lab.scan,
       hotplug: lab.hotplug(),
       modem: { signalPollMs: 10_000, detachMs: 1_000, registrationPollMs: 500 },
@@ -138,6 +142,11 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     });
     await supervisor.start();
     stops.push(() => supervisor.stop());
+
+    const started = await startInspector({ ...config, http: options.http }, store, supervisor, log, () => undefined);
+    if (!started) throw new Error('the demo needs the inspector');
+    const { inspector, token } = started;
+    stops.push(() => inspector.stop());
 
     // wait for the farm to settle (the modem without a SIM ends in error on purpose)
     const deadline = Date.now() + 30_000;
@@ -167,8 +176,11 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
         );
       }
     }
+    options.print(`inspector: ${inspector.url}/#token=${token.token}`);
+    options.print(`API token: ${token.token}`);
+    options.print(`  curl -H 'Authorization: Bearer ${token.token}' ${inspector.url}/api/modems`);
     options.print('commands: npx modemfleet status | rotate IMEI | reset IMEI | disable IMEI | enable IMEI');
-    options.print('the web inspector is not built yet in this version; Ctrl-C stops everything');
+    options.print('Ctrl-C stops everything');
     options.print('ready');
     await signal.received;
     return (await stopAll()) ? 0 : 1;

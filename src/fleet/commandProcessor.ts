@@ -3,6 +3,7 @@ import type { Listener } from '../store/listener.js';
 import type { Store } from '../store/store.js';
 import type { Command } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
+import { Histogram } from '../util/histogram.js';
 import { backoffDelay } from '../util/time.js';
 
 export interface CommandOutcome {
@@ -27,6 +28,8 @@ export interface CommandStats {
   failed: number;
   /** Claim-to-finish latency of the last command, ms. */
   lastLatencyMs: number;
+  /** Insert-to-finish latency of every command carried out here, seconds. */
+  latency: Histogram;
 }
 
 /**
@@ -36,7 +39,13 @@ export interface CommandStats {
  * that cannot be written (database away) is retried until it is: each command is finished once.
  */
 export class CommandProcessor {
-  readonly stats: CommandStats = { claimed: 0, finished: 0, failed: 0, lastLatencyMs: 0 };
+  readonly stats: CommandStats = {
+    claimed: 0,
+    finished: 0,
+    failed: 0,
+    lastLatencyMs: 0,
+    latency: new Histogram(),
+  };
   private listener: Listener | undefined;
   private poll: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
@@ -122,6 +131,7 @@ export class CommandProcessor {
       outcome = { ok: false, result: { error: 'internal', message: coerceError(err).message } };
     }
     this.stats.lastLatencyMs = Date.now() - started;
+    this.stats.latency.observe((Date.now() - command.requestedAt.getTime()) / 1000);
     if (outcome.ok) this.stats.finished++;
     else this.stats.failed++;
     this.log.info(

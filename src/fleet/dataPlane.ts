@@ -44,6 +44,8 @@ export interface DataPlaneOptions {
 export interface DataPlaneHooks {
   /** The proxy gave up (restart intensity): the modem goes to `error`. */
   onProxyFailed: (detail: string) => void;
+  /** A proxy process exited or did not start: it is restarted (within restart intensity). */
+  onProxyRestart: () => void;
   /** Routing is not as it should be (being retried). */
   onRoutingProblem: (detail: string | null) => void;
 }
@@ -144,7 +146,12 @@ export class ModemDataPlane {
     this.proxy = createActor(
       proxyMachine.provide({
         actors: {
-          startProxy: fromPromise(({ input }) => this.startProcesses(input.egress)),
+          startProxy: fromPromise(({ input }) =>
+            this.startProcesses(input.egress).catch((err: unknown) => {
+              this.hooks.onProxyRestart();
+              throw err;
+            }),
+          ),
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
             for (const p of this.processes) p.reload();
@@ -217,8 +224,9 @@ export class ModemDataPlane {
     for (const p of processes) await p.start();
     for (const p of processes)
       void p.exited().then((exit) => {
-        if (this.processes.includes(p))
-          this.proxy?.send({
+        if (!this.processes.includes(p)) return;
+        this.hooks.onProxyRestart();
+        this.proxy?.send({
             type: 'proxy.exited',
             detail: `exit ${exit.code ?? exit.signal ?? '?'} ${exit.stderr.trim().slice(-200)}`,
           });

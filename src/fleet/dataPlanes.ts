@@ -36,6 +36,9 @@ export interface DataPlanesDeps {
  * serving (the modem goes to `error`, `egress_mismatch`); no answer re-applies the routing.
  */
 export class DataPlanes {
+  /** Proxy processes that exited or failed to start (each one is restarted, within limits). */
+  readonly stats = { proxyRestarts: 0 };
+
   constructor(
     private readonly options: FleetDataPlaneOptions,
     private readonly deps: DataPlanesDeps,
@@ -63,6 +66,9 @@ export class DataPlanes {
               imei,
             );
             slot.runtime.send({ type: 'dataplane.failed', reason: 'proxy_failed', detail });
+          },
+          onProxyRestart: () => {
+            this.stats.proxyRestarts++;
           },
           onRoutingProblem: (detail) => {
             if (detail) this.deps.log.warn({ imei, problem: detail }, 'routing not as applied; retrying');

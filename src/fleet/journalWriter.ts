@@ -92,6 +92,16 @@ export class JournalWriter {
     }
   }
 
+  /** Records waiting to be sent, and the age of the oldest (ms): the journal's lag. */
+  get lag(): { queued: number; oldestMs: number; spoolBytes: number } {
+    const oldest = this.queue[0];
+    return {
+      queued: this.queue.length,
+      oldestMs: oldest ? Math.max(0, Date.now() - oldest.at.getTime()) : 0,
+      spoolBytes: this.options.spool.size,
+    };
+  }
+
   append(record: TransitionRecord): void {
     record = this.valid(record) ?? record;
     this.queue.push(record);

@@ -8,16 +8,17 @@ import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
 import type { DetectionEvent } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { ModemRecord } from '../store/reconcile.js';
+import type { ListenerStats } from '../store/listener.js';
 import type { Store } from '../store/store.js';
 import type { Allocation, Command, TransitionRecord } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { backoffDelay, sleep } from '../util/time.js';
-import { CommandProcessor, type CommandOutcome } from './commandProcessor.js';
+import { CommandProcessor, type CommandOutcome, type CommandStats } from './commandProcessor.js';
 import { HealthWriter } from './healthWriter.js';
-import { JournalWriter, type SpooledTransition } from './journalWriter.js';
+import { JournalWriter, type JournalStats, type SpooledTransition } from './journalWriter.js';
 import type { ModemLinkOptions } from './modemLink.js';
-import { ModemRuntime, type ModemTransition } from './modemRuntime.js';
+import { ModemRuntime, stateName, type ModemTransition } from './modemRuntime.js';
 import { ModemSlot } from './modemSlot.js';
 import { DataPlanes, type FleetDataPlaneOptions } from './dataPlanes.js';
 import { sweepProxies } from '../net/proxyProcess.js';
@@ -44,7 +45,21 @@ export interface SupervisorOptions {
   healthRetentionSeconds?: number;
   /** Routing and proxies per modem, and the egress guard; unset: no data plane. */
   dataPlane?: FleetDataPlaneOptions;
+  /** Where clients reach this host's proxy ports (stored with the host, shown by the API). */
+  proxyHost?: string;
   log?: Logger;
+}
+
+export interface SupervisorStatus {
+  /** start() finished and stop() not called. */
+  started: boolean;
+  startedAt: Date | undefined;
+  journal: JournalStats & JournalWriter['lag'];
+  commands: CommandStats;
+  commandListener: ListenerStats | undefined;
+  proxyRestarts: number;
+  /** Modem actors of this process by top-level state. */
+  localModems: Record<string, number>;
 }
 
 export interface SupervisorEvents {
@@ -81,6 +96,7 @@ export class Supervisor {
   private readonly stopping = new Set<Promise<void>>();
   private readonly dataPlanes: DataPlanes | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private startedAt: Date | undefined;
   private stopped = false;
   private readonly log: Logger;
 
@@ -147,6 +163,25 @@ export class Supervisor {
     );
   }
 
+  /** Counters and lags for health checks and metrics (the inspector reads them). */
+  status(): SupervisorStatus {
+    const modems = new Map<string, number>();
+    for (const slot of this.slots.values()) {
+      const snapshot = slot.runtime.snapshot();
+      const top = snapshot.status === 'active' ? (stateName(snapshot.value).split('.')[0] ?? '?') : 'stopped';
+      modems.set(top, (modems.get(top) ?? 0) + 1);
+    }
+    return {
+      started: this.startedAt !== undefined && !this.stopped,
+      startedAt: this.startedAt,
+      journal: { ...this.journal.stats, ...this.journal.lag },
+      commands: this.commands.stats,
+      commandListener: this.commands.listenerStats,
+      proxyRestarts: this.dataPlanes?.stats.proxyRestarts ?? 0,
+      localModems: Object.fromEntries(modems),
+    };
+  }
+
   /** Slots by USB path (read-only view for tests and the inspector). */
   get modems(): ReadonlyMap<string, ModemSlot> {
     return this.slots;
@@ -154,7 +189,7 @@ export class Supervisor {
 
   async start(): Promise<void> {
     const store = this.options.store;
-    await store.registerHost();
+    await store.registerHost(this.options.proxyHost ? { proxyHost: this.options.proxyHost } : {});
     this.heartbeat = setInterval(() => {
       store.heartbeat().catch((err: unknown) => this.log.warn({ err }, 'host heartbeat failed'));
     }, this.options.heartbeatMs ?? 10_000);
@@ -179,6 +214,7 @@ export class Supervisor {
     await this.detector.start();
     this.markAbsent();
     await this.commands.start();
+    this.startedAt = new Date();
     this.log.info({ modems: this.slots.size }, 'supervisor started');
   }
 

@@ -3,17 +3,30 @@ import { ModemfleetError } from '../util/errors.js';
 import { json } from './sqlJson.js';
 import { HOST_ID_PATTERN, IMEI_PATTERN, type AlertInput, type HealthSample } from './types.js';
 
-/** Register this host (or mark it started again). */
-export async function registerHost(sql: Sql, id: string, name = id): Promise<void> {
+export const PROXY_HOST_PATTERN = /^[A-Za-z0-9.:_-]{1,253}$/;
+
+/**
+ * Register this host (or mark it started again). `proxyHost` is the address clients reach this
+ * host's proxy ports at (shown by the API); unset keeps what was stored.
+ */
+export async function registerHost(
+  sql: Sql,
+  id: string,
+  options: { name?: string; proxyHost?: string } = {},
+): Promise<void> {
   if (!HOST_ID_PATTERN.test(id)) {
     throw new ModemfleetError(
       'invalid_host',
       `host id '${id.slice(0, 64)}' must be 1-63 letters, digits, '.', '_' or '-'`,
     );
   }
+  const proxyHost = options.proxyHost ?? null;
+  if (proxyHost !== null && !PROXY_HOST_PATTERN.test(proxyHost))
+    throw new ModemfleetError('invalid_host', `proxy host '${proxyHost.slice(0, 64)}' is not a host name or address`);
   await sql`
-    insert into hosts (id, name) values (${id}, ${name})
-    on conflict (id) do update set name = excluded.name, started_at = now(), heartbeat_at = now(), stopped_at = null`;
+    insert into hosts (id, name, proxy_host) values (${id}, ${options.name ?? id}, ${proxyHost})
+    on conflict (id) do update set name = excluded.name, started_at = now(), heartbeat_at = now(),
+      stopped_at = null, proxy_host = coalesce(excluded.proxy_host, hosts.proxy_host)`;
 }
 
 export async function heartbeatHost(sql: Sql, id: string): Promise<void> {

@@ -1,5 +1,14 @@
 import type { Sql } from 'postgres';
 
+/** Where and how a modem's proxy ports are reached (credentials included: for authenticated readers). */
+export interface ProxyEndpoint {
+  host: string | null;
+  httpPort: number;
+  socksPort: number;
+  username: string;
+  password: string;
+}
+
 /** A modem as operators see it: its current row joined with its allocation on its host. */
 export interface ModemView {
   imei: string;
@@ -11,50 +20,107 @@ export interface ModemView {
   wanIp: string | null;
   httpPort: number | null;
   socksPort: number | null;
+  proxy: ProxyEndpoint | null;
   operator: string | null;
   technology: string | null;
   rssi: number | null;
+  rsrp: number | null;
+  sinr: number | null;
+  model: string | null;
+  iccid: string | null;
+  usbPath: string | null;
   desiredState: string;
   seq: number;
+  lastSeenAt: Date;
 }
 
-export async function listModems(sql: Sql, options: { imei?: string } = {}): Promise<ModemView[]> {
-  const rows = await sql<
-    {
-      imei: string;
-      host_id: string | null;
-      state: string;
-      substate: string | null;
-      reason: string | null;
-      state_since: Date;
-      wan_ip: string | null;
-      http_port: number | null;
-      socks_port: number | null;
-      operator: string | null;
-      technology: string | null;
-      rssi: number | null;
-      desired_state: string;
-      seq: number;
-    }[]
-  >`select m.imei, m.host_id, m.state, m.substate, m.reason, m.state_since, host(m.wan_ip) as wan_ip,
-           a.http_port, a.socks_port, m.operator, m.technology, m.rssi, m.desired_state, m.seq
-    from modems m left join allocations a on a.imei = m.imei and a.host_id = m.host_id
-    where ${options.imei === undefined ? sql`true` : sql`m.imei = ${options.imei}`}
+interface ModemViewRow {
+  imei: string;
+  host_id: string | null;
+  state: string;
+  substate: string | null;
+  reason: string | null;
+  state_since: Date;
+  wan_ip: string | null;
+  http_port: number | null;
+  socks_port: number | null;
+  proxy_user: string | null;
+  proxy_password: string | null;
+  proxy_host: string | null;
+  operator: string | null;
+  technology: string | null;
+  rssi: number | null;
+  rsrp: number | null;
+  sinr: number | null;
+  model: string | null;
+  iccid: string | null;
+  usb_path: string | null;
+  desired_state: string;
+  seq: number;
+  last_seen_at: Date;
+}
+
+const toView = (r: ModemViewRow): ModemView => ({
+  imei: r.imei,
+  host: r.host_id,
+  state: r.state,
+  substate: r.substate,
+  reason: r.reason,
+  since: r.state_since,
+  wanIp: r.wan_ip,
+  httpPort: r.http_port,
+  socksPort: r.socks_port,
+  proxy:
+    r.http_port !== null && r.socks_port !== null && r.proxy_user !== null && r.proxy_password !== null
+      ? {
+          host: r.proxy_host,
+          httpPort: r.http_port,
+          socksPort: r.socks_port,
+          username: r.proxy_user,
+          password: r.proxy_password,
+        }
+      : null,
+  operator: r.operator,
+  technology: r.technology,
+  rssi: r.rssi,
+  rsrp: r.rsrp,
+  sinr: r.sinr,
+  model: r.model,
+  iccid: r.iccid,
+  usbPath: r.usb_path,
+  desiredState: r.desired_state,
+  seq: r.seq,
+  lastSeenAt: r.last_seen_at,
+});
+
+/** Every modem (or the ones named), ordered by host and slot. */
+export async function listModems(
+  sql: Sql,
+  options: { imei?: string; imeis?: readonly string[] } = {},
+): Promise<ModemView[]> {
+  if (options.imeis !== undefined && options.imeis.length === 0) return [];
+  const where =
+    options.imei !== undefined
+      ? sql`m.imei = ${options.imei}`
+      : options.imeis !== undefined
+        ? sql`m.imei in ${sql([...options.imeis])}`
+        : sql`true`;
+  const rows = await sql<ModemViewRow[]>`
+    select m.imei, m.host_id, m.state, m.substate, m.reason, m.state_since, host(m.wan_ip) as wan_ip,
+           a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
+           m.operator, m.technology, m.rssi, m.rsrp, m.sinr, m.model, m.iccid, m.usb_path,
+           m.desired_state, m.seq, m.last_seen_at
+    from modems m
+    left join allocations a on a.imei = m.imei and a.host_id = m.host_id
+    left join hosts h on h.id = m.host_id
+    where ${where}
     order by m.host_id nulls last, a.slot nulls last, m.imei`;
-  return rows.map((r) => ({
-    imei: r.imei,
-    host: r.host_id,
-    state: r.state,
-    substate: r.substate,
-    reason: r.reason,
-    since: r.state_since,
-    wanIp: r.wan_ip,
-    httpPort: r.http_port,
-    socksPort: r.socks_port,
-    operator: r.operator,
-    technology: r.technology,
-    rssi: r.rssi,
-    desiredState: r.desired_state,
-    seq: r.seq,
-  }));
+  return rows.map(toView);
+}
+
+/** Number of modems per host and state (metrics). */
+export async function countModems(sql: Sql): Promise<{ host: string | null; state: string; count: number }[]> {
+  const rows = await sql<{ host_id: string | null; state: string; n: number }[]>`
+    select host_id, state, count(*)::int as n from modems group by host_id, state order by host_id, state`;
+  return rows.map((r) => ({ host: r.host_id, state: r.state, count: r.n }));
 }

@@ -22,7 +22,14 @@ import {
 } from './hosts.js';
 import { appendTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
-import { listModems } from './modems.js';
+import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
+import { countModems, listModems } from './modems.js';
+import {
+  createRotationLink,
+  resolveRotationLink,
+  revokeRotationLink,
+  rotationLinkInfo,
+} from './rotationLinks.js';
 import { hostModems, modemRecord, setDesired, type ModemRecord } from './reconcile.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 
@@ -47,8 +54,8 @@ export class Store {
     this.hostId = options.hostId;
   }
 
-  registerHost(name?: string): Promise<void> {
-    return registerHost(this.sql, this.hostId, name);
+  registerHost(options?: { name?: string; proxyHost?: string }): Promise<void> {
+    return registerHost(this.sql, this.hostId, options);
   }
   heartbeat(): Promise<void> {
     return heartbeatHost(this.sql, this.hostId);
@@ -60,8 +67,37 @@ export class Store {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
   }
 
-  modems(options?: { imei?: string }): ReturnType<typeof listModems> {
+  modems(options?: { imei?: string; imeis?: readonly string[] }): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
+  }
+  countModems(): ReturnType<typeof countModems> {
+    return countModems(this.sql);
+  }
+  health(imei: string, options?: { since?: Date; limit?: number }): ReturnType<typeof readHealth> {
+    return readHealth(this.sql, imei, options);
+  }
+  alerts(options?: Parameters<typeof listAlerts>[1]): ReturnType<typeof listAlerts> {
+    return listAlerts(this.sql, options);
+  }
+  recentCommands(imei: string, limit?: number): ReturnType<typeof recentCommands> {
+    return recentCommands(this.sql, imei, limit);
+  }
+  lastError(imei: string): ReturnType<typeof lastError> {
+    return lastError(this.sql, imei);
+  }
+
+  /** A new rotation link secret for the modem (its previous link stops working). */
+  createRotationLink(imei: string, createdBy: string): Promise<string> {
+    return createRotationLink(this.sql, imei, createdBy);
+  }
+  revokeRotationLink(imei: string): Promise<boolean> {
+    return revokeRotationLink(this.sql, imei);
+  }
+  resolveRotationLink(secret: string): Promise<string | null> {
+    return resolveRotationLink(this.sql, secret);
+  }
+  rotationLinkInfo(imei: string): ReturnType<typeof rotationLinkInfo> {
+    return rotationLinkInfo(this.sql, imei);
   }
 
   /** Every modem of this host, for reconciliation. */

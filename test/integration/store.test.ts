@@ -11,7 +11,7 @@ const imei = (n: number): string => String(350000000000000 + n);
 beforeAll(async () => {
   db = await createTestDatabase();
   store = new Store({ sql: db.sql, url: db.url, hostId: 'farm-a' });
-  await store.registerHost('Farm A');
+  await store.registerHost({ name: 'Farm A' });
   await new Store({ sql: db.sql, url: db.url, hostId: 'farm-b' }).registerHost();
 });
 afterAll(async () => {

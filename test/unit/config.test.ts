@@ -58,7 +58,7 @@ describe('loadConfig', () => {
       'colour: unknown setting',
       'embeddedPort: must be an integer from 1024 to 65535',
       "hostId: 'bad host!' must be 1-63 letters, digits, '.', '_' or '-'",
-      'MODEMFLEET_API_TOKEN: must be at least 16 characters',
+      'MODEMFLEET_API_TOKEN: must be 16-256 printable characters without spaces',
       'allocation.socks: unknown range',
       "allocation.routingTable: must avoid 0 and the kernel's tables 253-255 (default 10000-19999)",
       'policy.listenHeartbeatTimeoutMs: must be an integer from 1 to 2147483647',

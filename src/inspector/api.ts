@@ -1,0 +1,286 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Store } from '../store/store.js';
+import { COMMAND_KINDS } from '../store/types.js';
+import { ModemfleetError } from '../util/errors.js';
+import { sleep } from '../util/time.js';
+import type { RateLimiter } from './rateLimit.js';
+
+export interface ApiDeps {
+  store: Store;
+  limiter: RateLimiter;
+  /** Longest `?wait=` a rotation link may ask for, seconds. */
+  rotateWaitMaxSeconds: number;
+}
+
+const imeiParams = {
+  type: 'object',
+  properties: { imei: { type: 'string', pattern: '^[0-9]{15}$' } },
+  required: ['imei'],
+} as const;
+
+const MAX_INT = 2 ** 53 - 1;
+
+type ImeiRequest = FastifyRequest<{ Params: { imei: string } }>;
+
+/** 404 unless the modem exists (so an unknown IMEI never looks like an empty history). */
+async function requireModem(store: Store, imei: string) {
+  const [modem] = await store.modems({ imei });
+  if (!modem) throw new ModemfleetError('unknown_modem', `no modem with imei ${imei}`);
+  return modem;
+}
+
+function rateLimited(deps: ApiDeps, imei: string, reply: FastifyReply): boolean {
+  const waitMs = deps.limiter.take(imei);
+  if (waitMs === 0) return false;
+  void reply
+    .code(429)
+    .header('retry-after', String(Math.ceil(waitMs / 1000)))
+    .send({
+      error: 'rate_limited',
+      message: `too many commands for ${imei}; retry in ${Math.ceil(waitMs / 1000)} s`,
+    });
+  return true;
+}
+
+/** The JSON API under /api (bearer token) and the rotation links (their own secret). */
+export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
+  const { store } = deps;
+
+  app.get(
+    '/api/modems',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: {
+            state: { type: 'string', maxLength: 32 },
+            host: { type: 'string', maxLength: 64 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Querystring: { state?: string; host?: string } }>) => {
+      const { state, host } = req.query;
+      return (await store.modems()).filter(
+        (m) => (state === undefined || m.state === state) && (host === undefined || m.host === host),
+      );
+    },
+  );
+
+  app.get('/api/modems/:imei', { schema: { params: imeiParams } }, async (req: ImeiRequest) => {
+    const modem = await requireModem(store, req.params.imei);
+    const [lastError, commands, rotationLink] = await Promise.all([
+      store.lastError(modem.imei),
+      store.recentCommands(modem.imei, 10),
+      store.rotationLinkInfo(modem.imei),
+    ]);
+    return { ...modem, lastError, commands, rotationLink };
+  });
+
+  app.get(
+    '/api/modems/:imei/transitions',
+    {
+      schema: {
+        params: imeiParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            before: { type: 'integer', minimum: 1, maximum: MAX_INT },
+            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (
+      req: FastifyRequest<{ Params: { imei: string }; Querystring: { before?: number; limit?: number } }>,
+    ) => {
+      await requireModem(store, req.params.imei);
+      return store.transitions(req.params.imei, {
+        ...(req.query.before !== undefined ? { before: req.query.before } : {}),
+        ...(req.query.limit !== undefined ? { limit: req.query.limit } : {}),
+      });
+    },
+  );
+
+  app.get(
+    '/api/modems/:imei/health',
+    {
+      schema: {
+        params: imeiParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            since: { type: 'string', format: 'date-time' },
+            limit: { type: 'integer', minimum: 1, maximum: 5000 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (
+      req: FastifyRequest<{ Params: { imei: string }; Querystring: { since?: string; limit?: number } }>,
+    ) => {
+      await requireModem(store, req.params.imei);
+      return store.health(req.params.imei, {
+        ...(req.query.since !== undefined ? { since: new Date(req.query.since) } : {}),
+        ...(req.query.limit !== undefined ? { limit: req.query.limit } : {}),
+      });
+    },
+  );
+
+  app.post(
+    '/api/modems/:imei/commands',
+    {
+      schema: {
+        params: imeiParams,
+        body: {
+          type: 'object',
+          properties: { kind: { type: 'string', maxLength: 32 } },
+          required: ['kind'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Params: { imei: string }; Body: { kind: string } }>, reply) => {
+      const { imei } = req.params;
+      const { kind } = req.body;
+      if (!(COMMAND_KINDS as readonly string[]).includes(kind))
+        throw new ModemfleetError(
+          'invalid_command',
+          `unknown command kind '${kind}'; expected one of ${COMMAND_KINDS.join(', ')}`,
+        );
+      await requireModem(store, imei);
+      if (rateLimited(deps, imei, reply)) return reply;
+      const id = await store.insertCommand(imei, kind, `api:${req.ip}`);
+      return reply.code(202).send({ id, imei, kind, status: 'pending' });
+    },
+  );
+
+  app.get(
+    '/api/modems/:imei/commands',
+    {
+      schema: {
+        params: imeiParams,
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 200 } },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Params: { imei: string }; Querystring: { limit?: number } }>) => {
+      await requireModem(store, req.params.imei);
+      return store.recentCommands(req.params.imei, req.query.limit ?? 20);
+    },
+  );
+
+  app.get(
+    '/api/commands/:id',
+    {
+      schema: {
+        params: {
+          type: 'object',
+          properties: { id: { type: 'integer', minimum: 1, maximum: MAX_INT } },
+          required: ['id'],
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Params: { id: number } }>) => {
+      const command = await store.command(req.params.id);
+      if (!command) throw new ModemfleetError('unknown_command', `no command with id ${req.params.id}`);
+      return command;
+    },
+  );
+
+  app.get(
+    '/api/alerts',
+    {
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: {
+            open: { type: 'boolean' },
+            imei: { type: 'string', pattern: '^[0-9]{15}$' },
+            before: { type: 'integer', minimum: 1, maximum: MAX_INT },
+            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (
+      req: FastifyRequest<{
+        Querystring: { open?: boolean; imei?: string; before?: number; limit?: number };
+      }>,
+    ) => {
+      const q = req.query;
+      return store.alerts({
+        open: q.open ?? true,
+        ...(q.imei !== undefined ? { imei: q.imei } : {}),
+        ...(q.before !== undefined ? { before: q.before } : {}),
+        ...(q.limit !== undefined ? { limit: q.limit } : {}),
+      });
+    },
+  );
+
+  // rotation links: created and revoked with the token, used without it
+  app.post(
+    '/api/modems/:imei/rotation-link',
+    { schema: { params: imeiParams } },
+    async (req: ImeiRequest, reply) => {
+      const secret = await store.createRotationLink(req.params.imei, `api:${req.ip}`);
+      const path = `/rotate/${secret}`;
+      return reply
+        .code(201)
+        .send({ imei: req.params.imei, path, url: `${req.protocol}://${req.host}${path}` });
+    },
+  );
+
+  app.delete(
+    '/api/modems/:imei/rotation-link',
+    { schema: { params: imeiParams } },
+    async (req: ImeiRequest, reply) => {
+      await requireModem(store, req.params.imei);
+      if (!(await store.revokeRotationLink(req.params.imei)))
+        throw new ModemfleetError('unknown_link', `modem ${req.params.imei} has no active rotation link`);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/rotate/:secret',
+    {
+      schema: {
+        params: {
+          type: 'object',
+          properties: { secret: { type: 'string', maxLength: 128 } },
+          required: ['secret'],
+        },
+        querystring: {
+          type: 'object',
+          properties: { wait: { type: 'integer', minimum: 0, maximum: 600 } },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req: FastifyRequest<{ Params: { secret: string }; Querystring: { wait?: number } }>, reply) => {
+      const imei = await store.resolveRotationLink(req.params.secret);
+      if (!imei) throw new ModemfleetError('unknown_link', 'this rotation link is unknown or revoked');
+      if (rateLimited(deps, imei, reply)) return reply;
+      const id = await store.insertCommand(imei, 'rotate', 'rotation-link');
+      const waitMs = Math.min(req.query.wait ?? 0, deps.rotateWaitMaxSeconds) * 1000;
+      if (waitMs === 0) return reply.code(202).send({ id, imei, status: 'pending' });
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        const command = await store.command(id);
+        if (command && (command.status === 'done' || command.status === 'failed'))
+          return reply.code(200).send({ id, imei, status: command.status, result: command.result });
+        if (Date.now() >= deadline || req.raw.destroyed)
+          return reply.code(202).send({ id, imei, status: command?.status ?? 'pending' });
+        await sleep(200);
+      }
+    },
+  );
+}

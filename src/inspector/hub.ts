@@ -1,0 +1,425 @@
+import type { WebSocket } from 'ws';
+import { silentLogger, type Logger } from '../log.js';
+import type { Listener, Notification } from '../store/listener.js';
+import type { Store } from '../store/store.js';
+import type { Channel } from '../store/types.js';
+import { coerceError } from '../util/errors.js';
+import { backoffDelay } from '../util/time.js';
+import { messageOf, parseClientMessage, touchedImei, type ServerMessage } from './protocol.js';
+
+export interface HubLimits {
+  /** Above this many bytes waiting for a client, its updates stop (coalesced into one resync). */
+  clientBufferBytes: number;
+  /** A client behind for longer than this is disconnected. */
+  clientStallMs: number;
+  /** Updates kept for a client while its snapshot is read; more → a second snapshot instead. */
+  pendingMessages: number;
+  /** Ping interval; a client that has not answered the previous ping is disconnected. */
+  pingIntervalMs: number;
+  /** Changed modems' rows are re-read and sent at most this often. */
+  rowRefreshMs: number;
+  /** Malformed client messages tolerated before the client is disconnected. */
+  badMessages: number;
+}
+
+export const DEFAULT_HUB_LIMITS: HubLimits = {
+  clientBufferBytes: 1024 * 1024,
+  clientStallMs: 30_000,
+  pendingMessages: 5_000,
+  pingIntervalMs: 15_000,
+  rowRefreshMs: 100,
+  badMessages: 20,
+};
+
+export interface HubStats {
+  clients: number;
+  connections: number;
+  notifications: number;
+  malformedNotifications: number;
+  messagesSent: number;
+  messagesDropped: number;
+  snapshots: number;
+  snapshotErrors: number;
+  slowClients: number;
+  resyncs: number;
+  disconnectedStalled: number;
+  disconnectedUnresponsive: number;
+  maxBufferedBytes: number;
+}
+
+const CHANNELS: readonly Channel[] = [
+  'modem_status_change',
+  'modem_health',
+  'modem_config_change',
+  'modem_alerts',
+  'modem_commands',
+  'system_events',
+];
+
+/** The buffer is checked this often for clients that fell behind. */
+const DRAIN_CHECK_MS = 100;
+
+type ClientState = 'snapshot' | 'live' | 'behind';
+
+interface Client {
+  ws: WebSocket;
+  state: ClientState;
+  /** Updates that came while its snapshot was being read (sent after it, in order). */
+  pending: string[];
+  overflowed: boolean;
+  behindSince: number;
+  alive: boolean;
+  badMessages: number;
+  lastResyncAt: number;
+}
+
+/**
+ * The live stream: one LISTEN connection for every channel (so one inspector sees every host of a
+ * farm), fan-out to WebSocket clients. A client gets a snapshot on connect and on `resync`, then
+ * every update. A client that does not read is never buffered without bound: past
+ * `clientBufferBytes` its updates are dropped, and once it has caught up it gets one `resync` and
+ * a fresh snapshot (the coalesced update); behind for `clientStallMs` it is disconnected.
+ */
+export class Hub {
+  readonly stats: HubStats = {
+    clients: 0,
+    connections: 0,
+    notifications: 0,
+    malformedNotifications: 0,
+    messagesSent: 0,
+    messagesDropped: 0,
+    snapshots: 0,
+    snapshotErrors: 0,
+    slowClients: 0,
+    resyncs: 0,
+    disconnectedStalled: 0,
+    disconnectedUnresponsive: 0,
+    maxBufferedBytes: 0,
+  };
+  private readonly clients = new Set<Client>();
+  private readonly limits: HubLimits;
+  private readonly log: Logger;
+  private listener: Listener | undefined;
+  private listenedOnce = false;
+  private readonly dirty = new Set<string>();
+  private rowTimer: NodeJS.Timeout | undefined;
+  private pingTimer: NodeJS.Timeout | undefined;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private readonly waiting = new Set<Client>();
+  private snapshotRun: Promise<void> | undefined;
+  private snapshotAttempt = 0;
+  private stopped = true;
+
+  constructor(
+    private readonly options: {
+      store: Store;
+      limits?: Partial<HubLimits>;
+      log?: Logger;
+      listenHeartbeatIntervalMs?: number;
+      listenHeartbeatTimeoutMs?: number;
+    },
+  ) {
+    this.limits = { ...DEFAULT_HUB_LIMITS, ...options.limits };
+    this.log = (options.log ?? silentLogger).child({ component: 'hub' });
+  }
+
+  get listenerStats(): Listener['stats'] | undefined {
+    return this.listener?.stats;
+  }
+
+  get size(): number {
+    return this.clients.size;
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.listener = await this.options.store.listen(CHANNELS, (n) => this.onNotification(n), {
+      onCatchUp: () => {
+        // NOTIFY is lost while not listening: after a re-LISTEN every client starts over
+        if (this.listenedOnce) this.resyncAll('listen_reconnected');
+        this.listenedOnce = true;
+        return Promise.resolve();
+      },
+      ...(this.options.listenHeartbeatIntervalMs
+        ? { heartbeatIntervalMs: this.options.listenHeartbeatIntervalMs }
+        : {}),
+      ...(this.options.listenHeartbeatTimeoutMs
+        ? { heartbeatTimeoutMs: this.options.listenHeartbeatTimeoutMs }
+        : {}),
+    });
+    this.pingTimer = setInterval(() => this.ping(), this.limits.pingIntervalMs);
+    this.pingTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.pingTimer);
+    clearInterval(this.drainTimer);
+    clearTimeout(this.rowTimer);
+    for (const c of this.clients) c.ws.close(1001, 'server stopping');
+    await this.listener?.stop();
+    await this.snapshotRun;
+    // whoever did not answer the close in time is cut off
+    for (const c of this.clients) c.ws.terminate();
+    this.clients.clear();
+    this.stats.clients = 0;
+  }
+
+  /** A new authenticated WebSocket: snapshot first, then updates. */
+  add(ws: WebSocket): void {
+    if (this.stopped) {
+      ws.close(1001, 'server stopping');
+      return;
+    }
+    const client: Client = {
+      ws,
+      state: 'snapshot',
+      pending: [],
+      overflowed: false,
+      behindSince: 0,
+      alive: true,
+      badMessages: 0,
+      lastResyncAt: 0,
+    };
+    this.clients.add(client);
+    this.stats.connections++;
+    this.stats.clients = this.clients.size;
+    ws.on('pong', () => {
+      client.alive = true;
+    });
+    ws.on('message', (data, isBinary) => {
+      const text = isBinary ? null : Buffer.isBuffer(data) ? data.toString('utf8') : null;
+      this.onClientMessage(client, text);
+    });
+    ws.on('close', () => this.remove(client));
+    ws.on('error', (err) => {
+      this.log.debug({ err }, 'websocket error');
+      this.remove(client);
+    });
+    this.requestSnapshot(client);
+  }
+
+  private remove(client: Client): void {
+    this.clients.delete(client);
+    this.waiting.delete(client);
+    client.pending = [];
+    this.stats.clients = this.clients.size;
+  }
+
+  private onClientMessage(client: Client, raw: string | null): void {
+    const parsed = raw === null ? { problem: 'binary messages are not accepted' } : parseClientMessage(raw);
+    if ('problem' in parsed) {
+      client.badMessages++;
+      this.sendTo(client, { type: 'error', error: 'bad_message', message: parsed.problem }, true);
+      if (client.badMessages > this.limits.badMessages) client.ws.close(1008, 'too many bad messages');
+      return;
+    }
+    if (parsed.type === 'ping') return this.sendTo(client, { type: 'pong' }, true);
+    // a client waiting for its snapshot (or behind) gets one anyway; one requested resync a second
+    if (client.state !== 'live' || Date.now() - client.lastResyncAt < 1_000) return;
+    client.lastResyncAt = Date.now();
+    if (client.ws.bufferedAmount > this.limits.clientBufferBytes) return this.fallBehind(client);
+    this.stats.resyncs++;
+    this.sendTo(client, { type: 'resync', reason: 'requested' });
+    this.requestSnapshot(client);
+  }
+
+  // ---- fan-out ----
+
+  private onNotification(n: Notification): void {
+    this.stats.notifications++;
+    const imei = touchedImei(n);
+    if (imei) this.markDirty(imei);
+    const message = messageOf(n);
+    if (message === null) {
+      if (n.channel !== 'modem_config_change') {
+        this.stats.malformedNotifications++;
+        this.log.warn(
+          { channel: n.channel, notification: { payload: JSON.stringify(n.payload).slice(0, 200) } },
+          'notification with an unexpected shape ignored',
+        );
+      }
+      return;
+    }
+    this.broadcast(message);
+  }
+
+  private broadcast(message: ServerMessage): void {
+    if (this.clients.size === 0) return;
+    const text = JSON.stringify(message);
+    for (const c of this.clients) this.deliver(c, text);
+  }
+
+  private deliver(client: Client, text: string): void {
+    switch (client.state) {
+      case 'snapshot':
+        if (client.overflowed) return;
+        if (client.pending.length >= this.limits.pendingMessages) {
+          client.pending = [];
+          client.overflowed = true;
+          return;
+        }
+        client.pending.push(text);
+        return;
+      case 'behind':
+        this.stats.messagesDropped++;
+        return;
+      case 'live': {
+        const buffered = client.ws.bufferedAmount;
+        if (buffered > this.stats.maxBufferedBytes) this.stats.maxBufferedBytes = buffered;
+        if (buffered > this.limits.clientBufferBytes) {
+          this.fallBehind(client);
+          this.stats.messagesDropped++;
+          return;
+        }
+        this.write(client, text);
+      }
+    }
+  }
+
+  private write(client: Client, text: string): void {
+    if (client.ws.readyState !== client.ws.OPEN) return;
+    client.ws.send(text);
+    this.stats.messagesSent++;
+  }
+
+  /** Replies and protocol messages go out whatever the client's state (they are few). */
+  private sendTo(client: Client, message: ServerMessage, always = false): void {
+    const text = JSON.stringify(message);
+    if (always) this.write(client, text);
+    else this.deliver(client, text);
+  }
+
+  private fallBehind(client: Client): void {
+    client.state = 'behind';
+    client.behindSince = Date.now();
+    this.stats.slowClients++;
+    this.log.info({ bufferedBytes: client.ws.bufferedAmount }, 'slow websocket client: updates paused');
+    if (!this.drainTimer) {
+      this.drainTimer = setInterval(() => this.checkBehind(), DRAIN_CHECK_MS);
+      this.drainTimer.unref();
+    }
+  }
+
+  private checkBehind(): void {
+    let anyBehind = false;
+    for (const c of this.clients) {
+      if (c.state !== 'behind') continue;
+      if (c.ws.bufferedAmount <= this.limits.clientBufferBytes / 4) {
+        // caught up: everything it missed comes as one fresh snapshot
+        this.stats.resyncs++;
+        this.write(c, JSON.stringify({ type: 'resync', reason: 'slow_client' } satisfies ServerMessage));
+        this.requestSnapshot(c);
+      } else if (Date.now() - c.behindSince > this.limits.clientStallMs) {
+        this.stats.disconnectedStalled++;
+        this.log.warn('websocket client stalled; disconnected');
+        c.ws.terminate();
+        this.remove(c);
+      } else anyBehind = true;
+    }
+    if (!anyBehind) {
+      clearInterval(this.drainTimer);
+      this.drainTimer = undefined;
+    }
+  }
+
+  private resyncAll(reason: 'listen_reconnected'): void {
+    const text = JSON.stringify({ type: 'resync', reason } satisfies ServerMessage);
+    for (const c of this.clients) {
+      if (c.state === 'live') this.write(c, text);
+      this.stats.resyncs++;
+      this.requestSnapshot(c);
+    }
+  }
+
+  private ping(): void {
+    for (const c of this.clients) {
+      if (!c.alive) {
+        this.stats.disconnectedUnresponsive++;
+        c.ws.terminate();
+        this.remove(c);
+        continue;
+      }
+      c.alive = false;
+      c.ws.ping();
+    }
+  }
+
+  // ---- snapshots: one query serves every client waiting when it starts ----
+
+  private requestSnapshot(client: Client): void {
+    client.state = 'snapshot';
+    client.pending = [];
+    client.overflowed = false;
+    this.waiting.add(client);
+    this.snapshotRun ??= this.runSnapshots().finally(() => {
+      this.snapshotRun = undefined;
+    });
+  }
+
+  private async runSnapshots(): Promise<void> {
+    while (this.waiting.size > 0 && !this.stopped) {
+      const batch = [...this.waiting];
+      this.waiting.clear();
+      let text: string;
+      try {
+        const [modems, alerts] = await Promise.all([
+          this.options.store.modems(),
+          this.options.store.alerts({ open: true, limit: 200 }),
+        ]);
+        text = JSON.stringify({
+          type: 'snapshot',
+          at: new Date().toISOString(),
+          modems,
+          alerts,
+        } satisfies ServerMessage);
+        this.snapshotAttempt = 0;
+      } catch (err) {
+        this.stats.snapshotErrors++;
+        for (const c of batch) if (this.clients.has(c)) this.waiting.add(c);
+        const delay = backoffDelay(this.snapshotAttempt++, 250, 5_000, 0.2);
+        this.log.warn({ err: coerceError(err), delayMs: delay }, 'snapshot failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+        continue;
+      }
+      for (const c of batch) {
+        if (!this.clients.has(c) || this.waiting.has(c)) continue;
+        this.stats.snapshots++;
+        this.write(c, text);
+        if (c.overflowed) {
+          // too much happened while reading: this snapshot is stale, read another
+          this.waiting.add(c);
+          continue;
+        }
+        c.state = 'live';
+        for (const p of c.pending) this.deliver(c, p);
+        c.pending = [];
+      }
+    }
+  }
+
+  // ---- modem rows: changed modems are re-read in one query and sent whole ----
+
+  private markDirty(imei: string): void {
+    if (this.clients.size === 0) return;
+    this.dirty.add(imei);
+    this.rowTimer ??= setTimeout(() => void this.refreshRows(), this.limits.rowRefreshMs);
+  }
+
+  private async refreshRows(): Promise<void> {
+    const imeis = [...this.dirty].slice(0, 1000);
+    for (const imei of imeis) this.dirty.delete(imei);
+    let delay = this.limits.rowRefreshMs;
+    try {
+      const rows = await this.options.store.modems({ imeis });
+      for (const modem of rows) this.broadcast({ type: 'modem', modem });
+    } catch (err) {
+      for (const imei of imeis) this.dirty.add(imei);
+      delay = Math.max(delay, 1_000);
+      this.log.debug({ err: coerceError(err) }, 'modem rows not refreshed (database unreachable)');
+    }
+    this.rowTimer = undefined;
+    if (this.dirty.size > 0 && !this.stopped)
+      this.rowTimer = setTimeout(() => void this.refreshRows(), delay);
+  }
+}

@@ -1,0 +1,613 @@
+// modemfleet inspector: a live grid of the fleet over /ws, details and commands over /api.
+// Plain JavaScript, no build step and no CDN: the page must work on a farm without internet.
+// Strings from modems (operator names, reasons) are only ever set as textContent.
+
+const STATES = [
+  'online',
+  'initializing',
+  'detecting',
+  'enabling',
+  'disabling',
+  'resetting',
+  'recovering',
+  'error',
+  'disabled',
+  'removed',
+];
+const BUSY = new Set(['detecting', 'enabling', 'disabling', 'resetting']);
+const TOKEN_KEY = 'modemfleet.token';
+
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+const modems = new Map(); // imei -> modem view (as the API returns it)
+const cards = new Map(); // imei -> { root, fields }
+const dirty = new Set();
+let order = []; // imeis in display order
+let frame = 0;
+let token = '';
+let ws = null;
+let wsAttempt = 0;
+let resyncAsked = false;
+let selected = null;
+let selectedHealth = [];
+let oldestSeq = null;
+
+// ---------- token ----------
+
+function readToken() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const fromHash = hash.get('token');
+  if (fromHash) {
+    localStorage.setItem(TOKEN_KEY, fromHash);
+    history.replaceState(null, '', location.pathname + location.search);
+    return fromHash;
+  }
+  return localStorage.getItem(TOKEN_KEY) ?? '';
+}
+
+function askToken(message) {
+  $('login').hidden = false;
+  $('login-error').textContent = message ?? '';
+  $('token').focus();
+}
+
+$('login').addEventListener('submit', (e) => {
+  e.preventDefault();
+  token = $('token').value.trim();
+  localStorage.setItem(TOKEN_KEY, token);
+  $('login').hidden = true;
+  connect();
+});
+
+async function api(path, options = {}) {
+  const res = await fetch(path, {
+    ...options,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(options.body ? { 'content-type': 'application/json' } : {}),
+    },
+  });
+  if (res.status === 401) {
+    askToken('That token was refused.');
+    throw new Error('unauthorized');
+  }
+  const body = res.status === 204 ? null : await res.json();
+  if (!res.ok) throw new Error(body?.message ?? `HTTP ${res.status}`);
+  return body;
+}
+
+// ---------- live connection ----------
+
+function connect() {
+  if (!token) return askToken();
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}`;
+  ws = new WebSocket(url);
+  ws.onopen = () => {
+    wsAttempt = 0;
+  };
+  ws.onmessage = (e) => {
+    let m;
+    try {
+      m = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    onMessage(m);
+  };
+  ws.onclose = (e) => {
+    setConn(false, 'reconnecting');
+    ws = null;
+    if (e.code === 1006 && wsAttempt > 2 && modems.size === 0) {
+      // the upgrade may have been refused: ask the API whether the token still works
+      api('/api/alerts?limit=1').catch(() => undefined);
+    }
+    const delay = Math.min(500 * 2 ** wsAttempt++, 10_000);
+    setTimeout(connect, delay);
+  };
+}
+
+function send(message) {
+  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+}
+
+function setConn(up, text) {
+  const c = $('conn');
+  c.className = `conn ${up ? 'up' : 'down'}`;
+  c.textContent = text;
+}
+
+function onMessage(m) {
+  switch (m.type) {
+    case 'snapshot':
+      resyncAsked = false;
+      modems.clear();
+      for (const modem of m.modems) modems.set(modem.imei, modem);
+      order = m.modems.map((x) => x.imei);
+      renderAll();
+      renderAlerts(m.alerts);
+      setConn(true, 'live');
+      if (selected && modems.has(selected)) refreshPanel();
+      break;
+    case 'transition':
+      onTransition(m);
+      break;
+    case 'modem': {
+      const known = modems.get(m.modem.imei);
+      if (!known || m.modem.seq >= known.seq) {
+        if (!known) order.push(m.modem.imei);
+        modems.set(m.modem.imei, m.modem);
+        markDirty(m.modem.imei);
+      }
+      break;
+    }
+    case 'health': {
+      const modem = modems.get(m.imei);
+      if (modem) {
+        modem.rssi = m.rssi;
+        modem.rsrp = m.rsrp;
+        modem.sinr = m.sinr;
+        if (m.operator) modem.operator = m.operator;
+        if (m.technology) modem.technology = m.technology;
+        markDirty(m.imei);
+      }
+      if (selected === m.imei) {
+        selectedHealth.push(m);
+        drawSpark();
+      }
+      break;
+    }
+    case 'command':
+      if (selected === m.imei) showCommand(m);
+      break;
+    case 'alert':
+      loadAlerts();
+      break;
+    case 'resync':
+      setConn(false, 'resyncing');
+      break;
+    case 'error':
+      console.warn('inspector:', m.message);
+      break;
+  }
+}
+
+function onTransition(t) {
+  const modem = modems.get(t.imei);
+  if (!modem) {
+    // a modem we have never seen: its row follows in a 'modem' message
+    return;
+  }
+  if (t.seq <= modem.seq) return; // already in the snapshot or row
+  if (t.seq !== modem.seq + 1) {
+    // a gap: something was missed; ask for a fresh snapshot once
+    if (!resyncAsked) {
+      resyncAsked = true;
+      send({ type: 'resync' });
+    }
+    return;
+  }
+  modem.seq = t.seq;
+  const top = t.to.split('.')[0];
+  if (top !== modem.state) modem.since = t.at;
+  modem.state = top;
+  modem.substate = t.to === top ? null : t.to;
+  if (top !== 'online') modem.wanIp = null;
+  markDirty(t.imei);
+  if (selected === t.imei) prependTimeline(t);
+}
+
+// ---------- grid ----------
+
+function markDirty(imei) {
+  dirty.add(imei);
+  if (!frame) frame = requestAnimationFrame(flush);
+}
+
+function flush() {
+  frame = 0;
+  let added = false;
+  for (const imei of dirty) {
+    if (!cards.has(imei)) added = true;
+    renderCard(imei);
+  }
+  dirty.clear();
+  if (added) placeCards();
+  renderCounts();
+  if (selected) renderPanelHead();
+}
+
+function renderAll() {
+  const grid = $('grid');
+  for (const [imei, card] of cards) {
+    if (!modems.has(imei)) {
+      card.root.remove();
+      cards.delete(imei);
+    }
+  }
+  for (const imei of order) renderCard(imei);
+  placeCards();
+  renderCounts();
+  grid.setAttribute('aria-busy', 'false');
+}
+
+function placeCards() {
+  const grid = $('grid');
+  const fragment = document.createDocumentFragment();
+  for (const imei of order) {
+    const card = cards.get(imei);
+    if (card) fragment.appendChild(card.root);
+  }
+  grid.replaceChildren(fragment);
+  applyFilter();
+}
+
+function makeCard(imei) {
+  const root = el('article', 'card');
+  root.dataset.imei = imei;
+  const top = el('div', 'top');
+  const id = el('span', 'imei');
+  id.append(imei.slice(0, 9), el('b', '', imei.slice(9)));
+  const state = el('span', 'state');
+  top.append(id, state);
+  const addr = el('div', 'addr');
+  const meta = el('div', 'meta');
+  const operator = el('span', 'op');
+  const bars = el('span', 'bars');
+  for (let i = 0; i < 4; i++) bars.append(el('i'));
+  meta.append(operator, bars);
+  const ports = el('div', 'ports');
+  const portText = el('span', 'pt');
+  const since = el('span', 'since');
+  ports.append(portText, since);
+  const reason = el('div', 'reason');
+  root.append(top, addr, meta, ports, reason);
+  root.addEventListener('click', () => openPanel(imei));
+  const card = { root, state, addr, operator, bars, portText, since, reason };
+  cards.set(imei, card);
+  return card;
+}
+
+function signalBars(rssi) {
+  if (rssi === null || rssi === undefined) return 0;
+  return rssi >= -65 ? 4 : rssi >= -75 ? 3 : rssi >= -85 ? 2 : rssi >= -95 ? 1 : 0;
+}
+
+function ago(since) {
+  const s = Math.max(0, Math.round((Date.now() - new Date(since).getTime()) / 1000));
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86400)}d`;
+}
+
+function renderCard(imei) {
+  const m = modems.get(imei);
+  if (!m) return;
+  const c = cards.get(imei) ?? makeCard(imei);
+  c.root.dataset.state = m.state;
+  c.state.textContent = m.substate ? m.substate.replace(/^[a-z]+\./, '') : m.state;
+  c.state.title = m.substate ?? m.state;
+  c.addr.textContent = m.wanIp ?? '—';
+  c.operator.textContent = [m.operator, m.technology].filter(Boolean).join(' · ') || '—';
+  const n = signalBars(m.rssi);
+  c.bars.title = m.rssi === null || m.rssi === undefined ? 'no signal reading' : `RSSI ${m.rssi} dBm`;
+  [...c.bars.children].forEach((b, i) => b.classList.toggle('on', i < n));
+  c.portText.textContent = m.proxy ? `HTTP ${m.proxy.httpPort} · SOCKS ${m.proxy.socksPort}` : 'no ports';
+  c.since.textContent = ago(m.since);
+  c.reason.textContent = m.state === 'error' && m.reason ? m.reason : '';
+  c.root.classList.toggle('selected', selected === imei);
+  c.root.hidden = !matches(m);
+}
+
+function renderCounts() {
+  const counts = new Map();
+  for (const m of modems.values()) counts.set(m.state, (counts.get(m.state) ?? 0) + 1);
+  const box = $('counts');
+  box.replaceChildren(
+    ...STATES.filter((s) => counts.has(s)).map((s) => {
+      const chip = el('button', 'chip', `${s} ${counts.get(s)}`);
+      chip.type = 'button';
+      chip.dataset.state = s;
+      chip.addEventListener('click', () => {
+        $('filter').value = $('filter').value === s ? '' : s;
+        applyFilter();
+      });
+      return chip;
+    }),
+  );
+  box.title = `${modems.size} modems`;
+}
+
+function matches(m) {
+  const f = $('filter').value;
+  if (f === 'busy' ? !BUSY.has(m.state) : f && m.state !== f) return false;
+  const q = $('search').value.trim().toLowerCase();
+  if (!q) return true;
+  const hay = [m.imei, m.wanIp, m.operator, m.host, m.reason, m.iccid, m.proxy?.httpPort, m.proxy?.socksPort]
+    .filter((x) => x !== null && x !== undefined)
+    .join(' ')
+    .toLowerCase();
+  return hay.includes(q);
+}
+
+function applyFilter() {
+  let shown = 0;
+  for (const imei of order) {
+    const card = cards.get(imei);
+    const m = modems.get(imei);
+    if (!card || !m) continue;
+    card.root.hidden = !matches(m);
+    if (!card.root.hidden) shown++;
+  }
+  $('empty').hidden = shown > 0 || modems.size === 0;
+}
+
+$('search').addEventListener('input', applyFilter);
+$('filter').addEventListener('change', applyFilter);
+setInterval(() => {
+  for (const [imei, card] of cards) {
+    const m = modems.get(imei);
+    if (m && !card.root.hidden) card.since.textContent = ago(m.since);
+  }
+}, 1000);
+
+// ---------- the modem panel ----------
+
+async function openPanel(imei) {
+  if (selected) cards.get(selected)?.root.classList.remove('selected');
+  selected = imei;
+  cards.get(imei)?.root.classList.add('selected');
+  $('alerts').hidden = true;
+  $('panel').hidden = false;
+  $('p-command').hidden = true;
+  $('p-timeline').replaceChildren();
+  selectedHealth = [];
+  drawSpark();
+  renderPanelHead();
+  await refreshPanel();
+}
+
+async function refreshPanel() {
+  const imei = selected;
+  try {
+    const since = new Date(Date.now() - 3600_000).toISOString();
+    const [detail, transitions, health] = await Promise.all([
+      api(`/api/modems/${imei}`),
+      api(`/api/modems/${imei}/transitions?limit=50`),
+      api(`/api/modems/${imei}/health?since=${encodeURIComponent(since)}`),
+    ]);
+    if (selected !== imei) return;
+    const known = modems.get(imei);
+    if (!known || detail.seq >= known.seq) modems.set(imei, { ...known, ...detail });
+    renderPanelHead(detail);
+    $('p-timeline').replaceChildren(...transitions.map(timelineItem));
+    oldestSeq = transitions.length ? transitions[transitions.length - 1].seq : null;
+    $('p-more').hidden = !(oldestSeq > 1);
+    selectedHealth = health;
+    drawSpark();
+  } catch (err) {
+    toast(`could not load ${imei}: ${err.message}`);
+  }
+}
+
+function renderPanelHead(detail) {
+  const m = modems.get(selected);
+  if (!m) return;
+  $('p-title').textContent = m.imei;
+  const st = $('p-state');
+  st.dataset.state = m.state;
+  st.replaceChildren(el('span', 'state', m.substate ?? m.state), ` for ${ago(m.since)}`);
+  const facts = [
+    ['address', m.wanIp ?? '—'],
+    ['HTTP proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.httpPort}` : '—'],
+    ['SOCKS5 proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.socksPort}` : '—'],
+    ['login', m.proxy ? `${m.proxy.username} / ${m.proxy.password}` : '—'],
+    ['operator', [m.operator, m.technology].filter(Boolean).join(' · ') || '—'],
+    [
+      'signal',
+      m.rssi === null || m.rssi === undefined
+        ? '—'
+        : `RSSI ${m.rssi} dBm${m.rsrp ? `, RSRP ${m.rsrp}` : ''}${m.sinr ? `, SINR ${m.sinr}` : ''}`,
+    ],
+    ['host', m.host ?? '—'],
+    ['USB path', m.usbPath ?? '—'],
+    ['ICCID', m.iccid ?? '—'],
+    ['desired', m.desiredState],
+  ];
+  $('p-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', '', k), el('dd', '', v)]));
+  const last = detail?.lastError;
+  const box = $('p-error');
+  if (m.state === 'error' || last) {
+    box.hidden = false;
+    const reason = m.state === 'error' ? m.reason : last?.reason;
+    const when = last ? ` (${new Date(last.at).toLocaleString()})` : '';
+    box.textContent = `${m.state === 'error' ? 'error' : 'last error'}: ${reason ?? 'unknown'}${when}${last?.message ? ` — ${last.message}` : ''}`;
+  } else if (detail) box.hidden = true;
+}
+
+function timelineItem(t) {
+  const li = el('li');
+  li.value = t.seq;
+  li.dataset.seq = t.seq;
+  const time = el('time', '', new Date(t.at).toLocaleTimeString());
+  time.dateTime = t.at;
+  li.append(
+    time,
+    ' ',
+    el('span', 'from', t.from ?? '∅'),
+    ' → ',
+    el('span', 'to', t.to),
+    ' ',
+    el('span', 'ev', t.event),
+  );
+  return li;
+}
+
+function prependTimeline(t) {
+  const list = $('p-timeline');
+  if (list.querySelector(`[data-seq="${t.seq}"]`)) return;
+  list.prepend(timelineItem(t));
+  while (list.children.length > 200) list.lastElementChild.remove();
+}
+
+$('p-more').addEventListener('click', async () => {
+  if (!selected || !oldestSeq) return;
+  const older = await api(`/api/modems/${selected}/transitions?limit=50&before=${oldestSeq}`);
+  $('p-timeline').append(...older.map(timelineItem));
+  oldestSeq = older.length ? older[older.length - 1].seq : null;
+  $('p-more').hidden = !(oldestSeq > 1);
+});
+
+function drawSpark() {
+  const svg = $('p-spark');
+  const points = selectedHealth.filter((h) => typeof h.rssi === 'number');
+  if (points.length < 2) {
+    svg.replaceChildren();
+    return;
+  }
+  const t0 = new Date(points[0].at).getTime();
+  const t1 = new Date(points[points.length - 1].at).getTime();
+  const span = Math.max(1, t1 - t0);
+  // RSSI from -113 (no signal) to -51 dBm (excellent)
+  const y = (r) => 58 - ((Math.min(-51, Math.max(-113, r)) + 113) / 62) * 56;
+  const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+  line.setAttribute(
+    'points',
+    points
+      .map((p) => `${(((new Date(p.at).getTime() - t0) / span) * 300).toFixed(1)},${y(p.rssi).toFixed(1)}`)
+      .join(' '),
+  );
+  svg.replaceChildren(line);
+}
+
+function showCommand(c) {
+  const box = $('p-command');
+  box.hidden = false;
+  box.dataset.id = c.id;
+  box.dataset.status = c.status;
+  box.textContent = `${c.kind} #${c.id}: ${c.status}`;
+  if (c.status === 'done' || c.status === 'failed') {
+    api(`/api/commands/${c.id}`)
+      .then((full) => {
+        if (box.dataset.id !== String(c.id)) return;
+        const r = full.result ?? {};
+        const extra = r.wanIp
+          ? ` — new address ${r.wanIp}`
+          : r.message
+            ? ` — ${r.message}`
+            : r.error
+              ? ` — ${r.error}`
+              : '';
+        box.textContent = `${c.kind} #${c.id}: ${c.status}${extra}`;
+      })
+      .catch(() => undefined);
+  }
+}
+
+const CONFIRM = {
+  rotate: 'Rotate the public address of this modem? Connections through its ports will drop.',
+  reset: 'Reset this modem (AT+CFUN=1,1)? It will be offline for about a minute.',
+  disable: 'Disable this modem? Its ports stop serving until it is enabled again.',
+  enable: 'Enable this modem?',
+};
+
+function confirmDialog(text) {
+  return new Promise((resolve) => {
+    const dialog = $('confirm');
+    $('confirm-text').textContent = text;
+    dialog.returnValue = '';
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    dialog.showModal();
+  });
+}
+
+for (const button of document.querySelectorAll('.actions button')) {
+  button.addEventListener('click', async () => {
+    const imei = selected;
+    const kind = button.dataset.kind;
+    if (!imei || !(await confirmDialog(`${CONFIRM[kind]}\n\n${imei}`))) return;
+    try {
+      const r = await api(`/api/modems/${imei}/commands`, { method: 'POST', body: JSON.stringify({ kind }) });
+      showCommand({ id: r.id, imei, kind, status: r.status });
+      toast(`${kind} queued for ${imei} (#${r.id})`);
+    } catch (err) {
+      toast(`${kind} refused: ${err.message}`);
+    }
+  });
+}
+
+$('p-close').addEventListener('click', () => {
+  cards.get(selected)?.root.classList.remove('selected');
+  selected = null;
+  $('panel').hidden = true;
+});
+
+// ---------- alerts ----------
+
+let alertsTimer = 0;
+function loadAlerts() {
+  clearTimeout(alertsTimer);
+  alertsTimer = setTimeout(() => {
+    api('/api/alerts?limit=200')
+      .then(renderAlerts)
+      .catch(() => undefined);
+  }, 300);
+}
+
+function renderAlerts(alerts) {
+  $('alert-count').textContent = String(alerts.length);
+  $('alert-list').replaceChildren(
+    ...alerts.map((a) => {
+      const li = el('li');
+      li.append(
+        el('span', `sev-${a.severity}`, a.severity),
+        ' ',
+        el('b', '', a.kind),
+        ' ',
+        el('span', '', a.message),
+        el('br'),
+        el(
+          'small',
+          '',
+          `${new Date(a.raisedAt).toLocaleString()}${a.imei ? ` · ${a.imei}` : ''}${a.host ? ` · ${a.host}` : ''}`,
+        ),
+      );
+      if (a.imei) li.addEventListener('click', () => openPanel(a.imei));
+      return li;
+    }),
+  );
+}
+
+$('alerts-button').addEventListener('click', () => {
+  $('alerts').hidden = !$('alerts').hidden;
+  if (!$('alerts').hidden) $('panel').hidden = true;
+});
+$('alerts-close').addEventListener('click', () => {
+  $('alerts').hidden = true;
+});
+
+function toast(text) {
+  const t = el('div', '', text);
+  $('toast').append(t);
+  setTimeout(() => t.remove(), 5000);
+}
+
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && !$('confirm').open) {
+    $('panel').hidden = true;
+    $('alerts').hidden = true;
+  }
+  if (e.key === '/' && document.activeElement !== $('search')) {
+    e.preventDefault();
+    $('search').focus();
+  }
+});
+
+token = readToken();
+connect();

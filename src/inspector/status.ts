@@ -1,0 +1,182 @@
+import type { SupervisorStatus } from '../fleet/supervisor.js';
+import type { Store } from '../store/store.js';
+import { coerceError } from '../util/errors.js';
+import { settlesWithin } from '../util/time.js';
+import type { Hub } from './hub.js';
+import { histogramSamples, renderMetrics, type MetricFamily } from './metrics.js';
+
+export interface StatusSource {
+  status(): SupervisorStatus;
+}
+
+export interface Readiness {
+  ready: boolean;
+  checks: {
+    database: { ok: boolean; latencyMs?: number; error?: string };
+    journal: {
+      ok: boolean;
+      mode?: string;
+      queued?: number;
+      lagMs?: number;
+      spoolBytes?: number;
+    };
+    supervisor: { ok: boolean; started: boolean };
+  };
+}
+
+/**
+ * What `/ready`, `/health` and `/metrics` report: the database answers, the journal keeps up
+ * (not spooling, nothing queued for long), the supervisor has started. One database probe at a
+ * time: during an outage, probes do not pile up behind each other.
+ */
+export class StatusReporter {
+  private probe: Promise<{ ok: boolean; latencyMs?: number; error?: string }> | undefined;
+
+  constructor(
+    private readonly options: {
+      store: Store;
+      hub: Hub;
+      supervisor: StatusSource | undefined;
+      databaseTimeoutMs: number;
+      journalLagMs: number;
+    },
+  ) {}
+
+  private database(): Promise<{ ok: boolean; latencyMs?: number; error?: string }> {
+    this.probe ??= (async () => {
+      const started = performance.now();
+      try {
+        const ok = await settlesWithin(this.options.store.sql`select 1`, this.options.databaseTimeoutMs);
+        return ok
+          ? { ok: true, latencyMs: Math.round((performance.now() - started) * 10) / 10 }
+          : { ok: false, error: `no answer within ${this.options.databaseTimeoutMs} ms` };
+      } catch (err) {
+        return { ok: false, error: coerceError(err).message.slice(0, 200) };
+      }
+    })().finally(() => {
+      this.probe = undefined;
+    });
+    return this.probe;
+  }
+
+  async readiness(): Promise<Readiness> {
+    const database = await this.database();
+    const status = this.options.supervisor?.status();
+    const journal = status
+      ? {
+          ok: status.journal.mode === 'direct' && status.journal.oldestMs < this.options.journalLagMs,
+          mode: status.journal.mode,
+          queued: status.journal.queued,
+          lagMs: status.journal.oldestMs,
+          spoolBytes: status.journal.spoolBytes,
+        }
+      : { ok: true };
+    const supervisor = { ok: status ? status.started : true, started: status?.started ?? false };
+    return {
+      ready: database.ok && journal.ok && supervisor.ok,
+      checks: { database, journal, supervisor },
+    };
+  }
+
+  async metrics(): Promise<string> {
+    const families: MetricFamily[] = [];
+    const gauge = (name: string, help: string, value: number): void => {
+      families.push({ name, help, type: 'gauge', samples: [{ value }] });
+    };
+    const counter = (name: string, help: string, samples: MetricFamily['samples']): void => {
+      families.push({ name, help, type: 'counter', samples });
+    };
+    const database = await this.database();
+    gauge(
+      'modemfleet_database_up',
+      'The database answered the last probe (1) or not (0).',
+      database.ok ? 1 : 0,
+    );
+    if (database.ok) {
+      try {
+        const counts = await this.options.store.countModems();
+        families.push({
+          name: 'modemfleet_modems',
+          help: 'Modems by host and state, as recorded in the database.',
+          type: 'gauge',
+          samples: counts.map((c) => ({ labels: { host: c.host ?? '', state: c.state }, value: c.count })),
+        });
+      } catch {
+        // the probe just succeeded; a failure here leaves the family out of this scrape
+      }
+    }
+    const s = this.options.supervisor?.status();
+    if (s) {
+      counter('modemfleet_transitions_total', 'Transitions this process persisted to the journal.', [
+        { value: s.journal.persisted },
+      ]);
+      counter('modemfleet_transitions_spooled_total', 'Transitions written to the local spool.', [
+        { value: s.journal.spooled },
+      ]);
+      counter('modemfleet_transitions_dropped_total', 'Transitions lost because the spool was full.', [
+        { value: s.journal.dropped },
+      ]);
+      gauge('modemfleet_journal_queued', 'Transitions waiting to be written.', s.journal.queued);
+      gauge(
+        'modemfleet_journal_lag_seconds',
+        'Age of the oldest unwritten transition.',
+        s.journal.oldestMs / 1000,
+      );
+      gauge(
+        'modemfleet_journal_spooling',
+        'The journal writes to the spool (database away).',
+        s.journal.mode === 'spooling' ? 1 : 0,
+      );
+      gauge('modemfleet_spool_bytes', 'Bytes in the journal spool.', s.journal.spoolBytes);
+      counter('modemfleet_commands_total', 'Commands carried out by this process, by result.', [
+        { labels: { result: 'done' }, value: s.commands.finished },
+        { labels: { result: 'failed' }, value: s.commands.failed },
+      ]);
+      families.push({
+        name: 'modemfleet_command_duration_seconds',
+        help: 'From a command inserted to its result written.',
+        type: 'histogram',
+        samples: histogramSamples(s.commands.latency),
+      });
+      counter('modemfleet_proxy_restarts_total', 'Proxy processes that exited or failed to start.', [
+        { value: s.proxyRestarts },
+      ]);
+      families.push({
+        name: 'modemfleet_local_modems',
+        help: 'Modem actors of this process by state.',
+        type: 'gauge',
+        samples: Object.entries(s.localModems).map(([state, value]) => ({ labels: { state }, value })),
+      });
+    }
+    const hub = this.options.hub;
+    counter('modemfleet_listen_reconnects_total', 'LISTEN connections re-established, by listener.', [
+      { labels: { listener: 'inspector' }, value: hub.listenerStats?.reconnects ?? 0 },
+      ...(s?.commandListener
+        ? [{ labels: { listener: 'commands' }, value: s.commandListener.reconnects }]
+        : []),
+    ]);
+    gauge('modemfleet_ws_clients', 'Connected WebSocket clients.', hub.stats.clients);
+    counter('modemfleet_ws_messages_sent_total', 'Messages sent to WebSocket clients.', [
+      { value: hub.stats.messagesSent },
+    ]);
+    counter(
+      'modemfleet_ws_messages_dropped_total',
+      'Updates not sent to slow clients (replaced by a resync).',
+      [{ value: hub.stats.messagesDropped }],
+    );
+    counter('modemfleet_ws_resyncs_total', 'Snapshots sent again (slow client, reconnect, request).', [
+      { value: hub.stats.resyncs },
+    ]);
+    counter('modemfleet_notifications_malformed_total', 'Notifications ignored for their shape.', [
+      { value: hub.stats.malformedNotifications },
+    ]);
+    const memory = process.memoryUsage();
+    const cpu = process.cpuUsage();
+    gauge('process_resident_memory_bytes', 'Resident memory of this process.', memory.rss);
+    gauge('process_heap_used_bytes', 'V8 heap in use.', memory.heapUsed);
+    counter('process_cpu_seconds_total', 'CPU time of this process.', [
+      { value: (cpu.user + cpu.system) / 1e6 },
+    ]);
+    return renderMetrics(families);
+  }
+}
