@@ -310,7 +310,10 @@ export function parseListen(
 ): { host: string; port: number } | undefined | null {
   if (value === undefined) return undefined;
   if (value === null || value === 'off') return null;
-  const match = typeof value === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]{1,253})):(\d{1,5})$/.exec(value) : null;
+  const match =
+    typeof value === 'string'
+      ? /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]{1,253})):(\d{1,5})$/.exec(value)
+      : null;
   const port = match ? Number(match[3]) : NaN;
   if (!match || port > 65535) {
     problems.push(`${path}: must be HOST:PORT (e.g. 127.0.0.1:8080), or "off"`);
@@ -361,7 +364,8 @@ export function loadConfig(
     problems.push('MODEMFLEET_API_TOKEN: must be 16-256 printable characters without spaces');
   const httpEnv = parseListen(env['MODEMFLEET_HTTP'], 'MODEMFLEET_HTTP', problems);
   const httpFile = parseListen(file['http'], 'http', problems);
-  const http = httpEnv !== undefined ? httpEnv : httpFile !== undefined ? httpFile : { host: '127.0.0.1', port: 8080 };
+  const http =
+    httpEnv !== undefined ? httpEnv : httpFile !== undefined ? httpFile : { host: '127.0.0.1', port: 8080 };
   const proxyHost = str(file['proxyHost'], 'proxyHost', problems);
   if (proxyHost !== undefined && !/^[A-Za-z0-9.:_-]{1,253}$/.test(proxyHost))
     problems.push('proxyHost: a host name or address');

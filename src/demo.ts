@@ -143,7 +143,13 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     await supervisor.start();
     stops.push(() => supervisor.stop());
 
-    const started = await startInspector({ ...config, http: options.http }, store, supervisor, log, () => undefined);
+    const started = await startInspector(
+      { ...config, http: options.http },
+      store,
+      supervisor,
+      log,
+      () => undefined,
+    );
     if (!started) throw new Error('the demo needs the inspector');
     const { inspector, token } = started;
     stops.push(() => inspector.stop());

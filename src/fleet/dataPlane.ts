@@ -227,9 +227,9 @@ export class ModemDataPlane {
         if (!this.processes.includes(p)) return;
         this.hooks.onProxyRestart();
         this.proxy?.send({
-            type: 'proxy.exited',
-            detail: `exit ${exit.code ?? exit.signal ?? '?'} ${exit.stderr.trim().slice(-200)}`,
-          });
+          type: 'proxy.exited',
+          detail: `exit ${exit.code ?? exit.signal ?? '?'} ${exit.stderr.trim().slice(-200)}`,
+        });
       });
   }
 

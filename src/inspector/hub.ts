@@ -388,6 +388,8 @@ export class Hub {
         this.write(c, text);
         if (c.overflowed) {
           // too much happened while reading: this snapshot is stale, read another
+          c.overflowed = false;
+          c.pending = [];
           this.waiting.add(c);
           continue;
         }

@@ -132,17 +132,16 @@ export class Inspector {
       forceCloseConnections: true,
     });
     this.app = app;
+    // JSON only: anything else is 415, not a string that fails validation
+    app.removeContentTypeParser('text/plain');
     app.addHook('onRequest', async (req, reply) => {
       const path = req.url.split('?')[0] ?? '';
       if (PUBLIC.test(path)) return;
       if (!tokenMatches(bearerToken(req.headers.authorization), this.options.token)) {
-        return reply
-          .code(401)
-          .header('www-authenticate', 'Bearer realm="modemfleet"')
-          .send({
-            error: 'unauthorized',
-            message: 'a valid bearer token is required (Authorization: Bearer TOKEN)',
-          });
+        return reply.code(401).header('www-authenticate', 'Bearer realm="modemfleet"').send({
+          error: 'unauthorized',
+          message: 'a valid bearer token is required (Authorization: Bearer TOKEN)',
+        });
       }
     });
     app.addHook('onSend', async (_req, reply, payload) => {
@@ -246,12 +245,10 @@ export class Inspector {
     }
     const status = err.statusCode ?? 500;
     if (status === 413) {
-      void reply
-        .code(413)
-        .send({
-          error: 'body_too_large',
-          message: `request bodies are limited to ${this.limits.bodyBytes} bytes`,
-        });
+      void reply.code(413).send({
+        error: 'body_too_large',
+        message: `request bodies are limited to ${this.limits.bodyBytes} bytes`,
+      });
       return;
     }
     if (status === 415) {

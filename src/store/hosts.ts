@@ -22,7 +22,10 @@ export async function registerHost(
   }
   const proxyHost = options.proxyHost ?? null;
   if (proxyHost !== null && !PROXY_HOST_PATTERN.test(proxyHost))
-    throw new ModemfleetError('invalid_host', `proxy host '${proxyHost.slice(0, 64)}' is not a host name or address`);
+    throw new ModemfleetError(
+      'invalid_host',
+      `proxy host '${proxyHost.slice(0, 64)}' is not a host name or address`,
+    );
   await sql`
     insert into hosts (id, name, proxy_host) values (${id}, ${options.name ?? id}, ${proxyHost})
     on conflict (id) do update set name = excluded.name, started_at = now(), heartbeat_at = now(),

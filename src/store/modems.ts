@@ -119,7 +119,9 @@ export async function listModems(
 }
 
 /** Number of modems per host and state (metrics). */
-export async function countModems(sql: Sql): Promise<{ host: string | null; state: string; count: number }[]> {
+export async function countModems(
+  sql: Sql,
+): Promise<{ host: string | null; state: string; count: number }[]> {
   const rows = await sql<{ host_id: string | null; state: string; n: number }[]>`
     select host_id, state, count(*)::int as n from modems group by host_id, state order by host_id, state`;
   return rows.map((r) => ({ host: r.host_id, state: r.state, count: r.n }));

@@ -23,11 +23,15 @@ describe('modemfleet demo', () => {
     await chmod(dir, 0o711); // the embedded PostgreSQL runs as its own user below it
     const env = { ...process.env, MODEMFLEET_PG_PORT: String(await freePort()) } as Record<string, string>;
     delete env['DATABASE_URL'];
-    const child = execa('node', ['bin/modemfleet.js', 'demo', '--modems', '4', '--http', '127.0.0.1:0', '--state-dir', dir], {
-      reject: false,
-      env,
-      extendEnv: false,
-    });
+    const child = execa(
+      'node',
+      ['bin/modemfleet.js', 'demo', '--modems', '4', '--http', '127.0.0.1:0', '--state-dir', dir],
+      {
+        reject: false,
+        env,
+        extendEnv: false,
+      },
+    );
     const lines: string[] = [];
     for await (const line of createInterface({ input: child.stdout })) {
       lines.push(line);

@@ -1,0 +1,148 @@
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ModemConfig } from '../../machines/modemTypes.js';
+import { Supervisor } from '../../src/fleet/supervisor.js';
+import { Inspector, type InspectorLimits } from '../../src/inspector/inspector.js';
+import { createRootLogger } from '../../src/log.js';
+import { defaultProfiles } from '../../src/sim/profiles.js';
+import { SimLab } from '../../src/sim/simLab.js';
+import { openSql, type Sql } from '../../src/store/database.js';
+import { Store } from '../../src/store/store.js';
+import { createTestDatabase, type TestDatabase } from './db.js';
+import { TcpProxy } from './tcpProxy.js';
+
+export const FAST_MODEM: Partial<ModemConfig> = {
+  probeAttempts: 5,
+  probeRetryMs: 100,
+  registrationPollMs: 100,
+  registrationTimeoutMs: 3_000,
+  signalPollMs: 500,
+  detachMs: 100,
+  backoffBaseMs: 100,
+  backoffCapMs: 500,
+  reenumerationMs: 3_000,
+};
+
+export const TOKEN = 'test-token-0123456789abcdef';
+
+export interface TestFarm {
+  db: TestDatabase;
+  /** The supervisor's and inspector's database connection goes through this proxy (cut it). */
+  dbProxy: TcpProxy;
+  sql: Sql;
+  store: Store;
+  lab: SimLab;
+  supervisor: Supervisor;
+  inspector: Inspector;
+  url: string;
+  dir: string;
+  /** fetch with the bearer token. */
+  api(path: string, init?: RequestInit): Promise<Response>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A farm for inspector tests: a fresh database, N simulated EC25s, the supervisor and the
+ * inspector on a free port, all through a TCP proxy to the database (so a test can cut it).
+ */
+export async function startFarm(
+  options: { modems: number; seed?: number; limits?: Partial<InspectorLimits>; hostId?: string } = {
+    modems: 4,
+  },
+): Promise<TestFarm> {
+  const db = await createTestDatabase();
+  const dir = await mkdtemp(join(tmpdir(), 'mf-insp-'));
+  await chmod(dir, 0o711);
+  const dbProxy = new TcpProxy(Number(new URL(db.url).port));
+  await dbProxy.start();
+  const u = new URL(db.url);
+  u.port = String(dbProxy.port);
+  const url = u.toString();
+  const sql = openSql(url, { max: 6 });
+  const log = process.env['MF_DEBUG'] ? createRootLogger({ level: 'debug' }) : undefined;
+  const store = new Store({ sql, url, hostId: options.hostId ?? 'host-a', ...(log ? { log } : {}) });
+  const profiles = defaultProfiles(options.modems, options.seed ?? 3).map((p) => ({
+    ...p,
+    timings: { bootMs: 30, latencyMs: 1, attachMs: 100, resetMs: 300 },
+  }));
+  const lab = new SimLab({ dir: join(dir, 'lab'), profiles });
+  await lab.start();
+  const supervisor = new Supervisor({
+    store,
+    stateDir: join(dir, 'state'),
+    scan: lab.scan,
+    hotplug: lab.hotplug(),
+    rescanIntervalMs: 2_000,
+    modem: FAST_MODEM,
+    link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+    spool: { fsync: 'never' },
+    commandPollMs: 1_000,
+    healthFlushMs: 200,
+    proxyHost: '127.0.0.1',
+    ...(log ? { log } : {}),
+  });
+  await supervisor.start();
+  const inspector = new Inspector({
+    store,
+    host: '127.0.0.1',
+    port: 0,
+    token: TOKEN,
+    supervisor,
+    listenHeartbeatIntervalMs: 500,
+    listenHeartbeatTimeoutMs: 2_000,
+    ...(options.limits ? { limits: options.limits } : {}),
+    ...(log ? { log } : {}),
+  });
+  await inspector.start();
+  const base = inspector.url;
+  return {
+    db,
+    dbProxy,
+    sql,
+    store,
+    lab,
+    supervisor,
+    inspector,
+    url: base,
+    dir,
+    api: (path, init = {}) =>
+      fetch(`${base}${path}`, {
+        ...init,
+        headers: {
+          authorization: `Bearer ${TOKEN}`,
+          ...(init.body ? { 'content-type': 'application/json' } : {}),
+          ...(init.headers as Record<string, string> | undefined),
+        },
+      }),
+    async stop() {
+      dbProxy.up();
+      await inspector.stop().catch(() => undefined);
+      await supervisor.stop().catch(() => undefined);
+      await lab.stop();
+      await sql.end({ timeout: 1 });
+      await dbProxy.stop();
+      await db.drop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function until(
+  check: () => Promise<boolean> | boolean,
+  ms = 20_000,
+  what = 'condition',
+): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function onlineCount(farm: TestFarm): Promise<number> {
+  const rows = await farm.db.sql<
+    { n: number }[]
+  >`select count(*)::int as n from modems where state = 'online'`;
+  return rows[0]?.n ?? 0;
+}

@@ -1,0 +1,280 @@
+import { stat, mkdtemp, rm, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadApiToken } from '../../src/inspector/token.js';
+import { startFarm, TOKEN, until, onlineCount, type TestFarm } from '../helpers/farm.js';
+
+let farm: TestFarm;
+let imeis: string[];
+
+beforeAll(async () => {
+  farm = await startFarm({ modems: 4, limits: { commandBurst: 3, commandRefillMs: 60_000 } });
+  await until(async () => (await onlineCount(farm)) === 4, 30_000, '4 online');
+  // ports are allocated once the IMEI is confirmed, a moment after the modem may be online
+  await until(async () => (await farm.store.modems()).every((m) => m.proxy !== null), 10_000, 'allocations');
+  imeis = (await farm.store.modems()).map((m) => m.imei);
+});
+afterAll(async () => {
+  await farm?.stop();
+});
+
+const json = async (res: Response) => ({
+  status: res.status,
+  body: (await res.json()) as Record<string, unknown>,
+});
+
+describe('inspector HTTP API against a running supervisor', () => {
+  it('lists the modems with state, address and proxy endpoint', async () => {
+    const res = await farm.api('/api/modems');
+    expect(res.status).toBe(200);
+    const modems = (await res.json()) as {
+      imei: string;
+      state: string;
+      wanIp: string;
+      proxy: { host: string; httpPort: number; socksPort: number; username: string; password: string };
+    }[];
+    expect(modems).toHaveLength(4);
+    for (const m of modems) {
+      expect(m.state).toBe('online');
+      expect(m.wanIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+      expect(m.proxy).toMatchObject({ host: '127.0.0.1' });
+      expect(m.proxy.username).toMatch(/^[a-z0-9]{4,32}$/);
+      expect(m.proxy.password.length).toBeGreaterThanOrEqual(12);
+    }
+    expect(new Set(modems.map((m) => m.proxy.socksPort)).size).toBe(4);
+    const filtered = await (await farm.api('/api/modems?state=error')).json();
+    expect(filtered).toEqual([]);
+  });
+
+  it('shows one modem with its history, health and commands; pages transitions', async () => {
+    const imei = imeis[0] ?? '';
+    const { status, body } = await json(await farm.api(`/api/modems/${imei}`));
+    expect(status).toBe(200);
+    expect(body).toMatchObject({ imei, state: 'online', lastError: null, rotationLink: null });
+    const all = (await (await farm.api(`/api/modems/${imei}/transitions?limit=1000`)).json()) as {
+      seq: number;
+    }[];
+    expect(all.length).toBe(body['seq']);
+    const page = (await (await farm.api(`/api/modems/${imei}/transitions?before=4&limit=2`)).json()) as {
+      seq: number;
+    }[];
+    expect(page.map((t) => t.seq)).toEqual([3, 2]);
+    await until(
+      async () => ((await (await farm.api(`/api/modems/${imei}/health`)).json()) as unknown[]).length > 0,
+      10_000,
+      'a health sample',
+    );
+    const future = await farm.api(
+      `/api/modems/${imei}/health?since=${new Date(Date.now() + 60_000).toISOString()}`,
+    );
+    expect(await future.json()).toEqual([]);
+  });
+
+  it('runs a command from POST to done, visible at /api/commands/:id', async () => {
+    const imei = imeis[1] ?? '';
+    const { status, body } = await json(
+      await farm.api(`/api/modems/${imei}/commands`, {
+        method: 'POST',
+        body: JSON.stringify({ kind: 'rotate' }),
+      }),
+    );
+    expect(status).toBe(202);
+    expect(body).toMatchObject({ imei, kind: 'rotate', status: 'pending' });
+    const id = body['id'] as number;
+    await until(
+      async () =>
+        ['done', 'failed'].includes(
+          ((await (await farm.api(`/api/commands/${id}`)).json()) as { status: string }).status,
+        ),
+      20_000,
+      'the rotation to finish',
+    );
+    const done = (await (await farm.api(`/api/commands/${id}`)).json()) as {
+      status: string;
+      result: { wanIp?: string };
+    };
+    expect(done.status).toBe('done');
+    expect(done.result.wanIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    const recent = (await (await farm.api(`/api/modems/${imei}/commands`)).json()) as { id: number }[];
+    expect(recent[0]?.id).toBe(id);
+  });
+
+  it('refuses bad input with a clear 4xx and changes nothing', async () => {
+    const imei = imeis[2] ?? '';
+    const before = await farm.db.sql`select count(*)::int as n from modem_commands`;
+    const post = (path: string, body: string, headers: Record<string, string> = {}) =>
+      farm.api(path, { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
+
+    expect(await json(await post(`/api/modems/${imei}/commands`, '{"kind": rot'))).toMatchObject({
+      status: 400,
+      body: { error: 'invalid_json' },
+    });
+    expect(await json(await post(`/api/modems/${imei}/commands`, '{"kind":"explode"}'))).toMatchObject({
+      status: 400,
+      body: { error: 'invalid_command', message: expect.stringContaining('rotate, reset, disable, enable') },
+    });
+    expect(
+      await json(await post(`/api/modems/${imei}/commands`, '{"kind":"rotate","extra":1}')),
+    ).toMatchObject({
+      status: 400,
+      body: { error: 'invalid_request' },
+    });
+    expect(await json(await post(`/api/modems/${imei}/commands`, '[]'))).toMatchObject({ status: 400 });
+    expect(await json(await post('/api/modems/000000000000000/commands', '{"kind":"rotate"}'))).toMatchObject(
+      {
+        status: 404,
+        body: { error: 'unknown_modem' },
+      },
+    );
+    expect(await json(await post('/api/modems/12345/commands', '{"kind":"rotate"}'))).toMatchObject({
+      status: 400,
+      body: { error: 'invalid_request' },
+    });
+    expect(
+      await json(await post(`/api/modems/${imei}/commands`, JSON.stringify({ kind: 'x'.repeat(20_000) }))),
+    ).toMatchObject({
+      status: 413,
+      body: { error: 'body_too_large' },
+    });
+    expect(
+      await json(await post(`/api/modems/${imei}/commands`, 'kind=rotate', { 'content-type': 'text/plain' })),
+    ).toMatchObject({ status: 415 });
+    expect(await json(await farm.api('/api/modems/000000000000000'))).toMatchObject({ status: 404 });
+    expect(await json(await farm.api('/api/modems/000000000000000/transitions'))).toMatchObject({
+      status: 404,
+    });
+    expect(await json(await farm.api(`/api/modems/${imei}/transitions?limit=0`))).toMatchObject({
+      status: 400,
+    });
+    expect(await json(await farm.api(`/api/modems/${imei}/transitions?before=abc`))).toMatchObject({
+      status: 400,
+    });
+    expect(await json(await farm.api(`/api/modems/${imei}/health?since=yesterday`))).toMatchObject({
+      status: 400,
+    });
+    expect(await json(await farm.api('/api/nothing'))).toMatchObject({
+      status: 404,
+      body: { error: 'not_found' },
+    });
+    expect(await json(await farm.api('/api/commands/99999999'))).toMatchObject({ status: 404 });
+
+    const after = await farm.db.sql`select count(*)::int as n from modem_commands`;
+    expect(after[0]?.['n']).toBe(before[0]?.['n']);
+  });
+
+  it('wants the token everywhere but health, metrics, the page and rotation links (401)', async () => {
+    const bare = (path: string, headers: Record<string, string> = {}) =>
+      fetch(`${farm.url}${path}`, { headers });
+    for (const path of ['/api/modems', `/api/modems/${imeis[0]}`, '/api/alerts']) {
+      const missing = await bare(path);
+      expect(missing.status).toBe(401);
+      expect(missing.headers.get('www-authenticate')).toMatch(/^Bearer/);
+      expect((await bare(path, { authorization: 'Bearer wrong-token-0123456789' })).status).toBe(401);
+      expect((await bare(path, { authorization: `Basic ${TOKEN}` })).status).toBe(401);
+      expect((await bare(path, { authorization: `Bearer ${TOKEN}x` })).status).toBe(401);
+    }
+    const post = await fetch(`${farm.url}/api/modems/${imeis[0]}/commands`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"kind":"reset"}',
+    });
+    expect(post.status).toBe(401);
+    for (const path of ['/live', '/ready', '/health', '/metrics', '/', '/app.js', '/style.css'])
+      expect((await bare(path)).status, path).toBe(200);
+  });
+
+  it('rate-limits commands per modem (429 with Retry-After), other modems unaffected', async () => {
+    const imei = imeis[3] ?? '';
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    for (let i = 0; i < 5; i++) {
+      const res = await farm.api(`/api/modems/${imei}/commands`, {
+        method: 'POST',
+        body: '{"kind":"enable"}',
+      });
+      statuses.push(res.status);
+      if (res.status === 429) retryAfter = res.headers.get('retry-after');
+    }
+    expect(statuses).toEqual([202, 202, 202, 429, 429]);
+    expect(Number(retryAfter)).toBeGreaterThan(0);
+    const other = await farm.api(`/api/modems/${imeis[2]}/commands`, {
+      method: 'POST',
+      body: '{"kind":"enable"}',
+    });
+    expect(other.status).toBe(202);
+  });
+
+  it('rotation links: created with the token, used without it, revoked at once', async () => {
+    const imei = imeis[2] ?? '';
+    const created = await json(await farm.api(`/api/modems/${imei}/rotation-link`, { method: 'POST' }));
+    expect(created.status).toBe(201);
+    const path = created.body['path'] as string;
+    expect(path).toMatch(/^\/rotate\/[A-Za-z0-9_-]{43}$/);
+    const stored = await farm.db.sql`select secret_hash from rotation_links where imei = ${imei}`;
+    expect(String(stored[0]?.['secret_hash'])).not.toContain(path.slice(8));
+
+    const used = await fetch(`${farm.url}${path}?wait=30`);
+    expect(used.status).toBe(200);
+    const result = (await used.json()) as { status: string; result: { wanIp?: string } };
+    expect(result.status).toBe('done');
+    expect(result.result.wanIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect((await json(await farm.api(`/api/modems/${imei}`))).body['rotationLink']).toMatchObject({
+      createdBy: expect.stringMatching(/^api:/),
+    });
+
+    // a new link replaces the old one; revoking stops it
+    const second = (await json(await farm.api(`/api/modems/${imei}/rotation-link`, { method: 'POST' }))).body;
+    expect((await fetch(`${farm.url}${path}`)).status).toBe(404);
+    expect((await farm.api(`/api/modems/${imei}/rotation-link`, { method: 'DELETE' })).status).toBe(204);
+    expect((await fetch(`${farm.url}${second['path'] as string}`)).status).toBe(404);
+    expect((await farm.api(`/api/modems/${imei}/rotation-link`, { method: 'DELETE' })).status).toBe(404);
+    expect((await fetch(`${farm.url}/rotate/not-a-secret`)).status).toBe(404);
+    expect((await farm.api('/api/modems/000000000000000/rotation-link', { method: 'POST' })).status).toBe(
+      404,
+    );
+  });
+
+  it('health, readiness and Prometheus metrics; /ready reports a database outage and recovers', async () => {
+    const ready = await json(await fetch(`${farm.url}/ready`));
+    expect(ready).toMatchObject({ status: 200, body: { ready: true } });
+    const health = await json(await fetch(`${farm.url}/health`));
+    expect(health.body).toMatchObject({ status: 'ok', modems: { online: 4 } });
+    const metrics = await (await fetch(`${farm.url}/metrics`)).text();
+    expect(metrics).toMatch(/^modemfleet_modems\{host="host-a",state="online"\} 4$/m);
+    expect(metrics).toMatch(/^modemfleet_transitions_total \d+$/m);
+    expect(metrics).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="\+Inf"\} [1-9]\d*$/m);
+    expect(metrics).toMatch(/^modemfleet_listen_reconnects_total\{listener="inspector"\} \d+$/m);
+    expect(metrics).toMatch(/^modemfleet_proxy_restarts_total 0$/m);
+    expect(metrics).toMatch(/^modemfleet_spool_bytes \d+$/m);
+
+    farm.dbProxy.cut();
+    await until(async () => (await fetch(`${farm.url}/ready`)).status === 503, 10_000, '/ready to fail');
+    const down = await json(await fetch(`${farm.url}/ready`));
+    expect(down.body).toMatchObject({ ready: false, checks: { database: { ok: false } } });
+    expect((await fetch(`${farm.url}/live`)).status).toBe(200);
+    expect(await (await fetch(`${farm.url}/metrics`)).text()).toMatch(/^modemfleet_database_up 0$/m);
+    const during = await farm.api('/api/modems');
+    expect(during.status).toBe(503);
+    farm.dbProxy.up();
+    await until(async () => (await fetch(`${farm.url}/ready`)).status === 200, 20_000, '/ready to recover');
+  });
+});
+
+describe('API token', () => {
+  it('is generated once into the state dir with mode 0600, then reused; a bad env token is refused', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mf-token-'));
+    try {
+      const first = await loadApiToken(dir, undefined);
+      expect(first.source).toBe('generated');
+      expect((await stat(join(dir, 'api-token'))).mode & 0o777).toBe(0o600);
+      expect((await readFile(join(dir, 'api-token'), 'utf8')).trim()).toBe(first.token);
+      const second = await loadApiToken(dir, undefined);
+      expect(second).toMatchObject({ source: 'file', token: first.token });
+      expect((await loadApiToken(dir, 'from-the-environment-123')).source).toBe('env');
+      await expect(loadApiToken(dir, 'short')).rejects.toThrow(/MODEMFLEET_API_TOKEN/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
