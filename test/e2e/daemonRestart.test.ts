@@ -75,6 +75,7 @@ function daemon(): { child: ResultPromise } {
       DATABASE_URL: db.url,
       MODEMFLEET_HOST_ID: 'restart-host',
       MODEMFLEET_STATE_DIR: join(dir, 'state'),
+      MODEMFLEET_HTTP: '127.0.0.1:0',
     },
   });
   children.push(child);

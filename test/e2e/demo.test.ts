@@ -56,6 +56,43 @@ describe('modemfleet demo', () => {
       first?.[2],
     );
 
+    // the inspector: the API lists the 4 modems with distinct ports; two ports, two addresses
+    const token = /^API token: (\S+)$/.exec(lines.find((l) => l.startsWith('API token: ')) ?? '')?.[1];
+    const base = /^inspector: (http:\/\/127\.0\.0\.1:\d+)\/#token=/.exec(
+      lines.find((l) => l.startsWith('inspector: ')) ?? '',
+    )?.[1];
+    expect(token && base).toBeTruthy();
+    const api = (await (
+      await fetch(`${base}/api/modems`, { headers: { authorization: `Bearer ${token}` } })
+    ).json()) as {
+      state: string;
+      wanIp: string;
+      proxy: { socksPort: number; httpPort: number; username: string; password: string };
+    }[];
+    expect(api).toHaveLength(4);
+    expect(new Set(api.flatMap((a) => [a.proxy.socksPort, a.proxy.httpPort])).size).toBe(8);
+    const online = api.filter((a) => a.state === 'online');
+    expect(online.length).toBeGreaterThanOrEqual(3);
+    const seen = await Promise.all(
+      online
+        .slice(0, 2)
+        .map(async (a) =>
+          (
+            await getViaSocks5(
+              {
+                host: '127.0.0.1',
+                port: a.proxy.socksPort,
+                user: a.proxy.username,
+                password: a.proxy.password,
+              },
+              echoUrl,
+            )
+          ).body.trim(),
+        ),
+    );
+    expect(seen).toEqual(online.slice(0, 2).map((a) => a.wanIp));
+    expect(new Set(seen).size).toBe(2);
+
     child.kill('SIGINT');
     const result = await child;
     expect({ code: result.exitCode, signal: result.signal }).toEqual({ code: 0, signal: undefined });

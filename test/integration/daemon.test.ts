@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -33,7 +33,7 @@ afterEach(async () => {
 });
 
 /** Wrapped: an async function returning the child itself would wait for it to exit. */
-async function daemon(): Promise<{ child: ResultPromise }> {
+async function daemon(): Promise<{ child: ResultPromise; output: () => string }> {
   const configFile = join(dir, 'config.json');
   await writeFile(
     configFile,
@@ -56,11 +56,16 @@ async function daemon(): Promise<{ child: ResultPromise }> {
       DATABASE_URL: db.url,
       MODEMFLEET_HOST_ID: 'host-k',
       MODEMFLEET_STATE_DIR: join(dir, 'state'),
+      MODEMFLEET_HTTP: '127.0.0.1:0',
       MODEMFLEET_LOG_LEVEL: 'info',
     },
   });
   children.push(child);
-  return { child };
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  return { child, output: () => out };
 }
 
 async function until(check: () => Promise<boolean>, ms = 30_000, what = 'condition'): Promise<void> {
@@ -94,7 +99,9 @@ describe('modemfleet run', () => {
       { imei: string; seq: number }[]
     >`select imei, seq::int from modems order by imei`;
 
-    const { child: second } = await daemon();
+    expect(String(killed.stderr)).toMatch(/generated an API token \(kept in .*api-token, mode 0600\)/);
+
+    const { child: second, output } = await daemon();
     await until(
       async () => {
         // the database still shows the old farm: wait until every modem was journaled again
@@ -125,10 +132,23 @@ describe('modemfleet run', () => {
       group by m.imei, m.seq having count(t.seq) <> m.seq or coalesce(max(t.seq), 0) <> m.seq`;
     expect(holes).toEqual([]);
 
+    // the inspector runs with the token kept from the first start
+    await until(
+      () => Promise.resolve(/"inspector":"http:\/\/127\.0\.0\.1:\d+"/.test(output())),
+      10_000,
+      'inspector url',
+    );
+    const url = /"inspector":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output())?.[1] ?? '';
+    const token = (await readFile(join(dir, 'state', 'api-token'), 'utf8')).trim();
+    const res = await fetch(`${url}/api/modems`, { headers: { authorization: `Bearer ${token}` } });
+    expect(((await res.json()) as unknown[]).length).toBe(4);
+    expect((await fetch(`${url}/ready`)).status).toBe(200);
+
     second.kill('SIGTERM');
     const stopped = await second;
     expect({ code: stopped.exitCode, signal: stopped.signal }).toEqual({ code: 0, signal: undefined });
     expect(String(stopped.stdout)).toMatch(/"msg":"modemfleet stopped"/);
+    expect(String(stopped.stderr)).not.toMatch(/generated an API token/);
     const [host] = await db.sql<
       { stopped: boolean }[]
     >`select stopped_at is not null as stopped from hosts where id = 'host-k'`;

@@ -431,8 +431,12 @@ function renderPanelHead(detail) {
   } else if (detail) box.hidden = true;
 }
 
+const POLL = /^online\.(serving|polling)$/;
+
 function timelineItem(t) {
   const li = el('li');
+  // the periodic signal poll (serving ⇄ polling) is hidden unless asked for
+  if (POLL.test(t.from ?? '') && POLL.test(t.to)) li.className = 'poll';
   li.value = t.seq;
   li.dataset.seq = t.seq;
   const time = el('time', '', new Date(t.at).toLocaleTimeString());
@@ -455,6 +459,10 @@ function prependTimeline(t) {
   list.prepend(timelineItem(t));
   while (list.children.length > 200) list.lastElementChild.remove();
 }
+
+$('p-polls').addEventListener('change', () => {
+  $('p-timeline').classList.toggle('hide-polls', !$('p-polls').checked);
+});
 
 $('p-more').addEventListener('click', async () => {
   if (!selected || !oldestSeq) return;
@@ -562,6 +570,7 @@ function loadAlerts() {
 
 function renderAlerts(alerts) {
   $('alert-count').textContent = String(alerts.length);
+  $('alert-count').classList.toggle('none', alerts.length === 0);
   $('alert-list').replaceChildren(
     ...alerts.map((a) => {
       const li = el('li');
