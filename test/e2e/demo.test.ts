@@ -74,21 +74,19 @@ describe('modemfleet demo', () => {
     const online = api.filter((a) => a.state === 'online');
     expect(online.length).toBeGreaterThanOrEqual(3);
     const seen = await Promise.all(
-      online
-        .slice(0, 2)
-        .map(async (a) =>
-          (
-            await getViaSocks5(
-              {
-                host: '127.0.0.1',
-                port: a.proxy.socksPort,
-                user: a.proxy.username,
-                password: a.proxy.password,
-              },
-              echoUrl,
-            )
-          ).body.trim(),
-        ),
+      online.slice(0, 2).map(async (a) =>
+        (
+          await getViaSocks5(
+            {
+              host: '127.0.0.1',
+              port: a.proxy.socksPort,
+              user: a.proxy.username,
+              password: a.proxy.password,
+            },
+            echoUrl,
+          )
+        ).body.trim(),
+      ),
     );
     expect(seen).toEqual(online.slice(0, 2).map((a) => a.wanIp));
     expect(new Set(seen).size).toBe(2);
