@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # microsocks / tinyproxy: real proxy processes where 3proxy is not installed (it is not in Debian).
 # procps: pgrep/ps for the orphan checks. passwd: useradd for the embedded PostgreSQL's user.
 # chromium + fonts-dejavu-core: the browser test of the inspector's page (playwright-core drives it).
-PACKAGES=(socat iproute2 microsocks tinyproxy procps passwd chromium fonts-dejavu-core)
+# systemd: `systemd-analyze verify` of deploy/modemfleet.service.
+PACKAGES=(socat iproute2 microsocks tinyproxy procps passwd chromium fonts-dejavu-core systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

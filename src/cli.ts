@@ -2,6 +2,7 @@ import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { pino } from 'pino';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
+import { formatFindings, runDoctor } from './cli/doctor.js';
 import { formatStatusTable } from './cli/status.js';
 import { withStore } from './cli/withStore.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
@@ -37,10 +38,6 @@ function intOption(value: unknown, name: string, fallback: number, min: number, 
       `${name} must be a whole number from ${min} to ${max}, not '${typeof value === 'string' ? value.slice(0, 20) : typeof value}'`,
     );
   return n;
-}
-
-function notBuiltYet(what: string): never {
-  throw new ModemfleetError('not_implemented', `${what} is not built yet in this version of modemfleet`);
 }
 
 const commandRunner =
@@ -149,9 +146,15 @@ const COMMANDS: Record<string, CommandSpec> = {
   ),
   doctor: {
     summary: 'check this host and print a fix for each problem',
-    usage: 'doctor [--config FILE]',
-    options: configOption,
-    run: () => notBuiltYet('modemfleet doctor'),
+    usage: 'doctor [--json] [--config FILE]',
+    options: { ...configOption, json: { type: 'boolean' } },
+    run: async ({ values, log }) => {
+      const findings = await runDoctor(config(values), log);
+      process.stdout.write(
+        values['json'] ? `${JSON.stringify(findings)}\n` : `${formatFindings(findings)}\n`,
+      );
+      return findings.some((f) => f.status === 'fail') ? EXIT.failure : EXIT.ok;
+    },
   },
 };
 

@@ -1,6 +1,3 @@
-import { constants } from 'node:fs';
-import { access } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Config } from './config.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
 import { UdevadmSource, SysfsWatchSource, type HotplugSource } from './detect/hotplugSources.js';
@@ -10,6 +7,7 @@ import type { Logger } from './log.js';
 import { Database } from './store/database.js';
 import { migrate } from './store/migrate.js';
 import { Store } from './store/store.js';
+import { findProgram } from './util/fs.js';
 import { shutdownSignal } from './util/signals.js';
 import { Inspector } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
@@ -23,22 +21,6 @@ function hotplugSource(config: Config, log: Logger): HotplugSource | undefined {
     case 'none':
       return undefined;
   }
-}
-
-/** The program on PATH (or the given path) exists and is executable. */
-async function findProgram(name: string): Promise<string | undefined> {
-  const candidates = name.includes('/')
-    ? [name]
-    : (process.env['PATH'] ?? '').split(':').map((d) => join(d, name));
-  for (const c of candidates) {
-    try {
-      await access(c, constants.X_OK);
-      return c;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
 }
 
 async function dataPlaneOptions(

@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { access, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { Config } from './config.js';
@@ -12,6 +11,7 @@ import { Database } from './store/database.js';
 import { migrate } from './store/migrate.js';
 import { Store } from './store/store.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
+import { findProgram } from './util/fs.js';
 import { shutdownSignal } from './util/signals.js';
 import { sleep } from './util/time.js';
 
@@ -24,25 +24,13 @@ export interface DemoOptions {
   print: (line: string) => void;
 }
 
-async function onPath(name: string): Promise<boolean> {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    try {
-      await access(join(dir, name), constants.X_OK);
-      return true;
-    } catch {
-      // next
-    }
-  }
-  return false;
-}
-
 async function backend(
   config: Config,
   proxy: DemoOptions['proxy'],
 ): Promise<{ backend: '3proxy' | 'microsocks+tinyproxy'; path?: string }> {
-  const threeProxy = config.threeProxyPath ?? ((await onPath('3proxy')) ? '3proxy' : undefined);
+  const threeProxy = config.threeProxyPath ?? ((await findProgram('3proxy')) ? '3proxy' : undefined);
   if ((proxy === 'auto' || proxy === '3proxy') && threeProxy) return { backend: '3proxy', path: threeProxy };
-  if (proxy !== '3proxy' && (await onPath('microsocks')) && (await onPath('tinyproxy')))
+  if (proxy !== '3proxy' && (await findProgram('microsocks')) && (await findProgram('tinyproxy')))
     return { backend: 'microsocks+tinyproxy' };
   throw new ModemfleetError(
     'no_proxy',

@@ -1,0 +1,55 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.js';
+import { MODELS } from '../../src/detect/models.js';
+
+const deploy = join(import.meta.dirname, '..', '..', 'deploy');
+
+describe('deploy/', () => {
+  it('systemd-analyze verify accepts the unit without a warning', async () => {
+    const r = await execa('systemd-analyze', ['verify', join(deploy, 'modemfleet.service')], {
+      reject: false,
+    });
+    expect({ code: r.exitCode, stderr: r.stderr, stdout: r.stdout }).toEqual({
+      code: 0,
+      stderr: '',
+      stdout: '',
+    });
+    const unit = await readFile(join(deploy, 'modemfleet.service'), 'utf8');
+    expect(unit).toMatch(/^KillMode=mixed$/m);
+    expect(unit).toMatch(/^Restart=on-failure$/m);
+    expect(unit).toMatch(/^ProtectSystem=strict$/m);
+    expect(unit).toMatch(/^ReadWritePaths=\/var\/lib\/modemfleet$/m);
+    expect(unit).toMatch(/^AmbientCapabilities=.*CAP_NET_ADMIN/m);
+    expect(unit).toMatch(/^User=modemfleet$/m);
+  });
+
+  it('the udev rules tag every usable model of the detection table and keep them awake', async () => {
+    const rules = await readFile(join(deploy, '99-modemfleet.rules'), 'utf8');
+    for (const m of MODELS.filter((x) => !x.fault)) {
+      const lines = rules.split('\n').filter((l) => l.includes(`ATTR{idVendor}=="${m.vid}"`));
+      expect(lines.length, m.model).toBeGreaterThan(0);
+      for (const l of lines) expect(l, m.model).toMatch(new RegExp(`idProduct\\}=="[0-9a-f|]*${m.pid}`));
+    }
+    expect(rules).toMatch(/ATTR\{power\/control\}="on"/);
+    expect(rules).toMatch(/TAG\+="modemfleet"/);
+  });
+
+  it('sysctl sets loose reverse-path filtering; the example config is valid', async () => {
+    const sysctl = await readFile(join(deploy, '90-modemfleet.conf'), 'utf8');
+    const settings = Object.fromEntries(
+      sysctl
+        .split('\n')
+        .filter((l) => l.trim() && !l.startsWith('#'))
+        .map((l) => l.split('=').map((x) => x.trim())),
+    );
+    expect(settings).toMatchObject({
+      'net.ipv4.conf.all.rp_filter': '2',
+      'net.ipv4.conf.default.rp_filter': '2',
+    });
+    const config = loadConfig({ env: {}, file: join(deploy, 'config.example.json') });
+    expect(config).toMatchObject({ hostId: 'farm-01', http: { host: '127.0.0.1', port: 8080 } });
+  });
+});
