@@ -161,7 +161,7 @@ async function programs(config: Config): Promise<Finding[]> {
 }
 
 async function modemManager(host: HostPaths): Promise<Finding> {
-  let entries: string[] = [];
+  let entries: string[];
   try {
     entries = await readdir(host.proc);
   } catch {

@@ -39,11 +39,11 @@ describe('deploy/', () => {
 
   it('sysctl sets loose reverse-path filtering; the example config is valid', async () => {
     const sysctl = await readFile(join(deploy, '90-modemfleet.conf'), 'utf8');
-    const settings = Object.fromEntries(
+    const settings: Record<string, string> = Object.fromEntries(
       sysctl
         .split('\n')
         .filter((l) => l.trim() && !l.startsWith('#'))
-        .map((l) => l.split('=').map((x) => x.trim())),
+        .map((l) => l.split('=').map((x) => x.trim()) as [string, string]),
     );
     expect(settings).toMatchObject({
       'net.ipv4.conf.all.rp_filter': '2',
