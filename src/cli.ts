@@ -1,6 +1,5 @@
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { pino } from 'pino';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { formatStatusTable } from './cli/status.js';
@@ -185,7 +184,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   // One-shot commands keep stdout for their output: logs go to stderr.
   const log = createRootLogger({
-    destination: pino.destination(2),
+    fd: 2,
     level: process.env['MODEMFLEET_LOG_LEVEL'] ?? 'warn',
   });
   try {

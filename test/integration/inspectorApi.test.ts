@@ -1,6 +1,7 @@
 import { stat, mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadApiToken } from '../../src/inspector/token.js';
 import { startFarm, TOKEN, until, onlineCount, type TestFarm } from '../helpers/farm.js';
@@ -258,6 +259,33 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(during.status).toBe(503);
     farm.dbProxy.up();
     await until(async () => (await fetch(`${farm.url}/ready`)).status === 200, 20_000, '/ready to recover');
+  });
+});
+
+describe('modemfleet status next to the API', () => {
+  it('status --json and the table agree with GET /api/modems', async () => {
+    type Row = { imei: string; state: string; wanIp: string | null; httpPort: number; socksPort: number };
+    const pick = (rows: Row[]) =>
+      rows.map(({ imei, state, wanIp, httpPort, socksPort }) => ({
+        imei,
+        state,
+        wanIp,
+        httpPort,
+        socksPort,
+      }));
+    const env = { DATABASE_URL: farm.db.url, MODEMFLEET_HOST_ID: 'host-a', MODEMFLEET_STATE_DIR: farm.dir };
+    const api = (await (await farm.api('/api/modems')).json()) as Row[];
+    const json = await execa('node', ['bin/modemfleet.js', 'status', '--json'], { env });
+    expect(pick(JSON.parse(json.stdout) as Row[])).toEqual(pick(api));
+    const table = await execa('node', ['bin/modemfleet.js', 'status'], { env });
+    const lines = table.stdout.split('\n');
+    expect(lines[0]).toMatch(/^IMEI\s+STATE\s+FOR\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL$/);
+    for (const m of api) {
+      const line = lines.find((l) => l.startsWith(m.imei)) ?? '';
+      const cells = line.split(/\s+/);
+      expect(cells[1]?.split('.')[0]).toBe(m.state);
+      expect(cells.slice(3, 6)).toEqual([m.wanIp ?? '-', String(m.httpPort), String(m.socksPort)]);
+    }
   });
 });
 
