@@ -60,6 +60,7 @@ export class ModemDataPlane {
   private proxy: Actor<typeof proxyMachine> | undefined;
   private processes: ProxyProcess[] = [];
   private address: string;
+  private stopped = false;
   private readonly log: Logger;
 
   constructor(
@@ -129,10 +130,13 @@ export class ModemDataPlane {
           removeRouting: fromPromise(() => removeRoute(this.route(this.address), ipOptions)),
         },
         actions: {
-          routingStatus: (_, { ok, detail }) => {
-            this.hooks.onRoutingProblem(ok ? null : detail);
-            if (ok && !this.proxy) this.startProxy();
-          },
+          // after the routing actor's step: starting the proxy actor (or signalling the modem's)
+          // inside this action would run that actor's step nested in this one
+          routingStatus: (_, { ok, detail }) =>
+            queueMicrotask(() => {
+              this.hooks.onRoutingProblem(ok ? null : detail);
+              if (ok && !this.proxy && !this.stopped) this.startProxy();
+            }),
         },
       }),
       { input: { address: this.address } },
@@ -158,7 +162,7 @@ export class ModemDataPlane {
           }),
           stopProxy: fromPromise(() => this.stopProcesses()),
         },
-        actions: { proxyFailed: (_, { detail }) => this.hooks.onProxyFailed(detail) },
+        actions: { proxyFailed: (_, { detail }) => queueMicrotask(() => this.hooks.onProxyFailed(detail)) },
       }),
       { input: { egress: this.address, config: { ...this.options.proxy, canReload } } },
     );
@@ -259,6 +263,7 @@ export class ModemDataPlane {
 
   /** Reverse order: the proxy, then its routing. Idempotent. */
   async stop(): Promise<void> {
+    this.stopped = true;
     const proxy = this.proxy;
     const routing = this.routing;
     this.proxy = undefined;

@@ -58,7 +58,6 @@ describe('modemfleet CLI', () => {
         /DATABASE_URL has an invalid port|DATABASE_URL is not a valid URL/,
       ],
       [['status', '--config', '/nonexistent.json'], {}, 3, /nonexistent\.json: cannot read/],
-      [['doctor'], {}, 7, /not built yet/],
       [['run', '--config', '/nonexistent.json'], {}, 3, /nonexistent\.json: cannot read/],
     ];
     for (const [args, env, code, message] of cases) {

@@ -136,6 +136,8 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
     const s = supervisor(l);
     await s.start();
     await until(() => allIn('online', 20), 40_000, '20 online');
+    // ports are allocated once the IMEI is confirmed, which can be a moment after online
+    await until(async () => (await allocations()).length === 20, 10_000, '20 allocations');
     await s.journal.flush();
     await expectContiguousJournal();
     const before = await allocations();
