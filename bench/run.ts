@@ -1,58 +1,121 @@
 // npm run bench [-- --quick]: prints a table and writes bench/results/latest.json.
-import { mkdir, writeFile, mkdtemp, rm, chmod } from 'node:fs/promises';
+// Every figure is printed next to the limit or baseline it is measured against, in the same run.
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { openSql, type Sql } from '../src/store/database.js';
 import { EmbeddedCluster, freePort } from '../src/store/embeddedCluster.js';
-import { openSql } from '../src/store/database.js';
 import { migrate } from '../src/store/migrate.js';
+import { fleetBoot, idleCost } from './fleet.js';
 import { journalThroughput } from './journalThroughput.js';
+import { notifyLatency } from './latency.js';
+import { rotationLatency } from './rotation.js';
 
 const quick = process.argv.includes('--quick');
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
+const wanted = (name: string): boolean => !only || only.split(',').includes(name);
 
 async function main(): Promise<void> {
   let cluster: EmbeddedCluster | undefined;
   let dir: string | undefined;
-  let url = process.env['DATABASE_URL'];
-  if (!url) {
+  let adminUrl = process.env['DATABASE_URL'];
+  if (!adminUrl) {
     dir = await mkdtemp(join(tmpdir(), 'mf-bench-'));
     await chmod(dir, 0o711);
     cluster = new EmbeddedCluster({ dir, port: await freePort() });
     await cluster.start();
-    url = cluster.url;
+    adminUrl = cluster.url;
   }
-  const db = `mf_bench_${process.pid}`;
-  const admin = openSql(url, { max: 1 });
-  await admin.unsafe(`create database ${db}`);
-  const u = new URL(url);
-  u.pathname = `/${db}`;
-  const sql = openSql(u.toString(), { max: 4 });
+  const admin = openSql(adminUrl, { max: 1 });
+  let n = 0;
+  /** A fresh migrated database for one benchmark, dropped afterwards. */
+  const withDatabase = async <T>(fn: (sql: Sql, url: string) => Promise<T>): Promise<T> => {
+    const name = `mf_bench_${process.pid}_${n++}`;
+    await admin.unsafe(`create database ${name}`);
+    const u = new URL(adminUrl);
+    u.pathname = `/${name}`;
+    const sql = openSql(u.toString(), { max: 8 });
+    try {
+      await migrate(sql);
+      return await fn(sql, u.toString());
+    } finally {
+      await sql.end();
+      await admin.unsafe(`drop database if exists ${name} with (force)`);
+    }
+  };
+  const results: Record<string, unknown> = {
+    at: new Date().toISOString(),
+    machine: {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      memGiB: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+    },
+    quick,
+  };
+  const table: Record<string, { figure: string; 'measured against': string; ratio: string; target: string }> =
+    {};
   try {
-    await migrate(sql);
-    const journal = await journalThroughput(sql, 1000, quick ? 5 : 20);
-    const results = {
-      at: new Date().toISOString(),
-      machine: {
-        cpus: cpus().length,
-        model: cpus()[0]?.model,
-        memGiB: Math.round(totalmem() / 2 ** 30),
-        node: process.version,
-      },
-      quick,
-      journal,
-    };
-    console.table({
-      'journal (ours)': { 'rows/s': journal.oursPerSec, ratio: 1 },
-      'raw multi-row INSERT (limit)': { 'rows/s': journal.rawPerSec, ratio: journal.vsRaw },
-      'seed trigger pattern': { 'rows/s': journal.seedPerSec, ratio: journal.vsSeed },
-    });
-    console.log(
-      `journal: ${journal.vsRaw}x of the raw limit (target >= 0.5), ${journal.vsSeed}x the seed pattern (target >= 3)`,
-    );
+    if (wanted('journal')) {
+      const j = await withDatabase((sql) => journalThroughput(sql, 1000, quick ? 5 : 20));
+      results['journal'] = j;
+      table['journal, 1,000 modems'] = {
+        figure: `${j.oursPerSec} rows/s`,
+        'measured against': `raw INSERT ${j.rawPerSec}/s; seed trigger ${j.seedPerSec}/s`,
+        ratio: `${j.vsRaw}x raw, ${j.vsSeed}x seed`,
+        target: '>= 0.5x raw, >= 3x seed',
+      };
+    }
+    if (wanted('latency')) {
+      const l = await withDatabase((sql, url) => notifyLatency(sql, url, quick ? 3 : 10));
+      results['latency'] = l;
+      table['NOTIFY → WebSocket'] = {
+        figure: `from INSERT sent: p50 ${l.wsP50Ms} ms, p99 ${l.wsP99Ms} ms; after commit: p50 ${l.wsAfterCommitP50Ms} ms, p99 ${l.wsAfterCommitP99Ms} ms (${l.events} events, ${l.rate}/s, ${l.lost} lost)`,
+        'measured against': `raw listen from INSERT sent: p50 ${l.rawP50Ms} ms, p99 ${l.rawP99Ms} ms; after commit p99 ${l.rawAfterCommitP99Ms} ms`,
+        ratio: `p99 ${l.p99Ratio}x raw`,
+        target: `p99 <= 2x raw (${l.p99Ratio <= 2 ? 'met' : 'MISSED'}), < 5 ms after commit (${l.wsAfterCommitP99Ms < 5 ? 'met' : 'MISSED'})`,
+      };
+    }
+    if (wanted('boot')) {
+      const sizes = quick ? [100, 500] : [100, 500, 1000];
+      const boots = [];
+      for (const size of sizes) {
+        const b = await withDatabase((sql, url) => fleetBoot(sql, url, size));
+        boots.push(b);
+        table[`fleet boot, ${size} modems`] = {
+          figure: `${b.wallMs} ms; ${b.cpuMsPerModem} ms CPU, ${b.heapKiBPerModem} KiB heap, ${b.rssKiBPerModem} KiB RSS per modem`,
+          'measured against': '10 s for 1,000; 200 KiB RSS per modem',
+          ratio: `${(b.rssKiBPerModem / 200).toFixed(2)}x RSS limit${size === 1000 ? `, ${(b.wallMs / 10_000).toFixed(2)}x time limit` : ''}`,
+          target: b.targetMet ? 'met' : 'MISSED',
+        };
+      }
+      results['boot'] = boots;
+    }
+    if (wanted('rotation')) {
+      const r = await withDatabase((sql, url) => rotationLatency(sql, url, quick ? 5 : 20));
+      results['rotation'] = r;
+      table['rotation, insert → verified'] = {
+        figure: `p50 ${r.p50Ms} ms, max ${r.maxMs} ms (${r.rotations} rotations, detach ${r.detachMs} ms subtracted)`,
+        'measured against': '1 s',
+        ratio: `${(r.p50Ms / 1000).toFixed(2)}x`,
+        target: r.maxMs < 1000 ? 'met' : 'MISSED',
+      };
+    }
+    if (wanted('idle')) {
+      const i = await withDatabase((sql, url) => idleCost(sql, url, 100, quick ? 10 : 60));
+      results['idle'] = i;
+      table['idle, 100 online modems'] = {
+        figure: `${(i.cpuShareOfCore * 100).toFixed(2)}% of a core over ${i.seconds} s`,
+        'measured against': `1% of a core; the same process without the farm: ${(i.baselineShareOfCore * 100).toFixed(2)}%`,
+        ratio: `${(i.cpuShareOfCore / 0.01).toFixed(2)}x limit`,
+        target: i.targetMet ? 'met' : 'MISSED',
+      };
+    }
+    console.table(table);
     await mkdir('bench/results', { recursive: true });
-    await writeFile('bench/results/latest.json', `${JSON.stringify(results, null, 2)}\n`);
+    await writeFile('bench/results/latest.json', `${JSON.stringify({ ...results, table }, null, 2)}\n`);
+    console.log('written: bench/results/latest.json');
   } finally {
-    await sql.end();
-    await admin.unsafe(`drop database if exists ${db} with (force)`);
     await admin.end();
     await cluster?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });

@@ -1,9 +1,32 @@
-import { stat } from 'node:fs/promises';
 import { SerialPort } from 'serialport';
 import { silentLogger, type Logger } from '../log.js';
 import { coerceError } from '../util/errors.js';
+import { watchPresence } from '../util/presence.js';
 import { AtSession, type AtSessionOptions } from './atSession.js';
 import { AtError, type AtChannel, type AtResponse, type SendOptions, type Urc } from './types.js';
+
+/** What the transport needs of a serial port (serialport's SerialPort, or an in-process port). */
+export interface PortLike {
+  readonly isOpen: boolean;
+  write(data: string | Buffer, callback: (err?: Error | null) => void): unknown;
+  close(callback: (err?: Error | null) => void): void;
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+  removeAllListeners(event: 'data'): unknown;
+}
+
+/** Opens a real tty with serialport. */
+export function openSerialPort(path: string, baudRate = 115_200): Promise<PortLike> {
+  const port = new SerialPort({ path, baudRate, autoOpen: false });
+  return new Promise<PortLike>((resolve, reject) =>
+    port.open((err) =>
+      err
+        ? reject(new AtError('port_lost', '', `cannot open ${path}: ${err.message}`, { cause: err }))
+        : resolve(port),
+    ),
+  );
+}
 
 export interface AtTransportOptions extends Omit<
   AtSessionOptions,
@@ -18,6 +41,8 @@ export interface AtTransportOptions extends Omit<
   presencePollMs?: number;
   /** How long port.close() may take before we stop waiting for it. */
   closeTimeoutMs?: number;
+  /** Opens the port (default: serialport); the in-process simulator provides its own. */
+  openPort?: (path: string) => Promise<PortLike>;
 }
 
 /**
@@ -27,9 +52,9 @@ export interface AtTransportOptions extends Omit<
  * timeouts mean the port is lost. Then the port is closed by us and every command settled.
  */
 export class AtTransport implements AtChannel {
-  private port: SerialPort | undefined;
+  private port: PortLike | undefined;
   private session: AtSession | undefined;
-  private poll: NodeJS.Timeout | undefined;
+  private unwatch: (() => void) | undefined;
   private closing: Promise<void> | undefined;
   private readonly log: Logger;
   private readonly closeWaiters: ((reason: AtError) => void)[] = [];
@@ -48,22 +73,18 @@ export class AtTransport implements AtChannel {
   }
 
   async start(): Promise<void> {
-    const port = new SerialPort({
-      path: this.options.path,
-      baudRate: this.options.baudRate ?? 115_200,
-      autoOpen: false,
-    });
-    await new Promise<void>((resolve, reject) =>
-      port.open((err) =>
-        err
-          ? reject(
-              new AtError('port_lost', '', `cannot open ${this.options.path}: ${err.message}`, {
-                cause: err,
-              }),
-            )
-          : resolve(),
-      ),
-    );
+    const port = await (this.options.openPort
+      ? this.options.openPort(this.options.path).catch((err: unknown) => {
+          throw new AtError(
+            'port_lost',
+            '',
+            `cannot open ${this.options.path}: ${coerceError(err).message}`,
+            {
+              cause: err,
+            },
+          );
+        })
+      : openSerialPort(this.options.path, this.options.baudRate));
     this.port = port;
     const session = new AtSession({
       ...this.options,
@@ -81,13 +102,9 @@ export class AtTransport implements AtChannel {
       session.close(new AtError('port_lost', '', `port error: ${err.message}`, { cause: err })),
     );
     port.on('close', () => session.close(new AtError('port_lost', '', 'the port closed')));
-    const every = this.options.presencePollMs ?? 500;
-    this.poll = setInterval(() => {
-      stat(this.options.path).catch(() =>
-        session.close(new AtError('port_lost', '', `${this.options.path} disappeared`)),
-      );
-    }, every);
-    this.poll.unref();
+    this.unwatch = watchPresence(this.options.path, this.options.presencePollMs ?? 500, (exists) => {
+      if (!exists) session.close(new AtError('port_lost', '', `${this.options.path} disappeared`));
+    });
   }
 
   send(command: string, options?: SendOptions): Promise<AtResponse> {
@@ -102,7 +119,8 @@ export class AtTransport implements AtChannel {
   }
 
   private onSessionClosed(reason: AtError): void {
-    clearInterval(this.poll);
+    this.unwatch?.();
+    this.unwatch = undefined;
     this.log.info({ reason: reason.message }, 'AT port closed');
     const port = this.port;
     this.port = undefined;

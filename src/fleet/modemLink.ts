@@ -7,13 +7,14 @@ import type {
   SignalSample,
   SimState,
 } from '../../machines/modemTypes.js';
-import { AtTransport } from '../at/atTransport.js';
+import { AtTransport, type AtTransportOptions } from '../at/atTransport.js';
 import { AtCommandError, AtError } from '../at/types.js';
 import { Ec25Driver, type AtTimeouts } from '../ec25/driver.js';
 import { parseCregUrc } from '../ec25/parsers.js';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
+import { watchPresence } from '../util/presence.js';
 import { sleep } from '../util/time.js';
 
 export interface ModemLinkOptions {
@@ -33,6 +34,8 @@ export interface ModemLinkOptions {
   /** The data call gets its address: polled this many times, this far apart. */
   addressPolls?: number;
   addressPollMs?: number;
+  /** Opens the AT port (default: serialport); the in-process simulator provides its own. */
+  openPort?: AtTransportOptions['openPort'];
   log?: Logger;
 }
 
@@ -47,7 +50,7 @@ export class ModemLink {
   private transport: AtTransport | undefined;
   private opening: Promise<Ec25Driver> | undefined;
   private driver: Ec25Driver | undefined;
-  private presence: NodeJS.Timeout | undefined;
+  private unwatch: (() => void) | undefined;
   private present = true;
   private stopped = false;
   private readonly log: Logger;
@@ -64,14 +67,17 @@ export class ModemLink {
 
   start(): void {
     this.stopped = false;
-    const every = this.options.presencePollMs ?? 500;
-    this.presence = setInterval(() => void this.checkPresence(), every);
-    this.presence.unref();
+    this.unwatch = watchPresence(
+      this.options.atPort,
+      this.options.presencePollMs ?? 500,
+      (exists) => void this.onPresence(exists),
+    );
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.presence);
+    this.unwatch?.();
+    this.unwatch = undefined;
     const transport = this.transport;
     this.transport = undefined;
     this.driver = undefined;
@@ -84,8 +90,7 @@ export class ModemLink {
     this.sink(event);
   }
 
-  private async checkPresence(): Promise<void> {
-    const exists = await pathExists(this.options.atPort);
+  private async onPresence(exists: boolean): Promise<void> {
     if (this.stopped || exists === this.present) return;
     this.present = exists;
     if (!exists) {
@@ -122,6 +127,7 @@ export class ModemLink {
       log: this.log,
       presencePollMs: this.options.presencePollMs ?? 500,
       maxConsecutiveTimeouts: this.options.maxConsecutiveTimeouts ?? 10,
+      ...(this.options.openPort ? { openPort: this.options.openPort } : {}),
       onUrc: (urc) => this.onUrc(urc.line),
       onClose: (reason) => {
         if (this.transport !== transport) return; // closed by us

@@ -6,11 +6,15 @@ import { silentLogger, type Logger } from '../log.js';
 import type { SimProfile } from './ec25Model.js';
 import { FakeSysfs } from './fakeSysfs.js';
 import { SimModem } from './simModem.js';
+import { openMemoryPort } from './simWire.js';
+import type { PortLike } from '../at/atTransport.js';
 
 export interface SimLabOptions {
   /** Everything lives under it: `sys/` (a fake sysfs tree) and `dev/` (the PTY links). */
   dir: string;
   profiles: SimProfile[];
+  /** Real PTYs (default) or in-process ports (the supervisor then needs `link.openPort`). */
+  wire?: 'pty' | 'memory';
   log?: Logger;
   random?: () => number;
 }
@@ -34,6 +38,7 @@ export class SimLab {
           profile,
           dir: this.devDir,
           name: `ttyUSB${4 * i + 2}`,
+          wire: options.wire ?? 'pty',
           log: options.log ?? silentLogger,
           ...(options.random ? { random: options.random } : {}),
         }),
@@ -47,6 +52,11 @@ export class SimLab {
   /** Hotplug events from the fake tree, parsed like udevadm's. */
   hotplug(): SysfsWatchSource {
     return new SysfsWatchSource(this.sysfs.root);
+  }
+
+  /** The supervisor's `link.openPort` for in-process ports (undefined with real PTYs). */
+  get openPort(): ((path: string) => Promise<PortLike>) | undefined {
+    return this.options.wire === 'memory' ? openMemoryPort : undefined;
   }
 
   usbPath(i: number): string {

@@ -1,11 +1,8 @@
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
 import { silentLogger, type Logger } from '../log.js';
-import { ModemfleetError } from '../util/errors.js';
-import { pathExists } from '../util/fs.js';
 import { sleep } from '../util/time.js';
 import { Ec25Model, type SimFaults, type SimProfile } from './ec25Model.js';
+import { MemoryWire, PtyWire, type SimWire } from './simWire.js';
 
 export interface SimModemOptions {
   profile: SimProfile;
@@ -13,6 +10,8 @@ export interface SimModemOptions {
   dir: string;
   /** File name of this modem's AT port link in `dir`, e.g. `ttyUSB2`. */
   name: string;
+  /** A real PTY (default) or an in-process port. */
+  wire?: 'pty' | 'memory';
   log?: Logger;
   random?: () => number;
 }
@@ -20,16 +19,15 @@ export interface SimModemOptions {
 const MAX_INPUT = 1024;
 
 /**
- * A simulated EC25 on a real PTY: `socat PTY,link=<dir>/<name>,raw,echo=0 STDIO` gives a tty the
- * supervisor opens with serialport exactly like a ttyUSB, and its other end is socat's stdin/stdout,
- * which the model drives. Unplug kills socat (the tty path goes away); a reset unplugs, waits,
- * plugs the same path back and sends RDY.
+ * A simulated EC25 behind a tty path: by default a real PTY (`socat PTY,link=<dir>/<name>`) the
+ * supervisor opens with serialport exactly like a ttyUSB, or an in-process port (`wire: 'memory'`).
+ * The model answers what arrives. Unplug removes the tty path; a reset unplugs, waits, plugs the
+ * same path back and sends RDY.
  */
 export class SimModem {
   readonly model: Ec25Model;
-  private child: ResultPromise | undefined;
+  private readonly wire: SimWire;
   private input = '';
-  private writing: Promise<void> = Promise.resolve();
   private regTimer: NodeJS.Timeout | undefined;
   private lastStat = -1;
   private generation = 0;
@@ -38,6 +36,7 @@ export class SimModem {
 
   constructor(private readonly options: SimModemOptions) {
     this.model = new Ec25Model(options.profile, Date.now, options.random ?? Math.random);
+    this.wire = options.wire === 'memory' ? new MemoryWire() : new PtyWire();
     this.log = (options.log ?? silentLogger).child({ component: 'sim', modem: options.profile.imei });
   }
 
@@ -50,16 +49,12 @@ export class SimModem {
   }
 
   get plugged(): boolean {
-    return this.child !== undefined;
+    return this.wire.isOpen;
   }
 
   /** How many times the tty appeared (1 after start, +1 per re-enumeration or replug). */
   get enumerations(): number {
     return this.enumerated;
-  }
-
-  get pid(): number | undefined {
-    return this.child?.pid;
   }
 
   setFaults(faults: Partial<SimFaults>): void {
@@ -68,36 +63,14 @@ export class SimModem {
 
   /** Plug in: the tty appears, then after the boot time RDY and the boot URCs. */
   async start(): Promise<void> {
-    if (this.child) return;
+    if (this.wire.isOpen) return;
     const generation = ++this.generation;
     this.model.powerOn();
     this.input = '';
-    await rm(this.atPort, { force: true });
-    const child = execa('socat', ['-d', '-d', `PTY,link=${this.atPort},raw,echo=0`, 'STDIO'], {
-      reject: false,
-      buffer: false,
-      stdin: 'pipe',
-      stdout: 'pipe',
-      stderr: 'ignore',
-      cleanup: true,
-    });
-    this.child = child;
-    child.stdout?.on('data', (chunk: Buffer) => this.onInput(chunk));
-    child.stdin?.on('error', () => undefined);
-    void child.then(() => {
-      if (this.child === child) this.child = undefined;
-    });
-    const deadline = Date.now() + 5_000;
-    while (!(await pathExists(this.atPort))) {
-      if (child.exitCode !== null || Date.now() > deadline) {
-        await this.stop();
-        throw new ModemfleetError('sim_pty_failed', `socat did not create ${this.atPort}`);
-      }
-      await sleep(10);
-    }
+    await this.wire.open(this.atPort, (chunk) => this.onInput(chunk));
     this.enumerated++;
     setTimeout(() => {
-      if (this.generation === generation && this.child === child && !this.model.faults.hang)
+      if (this.generation === generation && this.wire.isOpen && !this.model.faults.hang)
         this.write(this.model.bootText());
     }, this.options.profile.timings.bootMs).unref();
     this.lastStat = -1;
@@ -109,13 +82,7 @@ export class SimModem {
   async stop(): Promise<void> {
     this.generation++;
     clearInterval(this.regTimer);
-    const child = this.child;
-    this.child = undefined;
-    if (!child) return;
-    child.kill('SIGTERM');
-    await child;
-    // socat removes its link on SIGTERM; make sure of it (a dangling link would look plugged)
-    await rm(this.atPort, { force: true });
+    await this.wire.close();
   }
 
   unplug(): Promise<void> {
@@ -128,20 +95,12 @@ export class SimModem {
     const generation = this.generation;
     await sleep(this.options.profile.timings.resetMs);
     // unplugged (or restarted) meanwhile: a reset does not bring back a modem that was pulled out
-    if (this.generation !== generation || this.child) return;
+    if (this.generation !== generation || this.wire.isOpen) return;
     await this.start();
   }
 
   private write(text: string): void {
-    const child = this.child;
-    if (!child || text.length === 0) return;
-    this.writing = this.writing.then(
-      () =>
-        new Promise<void>((resolve) => {
-          if (!child.stdin || child.stdin.destroyed) return resolve();
-          child.stdin.write(Buffer.from(text, 'latin1'), () => resolve());
-        }),
-    );
+    if (text.length > 0) this.wire.write(text);
   }
 
   private onInput(chunk: Buffer): void {
