@@ -12,9 +12,16 @@ import { shutdownSignal } from './util/signals.js';
 import { Inspector } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
 
-function hotplugSource(config: Config, log: Logger): HotplugSource | undefined {
+async function hotplugSource(config: Config, log: Logger): Promise<HotplugSource | undefined> {
   switch (config.hotplug) {
     case 'udev':
+      if (!(await findProgram('udevadm'))) {
+        // without events the periodic rescan (every 30 s) finds new modems
+        log.warn(
+          'udevadm not found (apt-get install udev): hotplug falls back to rescanning sysfs every 30 s',
+        );
+        return undefined;
+      }
       return new UdevadmSource({ log });
     case 'watch':
       return new SysfsWatchSource(config.scan.sysRoot);
@@ -148,7 +155,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       ranges: config.allocation,
       log,
     });
-    const hotplug = hotplugSource(config, log);
+    const hotplug = await hotplugSource(config, log);
     supervisor = new Supervisor({
       store,
       stateDir: config.stateDir,
