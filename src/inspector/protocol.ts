@@ -1,5 +1,5 @@
 import type { ModemView } from '../store/modems.js';
-import type { StoredAlert } from '../store/history.js';
+import type { StoredAlert, StoredHealth } from '../store/history.js';
 import type { Notification } from '../store/listener.js';
 import { IMEI_PATTERN } from '../store/types.js';
 
@@ -21,17 +21,7 @@ export type ServerMessage =
       host: string | null;
     }
   | { type: 'modem'; modem: ModemView }
-  | {
-      type: 'health';
-      imei: string;
-      at: string;
-      rssi: number | null;
-      rsrp: number | null;
-      rsrq: number | null;
-      sinr: number | null;
-      operator: string | null;
-      technology: string | null;
-    }
+  | ({ type: 'health'; imei: string; at: string } & Omit<StoredHealth, 'at'>)
   | {
       type: 'alert';
       id: number;

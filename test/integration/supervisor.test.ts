@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ModemConfig } from '../../machines/modemTypes.js';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
@@ -12,19 +11,10 @@ import { Store } from '../../src/store/store.js';
 import type { TransitionRecord } from '../../src/store/types.js';
 import { createRootLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { FAST_MODEM } from '../helpers/farm.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 
-const MODEM: Partial<ModemConfig> = {
-  probeAttempts: 5,
-  probeRetryMs: 100,
-  registrationPollMs: 100,
-  registrationTimeoutMs: 3_000,
-  signalPollMs: 500,
-  detachMs: 100,
-  backoffBaseMs: 100,
-  backoffCapMs: 500,
-  reenumerationMs: 3_000,
-};
+const MODEM = FAST_MODEM;
 
 let db: TestDatabase;
 let dir: string;

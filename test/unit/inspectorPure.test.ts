@@ -5,7 +5,7 @@ import { histogramSamples, renderMetrics } from '../../src/inspector/metrics.js'
 import { messageOf, parseClientMessage } from '../../src/inspector/protocol.js';
 import { RateLimiter } from '../../src/inspector/rateLimit.js';
 import { bearerToken, tokenMatches } from '../../src/inspector/token.js';
-import type { Channel } from '../../src/store/types.js';
+import { CHANNELS, type Channel } from '../../src/store/types.js';
 import { Histogram } from '../../src/util/histogram.js';
 
 describe('Prometheus rendering', () => {
@@ -120,14 +120,7 @@ describe('WebSocket protocol', () => {
   });
 
   prop.prop([
-    fc.constantFrom<Channel>(
-      'modem_status_change',
-      'modem_health',
-      'modem_config_change',
-      'modem_alerts',
-      'modem_commands',
-      'system_events',
-    ),
+    fc.constantFrom<Channel>(...CHANNELS),
     fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 2 })),
   ])('never throws on any payload', (channel, payload) => {
     const m = messageOf({ channel, payload });
