@@ -2,6 +2,7 @@ import { stat, mkdtemp, rm, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadApiToken } from '../../src/inspector/token.js';
 import { startFarm, TOKEN, until, onlineCount, type TestFarm } from '../helpers/farm.js';
@@ -305,4 +306,64 @@ describe('API token', () => {
       await rm(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('hostile requests', () => {
+  it('fuzzed method, path, query, headers and body: never a 5xx, always JSON errors; the server keeps serving', async () => {
+    const segment = fc.oneof(
+      fc.constantFrom(
+        'api',
+        'modems',
+        'commands',
+        'transitions',
+        'health',
+        'alerts',
+        'rotation-link',
+        'rotate',
+      ),
+      fc.constantFrom(imeis[0] ?? '', '000000000000000', '12345', '%00', '..', '%2e%2e', 'x'.repeat(300)),
+      fc.string({ maxLength: 20 }).map((x) => encodeURIComponent(x)),
+    );
+    const request = fc.record({
+      method: fc.constantFrom('GET', 'POST', 'DELETE', 'PUT', 'PATCH'),
+      path: fc.array(segment, { minLength: 1, maxLength: 5 }).map((parts) => `/${parts.join('/')}`),
+      query: fc.option(
+        fc.dictionary(
+          fc.constantFrom('limit', 'before', 'since', 'state', 'open', 'wait', 'x'),
+          fc.string({ maxLength: 30 }),
+        ),
+        { nil: undefined },
+      ),
+      body: fc.option(
+        fc.oneof(
+          fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)),
+          fc.string({ maxLength: 200 }),
+          fc.constant('{"kind":'),
+        ),
+        { nil: undefined },
+      ),
+      contentType: fc.constantFrom('application/json', 'text/plain', 'application/x-www-form-urlencoded', ''),
+      auth: fc.constantFrom(`Bearer ${TOKEN}`, 'Bearer nope', '', `bearer ${TOKEN}`),
+    });
+    await fc.assert(
+      fc.asyncProperty(request, async (r) => {
+        const url = `${farm.url}${r.path}${r.query ? `?${new URLSearchParams(r.query).toString()}` : ''}`;
+        const withBody = r.body !== undefined && r.method !== 'GET';
+        const res = await fetch(url, {
+          method: r.method,
+          headers: {
+            ...(r.auth ? { authorization: r.auth } : {}),
+            ...(withBody && r.contentType ? { 'content-type': r.contentType } : {}),
+          },
+          ...(withBody ? { body: r.body } : {}),
+        });
+        const text = await res.text();
+        expect(res.status, `${r.method} ${url} → ${text.slice(0, 200)}`).toBeLessThan(500);
+        if (res.status >= 400) expect(JSON.parse(text)).toHaveProperty('error');
+      }),
+      { numRuns: 300 },
+    );
+    expect((await fetch(`${farm.url}/live`)).status).toBe(200);
+    expect((await farm.api('/api/modems')).status).toBe(200);
+  }, 60_000);
 });
