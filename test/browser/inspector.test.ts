@@ -85,14 +85,17 @@ describe('inspector web page', () => {
         timeout: 20_000,
       },
     );
-    const [command] = await farm.db.sql<{ kind: string; status: string; requested_by: string }[]>`
-      select kind, status, requested_by from modem_commands where imei = ${second.imei} order by id desc limit 1`;
+    const [command] = await farm.db.sql<
+      { kind: string; status: string; requested_by: string; result: { wanIp?: string } }[]
+    >`select kind, status, requested_by, result from modem_commands where imei = ${second.imei} order by id desc limit 1`;
     expect(command).toMatchObject({ kind: 'rotate', status: 'done' });
     expect(command?.requested_by).toMatch(/^api:/);
-    const rotated = (await farm.store.modems({ imei: second.imei }))[0];
+    // the card follows to the rotation's new address
+    const newIp = command?.result.wanIp ?? '';
+    expect(newIp).not.toBe(second.wanIp);
     await page.waitForFunction(
       ([imei, ip]) => document.querySelector(`.card[data-imei="${imei}"] .addr`)?.textContent === ip,
-      [second.imei, rotated?.wanIp ?? ''] as const,
+      [second.imei, newIp] as const,
     );
 
     await mkdir(SCREENSHOTS, { recursive: true });

@@ -39,7 +39,9 @@ describe('in-process simulated modems', () => {
       if (Date.now() > end) throw new Error('rotation did not finish');
       await sleep(50);
     }
-    expect((await farm.store.modems({ imei }))[0]?.wanIp).not.toBe(before);
+    const result = (await farm.store.command(id))?.result as { wanIp?: string } | undefined;
+    expect(result?.wanIp).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    expect(result?.wanIp).not.toBe(before);
     await farm.lab.unplug(0);
     await until(['online', 'online', 'removed'], 'one removed');
   });
