@@ -216,7 +216,9 @@ export class Hub {
     }
     if (parsed.type === 'ping') return this.sendTo(client, { type: 'pong' }, true);
     // a client waiting for its snapshot (or behind) gets one anyway; one requested resync a second
-    if (client.state !== 'live' || Date.now() - client.lastResyncAt < 1_000) return;
+    if (client.state !== 'live') return;
+    if (Date.now() - client.lastResyncAt < 1_000)
+      return this.sendTo(client, { type: 'error', error: 'rate_limited', message: 'one resync a second' }, true);
     client.lastResyncAt = Date.now();
     if (client.ws.bufferedAmount > this.limits.clientBufferBytes) return this.fallBehind(client);
     this.stats.resyncs++;

@@ -189,6 +189,10 @@ function onTransition(t) {
     if (!resyncAsked) {
       resyncAsked = true;
       send({ type: 'resync' });
+      // the server takes one resync a second: ask again if no snapshot came
+      setTimeout(() => {
+        resyncAsked = false;
+      }, 3000);
     }
     return;
   }
