@@ -218,7 +218,11 @@ export class Hub {
     // a client waiting for its snapshot (or behind) gets one anyway; one requested resync a second
     if (client.state !== 'live') return;
     if (Date.now() - client.lastResyncAt < 1_000)
-      return this.sendTo(client, { type: 'error', error: 'rate_limited', message: 'one resync a second' }, true);
+      return this.sendTo(
+        client,
+        { type: 'error', error: 'rate_limited', message: 'one resync a second' },
+        true,
+      );
     client.lastResyncAt = Date.now();
     if (client.ws.bufferedAmount > this.limits.clientBufferBytes) return this.fallBehind(client);
     this.stats.resyncs++;
