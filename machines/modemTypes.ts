@@ -14,6 +14,7 @@ export const REASONS = [
   'hardware_fault',
   'proxy_failed',
   'egress_mismatch',
+  'no_free_port',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -137,7 +138,7 @@ export type ModemEvent =
   | { type: 'urc.rdy' }
   | { type: 'urc.registration'; stat: RegistrationStat }
   /** The modem's data plane failed for good: its proxy crash-looped, or a port egressed wrongly. */
-  | { type: 'dataplane.failed'; reason: 'proxy_failed' | 'egress_mismatch'; detail: string }
+  | { type: 'dataplane.failed'; reason: 'proxy_failed' | 'egress_mismatch' | 'no_free_port'; detail: string }
   | { type: 'command.rotate'; id: number }
   | { type: 'command.reset'; id: number }
   | { type: 'command.disable'; id: number }

@@ -22,6 +22,8 @@ const MAX_UNIDENTIFIED = 200;
 export class ModemSlot {
   imei: string | null = null;
   identified = false;
+  /** No ports were free for this modem: it cannot serve (it goes to `error` once online). */
+  noPorts: string | undefined;
   /** The IMEI is the one last seen at this USB path, not yet confirmed over AT. */
   presumed = false;
   /** The IMEI read over AT was looked at (identification runs once per slot). */

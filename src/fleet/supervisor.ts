@@ -372,6 +372,13 @@ export class Supervisor {
 
   /** Online with an address, ports and a link: the data plane runs; otherwise it does not. */
   private syncDataPlane(slot: ModemSlot): void {
+    if (slot.noPorts !== undefined) {
+      const snapshot = slot.runtime.snapshot();
+      // a modem that cannot have ports cannot be sold: fail closed, visibly, with its reason
+      if (snapshot.status === 'active' && snapshot.matches('online'))
+        slot.runtime.send({ type: 'dataplane.failed', reason: 'no_free_port', detail: slot.noPorts });
+      return;
+    }
     const allocation =
       slot.imei && slot.identified && !slot.presumed ? this.allocated.get(slot.imei) : undefined;
     this.dataPlanes?.sync(slot, allocation);
@@ -475,6 +482,8 @@ export class Supervisor {
         const e = coerceError(err);
         if ((e as { code?: string }).code === 'no_free_port') {
           this.alert({ kind: 'no_free_port', severity: 'critical', message: e.message }, imei);
+          slot.noPorts = e.message;
+          later(() => this.syncDataPlane(slot));
           this.events.onIdentified?.(imei, slot.usbPath);
           return;
         }

@@ -8,7 +8,7 @@ import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
-import type { TransitionRecord } from '../../src/store/types.js';
+import type { AllocationRanges, TransitionRecord } from '../../src/store/types.js';
 import { createRootLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { FAST_MODEM } from '../helpers/farm.js';
@@ -52,12 +52,23 @@ async function lab(n: number, name = 'lab', seed = 1): Promise<SimLab> {
 
 function supervisor(
   l: SimLab,
-  options: { hostId?: string; url?: string; stateDir?: string; journal?: TransitionRecord[] } = {},
+  options: {
+    hostId?: string;
+    url?: string;
+    stateDir?: string;
+    journal?: TransitionRecord[];
+    ranges?: AllocationRanges;
+  } = {},
 ) {
   const url = options.url ?? db.url;
   const sql = url === db.url ? db.sql : openSql(url, { max: 4 });
   if (sql !== db.sql) extraSql.push(sql);
-  const store = new Store({ sql, url, hostId: options.hostId ?? 'host-a' });
+  const store = new Store({
+    sql,
+    url,
+    hostId: options.hostId ?? 'host-a',
+    ...(options.ranges ? { ranges: options.ranges } : {}),
+  });
   const s = new Supervisor(
     {
       store,
@@ -340,5 +351,39 @@ describe('fleet supervisor with the simulator and a real PostgreSQL', () => {
       { host_id: string; http_port: number }[]
     >`select host_id, http_port from allocations`;
     expect(ports).toHaveLength(4);
+  }, 60_000);
+
+  it('more modems than free ports: the extra one is in error (no_free_port), the others serve', async () => {
+    const l = await lab(3, 'lab-ports', 4);
+    const s = supervisor(l, {
+      ranges: {
+        httpPort: { from: 22000, to: 22001 },
+        socksPort: { from: 32000, to: 32001 },
+        routingTable: { from: 20000, to: 20001 },
+        ifaceId: { from: 0, to: 1 },
+      },
+    });
+    await s.start();
+    await until(
+      async () => {
+        const rows = await states();
+        return (
+          rows.filter((r) => r.state === 'online').length === 2 &&
+          rows.filter((r) => r.state === 'error').length === 1
+        );
+      },
+      20_000,
+      '2 online, 1 error',
+    );
+    const [failed] = await db.sql<
+      { imei: string; reason: string }[]
+    >`select imei, reason from modems where state = 'error'`;
+    expect(failed?.reason).toBe('no_free_port');
+    expect(await allocations()).toHaveLength(2);
+    expect((await allocations()).map((a) => a.imei)).not.toContain(failed?.imei);
+    const alerts = await db.sql<
+      { kind: string }[]
+    >`select kind from alerts where imei = ${failed?.imei ?? ''}`;
+    expect(alerts.map((a) => a.kind)).toContain('no_free_port');
   }, 60_000);
 });
