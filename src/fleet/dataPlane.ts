@@ -2,7 +2,7 @@ import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { proxyMachine, type ProxyConfig } from '../../machines/proxyMachine.js';
-import { routingMachine } from '../../machines/routingMachine.js';
+import { routingMachine, type RoutingConfig } from '../../machines/routingMachine.js';
 import type { Logger } from '../log.js';
 import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '../net/proxyConfig.js';
 import { ProxyProcess } from '../net/proxyProcess.js';
@@ -39,6 +39,8 @@ export interface DataPlaneOptions {
   routing?: boolean | undefined;
   /** Restart backoff and intensity of the proxies (DEFAULT_PROXY_CONFIG otherwise). */
   proxy?: Partial<Omit<ProxyConfig, 'canReload'>> | undefined;
+  /** Retry backoff and read-back interval of the routing (DEFAULT_ROUTING_CONFIG otherwise). */
+  routingConfig?: Partial<RoutingConfig> | undefined;
 }
 
 export interface DataPlaneHooks {
@@ -139,7 +141,12 @@ export class ModemDataPlane {
             }),
         },
       }),
-      { input: { address: this.address } },
+      {
+        input: {
+          address: this.address,
+          ...(this.options.routingConfig ? { config: this.options.routingConfig } : {}),
+        },
+      },
     );
     this.routing.start();
   }
