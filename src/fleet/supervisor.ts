@@ -69,6 +69,8 @@ export interface SupervisorEvents {
   onAllocated?: (allocation: Allocation) => void;
   /** Every journal record as it is handed to the writer (tests compare it with the database). */
   onJournal?: (record: TransitionRecord) => void;
+  /** A command was carried out here, before its result is written (tests count executions). */
+  onCommand?: (command: Command, outcome: CommandOutcome) => void;
 }
 
 /**
@@ -125,7 +127,11 @@ export class Supervisor {
     this.commands = new CommandProcessor({
       store,
       log: this.log,
-      execute: (command) => this.execute(command),
+      execute: async (command) => {
+        const outcome = await this.execute(command);
+        this.events.onCommand?.(command, outcome);
+        return outcome;
+      },
       ...(options.commandPollMs ? { pollIntervalMs: options.commandPollMs } : {}),
     });
     this.dataPlanes = options.dataPlane
