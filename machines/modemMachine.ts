@@ -36,6 +36,18 @@ export function reasonOf(error: unknown, fallback: Reason): Reason {
 const describe = (error: unknown): string =>
   String((error as { message?: unknown } | null)?.message ?? error).slice(0, 200);
 
+/**
+ * A failed command's result: a stable code (the error's own, like `at_timeout` or `port_lost`,
+ * else `fallback`) that clients can match on, and the description for people.
+ */
+const failure = (error: unknown, fallback: string): { error: string; message: string } => {
+  const code = (error as { code?: unknown } | null)?.code;
+  return {
+    error: typeof code === 'string' && /^[a-z][a-z0-9_]{0,63}$/.test(code) ? code : fallback,
+    message: describe(error ?? fallback),
+  };
+};
+
 export function backoffFor(context: Pick<ModemContext, 'config' | 'rung'>): number {
   return Math.min(context.config.backoffCapMs, context.config.backoffBaseMs * 2 ** context.rung);
 }
@@ -63,7 +75,7 @@ const finished =
       ? {
           ...context.command,
           ok,
-          result: ok ? {} : { error: errorOf(event) === undefined ? 'failed' : describe(errorOf(event)) },
+          result: ok ? {} : failure(errorOf(event), 'failed'),
         }
       : null;
 
@@ -91,7 +103,7 @@ const rotationResult =
         return {
           ...rotation.command,
           ok: false,
-          result: { error: describe(errorOf(event) ?? 'rotation interrupted') },
+          result: failure(errorOf(event), 'rotation_interrupted'),
         };
     }
   };

@@ -61,6 +61,15 @@ export class SimModem {
     Object.assign(this.options.profile.faults, faults);
   }
 
+  /**
+   * Fault injection: raw bytes from the modem's side of the tty, outside any answer (garbage,
+   * NULs, over-long lines, half answers, answers to commands never sent). Latin-1: one char, one byte.
+   */
+  inject(bytes: string | Buffer): void {
+    if (!this.wire.isOpen) throw new Error(`${this.atPort} is not plugged`);
+    this.write(typeof bytes === 'string' ? bytes : bytes.toString('latin1'));
+  }
+
   /** Plug in: the tty appears, then after the boot time RDY and the boot URCs. */
   async start(): Promise<void> {
     if (this.wire.isOpen) return;

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { ModemConfig } from '../../machines/modemTypes.js';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { Inspector, type InspectorLimits } from '../../src/inspector/inspector.js';
-import { createRootLogger } from '../../src/log.js';
+import { createRootLogger, type Logger } from '../../src/log.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql, type Sql } from '../../src/store/database.js';
@@ -47,7 +47,15 @@ export interface TestFarm {
  * inspector on a free port, all through a TCP proxy to the database (so a test can cut it).
  */
 export async function startFarm(
-  options: { modems: number; seed?: number; limits?: Partial<InspectorLimits>; hostId?: string } = {
+  options: {
+    modems: number;
+    seed?: number;
+    limits?: Partial<InspectorLimits>;
+    hostId?: string;
+    log?: Logger;
+    /** AT timeouts of the link (default probe 500, query and cfun 2000 ms). */
+    timeouts?: { probe: number; query: number; cfun: number };
+  } = {
     modems: 4,
   },
 ): Promise<TestFarm> {
@@ -60,7 +68,7 @@ export async function startFarm(
   u.port = String(dbProxy.port);
   const url = u.toString();
   const sql = openSql(url, { max: 6 });
-  const log = process.env['MF_DEBUG'] ? createRootLogger({ level: 'debug' }) : undefined;
+  const log = options.log ?? (process.env['MF_DEBUG'] ? createRootLogger({ level: 'debug' }) : undefined);
   const store = new Store({ sql, url, hostId: options.hostId ?? 'host-a', ...(log ? { log } : {}) });
   const profiles = defaultProfiles(options.modems, options.seed ?? 3).map((p) => ({
     ...p,
@@ -75,7 +83,11 @@ export async function startFarm(
     hotplug: lab.hotplug(),
     rescanIntervalMs: 2_000,
     modem: FAST_MODEM,
-    link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+    link: {
+      presencePollMs: 100,
+      timeouts: options.timeouts ?? { probe: 500, query: 2_000, cfun: 2_000 },
+      addressPollMs: 50,
+    },
     spool: { fsync: 'never' },
     commandPollMs: 1_000,
     healthFlushMs: 200,
@@ -145,4 +157,37 @@ export async function onlineCount(farm: TestFarm): Promise<number> {
     { n: number }[]
   >`select count(*)::int as n from modems where state = 'online'`;
   return rows[0]?.n ?? 0;
+}
+
+/** Insert a command by SQL, as an operator would, and wait until it is finished. */
+export async function runCommand(
+  farm: TestFarm,
+  imei: string,
+  kind: 'rotate' | 'reset' | 'disable' | 'enable',
+  ms = 30_000,
+): Promise<{ id: number; status: string; result: Record<string, unknown> }> {
+  const [row] = await farm.db.sql<{ id: string }[]>`
+    insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, 'test') returning id`;
+  const id = Number(row?.id);
+  let done: { status: string; result: Record<string, unknown> } | undefined;
+  await until(
+    async () => {
+      const [c] = await farm.db.sql<{ status: string; result: Record<string, unknown> }[]>`
+        select status, result from modem_commands where id = ${id}`;
+      if (c && (c.status === 'done' || c.status === 'failed')) done = c;
+      return done !== undefined;
+    },
+    ms,
+    `command ${kind} ${id} finished`,
+  );
+  return { id, ...(done as { status: string; result: Record<string, unknown> }) };
+}
+
+export async function modemRow(
+  farm: TestFarm,
+  imei: string,
+): Promise<{ state: string; reason: string | null; wan_ip: string | null } | undefined> {
+  const [row] = await farm.db.sql<{ state: string; reason: string | null; wan_ip: string | null }[]>`
+    select state, reason, host(wan_ip) as wan_ip from modems where imei = ${imei}`;
+  return row;
 }
