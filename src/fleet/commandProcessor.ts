@@ -93,6 +93,11 @@ export class CommandProcessor {
 
   private async catchUp(): Promise<void> {
     await this.writeUnsent();
+    // a command left running by a host that is gone (or inserted as running by hand) would block
+    // its modem's queue forever
+    const abandoned = await this.options.store.failAbandonedCommands();
+    if (abandoned.length)
+      this.log.warn({ commands: abandoned }, 'commands left running by a host that is not running failed');
     for (;;) {
       if (this.stopped) return;
       const claimed = await this.options.store.claimCommands();

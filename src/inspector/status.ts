@@ -167,9 +167,11 @@ export class StatusReporter {
     counter('modemfleet_ws_resyncs_total', 'Snapshots sent again (slow client, reconnect, request).', [
       { value: hub.stats.resyncs },
     ]);
-    counter('modemfleet_notifications_malformed_total', 'Notifications ignored for their shape.', [
-      { value: hub.stats.malformedNotifications },
-    ]);
+    counter(
+      'modemfleet_notifications_malformed_total',
+      'Notifications ignored: not JSON objects, oversized, or not the shape our triggers write.',
+      [{ value: hub.stats.malformedNotifications + (hub.listenerStats?.malformed ?? 0) }],
+    );
     const memory = process.memoryUsage();
     const cpu = process.cpuUsage();
     gauge('process_resident_memory_bytes', 'Resident memory of this process.', memory.rss);

@@ -101,6 +101,26 @@ export async function finishCommand(
   return rows.length === 1;
 }
 
+/**
+ * Commands of this host's modems left `running` in the name of a host that is not running (stopped,
+ * silent for `staleSeconds`, unknown, or nobody: an insert by hand) would block their modem's queue
+ * forever (one running command per modem): they are failed as `abandoned`.
+ */
+export async function failAbandonedCommands(sql: Sql, hostId: string, staleSeconds = 60): Promise<number[]> {
+  const rows = await sql<{ id: string }[]>`
+    update modem_commands c set status = 'failed', finished_at = now(),
+      result = jsonb_build_object('error', 'abandoned', 'message',
+        'left running by ' || coalesce(c.claimed_by, 'nobody') || ', which is not running')
+    from modems m
+    where m.imei = c.imei and m.host_id = ${hostId} and c.status = 'running'
+      and c.claimed_by is distinct from ${hostId}
+      and not exists (
+        select 1 from hosts h where h.id = c.claimed_by and h.stopped_at is null
+          and h.heartbeat_at > now() - make_interval(secs => ${staleSeconds}))
+    returning c.id`;
+  return rows.map((r) => Number(r.id));
+}
+
 /** After a crash: commands this host had claimed but not finished are failed, with that reason. */
 export async function failInterruptedCommands(sql: Sql, hostId: string): Promise<number[]> {
   const rows = await sql<{ id: number }[]>`

@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import { DEFAULT_RANGES, allocate, listAllocations } from './allocations.js';
 import {
   claimCommands,
+  failAbandonedCommands,
   failInterruptedCommands,
   finishCommand,
   getCommand,
@@ -139,6 +140,9 @@ export class Store {
   }
   finishCommand(id: number, ok: boolean, result?: Record<string, unknown>): Promise<boolean> {
     return finishCommand(this.sql, id, ok, result);
+  }
+  failAbandonedCommands(staleSeconds?: number): Promise<number[]> {
+    return failAbandonedCommands(this.sql, this.hostId, staleSeconds);
   }
   failInterruptedCommands(): Promise<number[]> {
     return failInterruptedCommands(this.sql, this.hostId);

@@ -1,50 +1,9 @@
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { Store } from '../../src/store/store.js';
 import { onlineCount, startFarm, TOKEN, until, type TestFarm } from '../helpers/farm.js';
-
-interface Message {
-  type: string;
-  [key: string]: unknown;
-}
-
-/** A WebSocket client that records everything it receives. */
-class Client {
-  readonly messages: Message[] = [];
-  readonly ws: WebSocket;
-  closed: { code: number } | undefined;
-
-  constructor(url: string, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) {
-    this.ws = new WebSocket(url.replace(/^http/, 'ws') + '/ws', { headers });
-    this.ws.on('message', (data: Buffer) => this.messages.push(JSON.parse(data.toString()) as Message));
-    this.ws.on('close', (code) => {
-      this.closed = { code };
-    });
-    this.ws.on('error', () => undefined);
-  }
-
-  async next(match: (m: Message) => boolean, from = 0, ms = 10_000): Promise<Message> {
-    let found: Message | undefined;
-    await until(
-      () => {
-        found = this.messages.slice(from).find(match);
-        return found !== undefined;
-      },
-      ms,
-      'a websocket message',
-    );
-    return found as Message;
-  }
-
-  send(message: unknown): void {
-    this.ws.send(typeof message === 'string' ? message : JSON.stringify(message));
-  }
-
-  close(): void {
-    this.ws.terminate();
-  }
-}
+import WebSocket from 'ws';
+import { WsClient as Client } from '../helpers/wsClient.js';
 
 let farm: TestFarm | undefined;
 const clients: Client[] = [];
