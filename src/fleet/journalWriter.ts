@@ -71,7 +71,14 @@ export class JournalWriter {
 
   /** Replays what a previous process left in the spool. */
   async start(): Promise<void> {
-    await this.options.spool.open();
+    try {
+      await this.options.spool.open();
+    } catch (err) {
+      // The farm runs without a spool: records go to PostgreSQL as long as it answers; during an
+      // outage they are dropped and marked (journal.lost). Opening is tried again at each use.
+      this.alert('spool_unavailable', `${coerceError(err).message}; the journal runs without a spool`);
+      return;
+    }
     if (!this.options.spool.isEmpty()) {
       this.stats.mode = 'spooling';
       await this.serialised(() => this.tryReplay());

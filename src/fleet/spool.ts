@@ -67,26 +67,46 @@ export class Spool<T> {
     this.handle = undefined;
   }
 
-  /** Append records in order. Throws SpoolFullError (nothing written) or spool_unavailable. */
+  /**
+   * Append records in order. Throws SpoolFullError (the limit, or the file system is full) or
+   * spool_unavailable; either way nothing of this batch stays in the file (a torn write is cut off,
+   * so it cannot swallow the next batch's first line). A spool that could not be opened is tried
+   * again here.
+   */
   async append(records: readonly T[]): Promise<void> {
     if (records.length === 0) return;
-    if (!this.handle) throw new ModemfleetError('spool_unavailable', 'the spool is not open');
+    const handle = await this.ensureOpen();
     const text = records.map((r) => JSON.stringify(r)).join('\n') + '\n';
     const size = Buffer.byteLength(text);
     if (this.bytes + size > this.options.maxBytes) throw new SpoolFullError(this.options.maxBytes);
+    let before: number | undefined;
     try {
-      await this.handle.appendFile(text);
-      if (this.options.fsync === 'always') await this.handle.datasync();
+      before = (await handle.stat()).size;
+      await handle.appendFile(text);
+      if (this.options.fsync === 'always') await handle.datasync();
     } catch (err) {
+      if (before !== undefined) await handle.truncate(before).catch(() => undefined);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') {
+        throw new ModemfleetError(
+          'spool_full',
+          `the file system of the spool in ${this.options.dir} is full (${code}); records are being dropped`,
+          { cause: err },
+        );
+      }
       throw new ModemfleetError(
         'spool_unavailable',
         `cannot write the spool in ${this.options.dir}: ${coerceError(err).message}`,
-        {
-          cause: err,
-        },
+        { cause: err },
       );
     }
     this.bytes += size;
+  }
+
+  private async ensureOpen(): Promise<FileHandle> {
+    if (!this.handle) await this.open();
+    if (!this.handle) throw new ModemfleetError('spool_unavailable', 'the spool is not open');
+    return this.handle;
   }
 
   /** True when nothing is spooled. */
@@ -101,10 +121,15 @@ export class Spool<T> {
    * Returns the number of records replayed.
    */
   async replay(consume: (records: T[]) => Promise<void>, chunk = 1000): Promise<number> {
-    if (!this.handle) throw new ModemfleetError('spool_unavailable', 'the spool is not open');
+    try {
+      await this.ensureOpen();
+    } catch (err) {
+      if (this.bytes === 0) return 0; // never opened: nothing of ours can be in it
+      throw err;
+    }
     const currentPath = join(this.options.dir, CURRENT);
     if ((await stat(currentPath)).size > 0) {
-      await this.handle.close();
+      await this.handle?.close();
       await rename(currentPath, join(this.options.dir, `replay-${this.nextSegment++}.jsonl`));
       this.handle = await open(currentPath, 'a', 0o600);
     }

@@ -14,6 +14,7 @@ import type { Allocation, Command, TransitionRecord } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { backoffDelay, sleep } from '../util/time.js';
+import { AlertQueue } from './alertQueue.js';
 import { CommandProcessor, type CommandOutcome, type CommandStats } from './commandProcessor.js';
 import { HealthWriter } from './healthWriter.js';
 import { JournalWriter, type JournalStats, type SpooledTransition } from './journalWriter.js';
@@ -84,6 +85,8 @@ export class Supervisor {
   readonly journal: JournalWriter;
   readonly health: HealthWriter;
   readonly commands: CommandProcessor;
+  /** Alerts waiting for the database (retried until stored). */
+  readonly alerts: AlertQueue;
   private readonly detector: Detector;
   private readonly fleet: Actor<typeof fleetMachine>;
   private readonly slots = new Map<string, ModemSlot>();
@@ -108,6 +111,7 @@ export class Supervisor {
   ) {
     this.log = (options.log ?? silentLogger).child({ component: 'supervisor' });
     const store = options.store;
+    this.alerts = new AlertQueue((alert) => store.raiseAlert(alert), { log: this.log });
     this.journal = new JournalWriter({
       sink: store,
       spool: new Spool<SpooledTransition>({
@@ -515,9 +519,7 @@ export class Supervisor {
 
   private alert(alert: AlertInfo, imei?: string): void {
     this.log.warn({ alert, imei }, 'alert');
-    this.options.store
-      .raiseAlert({ ...alert, ...(imei ? { imei } : {}) })
-      .catch((err: unknown) => this.log.warn({ err }, 'recording an alert failed'));
+    this.alerts.push({ ...alert, ...(imei ? { imei } : {}) });
   }
 
   private async execute(command: Command): Promise<CommandOutcome> {
@@ -562,6 +564,7 @@ export class Supervisor {
     });
     await step('health', () => this.health.stop());
     await step('journal', () => this.journal.stop());
+    await step('alerts', () => this.alerts.stop());
     await step('host', () => this.options.store.stopHost());
     if (failures.length) throw new AggregateError(failures, `${failures.length} shutdown step(s) failed`);
   }

@@ -114,9 +114,10 @@ export async function pruneHealth(sql: Sql, olderThanSeconds: number): Promise<n
 
 export async function raiseAlert(sql: Sql, alert: AlertInput): Promise<number> {
   const [row] = await sql<{ id: number }[]>`
-    insert into alerts (host_id, imei, kind, severity, message, detail)
+    insert into alerts (host_id, imei, kind, severity, message, detail, raised_at)
     values (${alert.hostId ?? null}, ${alert.imei ?? null}, ${alert.kind}, ${alert.severity},
-            ${alert.message.slice(0, 1000)}, ${json(sql, alert.detail ?? {})}::jsonb)
+            ${alert.message.slice(0, 1000)}, ${json(sql, alert.detail ?? {})}::jsonb,
+            coalesce(${alert.raisedAt ?? null}::timestamptz, now()))
     returning id`;
   if (!row) throw new Error('alert insert returned nothing');
   return row.id;

@@ -114,4 +114,6 @@ export interface AlertInput {
   severity: AlertSeverity;
   message: string;
   detail?: Record<string, unknown>;
+  /** When it happened (default: now); an alert stored late keeps its own time. */
+  raisedAt?: Date | undefined;
 }

@@ -55,6 +55,8 @@ export async function startFarm(
     log?: Logger;
     /** AT timeouts of the link (default probe 500, query and cfun 2000 ms). */
     timeouts?: { probe: number; query: number; cfun: number };
+    /** Runs before the supervisor starts, with the farm's directory (its state dir is `state/`). */
+    prepare?: (dir: string) => Promise<void>;
   } = {
     modems: 4,
   },
@@ -76,6 +78,7 @@ export async function startFarm(
   }));
   const lab = new SimLab({ dir: join(dir, 'lab'), profiles });
   await lab.start();
+  await options.prepare?.(dir);
   const supervisor = new Supervisor({
     store,
     stateDir: join(dir, 'state'),
