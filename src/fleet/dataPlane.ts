@@ -41,6 +41,8 @@ export interface DataPlaneOptions {
   proxy?: Partial<Omit<ProxyConfig, 'canReload'>> | undefined;
   /** Retry backoff and read-back interval of the routing (DEFAULT_ROUTING_CONFIG otherwise). */
   routingConfig?: Partial<RoutingConfig> | undefined;
+  /** The `ip` program and its timeout per call (default `ip` from PATH, 5 s). */
+  ip?: { bin?: string; timeoutMs?: number } | undefined;
 }
 
 export interface DataPlaneHooks {
@@ -121,7 +123,7 @@ export class ModemDataPlane {
 
   start(): void {
     if (this.options.routing === false) return this.startProxy();
-    const ipOptions = { netns: this.options.netns };
+    const ipOptions = { ...this.options.ip, netns: this.options.netns };
     this.routing = createActor(
       routingMachine.provide({
         actors: {

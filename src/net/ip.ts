@@ -26,6 +26,9 @@ export class IpError extends ModemfleetError {
   }
 }
 
+/** A timed-out `ip` gets SIGTERM, then SIGKILL this much later (a stuck one may ignore TERM). */
+const FORCE_KILL_MS = 1_000;
+
 const NETNS = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 function base(options: IpOptions): string[] {
@@ -41,6 +44,7 @@ export async function ip(args: readonly string[], options: IpOptions = {}): Prom
   const result = await execa(options.bin ?? 'ip', full, {
     reject: false,
     timeout: options.timeoutMs ?? 5_000,
+    forceKillAfterDelay: FORCE_KILL_MS,
     stdin: 'ignore',
   });
   if (result.timedOut)
@@ -63,6 +67,7 @@ export async function ipBatch(lines: readonly string[], options: IpOptions = {})
   const result = await execa(options.bin ?? 'ip', full, {
     reject: false,
     timeout: options.timeoutMs ?? 10_000,
+    forceKillAfterDelay: FORCE_KILL_MS,
     input: `${lines.join('\n')}\n`,
   });
   if (result.timedOut)
