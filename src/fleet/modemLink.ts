@@ -176,8 +176,18 @@ export class ModemLink {
     return { ...id, iccid, imsi };
   }
 
+  /**
+   * The SIM, with the radio on: the machine asks only when the modem is wanted enabled, and a radio
+   * left off — CFUN=0 by a supervisor killed in the middle of a rotation, CFUN=4 by a disable whose
+   * enable came while we were down — would never register.
+   */
   async checkSim(): Promise<SimState> {
-    return (await this.open()).simState();
+    const driver = await this.open();
+    if ((await driver.functionality()) !== 1) {
+      this.log.warn('radio found off while the modem is wanted on: switching it on (AT+CFUN=1)');
+      await driver.setFunctionality(1);
+    }
+    return driver.simState();
   }
 
   async queryRegistration(): Promise<{ stat: RegistrationStat; operator: string | null }> {

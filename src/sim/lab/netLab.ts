@@ -146,6 +146,21 @@ export class NetLab {
       }
       await echo;
     }
+    // whatever still runs inside (proxies a killed supervisor left behind) would keep the
+    // namespace alive after `del`, unreachable: kill it first
+    for (const ns of [this.farm, this.carrier]) {
+      const pids = await execa('ip', ['netns', 'pids', ns], { reject: false });
+      for (const pid of String(pids.stdout)
+        .split('\n')
+        .map(Number)
+        .filter((p) => p > 0)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
     // deleting a namespace deletes its veths (and their peers)
     await execa('ip', ['netns', 'del', this.farm], { reject: false });
     await execa('ip', ['netns', 'del', this.carrier], { reject: false });
