@@ -59,6 +59,8 @@ export interface SupervisorStatus {
   commands: CommandStats;
   commandListener: ListenerStats | undefined;
   proxyRestarts: number;
+  /** Alerts waiting for the database, and those dropped because too many waited. */
+  alerts: { waiting: number; dropped: number };
   /** Modem actors of this process by top-level state. */
   localModems: Record<string, number>;
 }
@@ -188,6 +190,7 @@ export class Supervisor {
       commands: this.commands.stats,
       commandListener: this.commands.listenerStats,
       proxyRestarts: this.dataPlanes?.stats.proxyRestarts ?? 0,
+      alerts: { waiting: this.alerts.waiting, dropped: this.alerts.dropped },
       localModems: Object.fromEntries(modems),
     };
   }

@@ -141,6 +141,10 @@ export class StatusReporter {
       counter('modemfleet_proxy_restarts_total', 'Proxy processes that exited or failed to start.', [
         { value: s.proxyRestarts },
       ]);
+      gauge('modemfleet_alerts_waiting', 'Alerts waiting for the database.', s.alerts.waiting);
+      counter('modemfleet_alerts_dropped_total', 'Alerts dropped while too many waited for the database.', [
+        { value: s.alerts.dropped },
+      ]);
       families.push({
         name: 'modemfleet_local_modems',
         help: 'Modem actors of this process by state.',

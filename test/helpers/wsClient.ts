@@ -42,4 +42,3 @@ export class WsClient {
     this.ws.terminate();
   }
 }
-
