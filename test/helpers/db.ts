@@ -52,3 +52,10 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     },
   };
 }
+
+/** Modems whose journal is not exactly 1..seq (a hole, a gap at the end, or a missing row). */
+export function journalHoles(sql: Sql): Promise<{ imei: string }[]> {
+  return sql<{ imei: string }[]>`
+    select m.imei from modems m left join modem_transitions t on t.imei = m.imei
+    group by m.imei, m.seq having count(t.seq) <> m.seq or coalesce(max(t.seq), 0) <> m.seq`;
+}

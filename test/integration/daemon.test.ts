@@ -5,7 +5,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 
 let db: TestDatabase;
 let dir: string;
@@ -127,9 +127,7 @@ describe('modemfleet run', () => {
       await db.sql`select imei, http_port, socks_port, routing_table from allocations order by imei`,
     ).toEqual(ports);
     expect(lab.modem(2).model.cfun).toBe(4);
-    const holes = await db.sql`
-      select m.imei from modems m left join modem_transitions t on t.imei = m.imei
-      group by m.imei, m.seq having count(t.seq) <> m.seq or coalesce(max(t.seq), 0) <> m.seq`;
+    const holes = await journalHoles(db.sql);
     expect(holes).toEqual([]);
 
     // the inspector runs with the token kept from the first start

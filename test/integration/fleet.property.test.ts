@@ -10,7 +10,7 @@ import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 
 /**
@@ -242,9 +242,7 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
     'journal caught up',
     w,
   );
-  const holes = await w.db.sql`
-    select m.imei from modems m left join modem_transitions t on t.imei = m.imei
-    group by m.imei, m.seq having count(t.seq) <> m.seq or coalesce(max(t.seq), 0) <> m.seq`;
+  const holes = await journalHoles(w.db.sql);
   expect(holes).toEqual([]);
   const dupes = await w.db.sql`select imei, seq from modem_transitions group by 1, 2 having count(*) > 1`;
   expect(dupes).toEqual([]);

@@ -13,6 +13,7 @@ import { EmbeddedCluster, freePort } from '../../src/store/embeddedCluster.js';
 import { migrate } from '../../src/store/migrate.js';
 import { Store } from '../../src/store/store.js';
 import type { TransitionRecord } from '../../src/store/types.js';
+import { journalHoles } from '../helpers/db.js';
 import { FAST_MODEM, TOKEN, until } from '../helpers/farm.js';
 
 /**
@@ -232,9 +233,7 @@ describe('reliability: database killed during churn', () => {
       expect(stats.spooled).toBeGreaterThan(0);
       expect(stats.replayed).toBe(stats.spooled);
       expect(stats.dropped).toBe(0);
-      const holes = await admin`
-        select m.imei from modems m join modem_transitions t using (imei)
-        group by m.imei, m.seq having count(*) <> m.seq or max(t.seq) <> m.seq`;
+      const holes = await journalHoles(admin);
       expect(holes).toEqual([]);
       console.log(
         `database killed ${KILLS}×: ${made.length} transitions and ${stored.size} commands ` +

@@ -2,6 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
+import { journalHoles } from '../helpers/db.js';
 import { startFarm, until, type TestFarm } from '../helpers/farm.js';
 
 /**
@@ -36,9 +37,7 @@ const onlineCount = async (f: TestFarm): Promise<number> =>
 
 /** Every modem's journal runs 1..seq without a hole; returns how many rows say journal.lost. */
 async function contiguousJournal(f: TestFarm): Promise<number> {
-  const holes = await f.db.sql`
-    select m.imei from modems m join modem_transitions t using (imei)
-    group by m.imei, m.seq having count(*) <> m.seq or max(t.seq) <> m.seq`;
+  const holes = await journalHoles(f.db.sql);
   expect(holes).toEqual([]);
   const [row] = await f.db.sql<{ n: number }[]>`
     select count(*)::int as n from modem_transitions where event = 'journal.lost'`;

@@ -8,7 +8,7 @@ import { ipJson } from '../../src/net/ip.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 
 /**
  * Issue 9, supervisor faults: `modemfleet run` with the data plane, SIGKILLed — when idle, in the
@@ -77,17 +77,7 @@ afterEach(async () => {
     await c.catch(() => undefined);
   }
   await execa('pkill', ['-KILL', '-f', join(dir, 'run')], { reject: false });
-  const pids = await execa('ip', ['netns', 'pids', net.farm], { reject: false });
-  for (const pid of String(pids.stdout)
-    .split('\n')
-    .map(Number)
-    .filter((p) => p > 0)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  await net.killInFarm();
   for (let i = 0; i < N; i++) {
     lab.modem(i).setFaults({ slowMs: 0 });
     if (!lab.modem(i).plugged) await lab.plug(i);
@@ -162,9 +152,7 @@ async function consistent(before: Awaited<ReturnType<typeof modems>>): Promise<v
   const rules = await ipJson<{ priority?: number }>(['rule', 'show'], { netns: net.farm });
   for (const m of after) expect(rules.filter((r) => r.priority === 1000 + 2 * m.slot)).toHaveLength(1);
   expect(await proxyProcesses()).toHaveLength(2 * N);
-  const holes = await db.sql`
-    select m.imei from modems m join modem_transitions t using (imei)
-    group by m.imei, m.seq having count(*) <> m.seq or max(t.seq) <> m.seq`;
+  const holes = await journalHoles(db.sql);
   expect(holes).toEqual([]);
 }
 

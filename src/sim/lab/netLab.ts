@@ -135,6 +135,11 @@ export class NetLab {
     return ip(args, { netns: this.farm });
   }
 
+  /** SIGKILL every process in the farm namespace: the proxies a killed supervisor left behind. */
+  killInFarm(): Promise<void> {
+    return killIn(this.farm);
+  }
+
   async stop(): Promise<void> {
     const echo = this.echo;
     this.echo = undefined;
@@ -146,23 +151,25 @@ export class NetLab {
       }
       await echo;
     }
-    // whatever still runs inside (proxies a killed supervisor left behind) would keep the
-    // namespace alive after `del`, unreachable: kill it first
-    for (const ns of [this.farm, this.carrier]) {
-      const pids = await execa('ip', ['netns', 'pids', ns], { reject: false });
-      for (const pid of String(pids.stdout)
-        .split('\n')
-        .map(Number)
-        .filter((p) => p > 0)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    }
+    // what still runs inside would keep a namespace alive, unreachable, after `ip netns del`
+    await killIn(this.farm);
+    await killIn(this.carrier);
     // deleting a namespace deletes its veths (and their peers)
     await execa('ip', ['netns', 'del', this.farm], { reject: false });
     await execa('ip', ['netns', 'del', this.carrier], { reject: false });
+  }
+}
+
+async function killIn(ns: string): Promise<void> {
+  const pids = await execa('ip', ['netns', 'pids', ns], { reject: false });
+  for (const pid of String(pids.stdout)
+    .split('\n')
+    .map(Number)
+    .filter((p) => p > 0)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
   }
 }
