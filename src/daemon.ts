@@ -134,6 +134,7 @@ export async function startInspector(
 }
 
 export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
+  let supervisor: Supervisor | undefined;
   const db = new Database({
     url: config.databaseUrl,
     stateDir: config.stateDir,
@@ -141,10 +142,18 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     connectAttempts: config.policy.databaseConnectAttempts,
     max: 8,
     application: 'modemfleet',
+    // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever
+    superviseEmbedded: {
+      onExit: (detail) =>
+        supervisor?.alerts.push({
+          kind: 'database_restarted',
+          severity: 'critical',
+          message: `${detail}; started again (the journal spooled meanwhile)`,
+        }),
+    },
     log,
   });
   await db.start();
-  let supervisor: Supervisor | undefined;
   let inspector: Inspector | undefined;
   try {
     await migrate(db.sql, { log });

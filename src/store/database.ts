@@ -24,6 +24,8 @@ export interface DatabaseOptions {
   application?: string;
   /** Use the embedded cluster of a running modemfleet (CLI next to the daemon) instead of refusing. */
   attachEmbedded?: boolean;
+  /** Start the embedded server again when it dies on its own (the daemon); with the reason. */
+  superviseEmbedded?: { onExit?: (detail: string) => void };
 }
 
 export const DEFAULT_EMBEDDED_PORT = 54329;
@@ -115,6 +117,14 @@ export class Database {
         port: this.options.embeddedPort ?? DEFAULT_EMBEDDED_PORT,
         log: this.options.log ?? silentLogger,
         attach: this.options.attachEmbedded ?? false,
+        ...(this.options.superviseEmbedded
+          ? {
+              restart: true,
+              ...(this.options.superviseEmbedded.onExit
+                ? { onUnexpectedExit: this.options.superviseEmbedded.onExit }
+                : {}),
+            }
+          : {}),
       });
       await this.cluster.start();
       this.url = this.cluster.url;
@@ -130,7 +140,9 @@ export class Database {
 
   async stop(): Promise<void> {
     try {
-      await this.sql?.end({ timeout: 5 });
+      // Everything was flushed before this (journal, health, commands). After the server was
+      // restarted under us, a postgres.js connection can linger until this timeout: keep it short.
+      await this.sql?.end({ timeout: 1 });
     } catch (err) {
       this.log.warn({ err: coerceError(err) }, 'closing the pool failed');
     }

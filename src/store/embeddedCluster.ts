@@ -37,6 +37,13 @@ export interface EmbeddedClusterOptions {
    * next to a running daemon). An attached cluster is not stopped by stop().
    */
   attach?: boolean;
+  /**
+   * Supervise the server: when it exits without stop() (the OOM killer, a crash, a stray kill -9)
+   * it is started again, with backoff (the daemon sets this; the journal spools meanwhile).
+   */
+  restart?: boolean;
+  /** Called when the server exited on its own, before it is started again. */
+  onUnexpectedExit?: (detail: string) => void;
 }
 
 interface Binaries {
@@ -149,6 +156,12 @@ export class EmbeddedCluster {
   private readonly log: Logger;
   private readonly options: EmbeddedClusterOptions;
   private process: ResultPromise | undefined;
+  private stopped = false;
+  /** start() is running: an exit now is retried there, not restarted by the supervision. */
+  private starting = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** Times the server exited on its own and was started again. */
+  restarts = 0;
   private password: string | undefined;
   private stderrTail: string[] = [];
 
@@ -173,6 +186,16 @@ export class EmbeddedCluster {
   }
 
   async start(): Promise<void> {
+    this.stopped = false;
+    this.starting = true;
+    try {
+      await this.startOnce();
+    } finally {
+      this.starting = false;
+    }
+  }
+
+  private async startOnce(): Promise<void> {
     const bins = await loadBinaries();
     const runAs = await ensureRunAs(this.log);
     await this.prepareDirs(runAs);
@@ -206,14 +229,21 @@ export class EmbeddedCluster {
           { err: lastError, attempt: attempt + 1, attempts },
           'embedded PostgreSQL did not start',
         );
-        await this.stop();
+        await this.terminate();
       }
     }
     throw lastError ?? new ModemfleetError('pg_start_failed', 'embedded PostgreSQL did not start');
   }
 
-  /** Fast shutdown (SIGINT), SIGQUIT after a timeout, then SIGKILL. Idempotent. */
+  /** Fast shutdown (SIGINT), SIGQUIT after a timeout, then SIGKILL. Idempotent; no restart after. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    await this.terminate();
+  }
+
+  private async terminate(): Promise<void> {
     const child = this.process;
     this.process = undefined;
     if (!child) return;
@@ -390,11 +420,19 @@ export class EmbeddedCluster {
       detached: true,
     });
     this.process = child;
+    let serving = false; // an exit during start-up is start()'s to retry, not a crash to restart
     const onExit = (): void => {
       child.kill('SIGINT');
     };
     process.once('exit', onExit);
-    void child.finally(() => process.off('exit', onExit));
+    void child.finally(() => {
+      process.off('exit', onExit);
+      this.log.debug(
+        { pid: child.pid, serving, current: this.process === child, stopped: this.stopped },
+        'embedded PostgreSQL process ended',
+      );
+      if (serving && this.process === child && !this.stopped) this.exitedOnItsOwn(child);
+    });
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
       for (const line of chunk.split('\n')) {
@@ -412,7 +450,10 @@ export class EmbeddedCluster {
           `embedded PostgreSQL exited during start-up: ${this.stderrTail.filter((l) => /FATAL|ERROR|PANIC/.test(l)).pop() ?? this.stderrTail.at(-1) ?? 'no output'}`,
         );
       }
-      if (await this.canConnect()) return;
+      if (await this.canConnect()) {
+        serving = true;
+        return;
+      }
       if (Date.now() > deadline) {
         throw new ModemfleetError(
           'pg_start_timeout',
@@ -421,6 +462,44 @@ export class EmbeddedCluster {
       }
       await sleep(100);
     }
+  }
+
+  /** The server died under us (not stop()): say so, and start it again when supervising. */
+  private exitedOnItsOwn(child: ResultPromise): void {
+    this.process = undefined;
+    const how = child.signalCode ? `killed by ${child.signalCode}` : `exited with ${child.exitCode}`;
+    // after a kill the tail holds only the backends' "unexpected postmaster exit": not a reason
+    const last = child.signalCode ? undefined : this.stderrTail.filter((l) => /FATAL|PANIC/.test(l)).pop();
+    const detail = `embedded PostgreSQL ${how}${last ? `: ${last}` : ''}`;
+    this.log.error({ pid: child.pid }, detail);
+    this.options.onUnexpectedExit?.(detail);
+    if (this.options.restart && !this.starting && !this.restartTimer) this.scheduleRestart(0);
+  }
+
+  private scheduleRestart(attempt: number): void {
+    if (this.stopped) return;
+    this.restartTimer = setTimeout(
+      () => {
+        this.restartTimer = undefined;
+        if (this.stopped) return;
+        this.start().then(
+          async () => {
+            if (this.stopped) return this.terminate(); // stop() came while we were starting
+            this.restarts++;
+            this.log.warn({ restarts: this.restarts }, 'embedded PostgreSQL started again');
+          },
+          (err: unknown) => {
+            this.log.error(
+              { err: coerceError(err), attempt },
+              'embedded PostgreSQL did not start again; retrying',
+            );
+            this.scheduleRestart(attempt + 1);
+          },
+        );
+      },
+      backoffDelay(attempt, 500, 30_000, 0.2),
+    );
+    this.restartTimer.unref();
   }
 
   private async canConnect(): Promise<boolean> {
