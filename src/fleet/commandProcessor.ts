@@ -109,6 +109,11 @@ export class CommandProcessor {
     // in our name that we never saw: adopt them, or they would stay `running` forever.
     for (const command of await this.options.store.runningCommands()) {
       if (this.running.has(command.id) || this.unsent.has(command.id) || this.stopped) continue;
+      // The listing can be stale: a command that finished here while it was read (slow during an
+      // outage) is gone from memory but still listed. Memory is cleared only after the result is
+      // stored, so a fresh read tells the two apart (the reliability suite caught a double run).
+      if (!(await this.options.store.stillRunning(command.id))) continue;
+      if (this.running.has(command.id) || this.unsent.has(command.id) || this.stopped) continue;
       this.log.warn(
         { command: { id: command.id, imei: command.imei, kind: command.kind } },
         'adopting a command whose claim reply was lost',

@@ -88,6 +88,13 @@ export async function runningCommands(sql: Sql, hostId: string): Promise<Command
   return rows.map(toCommand);
 }
 
+/** Is this command still running in this host's name (a fresh read, not a listing's)? */
+export async function stillRunning(sql: Sql, hostId: string, id: number): Promise<boolean> {
+  const rows = await sql`
+    select 1 from modem_commands where id = ${id} and status = 'running' and claimed_by = ${hostId}`;
+  return rows.length === 1;
+}
+
 /** Record a command's result. Returns false when it was not running (already finished: a no-op). */
 export async function finishCommand(
   sql: Sql,

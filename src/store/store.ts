@@ -9,6 +9,7 @@ import {
   getCommand,
   insertCommand,
   runningCommands,
+  stillRunning,
 } from './commands.js';
 import {
   heartbeatHost,
@@ -140,6 +141,9 @@ export class Store {
   }
   finishCommand(id: number, ok: boolean, result?: Record<string, unknown>): Promise<boolean> {
     return finishCommand(this.sql, id, ok, result);
+  }
+  stillRunning(id: number): Promise<boolean> {
+    return stillRunning(this.sql, this.hostId, id);
   }
   failAbandonedCommands(staleSeconds?: number): Promise<number[]> {
     return failAbandonedCommands(this.sql, this.hostId, staleSeconds);

@@ -75,4 +75,42 @@ describe('command processor', () => {
       await processor.stop();
     }
   });
+
+  it('a stale listing of running commands (slow during an outage) never runs a finished command again', async () => {
+    // The adoption of commands whose claim reply was lost reads what runs in our name; when that
+    // read is slow, a command can finish here meanwhile. Delay the listing until it has.
+    let finished: () => void = () => undefined;
+    const done = new Promise<void>((r) => (finished = r));
+    class SlowStore extends Store {
+      override async runningCommands(): Promise<Command[]> {
+        const listed = await super.runningCommands();
+        if (listed.length > 0) await done;
+        return listed;
+      }
+    }
+    const store = new SlowStore({ sql: db.sql, url: db.url, hostId: 'host-c' });
+    await store.registerHost();
+    await store.upsertModem({ imei: '365000000000031' });
+    const runs = new Map<number, number>();
+    const processor = new CommandProcessor({
+      store,
+      execute: async (c) => {
+        runs.set(c.id, (runs.get(c.id) ?? 0) + 1);
+        await new Promise((r) => setTimeout(r, 100));
+        return { ok: true, result: {} };
+      },
+    });
+    await processor.start();
+    try {
+      const id = await store.insertCommand('365000000000031', 'rotate', 'test');
+      await waitFor(async () => (await store.command(id))?.status === 'done');
+      finished(); // the stale listing (the command still running) arrives now
+      await new Promise((r) => setTimeout(r, 300));
+      processor.wake();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(runs.get(id)).toBe(1);
+    } finally {
+      await processor.stop();
+    }
+  });
 });
