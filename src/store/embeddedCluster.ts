@@ -481,25 +481,29 @@ export class EmbeddedCluster {
     this.restartTimer = setTimeout(
       () => {
         this.restartTimer = undefined;
-        if (this.stopped) return;
-        this.start().then(
-          async () => {
-            if (this.stopped) return this.terminate(); // stop() came while we were starting
-            this.restarts++;
-            this.log.warn({ restarts: this.restarts }, 'embedded PostgreSQL started again');
-          },
-          (err: unknown) => {
-            this.log.error(
-              { err: coerceError(err), attempt },
-              'embedded PostgreSQL did not start again; retrying',
-            );
-            this.scheduleRestart(attempt + 1);
-          },
-        );
+        void this.restart(attempt);
       },
       backoffDelay(attempt, 500, 30_000, 0.2),
     );
     this.restartTimer.unref();
+  }
+
+  private async restart(attempt: number): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await this.start();
+    } catch (err) {
+      this.log.error({ err: coerceError(err), attempt }, 'embedded PostgreSQL did not start again; retrying');
+      this.scheduleRestart(attempt + 1);
+      return;
+    }
+    if (this.stopped) {
+      // stop() came while we were starting: it found nothing to stop
+      await this.terminate().catch(() => undefined);
+      return;
+    }
+    this.restarts++;
+    this.log.warn({ restarts: this.restarts }, 'embedded PostgreSQL started again');
   }
 
   private async canConnect(): Promise<boolean> {
