@@ -157,7 +157,7 @@ export class EmbeddedCluster {
   private readonly options: EmbeddedClusterOptions;
   private process: ResultPromise | undefined;
   private stopped = false;
-  /** start() is running: an exit now is retried there, not restarted by the supervision. */
+  /** start() is running: an exit now is retried there, not reported or restarted as a crash. */
   private starting = false;
   private restartTimer: NodeJS.Timeout | undefined;
   /** Times the server exited on its own and was started again. */
@@ -420,7 +420,6 @@ export class EmbeddedCluster {
       detached: true,
     });
     this.process = child;
-    let serving = false; // an exit during start-up is start()'s to retry, not a crash to restart
     const onExit = (): void => {
       child.kill('SIGINT');
     };
@@ -428,10 +427,11 @@ export class EmbeddedCluster {
     void child.finally(() => {
       process.off('exit', onExit);
       this.log.debug(
-        { pid: child.pid, serving, current: this.process === child, stopped: this.stopped },
+        { pid: child.pid, current: this.process === child, stopped: this.stopped, starting: this.starting },
         'embedded PostgreSQL process ended',
       );
-      if (serving && this.process === child && !this.stopped) this.exitedOnItsOwn(child);
+      // an exit while start() runs is start()'s to retry, not a crash to restart
+      if (this.process === child && !this.stopped && !this.starting) this.exitedOnItsOwn(child);
     });
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (chunk: string) => {
@@ -450,10 +450,7 @@ export class EmbeddedCluster {
           `embedded PostgreSQL exited during start-up: ${this.stderrTail.filter((l) => /FATAL|ERROR|PANIC/.test(l)).pop() ?? this.stderrTail.at(-1) ?? 'no output'}`,
         );
       }
-      if (await this.canConnect()) {
-        serving = true;
-        return;
-      }
+      if (await this.canConnect()) return;
       if (Date.now() > deadline) {
         throw new ModemfleetError(
           'pg_start_timeout',
@@ -473,7 +470,7 @@ export class EmbeddedCluster {
     const detail = `embedded PostgreSQL ${how}${last ? `: ${last}` : ''}`;
     this.log.error({ pid: child.pid }, detail);
     this.options.onUnexpectedExit?.(detail);
-    if (this.options.restart && !this.starting && !this.restartTimer) this.scheduleRestart(0);
+    if (this.options.restart) this.scheduleRestart(0);
   }
 
   private scheduleRestart(attempt: number): void {
