@@ -48,6 +48,8 @@ export class CommandProcessor {
   };
   private listener: Listener | undefined;
   private poll: NodeJS.Timeout | undefined;
+  /** The abandoned-command sweep runs on the first catch-up and then once per poll. */
+  private sweepDue = true;
   private readonly inFlight = new Set<Promise<void>>();
   /** Ids of the commands being carried out by this process. */
   private readonly running = new Set<number>();
@@ -72,7 +74,10 @@ export class CommandProcessor {
       ...(this.options.heartbeatIntervalMs ? { heartbeatIntervalMs: this.options.heartbeatIntervalMs } : {}),
       ...(this.options.heartbeatTimeoutMs ? { heartbeatTimeoutMs: this.options.heartbeatTimeoutMs } : {}),
     });
-    this.poll = setInterval(() => this.wake(), this.options.pollIntervalMs ?? 30_000);
+    this.poll = setInterval(() => {
+      this.sweepDue = true;
+      this.wake();
+    }, this.options.pollIntervalMs ?? 30_000);
     this.poll.unref();
   }
 
@@ -94,10 +99,14 @@ export class CommandProcessor {
   private async catchUp(): Promise<void> {
     await this.writeUnsent();
     // a command left running by a host that is gone (or inserted as running by hand) would block
-    // its modem's queue forever
-    const abandoned = await this.options.store.failAbandonedCommands();
-    if (abandoned.length)
-      this.log.warn({ commands: abandoned }, 'commands left running by a host that is not running failed');
+    // its modem's queue forever; hosts count as gone after 60 s, so once per poll is enough (not on
+    // every notification and finished command)
+    if (this.sweepDue) {
+      const abandoned = await this.options.store.failAbandonedCommands();
+      this.sweepDue = false;
+      if (abandoned.length)
+        this.log.warn({ commands: abandoned }, 'commands left running by a host that is not running failed');
+    }
     for (;;) {
       if (this.stopped) return;
       const claimed = await this.options.store.claimCommands();
