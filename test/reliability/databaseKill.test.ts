@@ -216,6 +216,10 @@ describe('reliability: database killed during churn', () => {
         60_000,
         'journal caught up',
       );
+      // modems keep polling their signal (and journaling it): stop the farm, which flushes the
+      // journal, so that everything the actors made can be compared, the last records included
+      await inspector.stop();
+      await supervisor.stop();
       const rows = await admin<
         { imei: string; seq: number; from_state: string | null; to_state: string; event: string }[]
       >`

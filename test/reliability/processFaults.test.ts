@@ -122,6 +122,8 @@ describe('process faults', () => {
         15_000,
         'socks port listening',
       );
+      // both proxies (microsocks and tinyproxy) run; the second may still be starting
+      await until(() => plane.pids.length === 2, 15_000, 'both proxy processes');
       expect(plane.pids.length).toBe(2);
       expect(problems.at(-1)).toBeNull(); // the last word: routing is fine
     } finally {
