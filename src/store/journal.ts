@@ -128,3 +128,14 @@ export async function readTransitions(
     host: r.host_id,
   }));
 }
+
+/**
+ * Retention: deletes up to about `maxRows` of the journal rows older than `olderThanSeconds` (one
+ * short transaction) and returns how many it deleted; 0 once nothing is left to prune. What is
+ * kept of each modem's journal is a suffix (contiguous seqs); modems.seq is not touched.
+ */
+export async function pruneTransitions(sql: Sql, olderThanSeconds: number, maxRows: number): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select prune_modem_transitions(make_interval(secs => ${olderThanSeconds}), ${maxRows}::integer)::int as n`;
+  return row?.n ?? 0;
+}
