@@ -2,25 +2,32 @@
 -- Every statement here changes the catalog only (no table is rewritten or scanned), so the migration
 -- takes milliseconds on a journal of any size; BENCHMARKS.md has the figures on ten million rows.
 
+-- Appends (of this version and the one before) lock modems rows, then write modem_transitions: this
+-- migration takes the two tables in the same order, or it and a concurrent append can deadlock.
+lock table modems, modem_transitions in access exclusive mode;
+
 ------------------------------------------------------------------------------------------------------
--- Append cost. The per-row foreign key to modems went: append_transition_arrays creates and locks
--- the modems row of every transition it stores, in the same transaction, so the check (one lookup
--- per row) only repeated it. The state index on modems went: a few thousand rows are read whole
--- anyway, and without it the mirror update of a modem that stays in its state is a HOT update (no
--- index entries). The config-change trigger filters with WHEN, so the mirror update of every append
--- no longer calls a function per row.
+-- Append cost (BENCHMARKS.md has the profile).
+-- The per-row foreign key to modems went: append_transition_arrays creates and locks the modems row
+-- of every transition it stores, in the same transaction, so the check (one lookup per row) only
+-- repeated it; a CHECK keeps a hand-written row's imei an IMEI.
+-- The time index on the journal went: retention walks each modem's journal by (imei, seq) from its
+-- oldest row, and nothing else searches the journal by time alone.
+-- The state index on modems went (a few thousand rows are read whole anyway) and modems pages keep
+-- room for a second version of their rows (new pages; the table is small): the mirror update of an
+-- append then stays on its page (HOT, no index entries). The config-change trigger filters with
+-- WHEN, so that update no longer calls a function per row.
 ------------------------------------------------------------------------------------------------------
 alter table modem_transitions drop constraint modem_transitions_imei_fkey;
--- a journal row's notification must stay far below 8000 bytes: bound the one unbounded column
--- (NOT VALID: old rows are not scanned; new rows are checked)
+-- (NOT VALID: existing rows are not scanned; new rows are checked. host_id was unbounded: a row's
+-- notification must stay far below 8000 bytes.)
+alter table modem_transitions add constraint modem_transitions_imei_check
+  check (imei ~ '^[0-9]{15}$') not valid;
 alter table modem_transitions add constraint modem_transitions_host_id_check
   check (length(host_id) <= 64) not valid;
-drop index modems_state_idx;
--- and room on every page for the next version of its rows, so that update stays on the page
-alter table modems set (fillfactor = 50);
--- The time index went too: retention walks each modem's journal by (imei, seq) from its oldest row,
--- and nothing else searches the journal by time alone; it cost a third of the journal's index writes.
 drop index modem_transitions_at_idx;
+drop index modems_state_idx;
+alter table modems set (fillfactor = 50);
 
 drop trigger modems_config_notify on modems;
 create trigger modems_config_notify_insert after insert on modems
@@ -35,12 +42,13 @@ create trigger modems_config_notify after update on modems
   execute function notify_modem_config();
 
 ------------------------------------------------------------------------------------------------------
--- Journal append, one array per column (an array is parsed once and ~20x faster than the same rows
--- as jsonb). Semantics as append_transitions(jsonb): rows at or below the modem's stored seq
--- (modems.seq, the high-water mark, which retention never lowers) are duplicates and skipped, so a
--- replayed row whose journal row was already pruned is not stored again; new rows are stored as far
--- as they continue the modem's sequence; rows after a missing seq are not, and gap_at names the seq
--- the modem waits for. The modems row takes the state of the last stored transition.
+-- Journal append, one array per column (the server parses an array an order of magnitude faster
+-- than the same rows as jsonb, and each array once). Semantics as append_transitions(jsonb): rows
+-- at or below the modem's stored seq (modems.seq, the high-water mark, which retention never lowers)
+-- are duplicates and skipped, so a replayed row whose journal row was already pruned is not stored
+-- again; new rows are stored as far as they continue the modem's sequence; rows after a missing seq
+-- are not, and gap_at names the seq the modem waits for. The modems row takes the state of the last
+-- stored transition.
 ------------------------------------------------------------------------------------------------------
 create function append_transition_arrays(
   imeis text[], seqs bigint[], from_states text[], to_states text[], events text[], details jsonb[],
@@ -220,7 +228,8 @@ language sql as $$
   cross join lateral append_transition_arrays(x.imeis, x.seqs, x.from_states, x.to_states, x.events,
                                               x.details, x.ats, x.host_ids, x.reasons, x.wan_ips) a;
 $$;
-drop function journal_batch_rows(jsonb);
+-- journal_batch_rows(jsonb) is no longer used but stays: an append of the old version waiting for
+-- this migration's locks re-plans its statements after the commit and would fail without it.
 
 ------------------------------------------------------------------------------------------------------
 -- NOTIFY modem_status_change: one notification per batch of stored rows instead of one per row,
@@ -270,23 +279,31 @@ create function prune_modem_transitions(older_than interval, max_rows integer de
 returns bigint
 language sql as $$
   with heads as (
-    -- modems whose oldest journal row is past the cutoff, oldest first; up to 1,000 rows each
+    -- modems whose oldest journal row is past the cutoff
     select m.imei, h.seq as first_seq
     from modems m
     cross join lateral (
       select t.seq, t.at from modem_transitions t where t.imei = m.imei order by t.seq limit 1
     ) h
     where h.at < now() - older_than
-    order by h.at
-    limit greatest(1, least(max_rows, 1000000) / 1000)
+  ),
+  -- rows looked at per modem: the budget shared among them, from 100 to 10,000 each
+  per_modem as (
+    select least(10000, greatest(100, greatest(max_rows, 1) / greatest(count(*), 1)))::integer as n
+    from heads
+  ),
+  chosen as (
+    select h.imei, h.first_seq from heads h
+    order by h.imei
+    limit greatest(1, greatest(max_rows, 1) / (select n from per_modem))
   ),
   bounds as (
-    select h.imei, h.first_seq,
+    select c.imei, c.first_seq,
            (select coalesce(min(s.seq) filter (where s.at >= now() - older_than), max(s.seq) + 1)
             from (select t.seq, t.at from modem_transitions t
-                  where t.imei = h.imei and t.seq >= h.first_seq
-                  order by t.seq limit least(greatest(max_rows, 1), 1000)) s) as keep_from
-    from heads h
+                  where t.imei = c.imei and t.seq >= c.first_seq
+                  order by t.seq limit (select n from per_modem)) s) as keep_from
+    from chosen c
   ),
   gone as (
     delete from modem_transitions t
