@@ -120,7 +120,7 @@ describe('migrations', () => {
             at: new Date().toISOString(),
           }));
           await live.sql`select * from append_transitions(${live.sql.json(batch)}::jsonb)`.catch(
-            (err: { code?: string }) => failures.push(err.code ?? String(err)),
+            (err: Error & { code?: string }) => failures.push(err.code ?? err.message),
           );
         }
       })();
