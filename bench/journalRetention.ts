@@ -373,15 +373,20 @@ export async function journalMigration(adminUrl: string, rows = 10_000_000): Pro
     const alternatives: MigrationFigures['alternatives'] = [];
     const alt = async (label: string, locksHeld: string, statements: string): Promise<void> => {
       const t = performance.now();
+      let failed: string | undefined;
       await sql
         .begin(async (tx) => {
           await tx.unsafe(statements);
           throw Object.assign(new Error('rollback'), { rollback: true });
         })
         .catch((err: unknown) => {
-          if (!(err as { rollback?: boolean }).rollback) throw err;
+          if (!(err as { rollback?: boolean }).rollback) failed = (err as Error).message;
         });
-      alternatives.push({ name: label, ms: Math.round(performance.now() - t), locks: locksHeld });
+      alternatives.push({
+        name: label,
+        ms: Math.round(performance.now() - t),
+        locks: failed ? `failed: ${failed}` : locksHeld,
+      });
     };
     const months = Array.from({ length: 5 }, (_, k) => {
       const d = new Date(Date.now() - (90 - 30 * k) * DAY);
@@ -401,6 +406,7 @@ export async function journalMigration(adminUrl: string, rows = 10_000_000): Pro
       'attach the table as the first partition (validation scan, unique index (imei, seq, at) built)',
       'ACCESS EXCLUSIVE on modem_transitions for the scan and the index build',
       `alter table modem_transitions drop constraint modem_transitions_host_id_check;
+       alter table modem_transitions drop constraint modem_transitions_imei_check;
        alter table modem_transitions rename to mt_legacy;
        create table modem_transitions (like mt_legacy including defaults including constraints) partition by range (at);
        create unique index mt_legacy_key on mt_legacy (imei, seq, at);
