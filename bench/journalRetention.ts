@@ -406,7 +406,6 @@ export async function journalMigration(adminUrl: string, rows = 10_000_000): Pro
       'attach the table as the first partition (validation scan, unique index (imei, seq, at) built)',
       'ACCESS EXCLUSIVE on modem_transitions for the scan and the index build',
       `alter table modem_transitions drop constraint modem_transitions_host_id_check;
-       alter table modem_transitions drop constraint modem_transitions_imei_check;
        alter table modem_transitions rename to mt_legacy;
        create table modem_transitions (like mt_legacy including defaults including constraints) partition by range (at);
        create unique index mt_legacy_key on mt_legacy (imei, seq, at);

@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     {};
   try {
     if (wanted('journal')) {
-      const j = await withDatabase((sql) => journalThroughput(sql, 1000, quick ? 5 : 20));
+      const j = await withDatabase((sql, url) => journalThroughput(sql, url, 1000, quick ? 5 : 20));
       results['journal'] = j;
       table['journal, 1,000 modems'] = {
         figure: `${j.oursPerSec} rows/s`,

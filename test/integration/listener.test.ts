@@ -9,7 +9,7 @@ import { openSql } from '../../src/store/database.js';
 import { migrate } from '../../src/store/migrate.js';
 import { Store } from '../../src/store/store.js';
 import type { Notification } from '../../src/store/listener.js';
-import { CHANNELS } from '../../src/store/types.js';
+import { CHANNELS, type TransitionRecord } from '../../src/store/types.js';
 
 async function waitFor(
   check: () => boolean | Promise<boolean>,
@@ -148,6 +148,35 @@ describe('NOTIFY payloads', () => {
       for (const t of all) byModem.set(t.imei, [...(byModem.get(t.imei) ?? []), t.seq]);
       expect(byModem.size).toBe(300);
       for (const seqs of byModem.values()) expect(seqs).toEqual([1, 2, 3, 4]);
+    } finally {
+      await listener.stop();
+    }
+  });
+
+  it('only what an append stored is notified: replays, rows skipped after a conflict', async () => {
+    const store = new Store({ sql: db.sql, url: db.url, hostId: 'farm-a' });
+    const got: Notification[] = [];
+    const listener = await store.listen(['modem_status_change'], (n) => got.push(n));
+    const imei = '357100000000001';
+    const row = (seq: number): TransitionRecord => ({
+      imei,
+      seq,
+      from: seq === 1 ? null : 'online.serving',
+      to: 'online.serving',
+      event: `e${seq}`,
+      at: new Date(),
+    });
+    try {
+      await store.appendTransitions([row(1), row(2)]);
+      await store.appendTransitions([row(1), row(2), row(3)]); // a replay with one new row
+      await db.sql`insert into modem_transitions (imei, seq, to_state, event, at)
+        values (${imei}, 4, 'online', 'by-hand', now())`;
+      await store.appendTransitions([row(4), row(5)]); // 4 exists: the usual path gives way
+      await store.appendTransitions([row(6)]);
+      const seqs = (): number[] =>
+        got.flatMap((n) => (n.payload['transitions'] as { seq: number }[]).map((t) => t.seq));
+      await waitFor(() => seqs().includes(6), 5000, 'seq 6');
+      expect(seqs()).toEqual([1, 2, 3, 5, 6]);
     } finally {
       await listener.stop();
     }
