@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { openSql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
 import { allocate, checkRanges, DEFAULT_RANGES } from '../../src/store/allocations.js';
 import type { TransitionRecord } from '../../src/store/types.js';
@@ -146,6 +147,48 @@ describe('appendTransitions', () => {
       { seq: 2, event: 'by-hand' },
       { seq: 3, event: 'e3' },
     ]);
+  });
+
+  it('concurrent writers of the same modems: every row once, contiguous, the mirror at the last', async () => {
+    const ms = [imei(370), imei(371), imei(372)];
+    await store.appendTransitions(ms.map((m) => t(m, 1, 'detecting')));
+    const batch = (from: number, to: number): TransitionRecord[] =>
+      ms.flatMap((m) => Array.from({ length: to - from + 1 }, (_, k) => t(m, from + k, 'online')));
+    const other = openSql(db.url, { max: 4 });
+    try {
+      const writers = [store, new Store({ sql: other, url: db.url, hostId: 'farm-a' })];
+      // a deadlock between two writers is retryable (the journal writer spools and replays)
+      const append = async (w: Store, b: TransitionRecord[]): Promise<void> => {
+        for (;;) {
+          try {
+            await w.appendTransitions(b);
+            return;
+          } catch (err) {
+            if ((err as { code?: string }).code !== '40P01') throw err;
+          }
+        }
+      };
+      for (let round = 0; round < 5; round++) {
+        const base = 1 + round * 20;
+        await Promise.all([
+          append(writers[0] as Store, batch(base + 1, base + 20)),
+          append(writers[1] as Store, batch(base + 1, base + 20)),
+          append(writers[1] as Store, batch(base + 1, base + 10)),
+          append(writers[0] as Store, batch(base + 11, base + 20)),
+        ]);
+        // whatever order they ran in, the tail of a gap comes again (as the writer's replay does)
+        await append(writers[0] as Store, batch(base + 1, base + 20));
+      }
+      for (const m of ms) {
+        const rows = await db.sql<{ seq: number }[]>`
+          select seq from modem_transitions where imei = ${m} order by seq`;
+        expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: 101 }, (_, k) => k + 1));
+        const [modem] = await db.sql`select seq, state from modems where imei = ${m}`;
+        expect(modem).toMatchObject({ seq: 101, state: 'online' });
+      }
+    } finally {
+      await other.end();
+    }
   });
 
   it('append_transitions(jsonb) stays for callers in SQL, with the same result', async () => {
