@@ -1,4 +1,4 @@
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openSql, type Sql } from '../src/store/database.js';
@@ -21,7 +21,7 @@ import { sleep } from '../src/util/time.js';
  * 10 ms) and the most sessions seen waiting for a lock.
  *
  * migration: `migrationRows` (default 10,000,000) journal rows in the schema before 0004, then 0004
- * applied by `migrate` while the old append path journals every 50 ms; figures: time, locks, the
+ * and 0005 applied by `migrate` while the old append path journals every 50 ms; figures: time, locks, the
  * longest append during it. For comparison, the two ways to a partitioned journal on the same rows:
  * copying it into a partitioned table, and attaching it as the first partition.
  */
@@ -325,7 +325,7 @@ export async function journalMigration(adminUrl: string, rows = 10_000_000): Pro
   try {
     // the schema as released before 0004
     await cp(defaultMigrationsDir(), dir, { recursive: true });
-    await rm(join(dir, '0004_journal.sql'));
+    for (const file of await readdir(dir)) if (Number(file.slice(0, 4)) >= 4) await rm(join(dir, file));
     await migrate(sql, { dir });
     const perModem = Math.ceil(rows / MODEMS);
     await modemsAt(sql, perModem);
@@ -345,7 +345,7 @@ export async function journalMigration(adminUrl: string, rows = 10_000_000): Pro
     const [size] = await sql<{ mib: number }[]>`
       select (pg_total_relation_size('modem_transitions') / 1048576)::int as mib`;
 
-    // the old append path (0001's append_transitions(jsonb)) journals on while 0004 is applied
+    // the old append path (0001's append_transitions(jsonb)) journals on while 0004 and 0005 apply
     const oldAppend = (batch: TransitionRecord[]) =>
       sql`select * from append_transitions(${sql.json(
         batch.map((r) => ({

@@ -134,7 +134,7 @@ async function main(): Promise<void> {
     if (wanted('migration')) {
       const m = await journalMigration(adminUrl, numberArg('migration-rows'));
       results['migration'] = m;
-      table[`migration 0004 on ${m.rows} rows (${m.tableMiB} MiB)`] = {
+      table[`migrations 0004+0005 on ${m.rows} rows (${m.tableMiB} MiB)`] = {
         figure: `${m.migrationMs} ms; appends during: max ${m.appendsDuring.maxMs} ms`,
         'measured against': `appends before: p99 ${m.appendsBefore.p99Ms} ms, max ${m.appendsBefore.maxMs} ms`,
         ratio: m.locks.join('; '),

@@ -8,9 +8,9 @@ lock table modems, modem_transitions in access exclusive mode;
 
 ------------------------------------------------------------------------------------------------------
 -- Append cost (BENCHMARKS.md has the profile).
--- The per-row foreign key to modems went: append_transition_arrays stores a transition only with
--- its modem's row, which it creates first and updates in the same transaction, so the check (one
--- lookup per row) only repeated it (a CHECK with the IMEI pattern instead costs a regex per row).
+-- The per-row foreign key to modems went: append_transition_arrays creates and locks the modems row
+-- of every transition it stores, in the same transaction, so the check (one lookup per row) only
+-- repeated it; a CHECK keeps a hand-written row's imei an IMEI.
 -- The time index on the journal went: retention walks each modem's journal by (imei, seq) from its
 -- oldest row, and nothing else searches the journal by time alone.
 -- The state index on modems went (a few thousand rows are read whole anyway) and modems pages keep
@@ -19,8 +19,10 @@ lock table modems, modem_transitions in access exclusive mode;
 -- WHEN, so that update no longer calls a function per row.
 ------------------------------------------------------------------------------------------------------
 alter table modem_transitions drop constraint modem_transitions_imei_fkey;
--- host_id was unbounded, and a row's notification must stay far below 8000 bytes (NOT VALID: the
--- rows there are not scanned; new rows are checked)
+-- (NOT VALID: existing rows are not scanned; new rows are checked. host_id was unbounded: a row's
+-- notification must stay far below 8000 bytes.)
+alter table modem_transitions add constraint modem_transitions_imei_check
+  check (imei ~ '^[0-9]{15}$') not valid;
 alter table modem_transitions add constraint modem_transitions_host_id_check
   check (length(host_id) <= 64) not valid;
 drop index modem_transitions_at_idx;
@@ -40,53 +42,13 @@ create trigger modems_config_notify after update on modems
   execute function notify_modem_config();
 
 ------------------------------------------------------------------------------------------------------
--- NOTIFY modem_status_change: one notification per batch of stored rows instead of one per row,
--- {"transitions":[{imei, seq, from, to, event, at, host}, ...]} in (imei, seq) order, split so that
--- every payload stays below 7,950 bytes (PostgreSQL's limit is 8,000; a row's item is at most
--- ~2,500 bytes: its columns are bounded). Each item is exactly the payload one row used to send.
--- The append functions send them for the rows they stored (the per-row trigger went: capturing
--- and re-reading the inserted rows cost a sixth of an append); rows written by hand send nothing.
-------------------------------------------------------------------------------------------------------
-drop trigger modem_transitions_notify on modem_transitions;
-drop function notify_transitions();
-
-create function notify_journal(items text[]) returns integer
-language plpgsql as $$
-declare
-  n integer := coalesce(cardinality(items), 0);
-  first integer := 1;
-  size integer := 0;
-  len integer;
-  sent integer := 0;
-begin
-  for i in 1 .. n loop
-    len := octet_length(items[i]) + 1;
-    if i > first and size + len > 7900 then
-      perform pg_notify('modem_status_change',
-                        '{"transitions":[' || array_to_string(items[first:i - 1], ',') || ']}');
-      sent := sent + 1;
-      first := i;
-      size := 0;
-    end if;
-    size := size + len;
-  end loop;
-  if n >= first then
-    perform pg_notify('modem_status_change',
-                      '{"transitions":[' || array_to_string(items[first:n], ',') || ']}');
-    sent := sent + 1;
-  end if;
-  return sent;
-end;
-$$;
-
-------------------------------------------------------------------------------------------------------
 -- Journal append, one array per column (the server parses an array an order of magnitude faster
 -- than the same rows as jsonb, and each array once). Semantics as append_transitions(jsonb): rows
 -- at or below the modem's stored seq (modems.seq, the high-water mark, which retention never lowers)
 -- are duplicates and skipped, so a replayed row whose journal row was already pruned is not stored
 -- again; new rows are stored as far as they continue the modem's sequence; rows after a missing seq
 -- are not, and gap_at names the seq the modem waits for. The modems row takes the state of the last
--- stored transition; listeners get the stored rows (notify_journal).
+-- stored transition.
 ------------------------------------------------------------------------------------------------------
 create function append_transition_arrays(
   imeis text[], seqs bigint[], from_states text[], to_states text[], events text[], details jsonb[],
@@ -99,7 +61,7 @@ as $$
 #variable_conflict use_column
 declare
   n integer := coalesce(cardinality(imeis), 0);
-  wanted integer;
+  batch_imeis text[];
   locked integer;
   simple boolean;
   run_imeis text[];
@@ -117,89 +79,71 @@ begin
     raise exception 'append_transition_arrays: every array must have % elements', n
       using errcode = '22023';
   end if;
+  select array_agg(distinct x) into batch_imeis from unnest(imeis) x;
 
-  -- The usual batch: every modem exists and its rows are distinct seqs that continue its stored seq
-  -- without a gap. Then all rows are stored as they are, in one statement: no locks taken first, no
-  -- sorting, de-duplication or run detection. The mirror update only takes a modem whose seq is
-  -- still the one checked; if another writer got there first (the update skips its row, or a row
-  -- exists already: unique violation), this is undone and the general path below does it all again.
-  begin
-    with runs as (
-      select p.imei, min(p.seq) as first_seq, max(p.seq) as last_seq, count(*)::integer as k,
-             max(p.copies) as copies
-      from (select b.imei, b.seq, count(*) as copies
-            from unnest(imeis, seqs) as b(imei, seq) group by b.imei, b.seq) p
-      group by p.imei
-    ),
-    checked as (
-      select bool_and(m.imei is not null and r.first_seq = m.seq + 1
-                      and r.last_seq - r.first_seq + 1 = r.k and r.copies = 1) as ok,
-             count(*)::integer as modems,
-             array_agg(r.imei) as run_imeis, array_agg(r.k) as run_counts,
-             array_agg(r.last_seq) as run_lasts
-      from runs r left join modems m on m.imei = r.imei
-    ),
-    batch_rows as (
-      select b.*
-      from unnest(imeis, seqs, from_states, to_states, events, details, ats, host_ids, reasons, wan_ips)
-        as b(imei, seq, from_state, to_state, event, detail, at, host_id, reason, wan_ip)
-      where (select c.ok from checked c)
-    ),
-    inserted as (
-      insert into modem_transitions (imei, seq, from_state, to_state, event, detail, at, host_id)
-      select b.imei, b.seq, b.from_state, b.to_state, b.event, coalesce(b.detail, '{}'), b.at, b.host_id
-      from batch_rows b
-    ),
-    updated as (
-      update modems m set
-        seq = l.seq,
-        state = split_part(l.to_state, '.', 1),
-        substate = nullif(l.to_state, split_part(l.to_state, '.', 1)),
-        reason = case when split_part(l.to_state, '.', 1) = 'error' then l.reason end,
-        wan_ip = case when split_part(l.to_state, '.', 1) = 'online' then coalesce(l.wan_ip, m.wan_ip) end,
-        host_id = coalesce(l.host_id, m.host_id),
-        state_since = case when split_part(l.to_state, '.', 1) = m.state then m.state_since else l.at end,
-        last_seen_at = greatest(m.last_seen_at, l.at),
-        updated_at = now()
-      from runs r
-      join batch_rows l on l.imei = r.imei and l.seq = r.last_seq
-      where m.imei = r.imei and m.seq = r.first_seq - 1
-      returning 1
-    ),
-    notified as (
-      select notify_journal(array_agg(row_to_json(t)::text order by t.imei, t.seq)) as sent
-      from (select b.imei, b.seq, b.from_state as "from", b.to_state as "to", b.event, b.at,
-                   b.host_id as host
-            from batch_rows b) t
-    )
-    select c.ok, c.modems, (select count(*)::integer from updated), c.run_imeis, c.run_counts,
-           c.run_lasts
-    into simple, wanted, locked, run_imeis, run_counts, run_lasts
-    from checked c cross join notified;
-    if simple and locked <> wanted then
-      raise exception 'journal: another writer changed a modem of this batch' using errcode = 'MF001';
-    end if;
-  exception when unique_violation or sqlstate 'MF001' then
-    simple := false;
-  end;
-  if simple then
-    return query select r.imei, r.k, r.last_seq, null::bigint
-      from unnest(run_imeis, run_counts, run_lasts) as r(imei, k, last_seq);
-    return;
-  end if;
-
-  -- one writer per modem at a time: the batch's modems rows are locked in one order; modems seen
-  -- for the first time get a row first (semi-joins with unnest, never "= any(array)", which compares
-  -- every row with every element)
-  select (select count(distinct x) from unnest(imeis) x), count(*) into wanted, locked
-  from (select 1 from modems m where m.imei in (select x from unnest(imeis) x)
-        order by m.imei for update) l;
-  if locked < wanted then
+  -- one writer per modem at a time: all modems rows of the batch are locked in one order; modems
+  -- seen for the first time get a row first (joins with unnest, not "= any(array)": a generic plan
+  -- would compare every row with every element)
+  select count(*) into locked from (
+    select 1 from unnest(batch_imeis) u(imei) join modems m on m.imei = u.imei
+    order by m.imei for update of m) x;
+  if locked < cardinality(batch_imeis) then
     insert into modems as m (imei, host_id)
     select b.imei, min(b.host_id) from unnest(imeis, host_ids) as b(imei, host_id)
     group by b.imei order by b.imei
     on conflict on constraint modems_pkey do nothing;
-    perform 1 from modems m where m.imei in (select x from unnest(imeis) x) order by m.imei for update;
+    perform 1 from unnest(batch_imeis) u(imei) join modems m on m.imei = u.imei
+    order by m.imei for update of m;
+  end if;
+
+  -- The usual batch: each modem's rows are distinct seqs that continue its stored seq without a
+  -- gap. Then every row is stored as it is: no sorting, de-duplication or run detection.
+  select bool_and(r.first_seq = m.seq + 1 and r.last_seq - r.first_seq + 1 = r.k and r.copies = 1),
+         array_agg(r.imei), array_agg(r.k), array_agg(r.last_seq)
+  into simple, run_imeis, run_counts, run_lasts
+  from (select p.imei, min(p.seq) as first_seq, max(p.seq) as last_seq, count(*)::integer as k,
+               max(p.copies) as copies
+        from (select b.imei, b.seq, count(*) as copies
+              from unnest(imeis, seqs) as b(imei, seq) group by b.imei, b.seq) p
+        group by p.imei) r
+  join modems m on m.imei = r.imei;
+  if simple then
+    begin
+      with batch_rows as (
+        select b.*
+        from unnest(imeis, seqs, from_states, to_states, events, details, ats, host_ids, reasons, wan_ips)
+          as b(imei, seq, from_state, to_state, event, detail, at, host_id, reason, wan_ip)
+      ),
+      inserted as (
+        insert into modem_transitions (imei, seq, from_state, to_state, event, detail, at, host_id)
+        select b.imei, b.seq, b.from_state, b.to_state, b.event, coalesce(b.detail, '{}'), b.at, b.host_id
+        from batch_rows b
+      ),
+      updated as (
+        update modems m set
+          seq = l.seq,
+          state = split_part(l.to_state, '.', 1),
+          substate = nullif(l.to_state, split_part(l.to_state, '.', 1)),
+          reason = case when split_part(l.to_state, '.', 1) = 'error' then l.reason end,
+          wan_ip = case when split_part(l.to_state, '.', 1) = 'online' then coalesce(l.wan_ip, m.wan_ip) end,
+          host_id = coalesce(l.host_id, m.host_id),
+          state_since = case when split_part(l.to_state, '.', 1) = m.state then m.state_since else l.at end,
+          last_seen_at = greatest(m.last_seen_at, l.at),
+          updated_at = now()
+        from unnest(run_imeis, run_lasts) as r(imei, last_seq)
+        join batch_rows l on l.imei = r.imei and l.seq = r.last_seq
+        where m.imei = r.imei
+        returning 1
+      )
+      select count(*) into locked from updated;
+      return query select r.imei, r.k, r.last_seq, null::bigint
+        from unnest(run_imeis, run_counts, run_lasts) as r(imei, k, last_seq);
+      return;
+    exception when unique_violation then
+      -- a row above the stored seq exists (written around this function): the general path below
+      -- skips what is already there
+      null;
+    end;
   end if;
 
   -- Any other batch (a replay, duplicates, a gap): rows at or below the stored seq are skipped and
@@ -221,11 +165,11 @@ begin
     select * from fresh f where f.seq = f.stored_seq + f.rn
   ),
   inserted as (
-    insert into modem_transitions as t (imei, seq, from_state, to_state, event, detail, at, host_id)
+    insert into modem_transitions (imei, seq, from_state, to_state, event, detail, at, host_id)
     select o.imei, o.seq, o.from_state, o.to_state, o.event, coalesce(o.detail, '{}'), o.at, o.host_id
     from ok_rows o
     on conflict on constraint modem_transitions_pkey do nothing
-    returning t.imei, t.seq, t.from_state, t.to_state, t.event, t.at, t.host_id
+    returning modem_transitions.imei
   ),
   last_rows as (
     select distinct on (o.imei) o.*
@@ -250,13 +194,6 @@ begin
   inserted_counts as (
     select i.imei, count(*)::integer as n from inserted i group by i.imei
   ),
-  -- (read by the final select, so the rows are stored and their notifications queued first)
-  notified as (
-    select notify_journal(array_agg(row_to_json(t)::text order by t.imei, t.seq)) as sent
-    from (select i.imei, i.seq, i.from_state as "from", i.to_state as "to", i.event, i.at,
-                 i.host_id as host
-          from inserted i) t
-  ),
   fresh_counts as (
     select f.imei, count(*) as fresh_n, count(*) filter (where f.seq = f.stored_seq + f.rn) as ok_n
     from fresh f group by f.imei
@@ -266,9 +203,8 @@ begin
          coalesce(ic.n, 0),
          m.seq + coalesce(fc.ok_n, 0),
          case when fc.fresh_n > fc.ok_n then m.seq + fc.ok_n + 1 end
-  from (select distinct x as imei from unnest(imeis) x) u
+  from unnest(batch_imeis) u(imei)
   join modems m on m.imei = u.imei
-  cross join notified
   left join fresh_counts fc on fc.imei = m.imei
   left join inserted_counts ic on ic.imei = m.imei;
 end;
@@ -294,6 +230,40 @@ language sql as $$
 $$;
 -- journal_batch_rows(jsonb) is no longer used but stays: an append of the old version waiting for
 -- this migration's locks re-plans its statements after the commit and would fail without it.
+
+------------------------------------------------------------------------------------------------------
+-- NOTIFY modem_status_change: one notification per batch of stored rows instead of one per row,
+-- {"transitions":[{imei, seq, from, to, event, at, host}, ...]} in (imei, seq) order, split so that
+-- every payload stays below 7,950 bytes (PostgreSQL's limit is 8,000). Each element is exactly the
+-- payload one row used to send.
+------------------------------------------------------------------------------------------------------
+create or replace function notify_transitions() returns trigger
+language plpgsql as $$
+declare
+  item text;
+  buf text := '';
+  k integer := 0;
+begin
+  for item in
+    select row_to_json(r)::text
+    from (select n.imei, n.seq, n.from_state as "from", n.to_state as "to", n.event, n.at,
+                 n.host_id as host
+          from inserted n order by n.imei, n.seq) r
+  loop
+    if k > 0 and octet_length(buf) + octet_length(item) > 7900 then
+      perform pg_notify('modem_status_change', '{"transitions":[' || buf || ']}');
+      buf := '';
+      k := 0;
+    end if;
+    buf := case when k = 0 then item else buf || ',' || item end;
+    k := k + 1;
+  end loop;
+  if k > 0 then
+    perform pg_notify('modem_status_change', '{"transitions":[' || buf || ']}');
+  end if;
+  return null;
+end;
+$$;
 
 ------------------------------------------------------------------------------------------------------
 -- Retention: prune_modem_transitions(older_than, max_rows) deletes at most about max_rows of the
