@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { Database } from '../store/database.js';
+import { System } from '../system.js';
 import { coerceError } from '../util/errors.js';
 import { findProgram } from '../util/fs.js';
 
@@ -251,19 +251,19 @@ async function ports(config: Config, host: HostPaths): Promise<Finding[]> {
 }
 
 async function database(config: Config, log: Logger): Promise<Finding> {
-  const db = new Database({
-    url: config.databaseUrl,
-    stateDir: config.stateDir,
-    embeddedPort: config.embeddedPort,
-    connectAttempts: 2,
-    attachEmbedded: true,
-    max: 1,
+  const system = new System(config, {
     application: 'modemfleet-doctor',
+    max: 1,
+    connectAttempts: 2,
+    embedded: 'attach',
+    migrations: 'none',
     log,
   });
   try {
-    await db.start();
-    const [row] = await db.sql<{ version: string }[]>`select current_setting('server_version') as version`;
+    await system.start();
+    const [row] = await system.sql<
+      { version: string }[]
+    >`select current_setting('server_version') as version`;
     return {
       check: 'database',
       status: 'ok',
@@ -280,7 +280,7 @@ async function database(config: Config, log: Logger): Promise<Finding> {
         : 'see the error code in README.md ("Errors an operator will see"), or set DATABASE_URL',
     };
   } finally {
-    await db.stop().catch(() => undefined);
+    await system.stop().catch(() => undefined);
   }
 }
 

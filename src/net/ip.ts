@@ -40,8 +40,7 @@ export async function ip(args: readonly string[], options: IpOptions = {}): Prom
   const full = [...base(options), ...args];
   // a timed-out `ip` gets SIGTERM, then SIGKILL (a stuck one may ignore TERM)
   const result = await run(options.bin ?? 'ip', full, { timeoutMs: options.timeoutMs ?? 5_000 });
-  if (result.timedOut)
-    throw new IpError(`ip ${full.join(' ')} timed out`, full, result.stderr, 'ip_timeout');
+  if (result.timedOut) throw new IpError(`ip ${full.join(' ')} timed out`, full, result.stderr, 'ip_timeout');
   if (result.exitCode !== 0)
     throw new IpError(
       `ip ${full.join(' ')} failed: ${result.stderr.trim().slice(0, 300)}`,
@@ -62,12 +61,7 @@ export async function ipBatch(lines: readonly string[], options: IpOptions = {})
     input: `${lines.join('\n')}\n`,
   });
   if (result.timedOut)
-    throw new IpError(
-      `ip -batch (${lines.length} commands) timed out`,
-      full,
-      result.stderr,
-      'ip_timeout',
-    );
+    throw new IpError(`ip -batch (${lines.length} commands) timed out`, full, result.stderr, 'ip_timeout');
   if (result.exitCode !== 0)
     throw new IpError(
       `ip -batch failed: ${result.stderr.trim().slice(0, 300)}`,

@@ -59,7 +59,11 @@ export interface RunResult {
  * Runs a program to completion and collects its output. Never rejects for an exit status, a
  * timeout or a missing program: the caller decides from the result (and names its own error code).
  */
-export async function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+export async function run(
+  file: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
   const result = await execa(file, args, {
     reject: false,
     ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}),
@@ -76,7 +80,7 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     exitCode: result.exitCode,
     signal: result.signal,
     stdout: String(result.stdout ?? ''),
-    stderr: spawnFailed && !result.stderr ? result.message : String(result.stderr ?? ''),
+    stderr: spawnFailed && !result.stderr ? (result.message ?? 'not started') : String(result.stderr ?? ''),
     timedOut: result.timedOut,
     spawnFailed,
     ok: result.exitCode === 0 && !result.timedOut,

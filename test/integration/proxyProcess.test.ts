@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { microsocksArgs, renderTinyproxy, type ProxySpec } from '../../src/net/proxyConfig.js';
 import { ProxyProcess, accepts, sweepProxies } from '../../src/net/proxyProcess.js';
-import { freePort } from '../../src/store/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 
 /** Real Debian proxies on loopback: 127.0.10.x addresses stand for modem WAN addresses. */
 
