@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # socat: PTYs for the simulated modems. iproute2: `ip` for routing and namespaces.
+# nftables: `nft`, through which every packet-filter and NAT ruleset goes (src/net/nft.ts).
 # microsocks / tinyproxy: real proxy processes where 3proxy is not installed (it is not in Debian).
 # procps: pgrep/ps for the orphan checks. passwd: useradd for the embedded PostgreSQL's user.
 # chromium + fonts-dejavu-core: the browser test of the inspector's page (playwright-core drives it).
 # systemd: `systemd-analyze verify` of deploy/modemfleet.service.
-PACKAGES=(socat iproute2 microsocks tinyproxy procps passwd chromium fonts-dejavu-core systemd)
+PACKAGES=(socat iproute2 nftables microsocks tinyproxy procps passwd chromium fonts-dejavu-core systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -144,6 +144,17 @@ async function programs(config: Config): Promise<Finding[]> {
       ? { check: 'iproute2', status: 'ok', detail: ip }
       : { check: 'iproute2', status: 'fail', detail: '`ip` not found', fix: 'apt-get install iproute2' },
   );
+  const nft = await findProgram('nft');
+  findings.push(
+    nft
+      ? { check: 'nftables', status: 'ok', detail: nft }
+      : {
+          check: 'nftables',
+          status: 'warn',
+          detail: '`nft` not found: rules that go through src/net/nft.ts cannot be applied',
+          fix: 'apt-get install nftables',
+        },
+  );
   if (config.hotplug === 'udev') {
     const udevadm = await findProgram('udevadm');
     findings.push(

@@ -28,11 +28,15 @@ export class IpError extends ModemfleetError {
 
 const NETNS = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+/** A network namespace name as `ip netns` takes it; throws `invalid_netns` otherwise. */
+export function checkNetns(name: string): string {
+  if (!NETNS.test(name)) throw new ModemfleetError('invalid_netns', 'invalid network namespace name');
+  return name;
+}
+
 function base(options: IpOptions): string[] {
   if (options.netns === undefined) return [];
-  if (!NETNS.test(options.netns))
-    throw new ModemfleetError('invalid_netns', 'invalid network namespace name');
-  return ['-n', options.netns];
+  return ['-n', checkNetns(options.netns)];
 }
 
 /** Runs `ip ARGS`; resolves with stdout, rejects with an IpError naming the command and stderr. */
