@@ -11,6 +11,7 @@ import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { TcpProxy } from './tcpProxy.js';
+import { until } from './until.js';
 
 export const FAST_MODEM: Partial<ModemConfig> = {
   probeAttempts: 5,
@@ -143,17 +144,8 @@ export async function startFarm(
   };
 }
 
-export async function until(
-  check: () => Promise<boolean> | boolean,
-  ms = 20_000,
-  what = 'condition',
-): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Tests that wait on a farm have always imported `until` from here: it is test/helpers/until.ts. */
+export { until };
 
 export async function onlineCount(farm: TestFarm): Promise<number> {
   const rows = await farm.db.sql<
