@@ -56,7 +56,7 @@ export async function startFarm(
     modem: { registrationPollMs: 50, signalPollMs: 30_000, probeRetryMs: 50, detachMs: 100 },
     link: { ...(lab.openPort ? { openPort: lab.openPort } : {}), presencePollMs: 1_000, addressPollMs: 20 },
     spool: { fsync: 'never' },
-    healthFlushMs: 1_000,
+    policy: { healthFlushMs: 1_000 },
     ...extra,
   });
   let supervisorStop: Promise<void> | undefined;

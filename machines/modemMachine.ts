@@ -148,7 +148,7 @@ const interruptAll = [
 ] as const;
 const supersede = { type: 'commandFinished', params: commandSuperseded } as const;
 
-export const modemMachine = setup({
+const modemSetup = setup({
   types: {
     context: {} as ModemContext,
     events: {} as ModemEvent,
@@ -212,7 +212,124 @@ export const modemMachine = setup({
     registrationTimedOut: ({ context }) =>
       context.now() - context.registrationSince >= context.config.registrationTimeoutMs,
   },
-}).createMachine({
+});
+
+/** The actions that answer and forget a rotation cut short (none outside a rotation). */
+const abortRotation = [
+  { type: 'commandFinished', params: rotationResult('failed') },
+  'clearRotation',
+] as const;
+
+/**
+ * Registration, written once for the boot (`#modem.initializing`) and the rotation
+ * (`#modem.online.rotating`): query `+CREG`/`+CEREG`, wait and query again until registered (then
+ * `<scope>.connecting`), denied (error) or timed out (recovering). `abort` runs first on every
+ * failure (a rotation answers its command).
+ */
+const registeringState = (
+  scope: '#modem.initializing' | '#modem.online.rotating',
+  abort: readonly [] | typeof abortRotation,
+  timeoutMessage: string,
+) =>
+  modemSetup.createStateConfig({
+    entry: assign({ registrationSince: ({ context }) => context.now() }),
+    initial: 'query',
+    states: {
+      query: {
+        invoke: {
+          id: 'queryRegistration',
+          src: 'queryRegistration',
+          onDone: [
+            {
+              guard: ({ event }) => REGISTERED.includes(event.output.stat),
+              target: `${scope}.connecting`,
+              actions: assign({
+                registration: ({ event }) => event.output.stat,
+                operator: ({ event }) => event.output.operator,
+              }),
+            },
+            {
+              guard: ({ event }) => event.output.stat === 'denied',
+              target: '#modem.error',
+              actions: [...abort, assign(failWith('registration_denied', 'the network denied registration'))],
+            },
+            { target: 'waiting', actions: assign({ registration: ({ event }) => event.output.stat }) },
+          ],
+          onError: { target: '#modem.recovering', actions: [...abort, assign(fail('at_timeout'))] },
+        },
+      },
+      waiting: {
+        after: {
+          registrationPoll: [
+            {
+              guard: 'registrationTimedOut',
+              target: '#modem.recovering',
+              actions: [...abort, assign(failWith('no_service', timeoutMessage))],
+            },
+            { target: 'query' },
+          ],
+        },
+      },
+    },
+  });
+
+/**
+ * The data call, written once for the boot and the rotation: `connect` (APN, call, address). The
+ * boot goes online with the address; a rotation is done when the address changed, else it detaches
+ * again (up to `rotationAttempts`) and then stays online with the old address and an alert. A
+ * failure goes to recovering (`data_call_failed`), after answering the rotation.
+ */
+const connectingState = (mode: 'boot' | 'rotation') =>
+  modemSetup.createStateConfig({
+    invoke: {
+      id: 'connect',
+      src: 'connect',
+      onDone:
+        mode === 'boot'
+          ? { target: '#modem.online', actions: assign({ wanIp: ({ event }) => event.output.address }) }
+          : [
+              {
+                guard: ({ context, event }) => event.output.address !== context.rotation?.previousIp,
+                target: '#modem.online.serving',
+                actions: [
+                  { type: 'commandFinished', params: rotationResult('succeeded') },
+                  assign({ wanIp: ({ event }) => event.output.address, rotation: null }),
+                ],
+              },
+              {
+                guard: ({ context }) =>
+                  (context.rotation?.attempt ?? 0) + 1 < context.config.rotationAttempts,
+                target: 'detaching',
+                actions: assign({
+                  wanIp: ({ event }) => event.output.address,
+                  rotation: ({ context }) =>
+                    context.rotation ? { ...context.rotation, attempt: context.rotation.attempt + 1 } : null,
+                }),
+              },
+              {
+                target: '#modem.online.serving',
+                actions: [
+                  { type: 'commandFinished', params: rotationResult('same_address') },
+                  {
+                    type: 'raiseAlert',
+                    params: ({ context, event }) => ({
+                      kind: 'rotation_failed',
+                      severity: 'warning' as const,
+                      message: `rotation kept ${event.output.address} after ${(context.rotation?.attempt ?? 0) + 1} attempts; the modem stays online`,
+                    }),
+                  },
+                  assign({ wanIp: ({ event }) => event.output.address, rotation: null }),
+                ],
+              },
+            ],
+      onError: {
+        target: '#modem.recovering',
+        actions: [...(mode === 'boot' ? [] : abortRotation), assign(fail('data_call_failed'))],
+      },
+    },
+  });
+
+export const modemMachine = modemSetup.createMachine({
   id: 'modem',
   context: ({ input }) => ({
     usbPath: input.usbPath,
@@ -341,58 +458,8 @@ export const modemMachine = setup({
           },
         },
         simWaiting: { after: { simRetry: 'sim' } },
-        registering: {
-          entry: assign({ registrationSince: ({ context }) => context.now() }),
-          initial: 'query',
-          states: {
-            query: {
-              invoke: {
-                id: 'queryRegistration',
-                src: 'queryRegistration',
-                onDone: [
-                  {
-                    guard: ({ event }) => REGISTERED.includes(event.output.stat),
-                    target: '#modem.initializing.connecting',
-                    actions: assign({
-                      registration: ({ event }) => event.output.stat,
-                      operator: ({ event }) => event.output.operator,
-                    }),
-                  },
-                  {
-                    guard: ({ event }) => event.output.stat === 'denied',
-                    target: '#modem.error',
-                    actions: assign(failWith('registration_denied', 'the network denied registration')),
-                  },
-                  { target: 'waiting', actions: assign({ registration: ({ event }) => event.output.stat }) },
-                ],
-                onError: { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
-              },
-            },
-            waiting: {
-              after: {
-                registrationPoll: [
-                  {
-                    guard: 'registrationTimedOut',
-                    target: '#modem.recovering',
-                    actions: assign(failWith('no_service', 'no registration in time')),
-                  },
-                  { target: 'query' },
-                ],
-              },
-            },
-          },
-        },
-        connecting: {
-          invoke: {
-            id: 'connect',
-            src: 'connect',
-            onDone: {
-              target: '#modem.online',
-              actions: assign({ wanIp: ({ event }) => event.output.address }),
-            },
-            onError: { target: '#modem.recovering', actions: assign(fail('data_call_failed')) },
-          },
-        },
+        registering: registeringState('#modem.initializing', [], 'no registration in time'),
+        connecting: connectingState('boot'),
       },
     },
 
@@ -479,113 +546,12 @@ export const modemMachine = setup({
                 },
               },
             },
-            registering: {
-              entry: assign({ registrationSince: ({ context }) => context.now() }),
-              initial: 'query',
-              states: {
-                query: {
-                  invoke: {
-                    id: 'queryRegistration',
-                    src: 'queryRegistration',
-                    onDone: [
-                      {
-                        guard: ({ event }) => REGISTERED.includes(event.output.stat),
-                        target: '#modem.online.rotating.connecting',
-                        actions: assign({
-                          registration: ({ event }) => event.output.stat,
-                          operator: ({ event }) => event.output.operator,
-                        }),
-                      },
-                      {
-                        guard: ({ event }) => event.output.stat === 'denied',
-                        target: '#modem.error',
-                        actions: [
-                          { type: 'commandFinished', params: rotationResult('failed') },
-                          'clearRotation',
-                          assign(failWith('registration_denied', 'the network denied registration')),
-                        ],
-                      },
-                      { target: 'waiting' },
-                    ],
-                    onError: {
-                      target: '#modem.recovering',
-                      actions: [
-                        { type: 'commandFinished', params: rotationResult('failed') },
-                        'clearRotation',
-                        assign(fail('at_timeout')),
-                      ],
-                    },
-                  },
-                },
-                waiting: {
-                  after: {
-                    registrationPoll: [
-                      {
-                        guard: 'registrationTimedOut',
-                        target: '#modem.recovering',
-                        actions: [
-                          { type: 'commandFinished', params: rotationResult('failed') },
-                          'clearRotation',
-                          assign(failWith('no_service', 'no registration after reattach')),
-                        ],
-                      },
-                      { target: 'query' },
-                    ],
-                  },
-                },
-              },
-            },
-            connecting: {
-              invoke: {
-                id: 'connect',
-                src: 'connect',
-                onDone: [
-                  {
-                    guard: ({ context, event }) => event.output.address !== context.rotation?.previousIp,
-                    target: '#modem.online.serving',
-                    actions: [
-                      { type: 'commandFinished', params: rotationResult('succeeded') },
-                      assign({ wanIp: ({ event }) => event.output.address, rotation: null }),
-                    ],
-                  },
-                  {
-                    guard: ({ context }) =>
-                      (context.rotation?.attempt ?? 0) + 1 < context.config.rotationAttempts,
-                    target: 'detaching',
-                    actions: assign({
-                      wanIp: ({ event }) => event.output.address,
-                      rotation: ({ context }) =>
-                        context.rotation
-                          ? { ...context.rotation, attempt: context.rotation.attempt + 1 }
-                          : null,
-                    }),
-                  },
-                  {
-                    target: '#modem.online.serving',
-                    actions: [
-                      { type: 'commandFinished', params: rotationResult('same_address') },
-                      {
-                        type: 'raiseAlert',
-                        params: ({ context, event }) => ({
-                          kind: 'rotation_failed',
-                          severity: 'warning' as const,
-                          message: `rotation kept ${event.output.address} after ${(context.rotation?.attempt ?? 0) + 1} attempts; the modem stays online`,
-                        }),
-                      },
-                      assign({ wanIp: ({ event }) => event.output.address, rotation: null }),
-                    ],
-                  },
-                ],
-                onError: {
-                  target: '#modem.recovering',
-                  actions: [
-                    { type: 'commandFinished', params: rotationResult('failed') },
-                    'clearRotation',
-                    assign(fail('data_call_failed')),
-                  ],
-                },
-              },
-            },
+            registering: registeringState(
+              '#modem.online.rotating',
+              abortRotation,
+              'no registration after reattach',
+            ),
+            connecting: connectingState('rotation'),
           },
         },
       },

@@ -4,6 +4,9 @@ import { resolve } from 'node:path';
 import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
 import { HOST_ID_PATTERN } from './ids.js';
 import { ConfigError } from './util/errors.js';
+import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
+
+export { DEFAULT_POLICY, type Policy };
 import { DEFAULT_MODEM_CONFIG, type ModemConfig } from '../machines/modemTypes.js';
 
 /**
@@ -53,23 +56,6 @@ export interface DataPlaneConfig {
   proxyUidBase: number | undefined;
   egress: { url: string; intervalMs: number } | undefined;
 }
-
-export interface Policy {
-  /** Connection attempts (with backoff) before start-up fails with `database_unreachable`. */
-  databaseConnectAttempts: number;
-  /** Listen-connection heartbeat: send interval and the silence after which it is rebuilt. */
-  listenHeartbeatIntervalMs: number;
-  listenHeartbeatTimeoutMs: number;
-  /** How long health samples are kept. */
-  healthRetentionSeconds: number;
-}
-
-export const DEFAULT_POLICY: Policy = {
-  databaseConnectAttempts: 6,
-  listenHeartbeatIntervalMs: 2_000,
-  listenHeartbeatTimeoutMs: 10_000,
-  healthRetentionSeconds: 14 * 86_400,
-};
 
 export type ConfigMode = 'production' | 'demo';
 
@@ -391,7 +377,7 @@ export function loadConfig(
     modem: modem(file['modem'], problems),
     spoolFsync: 'always',
     spoolMaxBytes:
-      int(file['spoolMaxBytes'], 'spoolMaxBytes', problems, 65_536, 2 ** 40) ?? 256 * 1024 * 1024,
+      int(file['spoolMaxBytes'], 'spoolMaxBytes', problems, 65_536, 2 ** 40) ?? DEFAULT_SPOOL_MAX_BYTES,
     dataPlane: dataPlane(file['dataPlane'], resolve(stateDir), problems),
     http: http ?? undefined,
     proxyHost,

@@ -167,7 +167,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       },
       spool: { fsync: config.spoolFsync, maxBytes: config.spoolMaxBytes },
       ...(config.dataPlane ? { dataPlane: await dataPlaneOptions(config, log) } : {}),
-      healthRetentionSeconds: config.policy.healthRetentionSeconds,
+      policy: config.policy,
       ...(config.proxyHost ? { proxyHost: config.proxyHost } : {}),
       log,
     });

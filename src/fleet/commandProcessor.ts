@@ -6,10 +6,9 @@ import { coerceError } from '../util/errors.js';
 import { Histogram } from '../util/histogram.js';
 import { backoffDelay } from '../util/time.js';
 
-export interface CommandOutcome {
-  ok: boolean;
-  result: Record<string, unknown>;
-}
+import type { CommandOutcome } from './events.js';
+
+export type { CommandOutcome };
 
 export interface CommandProcessorOptions {
   store: Store;

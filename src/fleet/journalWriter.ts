@@ -4,6 +4,7 @@ import { checkTransition } from '../store/journal.js';
 import { MODEM_STATES, type AppendResult, type TransitionRecord } from '../store/types.js';
 import { coerceError, ModemfleetError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
+import type { FleetEventMap } from './events.js';
 import type { Spool } from './spool.js';
 
 /** Transitions as they sit in the spool (dates as ISO text). */
@@ -22,8 +23,8 @@ export interface JournalWriterOptions {
   /** Replay attempts while PostgreSQL is away: backoff from/to. */
   retryBaseMs?: number;
   retryCapMs?: number;
-  /** Raised once per episode: spool full or unwritable, journal gap. */
-  onAlert?: (kind: 'spool_full' | 'spool_unavailable' | 'journal_gap', message: string) => void;
+  /** Where its alerts go (critical, once per episode: spool full or unwritable, journal gap). */
+  events?: { emit: (name: 'alert', payload: FleetEventMap['alert']) => void };
 }
 
 export interface JournalStats {
@@ -289,6 +290,6 @@ export class JournalWriter {
     this.log.error({ kind }, message);
     if (this.alerted.has(kind)) return;
     this.alerted.add(kind);
-    this.options.onAlert?.(kind, message);
+    this.options.events?.emit('alert', { alert: { kind, severity: 'critical', message } });
   }
 }

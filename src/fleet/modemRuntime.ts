@@ -29,20 +29,29 @@ export interface ModemTransition {
   snapshot: ModemSnapshot;
 }
 
+/** What the machine reports, in order, synchronously: one typed stream instead of callbacks. */
+export type ModemOutput =
+  /** Every change of the state value (poll loops included: the journal rule is the owner's). */
+  | { type: 'transition'; transition: ModemTransition }
+  | { type: 'health'; signal: SignalSample }
+  | { type: 'alert'; alert: AlertInfo }
+  | { type: 'commandFinished'; result: CommandResult };
+
 export interface ModemRuntimeOptions extends Omit<ModemLinkOptions, 'log'> {
   /** The USB physical path (the actor's identity until the IMEI is read). */
   usbPath: string;
   config?: Partial<ModemConfig>;
   desired?: 'enabled' | 'disabled';
   log?: Logger;
-  onHealth?: (signal: SignalSample) => void;
-  onAlert?: (alert: AlertInfo) => void;
-  onCommandFinished?: (result: CommandResult) => void;
-  /** Every change of the state value, in order, synchronously. */
-  onTransition?: (transition: ModemTransition) => void;
+  /** Where the machine's output goes (the `Modem` that owns this runtime). */
+  output?: (output: ModemOutput) => void;
 }
 
-/** A modem machine wired to its link: the actor runs the real effects over the AT port. */
+/**
+ * A modem machine wired to its link: the actor runs the real effects over the AT port. What the
+ * modem does lives here and in ModemLink (usable alone, as the lifecycle tests do); what the farm
+ * does with it (journal, allocation, data plane, commands) lives in `Modem`.
+ */
 export class ModemRuntime {
   readonly link: ModemLink;
   readonly actor: Actor<typeof modemMachine>;
@@ -50,18 +59,16 @@ export class ModemRuntime {
   private lastState: string | null = null;
 
   constructor(options: ModemRuntimeOptions) {
-    this.log = (options.log ?? silentLogger).child({ usbPath: options.usbPath });
+    this.log = options.log ?? silentLogger;
+    const output = options.output ?? (() => undefined);
     this.link = new ModemLink({ ...options, log: this.log });
     const machine = modemMachine.provide({
       actors: this.link.actors(),
       actions: {
-        reportHealth: (_, params) => options.onHealth?.(params.signal),
-        raiseAlert: (_, params) => {
-          this.log.warn({ alert: params }, 'modem alert');
-          options.onAlert?.(params);
-        },
+        reportHealth: (_, params) => output({ type: 'health', signal: params.signal }),
+        raiseAlert: (_, params) => output({ type: 'alert', alert: params }),
         commandFinished: (_, params) => {
-          if (params) options.onCommandFinished?.(params);
+          if (params) output({ type: 'commandFinished', result: params });
         },
       },
     });
@@ -74,7 +81,7 @@ export class ModemRuntime {
         if (to === this.lastState) return;
         const from = this.lastState;
         this.lastState = to;
-        options.onTransition?.({ from, to, event: ev.event.type, snapshot });
+        output({ type: 'transition', transition: { from, to, event: ev.event.type, snapshot } });
       },
       input: {
         usbPath: options.usbPath,

@@ -1,28 +1,27 @@
 import { join } from 'node:path';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import { fleetMachine, type FleetDevice } from '../../machines/fleetMachine.js';
-import type { AlertInfo, ModemConfig, SignalSample } from '../../machines/modemTypes.js';
+import type { ModemConfig } from '../../machines/modemTypes.js';
 import type { HotplugSource } from '../detect/hotplugSources.js';
 import { Detector } from '../detect/detector.js';
 import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
 import type { DetectionEvent } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { ModemRecord } from '../store/reconcile.js';
+import { sweepProxies } from '../net/proxyProcess.js';
+import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from '../policy.js';
 import type { ListenerStats } from '../store/listener.js';
 import type { Store } from '../store/store.js';
-import type { Allocation, Command, TransitionRecord } from '../store/types.js';
-import { coerceError } from '../util/errors.js';
+import type { Command } from '../store/types.js';
 import { pathExists } from '../util/fs.js';
-import { backoffDelay, sleep } from '../util/time.js';
+import { sleep } from '../util/time.js';
 import { AlertQueue } from './alertQueue.js';
-import { CommandProcessor, type CommandOutcome, type CommandStats } from './commandProcessor.js';
+import { CommandProcessor, type CommandStats } from './commandProcessor.js';
+import { FleetCounters, FleetEvents, type CommandOutcome } from './events.js';
 import { HealthWriter } from './healthWriter.js';
 import { JournalWriter, type JournalStats, type SpooledTransition } from './journalWriter.js';
+import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
+import { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
-import { ModemRuntime, stateName, type ModemTransition } from './modemRuntime.js';
-import { ModemSlot } from './modemSlot.js';
-import { DataPlanes, type FleetDataPlaneOptions } from './dataPlanes.js';
-import { sweepProxies } from '../net/proxyProcess.js';
 import { Spool, type FsyncPolicy } from './spool.js';
 
 const later = (fn: () => void): void => queueMicrotask(fn);
@@ -36,14 +35,11 @@ export interface SupervisorOptions {
   hotplug?: HotplugSource;
   rescanIntervalMs?: number;
   modem?: Partial<ModemConfig>;
+  /** Link options beyond the policy's (APN, power-cycle command, AT timeouts, ...). */
   link?: Omit<ModemLinkOptions, 'atPort' | 'log'>;
-  fleet?: { maxRestarts?: number; restartWindowMs?: number };
   spool?: { maxBytes?: number; fsync?: FsyncPolicy };
-  heartbeatMs?: number;
-  commandTimeoutMs?: number;
-  commandPollMs?: number;
-  healthFlushMs?: number;
-  healthRetentionSeconds?: number;
+  /** Limits and timeouts (DEFAULT_POLICY for what is not given). */
+  policy?: Partial<Policy>;
   /** Routing and proxies per modem, and the egress guard; unset: no data plane. */
   dataPlane?: FleetDataPlaneOptions;
   /** Where clients reach this host's proxy ports (stored with the host, shown by the API). */
@@ -65,98 +61,106 @@ export interface SupervisorStatus {
   localModems: Record<string, number>;
 }
 
-export interface SupervisorEvents {
-  /** The IMEI of a slot is known and its journal position settled (tests, the inspector). */
-  onIdentified?: (imei: string, usbPath: string) => void;
-  /** A modem got its ports (sticky per IMEI). */
-  onAllocated?: (allocation: Allocation) => void;
-  /** Every journal record as it is handed to the writer (tests compare it with the database). */
-  onJournal?: (record: TransitionRecord) => void;
-  /** A command was carried out here, before its result is written (tests count executions). */
-  onCommand?: (command: Command, outcome: CommandOutcome) => void;
-}
-
 /**
- * The running farm: detection feeds the fleet machine, which starts one modem runtime per device
- * (in batches); every transition goes to the journal writer (group commit, spool while the
- * database is away), commands come from NOTIFY catch-ups, health samples are batched. On start
- * the farm is reconciled with what the database remembers: journal positions, desired states,
- * modems that went away while we were down.
+ * The running farm: detection feeds the fleet machine (batches, one_for_one restarts), which
+ * starts and stops one `Modem` per USB path. Everything that happens is a typed fleet event
+ * (`events`): the journal writer, the health writer and the alert queue are subscribers. Commands
+ * come from NOTIFY catch-ups and go to the Modem serving the IMEI. On start the farm is reconciled
+ * with what the database remembers (journal positions, desired states, modems gone meanwhile);
+ * stop runs in reverse order.
  */
 export class Supervisor {
+  readonly events: FleetEvents;
   readonly journal: JournalWriter;
   readonly health: HealthWriter;
   readonly commands: CommandProcessor;
   /** Alerts waiting for the database (retried until stored). */
   readonly alerts: AlertQueue;
+  private readonly counters: FleetCounters;
+  private readonly policy: Policy;
+  private readonly directory = new ModemDirectory<Modem>();
+  private readonly byPath = new Map<string, Modem>();
+  private readonly modemDeps: ModemDeps;
   private readonly detector: Detector;
   private readonly fleet: Actor<typeof fleetMachine>;
-  private readonly slots = new Map<string, ModemSlot>();
-  private readonly byImei = new Map<string, ModemSlot>();
-  /** Last journal seq per IMEI, kept across actors of the same modem. */
-  private readonly seqs = new Map<string, number>();
-  private readonly remembered = new Map<string, ModemRecord>();
-  /** Allocations of identified modems (ports, table, credentials). */
-  private readonly allocated = new Map<string, Allocation>();
-  /** The IMEI last identified at each USB path. */
-  private readonly lastAt = new Map<string, string>();
   private readonly stopping = new Set<Promise<void>>();
-  private readonly dataPlanes: DataPlanes | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private startedAt: Date | undefined;
   private stopped = false;
   private readonly log: Logger;
 
-  constructor(
-    private readonly options: SupervisorOptions,
-    private readonly events: SupervisorEvents = {},
-  ) {
-    this.log = (options.log ?? silentLogger).child({ component: 'supervisor' });
+  constructor(private readonly options: SupervisorOptions) {
+    const log = (this.log = (options.log ?? silentLogger).child({ component: 'supervisor' }));
+    const policy = (this.policy = { ...DEFAULT_POLICY, ...options.policy });
     const store = options.store;
-    this.alerts = new AlertQueue((alert) => store.raiseAlert(alert), { log: this.log });
+    const events = (this.events = new FleetEvents(log));
+    this.counters = new FleetCounters(events);
+    this.alerts = new AlertQueue((alert) => store.raiseAlert(alert), {
+      max: policy.alertsMaxWaiting,
+      retryBaseMs: policy.alertRetryBaseMs,
+      retryCapMs: policy.alertRetryCapMs,
+      log,
+    });
     this.journal = new JournalWriter({
       sink: store,
       spool: new Spool<SpooledTransition>({
         dir: join(options.stateDir, 'spool'),
-        maxBytes: options.spool?.maxBytes ?? 64 * 1024 * 1024,
+        maxBytes: options.spool?.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
         fsync: options.spool?.fsync ?? 'always',
       }),
-      log: this.log,
-      onAlert: (kind, message) => this.alert({ kind, severity: 'critical', message }),
+      maxBatch: policy.journalMaxBatch,
+      retryBaseMs: policy.journalRetryBaseMs,
+      retryCapMs: policy.journalRetryCapMs,
+      events,
+      log,
     });
     this.health = new HealthWriter({
       sink: store,
-      log: this.log,
-      retentionSeconds: options.healthRetentionSeconds ?? 7 * 86_400,
-      ...(options.healthFlushMs ? { flushIntervalMs: options.healthFlushMs } : {}),
+      log,
+      retentionSeconds: policy.healthRetentionSeconds,
+      flushIntervalMs: policy.healthFlushMs,
+      pruneIntervalMs: policy.healthPruneIntervalMs,
+      maxBuffered: policy.healthMaxBuffered,
+    });
+    // the subscribers: every transition to the journal, every sample to health rows, every alert
+    // to the database (logged on the way)
+    events.on('transition', (record) => this.journal.append(record));
+    events.on('health', (sample) => this.health.add(sample));
+    events.on('alert', ({ alert, imei }) => {
+      log.warn({ alert, imei }, 'alert');
+      this.alerts.push({ ...alert, ...(imei ? { imei } : {}) });
     });
     this.commands = new CommandProcessor({
       store,
-      log: this.log,
-      execute: async (command) => {
-        const outcome = await this.execute(command);
-        this.events.onCommand?.(command, outcome);
-        return outcome;
-      },
-      ...(options.commandPollMs ? { pollIntervalMs: options.commandPollMs } : {}),
+      log,
+      execute: (command) => this.execute(command),
+      pollIntervalMs: policy.commandPollMs,
     });
-    this.dataPlanes = options.dataPlane
-      ? new DataPlanes(options.dataPlane, {
-          log: this.log,
-          alert: (alert, imei) => this.alert(alert, imei),
-          current: (slot) => !this.stopped && this.slots.get(slot.usbPath) === slot,
-          track: (done) => {
-            const tracked = done.finally(() => this.stopping.delete(tracked));
-            this.stopping.add(tracked);
-          },
-        })
-      : undefined;
+    this.modemDeps = {
+      store,
+      events,
+      directory: this.directory,
+      policy,
+      modem: options.modem,
+      link: {
+        presencePollMs: policy.presencePollMs,
+        maxConsecutiveTimeouts: policy.maxConsecutiveTimeouts,
+        addressPolls: policy.addressPolls,
+        addressPollMs: policy.addressPollMs,
+        powerCycleTimeoutMs: policy.powerCycleTimeoutMs,
+        ...options.link,
+      },
+      dataPlane: options.dataPlane,
+      log,
+      stopping: () => this.stopped,
+      track: (done) => this.track(done),
+    };
     this.detector = new Detector({
       scan: options.scan ?? DEFAULT_SCAN,
       ...(options.hotplug ? { source: options.hotplug } : {}),
       ...(options.rescanIntervalMs ? { rescanIntervalMs: options.rescanIntervalMs } : {}),
-      onEvents: (events) => this.onDetection(events),
-      log: this.log,
+      onEvents: (detected) => this.onDetection(detected),
+      log,
     });
     this.fleet = createActor(
       fleetMachine.provide({
@@ -166,38 +170,39 @@ export class Supervisor {
           startModems: (_, { devices }) => later(() => devices.forEach((d) => this.startModem(d))),
           stopModem: (_, { usbPath }) => later(() => this.stopModem(usbPath)),
           forward: (_, { usbPath, event }) =>
-            later(() => this.slots.get(usbPath)?.runtime.send({ type: event })),
-          alert: (_, { kind, message }) => this.alert({ kind, severity: 'critical', message }),
+            later(() => this.byPath.get(usbPath)?.runtime.send({ type: event })),
+          alert: (_, { kind, message }) =>
+            events.emit('alert', { alert: { kind, severity: 'critical', message } }),
         },
         actors: { stopAll: fromPromise(() => this.stopAllModems()) },
       }),
-      { input: { config: options.fleet ?? {} } },
+      {
+        input: {
+          config: { maxRestarts: policy.modemMaxRestarts, restartWindowMs: policy.modemRestartWindowMs },
+        },
+      },
     );
   }
 
   /** Counters and lags for health checks and metrics (the inspector reads them). */
   status(): SupervisorStatus {
     const modems = new Map<string, number>();
-    for (const slot of this.slots.values()) {
-      const snapshot = slot.runtime.snapshot();
-      const top = snapshot.status === 'active' ? (stateName(snapshot.value).split('.')[0] ?? '?') : 'stopped';
-      modems.set(top, (modems.get(top) ?? 0) + 1);
-    }
+    for (const modem of this.byPath.values()) modems.set(modem.top, (modems.get(modem.top) ?? 0) + 1);
     return {
       started: this.startedAt !== undefined && !this.stopped,
       startedAt: this.startedAt,
       journal: { ...this.journal.stats, ...this.journal.lag },
       commands: this.commands.stats,
       commandListener: this.commands.listenerStats,
-      proxyRestarts: this.dataPlanes?.stats.proxyRestarts ?? 0,
+      proxyRestarts: this.counters.proxyRestarts,
       alerts: { waiting: this.alerts.waiting, dropped: this.alerts.dropped },
       localModems: Object.fromEntries(modems),
     };
   }
 
-  /** Slots by USB path (read-only view for tests and the inspector). */
-  get modems(): ReadonlyMap<string, ModemSlot> {
-    return this.slots;
+  /** Modems by USB path (read-only view for tests and the inspector). */
+  get modems(): ReadonlyMap<string, Modem> {
+    return this.byPath;
   }
 
   async start(): Promise<void> {
@@ -205,15 +210,12 @@ export class Supervisor {
     await store.registerHost(this.options.proxyHost ? { proxyHost: this.options.proxyHost } : {});
     this.heartbeat = setInterval(() => {
       store.heartbeat().catch((err: unknown) => this.log.warn({ err }, 'host heartbeat failed'));
-    }, this.options.heartbeatMs ?? 10_000);
+    }, this.policy.hostHeartbeatMs);
     this.heartbeat.unref();
     // what a previous run left: spooled transitions first, so the database's seqs are current
     await this.journal.start();
     await this.journal.drained();
-    for (const record of await store.hostModems()) {
-      this.remembered.set(record.imei, record);
-      this.seqs.set(record.imei, Math.max(record.seq, this.seqs.get(record.imei) ?? 0));
-    }
+    this.directory.load(await store.hostModems());
     const interrupted = await store.failInterruptedCommands();
     if (interrupted.length)
       this.log.warn({ commands: interrupted }, 'commands interrupted by a restart failed');
@@ -228,38 +230,35 @@ export class Supervisor {
     this.markAbsent();
     await this.commands.start();
     this.startedAt = new Date();
-    this.log.info({ modems: this.slots.size }, 'supervisor started');
+    this.log.info({ modems: this.byPath.size }, 'supervisor started');
   }
 
   /** Modems this host had that are not plugged in any more are journaled as removed. */
   private markAbsent(): void {
     const present = new Set(this.detector.present.map((d) => d.usbPath));
-    for (const record of this.remembered.values()) {
+    for (const record of this.directory.remembered) {
       if (record.state === 'removed' || (record.usbPath && present.has(record.usbPath))) continue;
-      this.appendRemoved(record.imei, record.state, 'reconcile.absent', record.usbPath);
+      journalRemoved(this.modemDeps, record.imei, record.state, 'reconcile.absent', record.usbPath);
     }
   }
 
-  private nextSeq(imei: string): number {
-    const next = (this.seqs.get(imei) ?? 0) + 1;
-    this.seqs.set(imei, next);
-    return next;
-  }
-
-  private onDetection(events: DetectionEvent[]): void {
+  private onDetection(detected: DetectionEvent[]): void {
     const added: FleetDevice[] = [];
     const removed: string[] = [];
-    for (const e of events) {
+    for (const e of detected) {
       if (e.type === 'device.removed') {
         removed.push(e.usbPath);
         continue;
       }
       if (e.type === 'device.changed' && e.device.ports.at === e.previous.ports.at) continue;
       if (e.device.fault || !e.device.ports.at) {
-        this.alert({
-          kind: 'device_unusable',
-          severity: 'warning',
-          message: `USB device ${e.device.vid}:${e.device.pid} at ${e.device.usbPath} has no usable AT port${e.device.fault ? ` (${e.device.fault})` : ''}`,
+        const { vid, pid, usbPath, fault } = e.device;
+        this.events.emit('alert', {
+          alert: {
+            kind: 'device_unusable',
+            severity: 'warning',
+            message: `USB device ${vid}:${pid} at ${usbPath} has no usable AT port${fault ? ` (${fault})` : ''}`,
+          },
         });
         continue;
       }
@@ -270,60 +269,19 @@ export class Supervisor {
 
   private startModem(device: FleetDevice): void {
     // a new tty at a known place: the old actor cannot use it
-    if (this.slots.has(device.usbPath)) this.stopModem(device.usbPath);
-    const log = this.log.child({ usbPath: device.usbPath });
-    // the desired state of whatever modem was here last time; corrected once the IMEI is known
-    const previous = [...this.remembered.values()].find((r) => r.usbPath === device.usbPath);
-    let slot: ModemSlot | undefined = undefined;
-    const runtime = new ModemRuntime({
-      ...this.options.link,
-      usbPath: device.usbPath,
-      atPort: device.atPort,
-      config: this.options.modem ?? {},
-      desired: previous?.desired ?? 'enabled',
-      log,
-      onTransition: (t) => slot && this.onTransition(slot, t),
-      onHealth: (signal) => slot && this.onHealth(slot, signal),
-      onAlert: (alert) => this.alert(alert, slot?.imei ?? undefined),
-      onCommandFinished: (result) => slot?.finished(result),
+    if (this.byPath.has(device.usbPath)) this.stopModem(device.usbPath);
+    const modem = new Modem(device, this.modemDeps);
+    this.byPath.set(device.usbPath, modem);
+    void modem.ended.then((end) => {
+      // reported to the fleet after the current step: a modem can end inside a fleet action
+      if (this.byPath.get(device.usbPath) !== modem) return;
+      if (end.crashed !== undefined)
+        return this.fleet.send({ type: 'modem.crashed', usbPath: device.usbPath, error: end.crashed });
+      this.fleet.send({ type: 'modem.done', usbPath: device.usbPath });
+      // a quick replug can end the old actor after detection already saw the device again
+      void this.restartIfPresent(device.usbPath, modem);
     });
-    slot = new ModemSlot(
-      device.usbPath,
-      device.atPort,
-      runtime,
-      this.options.store.hostId,
-      (record) => this.record(record),
-      (imei) => this.nextSeq(imei),
-      log,
-    );
-    slot.iface = device.iface;
-    const presumed = this.lastAt.get(device.usbPath) ?? previous?.imei;
-    if (presumed && this.seqs.has(presumed) && !this.byImei.has(presumed)) slot.presume(presumed);
-    this.slots.set(device.usbPath, slot);
-    const started = slot;
-    // reported to the fleet after the current step: a modem can end inside a fleet action (forward)
-    const report = (event: Parameters<typeof this.fleet.send>[0]): void =>
-      queueMicrotask(() => {
-        if (this.slots.get(device.usbPath) === started) this.fleet.send(event);
-      });
-    runtime.actor.subscribe({
-      next: (snapshot) => {
-        if (snapshot.status !== 'done') return;
-        report({ type: 'modem.done', usbPath: device.usbPath });
-        // a quick replug can end the old actor after detection already saw the device again
-        later(() => void this.restartIfPresent(device.usbPath, started));
-      },
-      error: (err) => {
-        log.error({ err }, 'modem actor crashed');
-        if (this.slots.get(device.usbPath) === started)
-          this.fleet.send({
-            type: 'modem.crashed',
-            usbPath: device.usbPath,
-            error: coerceError(err).message,
-          });
-      },
-    });
-    runtime.start();
+    modem.start();
   }
 
   /**
@@ -331,11 +289,11 @@ export class Supervisor {
    * re-enumeration quicker than the hotplug debounce, which detection reports as no change. The
    * tty is watched for a while; when it is back, a fresh actor starts.
    */
-  private async restartIfPresent(usbPath: string, ended: ModemSlot): Promise<void> {
+  private async restartIfPresent(usbPath: string, ended: Modem): Promise<void> {
     for (let i = 0; i < 50; i++) {
       const device = this.detector.present.find((d) => d.usbPath === usbPath);
       const at = device?.ports.at;
-      const another = (): boolean => (this.slots.get(usbPath) ?? ended) !== ended;
+      const another = (): boolean => (this.byPath.get(usbPath) ?? ended) !== ended;
       if (this.stopped || !at || device.fault || another()) return;
       const back = await pathExists(at);
       if (back && !this.stopped && !another()) {
@@ -351,194 +309,31 @@ export class Supervisor {
   }
 
   private stopModem(usbPath: string): void {
-    const slot = this.slots.get(usbPath);
-    if (!slot) return;
-    this.slots.delete(usbPath);
-    if (slot.imei && this.byImei.get(slot.imei) === slot) this.byImei.delete(slot.imei);
-    slot.abandon('device_removed');
-    this.dataPlanes?.stop(slot);
-    const done = slot.runtime
-      .stop()
-      .catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed'))
-      .finally(() => this.stopping.delete(done));
-    this.stopping.add(done);
+    const modem = this.byPath.get(usbPath);
+    if (!modem) return;
+    this.byPath.delete(usbPath);
+    this.track(
+      modem.stop().catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed')),
+    );
   }
 
-  private onTransition(slot: ModemSlot, t: ModemTransition): void {
-    const identity = t.snapshot.context.identity;
-    if (identity && !slot.identityChecked) {
-      slot.identityChecked = true;
-      if (slot.presumed && slot.imei !== identity.imei) {
-        // another modem than last time: the presumed one left this place
-        const presumed = slot.imei;
-        if (presumed) this.appendRemoved(presumed, t.from ?? 'detecting', 'reconcile.replaced', slot.usbPath);
-        slot.unpresume();
-      }
-      if (!slot.identified) slot.imei = identity.imei;
-      slot.transition(t);
-      void this.identify(slot);
-      return;
-    }
-    slot.transition(t);
-    this.syncDataPlane(slot);
-  }
-
-  /** Online with an address, ports and a link: the data plane runs; otherwise it does not. */
-  private syncDataPlane(slot: ModemSlot): void {
-    if (slot.noPorts !== undefined) {
-      const snapshot = slot.runtime.snapshot();
-      // a modem that cannot have ports cannot be sold: fail closed, visibly, with its reason
-      if (snapshot.status === 'active' && snapshot.matches('online'))
-        slot.runtime.send({ type: 'dataplane.failed', reason: 'no_free_port', detail: slot.noPorts });
-      return;
-    }
-    const allocation =
-      slot.imei && slot.identified && !slot.presumed ? this.allocated.get(slot.imei) : undefined;
-    this.dataPlanes?.sync(slot, allocation);
-  }
-
-  private record(record: TransitionRecord): void {
-    this.events.onJournal?.(record);
-    this.journal.append(record);
-  }
-
-  private appendRemoved(imei: string, from: string, event: string, usbPath: string | null): void {
-    this.record({
-      imei,
-      seq: this.nextSeq(imei),
-      from,
-      to: 'removed',
-      event,
-      at: new Date(),
-      host: this.options.store.hostId,
-      detail: { usbPath },
-    });
-  }
-
-  /**
-   * Settles the journal position, then records the facts, applies the desired state and allocates
-   * ports. The position comes from the database, or, while it is away, from what this process
-   * knows (every modem of this host is loaded on start): the held transitions are written at once
-   * and reach the spool. A modem new to this host waits for the database, even when it is
-   * unplugged meanwhile, so that its transitions are journaled under the right numbers.
-   */
-  private async identify(slot: ModemSlot): Promise<void> {
-    const identity = slot.identity();
-    if (!identity) return;
-    const store = this.options.store;
-    const imei = identity.imei;
-    let record: ModemRecord | null | undefined;
-    for (let attempt = 0; record === undefined && !this.stopped; attempt++) {
-      try {
-        record = await store.modemRecord(imei);
-      } catch (err) {
-        if (this.seqs.has(imei)) break;
-        this.log.warn(
-          { err: coerceError(err), imei, attempt },
-          'reading a new modem from the database failed',
-        );
-        await sleep(backoffDelay(attempt, 200, 5_000));
-      }
-    }
-    if (record === undefined && !this.seqs.has(imei)) {
-      this.log.error(
-        { imei, usbPath: slot.usbPath },
-        'stopped before the journal position of a new modem was known',
-      );
-      return;
-    }
-    if (record) this.seqs.set(imei, Math.max(this.seqs.get(imei) ?? 0, record.seq));
-    const current = (): boolean => !this.stopped && this.slots.get(slot.usbPath) === slot;
-    const other = this.byImei.get(imei);
-    if (other && other !== slot && this.slots.get(other.usbPath) === other)
-      this.alert(
-        {
-          kind: 'duplicate_imei',
-          severity: 'critical',
-          message: `IMEI ${imei} answers at ${slot.usbPath} and at ${other.usbPath}`,
-        },
-        imei,
-      );
-    if (current()) this.byImei.set(imei, slot);
-    this.lastAt.set(slot.usbPath, imei);
-    slot.identify(imei);
-    const desired = record?.desired ?? this.remembered.get(imei)?.desired;
-    if (desired && current() && desired !== slot.runtime.snapshot().context.desired)
-      slot.runtime.send({ type: desired === 'disabled' ? 'command.disable' : 'command.enable', id: 0 });
-    for (let attempt = 0; current(); attempt++) {
-      try {
-        const { previousIccid } = await store.upsertModem({
-          imei,
-          hostId: store.hostId,
-          usbPath: slot.usbPath,
-          model: identity.model,
-          firmware: identity.firmware,
-          iccid: identity.iccid,
-          imsi: identity.imsi,
-        });
-        if (previousIccid && identity.iccid && previousIccid !== identity.iccid)
-          this.alert(
-            {
-              kind: 'sim_swap',
-              severity: 'warning',
-              message: `the SIM of modem ${imei} changed: ICCID ${previousIccid} → ${identity.iccid}`,
-            },
-            imei,
-          );
-        const allocation = await store.allocate(imei);
-        this.allocated.set(imei, allocation);
-        this.syncDataPlane(slot);
-        this.events.onAllocated?.(allocation);
-        this.events.onIdentified?.(imei, slot.usbPath);
-        return;
-      } catch (err) {
-        const e = coerceError(err);
-        if ((e as { code?: string }).code === 'no_free_port') {
-          this.alert({ kind: 'no_free_port', severity: 'critical', message: e.message }, imei);
-          slot.noPorts = e.message;
-          later(() => this.syncDataPlane(slot));
-          this.events.onIdentified?.(imei, slot.usbPath);
-          return;
-        }
-        this.log.warn({ err: e, imei, attempt }, 'recording a modem in the database failed; retrying');
-        await sleep(backoffDelay(attempt, 200, 5_000));
-      }
-    }
-  }
-
-  private onHealth(slot: ModemSlot, signal: SignalSample): void {
-    if (!slot.imei || !slot.identified) return;
-    this.health.add({
-      imei: slot.imei,
-      at: new Date(),
-      rssi: signal.rssi,
-      rsrp: signal.rsrp,
-      rsrq: signal.rsrq,
-      sinr: signal.sinr,
-      technology: signal.technology,
-      operator: slot.runtime.snapshot().context.operator,
-    });
-  }
-
-  private alert(alert: AlertInfo, imei?: string): void {
-    this.log.warn({ alert, imei }, 'alert');
-    this.alerts.push({ ...alert, ...(imei ? { imei } : {}) });
+  /** A teardown that stop() waits for. */
+  private track(done: Promise<void>): void {
+    const tracked = done.finally(() => this.stopping.delete(tracked));
+    this.stopping.add(tracked);
   }
 
   private async execute(command: Command): Promise<CommandOutcome> {
-    const slot = this.byImei.get(command.imei);
-    if (!slot || slot.runtime.snapshot().status !== 'active')
-      return { ok: false, result: { error: 'not_present' } };
-    if (command.kind === 'disable' || command.kind === 'enable')
-      await this.options.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
-    const outcome = await slot.command(command.id, command.kind, this.options.commandTimeoutMs ?? 600_000);
-    if (command.kind !== 'rotate' || !outcome.ok) return outcome;
-    return this.dataPlanes ? this.dataPlanes.verifyRotation(slot, outcome) : outcome;
+    this.events.emit('command.started', { command });
+    const modem = this.directory.serving(command.imei);
+    const outcome = modem ? await modem.command(command) : { ok: false, result: { error: 'not_present' } };
+    this.events.emit('command.finished', { command, outcome });
+    return outcome;
   }
 
   private async stopAllModems(): Promise<void> {
     await Promise.resolve(); // after the starts and stops the fleet queued before `stop`
-    for (const usbPath of [...this.slots.keys()]) this.stopModem(usbPath);
+    for (const usbPath of [...this.byPath.keys()]) this.stopModem(usbPath);
     await Promise.all([...this.stopping]);
   }
 

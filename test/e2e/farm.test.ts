@@ -104,7 +104,7 @@ beforeAll(async () => {
     },
     link: { presencePollMs: 100, addressPollMs: 50 },
     spool: { fsync: 'never' },
-    commandPollMs: 500,
+    policy: { commandPollMs: 500 },
     dataPlane: {
       netns: net.farm,
       backend: 'microsocks+tinyproxy',
@@ -165,7 +165,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
         table: String(10_000 + m.slot),
       });
       const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
-      for (const pid of slot?.dataPlane?.pids ?? []) {
+      for (const pid of slot?.proxyPids ?? []) {
         const status = await readFile(`/proc/${pid}/status`, 'utf8');
         expect(status).toMatch(new RegExp(`^Uid:\\s+${uid}\\s`, 'm'));
       }
@@ -218,7 +218,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
   it('a killed proxy serves again within seconds', async () => {
     const m = (await modems())[2]!;
     const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
-    const pids = slot?.dataPlane?.pids ?? [];
+    const pids = slot?.proxyPids ?? [];
     expect(pids.length).toBe(2);
     process.kill(pids[0]!, 'SIGKILL');
     const at = Date.now();
@@ -231,12 +231,12 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     const m = rows[4]!;
     expect(m.state).toBe('online');
     const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
-    expect(slot?.dataPlane?.pids).toHaveLength(2);
+    expect(slot?.proxyPids).toHaveLength(2);
     // the proxy dies right after every start (as a broken binary or config would make it)
     let killing = true;
     const killer = (async () => {
       while (killing) {
-        for (const pid of slot?.dataPlane?.pids ?? []) {
+        for (const pid of slot?.proxyPids ?? []) {
           try {
             process.kill(pid, 'SIGKILL');
           } catch {
@@ -264,7 +264,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     expect(m.state).toBe('online');
     const priority = 1_000 + 2 * m.slot;
     const slot = [...supervisor.modems.values()].find((s) => s.imei === m.imei);
-    const pids = slot?.dataPlane?.pids ?? [];
+    const pids = slot?.proxyPids ?? [];
     await lab.unplug(lab.modems.findIndex((x) => x.imei === m.imei));
     await until(
       async () => (await modems()).find((x) => x.imei === m.imei)?.state === 'removed',

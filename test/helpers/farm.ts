@@ -93,8 +93,7 @@ export async function startFarm(
       addressPollMs: 50,
     },
     spool: { fsync: 'never' },
-    commandPollMs: 1_000,
-    healthFlushMs: 200,
+    policy: { commandPollMs: 1_000, healthFlushMs: 200 },
     proxyHost: '127.0.0.1',
     ...(log ? { log } : {}),
   });

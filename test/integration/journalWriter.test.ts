@@ -71,7 +71,7 @@ const newWriter = (spoolDir: string, maxBytes = 50_000_000, alerts: string[] = [
     spool: new Spool<SpooledTransition>({ dir: spoolDir, maxBytes, fsync: 'always' }),
     retryBaseMs: 50,
     retryCapMs: 300,
-    onAlert: (kind) => alerts.push(kind),
+    events: { emit: (_name, { alert }) => alerts.push(alert.kind) },
   });
 
 describe('journal writer', () => {

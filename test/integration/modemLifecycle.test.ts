@@ -67,7 +67,7 @@ function run(s: SimModem, results: CommandResult[] = [], config: Partial<ModemCo
     timeouts: { probe: 300, query: 1_000, cfun: 1_000 },
     maxConsecutiveTimeouts: 5,
     addressPollMs: 50,
-    onCommandFinished: (r) => results.push(r),
+    output: (o) => o.type === 'commandFinished' && results.push(o.result),
   });
   runtimes.push(rt);
   rt.start();

@@ -69,22 +69,19 @@ function supervisor(
     hostId: options.hostId ?? 'host-a',
     ...(options.ranges ? { ranges: options.ranges } : {}),
   });
-  const s = new Supervisor(
-    {
-      store,
-      stateDir: options.stateDir ?? join(dir, `state-${options.hostId ?? 'host-a'}`),
-      scan: l.scan,
-      hotplug: l.hotplug(),
-      rescanIntervalMs: 2_000,
-      modem: MODEM,
-      link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
-      spool: { fsync: 'never' },
-      commandPollMs: 1_000,
-      healthFlushMs: 200,
-      ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
-    },
-    { onJournal: (r) => options.journal?.push(r) },
-  );
+  const s = new Supervisor({
+    store,
+    stateDir: options.stateDir ?? join(dir, `state-${options.hostId ?? 'host-a'}`),
+    scan: l.scan,
+    hotplug: l.hotplug(),
+    rescanIntervalMs: 2_000,
+    modem: MODEM,
+    link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+    spool: { fsync: 'never' },
+    policy: { commandPollMs: 1_000, healthFlushMs: 200 },
+    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
+  });
+  s.events.on('transition', (r) => options.journal?.push(r));
   supervisors.push(s);
   return s;
 }

@@ -70,25 +70,20 @@ describe('reliability: database killed during churn', () => {
 
     const made: TransitionRecord[] = [];
     const executed = new Map<number, CommandOutcome[]>();
-    const supervisor = new Supervisor(
-      {
-        store,
-        stateDir: join(dir, 'state'),
-        scan: lab.scan,
-        hotplug: lab.hotplug(),
-        rescanIntervalMs: 2_000,
-        modem: { ...FAST_MODEM, signalPollMs: 2_000, maxRecoveries: 1_000 },
-        link: { presencePollMs: 200, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
-        spool: { fsync: 'never' },
-        commandPollMs: 1_000,
-        commandTimeoutMs: 30_000,
-        healthFlushMs: 500,
-      },
-      {
-        onJournal: (record) => made.push(record),
-        onCommand: (command, outcome) =>
-          executed.set(command.id, [...(executed.get(command.id) ?? []), outcome]),
-      },
+    const supervisor = new Supervisor({
+      store,
+      stateDir: join(dir, 'state'),
+      scan: lab.scan,
+      hotplug: lab.hotplug(),
+      rescanIntervalMs: 2_000,
+      modem: { ...FAST_MODEM, signalPollMs: 2_000, maxRecoveries: 1_000 },
+      link: { presencePollMs: 200, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+      spool: { fsync: 'never' },
+      policy: { commandPollMs: 1_000, commandTimeoutMs: 30_000, healthFlushMs: 500 },
+    });
+    supervisor.events.on('transition', (record) => made.push(record));
+    supervisor.events.on('command.finished', ({ command, outcome }) =>
+      executed.set(command.id, [...(executed.get(command.id) ?? []), outcome]),
     );
     const inspector = new Inspector({
       store,

@@ -1,0 +1,524 @@
+import { journalStep } from '../../machines/modemJournal.js';
+import type { CommandResult, ModemConfig, ModemIdentity } from '../../machines/modemTypes.js';
+import { modemLogger, type Logger } from '../log.js';
+import type { ModemRecord } from '../store/reconcile.js';
+import type { Store } from '../store/store.js';
+import type { Allocation, Command, TransitionRecord } from '../store/types.js';
+import { coerceError } from '../util/errors.js';
+import { backoffDelay, sleep } from '../util/time.js';
+import { ModemDataPlane, type DataPlaneOptions } from './dataPlane.js';
+import { probeEgress, type EgressOptions } from './egress.js';
+import type { CommandOutcome, FleetEvents } from './events.js';
+import type { ModemDirectory } from './modemDirectory.js';
+import type { ModemLinkOptions } from './modemLink.js';
+import { ModemRuntime, type ModemOutput, type ModemSnapshot, type ModemTransition } from './modemRuntime.js';
+import type { FleetPolicy } from '../policy.js';
+
+/** Short journal names for xstate's internal events: `done.probe`, `error.connect`, `after.backoff`. */
+export function eventName(type: string): string {
+  const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type) ?? /^xstate\.(after)\.([^.]+)\./.exec(type);
+  return (m ? `${m[1]}.${m[2]}` : type).slice(0, 64);
+}
+
+export type FleetDataPlaneOptions = DataPlaneOptions & { egress?: EgressOptions | undefined };
+
+/** What a device is to the fleet: where it sits and its ports, from detection. */
+export interface ModemDevice {
+  usbPath: string;
+  atPort: string;
+  /** The network interface, when detection found one. */
+  iface?: string | undefined;
+}
+
+/** The part of the store one modem uses. */
+export type ModemStore = Pick<Store, 'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired'>;
+
+export interface ModemDeps {
+  store: ModemStore;
+  events: FleetEvents;
+  directory: ModemDirectory<Modem>;
+  policy: FleetPolicy;
+  modem?: Partial<ModemConfig> | undefined;
+  link?: Omit<ModemLinkOptions, 'atPort' | 'log'> | undefined;
+  dataPlane?: FleetDataPlaneOptions | undefined;
+  log: Logger;
+  /** The supervisor is stopping: no new work starts. */
+  stopping: () => boolean;
+  /** A teardown (data plane, actor) the supervisor waits for on stop. */
+  track: (done: Promise<void>) => void;
+}
+
+/** How a modem's actor ended: done (removed) or crashed. */
+export type ModemEnd = { crashed?: undefined } | { crashed: string };
+
+/**
+ * One modem, owned whole: its runtime (the actor over its AT link), its identity and journal
+ * numbering, its allocation, its data plane and egress guard, and the commands waiting for it.
+ * Nothing else writes its fields. The work is split three ways: `ModemLink` is the I/O (AT port,
+ * driver, effects), `ModemRuntime` the machine wired to it (what the modem does, usable alone),
+ * and `Modem` what the farm does with it: journal (by the rule of machines/modemJournal.ts),
+ * database record and ports, routing and proxies, commands, events. A replug makes a new `Modem`;
+ * what outlives it (journal position, last place) is in the `ModemDirectory`.
+ */
+export class Modem {
+  readonly usbPath: string;
+  readonly atPort: string;
+  readonly iface: string | undefined;
+  readonly runtime: ModemRuntime;
+  /** Resolves when the actor ended (removed: done; or crashed). */
+  readonly ended: Promise<ModemEnd>;
+  private imeiValue: string | null = null;
+  /** Journaled under `imei` (known over AT, or presumed from the last modem at this place). */
+  private identified = false;
+  /** The IMEI is the one last seen at this USB path, not yet confirmed over AT. */
+  private presumed = false;
+  /** The IMEI read over AT was looked at (identification runs once per Modem). */
+  private identityChecked = false;
+  /** The last journaled state (the rule folds poll loops); null before the first. */
+  private journaled: string | null = null;
+  private held: Omit<TransitionRecord, 'imei' | 'seq' | 'host'>[] = [];
+  private allocationValue: Allocation | undefined;
+  /** No ports were free: it cannot serve (it goes to `error` once online). */
+  private noPorts: string | undefined;
+  private dataPlane: ModemDataPlane | undefined;
+  private egressTimer: NodeJS.Timeout | undefined;
+  private readonly waiting = new Map<number, (outcome: CommandOutcome) => void>();
+  private retired = false;
+  private readonly log: Logger;
+  private readonly identifyLog: (imei: string) => void;
+  private endedWith: (end: ModemEnd) => void = () => undefined;
+
+  constructor(
+    device: ModemDevice,
+    private readonly deps: ModemDeps,
+  ) {
+    this.usbPath = device.usbPath;
+    this.atPort = device.atPort;
+    this.iface = device.iface;
+    const { log, identify } = modemLogger(deps.log, device.usbPath);
+    this.log = log;
+    this.identifyLog = identify;
+    this.runtime = new ModemRuntime({
+      ...deps.link,
+      usbPath: device.usbPath,
+      atPort: device.atPort,
+      config: deps.modem ?? {},
+      // the desired state of whatever modem was here last time; corrected once the IMEI is known
+      desired: deps.directory.rememberedAt(device.usbPath)?.desired ?? 'enabled',
+      log,
+      output: (output) => this.onOutput(output),
+    });
+    this.ended = new Promise((resolve) => (this.endedWith = resolve));
+  }
+
+  get imei(): string | null {
+    return this.imeiValue;
+  }
+
+  get allocation(): Allocation | undefined {
+    return this.allocationValue;
+  }
+
+  /** Pids of the proxy processes serving this modem now (tests, diagnostics). */
+  get proxyPids(): number[] {
+    return this.dataPlane?.pids ?? [];
+  }
+
+  snapshot(): ModemSnapshot {
+    return this.runtime.snapshot();
+  }
+
+  /** Top-level state (`online`, `error`, ...), or `stopped` once the actor ended. */
+  get top(): string {
+    const snapshot = this.snapshot();
+    if (snapshot.status !== 'active') return 'stopped';
+    return typeof snapshot.value === 'string' ? snapshot.value : (Object.keys(snapshot.value)[0] ?? '?');
+  }
+
+  start(): void {
+    const presumed = this.deps.directory.presumedAt(this.usbPath);
+    if (presumed) {
+      this.imeiValue = presumed;
+      this.identified = true;
+      this.presumed = true;
+      this.identifyLog(presumed);
+    }
+    this.runtime.actor.subscribe({
+      next: (snapshot) => {
+        if (snapshot.status === 'done') this.endedWith({});
+      },
+      error: (err) => {
+        this.log.error({ err }, 'modem actor crashed');
+        this.endedWith({ crashed: coerceError(err).message });
+      },
+    });
+    this.runtime.start();
+  }
+
+  /** Retires this Modem: waiting commands fail, the data plane and the actor stop. Idempotent. */
+  stop(): Promise<void> {
+    if (this.retired) return Promise.resolve();
+    this.retired = true;
+    if (this.imeiValue) this.deps.directory.release(this.imeiValue, this);
+    for (const resolve of [...this.waiting.values()])
+      resolve({ ok: false, result: { error: 'device_removed' } });
+    this.stopDataPlane();
+    return this.runtime.stop();
+  }
+
+  /** Still the live Modem of its place, and the supervisor not stopping. */
+  private get live(): boolean {
+    return !this.retired && !this.deps.stopping();
+  }
+
+  // --- commands ---------------------------------------------------------------------------------
+
+  /** Carries out an operator command; resolves with its outcome (never rejects). */
+  async command(command: Command): Promise<CommandOutcome> {
+    if (this.snapshot().status !== 'active') return { ok: false, result: { error: 'not_present' } };
+    if (command.kind === 'disable' || command.kind === 'enable')
+      await this.deps.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
+    const outcome = await this.send(command.id, command.kind, this.deps.policy.commandTimeoutMs);
+    if (command.kind !== 'rotate' || !outcome.ok) return outcome;
+    return this.verifyRotation(outcome);
+  }
+
+  /** Sends a command to the machine; resolves with its result, or fails after `timeoutMs`. */
+  private send(id: number, kind: CommandResult['kind'], timeoutMs: number): Promise<CommandOutcome> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        resolve({ ok: false, result: { error: 'timeout', timeoutMs } });
+      }, timeoutMs);
+      timer.unref();
+      this.waiting.set(id, (outcome) => {
+        clearTimeout(timer);
+        this.waiting.delete(id);
+        resolve(outcome);
+      });
+      this.runtime.send({ type: `command.${kind}`, id });
+    });
+  }
+
+  /**
+   * A rotation is done only when a request through the modem's own port shows the new address
+   * (with the egress guard configured): the routing and proxy follow the address first.
+   */
+  private async verifyRotation(outcome: CommandOutcome): Promise<CommandOutcome> {
+    const egress = this.deps.dataPlane?.egress;
+    const wanIp = outcome.result['wanIp'];
+    if (!egress || typeof wanIp !== 'string') return outcome;
+    const deadline = Date.now() + this.deps.policy.rotationVerifyMs;
+    let seen: string | null = null;
+    while (Date.now() < deadline && this.live) {
+      const dataPlane = this.dataPlane;
+      if (dataPlane) {
+        seen = await probeEgress(egress, dataPlane.endpoint);
+        if (seen === wanIp) return { ok: true, result: { ...outcome.result, verifiedThroughPort: true } };
+      }
+      await sleep(250);
+    }
+    return { ok: false, result: { ...outcome.result, error: 'egress_not_verified', seen } };
+  }
+
+  // --- what the machine reports -----------------------------------------------------------------
+
+  private onOutput(output: ModemOutput): void {
+    switch (output.type) {
+      case 'transition':
+        return this.onTransition(output.transition);
+      case 'health':
+        if (!this.imeiValue || !this.identified) return;
+        return this.deps.events.emit('health', {
+          imei: this.imeiValue,
+          at: new Date(),
+          ...output.signal,
+          operator: this.snapshot().context.operator,
+        });
+      case 'alert':
+        return this.alert(output.alert.kind, output.alert.severity, output.alert.message);
+      case 'commandFinished':
+        return this.waiting.get(output.result.id)?.({ ok: output.result.ok, result: output.result.result });
+    }
+  }
+
+  private alert(kind: string, severity: 'info' | 'warning' | 'critical', message: string): void {
+    this.deps.events.emit('alert', { alert: { kind, severity, message }, imei: this.imeiValue ?? undefined });
+  }
+
+  private onTransition(t: ModemTransition): void {
+    const identity = t.snapshot.context.identity;
+    if (identity && !this.identityChecked) {
+      this.identityChecked = true;
+      if (this.presumed && this.imeiValue !== identity.imei) {
+        // another modem than last time: the presumed one left this place
+        const presumed = this.imeiValue;
+        if (presumed)
+          journalRemoved(
+            this.deps,
+            presumed,
+            this.journaled ?? 'detecting',
+            'reconcile.replaced',
+            this.usbPath,
+          );
+        this.imeiValue = null;
+        this.identified = false;
+        this.presumed = false;
+      }
+      if (!this.identified) this.imeiValue = identity.imei;
+      this.journal(t);
+      void this.identify(identity);
+      return;
+    }
+    this.journal(t);
+    this.syncDataPlane();
+  }
+
+  // --- journal ----------------------------------------------------------------------------------
+
+  /** Journals a lifecycle transition (poll loops are not: machines/modemJournal.ts). */
+  private journal(t: ModemTransition): void {
+    const to = journalStep(this.journaled, t.to);
+    if (to === null) return;
+    const from = this.journaled;
+    this.journaled = to;
+    const ctx = t.snapshot.context;
+    const top = to.split('.')[0];
+    const entry = {
+      from,
+      to,
+      event: eventName(t.event),
+      at: new Date(),
+      reason: top === 'error' ? (ctx.reason ?? undefined) : undefined,
+      wanIp: top === 'online' ? (ctx.wanIp ?? undefined) : undefined,
+      detail: {
+        usbPath: this.usbPath,
+        ...(ctx.reason ? { reason: ctx.reason } : {}),
+        ...(ctx.lastError ? { lastError: ctx.lastError } : {}),
+        ...(ctx.wanIp ? { wanIp: ctx.wanIp } : {}),
+        ...(ctx.registration ? { registration: ctx.registration } : {}),
+      },
+    };
+    if (this.identified) return this.write(entry);
+    // held while the IMEI is unknown (a modem that never answers is not journaled)
+    if (this.held.length < this.deps.policy.maxUnidentifiedTransitions) this.held.push(entry);
+    else this.log.warn({ to }, 'transition of an unidentified modem not journaled (too many held)');
+  }
+
+  private write(entry: Omit<TransitionRecord, 'imei' | 'seq' | 'host'>): void {
+    const imei = this.imeiValue;
+    if (!imei) return;
+    this.deps.events.emit('transition', {
+      ...entry,
+      imei,
+      seq: this.deps.directory.nextSeq(imei),
+      host: this.deps.store.hostId,
+    });
+  }
+
+  // --- identification ---------------------------------------------------------------------------
+
+  /**
+   * Settles the journal position, then records the facts, applies the desired state and allocates
+   * ports. The position comes from the database, or, while it is away, from what this process
+   * knows (every modem of this host is loaded on start): the held transitions are written at once
+   * and reach the spool. A modem new to this host waits for the database, even when it is
+   * unplugged meanwhile, so that its transitions are journaled under the right numbers.
+   */
+  private async identify(identity: ModemIdentity): Promise<void> {
+    const { store, directory, policy } = this.deps;
+    const imei = identity.imei;
+    let record: ModemRecord | null | undefined;
+    for (let attempt = 0; record === undefined && !this.deps.stopping(); attempt++) {
+      try {
+        record = await store.modemRecord(imei);
+      } catch (err) {
+        if (directory.knows(imei)) break;
+        this.log.warn(
+          { err: coerceError(err), imei, attempt },
+          'reading a new modem from the database failed',
+        );
+        await sleep(backoffDelay(attempt, policy.retryBaseMs, policy.retryCapMs));
+      }
+    }
+    if (record === undefined && !directory.knows(imei)) {
+      this.log.error({ imei }, 'stopped before the journal position of a new modem was known');
+      return;
+    }
+    if (record) directory.settle(imei, record.seq);
+    if (this.live) {
+      const other = directory.claim(imei, this.usbPath, this);
+      if (other && !other.retired)
+        this.alert(
+          'duplicate_imei',
+          'critical',
+          `IMEI ${imei} answers at ${this.usbPath} and at ${other.usbPath}`,
+        );
+    }
+    this.imeiValue = imei;
+    this.identified = true;
+    this.presumed = false;
+    this.identifyLog(imei);
+    for (const entry of this.held.splice(0)) this.write(entry);
+    const desired = record?.desired ?? directory.desired(imei);
+    if (desired && this.live && desired !== this.snapshot().context.desired)
+      this.runtime.send({ type: desired === 'disabled' ? 'command.disable' : 'command.enable', id: 0 });
+    for (let attempt = 0; this.live; attempt++) {
+      try {
+        const { previousIccid } = await store.upsertModem({
+          imei,
+          hostId: store.hostId,
+          usbPath: this.usbPath,
+          model: identity.model,
+          firmware: identity.firmware,
+          iccid: identity.iccid,
+          imsi: identity.imsi,
+        });
+        if (previousIccid && identity.iccid && previousIccid !== identity.iccid)
+          this.alert(
+            'sim_swap',
+            'warning',
+            `the SIM of modem ${imei} changed: ICCID ${previousIccid} → ${identity.iccid}`,
+          );
+        this.allocationValue = await store.allocate(imei);
+        this.syncDataPlane();
+        this.deps.events.emit('allocated', this.allocationValue);
+        this.deps.events.emit('identified', { imei, usbPath: this.usbPath });
+        return;
+      } catch (err) {
+        const e = coerceError(err);
+        if ((e as { code?: string }).code === 'no_free_port') {
+          this.alert('no_free_port', 'critical', e.message);
+          this.noPorts = e.message;
+          queueMicrotask(() => this.syncDataPlane());
+          this.deps.events.emit('identified', { imei, usbPath: this.usbPath });
+          return;
+        }
+        this.log.warn({ err: e, imei, attempt }, 'recording a modem in the database failed; retrying');
+        await sleep(backoffDelay(attempt, policy.retryBaseMs, policy.retryCapMs));
+      }
+    }
+  }
+
+  // --- data plane -------------------------------------------------------------------------------
+
+  /** Online with an address, ports and a link: the data plane runs; otherwise it does not. */
+  private syncDataPlane(): void {
+    const snapshot = this.snapshot();
+    const online = snapshot.status === 'active' && snapshot.matches('online');
+    if (this.noPorts !== undefined) {
+      // a modem that cannot have ports cannot be sold: fail closed, visibly, with its reason
+      if (online)
+        this.runtime.send({ type: 'dataplane.failed', reason: 'no_free_port', detail: this.noPorts });
+      return;
+    }
+    const options = this.deps.dataPlane;
+    if (!options) return;
+    const wanIp = snapshot.context.wanIp;
+    const allocation = this.identified && !this.presumed ? this.allocationValue : undefined;
+    const link = this.iface ?? (options.routing === false ? 'lo' : undefined);
+    if (!(online && wanIp && allocation && link && this.live)) {
+      if (!online) this.stopDataPlane();
+      return;
+    }
+    if (this.dataPlane) return this.dataPlane.changeAddress(wanIp);
+    const imei = allocation.imei;
+    this.dataPlane = new ModemDataPlane(
+      options,
+      imei,
+      link,
+      allocation,
+      wanIp,
+      {
+        onProxyFailed: (detail) => {
+          this.alert('proxy_failed', 'critical', `proxy of ${imei}: ${detail}`);
+          this.runtime.send({ type: 'dataplane.failed', reason: 'proxy_failed', detail });
+        },
+        onProxyRestart: () => this.deps.events.emit('proxy.restarted', { imei }),
+        onRoutingProblem: (detail) => {
+          if (detail) this.log.warn({ problem: detail }, 'routing not as applied; retrying');
+        },
+      },
+      this.log,
+    );
+    this.dataPlane.start();
+    this.deps.events.emit('dataplane.up', {
+      imei,
+      iface: link,
+      wanIp,
+      socksPort: allocation.socksPort,
+      httpPort: allocation.httpPort,
+    });
+    this.scheduleEgressCheck();
+  }
+
+  /** Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. */
+  private stopDataPlane(): void {
+    const dataPlane = this.dataPlane;
+    this.dataPlane = undefined;
+    clearTimeout(this.egressTimer);
+    if (!dataPlane) return;
+    this.deps.events.emit('dataplane.down', { imei: dataPlane.imei });
+    this.deps.track(
+      dataPlane.stop().catch((err: unknown) => this.log.warn({ err }, 'stopping a data plane failed')),
+    );
+  }
+
+  private scheduleEgressCheck(): void {
+    const egress = this.deps.dataPlane?.egress;
+    if (!egress) return;
+    this.egressTimer = setTimeout(() => void this.checkEgress(egress), egress.intervalMs);
+    this.egressTimer.unref();
+  }
+
+  /**
+   * The egress guard: through the modem's own SOCKS port the echo server must see the modem's
+   * address. Another address means the port leaks: it stops serving (`error`, `egress_mismatch`);
+   * no answer re-applies the routing.
+   */
+  private async checkEgress(egress: EgressOptions): Promise<void> {
+    const dataPlane = this.dataPlane;
+    const wanIp = this.snapshot().context.wanIp;
+    if (!dataPlane || !wanIp || !this.live) return;
+    const endpoint = dataPlane.endpoint;
+    const seen = await probeEgress(egress, endpoint);
+    if (this.dataPlane !== dataPlane || this.snapshot().context.wanIp !== wanIp)
+      return this.scheduleEgressCheck();
+    const imei = dataPlane.imei;
+    this.deps.events.emit('egress', { imei, expected: wanIp, seen, ok: seen === wanIp });
+    if (seen === null) {
+      this.alert(
+        'egress_check_failed',
+        'warning',
+        `no answer through the ports of ${imei}; routing re-applied`,
+      );
+      dataPlane.reapplyRouting();
+    } else if (seen !== wanIp) {
+      const detail = `port ${endpoint.socksPort} egressed from ${seen.slice(0, 64)}, not ${wanIp}`;
+      this.alert('egress_mismatch', 'critical', `modem ${imei}: ${detail}`);
+      this.runtime.send({ type: 'dataplane.failed', reason: 'egress_mismatch', detail });
+      return;
+    }
+    this.scheduleEgressCheck();
+  }
+}
+
+/** Journals `imei` as removed (it left its place, or the start-up found it gone). */
+export function journalRemoved(
+  deps: Pick<ModemDeps, 'events' | 'directory' | 'store'>,
+  imei: string,
+  from: string,
+  event: string,
+  usbPath: string | null,
+): void {
+  deps.events.emit('transition', {
+    imei,
+    seq: deps.directory.nextSeq(imei),
+    from,
+    to: 'removed',
+    event,
+    at: new Date(),
+    host: deps.store.hostId,
+    detail: { usbPath },
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * Limits and timeouts, in one named object: the defaults every component falls back to, and the
+ * `policy` key of the configuration file (each a positive integer; see README, Configuration).
+ * Per-modem machine timings are `modem` (ModemConfig), allocation ranges `allocation`.
+ */
+export interface Policy {
+  /** Connection attempts (with backoff) before start-up fails with `database_unreachable`. */
+  databaseConnectAttempts: number;
+  /** Listen-connection heartbeat: send interval and the silence after which it is rebuilt. */
+  listenHeartbeatIntervalMs: number;
+  listenHeartbeatTimeoutMs: number;
+  /** How long health samples are kept, and how often older ones are pruned. */
+  healthRetentionSeconds: number;
+  healthPruneIntervalMs: number;
+  /** Health samples are written together this often; at most this many wait for the database. */
+  healthFlushMs: number;
+  healthMaxBuffered: number;
+  /** The host's heartbeat row (other hosts count it gone after 60 s without one). */
+  hostHeartbeatMs: number;
+  /** A command not answered by its modem within this fails with `timeout`. */
+  commandTimeoutMs: number;
+  /** Safety net: commands are caught up this often whatever NOTIFY did. */
+  commandPollMs: number;
+  /** A rotation must show its new address through the modem's own port within this. */
+  rotationVerifyMs: number;
+  /** Retries of a modem's database record while identifying it: backoff from/to. */
+  retryBaseMs: number;
+  retryCapMs: number;
+  /** Transitions held per modem while its IMEI is unknown (more are logged, not journaled). */
+  maxUnidentifiedTransitions: number;
+  /** Journal rows per round trip; replay backoff while PostgreSQL is away. */
+  journalMaxBatch: number;
+  journalRetryBaseMs: number;
+  journalRetryCapMs: number;
+  /** Alerts waiting for the database (the oldest are dropped beyond it); retry backoff. */
+  alertsMaxWaiting: number;
+  alertRetryBaseMs: number;
+  alertRetryCapMs: number;
+  /** One modem actor restarted at most this many times in this window (one_for_one). */
+  modemMaxRestarts: number;
+  modemRestartWindowMs: number;
+  /** How often the AT tty is checked for presence (removal, re-enumeration). */
+  presencePollMs: number;
+  /** Consecutive AT timeouts after which the port counts as lost (ModemManager: 10). */
+  maxConsecutiveTimeouts: number;
+  /** The data call's address is polled this many times, this far apart. */
+  addressPolls: number;
+  addressPollMs: number;
+  /** The USB power-cycle command is killed after this. */
+  powerCycleTimeoutMs: number;
+}
+
+export const DEFAULT_POLICY: Policy = {
+  databaseConnectAttempts: 6,
+  listenHeartbeatIntervalMs: 2_000,
+  listenHeartbeatTimeoutMs: 10_000,
+  healthRetentionSeconds: 14 * 86_400,
+  healthPruneIntervalMs: 3_600_000,
+  healthFlushMs: 1_000,
+  healthMaxBuffered: 100_000,
+  hostHeartbeatMs: 10_000,
+  commandTimeoutMs: 600_000,
+  commandPollMs: 30_000,
+  rotationVerifyMs: 15_000,
+  retryBaseMs: 200,
+  retryCapMs: 5_000,
+  maxUnidentifiedTransitions: 200,
+  journalMaxBatch: 1_000,
+  journalRetryBaseMs: 250,
+  journalRetryCapMs: 5_000,
+  alertsMaxWaiting: 500,
+  alertRetryBaseMs: 250,
+  alertRetryCapMs: 5_000,
+  modemMaxRestarts: 5,
+  modemRestartWindowMs: 600_000,
+  presencePollMs: 500,
+  maxConsecutiveTimeouts: 10,
+  addressPolls: 10,
+  addressPollMs: 300,
+  powerCycleTimeoutMs: 30_000,
+};
+
+/** The journal spool's size bound (config `spoolMaxBytes`). */
+export const DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024;
+
+/** What a `Modem` reads of the policy. */
+export type FleetPolicy = Pick<
+  Policy,
+  'commandTimeoutMs' | 'rotationVerifyMs' | 'retryBaseMs' | 'retryCapMs' | 'maxUnidentifiedTransitions'
+>;
