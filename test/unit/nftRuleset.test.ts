@@ -122,6 +122,39 @@ describe('nftables ruleset text', () => {
     expect(renderTable(egress)).toBe(await golden('egress.nft'));
   });
 
+  it('IPv6: ip6 matches, a jhash pool and a DNAT to [address]:port (checked with nft -c)', () => {
+    const text = renderTable({
+      family: 'ip6',
+      name: 'mf_v6',
+      chains: [
+        {
+          name: 'post_nat',
+          base: { type: 'nat', hook: 'postrouting', priority: 'srcnat' },
+          rules: [
+            {
+              match: [{ match: 'saddr', family: 'ip6', value: '2001:db8::/32' }],
+              then: [{ do: 'snatPool', family: 'ip6', pool: ['2001:db8::1', '2001:db8::2'] }],
+            },
+          ],
+        },
+        {
+          name: 'pre_nat',
+          base: { type: 'nat', hook: 'prerouting', priority: 'dstnat' },
+          rules: [
+            {
+              match: [{ match: 'dport', proto: 'tcp', value: 80 }],
+              then: [{ do: 'dnat', family: 'ip6', to: '2001:db8::5', port: 8080 }],
+            },
+          ],
+        },
+      ],
+    });
+    expect(text).toContain(
+      '\t\tip6 saddr 2001:db8::/32 snat ip6 to jhash ip6 saddr mod 2 map { 0 : 2001:db8::1, 1 : 2001:db8::2 }\n',
+    );
+    expect(text).toContain('\t\ttcp dport 80 dnat ip6 to [2001:db8::5]:8080\n');
+  });
+
   it('deleting: creates then deletes, so a missing table is no error', () => {
     expect(renderDeleteTable('inet', 'mf_egress')).toBe(
       'table inet mf_egress\ndelete table inet mf_egress\n',
