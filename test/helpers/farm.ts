@@ -193,3 +193,28 @@ export async function modemRow(
     select state, reason, host(wan_ip) as wan_ip from modems where imei = ${imei}`;
   return row;
 }
+
+/**
+ * Journal load without the database: every `everyMs` one plugged modem (in turn) says `RDY`, as
+ * an EC25 does after it reset itself; an online modem then goes through detecting, initializing
+ * and online again, about six journal rows. (Signal polls are activity and journal nothing.)
+ * Returns the function that stops it.
+ */
+export function selfResets(lab: SimLab, everyMs: number): () => Promise<void> {
+  let stopped = false;
+  const done = (async () => {
+    for (let i = 0; !stopped; i++) {
+      const modem = lab.modems[i % lab.modems.length];
+      try {
+        modem?.inject('\r\nRDY\r\n');
+      } catch {
+        // unplugged meanwhile
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await done;
+  };
+}
