@@ -159,15 +159,14 @@ describe('Modem', () => {
     const before = modem.snapshot().context.wanIp;
     const rotated = await modem.command(command(1, imei, 'rotate'));
     expect(rotated.ok).toBe(true);
-    expect(rotated.result).toMatchObject({ previousIp: before, attempts: expect.any(Number) });
+    expect(rotated.result['previousIp']).toBe(before);
+    expect(rotated.result['attempts']).toBeGreaterThanOrEqual(1);
     expect(rotated.result['wanIp']).not.toBe(before);
     expect(transitions(imei).map((t) => t.to)).toContain('online.rotating.detaching');
     // a reset waits for the modem; retiring it answers at once
     const reset = modem.command(command(2, imei, 'reset'));
     await modem.stop();
-    expect((await reset).result).toMatchObject({
-      error: expect.stringMatching(/device_removed|interrupted/),
-    });
+    expect(String((await reset).result['error'])).toMatch(/^(device_removed|interrupted)$/);
     expect(await modem.command(command(3, imei, 'rotate'))).toEqual({
       ok: false,
       result: { error: 'not_present' },
