@@ -145,10 +145,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever
     superviseEmbedded: {
       onExit: (detail) =>
-        supervisor?.alerts.push({
-          kind: 'database_restarted',
-          severity: 'critical',
-          message: `${detail}; started again (the journal spooled meanwhile)`,
+        supervisor?.events.emit('alert', {
+          alert: {
+            kind: 'database_restarted',
+            severity: 'critical',
+            message: `${detail}; started again (the journal spooled meanwhile)`,
+          },
         }),
     },
     log,
