@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ModemConfig } from '../../machines/modemTypes.js';
-import { Supervisor } from '../../src/fleet/supervisor.js';
+import { Supervisor, type SupervisorOptions } from '../../src/fleet/supervisor.js';
 import { Inspector, type InspectorLimits } from '../../src/inspector/inspector.js';
 import { createRootLogger, type Logger } from '../../src/log.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
@@ -25,6 +25,26 @@ export const FAST_MODEM: Partial<ModemConfig> = {
 };
 
 export const TOKEN = 'test-token-0123456789abcdef';
+
+/** What every test supervisor over a SimLab shares: the lab's tree and hotplug, fast timings, no fsync. */
+export function labSupervisor(
+  store: Store,
+  lab: SimLab,
+  stateDir: string,
+  options: Partial<SupervisorOptions> = {},
+): SupervisorOptions {
+  return {
+    store,
+    stateDir,
+    scan: lab.scan,
+    hotplug: lab.hotplug(),
+    rescanIntervalMs: 2_000,
+    modem: FAST_MODEM,
+    spool: { fsync: 'never' },
+    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
+    ...options,
+  };
+}
 
 export interface TestFarm {
   db: TestDatabase;
@@ -79,23 +99,18 @@ export async function startFarm(
   const lab = new SimLab({ dir: join(dir, 'lab'), profiles });
   await lab.start();
   await options.prepare?.(dir);
-  const supervisor = new Supervisor({
-    store,
-    stateDir: join(dir, 'state'),
-    scan: lab.scan,
-    hotplug: lab.hotplug(),
-    rescanIntervalMs: 2_000,
-    modem: FAST_MODEM,
-    link: {
-      presencePollMs: 100,
-      timeouts: options.timeouts ?? { probe: 500, query: 2_000, cfun: 2_000 },
-      addressPollMs: 50,
-    },
-    spool: { fsync: 'never' },
-    policy: { commandPollMs: 1_000, healthFlushMs: 200 },
-    proxyHost: '127.0.0.1',
-    ...(log ? { log } : {}),
-  });
+  const supervisor = new Supervisor(
+    labSupervisor(store, lab, join(dir, 'state'), {
+      link: {
+        presencePollMs: 100,
+        timeouts: options.timeouts ?? { probe: 500, query: 2_000, cfun: 2_000 },
+        addressPollMs: 50,
+      },
+      policy: { commandPollMs: 1_000, healthFlushMs: 200 },
+      proxyHost: '127.0.0.1',
+      ...(log ? { log } : {}),
+    }),
+  );
   await supervisor.start();
   const inspector = new Inspector({
     store,
