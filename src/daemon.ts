@@ -142,10 +142,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     embedded: {
       supervise: {
         onExit: (detail) =>
-          supervisor?.alerts.push({
-            kind: 'database_restarted',
-            severity: 'critical',
-            message: `${detail}; started again (the journal spooled meanwhile)`,
+          supervisor?.events.emit('alert', {
+            alert: {
+              kind: 'database_restarted',
+              severity: 'critical',
+              message: `${detail}; started again (the journal spooled meanwhile)`,
+            },
           }),
       },
     },

@@ -55,6 +55,10 @@ export interface SupervisorStatus {
   commands: CommandStats;
   commandListener: ListenerStats | undefined;
   proxyRestarts: number;
+  /** From the event stream: egress checks through the ports (and those that failed), data planes up. */
+  egress: { checks: number; failures: number };
+  dataPlanes: number;
+  alertsRaised: number;
   /** Alerts waiting for the database, and those dropped because too many waited. */
   alerts: { waiting: number; dropped: number };
   /** Modem actors of this process by top-level state. */
@@ -195,6 +199,9 @@ export class Supervisor {
       commands: this.commands.stats,
       commandListener: this.commands.listenerStats,
       proxyRestarts: this.counters.proxyRestarts,
+      egress: { checks: this.counters.egressChecks, failures: this.counters.egressFailures },
+      dataPlanes: this.counters.dataPlanesUp,
+      alertsRaised: this.counters.alertsRaised,
       alerts: { waiting: this.alerts.waiting, dropped: this.alerts.dropped },
       localModems: Object.fromEntries(modems),
     };

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
+import { createRootLogger } from '../../src/log.js';
 import { ipJson } from '../../src/net/ip.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { NetLab } from '../../src/sim/lab/netLab.js';
@@ -105,6 +106,7 @@ beforeAll(async () => {
     link: { presencePollMs: 100, addressPollMs: 50 },
     spool: { fsync: 'never' },
     policy: { commandPollMs: 500 },
+    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
     dataPlane: {
       netns: net.farm,
       backend: 'microsocks+tinyproxy',
