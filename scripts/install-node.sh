@@ -63,7 +63,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 echo "install-node: downloading node-linux-$arch@$node_version and npm@$npm_version"
 # npm checks each tarball against the integrity the registry lists for it
-(cd "$tmp" && npm pack --silent --pack-destination "$tmp" \
+(cd "$tmp" && npm pack --loglevel=warn --pack-destination "$tmp" \
   "node-linux-$arch@$node_version" "npm@$npm_version" >/dev/null)
 mkdir "$tmp/node" "$tmp/npm"
 tar -xzf "$tmp/node-linux-$arch-$node_version.tgz" -C "$tmp/node" --strip-components=1 --no-same-owner
