@@ -301,15 +301,16 @@ export async function runDoctor(
   log: Logger,
   host: HostPaths = REAL_HOST,
 ): Promise<Finding[]> {
-  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  // package.json's engines: Node 22 or newer (22 and 24 are the supported LTS lines)
+  const [major = 0] = process.versions.node.split('.').map(Number);
   const node: Finding =
-    major > 20 || (major === 20 && minor >= 19)
+    major >= 22
       ? { check: 'node', status: 'ok', detail: `Node ${process.versions.node}` }
       : {
           check: 'node',
           status: 'fail',
           detail: `Node ${process.versions.node}`,
-          fix: 'install Node 20.19 or newer',
+          fix: 'install Node 22 or newer: bash scripts/install-node.sh (as root)',
         };
   return [
     node,
