@@ -8,9 +8,10 @@ import { sleep } from '../src/util/time.js';
 /**
  * NOTIFY → WebSocket latency: transitions are journaled at 1,000 per second (10 every 10 ms, one
  * commit each) and received twice: by a WebSocket client of the inspector and, as the baseline, by
- * a plain LISTEN on the same channel (postgres.js listen and JSON.parse, nothing else). Both
- * latencies run from just before the INSERT is sent to the moment the event arrives, so the insert's
- * round trip is in both; the ratio is what the inspector adds. "After commit" runs from the moment
+ * a plain LISTEN on the same channel (postgres.js listen and JSON.parse, nothing else; one
+ * notification carries a commit's transitions). Both latencies run from just before the INSERT is
+ * sent to the moment the event arrives, so the insert's round trip is in both; the ratio is what the
+ * inspector adds. "After commit" runs from the moment
  * the INSERT's acknowledgement reached us (an event that arrives before it counts as 0).
  */
 export interface LatencyFigures {
@@ -58,9 +59,12 @@ export async function notifyLatency(sql: Sql, url: string, seconds: number): Pro
 
   const inspector = new Inspector({ store, host: '127.0.0.1', port: 0, token: TOKEN });
   await inspector.start();
-  const listener = await store.listen(['modem_status_change'], (n) =>
-    record(`${String(n.payload['imei'])}:${String(n.payload['seq'])}`, performance.now(), raw, rawAfter),
-  );
+  // one notification per stored batch: {"transitions":[{imei, seq, ...}, ...]}
+  const listener = await store.listen(['modem_status_change'], (n) => {
+    const now = performance.now();
+    for (const t of n.payload['transitions'] as { imei: string; seq: number }[])
+      record(`${t.imei}:${t.seq}`, now, raw, rawAfter);
+  });
   const client = new WebSocket(`${inspector.url.replace('http', 'ws')}/ws?token=${TOKEN}`);
   await new Promise<void>((resolve, reject) => {
     client.once('message', () => resolve());

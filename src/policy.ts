@@ -32,6 +32,9 @@ export interface Policy {
   journalMaxBatch: number;
   journalRetryBaseMs: number;
   journalRetryCapMs: number;
+  /** Journal retention: rows older than this many days are pruned, checked this often. */
+  journalRetentionDays: number;
+  journalPruneIntervalMs: number;
   /** Alerts waiting for the database (the oldest are dropped beyond it); retry backoff. */
   alertsMaxWaiting: number;
   alertRetryBaseMs: number;
@@ -68,6 +71,8 @@ export const DEFAULT_POLICY: Policy = {
   journalMaxBatch: 1_000,
   journalRetryBaseMs: 250,
   journalRetryCapMs: 5_000,
+  journalRetentionDays: 90,
+  journalPruneIntervalMs: 3_600_000,
   alertsMaxWaiting: 500,
   alertRetryBaseMs: 250,
   alertRetryCapMs: 5_000,

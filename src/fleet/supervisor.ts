@@ -18,6 +18,7 @@ import { AlertQueue } from './alertQueue.js';
 import { CommandProcessor, type CommandStats } from './commandProcessor.js';
 import { FleetCounters, FleetEvents, type CommandOutcome } from './events.js';
 import { HealthWriter } from './healthWriter.js';
+import { JournalRetention } from './journalRetention.js';
 import { JournalWriter, type JournalStats, type SpooledTransition } from './journalWriter.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
@@ -77,6 +78,7 @@ export class Supervisor {
   readonly events: FleetEvents;
   readonly journal: JournalWriter;
   readonly health: HealthWriter;
+  readonly retention: JournalRetention;
   readonly commands: CommandProcessor;
   /** Alerts waiting for the database (retried until stored). */
   readonly alerts: AlertQueue;
@@ -125,6 +127,12 @@ export class Supervisor {
       flushIntervalMs: policy.healthFlushMs,
       pruneIntervalMs: policy.healthPruneIntervalMs,
       maxBuffered: policy.healthMaxBuffered,
+    });
+    this.retention = new JournalRetention({
+      sink: store,
+      log,
+      retentionDays: policy.journalRetentionDays,
+      intervalMs: policy.journalPruneIntervalMs,
     });
     // the subscribers: every transition to the journal, every sample to health rows, every alert
     // to the database (logged on the way)
@@ -232,6 +240,7 @@ export class Supervisor {
       if (swept) this.log.warn({ swept }, 'stopped proxies left by a previous run');
     }
     this.health.start();
+    this.retention.start();
     this.fleet.start();
     await this.detector.start();
     this.markAbsent();
@@ -367,6 +376,7 @@ export class Supervisor {
         this.fleet.subscribe((s) => s.status === 'done' && resolve());
       });
     });
+    await step('retention', () => this.retention.stop());
     await step('health', () => this.health.stop());
     await step('journal', () => this.journal.stop());
     await step('alerts', () => this.alerts.stop());

@@ -5,7 +5,7 @@ import type { Store } from '../store/store.js';
 import type { Channel } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay } from '../util/time.js';
-import { messageOf, parseClientMessage, touchedImei, type ServerMessage } from './protocol.js';
+import { messagesOf, parseClientMessage, touchedImei, type ServerMessage } from './protocol.js';
 
 export interface HubLimits {
   /** Above this many bytes waiting for a client, its updates stop (coalesced into one resync). */
@@ -234,20 +234,22 @@ export class Hub {
 
   private onNotification(n: Notification): void {
     this.stats.notifications++;
-    const imei = touchedImei(n);
-    if (imei) this.markDirty(imei);
-    const message = messageOf(n);
-    if (message === null) {
-      if (n.channel !== 'modem_config_change') {
-        this.stats.malformedNotifications++;
-        this.log.warn(
-          { channel: n.channel, notification: { payload: JSON.stringify(n.payload).slice(0, 200) } },
-          'notification with an unexpected shape ignored',
-        );
-      }
+    const messages = messagesOf(n);
+    if (messages === null) {
+      this.stats.malformedNotifications++;
+      this.log.warn(
+        { channel: n.channel, notification: { payload: JSON.stringify(n.payload).slice(0, 200) } },
+        'notification with an unexpected shape ignored',
+      );
       return;
     }
-    this.broadcast(message);
+    const imei = touchedImei(n);
+    if (imei) this.markDirty(imei);
+    // a journal batch: one message per transition, in the order stored (per modem: by seq)
+    for (const message of messages) {
+      if (message.type === 'transition') this.markDirty(message.imei);
+      this.broadcast(message);
+    }
   }
 
   private broadcast(message: ServerMessage): void {

@@ -65,24 +65,60 @@ const numOrNull = (v: unknown): number | null | undefined =>
 const imeiOf = (v: unknown): string | undefined =>
   typeof v === 'string' && IMEI_PATTERN.test(v) ? v : undefined;
 
+type TransitionMessage = Extract<ServerMessage, { type: 'transition' }>;
+
+/** Transitions in one notification; far more than PostgreSQL's 8000 bytes could carry is refused. */
+const MAX_TRANSITIONS = 500;
+
+function transitionOf(p: Record<string, unknown>): TransitionMessage | null {
+  const imei = imeiOf(p['imei']);
+  const seq = int(p['seq']);
+  const from = strOrNull(p['from'], 128);
+  const to = str(p['to'], 128);
+  const event = str(p['event'], 64);
+  const at = str(p['at'], 64);
+  const host = strOrNull(p['host'], 64);
+  if (!imei || !seq || from === undefined || !to || !event || !at || host === undefined) return null;
+  return { type: 'transition', imei, seq, from, to, event, at, host };
+}
+
 /**
- * A notification as a client message; null for payloads our triggers did not write (anyone with
- * database access can NOTIFY anything): they are counted and dropped, never forwarded.
+ * The transitions of one `modem_status_change` notification, in order: the trigger sends one per
+ * batch of stored rows, `{"transitions":[{imei, seq, from, to, event, at, host}, ...]}`. Null when
+ * the payload or any element has another shape (the whole notification is dropped).
  */
+export function transitionsOf(payload: Record<string, unknown>): TransitionMessage[] | null {
+  const list = payload['transitions'];
+  if (!Array.isArray(list) || list.length === 0 || list.length > MAX_TRANSITIONS) return null;
+  const out: TransitionMessage[] = [];
+  for (const item of list as unknown[]) {
+    if (typeof item !== 'object' || item === null || Array.isArray(item)) return null;
+    const t = transitionOf(item as Record<string, unknown>);
+    if (t === null) return null;
+    out.push(t);
+  }
+  return out;
+}
+
+/**
+ * A notification as client messages, in order: one per transition of a journal batch, one for any
+ * other channel, none for `modem_config_change` (it only marks the modem for a row refresh). Null
+ * for payloads our triggers did not write (anyone with database access can NOTIFY anything): they
+ * are counted and dropped, never forwarded.
+ */
+export function messagesOf(n: Notification): ServerMessage[] | null {
+  if (n.channel === 'modem_status_change') return transitionsOf(n.payload);
+  if (n.channel === 'modem_config_change') return [];
+  const message = messageOf(n);
+  return message === null ? null : [message];
+}
+
+/** The one client message of a notification on a channel other than `modem_status_change`. */
 export function messageOf(n: Notification): ServerMessage | null {
   const p = n.payload;
   switch (n.channel) {
-    case 'modem_status_change': {
-      const imei = imeiOf(p['imei']);
-      const seq = int(p['seq']);
-      const from = strOrNull(p['from'], 128);
-      const to = str(p['to'], 128);
-      const event = str(p['event'], 64);
-      const at = str(p['at'], 64);
-      const host = strOrNull(p['host'], 64);
-      if (!imei || !seq || from === undefined || !to || !event || !at || host === undefined) return null;
-      return { type: 'transition', imei, seq, from, to, event, at, host };
-    }
+    case 'modem_status_change':
+      return null; // a batch: see messagesOf
     case 'modem_health': {
       const imei = imeiOf(p['imei']);
       const at = str(p['at'], 64);
@@ -125,13 +161,8 @@ export function messageOf(n: Notification): ServerMessage | null {
   }
 }
 
-/** The IMEI whose row a notification changed (to refresh it), if any. */
+/** The IMEI whose row a health or config notification changed (to refresh it), if any. */
 export function touchedImei(n: Notification): string | undefined {
-  if (
-    n.channel === 'modem_status_change' ||
-    n.channel === 'modem_health' ||
-    n.channel === 'modem_config_change'
-  )
-    return imeiOf(n.payload['imei']);
+  if (n.channel === 'modem_health' || n.channel === 'modem_config_change') return imeiOf(n.payload['imei']);
   return undefined;
 }

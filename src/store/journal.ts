@@ -1,7 +1,13 @@
+import { isIP } from 'node:net';
 import type { Sql } from 'postgres';
 import { ModemfleetError } from '../util/errors.js';
-import { json } from './sqlJson.js';
-import { IMEI_PATTERN, MODEM_STATES, type AppendResult, type TransitionRecord } from './types.js';
+import {
+  HOST_ID_PATTERN,
+  IMEI_PATTERN,
+  MODEM_STATES,
+  type AppendResult,
+  type TransitionRecord,
+} from './types.js';
 
 const MAX_DETAIL_BYTES = 4000;
 
@@ -31,12 +37,36 @@ export function checkTransition(row: TransitionRecord): void {
   }
   if (row.reason !== undefined && !/^[a-z][a-z0-9_]{0,63}$/.test(row.reason))
     throw new JournalError(`${where}: invalid reason`);
+  // a bad value in these would make PostgreSQL refuse the whole batch, not just this row
+  if (row.wanIp !== undefined && isIP(row.wanIp) === 0) throw new JournalError(`${where}: invalid wanIp`);
+  if (row.host !== undefined && !HOST_ID_PATTERN.test(row.host))
+    throw new JournalError(`${where}: invalid host`);
 }
 
 /**
+ * A PostgreSQL array literal (`{"a",NULL,"b"}`) of text values, sent as one text parameter and cast
+ * in SQL: parsing it costs the server a fraction of the same values in a jsonb document.
+ */
+export function pgTextArray(values: readonly (string | number | null)[]): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (i > 0) out += ',';
+    if (v === null || v === undefined) out += 'NULL';
+    else if (typeof v === 'number') out += String(v);
+    else out += `"${v.replace(/[\\"]/g, '\\$&')}"`;
+  }
+  return `${out}}`;
+}
+
+const detailText = (r: TransitionRecord): string | null =>
+  r.detail && Object.keys(r.detail).length > 0 ? JSON.stringify(r.detail) : null;
+
+/**
  * Append a batch of transitions (any number of modems) in one round trip. Idempotent on
- * (imei, seq): rows already stored are skipped. New rows are stored as far as they continue the
- * modem's sequence; rows after a missing seq are not, and `gapAt` names the seq the modem waits for.
+ * (imei, seq): rows at or below the modem's stored seq are skipped (also when retention has pruned
+ * them). New rows are stored as far as they continue the modem's sequence; rows after a missing seq
+ * are not, and `gapAt` names the seq the modem waits for.
  */
 export async function appendTransitions(
   sql: Sql,
@@ -44,23 +74,14 @@ export async function appendTransitions(
 ): Promise<AppendResult[]> {
   if (batch.length === 0) return [];
   batch.forEach(checkTransition);
-  const payload = json(
-    sql,
-    batch.map((r) => ({
-      imei: r.imei,
-      seq: r.seq,
-      from_state: r.from,
-      to_state: r.to,
-      event: r.event,
-      detail: r.detail ?? {},
-      at: r.at.toISOString(),
-      host_id: r.host ?? null,
-      reason: r.reason ?? null,
-      wan_ip: r.wanIp ?? null,
-    })),
-  );
+  const column = (f: (r: TransitionRecord) => string | number | null): string => pgTextArray(batch.map(f));
   const rows = await sql<{ imei: string; stored: number; last_seq: number; gap_at: number | null }[]>`
-    select imei, stored, last_seq, gap_at from append_transitions(${payload}::jsonb)`;
+    select imei, stored, last_seq, gap_at from append_transition_arrays(
+      ${column((r) => r.imei)}::text[], ${column((r) => r.seq)}::bigint[],
+      ${column((r) => r.from)}::text[], ${column((r) => r.to)}::text[],
+      ${column((r) => r.event)}::text[], ${column(detailText)}::jsonb[],
+      ${column((r) => r.at.toISOString())}::timestamptz[], ${column((r) => r.host ?? null)}::text[],
+      ${column((r) => r.reason ?? null)}::text[], ${column((r) => r.wanIp ?? null)}::inet[])`;
   return rows.map((r) => ({ imei: r.imei, stored: r.stored, lastSeq: r.last_seq, gapAt: r.gap_at }));
 }
 
@@ -106,4 +127,15 @@ export async function readTransitions(
     at: r.at,
     host: r.host_id,
   }));
+}
+
+/**
+ * Retention: deletes up to about `maxRows` of the journal rows older than `olderThanSeconds` (one
+ * short transaction) and returns how many it deleted; 0 once nothing is left to prune. What is
+ * kept of each modem's journal is a suffix (contiguous seqs); modems.seq is not touched.
+ */
+export async function pruneTransitions(sql: Sql, olderThanSeconds: number, maxRows: number): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select prune_modem_transitions(make_interval(secs => ${olderThanSeconds}), ${maxRows}::integer)::int as n`;
+  return row?.n ?? 0;
 }

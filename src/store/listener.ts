@@ -42,8 +42,9 @@ export interface ListenerStats {
 }
 
 const HEARTBEAT_CHANNEL = 'modemfleet_heartbeat';
-// Our payloads stay under 1 KB; anything far larger was not written by our triggers.
-const MAX_PAYLOAD = 4096;
+// A journal batch (modem_status_change) fills a payload up to ~7,950 bytes (PostgreSQL refuses 8000);
+// every other channel's payloads stay under 1 KB, so anything far larger was not written by us.
+const maxPayload = (channel: Channel): number => (channel === 'modem_status_change' ? 8000 : 4096);
 
 /**
  * LISTEN on a dedicated connection with a heartbeat. postgres.js re-LISTENs by itself after a
@@ -164,7 +165,7 @@ export class Listener {
   }
 
   private onPayload(channel: Channel, payload: string): void {
-    if (payload.length > MAX_PAYLOAD) {
+    if (payload.length > maxPayload(channel)) {
       this.stats.malformed++;
       this.log.warn({ channel, bytes: payload.length }, 'oversized notification ignored');
       return;

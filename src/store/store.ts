@@ -23,7 +23,7 @@ import {
   upsertModem,
   type ModemFacts,
 } from './hosts.js';
-import { appendTransitions, readTransitions } from './journal.js';
+import { appendTransitions, pruneTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
 import { countModems, listModems } from './modems.js';
@@ -123,6 +123,10 @@ export class Store {
 
   appendTransitions(batch: readonly TransitionRecord[]): ReturnType<typeof appendTransitions> {
     return appendTransitions(this.sql, batch);
+  }
+  /** Retention: up to about `maxRows` journal rows older than `seconds` deleted; how many. */
+  pruneTransitionsOlderThan(seconds: number, maxRows = 5_000): Promise<number> {
+    return pruneTransitions(this.sql, seconds, maxRows);
   }
   transitions(
     imei: string,

@@ -56,15 +56,26 @@ describe('NOTIFY payloads', () => {
 
       const of = (channel: string): Record<string, unknown>[] =>
         got.filter((n) => n.channel === channel).map((n) => n.payload);
+      // one notification per stored batch, its transitions in seq order
       expect(of('modem_status_change')).toEqual([
-        expect.objectContaining({ imei: IMEI, seq: 1, from: null, to: 'detecting', event: 'device.added' }),
-        expect.objectContaining({
-          imei: IMEI,
-          seq: 2,
-          from: 'detecting',
-          to: 'online.serving',
-          event: 'ready',
-        }),
+        {
+          transitions: [
+            expect.objectContaining({
+              imei: IMEI,
+              seq: 1,
+              from: null,
+              to: 'detecting',
+              event: 'device.added',
+            }),
+            expect.objectContaining({
+              imei: IMEI,
+              seq: 2,
+              from: 'detecting',
+              to: 'online.serving',
+              event: 'ready',
+            }),
+          ],
+        },
       ]);
       expect(of('modem_health')[0]).toMatchObject({
         imei: IMEI,
@@ -94,6 +105,38 @@ describe('NOTIFY payloads', () => {
         expect(text.length).toBeLessThan(1000);
         expect(text).not.toMatch(/password|proxy_user/i);
       }
+    } finally {
+      await listener.stop();
+    }
+  });
+
+  it('a large batch is split into notifications below 8000 bytes, every transition once, in order', async () => {
+    const store = new Store({ sql: db.sql, url: db.url, hostId: 'farm-a' });
+    const got: Notification[] = [];
+    const listener = await store.listen(['modem_status_change'], (n) => got.push(n));
+    try {
+      // 300 modems x 4 transitions in one append, with the longest state paths the journal takes
+      const long = `online.${'x'.repeat(121)}`;
+      const batch = Array.from({ length: 1200 }, (_, i) => {
+        const imei = String(357000000000000 + (i % 300));
+        const seq = Math.floor(i / 300) + 1;
+        return { imei, seq, from: seq === 1 ? null : long, to: long, event: 'e'.repeat(64), at: new Date() };
+      });
+      await store.appendTransitions(batch);
+      await until(() => got.reduce((n, x) => n + (x.payload['transitions'] as unknown[]).length, 0) >= 1200, {
+        timeoutMs: 5000,
+        intervalMs: 25,
+        message: 'every transition',
+      });
+      const sizes = got.map((n) => Buffer.byteLength(JSON.stringify(n.payload)));
+      expect(got.length).toBeGreaterThan(20);
+      expect(Math.max(...sizes)).toBeLessThan(8000);
+      const all = got.flatMap((n) => n.payload['transitions'] as { imei: string; seq: number }[]);
+      expect(all.length).toBe(1200);
+      const byModem = new Map<string, number[]>();
+      for (const t of all) byModem.set(t.imei, [...(byModem.get(t.imei) ?? []), t.seq]);
+      expect(byModem.size).toBe(300);
+      for (const seqs of byModem.values()) expect(seqs).toEqual([1, 2, 3, 4]);
     } finally {
       await listener.stop();
     }

@@ -97,6 +97,50 @@ describe('migrations', () => {
     expect(versions[0]?.['v']).toBe(Number(next) - 1);
   });
 
+  it('0004 applies while the previous version keeps journaling: no deadlock, no append lost', async () => {
+    const older = await copyMigrations();
+    await rm(join(older, '0004_journal.sql'));
+    const live = await createTestDatabase();
+    try {
+      await live.sql.unsafe('drop schema public cascade; create schema public');
+      await migrate(live.sql, { dir: older });
+      // 40 modems journaling through 0001's append_transitions(jsonb), as a host not yet upgraded
+      const imeis = Array.from({ length: 40 }, (_, i) => String(354100000000000 + i));
+      let seq = 0;
+      let running = true;
+      const failures: string[] = [];
+      const appender = (async () => {
+        while (running) {
+          seq++;
+          const batch = imeis.map((imei) => ({
+            imei,
+            seq,
+            to_state: 'online.serving',
+            event: 'old',
+            at: new Date().toISOString(),
+          }));
+          await live.sql`select * from append_transitions(${live.sql.json(batch)}::jsonb)`.catch(
+            (err: Error & { code?: string }) => failures.push(err.code ?? err.message),
+          );
+        }
+      })();
+      try {
+        await new Promise((r) => setTimeout(r, 200));
+        await migrate(live.sql);
+        await new Promise((r) => setTimeout(r, 200));
+      } finally {
+        running = false;
+        await appender;
+      }
+      expect(failures).toEqual([]);
+      const [row] = await live.sql<{ n: number; m: number }[]>`
+        select count(*)::int as n, count(distinct imei)::int as m from modem_transitions`;
+      expect(row).toEqual({ n: 40 * seq, m: 40 });
+    } finally {
+      await live.drop();
+    }
+  });
+
   it('refuses a database migrated by a newer version', async () => {
     const older = await mkdtemp(join(dir, 'empty-'));
     await expect(verifyMigrations(db.sql, older)).rejects.toThrow(

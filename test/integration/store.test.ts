@@ -133,6 +133,33 @@ describe('appendTransitions', () => {
     expect(filled).toEqual([{ imei: a, stored: 2, lastSeq: 3, gapAt: null }]);
   });
 
+  it('a row already above the stored seq (written around the journal) is skipped, not an error', async () => {
+    const a = imei(350);
+    await store.appendTransitions([t(a, 1, 'detecting')]);
+    await db.sql`insert into modem_transitions (imei, seq, to_state, event, at)
+      values (${a}, 2, 'initializing', 'by-hand', now())`;
+    const result = await store.appendTransitions([t(a, 2, 'initializing'), t(a, 3, 'online')]);
+    expect(result).toEqual([{ imei: a, stored: 1, lastSeq: 3, gapAt: null }]);
+    const rows = await db.sql<{ seq: number; event: string }[]>`
+      select seq, event from modem_transitions where imei = ${a} order by seq`;
+    expect(rows).toEqual([
+      { seq: 1, event: 'e1' },
+      { seq: 2, event: 'by-hand' },
+      { seq: 3, event: 'e3' },
+    ]);
+  });
+
+  it('append_transitions(jsonb) stays for callers in SQL, with the same result', async () => {
+    const a = imei(360);
+    const rows = await db.sql<{ imei: string; stored: number; last_seq: number; gap_at: number | null }[]>`
+      select * from append_transitions(${db.sql.json([
+        { imei: a, seq: 1, to_state: 'detecting', event: 'sql', at: new Date().toISOString() },
+        { imei: a, seq: 3, from_state: 'x', to_state: 'online', event: 'sql', at: new Date().toISOString() },
+      ])}::jsonb)`;
+    expect(rows).toEqual([{ imei: a, stored: 1, last_seq: 1, gap_at: 2 }]);
+    expect(await db.sql`select * from append_transitions('[]'::jsonb)`).toEqual([]);
+  });
+
   it('rejects malformed rows before sending anything', async () => {
     await expect(store.appendTransitions([t('123', 1, 'online')])).rejects.toThrow(/imei must be 15 digits/);
     await expect(store.appendTransitions([t(imei(400), 0, 'online')])).rejects.toThrow(/seq must be/);

@@ -2,7 +2,7 @@ import { fc, test as prop } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
 import { parseListen } from '../../src/config.js';
 import { histogramSamples, renderMetrics } from '../../src/inspector/metrics.js';
-import { messageOf, parseClientMessage } from '../../src/inspector/protocol.js';
+import { messageOf, messagesOf, parseClientMessage } from '../../src/inspector/protocol.js';
 import { RateLimiter } from '../../src/inspector/rateLimit.js';
 import { bearerToken, tokenMatches } from '../../src/inspector/token.js';
 import { CHANNELS, type Channel } from '../../src/store/types.js';
@@ -101,10 +101,21 @@ describe('WebSocket protocol', () => {
       at: '2026-01-01T00:00:00Z',
       host: 'a',
     };
-    expect(messageOf({ channel: 'modem_status_change', payload: t })).toEqual({ type: 'transition', ...t });
-    expect(messageOf({ channel: 'modem_status_change', payload: { ...t, seq: -1 } })).toBeNull();
-    expect(messageOf({ channel: 'modem_status_change', payload: { ...t, imei: '1; drop' } })).toBeNull();
-    expect(messageOf({ channel: 'modem_status_change', payload: { ...t, to: 'x'.repeat(500) } })).toBeNull();
+    // a journal batch: one message per transition, in order; any bad element drops the notification
+    const batch = (...transitions: unknown[]): ReturnType<typeof messagesOf> =>
+      messagesOf({ channel: 'modem_status_change', payload: { transitions } });
+    const t4 = { ...t, seq: 4, from: 'online.polling', to: 'online.serving' };
+    expect(batch(t, t4)).toEqual([
+      { type: 'transition', ...t },
+      { type: 'transition', ...t4 },
+    ]);
+    expect(batch({ ...t, seq: -1 })).toBeNull();
+    expect(batch(t, { ...t, imei: '1; drop' })).toBeNull();
+    expect(batch({ ...t, to: 'x'.repeat(500) }, t4)).toBeNull();
+    expect(batch()).toBeNull();
+    expect(batch(...Array.from({ length: 501 }, () => t))).toBeNull();
+    expect(messagesOf({ channel: 'modem_status_change', payload: t })).toBeNull(); // one row: the old shape
+    expect(messagesOf({ channel: 'modem_config_change', payload: { imei: t.imei } })).toEqual([]);
     expect(
       messageOf({
         channel: 'modem_commands',
@@ -125,6 +136,9 @@ describe('WebSocket protocol', () => {
   ])('never throws on any payload', (channel, payload) => {
     const m = messageOf({ channel, payload });
     if (m !== null) expect(typeof m.type).toBe('string');
+    for (const x of messagesOf({ channel, payload }) ?? []) expect(typeof x.type).toBe('string');
+    const list = messagesOf({ channel: 'modem_status_change', payload: { transitions: [payload] } });
+    if (list !== null) expect(list.map((x) => x.type)).toEqual(['transition']);
   });
 });
 
