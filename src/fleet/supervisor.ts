@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import { fleetMachine, type FleetDevice } from '../../machines/fleetMachine.js';
 import type { ModemConfig } from '../../machines/modemTypes.js';
@@ -8,22 +7,20 @@ import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
 import type { DetectionEvent } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { sweepProxies } from '../net/proxyProcess.js';
-import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from '../policy.js';
+import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import type { ListenerStats } from '../store/listener.js';
 import type { Store } from '../store/store.js';
 import type { Command } from '../store/types.js';
 import { pathExists } from '../util/fs.js';
 import { sleep } from '../util/time.js';
-import { AlertQueue } from './alertQueue.js';
 import { CommandProcessor, type CommandStats } from './commandProcessor.js';
 import { FleetCounters, FleetEvents, type CommandOutcome } from './events.js';
-import { HealthWriter } from './healthWriter.js';
-import { JournalRetention } from './journalRetention.js';
-import { JournalWriter, type JournalStats, type SpooledTransition } from './journalWriter.js';
+import type { JournalStats, JournalWriter } from './journalWriter.js';
+import { recorders, type Recorders } from './recorders.js';
+import type { FsyncPolicy } from './spool.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
-import { Spool, type FsyncPolicy } from './spool.js';
 
 const later = (fn: () => void): void => queueMicrotask(fn);
 
@@ -76,12 +73,11 @@ export interface SupervisorStatus {
  */
 export class Supervisor {
   readonly events: FleetEvents;
-  readonly journal: JournalWriter;
-  readonly health: HealthWriter;
-  readonly retention: JournalRetention;
+  readonly journal: Recorders['journal'];
+  readonly health: Recorders['health'];
+  readonly retention: Recorders['retention'];
+  readonly alerts: Recorders['alerts'];
   readonly commands: CommandProcessor;
-  /** Alerts waiting for the database (retried until stored). */
-  readonly alerts: AlertQueue;
   private readonly counters: FleetCounters;
   private readonly policy: Policy;
   private readonly directory = new ModemDirectory<Modem>();
@@ -101,47 +97,12 @@ export class Supervisor {
     const store = options.store;
     const events = (this.events = new FleetEvents(log));
     this.counters = new FleetCounters(events);
-    this.alerts = new AlertQueue((alert) => store.raiseAlert(alert), {
-      max: policy.alertsMaxWaiting,
-      retryBaseMs: policy.alertRetryBaseMs,
-      retryCapMs: policy.alertRetryCapMs,
-      log,
-    });
-    this.journal = new JournalWriter({
-      sink: store,
-      spool: new Spool<SpooledTransition>({
-        dir: join(options.stateDir, 'spool'),
-        maxBytes: options.spool?.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
-        fsync: options.spool?.fsync ?? 'always',
-      }),
-      maxBatch: policy.journalMaxBatch,
-      retryBaseMs: policy.journalRetryBaseMs,
-      retryCapMs: policy.journalRetryCapMs,
-      events,
-      log,
-    });
-    this.health = new HealthWriter({
-      sink: store,
-      log,
-      retentionSeconds: policy.healthRetentionSeconds,
-      flushIntervalMs: policy.healthFlushMs,
-      pruneIntervalMs: policy.healthPruneIntervalMs,
-      maxBuffered: policy.healthMaxBuffered,
-    });
-    this.retention = new JournalRetention({
-      sink: store,
-      log,
-      retentionDays: policy.journalRetentionDays,
-      intervalMs: policy.journalPruneIntervalMs,
-    });
-    // the subscribers: every transition to the journal, every sample to health rows, every alert
-    // to the database (logged on the way)
-    events.on('transition', (record) => this.journal.append(record));
-    events.on('health', (sample) => this.health.add(sample));
-    events.on('alert', ({ alert, imei }) => {
-      log.warn({ alert, imei }, 'alert');
-      this.alerts.push({ ...alert, ...(imei ? { imei } : {}) });
-    });
+    ({
+      journal: this.journal,
+      health: this.health,
+      alerts: this.alerts,
+      retention: this.retention,
+    } = recorders(events, { store, stateDir: options.stateDir, spool: options.spool, policy, log }));
     this.commands = new CommandProcessor({
       store,
       log,
