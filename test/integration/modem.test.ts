@@ -118,8 +118,10 @@ describe('Modem', () => {
   it('the journal rule: signal polls are health samples, not transitions', async () => {
     const modem = start(0);
     const imei = lab.modem(0).imei;
-    await until(() => modem.top === 'online', 10_000, 'online');
+    // identified (its held transitions written) and online
+    await until(() => modem.top === 'online' && modem.allocation !== undefined, 10_000, 'online');
     const rows = transitions(imei).length;
+    expect(rows).toBeGreaterThan(0);
     const samples = seen.health?.length ?? 0;
     await until(() => (seen.health?.length ?? 0) >= samples + 5, 10_000, 'five more signal polls');
     expect(transitions(imei)).toHaveLength(rows);
