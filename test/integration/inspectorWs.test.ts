@@ -36,6 +36,8 @@ describe('inspector WebSocket /ws', () => {
     const from = c.messages.length;
     await f.store.insertCommand(target.imei, 'disable', 'test');
     await c.next((m) => m.type === 'command' && m['status'] === 'done', from, 20_000);
+    // the command's result and the journal are written by different writers: either may come first
+    await c.next((m) => m.type === 'transition' && m['imei'] === target.imei && m['to'] === 'disabled', from);
     const transitions = c.messages
       .slice(from)
       .filter((m) => m.type === 'transition' && m['imei'] === target.imei) as unknown as {
