@@ -2,6 +2,17 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+// Imports that belong to one place: the database client to src/store/, execa to src/net/ and the
+// one process module (a minimal child environment, timeouts, never a shell). Flat config replaces a
+// rule's options per file instead of merging them, so each group of files lists all that apply.
+const POSTGRES = { name: 'postgres', message: 'Only src/store/ imports postgres.' };
+const EXECA = {
+  name: 'execa',
+  message: 'Run programs through src/process/run.ts (run, spawnChild): only it and src/net/ import execa.',
+};
+const EXECA_HOMES = ['src/net/**', 'src/process/run.ts'];
+const restrictImports = (...paths) => ({ 'no-restricted-imports': ['error', { paths }] });
+
 export default tseslint.config(
   {
     ignores: ['eslint.config.js', 'dist/**', 'node_modules/**', 'var/**', 'bench/results/**', 'bin/**'],
@@ -26,15 +37,14 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/**/*.ts', 'machines/**/*.ts', 'bench/**/*.ts', 'test/**/*.ts'],
-    ignores: ['src/store/**'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        { paths: [{ name: 'postgres', message: 'Only src/store/ imports postgres.' }] },
-      ],
-    },
+    files: ['src/**/*.ts', 'bench/**/*.ts'],
+    ignores: ['src/store/**', ...EXECA_HOMES],
+    rules: restrictImports(POSTGRES, EXECA),
   },
+  { files: EXECA_HOMES, rules: restrictImports(POSTGRES) },
+  { files: ['src/store/**/*.ts'], rules: restrictImports(EXECA) },
+  // tests drive real processes (the CLI, pgrep, ip) as harnesses: only the database client is kept out
+  { files: ['machines/**/*.ts', 'test/**/*.ts'], rules: restrictImports(POSTGRES) },
   {
     files: ['machines/**/*.ts'],
     rules: {

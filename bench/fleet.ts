@@ -1,6 +1,8 @@
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DEFAULT_MODEM_CONFIG } from '../machines/modemTypes.js';
+import { stateName } from '../src/fleet/modemRuntime.js';
 import { Supervisor, type SupervisorOptions } from '../src/fleet/supervisor.js';
 import { defaultProfiles } from '../src/sim/profiles.js';
 import { SimLab } from '../src/sim/simLab.js';
@@ -165,6 +167,94 @@ export async function idleCost(sql: Sql, url: string, modems: number, seconds: n
       supervisorShareOfCore: round(supervisor),
       targetMet: supervisor < 0.01,
     };
+  } finally {
+    await farm.stop();
+  }
+}
+
+export interface JournalRowFigures {
+  modems: number;
+  seconds: number;
+  /** Journal rows per online modem per hour at the default signal poll (30 s): before (every state change) and after the rule. */
+  idleRowsPerModemHourBefore: number;
+  idleRowsPerModemHourAfter: number;
+  /** The same for a modem searching for a network, at the default registration poll (2 s). */
+  searchingRowsPerModemHourBefore: number;
+  searchingRowsPerModemHourAfter: number;
+  targetMet: boolean;
+}
+
+/**
+ * Journal rows of modems that do nothing: online ones polling their signal, and searching ones
+ * polling their registration, with polls 100x faster than the defaults so that a short window
+ * holds many. "Before" counts every change of the machine's state value (what the journal wrote
+ * before the lifecycle rule), "after" the rows handed to the journal; both per poll, scaled to an
+ * hour at the default intervals.
+ */
+export async function journalRows(
+  sql: Sql,
+  url: string,
+  modems: number,
+  seconds: number,
+): Promise<JournalRowFigures> {
+  const signalPollMs = DEFAULT_MODEM_CONFIG.signalPollMs / 100;
+  const registrationPollMs = DEFAULT_MODEM_CONFIG.registrationPollMs / 100;
+  const farm = await startFarm(sql, url, modems, {
+    modem: { signalPollMs, registrationPollMs, registrationTimeoutMs: 3_600_000, probeRetryMs: 50 },
+  });
+  const searching = new Set<string>();
+  for (let i = 0; i < modems; i += 2) {
+    farm.lab.modem(i).model.profile.faults.registration = 'searching';
+    searching.add(farm.lab.usbPath(i));
+  }
+  try {
+    await farm.lab.start();
+    await farm.supervisor.start();
+    const settled = (): boolean =>
+      [...farm.supervisor.modems.values()].every((m) =>
+        searching.has(m.usbPath) ? m.snapshot().matches({ initializing: 'registering' }) : m.top === 'online',
+      ) && farm.supervisor.modems.size === modems;
+    const deadline = Date.now() + 60_000;
+    while (!settled()) {
+      if (Date.now() > deadline) throw new Error('the farm did not settle');
+      await sleep(50);
+    }
+    await sleep(1_000);
+    const changes = new Map<string, number>();
+    const rows = new Map<string, number>();
+    const stops = [...farm.supervisor.modems.values()].map((m) => {
+      let last = stateName(m.snapshot().value);
+      return m.runtime.actor.subscribe((s) => {
+        const now = stateName(s.value);
+        if (now !== last) changes.set(m.usbPath, (changes.get(m.usbPath) ?? 0) + 1);
+        last = now;
+      });
+    });
+    const place = new Map([...farm.supervisor.modems.values()].map((m) => [m.imei, m.usbPath]));
+    const off = farm.supervisor.events.on('transition', (r) => {
+      const at = place.get(r.imei);
+      if (at) rows.set(at, (rows.get(at) ?? 0) + 1);
+    });
+    const t0 = performance.now();
+    await sleep(seconds * 1000);
+    const elapsedH = (performance.now() - t0) / 3_600_000;
+    off();
+    stops.forEach((s) => s.unsubscribe());
+    const perHour = (counts: Map<string, number>, which: boolean): number => {
+      const group = [...farm.supervisor.modems.values()].filter((m) => searching.has(m.usbPath) === which);
+      const total = group.reduce((n, m) => n + (counts.get(m.usbPath) ?? 0), 0);
+      // the polls ran 100x faster than the defaults: an hour at the defaults holds 1/100 as many
+      return Number((total / group.length / elapsedH / 100).toFixed(1));
+    };
+    const figures = {
+      modems,
+      seconds,
+      idleRowsPerModemHourBefore: perHour(changes, false),
+      idleRowsPerModemHourAfter: perHour(rows, false),
+      searchingRowsPerModemHourBefore: perHour(changes, true),
+      searchingRowsPerModemHourAfter: perHour(rows, true),
+    };
+    return { ...figures, targetMet: figures.idleRowsPerModemHourAfter === 0 };
   } finally {
     await farm.stop();
   }

@@ -4,9 +4,10 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { openSql, type Sql } from '../src/store/database.js';
-import { EmbeddedCluster, freePort } from '../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../src/process/embeddedCluster.js';
+import { freePort } from '../src/util/ports.js';
 import { migrate } from '../src/store/migrate.js';
-import { fleetBoot, idleCost } from './fleet.js';
+import { fleetBoot, idleCost, journalRows } from './fleet.js';
 import { journalMigration, journalRetention } from './journalRetention.js';
 import { journalThroughput } from './journalThroughput.js';
 import { notifyLatency } from './latency.js';
@@ -117,6 +118,16 @@ async function main(): Promise<void> {
         'measured against': `1% of a core; the process's floor before the farm: ${pct(i.floorShareOfCore)}`,
         ratio: `${(i.supervisorShareOfCore / 0.01).toFixed(2)}x limit`,
         target: i.targetMet ? 'met' : 'MISSED',
+      };
+    }
+    if (wanted('rows')) {
+      const r = await withDatabase((sql, url) => journalRows(sql, url, 40, quick ? 5 : 20));
+      results['journalRows'] = r;
+      table['journal rows per modem-hour'] = {
+        figure: `idle online ${r.idleRowsPerModemHourAfter}, searching ${r.searchingRowsPerModemHourAfter}`,
+        'measured against': `every state change (before the rule): idle ${r.idleRowsPerModemHourBefore}, searching ${r.searchingRowsPerModemHourBefore}`,
+        ratio: `idle ${r.idleRowsPerModemHourAfter}/${r.idleRowsPerModemHourBefore}`,
+        target: `0 for an idle modem (${r.targetMet ? 'met' : 'MISSED'})`,
       };
     }
     if (wanted('retention')) {

@@ -253,7 +253,11 @@ const registeringState = (
               target: '#modem.error',
               actions: [...abort, assign(failWith('registration_denied', 'the network denied registration'))],
             },
-            { target: 'waiting', actions: assign({ registration: ({ event }) => event.output.stat }) },
+            // while booting the status shows why it waits; a rotation keeps the registration it
+            // had (the modem is still online: its registration is what it serves with)
+            scope === '#modem.initializing'
+              ? { target: 'waiting', actions: assign({ registration: ({ event }) => event.output.stat }) }
+              : { target: 'waiting' },
           ],
           onError: { target: '#modem.recovering', actions: [...abort, assign(fail('at_timeout'))] },
         },

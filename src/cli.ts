@@ -3,14 +3,14 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { formatStatusTable } from './cli/status.js';
-import { withStore } from './cli/withStore.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
 import { runDemo } from './demo.js';
 import { runSim } from './sim/simCommand.js';
-import { migrate } from './store/migrate.js';
 import { createRootLogger, type Logger } from './log.js';
+import { migrate } from './store/migrate.js';
 import { COMMAND_KINDS, type CommandKind } from './store/types.js';
+import { withSystem, type SystemOptions } from './system.js';
 import { ModemfleetError, coerceError, errorChain } from './util/errors.js';
 
 interface CommandSpec {
@@ -26,6 +26,18 @@ const configOption = { config: { type: 'string' as const, short: 'c' } };
 function config(values: Record<string, unknown>, mode: ConfigMode = 'production') {
   return loadConfig({ file: typeof values['config'] === 'string' ? values['config'] : undefined, mode });
 }
+
+/**
+ * A one-shot command's database: next to a running daemon its embedded server is shared; the schema
+ * is checked (a changed migration is refused) and pending migrations applied.
+ */
+const oneShot = (log: Logger): SystemOptions => ({
+  application: 'modemfleet-cli',
+  max: 4,
+  embedded: 'attach',
+  migrations: 'check',
+  log,
+});
 
 const stringOption = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
 
@@ -43,7 +55,7 @@ const commandRunner =
   (kind: CommandKind): CommandSpec['run'] =>
   async ({ values, positionals, log }) => {
     const imei = positionals[0] ?? '';
-    const id = await withStore(config(values), log, (store) =>
+    const id = await withSystem(config(values), oneShot(log), ({ store }) =>
       store.insertCommand(imei, kind, `cli:${userInfo().username}`),
     );
     process.stdout.write(`${JSON.stringify({ id, imei, kind, status: 'pending' })}\n`);
@@ -114,9 +126,11 @@ const COMMANDS: Record<string, CommandSpec> = {
     usage: 'migrate [--config FILE]',
     options: configOption,
     run: async ({ values, log }) => {
-      const { applied } = await withStore(config(values), log, (_store, db) => migrate(db.sql, { log }), {
-        autoMigrate: false,
-      });
+      const { applied } = await withSystem(
+        config(values),
+        { ...oneShot(log), migrations: 'none' },
+        ({ sql }) => migrate(sql, { log }),
+      );
       process.stdout.write(applied.length ? `${applied.join('\n')}\n` : 'database schema is up to date\n');
       return EXIT.ok;
     },
@@ -126,7 +140,7 @@ const COMMANDS: Record<string, CommandSpec> = {
     usage: 'status [--json] [--config FILE]',
     options: { ...configOption, json: { type: 'boolean' } },
     run: async ({ values, log }) => {
-      const modems = await withStore(config(values), log, (store) => store.modems());
+      const modems = await withSystem(config(values), oneShot(log), ({ store }) => store.modems());
       process.stdout.write(values['json'] ? `${JSON.stringify(modems)}\n` : `${formatStatusTable(modems)}\n`);
       return EXIT.ok;
     },

@@ -1,9 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { DEFAULT_RANGES, checkRanges } from './store/allocations.js';
-import { DEFAULT_EMBEDDED_PORT } from './store/database.js';
-import { HOST_ID_PATTERN, type AllocationRanges } from './store/types.js';
+import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
+import { HOST_ID_PATTERN } from './ids.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
 
@@ -59,6 +58,9 @@ export interface DataPlaneConfig {
 }
 
 export type ConfigMode = 'production' | 'demo';
+
+/** Port of the embedded PostgreSQL on 127.0.0.1 (MODEMFLEET_PG_PORT). */
+export const DEFAULT_EMBEDDED_PORT = 54329;
 
 const FILE_KEYS = [
   'stateDir',

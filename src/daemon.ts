@@ -4,9 +4,8 @@ import { UdevadmSource, SysfsWatchSource, type HotplugSource } from './detect/ho
 import { Supervisor, type SupervisorOptions } from './fleet/supervisor.js';
 import { probeInNamespace } from './net/nsProbe.js';
 import type { Logger } from './log.js';
-import { Database } from './store/database.js';
-import { migrate } from './store/migrate.js';
-import { Store } from './store/store.js';
+import type { Store } from './store/store.js';
+import { openSystem } from './system.js';
 import { findProgram } from './util/fs.js';
 import { shutdownSignal } from './util/signals.js';
 import { Inspector } from './inspector/inspector.js';
@@ -135,35 +134,28 @@ export async function startInspector(
 
 export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
   let supervisor: Supervisor | undefined;
-  const db = new Database({
-    url: config.databaseUrl,
-    stateDir: config.stateDir,
-    embeddedPort: config.embeddedPort,
-    connectAttempts: config.policy.databaseConnectAttempts,
-    max: 8,
+  const system = await openSystem(config, {
     application: 'modemfleet',
+    max: 8,
+    migrations: 'apply',
     // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever
-    superviseEmbedded: {
-      onExit: (detail) =>
-        supervisor?.alerts.push({
-          kind: 'database_restarted',
-          severity: 'critical',
-          message: `${detail}; started again (the journal spooled meanwhile)`,
-        }),
+    embedded: {
+      supervise: {
+        onExit: (detail) =>
+          supervisor?.events.emit('alert', {
+            alert: {
+              kind: 'database_restarted',
+              severity: 'critical',
+              message: `${detail}; started again (the journal spooled meanwhile)`,
+            },
+          }),
+      },
     },
     log,
   });
-  await db.start();
   let inspector: Inspector | undefined;
   try {
-    await migrate(db.sql, { log });
-    const store = new Store({
-      sql: db.sql,
-      url: db.url,
-      hostId: config.hostId,
-      ranges: config.allocation,
-      log,
-    });
+    const store = system.store;
     const hotplug = await hotplugSource(config, log);
     supervisor = new Supervisor({
       store,
@@ -185,7 +177,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     inspector = (await startInspector(config, store, supervisor, log))?.inspector;
   } catch (err) {
     await supervisor?.stop().catch(() => undefined);
-    await db.stop();
+    await system.stop();
     throw err;
   }
   const running = supervisor;
@@ -197,7 +189,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       const failures: unknown[] = [];
       await http?.stop().catch((err: unknown) => failures.push(err));
       await running.stop().catch((err: unknown) => failures.push(err));
-      await db.stop().catch((err: unknown) => failures.push(err));
+      await system.stop().catch((err: unknown) => failures.push(err));
       if (failures.length) throw new AggregateError(failures, 'shutdown failed');
     },
   };

@@ -7,9 +7,7 @@ import { Supervisor } from './fleet/supervisor.js';
 import type { Logger } from './log.js';
 import { defaultProfiles } from './sim/profiles.js';
 import { SimLab } from './sim/simLab.js';
-import { Database } from './store/database.js';
-import { migrate } from './store/migrate.js';
-import { Store } from './store/store.js';
+import { openSystem } from './system.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
 import { findProgram } from './util/fs.js';
 import { shutdownSignal } from './util/signals.js';
@@ -67,25 +65,15 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     const demoDir = join(config.stateDir, 'demo');
     await rm(demoDir, { recursive: true, force: true });
 
-    const db = new Database({
-      url: config.databaseUrl,
-      stateDir: config.stateDir,
-      embeddedPort: config.embeddedPort,
-      connectAttempts: config.policy.databaseConnectAttempts,
-      max: 8,
+    const system = await openSystem(config, {
       application: 'modemfleet-demo',
+      max: 8,
+      migrations: 'apply',
+      embedded: 'own',
       log,
     });
-    await db.start();
-    stops.push(() => db.stop());
-    await migrate(db.sql, { log });
-    const store = new Store({
-      sql: db.sql,
-      url: db.url,
-      hostId: config.hostId,
-      ranges: config.allocation,
-      log,
-    });
+    stops.push(() => system.stop());
+    const { store } = system;
 
     const echo: Server = createServer((req, res) => res.end(`${req.socket.remoteAddress ?? ''}\n`));
     await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { TestProject } from 'vitest/node';
-import { EmbeddedCluster, freePort } from '../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../src/process/embeddedCluster.js';
+import { freePort } from '../src/util/ports.js';
 import { openSql } from '../src/store/database.js';
 import { migrate } from '../src/store/migrate.js';
 

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { Database } from '../store/database.js';
+import { System } from '../system.js';
 import { coerceError } from '../util/errors.js';
 import { findProgram } from '../util/fs.js';
 
@@ -144,6 +144,17 @@ async function programs(config: Config): Promise<Finding[]> {
       ? { check: 'iproute2', status: 'ok', detail: ip }
       : { check: 'iproute2', status: 'fail', detail: '`ip` not found', fix: 'apt-get install iproute2' },
   );
+  const nft = await findProgram('nft');
+  findings.push(
+    nft
+      ? { check: 'nftables', status: 'ok', detail: nft }
+      : {
+          check: 'nftables',
+          status: 'warn',
+          detail: '`nft` not found: rules that go through src/net/nft.ts cannot be applied',
+          fix: 'apt-get install nftables',
+        },
+  );
   if (config.hotplug === 'udev') {
     const udevadm = await findProgram('udevadm');
     findings.push(
@@ -251,19 +262,19 @@ async function ports(config: Config, host: HostPaths): Promise<Finding[]> {
 }
 
 async function database(config: Config, log: Logger): Promise<Finding> {
-  const db = new Database({
-    url: config.databaseUrl,
-    stateDir: config.stateDir,
-    embeddedPort: config.embeddedPort,
-    connectAttempts: 2,
-    attachEmbedded: true,
-    max: 1,
+  const system = new System(config, {
     application: 'modemfleet-doctor',
+    max: 1,
+    connectAttempts: 2,
+    embedded: 'attach',
+    migrations: 'none',
     log,
   });
   try {
-    await db.start();
-    const [row] = await db.sql<{ version: string }[]>`select current_setting('server_version') as version`;
+    await system.start();
+    const [row] = await system.sql<
+      { version: string }[]
+    >`select current_setting('server_version') as version`;
     return {
       check: 'database',
       status: 'ok',
@@ -280,7 +291,7 @@ async function database(config: Config, log: Logger): Promise<Finding> {
         : 'see the error code in README.md ("Errors an operator will see"), or set DATABASE_URL',
     };
   } finally {
-    await db.stop().catch(() => undefined);
+    await system.stop().catch(() => undefined);
   }
 }
 
@@ -290,15 +301,16 @@ export async function runDoctor(
   log: Logger,
   host: HostPaths = REAL_HOST,
 ): Promise<Finding[]> {
-  const [major = 0, minor = 0] = process.versions.node.split('.').map(Number);
+  // package.json's engines: Node 22 or newer (22 and 24 are the supported LTS lines)
+  const [major = 0] = process.versions.node.split('.').map(Number);
   const node: Finding =
-    major > 20 || (major === 20 && minor >= 19)
+    major >= 22
       ? { check: 'node', status: 'ok', detail: `Node ${process.versions.node}` }
       : {
           check: 'node',
           status: 'fail',
           detail: `Node ${process.versions.node}`,
-          fix: 'install Node 20.19 or newer',
+          fix: 'install Node 22 or newer: bash scripts/install-node.sh (as root)',
         };
   return [
     node,

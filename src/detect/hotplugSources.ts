@@ -1,7 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
 import { silentLogger, type Logger } from '../log.js';
+import { spawnChild, type Child } from '../process/run.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay } from '../util/time.js';
 import { UdevParser, formatUdevEvent, type HotplugEvent } from './udevMonitor.js';
@@ -13,7 +13,7 @@ export interface HotplugSource {
 
 /** Production: `udevadm monitor --udev --property`, restarted with backoff if it exits. */
 export class UdevadmSource implements HotplugSource {
-  private child: ResultPromise | undefined;
+  private child: Child | undefined;
   private stopped = true;
   private restarts = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -29,7 +29,7 @@ export class UdevadmSource implements HotplugSource {
     this.stopped = false;
     const spawn = (): void => {
       const parser = new UdevParser();
-      const child = execa(
+      const child = spawnChild(
         this.command,
         [
           'monitor',
@@ -40,7 +40,7 @@ export class UdevadmSource implements HotplugSource {
           '--subsystem-match=net',
           '--subsystem-match=usbmisc',
         ],
-        { reject: false, buffer: false, stdin: 'ignore', stderr: 'ignore' },
+        { stdout: 'pipe' },
       );
       this.child = child;
       child.stdout?.setEncoding('utf8');

@@ -201,17 +201,7 @@ export class JournalWriter {
     for (const gap of gaps) {
       const lost = this.lost.get(gap.imei);
       if (lost && gap.gapAt !== null && gap.gapAt >= lost.first && gap.gapAt <= lost.last) {
-        for (let seq = gap.gapAt; seq <= lost.last; seq++) {
-          placeholders.push({
-            imei: gap.imei,
-            seq,
-            from: lost.state,
-            to: lost.state,
-            event: 'journal.lost',
-            at: new Date(),
-            detail: { reason: 'spool_full' },
-          });
-        }
+        placeholders.push(...this.placeholders(gap.imei, lost, gap.gapAt));
         this.lost.delete(gap.imei);
       } else {
         this.alert(
@@ -226,6 +216,44 @@ export class JournalWriter {
         ...placeholders,
         ...batch.filter((r) => gaps.some((g) => g.imei === r.imei)),
       ]);
+    }
+  }
+
+  /** `journal.lost` rows standing for the seqs `lost` says were dropped. */
+  private placeholders(
+    imei: string,
+    lost: { first: number; last: number; state: string },
+    from = lost.first,
+  ) {
+    const rows: TransitionRecord[] = [];
+    for (let seq = from; seq <= lost.last; seq++)
+      rows.push({
+        imei,
+        seq,
+        from: lost.state,
+        to: lost.state,
+        event: 'journal.lost',
+        at: new Date(),
+        detail: { reason: 'spool_full' },
+      });
+    return rows;
+  }
+
+  /**
+   * Closes every gap left by dropped records as soon as PostgreSQL takes writes again, without
+   * waiting for the modem's next transition: the journal records lifecycle only, so an idle modem
+   * may not journal again for hours, and its row must not show a state it has left meanwhile.
+   */
+  private async closeLost(): Promise<void> {
+    if (this.lost.size === 0) return;
+    const lost = [...this.lost];
+    this.lost.clear();
+    try {
+      await this.options.sink.appendTransitions(lost.flatMap(([imei, l]) => this.placeholders(imei, l)));
+    } catch (err) {
+      // the database went away again: the next record of the modem (or the next replay) closes them
+      for (const [imei, l] of lost) if (!this.lost.has(imei)) this.lost.set(imei, l);
+      this.log.warn({ err: coerceError(err) }, 'journal placeholders not written; retried later');
     }
   }
 
@@ -276,6 +304,7 @@ export class JournalWriter {
         this.replayAttempt = 0;
         this.alerted.clear();
         if (n > 0) this.log.info({ replayed: n }, 'spool replayed; journal writes go to PostgreSQL again');
+        await this.closeLost();
         await this.pump();
         return;
       }

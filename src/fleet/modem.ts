@@ -347,7 +347,7 @@ export class Modem {
     }
     if (record) directory.settle(imei, record.seq);
     if (this.live) {
-      const other = directory.claim(imei, this.usbPath, this);
+      const other = directory.claim(imei, this);
       if (other && !other.retired)
         this.alert(
           'duplicate_imei',
@@ -355,6 +355,7 @@ export class Modem {
           `IMEI ${imei} answers at ${this.usbPath} and at ${other.usbPath}`,
         );
     }
+    directory.placed(imei, this.usbPath);
     this.imeiValue = imei;
     this.identified = true;
     this.presumed = false;

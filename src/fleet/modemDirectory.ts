@@ -57,11 +57,15 @@ export class ModemDirectory<M = unknown> {
     return imei && this.knows(imei) && !this.running.has(imei) ? imei : undefined;
   }
 
-  /** `modem` serves `imei` at `usbPath`; returns the other Modem that claimed it, if any. */
-  claim(imei: string, usbPath: string, modem: M): M | undefined {
+  /** `imei` was identified at `usbPath` (the next Modem there presumes it). */
+  placed(imei: string, usbPath: string): void {
+    this.lastAt.set(usbPath, imei);
+  }
+
+  /** `modem` serves `imei`; returns the other Modem that claimed it, if any. */
+  claim(imei: string, modem: M): M | undefined {
     const other = this.running.get(imei);
     this.running.set(imei, modem);
-    this.lastAt.set(usbPath, imei);
     return other !== undefined && other !== modem ? other : undefined;
   }
 

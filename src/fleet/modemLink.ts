@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 import { fromPromise } from 'xstate';
 import type {
   ModemEvent,
@@ -12,6 +11,7 @@ import { AtCommandError, AtError } from '../at/types.js';
 import { Ec25Driver, type AtTimeouts } from '../ec25/driver.js';
 import { parseCregUrc } from '../ec25/parsers.js';
 import { silentLogger, type Logger } from '../log.js';
+import { run } from '../process/run.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { watchPresence } from '../util/presence.js';
@@ -244,11 +244,7 @@ export class ModemLink {
     const [file, ...args] = argv ?? [];
     if (!file) throw new ModemfleetError('no_power_cycle', 'no USB power-cycle command is configured');
     await this.closeTransport();
-    const result = await execa(file, args, {
-      reject: false,
-      timeout: this.options.powerCycleTimeoutMs ?? 30_000,
-      stdin: 'ignore',
-    });
+    const result = await run(file, args, { timeoutMs: this.options.powerCycleTimeoutMs ?? 30_000 });
     if (result.exitCode !== 0)
       throw new ModemfleetError(
         'power_cycle_failed',

@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { createActor, fromPromise, type Actor } from 'xstate';
 import { fleetMachine, type FleetDevice } from '../../machines/fleetMachine.js';
 import type { ModemConfig } from '../../machines/modemTypes.js';
@@ -8,22 +7,20 @@ import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
 import type { DetectionEvent } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { sweepProxies } from '../net/proxyProcess.js';
-import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from '../policy.js';
+import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import type { ListenerStats } from '../store/listener.js';
 import type { Store } from '../store/store.js';
 import type { Command } from '../store/types.js';
 import { pathExists } from '../util/fs.js';
 import { sleep } from '../util/time.js';
-import { AlertQueue } from './alertQueue.js';
 import { CommandProcessor, type CommandStats } from './commandProcessor.js';
 import { FleetCounters, FleetEvents, type CommandOutcome } from './events.js';
-import { HealthWriter } from './healthWriter.js';
-import { JournalRetention } from './journalRetention.js';
-import { JournalWriter, type JournalStats, type SpooledTransition } from './journalWriter.js';
+import type { JournalStats, JournalWriter } from './journalWriter.js';
+import { recorders, type Recorders } from './recorders.js';
+import type { FsyncPolicy } from './spool.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
-import { Spool, type FsyncPolicy } from './spool.js';
 
 const later = (fn: () => void): void => queueMicrotask(fn);
 
@@ -56,6 +53,10 @@ export interface SupervisorStatus {
   commands: CommandStats;
   commandListener: ListenerStats | undefined;
   proxyRestarts: number;
+  /** From the event stream: egress checks through the ports (and those that failed), data planes up. */
+  egress: { checks: number; failures: number };
+  dataPlanes: number;
+  alertsRaised: number;
   /** Alerts waiting for the database, and those dropped because too many waited. */
   alerts: { waiting: number; dropped: number };
   /** Modem actors of this process by top-level state. */
@@ -72,12 +73,11 @@ export interface SupervisorStatus {
  */
 export class Supervisor {
   readonly events: FleetEvents;
-  readonly journal: JournalWriter;
-  readonly health: HealthWriter;
-  readonly retention: JournalRetention;
+  readonly journal: Recorders['journal'];
+  readonly health: Recorders['health'];
+  readonly retention: Recorders['retention'];
+  readonly alerts: Recorders['alerts'];
   readonly commands: CommandProcessor;
-  /** Alerts waiting for the database (retried until stored). */
-  readonly alerts: AlertQueue;
   private readonly counters: FleetCounters;
   private readonly policy: Policy;
   private readonly directory = new ModemDirectory<Modem>();
@@ -97,47 +97,12 @@ export class Supervisor {
     const store = options.store;
     const events = (this.events = new FleetEvents(log));
     this.counters = new FleetCounters(events);
-    this.alerts = new AlertQueue((alert) => store.raiseAlert(alert), {
-      max: policy.alertsMaxWaiting,
-      retryBaseMs: policy.alertRetryBaseMs,
-      retryCapMs: policy.alertRetryCapMs,
-      log,
-    });
-    this.journal = new JournalWriter({
-      sink: store,
-      spool: new Spool<SpooledTransition>({
-        dir: join(options.stateDir, 'spool'),
-        maxBytes: options.spool?.maxBytes ?? DEFAULT_SPOOL_MAX_BYTES,
-        fsync: options.spool?.fsync ?? 'always',
-      }),
-      maxBatch: policy.journalMaxBatch,
-      retryBaseMs: policy.journalRetryBaseMs,
-      retryCapMs: policy.journalRetryCapMs,
-      events,
-      log,
-    });
-    this.health = new HealthWriter({
-      sink: store,
-      log,
-      retentionSeconds: policy.healthRetentionSeconds,
-      flushIntervalMs: policy.healthFlushMs,
-      pruneIntervalMs: policy.healthPruneIntervalMs,
-      maxBuffered: policy.healthMaxBuffered,
-    });
-    this.retention = new JournalRetention({
-      sink: store,
-      log,
-      retentionDays: policy.journalRetentionDays,
-      intervalMs: policy.journalPruneIntervalMs,
-    });
-    // the subscribers: every transition to the journal, every sample to health rows, every alert
-    // to the database (logged on the way)
-    events.on('transition', (record) => this.journal.append(record));
-    events.on('health', (sample) => this.health.add(sample));
-    events.on('alert', ({ alert, imei }) => {
-      log.warn({ alert, imei }, 'alert');
-      this.alerts.push({ ...alert, ...(imei ? { imei } : {}) });
-    });
+    ({
+      journal: this.journal,
+      health: this.health,
+      alerts: this.alerts,
+      retention: this.retention,
+    } = recorders(events, { store, stateDir: options.stateDir, spool: options.spool, policy, log }));
     this.commands = new CommandProcessor({
       store,
       log,
@@ -203,6 +168,9 @@ export class Supervisor {
       commands: this.commands.stats,
       commandListener: this.commands.listenerStats,
       proxyRestarts: this.counters.proxyRestarts,
+      egress: { checks: this.counters.egressChecks, failures: this.counters.egressFailures },
+      dataPlanes: this.counters.dataPlanesUp,
+      alertsRaised: this.counters.alertsRaised,
       alerts: { waiting: this.alerts.waiting, dropped: this.alerts.dropped },
       localModems: Object.fromEntries(modems),
     };

@@ -334,6 +334,13 @@ export class Hub {
   private resyncAll(reason: 'listen_reconnected'): void {
     const text = JSON.stringify({ type: 'resync', reason } satisfies ServerMessage);
     for (const c of this.clients) {
+      // a client behind gets its resync and snapshot once it has caught up (checkBehind), and one
+      // past its buffer limit falls behind now: a snapshot is never piled onto a full buffer
+      if (c.state === 'behind') continue;
+      if (c.state === 'live' && c.ws.bufferedAmount > this.limits.clientBufferBytes) {
+        this.fallBehind(c);
+        continue;
+      }
       if (c.state === 'live') this.write(c, text);
       this.stats.resyncs++;
       this.requestSnapshot(c);

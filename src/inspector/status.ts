@@ -141,6 +141,14 @@ export class StatusReporter {
       counter('modemfleet_proxy_restarts_total', 'Proxy processes that exited or failed to start.', [
         { value: s.proxyRestarts },
       ]);
+      counter('modemfleet_egress_checks_total', 'Egress checks through modem ports, by result.', [
+        { labels: { result: 'ok' }, value: s.egress.checks - s.egress.failures },
+        { labels: { result: 'failed' }, value: s.egress.failures },
+      ]);
+      gauge('modemfleet_data_planes', 'Modems whose routing and proxies run in this process.', s.dataPlanes);
+      counter('modemfleet_alerts_raised_total', 'Alerts raised by this process.', [
+        { value: s.alertsRaised },
+      ]);
       gauge('modemfleet_alerts_waiting', 'Alerts waiting for the database.', s.alerts.waiting);
       counter('modemfleet_alerts_dropped_total', 'Alerts dropped while too many waited for the database.', [
         { value: s.alerts.dropped },

@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { run } from '../process/run.js';
 import { ModemfleetError } from '../util/errors.js';
 
 /**
@@ -26,36 +26,32 @@ export class IpError extends ModemfleetError {
   }
 }
 
-/** A timed-out `ip` gets SIGTERM, then SIGKILL this much later (a stuck one may ignore TERM). */
-const FORCE_KILL_MS = 1_000;
-
 const NETNS = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** A network namespace name as `ip netns` takes it; throws `invalid_netns` otherwise. */
+export function checkNetns(name: string): string {
+  if (!NETNS.test(name)) throw new ModemfleetError('invalid_netns', 'invalid network namespace name');
+  return name;
+}
 
 function base(options: IpOptions): string[] {
   if (options.netns === undefined) return [];
-  if (!NETNS.test(options.netns))
-    throw new ModemfleetError('invalid_netns', 'invalid network namespace name');
-  return ['-n', options.netns];
+  return ['-n', checkNetns(options.netns)];
 }
 
 /** Runs `ip ARGS`; resolves with stdout, rejects with an IpError naming the command and stderr. */
 export async function ip(args: readonly string[], options: IpOptions = {}): Promise<string> {
   const full = [...base(options), ...args];
-  const result = await execa(options.bin ?? 'ip', full, {
-    reject: false,
-    timeout: options.timeoutMs ?? 5_000,
-    forceKillAfterDelay: FORCE_KILL_MS,
-    stdin: 'ignore',
-  });
-  if (result.timedOut)
-    throw new IpError(`ip ${full.join(' ')} timed out`, full, String(result.stderr), 'ip_timeout');
+  // a timed-out `ip` gets SIGTERM, then SIGKILL (a stuck one may ignore TERM)
+  const result = await run(options.bin ?? 'ip', full, { timeoutMs: options.timeoutMs ?? 5_000 });
+  if (result.timedOut) throw new IpError(`ip ${full.join(' ')} timed out`, full, result.stderr, 'ip_timeout');
   if (result.exitCode !== 0)
     throw new IpError(
-      `ip ${full.join(' ')} failed: ${String(result.stderr).trim().slice(0, 300)}`,
+      `ip ${full.join(' ')} failed: ${result.stderr.trim().slice(0, 300)}`,
       full,
-      String(result.stderr),
+      result.stderr,
     );
-  return String(result.stdout);
+  return result.stdout;
 }
 
 /** `ip -batch -`: many commands in one process (~4 ms per `ip` call otherwise). */
@@ -64,24 +60,17 @@ export async function ipBatch(lines: readonly string[], options: IpOptions = {})
   for (const line of lines)
     if (/[\n\r]/.test(line)) throw new ModemfleetError('invalid_ip_command', 'ip batch line with a newline');
   const full = [...base(options), '-batch', '-'];
-  const result = await execa(options.bin ?? 'ip', full, {
-    reject: false,
-    timeout: options.timeoutMs ?? 10_000,
-    forceKillAfterDelay: FORCE_KILL_MS,
+  const result = await run(options.bin ?? 'ip', full, {
+    timeoutMs: options.timeoutMs ?? 10_000,
     input: `${lines.join('\n')}\n`,
   });
   if (result.timedOut)
-    throw new IpError(
-      `ip -batch (${lines.length} commands) timed out`,
-      full,
-      String(result.stderr),
-      'ip_timeout',
-    );
+    throw new IpError(`ip -batch (${lines.length} commands) timed out`, full, result.stderr, 'ip_timeout');
   if (result.exitCode !== 0)
     throw new IpError(
-      `ip -batch failed: ${String(result.stderr).trim().slice(0, 300)}`,
+      `ip -batch failed: ${result.stderr.trim().slice(0, 300)}`,
       [...full, ...lines],
-      String(result.stderr),
+      result.stderr,
     );
 }
 

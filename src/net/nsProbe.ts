@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { execa } from 'execa';
+import { run } from '../process/run.js';
 
 const probeScript = fileURLToPath(new URL('../sim/lab/probe.ts', import.meta.url));
 
@@ -16,7 +16,7 @@ export async function probeInNamespace(
   password: string,
   url: string,
 ): Promise<string | null> {
-  const r = await execa(
+  const r = await run(
     'ip',
     [
       'netns',
@@ -33,7 +33,7 @@ export async function probeInNamespace(
       password,
       url,
     ],
-    { reject: false, timeout: 15_000 },
+    { timeoutMs: 15_000 },
   );
-  return r.exitCode === 0 ? String(r.stdout).trim() : null;
+  return r.ok ? r.stdout.trim() : null;
 }

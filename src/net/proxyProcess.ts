@@ -1,8 +1,8 @@
 import { readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename, join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
 import { silentLogger, type Logger } from '../log.js';
+import { spawnChild, type Child } from '../process/run.js';
 import { ModemfleetError } from '../util/errors.js';
 import { settlesWithin, sleep } from '../util/time.js';
 
@@ -43,7 +43,7 @@ const MAX_STDERR = 4096;
  * replacement would silently share a port). Stop: SIGTERM to the group, SIGKILL after a timeout.
  */
 export class ProxyProcess {
-  private child: ResultPromise | undefined;
+  private child: Child | undefined;
   private stderr = '';
   private exit: Promise<ProxyExit> | undefined;
   private readonly log: Logger;
@@ -79,14 +79,10 @@ export class ProxyProcess {
         : [program, ...programArgs];
     const [file, ...args] = netns ? ['ip', 'netns', 'exec', netns, ...dropped] : dropped;
     const direct = !netns && uid !== undefined;
-    const child = execa(file ?? program, args, {
-      reject: false,
+    const child = spawnChild(file ?? program, args, {
       detached: true, // its own process group: the whole group is signalled
       cleanup: false, // we stop it ourselves, group and all
-      stdin: 'ignore',
-      stdout: 'ignore',
       stderr: 'pipe',
-      buffer: false,
       ...(direct ? { uid, gid: gid ?? uid } : {}),
     });
     this.child = child;
@@ -115,7 +111,7 @@ export class ProxyProcess {
     this.log.info({ pid: child.pid }, 'proxy ready');
   }
 
-  private async waitReady(child: ResultPromise): Promise<void> {
+  private async waitReady(child: Child): Promise<void> {
     const deadline = Date.now() + (this.options.readyTimeoutMs ?? 5_000);
     let exited = false;
     void this.exit?.then(() => (exited = true));

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { rm, writeFile } from 'node:fs/promises';
-import { execa, type ResultPromise } from 'execa';
 import type { PortLike } from '../at/atTransport.js';
+import { spawnChild, type Child } from '../process/run.js';
 import { ModemfleetError } from '../util/errors.js';
 import { pathExists } from '../util/fs.js';
 import { sleep } from '../util/time.js';
@@ -23,7 +23,7 @@ export interface SimWire {
 
 /** socat `PTY,link=PATH,raw,echo=0 STDIO`: the model drives socat's stdin/stdout. */
 export class PtyWire implements SimWire {
-  private child: ResultPromise | undefined;
+  private child: Child | undefined;
   private writing: Promise<void> = Promise.resolve();
   private path = '';
 
@@ -34,12 +34,9 @@ export class PtyWire implements SimWire {
   async open(path: string, onInput: (chunk: Buffer) => void): Promise<void> {
     this.path = path;
     await rm(path, { force: true });
-    const child = execa('socat', ['-d', '-d', `PTY,link=${path},raw,echo=0`, 'STDIO'], {
-      reject: false,
-      buffer: false,
+    const child = spawnChild('socat', ['-d', '-d', `PTY,link=${path},raw,echo=0`, 'STDIO'], {
       stdin: 'pipe',
       stdout: 'pipe',
-      stderr: 'ignore',
       cleanup: true,
     });
     this.child = child;

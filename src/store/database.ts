@@ -1,19 +1,14 @@
 import postgres, { type Sql } from 'postgres';
-import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
-import { EmbeddedCluster } from './embeddedCluster.js';
 import { describeDbError, errorCode, isRetryable } from './pgErrors.js';
 
 export type { Sql };
 
 export interface DatabaseOptions {
-  /** DATABASE_URL; when absent an embedded cluster is started under `stateDir`. */
-  url?: string | undefined;
-  stateDir: string;
-  /** Port of the embedded cluster. */
-  embeddedPort?: number;
+  /** DATABASE_URL, or the embedded server's URL (src/system.ts decides which). */
+  url: string;
   log?: Logger;
   /** Pool size. */
   max?: number;
@@ -22,13 +17,7 @@ export interface DatabaseOptions {
   connectBackoffMs?: number;
   connectBackoffCapMs?: number;
   application?: string;
-  /** Use the embedded cluster of a running modemfleet (CLI next to the daemon) instead of refusing. */
-  attachEmbedded?: boolean;
-  /** Start the embedded server again when it dies on its own (the daemon); with the reason. */
-  superviseEmbedded?: { onExit?: (detail: string) => void };
 }
-
-export const DEFAULT_EMBEDDED_PORT = 54329;
 
 /** A safe description of where a URL points: host, port and database, never credentials. */
 export function describeUrl(url: string): string {
@@ -88,47 +77,24 @@ export function connectionOptions(
 }
 
 /**
- * The database connection: DATABASE_URL when set, else an embedded PostgreSQL in the state dir.
- * start() waits for the server with a bounded retry and fails with one clear line.
+ * The connection pool to one PostgreSQL server (which server, and starting the embedded one, is
+ * src/system.ts's business). start() waits for the server with a bounded retry and fails with one
+ * clear line.
  */
 export class Database {
   sql!: Sql;
-  cluster: EmbeddedCluster | undefined;
-  url = '';
+  readonly url: string;
   private readonly options: DatabaseOptions;
   private readonly log: Logger;
 
   constructor(options: DatabaseOptions) {
     this.options = options;
+    this.url = options.url;
     this.log = (options.log ?? silentLogger).child({ component: 'database' });
   }
 
-  get embedded(): boolean {
-    return this.cluster !== undefined;
-  }
-
   async start(): Promise<void> {
-    if (this.options.url) {
-      validateDatabaseUrl(this.options.url);
-      this.url = this.options.url;
-    } else {
-      this.cluster = new EmbeddedCluster({
-        dir: join(this.options.stateDir, 'postgres'),
-        port: this.options.embeddedPort ?? DEFAULT_EMBEDDED_PORT,
-        log: this.options.log ?? silentLogger,
-        attach: this.options.attachEmbedded ?? false,
-        ...(this.options.superviseEmbedded
-          ? {
-              restart: true,
-              ...(this.options.superviseEmbedded.onExit
-                ? { onUnexpectedExit: this.options.superviseEmbedded.onExit }
-                : {}),
-            }
-          : {}),
-      });
-      await this.cluster.start();
-      this.url = this.cluster.url;
-    }
+    validateDatabaseUrl(this.url);
     this.sql = postgres(this.url, connectionOptions(this.options));
     try {
       await waitForServer(this.sql, this.url, this.options, this.log);
@@ -145,11 +111,6 @@ export class Database {
       await this.sql?.end({ timeout: 1 });
     } catch (err) {
       this.log.warn({ err: coerceError(err) }, 'closing the pool failed');
-    }
-    try {
-      await this.cluster?.stop();
-    } catch (err) {
-      this.log.warn({ err: coerceError(err) }, 'stopping the embedded cluster failed');
     }
   }
 }

@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import type { Logger } from '../log.js';
-import { DEFAULT_RANGES, allocate, listAllocations } from './allocations.js';
+import { DEFAULT_RANGES } from '../allocationRanges.js';
+import { allocate, listAllocations } from './allocations.js';
 import {
   claimCommands,
   failAbandonedCommands,

@@ -30,8 +30,7 @@ export const CHANNELS = [
 ] as const;
 export type Channel = (typeof CHANNELS)[number];
 
-export const IMEI_PATTERN = /^[0-9]{15}$/;
-export const HOST_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export { HOST_ID_PATTERN, IMEI_PATTERN } from '../ids.js';
 
 export const isCommandKind = (value: unknown): value is CommandKind =>
   typeof value === 'string' && (COMMAND_KINDS as readonly string[]).includes(value);
@@ -72,18 +71,7 @@ export interface Allocation {
   proxyPassword: string;
 }
 
-export interface Range {
-  from: number;
-  to: number;
-}
-
-/** Where allocations come from; slot n takes `from + n` of every range. */
-export interface AllocationRanges {
-  httpPort: Range;
-  socksPort: Range;
-  routingTable: Range;
-  ifaceId: Range;
-}
+export type { AllocationRanges, Range } from '../allocationRanges.js';
 
 export interface Command {
   id: number;

@@ -5,7 +5,7 @@ import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
-import { freePort } from '../../src/store/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 
 /**
  * `modemfleet demo` as a user runs it: its own embedded PostgreSQL, simulated modems, real proxies

@@ -5,12 +5,14 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
+import { createRootLogger } from '../../src/log.js';
 import { ipJson } from '../../src/net/ip.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { until, type UntilOptions } from '../helpers/until.js';
 
 /**
  * The farm end to end, as root: simulated EC25s on PTYs found in a fake sysfs, the supervisor with
@@ -30,22 +32,21 @@ const probe = (
   p: { httpPort: number; socksPort: number; user: string; password: string },
 ) => net.probe(kind, kind === 'socks' ? p.socksPort : p.httpPort, p.user, p.password);
 
-async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) {
-      if (process.env['MF_DEBUG'])
-        console.log(
-          JSON.stringify(
-            await db.sql`select imei, seq, to_state, event, detail from modem_transitions where seq > 8 order by at`,
-          ),
-          JSON.stringify(await db.sql`select kind, imei, message from alerts`),
-        );
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** Options of a wait on the farm: on a timeout, MF_DEBUG prints the journal and alerts first. */
+const waiting = (what: string, timeoutMs: number): UntilOptions => ({
+  timeoutMs,
+  intervalMs: 200,
+  message: async () => {
+    if (process.env['MF_DEBUG'])
+      console.log(
+        JSON.stringify(
+          await db.sql`select imei, seq, to_state, event, detail from modem_transitions where seq > 8 order by at`,
+        ),
+        JSON.stringify(await db.sql`select kind, imei, message from alerts`),
+      );
+    return what;
+  },
+});
 
 const modems = () =>
   db.sql<
@@ -105,6 +106,7 @@ beforeAll(async () => {
     link: { presencePollMs: 100, addressPollMs: 50 },
     spool: { fsync: 'never' },
     policy: { commandPollMs: 500 },
+    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
     dataPlane: {
       netns: net.farm,
       backend: 'microsocks+tinyproxy',
@@ -141,14 +143,12 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
   it('every modem online; each SOCKS and HTTP port egresses from its own modem address', async () => {
     await until(
       async () => (await modems()).filter((m) => m.state === 'online').length === N,
-      30_000,
-      'online',
+      waiting('online', 30_000),
     );
     // the proxies start once the routing is applied and verified
     await until(
       async () => (await probe('socks', endpoint((await modems())[N - 1]!))) !== null,
-      15_000,
-      'proxies',
+      waiting('proxies', 15_000),
     );
     const rows = await modems();
     expect(new Set(rows.map((m) => m.wan_ip)).size).toBe(N);
@@ -182,8 +182,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
       async () =>
         (await db.sql`select 1 from modem_commands where imei = ${target.imei} and status = 'done'`)
           .length === 1,
-      20_000,
-      'rotation',
+      waiting('rotation', 20_000),
     );
     const [cmd] = await db.sql<{ result: { verifiedThroughPort?: boolean; wanIp: string } }[]>`
       select result from modem_commands where imei = ${target.imei} and kind = 'rotate'`;
@@ -191,16 +190,14 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     // the modems row follows the journal a moment after the command's result
     await until(
       async () => (await modems()).find((m) => m.imei === target.imei)?.wan_ip === cmd?.result.wanIp,
-      5_000,
-      'the new address in the modems row',
+      waiting('the new address in the modems row', 5_000),
     );
     const after = await modems();
     const rotated = after.find((m) => m.imei === target.imei)!;
     expect(rotated.wan_ip).not.toBe(target.wan_ip);
     await until(
       async () => (await probe('socks', endpoint(rotated))) === rotated.wan_ip,
-      10_000,
-      'new egress',
+      waiting('new egress', 10_000),
     );
     expect(await probe('http', endpoint(rotated))).toBe(rotated.wan_ip);
     for (const m of after.filter((x) => x.imei !== target.imei))
@@ -214,7 +211,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     await net.farmIp(['route', 'del', 'default', 'table', String(table)]);
     const seen = await probe('socks', endpoint(m));
     expect([null, m.wan_ip]).toContain(seen); // never the management address
-    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, 15_000, 'recovered');
+    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, waiting('recovered', 15_000));
     const [alert] =
       await db.sql`select kind from alerts where imei = ${m.imei} and kind = 'egress_check_failed'`;
     expect(alert).toBeDefined();
@@ -227,7 +224,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     expect(pids.length).toBe(2);
     process.kill(pids[0]!, 'SIGKILL');
     const at = Date.now();
-    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, 10_000, 'proxy back');
+    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, waiting('proxy back', 10_000));
     expect(Date.now() - at).toBeLessThan(2_000);
   }, 30_000);
 
@@ -253,8 +250,7 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     })();
     await until(
       async () => (await modems()).find((x) => x.imei === m.imei)?.state === 'error',
-      45_000,
-      'error after the crash loop',
+      waiting('error after the crash loop', 45_000),
     );
     killing = false;
     await killer;
@@ -274,23 +270,20 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     await lab.unplug(lab.modems.findIndex((x) => x.imei === m.imei));
     await until(
       async () => (await modems()).find((x) => x.imei === m.imei)?.state === 'removed',
-      10_000,
-      'removed',
+      waiting('removed', 10_000),
     );
     await until(
       async () =>
         (await ipJson<{ priority?: number }>(['rule', 'show'], { netns: net.farm })).every(
           (r) => r.priority !== priority,
         ),
-      10_000,
-      'rule removed',
+      waiting('rule removed', 10_000),
     );
     // the rule goes first, then the table's routes
     await until(
       async () =>
         (await ipJson(['route', 'show', 'table', String(10_000 + m.slot)], { netns: net.farm })).length === 0,
-      10_000,
-      'routes removed',
+      waiting('routes removed', 10_000),
     );
     expect(await probe('socks', endpoint(m))).toBeNull();
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();

@@ -2,7 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ModemConfig } from '../../machines/modemTypes.js';
-import { Supervisor } from '../../src/fleet/supervisor.js';
+import { Supervisor, type SupervisorOptions } from '../../src/fleet/supervisor.js';
 import { Inspector, type InspectorLimits } from '../../src/inspector/inspector.js';
 import { createRootLogger, type Logger } from '../../src/log.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
@@ -11,6 +11,7 @@ import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { TcpProxy } from './tcpProxy.js';
+import { until } from './until.js';
 
 export const FAST_MODEM: Partial<ModemConfig> = {
   probeAttempts: 5,
@@ -25,6 +26,26 @@ export const FAST_MODEM: Partial<ModemConfig> = {
 };
 
 export const TOKEN = 'test-token-0123456789abcdef';
+
+/** What every test supervisor over a SimLab shares: the lab's tree and hotplug, fast timings, no fsync. */
+export function labSupervisor(
+  store: Store,
+  lab: SimLab,
+  stateDir: string,
+  options: Partial<SupervisorOptions> = {},
+): SupervisorOptions {
+  return {
+    store,
+    stateDir,
+    scan: lab.scan,
+    hotplug: lab.hotplug(),
+    rescanIntervalMs: 2_000,
+    modem: FAST_MODEM,
+    spool: { fsync: 'never' },
+    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
+    ...options,
+  };
+}
 
 export interface TestFarm {
   db: TestDatabase;
@@ -79,23 +100,18 @@ export async function startFarm(
   const lab = new SimLab({ dir: join(dir, 'lab'), profiles });
   await lab.start();
   await options.prepare?.(dir);
-  const supervisor = new Supervisor({
-    store,
-    stateDir: join(dir, 'state'),
-    scan: lab.scan,
-    hotplug: lab.hotplug(),
-    rescanIntervalMs: 2_000,
-    modem: FAST_MODEM,
-    link: {
-      presencePollMs: 100,
-      timeouts: options.timeouts ?? { probe: 500, query: 2_000, cfun: 2_000 },
-      addressPollMs: 50,
-    },
-    spool: { fsync: 'never' },
-    policy: { commandPollMs: 1_000, healthFlushMs: 200 },
-    proxyHost: '127.0.0.1',
-    ...(log ? { log } : {}),
-  });
+  const supervisor = new Supervisor(
+    labSupervisor(store, lab, join(dir, 'state'), {
+      link: {
+        presencePollMs: 100,
+        timeouts: options.timeouts ?? { probe: 500, query: 2_000, cfun: 2_000 },
+        addressPollMs: 50,
+      },
+      policy: { commandPollMs: 1_000, healthFlushMs: 200 },
+      proxyHost: '127.0.0.1',
+      ...(log ? { log } : {}),
+    }),
+  );
   await supervisor.start();
   const inspector = new Inspector({
     store,
@@ -142,17 +158,8 @@ export async function startFarm(
   };
 }
 
-export async function until(
-  check: () => Promise<boolean> | boolean,
-  ms = 20_000,
-  what = 'condition',
-): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+/** Tests that wait on a farm have always imported `until` from here: it is test/helpers/until.ts. */
+export { until };
 
 export async function onlineCount(farm: TestFarm): Promise<number> {
   const rows = await farm.db.sql<
@@ -192,4 +199,29 @@ export async function modemRow(
   const [row] = await farm.db.sql<{ state: string; reason: string | null; wan_ip: string | null }[]>`
     select state, reason, host(wan_ip) as wan_ip from modems where imei = ${imei}`;
   return row;
+}
+
+/**
+ * Journal load without the database: every `everyMs` one plugged modem (in turn) says `RDY`, as
+ * an EC25 does after it reset itself; an online modem then goes through detecting, initializing
+ * and online again, about six journal rows. (Signal polls are activity and journal nothing.)
+ * Returns the function that stops it.
+ */
+export function selfResets(lab: SimLab, everyMs: number): () => Promise<void> {
+  let stopped = false;
+  const done = (async () => {
+    for (let i = 0; !stopped; i++) {
+      const modem = lab.modems[i % lab.modems.length];
+      try {
+        modem?.inject('\r\nRDY\r\n');
+      } catch {
+        // unplugged meanwhile
+      }
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return async () => {
+    stopped = true;
+    await done;
+  };
 }

@@ -1,7 +1,7 @@
 // Starts an embedded cluster and reports its postmaster pid; used to leave an orphan behind (SIGKILL).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EmbeddedCluster } from '../../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
 
 const [dir, port] = process.argv.slice(2);
 const cluster = new EmbeddedCluster({ dir: dir ?? '', port: Number(port) });

@@ -7,6 +7,7 @@ import { AtTransport } from '../../src/at/atTransport.js';
 import { AtCommandError, type AtError, type Urc } from '../../src/at/types.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimModem } from '../../src/sim/simModem.js';
+import { until } from '../helpers/until.js';
 
 let dir: string;
 let sims: SimModem[] = [];
@@ -43,20 +44,14 @@ async function open(s: SimModem, urcs: Urc[] = [], extra = {}): Promise<AtTransp
   return t;
 }
 
-async function waitFor(check: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const soon = { timeoutMs: 3_000, intervalMs: 10 };
 
 describe('AT transport over a real PTY', () => {
   it('boot URCs, echo, answers and URCs kept apart', async () => {
     const s = await sim();
     const urcs: Urc[] = [];
     const t = await open(s, urcs);
-    await waitFor(() => urcs.some((u) => u.line === '+QIND: PB DONE'));
+    await until(() => urcs.some((u) => u.line === '+QIND: PB DONE'), soon);
     expect(urcs.map((u) => u.line)).toEqual([
       'RDY',
       '+CPIN: READY',
@@ -94,7 +89,7 @@ describe('AT transport over a real PTY', () => {
     expect(Date.now() - started).toBeLessThan(1000);
     await expect(t.send('AT', { timeoutMs: 100 })).rejects.toMatchObject({ code: 'at_timeout' });
     await expect(t.send('AT', { timeoutMs: 100 })).rejects.toMatchObject({ code: 'at_timeout' });
-    await waitFor(() => closed.length === 1);
+    await until(() => closed.length === 1, soon);
     expect(closed[0]?.message).toMatch(/3 consecutive AT timeouts/);
     await expect(t.send('AT')).rejects.toMatchObject({ code: 'port_lost' });
   });
@@ -123,10 +118,10 @@ describe('AT transport over a real PTY', () => {
     const lost = t.whenClosed();
     await t.send('AT+CFUN=1,1', { timeoutMs: 15_000 });
     expect((await lost).code).toBe('port_lost');
-    await waitFor(() => s.enumerations === 2 && s.plugged, 5000);
+    await until(() => s.enumerations === 2 && s.plugged, { ...soon, timeoutMs: 5_000 });
     const urcs: Urc[] = [];
     const again = await open(s, urcs);
-    await waitFor(() => urcs.some((u) => u.line === 'RDY'));
+    await until(() => urcs.some((u) => u.line === 'RDY'), soon);
     expect((await again.send('AT+CGSN')).lines).toEqual([s.imei]);
   });
 });

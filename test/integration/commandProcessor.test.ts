@@ -3,6 +3,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { CommandProcessor } from '../../src/fleet/commandProcessor.js';
 import { Store } from '../../src/store/store.js';
 import type { Command } from '../../src/store/types.js';
+import { until } from '../helpers/until.js';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -12,13 +13,7 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function waitFor(check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const soon = { timeoutMs: 10_000, intervalMs: 25 };
 
 describe('command processor', () => {
   it('runs each command once, in order per modem, and writes the result; other hosts are left alone', async () => {
@@ -52,12 +47,13 @@ describe('command processor', () => {
         ids.push(await store.insertCommand(imei, 'rotate', 'test'));
         ids.push(await store.insertCommand(imei, 'reset', 'test'));
       }
-      await waitFor(() => processor.stats.finished + processor.stats.failed === ids.length);
-      await waitFor(
+      await until(() => processor.stats.finished + processor.stats.failed === ids.length, soon);
+      await until(
         async () =>
           (
             await db.sql`select 1 from modem_commands where status in ('pending', 'running') and id <> ${foreign}`
           ).length === 0,
+        soon,
       );
       expect(seen.map((c) => c.id).sort((a, b) => a - b)).toEqual(ids.sort((a, b) => a - b));
       for (const imei of mine) {
@@ -103,7 +99,7 @@ describe('command processor', () => {
     await processor.start();
     try {
       const id = await store.insertCommand('365000000000031', 'rotate', 'test');
-      await waitFor(async () => (await store.command(id))?.status === 'done');
+      await until(async () => (await store.command(id))?.status === 'done', soon);
       finished(); // the stale listing (the command still running) arrives now
       await new Promise((r) => setTimeout(r, 300));
       processor.wake();

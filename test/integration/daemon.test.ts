@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
+import { until } from '../helpers/until.js';
 
 let db: TestDatabase;
 let dir: string;
@@ -68,14 +69,6 @@ async function daemon(): Promise<{ child: ResultPromise; output: () => string }>
   return { child, output: () => out };
 }
 
-async function until(check: () => Promise<boolean>, ms = 30_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 const counts = async () => {
   const rows = await db.sql<{ state: string; n: number }[]>`
     select state, count(*)::int as n from modems group by state`;
@@ -85,10 +78,18 @@ const counts = async () => {
 describe('modemfleet run', () => {
   it('SIGKILL and start again: the same farm, same ports, desired states kept, journal contiguous', async () => {
     const { child: first } = await daemon();
-    await until(async () => (await counts())['online'] === 4, 30_000, 'online');
+    await until(async () => (await counts())['online'] === 4, {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+      message: 'online',
+    });
     const imei = lab.modem(2).imei;
     await db.sql`insert into modem_commands (imei, kind, requested_by) values (${imei}, 'disable', 'test')`;
-    await until(async () => (await counts())['disabled'] === 1, 15_000, 'disabled');
+    await until(async () => (await counts())['disabled'] === 1, {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+      message: 'disabled',
+    });
     const ports =
       await db.sql`select imei, http_port, socks_port, routing_table from allocations order by imei`;
 
@@ -115,8 +116,7 @@ describe('modemfleet run', () => {
           c['disabled'] === 1
         );
       },
-      30_000,
-      'same farm after SIGKILL',
+      { timeoutMs: 30_000, intervalMs: 100, message: 'same farm after SIGKILL' },
     );
     // the restarted supervisor journaled the modems again (seq went on from where it was)
     const seqAfter = await db.sql<
@@ -131,11 +131,11 @@ describe('modemfleet run', () => {
     expect(holes).toEqual([]);
 
     // the inspector runs with the token kept from the first start
-    await until(
-      () => Promise.resolve(/"inspector":"http:\/\/127\.0\.0\.1:\d+"/.test(output())),
-      10_000,
-      'inspector url',
-    );
+    await until(() => Promise.resolve(/"inspector":"http:\/\/127\.0\.0\.1:\d+"/.test(output())), {
+      timeoutMs: 10_000,
+      intervalMs: 100,
+      message: 'inspector url',
+    });
     const url = /"inspector":"(http:\/\/127\.0\.0\.1:\d+)"/.exec(output())?.[1] ?? '';
     const token = (await readFile(join(dir, 'state', 'api-token'), 'utf8')).trim();
     const res = await fetch(`${url}/api/modems`, { headers: { authorization: `Bearer ${token}` } });

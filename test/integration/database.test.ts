@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Database, openSql } from '../../src/store/database.js';
-import { EmbeddedCluster, freePort } from '../../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -32,7 +33,7 @@ describe('DATABASE_URL', () => {
       'mysql://u:s3cret@localhost/db',
       'postgres://u:s3cret@localhost:port/db',
     ]) {
-      const db = new Database({ url, stateDir: dir });
+      const db = new Database({ url });
       const err = (await db.start().catch((e: unknown) => e)) as Error & { code: string };
       expect(err.code).toBe('database_url_invalid');
       expect(err.message).toMatch(/^DATABASE_URL /);
@@ -44,7 +45,6 @@ describe('DATABASE_URL', () => {
     const port = await freePort();
     const db = new Database({
       url: `postgres://u:s3cret@127.0.0.1:${port}/db`,
-      stateDir: dir,
       connectAttempts: 3,
       connectBackoffMs: 50,
     });

@@ -7,6 +7,7 @@ import { SysfsWatchSource } from '../../src/detect/hotplugSources.js';
 import { scanUsbModems } from '../../src/detect/sysfsScan.js';
 import type { DetectionEvent } from '../../src/detect/types.js';
 import { FakeSysfs } from '../../src/sim/fakeSysfs.js';
+import { until } from '../helpers/until.js';
 
 let sys: FakeSysfs;
 beforeEach(async () => {
@@ -17,13 +18,7 @@ afterEach(async () => {
   await sys.stop();
 });
 
-async function waitFor(check: () => boolean, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const soon = { timeoutMs: 3_000, intervalMs: 20 };
 
 describe('sysfs detection', () => {
   it('groups each modem by USB path, even when by-id names collide', async () => {
@@ -82,11 +77,11 @@ describe('sysfs detection', () => {
           sys.plug({ usbPath, ttys: [10 + 4 * i, 11 + 4 * i, 12 + 4 * i, 13 + 4 * i] }),
         ),
       );
-      await waitFor(() => detector.present.length === 4);
+      await until(() => detector.present.length === 4, soon);
       const added = batches.slice(1).flat();
       expect(added.map((e) => e.type)).toEqual(['device.added', 'device.added', 'device.added']);
       await sys.unplug('1-1.2');
-      await waitFor(() => detector.present.length === 3);
+      await until(() => detector.present.length === 3, soon);
       expect(batches.at(-1)).toEqual([expect.objectContaining({ type: 'device.removed', usbPath: '1-1.2' })]);
     } finally {
       await detector.stop();

@@ -126,7 +126,7 @@ describe('modemfleet doctor', () => {
     const json = await execa('node', ['bin/modemfleet.js', 'doctor', '--json'], { reject: false, env });
     const findings = JSON.parse(json.stdout) as Finding[];
     expect(findings.map((x) => x.check)).toEqual(
-      expect.arrayContaining(['kernel modules', 'rp_filter', 'database']),
+      expect.arrayContaining(['kernel modules', 'rp_filter', 'nftables', 'database']),
     );
     expect(json.exitCode).toBe(findings.some((x) => x.status === 'fail') ? 1 : 0);
     const table = await execa('node', ['bin/modemfleet.js', 'doctor'], { reject: false, env });

@@ -12,6 +12,7 @@ import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
+import { ignoreTimeout, until, type UntilOptions } from '../helpers/until.js';
 
 /**
  * Model-based test of the whole supervisor on real parts (simulated modems on PTYs, a fake sysfs
@@ -119,8 +120,11 @@ const commands = [
         // only modems the database knows take commands (the foreign key)
         const known = async (): Promise<boolean> =>
           (await w.db.sql`select 1 from modems where imei = ${imei}`).length > 0;
-        // a modem that was just plugged becomes known once its IMEI is read
-        for (let t = 0; t < 30 && m.plugged[i] && !(await known()); t++) await pause(100);
+        // a modem that was just plugged becomes known once its IMEI is read (or not in time: no command)
+        await until(async () => !m.plugged[i] || (await known()), {
+          timeoutMs: 3_000,
+          intervalMs: 100,
+        }).catch(ignoreTimeout);
         if (!(await known())) return;
         await w.db
           .sql`insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, 'property')`;
@@ -170,16 +174,15 @@ const commands = [
   ),
 ];
 
-async function until(check: () => Promise<boolean>, ms: number, what: string, w?: World): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) {
-      if (w && process.env['MF_DEBUG']) await dump(w, what);
-      throw new Error(`timed out waiting for ${what}`);
-    }
-    await pause(200);
-  }
-}
+/** Options of a settling wait: on a timeout, MF_DEBUG dumps the database first. */
+const settling = (w: World, what: string, timeoutMs: number): UntilOptions => ({
+  timeoutMs,
+  intervalMs: 200,
+  message: async () => {
+    if (process.env['MF_DEBUG']) await dump(w, what);
+    return what;
+  },
+});
 
 /** MF_DEBUG: what the database holds when a wait times out, in /tmp/mf-fleet-debug.log. */
 async function dump(w: World, what: string): Promise<void> {
@@ -208,17 +211,13 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
   // no actor for an absent device, one for each present one
   await until(
     () => Promise.resolve([...w.supervisor.modems.keys()].sort().join() === [...plugged].sort().join()),
-    15_000,
-    `actors for exactly ${[...plugged].join(',') || 'nothing'}`,
-    w,
+    settling(w, `actors for exactly ${[...plugged].join(',') || 'nothing'}`, 15_000),
   );
   // every command finished (once: finish only moves running → done/failed)
   await until(
     async () =>
       (await w.db.sql`select 1 from modem_commands where status in ('pending', 'running')`).length === 0,
-    30_000,
-    'commands finished',
-    w,
+    settling(w, 'commands finished', 30_000),
   );
   const [{ n: finished } = { n: -1 }] = await w.db.sql<{ n: number }[]>`
     select count(*)::int as n from modem_commands where status in ('done', 'failed') and finished_at is not null`;
@@ -236,9 +235,7 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
         pluggedImeis.every((imei) => state.get(imei) !== 'removed')
       );
     },
-    20_000,
-    'journal caught up',
-    w,
+    settling(w, 'journal caught up', 20_000),
   );
   const holes = await journalHoles(w.db.sql);
   expect(holes).toEqual([]);

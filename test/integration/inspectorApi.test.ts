@@ -248,6 +248,8 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(metrics).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="\+Inf"\} [1-9]\d*$/m);
     expect(metrics).toMatch(/^modemfleet_listen_reconnects_total\{listener="inspector"\} \d+$/m);
     expect(metrics).toMatch(/^modemfleet_proxy_restarts_total 0$/m);
+    expect(metrics).toMatch(/^modemfleet_egress_checks_total\{result="failed"\} 0$/m);
+    expect(metrics).toMatch(/^modemfleet_alerts_raised_total \d+$/m);
     expect(metrics).toMatch(/^modemfleet_spool_bytes \d+$/m);
 
     farm.dbProxy.cut();

@@ -6,10 +6,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JournalWriter, type SpooledTransition } from '../../src/fleet/journalWriter.js';
 import { Spool } from '../../src/fleet/spool.js';
 import { openSql, type Sql } from '../../src/store/database.js';
-import { EmbeddedCluster, freePort } from '../../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 import { appendTransitions } from '../../src/store/journal.js';
 import { migrate } from '../../src/store/migrate.js';
 import type { TransitionRecord } from '../../src/store/types.js';
+import { until } from '../helpers/until.js';
 
 let dir: string;
 let cluster: EmbeddedCluster;
@@ -61,13 +63,7 @@ const expected = (made: TransitionRecord[]) =>
     .map((r) => ({ imei: r.imei, seq: r.seq, event: r.event }))
     .sort((a, b) => a.imei.localeCompare(b.imei) || a.seq - b.seq);
 
-async function waitFor(check: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const soon = { timeoutMs: 20_000, intervalMs: 25 };
 
 const newWriter = (spoolDir: string, maxBytes = 50_000_000, alerts: string[] = []) =>
   new JournalWriter({
@@ -103,7 +99,7 @@ describe('journal writer', () => {
     expect(writer.stats.spooled).toBeGreaterThan(0);
     await cluster.start();
     for (let m = 0; m < 20; m++) writer.append(actors.step(m)); // more while replaying
-    await waitFor(() => writer.stats.mode === 'direct', 20_000);
+    await until(() => writer.stats.mode === 'direct', soon);
     await writer.flush();
     expect(await journalOf('362')).toEqual(expected(actors.made));
     expect(await readdir(join(dir, 'spool-b'))).toEqual(['current.jsonl']);
@@ -141,7 +137,7 @@ describe('journal writer', () => {
 
     const second = newWriter(spoolDir);
     await second.start();
-    await waitFor(() => second.stats.replayed === 50 && second.stats.mode === 'direct', 20_000);
+    await until(() => second.stats.replayed === 50 && second.stats.mode === 'direct', soon);
     const rows = await journalOf('363');
     expect(rows.length).toBe(50);
     expect(rows.filter((r) => r.imei === '363000000000003').map((r) => r.event)).toEqual([
@@ -178,7 +174,7 @@ describe('journal writer', () => {
     expect(writer.stats.dropped).toBeGreaterThan(0);
     expect(alerts).toEqual(['spool_full']);
     await cluster.start();
-    await waitFor(() => writer.stats.mode === 'direct', 20_000);
+    await until(() => writer.stats.mode === 'direct', soon);
     writer.append(actors.step(0));
     await writer.flush();
     const rows = await journalOf('364');

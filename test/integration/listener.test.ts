@@ -4,24 +4,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
-import { EmbeddedCluster, freePort } from '../../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 import { openSql } from '../../src/store/database.js';
 import { migrate } from '../../src/store/migrate.js';
 import { Store } from '../../src/store/store.js';
 import type { Notification } from '../../src/store/listener.js';
 import { CHANNELS, type TransitionRecord } from '../../src/store/types.js';
-
-async function waitFor(
-  check: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+import { until } from '../helpers/until.js';
 
 const IMEI = '356000000000001';
 
@@ -59,10 +49,9 @@ describe('NOTIFY payloads', () => {
       const id = await store.insertCommand(IMEI, 'rotate', 'test');
       await store.claimCommands();
       await db.sql`update hosts set stopped_at = now() where id = 'farm-a'`;
-      await waitFor(
+      await until(
         () => got.some((n) => n.channel === 'system_events' && n.payload['type'] === 'host_stopped'),
-        5000,
-        'host_stopped',
+        { timeoutMs: 5000, intervalMs: 25, message: 'host_stopped' },
       );
 
       const of = (channel: string): Record<string, unknown>[] =>
@@ -134,11 +123,11 @@ describe('NOTIFY payloads', () => {
         return { imei, seq, from: seq === 1 ? null : long, to: long, event: 'e'.repeat(64), at: new Date() };
       });
       await store.appendTransitions(batch);
-      await waitFor(
-        () => got.reduce((n, x) => n + (x.payload['transitions'] as unknown[]).length, 0) >= 1200,
-        5000,
-        'every transition',
-      );
+      await until(() => got.reduce((n, x) => n + (x.payload['transitions'] as unknown[]).length, 0) >= 1200, {
+        timeoutMs: 5000,
+        intervalMs: 25,
+        message: 'every transition',
+      });
       const sizes = got.map((n) => Buffer.byteLength(JSON.stringify(n.payload)));
       expect(got.length).toBeGreaterThan(20);
       expect(Math.max(...sizes)).toBeLessThan(8000);
@@ -175,7 +164,7 @@ describe('NOTIFY payloads', () => {
       await store.appendTransitions([row(6)]);
       const seqs = (): number[] =>
         got.flatMap((n) => (n.payload['transitions'] as { seq: number }[]).map((t) => t.seq));
-      await waitFor(() => seqs().includes(6), 5000, 'seq 6');
+      await until(() => seqs().includes(6), { timeoutMs: 5000, message: 'seq 6' });
       // 4 by its own insert; 5 once, although the first attempt of that append was undone
       expect(seqs()).toEqual([1, 2, 3, 4, 5, 6]);
     } finally {
@@ -192,7 +181,11 @@ describe('NOTIFY payloads', () => {
       await db.sql`select pg_notify('modem_commands', '[1,2,3]')`;
       await db.sql`select pg_notify('modem_commands', ${JSON.stringify({ pad: 'x'.repeat(7900) })})`;
       await db.sql`select pg_notify('modem_commands', '{"id":1}')`;
-      await waitFor(() => got.length === 1 && listener.stats.malformed === 3, 5000, 'the valid notification');
+      await until(() => got.length === 1 && listener.stats.malformed === 3, {
+        timeoutMs: 5000,
+        intervalMs: 25,
+        message: 'the valid notification',
+      });
       expect(listener.stats.malformed).toBe(3);
       expect(got[0]?.payload).toEqual({ id: 1 });
     } finally {
@@ -243,7 +236,11 @@ describe('listener across a PostgreSQL restart and a half-open connection', () =
     });
     try {
       const before = await store.insertCommand(imeis[0] ?? '', 'rotate', 'test');
-      await waitFor(() => claimed.includes(before), 5000, 'the first command');
+      await until(() => claimed.includes(before), {
+        timeoutMs: 5000,
+        intervalMs: 25,
+        message: 'the first command',
+      });
 
       await cluster.stop();
       // commands inserted while the supervisor's listener is away (another client, after the restart)
@@ -258,7 +255,11 @@ describe('listener across a PostgreSQL restart and a half-open connection', () =
         }
       }
       await writer.end();
-      await waitFor(() => inserted.every((id) => claimed.includes(id)), 20_000, 'all commands claimed');
+      await until(() => inserted.every((id) => claimed.includes(id)), {
+        timeoutMs: 20_000,
+        intervalMs: 25,
+        message: 'all commands claimed',
+      });
       await new Promise((r) => setTimeout(r, 500));
       expect(claimed.filter((id) => inserted.includes(id)).sort((a, b) => a - b)).toEqual(
         inserted.sort((a, b) => a - b),
@@ -291,15 +292,27 @@ describe('listener across a PostgreSQL restart and a half-open connection', () =
       proxy.freeze();
       const frozenAt = Date.now();
       const id = await store.insertCommand(IMEI, 'rotate', 'test'); // lost on the frozen connection
-      await waitFor(() => listener.stats.rebuilds > 0, 10_000, 'a rebuild');
+      await until(() => listener.stats.rebuilds > 0, {
+        timeoutMs: 10_000,
+        intervalMs: 25,
+        message: 'a rebuild',
+      });
       const noticedMs = Date.now() - frozenAt;
       expect(noticedMs).toBeLessThan(5000);
       expect(listener.stats.heartbeatsMissed).toBeGreaterThanOrEqual(1);
       // a notification sent before the new connection listens is lost by design (the catch-up
       // finds it): wait until it listens again
-      await waitFor(() => listener.stats.listens > listensBefore, 10_000, 'listening again');
+      await until(() => listener.stats.listens > listensBefore, {
+        timeoutMs: 10_000,
+        intervalMs: 25,
+        message: 'listening again',
+      });
       const id2 = await store.insertCommand(IMEI, 'reset', 'test');
-      await waitFor(() => got.includes(id2), 10_000, 'a notification on the rebuilt connection');
+      await until(() => got.includes(id2), {
+        timeoutMs: 10_000,
+        intervalMs: 25,
+        message: 'a notification on the rebuilt connection',
+      });
       expect(got).not.toContain(id);
     } finally {
       await listener.stop();

@@ -9,6 +9,7 @@ import type { SimFaults } from '../../src/sim/ec25Model.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimModem } from '../../src/sim/simModem.js';
 import { stateString } from '../helpers/fakeModem.js';
+import { until } from '../helpers/until.js';
 
 /** Simulator + AT transport + EC25 driver + modem machine, over real PTYs. */
 
@@ -75,14 +76,13 @@ function run(s: SimModem, results: CommandResult[] = [], config: Partial<ModemCo
 
 const stateOf = (rt: ModemRuntime): string => stateString(rt.snapshot().value);
 
-async function until(rt: ModemRuntime, check: (s: ModemSnapshot) => boolean, ms = 8_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!check(rt.snapshot())) {
-    if (Date.now() > end)
-      throw new Error(`timed out in ${stateOf(rt)} (reason ${rt.snapshot().context.reason ?? '-'})`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** Until the runtime's snapshot passes `check`; a timeout names the state it is in. */
+const reach = (rt: ModemRuntime, check: (s: ModemSnapshot) => boolean, timeoutMs = 8_000): Promise<true> =>
+  until(() => check(rt.snapshot()), {
+    timeoutMs,
+    intervalMs: 20,
+    message: () => `${check.toString()} (in ${stateOf(rt)}, reason ${rt.snapshot().context.reason ?? '-'})`,
+  });
 
 const online = (s: ModemSnapshot): boolean => s.matches('online');
 
@@ -90,7 +90,7 @@ describe('modem lifecycle over real PTYs', () => {
   it('boots to online with identity, registration and the address of the data call', async () => {
     const s = await sim();
     const rt = run(s);
-    await until(rt, online);
+    await reach(rt, online);
     const ctx = rt.snapshot().context;
     expect(ctx.identity).toMatchObject({
       imei: s.imei,
@@ -103,7 +103,7 @@ describe('modem lifecycle over real PTYs', () => {
     expect(ctx.operator).toBe(s.model.profile.operator);
     expect(ctx.wanIp).toBe(s.model.address);
     expect(s.model.echo).toBe(false);
-    await until(rt, (x) => x.context.signal !== null); // the signal poll ran
+    await reach(rt, (x) => x.context.signal !== null); // the signal poll ran
     expect(ctx.reason).toBeNull();
   });
 
@@ -113,7 +113,7 @@ describe('modem lifecycle over real PTYs', () => {
     [{ registration: 'denied' as const }, 'registration_denied'],
   ])('fault %o ends in error with reason %s', async (faults, reason) => {
     const rt = run(await sim(faults));
-    await until(rt, (x) => x.matches('error'));
+    await reach(rt, (x) => x.matches('error'));
     expect(rt.snapshot().context.reason).toBe(reason);
   });
 
@@ -126,7 +126,7 @@ describe('modem lifecycle over real PTYs', () => {
     async (faults, reason) => {
       const s = await sim(faults);
       const rt = run(s);
-      await until(rt, (x) => x.matches('error'), 25_000);
+      await reach(rt, (x) => x.matches('error'), 25_000);
       expect(rt.snapshot().context.reason).toBe(reason);
       // the ladder went as far as AT+CFUN=1,1 (the simulator re-enumerated), except on a hung modem
       if (!('hang' in faults)) expect(s.enumerations).toBeGreaterThanOrEqual(2);
@@ -137,21 +137,21 @@ describe('modem lifecycle over real PTYs', () => {
   it('a fault that clears is recovered without a human', async () => {
     const s = await sim({ dataCallRefused: true });
     const rt = run(s);
-    await until(rt, (x) => x.matches('recovering'));
+    await reach(rt, (x) => x.matches('recovering'));
     s.setFaults({ dataCallRefused: false });
-    await until(rt, online);
+    await reach(rt, online);
     expect(rt.snapshot().context.wanIp).toBe(s.model.address);
   });
 
   it('unplug in the middle of a command reaches removed within 2 s, without CPU spin', async () => {
     const s = await sim();
     const rt = run(s);
-    await until(rt, online);
+    await reach(rt, online);
     s.setFaults({ slowMs: 5_000 });
-    await until(rt, (x) => x.matches({ online: 'polling' }));
+    await reach(rt, (x) => x.matches({ online: 'polling' }));
     const at = Date.now();
     await s.unplug();
-    await until(rt, (x) => x.status === 'done', 2_000);
+    await reach(rt, (x) => x.status === 'done', 2_000);
     expect(stateOf(rt)).toBe('removed');
     expect(Date.now() - at).toBeLessThan(2_000);
     const cpu = process.cpuUsage();
@@ -165,10 +165,10 @@ describe('modem lifecycle over real PTYs', () => {
     const s = await sim();
     const results: CommandResult[] = [];
     const rt = run(s, results);
-    await until(rt, online);
+    await reach(rt, online);
     rt.send({ type: 'command.reset', id: 7 });
-    await until(rt, (x) => x.matches('resetting'));
-    await until(rt, online);
+    await reach(rt, (x) => x.matches('resetting'));
+    await reach(rt, online);
     expect(s.enumerations).toBe(2);
     expect(rt.snapshot().context.identity?.imei).toBe(s.imei);
     expect(results).toEqual([{ id: 7, kind: 'reset', ok: true, result: {} }]);
@@ -178,10 +178,10 @@ describe('modem lifecycle over real PTYs', () => {
     const s = await sim();
     const results: CommandResult[] = [];
     const rt = run(s, results);
-    await until(rt, online);
+    await reach(rt, online);
     const before = rt.snapshot().context.wanIp;
     rt.send({ type: 'command.rotate', id: 3 });
-    await until(rt, () => results.length === 1);
+    await reach(rt, () => results.length === 1);
     const after = rt.snapshot().context.wanIp;
     expect(after).not.toBe(before);
     expect(after).toBe(s.model.address);
@@ -193,9 +193,9 @@ describe('modem lifecycle over real PTYs', () => {
     const s = await sim({ sameAddress: 1 });
     const results: CommandResult[] = [];
     const rt = run(s, results);
-    await until(rt, online);
+    await reach(rt, online);
     rt.send({ type: 'command.rotate', id: 4 });
-    await until(rt, () => results.length === 1);
+    await reach(rt, () => results.length === 1);
     expect(results[0]).toMatchObject({ id: 4, ok: false, result: { error: 'rotation_failed', attempts: 2 } });
     expect(stateOf(rt)).toMatch(/^online\./);
   });
@@ -204,12 +204,12 @@ describe('modem lifecycle over real PTYs', () => {
     const s = await sim();
     const results: CommandResult[] = [];
     const rt = run(s, results);
-    await until(rt, online);
+    await reach(rt, online);
     rt.send({ type: 'command.disable', id: 5 });
-    await until(rt, (x) => x.matches('disabled'));
+    await reach(rt, (x) => x.matches('disabled'));
     expect(s.model.cfun).toBe(4);
     rt.send({ type: 'command.enable', id: 6 });
-    await until(rt, online);
+    await reach(rt, online);
     expect(s.model.cfun).toBe(1);
     expect(results.map((r) => [r.id, r.ok])).toEqual([
       [5, true],

@@ -7,7 +7,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { microsocksArgs, renderTinyproxy, type ProxySpec } from '../../src/net/proxyConfig.js';
 import { ProxyProcess, accepts, sweepProxies } from '../../src/net/proxyProcess.js';
-import { freePort } from '../../src/store/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
+import { ignoreTimeout, until } from '../helpers/until.js';
 
 /** Real Debian proxies on loopback: 127.0.10.x addresses stand for modem WAN addresses. */
 
@@ -140,8 +141,9 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     await writeFile(join(dir, 'orphan.pid'), `${orphan.pid} microsocks\n`);
     await writeFile(join(dir, 'stale.pid'), `999999 microsocks\n`);
     await writeFile(join(dir, 'not-ours.pid'), `${process.pid} node\n`);
-    for (let i = 0; i < 100 && !(await accepts(s.listen, s.socksPort)); i++)
-      await new Promise((r) => setTimeout(r, 20));
+    await until(() => accepts(s.listen, s.socksPort), { timeoutMs: 2_000, intervalMs: 20 }).catch(
+      ignoreTimeout,
+    );
     expect(await sweepProxies(dir)).toBe(1);
     const result = await orphan;
     expect(result.signal).toBe('SIGKILL');

@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { openSql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
-import { allocate, checkRanges, DEFAULT_RANGES } from '../../src/store/allocations.js';
+import { checkRanges, DEFAULT_RANGES } from '../../src/allocationRanges.js';
+import { allocate } from '../../src/store/allocations.js';
 import type { TransitionRecord } from '../../src/store/types.js';
 
 let db: TestDatabase;

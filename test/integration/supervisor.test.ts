@@ -9,9 +9,8 @@ import { SimLab } from '../../src/sim/simLab.js';
 import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
 import type { AllocationRanges, TransitionRecord } from '../../src/store/types.js';
-import { createRootLogger } from '../../src/log.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
-import { FAST_MODEM } from '../helpers/farm.js';
+import { FAST_MODEM, labSupervisor } from '../helpers/farm.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 
 const MODEM = FAST_MODEM;
@@ -69,18 +68,13 @@ function supervisor(
     hostId: options.hostId ?? 'host-a',
     ...(options.ranges ? { ranges: options.ranges } : {}),
   });
-  const s = new Supervisor({
-    store,
-    stateDir: options.stateDir ?? join(dir, `state-${options.hostId ?? 'host-a'}`),
-    scan: l.scan,
-    hotplug: l.hotplug(),
-    rescanIntervalMs: 2_000,
-    modem: MODEM,
-    link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
-    spool: { fsync: 'never' },
-    policy: { commandPollMs: 1_000, healthFlushMs: 200 },
-    ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
-  });
+  const s = new Supervisor(
+    labSupervisor(store, l, options.stateDir ?? join(dir, `state-${options.hostId ?? 'host-a'}`), {
+      modem: MODEM,
+      link: { presencePollMs: 100, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+      policy: { commandPollMs: 1_000, healthFlushMs: 200 },
+    }),
+  );
   s.events.on('transition', (r) => options.journal?.push(r));
   supervisors.push(s);
   return s;

@@ -9,12 +9,13 @@ import { Inspector } from '../../src/inspector/inspector.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql } from '../../src/store/database.js';
-import { EmbeddedCluster, freePort } from '../../src/store/embeddedCluster.js';
+import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 import { migrate } from '../../src/store/migrate.js';
 import { Store } from '../../src/store/store.js';
 import type { TransitionRecord } from '../../src/store/types.js';
 import { journalHoles } from '../helpers/db.js';
-import { FAST_MODEM, TOKEN, until } from '../helpers/farm.js';
+import { FAST_MODEM, TOKEN, labSupervisor, until } from '../helpers/farm.js';
 
 /**
  * Issue 9, database faults: a PostgreSQL of its own (the shared test server must not die) is
@@ -69,17 +70,13 @@ describe('reliability: database killed during churn', () => {
 
     const made: TransitionRecord[] = [];
     const executed = new Map<number, CommandOutcome[]>();
-    const supervisor = new Supervisor({
-      store,
-      stateDir: join(dir, 'state'),
-      scan: lab.scan,
-      hotplug: lab.hotplug(),
-      rescanIntervalMs: 2_000,
-      modem: { ...FAST_MODEM, signalPollMs: 2_000, maxRecoveries: 1_000 },
-      link: { presencePollMs: 200, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
-      spool: { fsync: 'never' },
-      policy: { commandPollMs: 1_000, commandTimeoutMs: 30_000, healthFlushMs: 500 },
-    });
+    const supervisor = new Supervisor(
+      labSupervisor(store, lab, join(dir, 'state'), {
+        modem: { ...FAST_MODEM, signalPollMs: 2_000, maxRecoveries: 1_000 },
+        link: { presencePollMs: 200, timeouts: { probe: 500, query: 2_000, cfun: 2_000 }, addressPollMs: 50 },
+        policy: { commandPollMs: 1_000, commandTimeoutMs: 30_000, healthFlushMs: 500 },
+      }),
+    );
     supervisor.events.on('transition', (record) => made.push(record));
     supervisor.events.on('command.finished', ({ command, outcome }) =>
       executed.set(command.id, [...(executed.get(command.id) ?? []), outcome]),
@@ -137,6 +134,9 @@ describe('reliability: database killed during churn', () => {
             plugged[i] = !plugged[i];
           } else if (action < 3) {
             lab.modem(i).setFaults({ dataCallRefused: random(2) === 0 });
+          } else if (action < 4) {
+            // the modem reset itself (RDY): journal rows while the database may be down
+            if (plugged[i]) lab.modem(i).inject('\r\nRDY\r\n');
           } else {
             const kind = (['rotate', 'rotate', 'rotate', 'reset', 'disable', 'enable'] as const)[random(6)];
             try {
@@ -211,7 +211,7 @@ describe('reliability: database killed during churn', () => {
         60_000,
         'journal caught up',
       );
-      // modems keep polling their signal (and journaling it): stop the farm, which flushes the
+      // modems may still be coming back from resets (and journaling it): stop the farm, which flushes the
       // journal, so that everything the actors made can be compared, the last records included
       await inspector.stop();
       await supervisor.stop();

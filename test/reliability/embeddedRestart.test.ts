@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql } from '../../src/store/database.js';
-import { freePort } from '../../src/store/embeddedCluster.js';
+import { freePort } from '../../src/util/ports.js';
 import { journalHoles } from '../helpers/db.js';
 import { until } from '../helpers/farm.js';
 

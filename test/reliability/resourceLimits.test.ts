@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterEach, describe, expect, it } from 'vitest';
 import { journalHoles } from '../helpers/db.js';
-import { startFarm, until, type TestFarm } from '../helpers/farm.js';
+import { selfResets, startFarm, until, type TestFarm } from '../helpers/farm.js';
 
 /**
  * Issue 9, resource limits: the journal spool on a file system that is read-only, or full, while
@@ -48,9 +48,11 @@ async function contiguousJournal(f: TestFarm): Promise<number> {
 async function outageUntilDropped(f: TestFarm): Promise<Date> {
   const cutAt = new Date();
   f.dbProxy.cut();
-  // four modems polling their signal every 500 ms journal a few records a second
+  // modems that reset themselves journal a few records a second
+  const stopResets = selfResets(f.lab, 250);
   await until(() => f.supervisor.journal.stats.dropped > 0, 30_000, 'records dropped');
   await new Promise((r) => setTimeout(r, 1_000));
+  await stopResets();
   f.dbProxy.up();
   await until(
     async () => {

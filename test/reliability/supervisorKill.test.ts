@@ -9,6 +9,7 @@ import { defaultProfiles } from '../../src/sim/profiles.js';
 import { NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
+import { until, type UntilOptions } from '../helpers/until.js';
 
 /**
  * Issue 9, supervisor faults: `modemfleet run` with the data plane, SIGKILLed — when idle, in the
@@ -98,18 +99,17 @@ function daemon(): { child: ResultPromise } {
   return { child };
 }
 
-async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) {
-      const state =
-        await db.sql`select m.imei, m.state, m.reason, host(m.wan_ip) as wan_ip, m.seq from modems m order by imei`;
-      const commands = await db.sql`select id, imei, kind, status, result from modem_commands order by id`;
-      throw new Error(`timed out waiting for ${what}: ${JSON.stringify({ state, commands })}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** Options of a wait on the farm: a timeout shows the modems and commands as the database has them. */
+const waiting = (what: string, timeoutMs: number): UntilOptions => ({
+  timeoutMs,
+  intervalMs: 200,
+  message: async () => {
+    const state =
+      await db.sql`select m.imei, m.state, m.reason, host(m.wan_ip) as wan_ip, m.seq from modems m order by imei`;
+    const commands = await db.sql`select id, imei, kind, status, result from modem_commands order by id`;
+    return `${what}: ${JSON.stringify({ state, commands })}`;
+  },
+});
 
 const modems = () =>
   db.sql<
@@ -165,7 +165,7 @@ async function stop(child: ResultPromise): Promise<void> {
 describe('modemfleet run with the data plane, killed and started again', () => {
   it('no orphan or duplicate proxy, no duplicate rules, same ports', async () => {
     const { child: first } = daemon();
-    await until(allServing, 40_000, 'serving');
+    await until(allServing, waiting('serving', 40_000));
     const before = await modems();
     expect(await proxyProcesses()).toHaveLength(2 * N);
 
@@ -178,8 +178,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
     await until(
       async () =>
         (await modems()).every((m, i) => m.seq > (before[i]?.seq ?? Infinity)) && (await allServing()),
-      40_000,
-      'serving again',
+      waiting('serving again', 40_000),
     );
     await consistent(before);
     await stop(second);
@@ -187,7 +186,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
 
   it('SIGKILL in the middle of a rotation: the command is recorded as interrupted, the address is consistent', async () => {
     const { child: first } = daemon();
-    await until(allServing, 40_000, 'serving');
+    await until(allServing, waiting('serving', 40_000));
     const before = await modems();
     const target = before[0];
     if (!target) throw new Error('no modem');
@@ -202,8 +201,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
           await db.sql`select 1 from modem_transitions where imei = ${target.imei} and seq > ${target.seq}
             and to_state like 'online.rotating%'`
         ).length > 0,
-      20_000,
-      'rotation started',
+      waiting('rotation started', 20_000),
     );
     first.kill('SIGKILL');
     await first;
@@ -217,8 +215,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
         >`select status from modem_commands where id = ${cmd?.id ?? 0}`;
         return c?.status === 'failed' && (await allServing());
       },
-      60_000,
-      'serving again, the rotation recorded',
+      waiting('serving again, the rotation recorded', 60_000),
     );
     const [c] = await db.sql<{ status: string; result: { error: string } }[]>`
       select status, result from modem_commands where id = ${cmd?.id ?? 0}`;
@@ -231,14 +228,13 @@ describe('modemfleet run with the data plane, killed and started again', () => {
 
   it('SIGKILL in the middle of a batch of plugs: every modem comes back with its ports', async () => {
     const { child: first } = daemon();
-    await until(allServing, 40_000, 'serving');
+    await until(allServing, waiting('serving', 40_000));
     const before = await modems();
     for (let i = 0; i < N; i++) await lab.unplug(i);
     await until(
       async () =>
         (await modems()).every((m) => m.state === 'removed') && (await proxyProcesses()).length === 0,
-      20_000,
-      'all removed',
+      waiting('all removed', 20_000),
     );
     // answers take 100 ms each: bringing the batch online takes a few seconds, the kill lands in it
     for (let i = 0; i < N; i++) lab.modem(i).setFaults({ slowMs: 100 });
@@ -250,8 +246,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
         states = (await modems()).map((m) => m.state);
         return states.some((s) => s !== 'removed');
       },
-      20_000,
-      'the batch begun',
+      waiting('the batch begun', 20_000),
     );
     first.kill('SIGKILL');
     await first;
@@ -261,7 +256,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
     expect(onlineAtKill).toBeLessThan(N); // the batch was in flight
 
     const { child: second } = daemon();
-    await until(allServing, 60_000, 'serving again');
+    await until(allServing, waiting('serving again', 60_000));
     await consistent(before);
     await stop(second);
   }, 150_000);

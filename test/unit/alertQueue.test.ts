@@ -1,12 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { AlertQueue } from '../../src/fleet/alertQueue.js';
 import type { AlertInput } from '../../src/store/types.js';
+import { until } from '../helpers/until.js';
 
 const alert = (kind: string): AlertInput => ({ kind, severity: 'critical', message: kind });
-const until = async (check: () => boolean): Promise<void> => {
-  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
-  expect(check()).toBe(true);
-};
+const soon = { timeoutMs: 2_000, intervalMs: 10 };
 
 describe('AlertQueue', () => {
   it('keeps alerts while the database is away and stores them in order, with the time they were raised', async () => {
@@ -24,7 +22,7 @@ describe('AlertQueue', () => {
     expect(stored).toEqual([]);
     expect(queue.waiting).toBe(2);
     up = true;
-    await until(() => stored.length === 2);
+    await until(() => stored.length === 2, soon);
     expect(stored.map((a) => a.kind)).toEqual(['spool_full', 'journal_gap']);
     for (const a of stored) expect(a.raisedAt?.getTime()).toBeLessThanOrEqual(raised);
     expect(queue.waiting).toBe(0);

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
-import { execa, type ResultPromise } from 'execa';
 import { ipBatch, ip } from '../../net/ip.js';
 import { probeInNamespace } from '../../net/nsProbe.js';
+import { run, spawnChild, type Child, type RunResult } from '../../process/run.js';
 import { ModemfleetError } from '../../util/errors.js';
 import { settlesWithin } from '../../util/time.js';
 
@@ -29,7 +29,7 @@ const here = (file: string): string => fileURLToPath(new URL(file, import.meta.u
 export class NetLab {
   readonly farm: string;
   readonly carrier: string;
-  private echo: ResultPromise | undefined;
+  private echo: Child | undefined;
 
   constructor(private readonly options: NetLabOptions) {
     if (!NAME.test(options.name)) throw new ModemfleetError('invalid_lab', 'lab name: a-z, 0-9, -');
@@ -54,8 +54,8 @@ export class NetLab {
 
   async start(): Promise<void> {
     await this.stop(); // a lab left by a killed run
-    await execa('ip', ['netns', 'add', this.farm]);
-    await execa('ip', ['netns', 'add', this.carrier]);
+    await ip(['netns', 'add', this.farm]);
+    await ip(['netns', 'add', this.carrier]);
     const links = [
       `link add mgmt0 netns ${this.farm} type veth peer name mgmtc netns ${this.carrier}`,
       ...Array.from(
@@ -92,7 +92,7 @@ export class NetLab {
     await this.sysctl(this.carrier, 'net.ipv4.conf.default.rp_filter=1');
     for (let i = 0; i < this.options.modems; i++)
       await this.sysctl(this.carrier, `net.ipv4.conf.cr${i}.rp_filter=1`);
-    this.echo = execa(
+    this.echo = spawnChild(
       'ip',
       [
         'netns',
@@ -105,7 +105,7 @@ export class NetLab {
         ECHO_ADDRESS,
         String(ECHO_PORT),
       ],
-      { reject: false, detached: true, cleanup: false, stdin: 'ignore', stderr: 'ignore', buffer: false },
+      { detached: true, cleanup: false, stdout: 'pipe' },
     );
     const ready = new Promise<void>((resolve) => this.echo?.stdout?.once('data', () => resolve()));
     const ok = await settlesWithin(ready, 10_000);
@@ -114,12 +114,12 @@ export class NetLab {
   }
 
   private async sysctl(ns: string, setting: string): Promise<void> {
-    await execa('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', setting]);
+    await ip(['netns', 'exec', ns, 'sysctl', '-q', '-w', setting]);
   }
 
   /** Runs a program inside the farm namespace (tests: the probe). */
-  inFarm(argv: readonly string[]) {
-    return execa('ip', ['netns', 'exec', this.farm, ...argv], { reject: false, timeout: 15_000 });
+  inFarm(argv: readonly string[]): Promise<RunResult> {
+    return run('ip', ['netns', 'exec', this.farm, ...argv], { timeoutMs: 15_000 });
   }
 
   /**
@@ -155,14 +155,14 @@ export class NetLab {
     await killIn(this.farm);
     await killIn(this.carrier);
     // deleting a namespace deletes its veths (and their peers)
-    await execa('ip', ['netns', 'del', this.farm], { reject: false });
-    await execa('ip', ['netns', 'del', this.carrier], { reject: false });
+    await run('ip', ['netns', 'del', this.farm]);
+    await run('ip', ['netns', 'del', this.carrier]);
   }
 }
 
 async function killIn(ns: string): Promise<void> {
-  const pids = await execa('ip', ['netns', 'pids', ns], { reject: false });
-  for (const pid of String(pids.stdout)
+  const pids = await run('ip', ['netns', 'pids', ns]);
+  for (const pid of pids.stdout
     .split('\n')
     .map(Number)
     .filter((p) => p > 0)) {

