@@ -249,7 +249,15 @@ export class JournalWriter {
     const lost = [...this.lost];
     this.lost.clear();
     try {
-      await this.options.sink.appendTransitions(lost.flatMap(([imei, l]) => this.placeholders(imei, l)));
+      const results = await this.options.sink.appendTransitions(
+        lost.flatMap(([imei, l]) => this.placeholders(imei, l)),
+      );
+      // a journal that waits for an earlier seq: its next record's gap path closes it
+      for (const r of results)
+        if (r.gapAt !== null) {
+          const l = lost.find(([imei]) => imei === r.imei)?.[1];
+          if (l && !this.lost.has(r.imei)) this.lost.set(r.imei, l);
+        }
     } catch (err) {
       // the database went away again: the next record of the modem (or the next replay) closes them
       for (const [imei, l] of lost) if (!this.lost.has(imei)) this.lost.set(imei, l);

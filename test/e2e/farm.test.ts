@@ -152,10 +152,17 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     );
     const rows = await modems();
     expect(new Set(rows.map((m) => m.wan_ip)).size).toBe(N);
-    for (const m of rows) {
-      expect(await probe('socks', endpoint(m))).toBe(m.wan_ip);
-      expect(await probe('http', endpoint(m))).toBe(m.wan_ip);
-    }
+    for (const m of rows)
+      for (const kind of ['socks', 'http'] as const) {
+        // each modem's proxies start on their own once its routing is verified
+        let seen: string | null = null;
+        await until(
+          async () => (seen = await probe(kind, endpoint(m))) !== null,
+          15_000,
+          `${kind} of ${m.imei}`,
+        );
+        expect(seen).toBe(m.wan_ip);
+      }
     // DNS leak guard: each modem's proxies run under its own uid, whose traffic uses its table
     const rules = await ipJson<{ priority?: number; uid_start?: number; table?: string }>(['rule', 'show'], {
       netns: net.farm,

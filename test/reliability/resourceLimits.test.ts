@@ -52,7 +52,6 @@ async function outageUntilDropped(f: TestFarm): Promise<Date> {
   const stopResets = selfResets(f.lab, 250);
   await until(() => f.supervisor.journal.stats.dropped > 0, 30_000, 'records dropped');
   await new Promise((r) => setTimeout(r, 1_000));
-  await stopResets();
   f.dbProxy.up();
   await until(
     async () => {
@@ -62,8 +61,9 @@ async function outageUntilDropped(f: TestFarm): Promise<Date> {
     30_000,
     'journal and alerts back in PostgreSQL',
   );
-  // the placeholders go in with the next record of each modem that lost some
+  // the placeholders go in once the database is back (or with the next record of the modem)
   await new Promise((r) => setTimeout(r, 1_500));
+  await stopResets();
   await f.supervisor.journal.flush();
   return cutAt;
 }
