@@ -39,17 +39,17 @@ afterEach(async () => {
 async function hangingIp(hangs: number): Promise<{ bin: string; calls: () => Promise<number> }> {
   const bin = join(dir, 'ip');
   const counter = join(dir, 'calls');
-  await writeFile(counter, '0');
+  await writeFile(counter, ''); // one line per call: appends, never a truncated file a reader could see
   await writeFile(
     bin,
     `#!/bin/bash
-n=$(cat '${counter}'); echo $((n + 1)) > '${counter}'
+n=$(wc -l < '${counter}'); echo >> '${counter}'
 if [ "$n" -lt ${hangs} ]; then trap '' TERM; exec -a ${MARK} sleep 3600; fi
 exec ip "$@"
 `,
   );
   await chmod(bin, 0o755);
-  return { bin, calls: async () => Number(await readFile(counter, 'utf8')) };
+  return { bin, calls: async () => (await readFile(counter, 'utf8')).split('\n').length - 1 };
 }
 
 describe('process faults', () => {
