@@ -26,8 +26,14 @@ export interface Config {
   scan: { sysRoot: string; devRoot: string };
   /** Hotplug events: `udev` (udevadm monitor), `watch` (a watch on the fake sysfs tree), `none`. */
   hotplug: 'udev' | 'watch' | 'none';
-  /** APN set before every data call; unset keeps the modem's own. */
+  /** The APN, in place before the modem attaches; unset keeps the modem's own. */
   apn: string | undefined;
+  /** APNs by operator: MCC+MNC of the SIM (5 or 6 digits, e.g. "26202") → APN; `apn` is the default. */
+  apnByOperator: Record<string, string>;
+  /** A modem found in another `AT+QCFG="usbnet"` mode is switched to QMI and reset (default: error). */
+  switchUsbnet: boolean;
+  /** MTU put on a modem's link when the modem reports none (default 1500). */
+  mtu: number;
   /** argv of a USB power-cycle command (the last rung of the recovery ladder), e.g. uhubctl. */
   powerCycleCommand: string[] | undefined;
   /** Timings and limits of every modem machine (see ModemConfig). */
@@ -73,6 +79,9 @@ const FILE_KEYS = [
   'scan',
   'hotplug',
   'apn',
+  'apnByOperator',
+  'switchUsbnet',
+  'mtu',
   'powerCycleCommand',
   'modem',
   'spoolFsync',
@@ -81,6 +90,25 @@ const FILE_KEYS = [
   'http',
   'proxyHost',
 ] as const;
+
+const APN = /^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/;
+
+/** `{ "26202": "web.vodafone.de", ... }`: MCC+MNC (5 or 6 digits) → APN. */
+function apnMap(value: unknown, problems: string[]): Record<string, string> {
+  if (value === undefined) return {};
+  if (!isRecord(value)) {
+    problems.push('apnByOperator: must be an object of MCC+MNC → APN, e.g. {"26202": "web.vodafone.de"}');
+    return {};
+  }
+  const out: Record<string, string> = {};
+  for (const [key, apn] of Object.entries(value)) {
+    if (!/^\d{5,6}$/.test(key)) problems.push(`apnByOperator.${key.slice(0, 32)}: the key must be MCC+MNC, 5 or 6 digits`);
+    else if (typeof apn !== 'string' || !APN.test(apn))
+      problems.push(`apnByOperator.${key}: letters, digits, dots and dashes, at most 62`);
+    else out[key] = apn;
+  }
+  return out;
+}
 
 function defaultHostId(): string {
   const name = hostname()
@@ -373,6 +401,9 @@ export function loadConfig(
     scan: scan(file['scan'], problems),
     hotplug: 'udev',
     apn: str(file['apn'], 'apn', problems),
+    apnByOperator: apnMap(file['apnByOperator'], problems),
+    switchUsbnet: false,
+    mtu: int(file['mtu'], 'mtu', problems, 576, 9000) ?? 1500,
     powerCycleCommand: argv(file['powerCycleCommand'], 'powerCycleCommand', problems),
     modem: modem(file['modem'], problems),
     spoolFsync: 'always',
@@ -390,8 +421,11 @@ export function loadConfig(
   const fsync = file['spoolFsync'];
   if (fsync === 'always' || fsync === 'never') config.spoolFsync = fsync;
   else if (fsync !== undefined) problems.push(`spoolFsync: must be "always" or "never"`);
-  if (config.apn !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/.test(config.apn))
+  if (config.apn !== undefined && !APN.test(config.apn))
     problems.push('apn: letters, digits, dots and dashes, at most 62');
+  const switchUsbnet = file['switchUsbnet'];
+  if (typeof switchUsbnet === 'boolean') config.switchUsbnet = switchUsbnet;
+  else if (switchUsbnet !== undefined) problems.push('switchUsbnet: must be true or false');
   if (config.modem.powerCycle && !config.powerCycleCommand)
     problems.push('modem.powerCycle: needs powerCycleCommand');
   if (problems.length > 0) throw new ConfigError(problems);

@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
 import { UdevadmSource, SysfsWatchSource, type HotplugSource } from './detect/hotplugSources.js';
+import { SysfsWwanControl } from './net/wwan.js';
 import { Supervisor, type SupervisorOptions } from './fleet/supervisor.js';
 import { probeInNamespace } from './net/nsProbe.js';
 import type { Logger } from './log.js';
@@ -165,7 +166,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       modem: config.modem,
       link: {
         apn: config.apn,
+        apnByOperator: config.apnByOperator,
+        switchUsbnet: config.switchUsbnet,
+        mtu: config.mtu,
         powerCycleCommand: config.powerCycleCommand,
+        // with a data plane the qmi_wwan links are ours: raw-IP, link state and MTU through sysfs
+        ...(config.dataPlane ? { wwan: new SysfsWwanControl({ netns: config.dataPlane.netns }) } : {}),
       },
       spool: { fsync: config.spoolFsync, maxBytes: config.spoolMaxBytes },
       ...(config.dataPlane ? { dataPlane: await dataPlaneOptions(config, log) } : {}),
