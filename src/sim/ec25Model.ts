@@ -147,8 +147,7 @@ export class Ec25Model {
   usbnet: UsbNet;
   /** Written by `AT+QCFG="usbnet",<n>`, in effect from the next power-on. */
   usbnetPending: UsbNet | null = null;
-  /** The default bearer's address while attached (AT+CGPADDR shows it, call or no call). */
-  address: string | null = null;
+  private bearer: string | null = null;
   /** Drawn per power-on: how long from the tty appearing to RDY. */
   bootDelayMs = 0;
   private powered = true;
@@ -202,7 +201,7 @@ export class Ec25Model {
       this.usbnetPending = null;
     }
     this.attached = false;
-    this.address = null;
+    this.bearer = null;
     this.callUpAt = null;
     this.urcs = [];
     this.bootDelayMs = this.draw('bootMs');
@@ -231,7 +230,7 @@ export class Ec25Model {
   powerOff(): void {
     this.powered = false;
     this.attached = false;
-    this.address = null;
+    this.bearer = null;
     this.callUpAt = null;
   }
 
@@ -242,6 +241,12 @@ export class Ec25Model {
   /** The old name of the host's call. */
   get dataCall(): boolean {
     return this.hostCall;
+  }
+
+  /** The default bearer's address while attached (AT+CGPADDR shows it, call or no call). */
+  get address(): string | null {
+    this.sync();
+    return this.bearer;
   }
 
   get isAttached(): boolean {
@@ -277,14 +282,14 @@ export class Ec25Model {
 
   private attach(): void {
     this.attached = true;
-    this.address = this.newAddress();
-    this.lastAddress = this.address;
+    this.bearer = this.newAddress();
+    this.lastAddress = this.bearer;
   }
 
   /** Registration lost: the bearer and with it the host's call are gone. */
   private detach(): void {
     this.attached = false;
-    this.address = null;
+    this.bearer = null;
     this.callUpAt = null;
   }
 
@@ -359,7 +364,12 @@ export class Ec25Model {
   private lteSignal(csq: number): { rssi: number; rsrp: number; rsrq: number; sinr: number } {
     const rssi = 2 * csq - 113;
     const sinrDb = Math.max(-20, Math.min(30, Math.round((csq - 10) * 1.2)));
-    return { rssi, rsrp: rssi - 30, rsrq: Math.max(-20, Math.min(-3, -20 + Math.round(csq / 2))), sinr: (sinrDb + 20) * 5 };
+    return {
+      rssi,
+      rsrp: rssi - 30,
+      rsrq: Math.max(-20, Math.min(-3, -20 + Math.round(csq / 2))),
+      sinr: (sinrDb + 20) * 5,
+    };
   }
 
   /** A CME error as `AT+CMEE` asks: 0 plain ERROR, 1 numeric, 2 verbose. */
@@ -453,7 +463,7 @@ export class Ec25Model {
       case 'AT+CREG?':
       case 'AT+CGREG?':
       case 'AT+CEREG?': {
-        const d = upper.slice(4, -1).toLowerCase() as Domain;
+        const d = upper.slice(3, -1).toLowerCase() as Domain;
         return [this.regLine(d, this.registrationStat(d), true), 'OK'];
       }
       case 'AT+QENG="SERVINGCELL"': {
@@ -473,14 +483,14 @@ export class Ec25Model {
       case 'AT+CGPADDR=1':
       case 'AT+CGPADDR':
         // the bearer's address as soon as attached, whether or not the host started a call
-        return [`+CGPADDR: 1,"${this.address ?? '0.0.0.0'}"`, 'OK'];
+        return [`+CGPADDR: 1,"${this.bearer ?? '0.0.0.0'}"`, 'OK'];
       case 'AT+CGCONTRDP=1':
       case 'AT+CGCONTRDP': {
-        if (!this.address) return ['OK'];
-        const { mask, gateway } = this.bearerNet(this.address);
+        if (!this.bearer) return ['OK'];
+        const { mask, gateway } = this.bearerNet(this.bearer);
         const [dns1, dns2] = this.profile.dns ?? DEFAULT_DNS;
         return [
-          `+CGCONTRDP: 1,5,"${this.apn}","${this.address}.${mask}","${gateway}","${dns1}","${dns2}"`,
+          `+CGCONTRDP: 1,5,"${this.apn}","${this.bearer}.${mask}","${gateway}","${dns1}","${dns2}"`,
           'OK',
         ];
       }

@@ -55,11 +55,7 @@ export function timingProfile(name: TimingName): SimTimings {
 }
 
 /** n valid, distinct profiles: IMEIs with Luhn digit (TAC of an EC25), ICCIDs 89..., IMSIs. */
-export function defaultProfiles(
-  n: number,
-  seed = 1,
-  options: { timing?: TimingName } = {},
-): SimProfile[] {
+export function defaultProfiles(n: number, seed = 1, options: { timing?: TimingName } = {}): SimProfile[] {
   const rand = seededRandom(seed);
   return Array.from({ length: n }, (_, i) => {
     const serial = String(100000 + ((seed * 7919 + i) % 900000)).padStart(6, '0');
@@ -95,11 +91,7 @@ const isRecord = (v: unknown): v is Record<string, unknown> =>
  * Profiles from a JSON file's content: an array of partial profiles laid over `defaultProfiles`.
  * Every problem is reported as `path: message`.
  */
-export function parseProfiles(
-  value: unknown,
-  seed = 1,
-  options: { timing?: TimingName } = {},
-): SimProfile[] {
+export function parseProfiles(value: unknown, seed = 1, options: { timing?: TimingName } = {}): SimProfile[] {
   const problems: string[] = [];
   if (!Array.isArray(value)) throw new ConfigError(['profiles: must be a JSON array of modem profiles']);
   const base = defaultProfiles(value.length, seed, options);
@@ -131,7 +123,8 @@ export function parseProfiles(
       if (!isRecord(item['timings'])) problems.push(`${at}.timings: must be an object`);
       else
         for (const [k, v] of Object.entries(item['timings'])) {
-          if (!TIMING_KEYS.includes(k as keyof SimTimings)) problems.push(`${at}.timings.${k}: unknown timing`);
+          if (!TIMING_KEYS.includes(k as keyof SimTimings))
+            problems.push(`${at}.timings.${k}: unknown timing`);
           else {
             const d = duration(v);
             if (d === undefined)
@@ -218,7 +211,8 @@ const TIMING_KEYS: readonly (keyof SimTimings)[] = [
 ];
 const MAX_MS = 600_000;
 
-const isMs = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= MAX_MS;
+const isMs = (v: unknown): v is number =>
+  typeof v === 'number' && Number.isFinite(v) && v >= 0 && v <= MAX_MS;
 
 /** A timing from JSON: ms, or `[min, max]`; undefined when invalid. */
 function duration(v: unknown): Duration | undefined {

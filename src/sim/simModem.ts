@@ -26,9 +26,7 @@ const TICK_MS = 100;
  * re-enumeration: the kernel's per-link settings are lost) or went away.
  */
 export type SimModemEvent =
-  | { type: 'hostCall'; up: boolean }
-  | { type: 'plugged'; enumerations: number }
-  | { type: 'unplugged' };
+  { type: 'hostCall'; up: boolean } | { type: 'plugged'; enumerations: number } | { type: 'unplugged' };
 
 /**
  * A simulated EC25 behind a tty path: by default a real PTY (`socat PTY,link=<dir>/<name>`) the
@@ -128,8 +126,7 @@ export class SimModem {
     this.input = '';
     await this.wire.open(this.atPort, (chunk) => this.onInput(chunk));
     this.enumerated++;
-    const live = (): boolean =>
-      this.generation === generation && this.wire.isOpen && !this.model.faults.hang;
+    const live = (): boolean => this.generation === generation && this.wire.isOpen && !this.model.faults.hang;
     const busyMs = this.model.faults.simBusyMs;
     // RDY, then the SIM's URCs (after the SIM's busy time)
     setTimeout(() => {
