@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { sleep } from '../util/time.js';
-import { Ec25Model, frame, type SimFaults, type SimProfile } from './ec25Model.js';
+import { Ec25Model, frame, type SimFaults, type SimProfile, type UsbNet } from './ec25Model.js';
 import { MemoryWire, PtyWire, type SimWire } from './simWire.js';
 
 export interface SimModemOptions {
@@ -66,6 +66,11 @@ export class SimModem {
   /** How many times the tty appeared (1 after start, +1 per re-enumeration or replug). */
   get enumerations(): number {
     return this.enumerated;
+  }
+
+  /** The USB network function in effect (`AT+QCFG="usbnet"`): 0 QMI, 1 ECM, 2 MBIM, 3 RNDIS. */
+  get usbnet(): UsbNet {
+    return this.model.usbnet;
   }
 
   /** The host's data call is up (and the modem is plugged). */
