@@ -1,5 +1,5 @@
 /**
- * One simulated Quectel EC25: its state and its answers, in the exact formats of docs/ec25.md.
+ * One simulated Quectel EC25: its state and its answers, in the formats of docs/ec25.md (sources there).
  * Pure: time comes from `now()`, chance from `random()`; the PTY host (simModem.ts) turns answers
  * and URCs into bytes on a real tty. State that follows time (attach, the host's call) is brought
  * up to date lazily by `sync()`, which every command and the host's tick call.
@@ -15,13 +15,13 @@ export interface SimFaults {
   pinLocked: boolean;
   /** AT+CPIN? / AT+CIMI / AT+QCCID → +CME ERROR: 13, for good. */
   simFailure: boolean;
-  /** After each boot (RDY) the SIM is busy this long: +CME ERROR: 14, no attach yet. */
+  /** After each boot (RDY) the SIM is busy this long: +CME ERROR: 14, no attach yet (docs/ec25.md §5). */
   simBusyMs: number;
   /** EPS (+CEREG): ok (1 once attached), roaming (5 once attached), denied (3), searching (2). */
   registration: Registration;
-  /** CS (+CREG) stat 0-10; null: the same as EPS. A data-only SIM: 0 (or 2). */
+  /** CS (+CREG) stat 0-11; null: the same as EPS. A data-only SIM: 0 (or 2) (docs/ec25.md §3). */
   cs: number | null;
-  /** PS (+CGREG) stat 0-10; null: the same as EPS. */
+  /** PS (+CGREG) stat 0-11; null: the same as EPS. */
   ps: number | null;
   /** AT$QCRMCALL=1,1 (and AT+QNETDEVCTL=1,...) → ERROR. */
   dataCallRefused: boolean;
@@ -112,7 +112,7 @@ export interface Answer {
   reset?: boolean;
 }
 
-/** 3GPP TS 27.007 §9.2 texts for `AT+CMEE=2` (docs/ec25.md "CME errors"). */
+/** 3GPP TS 27.007 §9.2 texts for `AT+CMEE=2` (docs/ec25.md §5). */
 const CME_TEXT: Record<number, string> = {
   3: 'operation not allowed',
   4: 'operation not supported',
@@ -143,7 +143,7 @@ export class Ec25Model {
   /** `AT+CGEREP` mode: +CGEV URCs only when non-zero. */
   cgerep = 0;
   apn = 'internet';
-  /** The USB network function in effect (docs/ec25.md "USB identity": a change needs a reset). */
+  /** The USB network function in effect (docs/ec25.md §1: a change needs a reset). */
   usbnet: UsbNet;
   /** Written by `AT+QCFG="usbnet",<n>`, in effect from the next power-on. */
   usbnetPending: UsbNet | null = null;
@@ -301,7 +301,7 @@ export class Ec25Model {
     return out;
   }
 
-  /** The network deactivates the default PDN: the host's call drops, the modem stays attached. */
+  /** The network deactivates the default PDN: the host's call drops, the modem stays attached (docs/ec25.md §4). */
   dropCall(): void {
     this.sync();
     this.callUpAt = null;
@@ -337,7 +337,7 @@ export class Ec25Model {
 
   /**
    * `+CEREG: <n>,<stat>[,"<tac>","<ci>",7]` (query) or `+CEREG: <stat>[,...]` (URC); CREG/CGREG
-   * carry the lac there (docs/ec25.md "Commands and exact answers"; 3GPP TS 27.007 §7.2, §10.1.20).
+   * carry the lac there; location only while registered (docs/ec25.md §3).
    */
   private regLine(domain: Domain, stat: number, query: boolean): string {
     const mode = this.regMode[domain];
@@ -360,7 +360,7 @@ export class Ec25Model {
     return this.rssi;
   }
 
-  /** rssi, rsrp, rsrq in dBm/dB and SINR raw 0-250 (dB = raw/5 − 20), docs/ec25.md `AT+QCSQ`. */
+  /** rssi, rsrp, rsrq in dBm/dB and SINR raw 0-250 (dB = raw/5 − 20), docs/ec25.md §6. */
   private lteSignal(csq: number): { rssi: number; rsrp: number; rsrq: number; sinr: number } {
     const rssi = 2 * csq - 113;
     const sinrDb = Math.max(-20, Math.min(30, Math.round((csq - 10) * 1.2)));
@@ -482,10 +482,11 @@ export class Ec25Model {
         return [`+CGDCONT: 1,"IP","${this.apn}","0.0.0.0",0,0,0,0`, 'OK'];
       case 'AT+CGPADDR=1':
       case 'AT+CGPADDR':
-        // the bearer's address as soon as attached, whether or not the host started a call
+        // the bearer's address as soon as attached, whether or not the host started a call (docs/ec25.md §2d)
         return [`+CGPADDR: 1,"${this.bearer ?? '0.0.0.0'}"`, 'OK'];
       case 'AT+CGCONTRDP=1':
       case 'AT+CGCONTRDP': {
+        // docs/ec25.md §2c: address and mask in one field; nothing active → OK alone
         if (!this.bearer) return ['OK'];
         const { mask, gateway } = this.bearerNet(this.bearer);
         const [dns1, dns2] = this.profile.dns ?? DEFAULT_DNS;
@@ -510,7 +511,7 @@ export class Ec25Model {
         return [`+CFUN: ${this.cfun}`, 'OK'];
       case 'AT+CFUN=0':
       case 'AT+CFUN=4':
-        // detach: bearer and the host's call are gone; answered after up to seconds (docs/ec25.md "Timings")
+        // detach: bearer and the host's call are gone; answered after up to seconds (docs/ec25.md §7, §10)
         this.cfun = Number(upper.slice(-1));
         this.sync();
         return { lines: ['OK'], delayMs: this.draw('cfunMs') };
@@ -527,13 +528,13 @@ export class Ec25Model {
     }
   }
 
-  /** ECM (1) or RNDIS (3): the modems' own NAT and DHCP, dialled with AT+QNETDEVCTL. */
+  /** ECM (1) or RNDIS (3): the modem's own NAT and DHCP, dialled with AT+QNETDEVCTL (docs/ec25.md §2b). */
   private ecmMode(): boolean {
     return this.usbnet === 1 || this.usbnet === 3;
   }
 
   /**
-   * `AT$QCRMCALL=1,1`: the host's RmNet call, QMI mode only (docs/ec25.md "Data connection"):
+   * `AT$QCRMCALL=1,1`: the host's RmNet call, QMI mode only (docs/ec25.md §2b):
    * `$QCRMCALL: 1,V4` + OK after the call set-up time.
    */
   private rmnetCall(): string[] | { lines: string[]; delayMs: number } {

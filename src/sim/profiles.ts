@@ -37,8 +37,8 @@ export type TimingName = 'fast' | 'realistic';
 export const TIMING_NAMES: readonly TimingName[] = ['fast', 'realistic'];
 
 /**
- * `fast`: milliseconds, for tests. `realistic`: what the field shows (docs/ec25.md "Timings in the
- * field"): RDY 10-20 s after a reset (tty gone 4-8 s, then 6-12 s to RDY), attach 2-15 s,
+ * `fast`: milliseconds, for tests. `realistic`: what the field shows (docs/ec25.md §10, estimates
+ * there): RDY 10-20 s after a reset (tty gone 4-8 s, then 6-12 s to RDY), attach 2-15 s,
  * `AT+CFUN=0` up to ~5 s, a data call 1-3 s; each event draws anew within its range.
  */
 export function timingProfile(name: TimingName): SimTimings {
@@ -231,9 +231,9 @@ function faultProblem(key: string, v: unknown): string | undefined {
         : 'ok, roaming, denied or searching';
     case 'cs':
     case 'ps':
-      return v === null || (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 10)
+      return v === null || (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 11)
         ? undefined
-        : 'null (as EPS) or a registration stat 0-10';
+        : 'null (as EPS) or a registration stat 0-11';
     case 'simBusyMs':
     case 'slowMs':
       return isMs(v) ? undefined : 'must be 0-600000 ms';

@@ -90,7 +90,7 @@ export class SimLab {
   }
 
   /**
-   * Modem i's USB interfaces for its usbnet mode (docs/ec25.md "USB identity"): QMI (0) and MBIM
+   * Modem i's USB interfaces for its usbnet mode (docs/ec25.md §1): QMI (0) and MBIM
    * (2) have `wwan<i>` and `cdc-wdm<i>`; ECM (1) and RNDIS (3) an Ethernet-like `usb<i>` and no
    * control device.
    */

@@ -100,7 +100,7 @@ export class SimModem {
   }
 
   /**
-   * The network deactivates the default PDN (docs/ec25.md `AT+CGEREP`): the host's call drops,
+   * The network deactivates the default PDN (docs/ec25.md §4): the host's call drops,
    * `+CGEV: NW PDN DEACT 1` when CGEREP is on; the modem stays attached and can be redialled.
    */
   dropCall(): void {

@@ -325,7 +325,7 @@ describe('EC25 model', () => {
           usbnet: 4,
           dns: ['x'],
           timings: { callMs: [3, 1], bogusMs: 1 },
-          faults: { cs: 11, registration: 'maybe', simBusyMs: -1, nope: true },
+          faults: { cs: 12, registration: 'maybe', simBusyMs: -1, nope: true },
         },
       ]);
     } catch (e) {
@@ -335,7 +335,7 @@ describe('EC25 model', () => {
     expect((err as ConfigError).problems).toEqual([
       'profiles[0].timings.callMs: must be 0-600000 ms, or [min, max] within that',
       'profiles[0].timings.bogusMs: unknown timing',
-      'profiles[0].faults.cs: null (as EPS) or a registration stat 0-10',
+      'profiles[0].faults.cs: null (as EPS) or a registration stat 0-11',
       'profiles[0].faults.registration: ok, roaming, denied or searching',
       'profiles[0].faults.simBusyMs: must be 0-600000 ms',
       'profiles[0].faults.nope: unknown fault',

@@ -25,7 +25,7 @@ export interface LabModems {
 export const GATE_TABLE = 'lab_wwan';
 
 /**
- * The lab's stand-in for the kernel's qmi_wwan (docs/ec25.md "Data connection"), for NetLab's veth
+ * The lab's stand-in for the kernel's qmi_wwan (docs/ec25.md §2a), for NetLab's veth
  * links (modem i ↔ farm `wwan{i}` ↔ carrier `cr{i}`):
  * - `raw_ip` per link, `N` after every plug or re-enumeration of the simulated modem (the kernel's
  *   setting is lost with the device); a write while the farm-side link is up fails `link_busy`
