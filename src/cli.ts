@@ -6,6 +6,7 @@ import { formatStatusTable } from './cli/status.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
 import { runDemo } from './demo.js';
+import { TIMING_NAMES, type TimingName } from './sim/profiles.js';
 import { runSim } from './sim/simCommand.js';
 import { createRootLogger, type Logger } from './log.js';
 import { migrate } from './store/migrate.js';
@@ -41,6 +42,14 @@ const oneShot = (log: Logger): SystemOptions => ({
 
 const stringOption = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
 
+/** `--timing fast|realistic` of the simulated modems (default fast). */
+function timingOption(value: unknown): TimingName {
+  const v = stringOption(value) ?? 'fast';
+  if (!(TIMING_NAMES as readonly string[]).includes(v))
+    throw new UsageError('--timing must be fast or realistic');
+  return v as TimingName;
+}
+
 function intOption(value: unknown, name: string, fallback: number, min: number, max: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
@@ -75,9 +84,10 @@ const COMMANDS: Record<string, CommandSpec> = {
   demo: {
     summary: 'run a simulated farm with the inspector',
     usage:
-      'demo [--modems N] [--http HOST:PORT] [--proxy auto|3proxy|microsocks|tinyproxy] [--state-dir DIR]',
+      'demo [--modems N] [--http HOST:PORT] [--proxy auto|3proxy|microsocks|tinyproxy] [--state-dir DIR] [--timing fast|realistic]',
     options: {
       modems: { type: 'string' },
+      timing: { type: 'string' },
       http: { type: 'string' },
       proxy: { type: 'string' },
       'state-dir': { type: 'string' },
@@ -100,6 +110,7 @@ const COMMANDS: Record<string, CommandSpec> = {
           modems: intOption(values['modems'], '--modems', 8, 1, 200),
           http,
           proxy: proxy as 'auto' | '3proxy' | 'microsocks' | 'tinyproxy',
+          timing: timingOption(values['timing']),
           print: (line) => process.stdout.write(`${line}\n`),
         },
         log,
@@ -108,12 +119,19 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   sim: {
     summary: 'run only the EC25 simulator; prints one JSON line per modem',
-    usage: 'sim [--modems N] [--profile FILE] [--dir DIR]',
-    options: { modems: { type: 'string' }, profile: { type: 'string' }, dir: { type: 'string' } },
+    usage: 'sim [--modems N] [--profile FILE] [--dir DIR] [--timing fast|realistic]',
+    options: {
+      modems: { type: 'string' },
+      profile: { type: 'string' },
+      dir: { type: 'string' },
+      timing: { type: 'string' },
+    },
     run: async ({ values, log }) => {
       const modems = intOption(values['modems'], '--modems', 8, 1, 1_000);
+      const timing = timingOption(values['timing']);
       await runSim({
         modems,
+        timing,
         profileFile: stringOption(values['profile']),
         dir: stringOption(values['dir']),
         log,

@@ -5,7 +5,7 @@ import type { Config } from './config.js';
 import { startInspector } from './daemon.js';
 import { Supervisor } from './fleet/supervisor.js';
 import type { Logger } from './log.js';
-import { defaultProfiles } from './sim/profiles.js';
+import { defaultProfiles, timingProfile, type TimingName } from './sim/profiles.js';
 import { SimLab } from './sim/simLab.js';
 import { openSystem } from './system.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
@@ -18,6 +18,8 @@ export interface DemoOptions {
   /** Where the inspector listens (default 127.0.0.1:8080; port 0 picks a free one). */
   http: { host: string; port: number };
   proxy: 'auto' | '3proxy' | 'microsocks' | 'tinyproxy';
+  /** Simulated modem timings: `fast` (default, milliseconds) or `realistic` (seconds, as in the field). */
+  timing?: TimingName;
   /** Printed lines go here (stdout); logs go to the logger. */
   print: (line: string) => void;
 }
@@ -81,10 +83,13 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     const address = echo.address();
     const echoUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/`;
 
+    const realistic = options.timing === 'realistic';
     const profiles = defaultProfiles(options.modems, 7).map((p, i) => ({
       ...p,
       subnet: `127.0.${10 + i}`,
-      timings: { bootMs: 200, latencyMs: 5, attachMs: 800, resetMs: 1_000 },
+      timings: realistic
+        ? timingProfile('realistic')
+        : { bootMs: 200, latencyMs: 5, attachMs: 800, resetMs: 1_000, callMs: 50, cfunMs: 20 },
       faults: {
         ...p.faults,
         ...(i === 2 ? { noSim: true } : {}),
@@ -131,7 +136,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     stops.push(() => inspector.stop());
 
     // wait for the farm to settle (the modem without a SIM ends in error on purpose)
-    const deadline = Date.now() + 30_000;
+    const deadline = Date.now() + (realistic ? 90_000 : 30_000);
     let modems = await store.modems();
     while (Date.now() < deadline && modems.filter((m) => m.state === 'online').length < options.modems - 1) {
       await Promise.race([sleep(500), signal.received]);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { ConfigError } from '../util/errors.js';
 import { shutdownSignal } from '../util/signals.js';
-import { defaultProfiles, parseProfiles } from './profiles.js';
+import { defaultProfiles, parseProfiles, type TimingName } from './profiles.js';
 import { SimFarm } from './simFarm.js';
 
 /**
@@ -16,9 +16,12 @@ export async function runSim(options: {
   modems: number;
   profileFile?: string | undefined;
   dir?: string | undefined;
+  /** Simulated timings: `fast` (default) or `realistic` (seconds, as in the field). */
+  timing?: TimingName | undefined;
   log: Logger;
 }): Promise<void> {
-  let profiles = defaultProfiles(options.modems);
+  const timing = { timing: options.timing ?? 'fast' } as const;
+  let profiles = defaultProfiles(options.modems, 1, timing);
   if (options.profileFile) {
     let parsed: unknown;
     try {
@@ -26,7 +29,7 @@ export async function runSim(options: {
     } catch (err) {
       throw new ConfigError([`${options.profileFile}: ${(err as Error).message}`]);
     }
-    profiles = parseProfiles(parsed);
+    profiles = parseProfiles(parsed, 1, timing);
   }
   const own = options.dir === undefined;
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'modemfleet-sim-')));

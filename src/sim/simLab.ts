@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { SysfsWatchSource } from '../detect/hotplugSources.js';
 import type { ScanOptions } from '../detect/sysfsScan.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { SimProfile } from './ec25Model.js';
-import { FakeSysfs } from './fakeSysfs.js';
+import type { SimProfile, UsbNet } from './ec25Model.js';
+import { FakeSysfs, type FakeUsbModem } from './fakeSysfs.js';
 import { SimModem } from './simModem.js';
 import { openMemoryPort } from './simWire.js';
 import type { PortLike } from '../at/atTransport.js';
@@ -28,6 +28,8 @@ export class SimLab {
   readonly sysfs: FakeSysfs;
   readonly modems: SimModem[];
   private readonly devDir: string;
+  /** The usbnet mode each plugged modem's sysfs entries were laid out for. */
+  private readonly laidOut: (UsbNet | undefined)[] = [];
 
   constructor(private readonly options: SimLabOptions) {
     this.sysfs = new FakeSysfs(join(options.dir, 'sys'));
@@ -42,6 +44,16 @@ export class SimLab {
           log: options.log ?? silentLogger,
           ...(options.random ? { random: options.random } : {}),
         }),
+    );
+    // a reset that changed usbnet re-enumerates with another interface layout
+    this.modems.forEach((modem, i) =>
+      modem.onEvent((event) => {
+        const was = this.laidOut[i];
+        if (event.type !== 'plugged' || was === undefined || was === modem.usbnet) return;
+        void this.layOut(i).catch((err: unknown) =>
+          (options.log ?? silentLogger).warn({ err }, 'sim lab: sysfs re-layout failed'),
+        );
+      }),
     );
   }
 
@@ -73,14 +85,34 @@ export class SimLab {
   async plug(i: number): Promise<void> {
     const modem = this.modem(i);
     await modem.start();
-    await this.sysfs.plug({
+    await this.sysfs.plug(this.layout(i));
+    this.laidOut[i] = modem.usbnet;
+  }
+
+  /**
+   * Modem i's USB interfaces for its usbnet mode (docs/ec25.md §1): QMI (0) and MBIM
+   * (2) have `wwan<i>` and `cdc-wdm<i>`; ECM (1) and RNDIS (3) an Ethernet-like `usb<i>` and no
+   * control device.
+   */
+  layout(i: number): FakeUsbModem {
+    const usbnet = this.modem(i).usbnet;
+    const qmiLike = usbnet === 0 || usbnet === 2;
+    return {
       usbPath: this.usbPath(i),
       ttys: [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3],
-      net: `wwan${i}`,
-    });
+      net: qmiLike ? `wwan${i}` : `usb${i}`,
+      ...(qmiLike ? { wdm: `cdc-wdm${i}` } : {}),
+    };
+  }
+
+  private async layOut(i: number): Promise<void> {
+    await this.sysfs.unplug(this.usbPath(i));
+    await this.sysfs.plug(this.layout(i));
+    this.laidOut[i] = this.modem(i).usbnet;
   }
 
   async unplug(i: number): Promise<void> {
+    this.laidOut[i] = undefined;
     await this.sysfs.unplug(this.usbPath(i));
     await this.modem(i).unplug();
   }

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { sleep } from '../util/time.js';
-import { Ec25Model, type SimFaults, type SimProfile } from './ec25Model.js';
+import { Ec25Model, frame, type SimFaults, type SimProfile, type UsbNet } from './ec25Model.js';
 import { MemoryWire, PtyWire, type SimWire } from './simWire.js';
 
 export interface SimModemOptions {
@@ -17,6 +17,16 @@ export interface SimModemOptions {
 }
 
 const MAX_INPUT = 1024;
+/** How often time-driven state (attach, registration URCs, the host's call) is looked at. */
+const TICK_MS = 100;
+
+/**
+ * What a simulated modem tells the lab: the host's data call came up or went down (`AT$QCRMCALL`,
+ * a detach, a network-side deactivation, an unplug), the USB device appeared (plug, reset,
+ * re-enumeration: the kernel's per-link settings are lost) or went away.
+ */
+export type SimModemEvent =
+  { type: 'hostCall'; up: boolean } | { type: 'plugged'; enumerations: number } | { type: 'unplugged' };
 
 /**
  * A simulated EC25 behind a tty path: by default a real PTY (`socat PTY,link=<dir>/<name>`) the
@@ -28,8 +38,9 @@ export class SimModem {
   readonly model: Ec25Model;
   private readonly wire: SimWire;
   private input = '';
-  private regTimer: NodeJS.Timeout | undefined;
-  private lastStat = -1;
+  private tickTimer: NodeJS.Timeout | undefined;
+  private lastHostCall = false;
+  private readonly listeners = new Set<(event: SimModemEvent) => void>();
   private generation = 0;
   private enumerated = 0;
   private readonly log: Logger;
@@ -57,8 +68,50 @@ export class SimModem {
     return this.enumerated;
   }
 
+  /** The USB network function in effect (`AT+QCFG="usbnet"`): 0 QMI, 1 ECM, 2 MBIM, 3 RNDIS. */
+  get usbnet(): UsbNet {
+    return this.model.usbnet;
+  }
+
+  /** The host's data call is up (and the modem is plugged). */
+  get hostCall(): boolean {
+    return this.wire.isOpen && this.model.hostCall;
+  }
+
+  /** Listens to host-call and plug events; returns the unsubscribe. */
+  onEvent(listener: (event: SimModemEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: SimModemEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(event);
+      } catch (err) {
+        this.log.warn({ err }, 'sim event listener failed');
+      }
+    }
+  }
+
   setFaults(faults: Partial<SimFaults>): void {
     Object.assign(this.options.profile.faults, faults);
+    this.tick();
+  }
+
+  /**
+   * The network deactivates the default PDN (docs/ec25.md §4): the host's call drops,
+   * `+CGEV: NW PDN DEACT 1` when CGEREP is on; the modem stays attached and can be redialled.
+   */
+  dropCall(): void {
+    this.model.dropCall();
+    this.tick();
+  }
+
+  /** The network detaches the modem (`+CGEV: NW DETACH`); it attaches again after attachMs. */
+  detachNetwork(): void {
+    this.model.detachNetwork();
+    this.tick();
   }
 
   /**
@@ -78,20 +131,33 @@ export class SimModem {
     this.input = '';
     await this.wire.open(this.atPort, (chunk) => this.onInput(chunk));
     this.enumerated++;
+    const live = (): boolean => this.generation === generation && this.wire.isOpen && !this.model.faults.hang;
+    const busyMs = this.model.faults.simBusyMs;
+    // RDY, then the SIM's URCs (after the SIM's busy time)
     setTimeout(() => {
-      if (this.generation === generation && this.wire.isOpen && !this.model.faults.hang)
+      if (!live()) return;
+      if (busyMs > 0) {
         this.write(this.model.bootText());
-    }, this.options.profile.timings.bootMs).unref();
-    this.lastStat = -1;
-    this.regTimer = setInterval(() => this.registrationUrc(), 200);
-    this.regTimer.unref();
+        setTimeout(() => {
+          if (live()) this.write(this.model.simReadyText());
+        }, busyMs).unref();
+      } else this.write(this.model.bootText() + this.model.simReadyText());
+    }, this.model.bootDelayMs).unref();
+    this.tickTimer = setInterval(() => this.tick(), TICK_MS);
+    this.tickTimer.unref();
+    this.emit({ type: 'plugged', enumerations: this.enumerated });
   }
 
-  /** Unplug: the tty disappears. */
+  /** Unplug: the tty disappears (and with it the host's call). */
   async stop(): Promise<void> {
     this.generation++;
-    clearInterval(this.regTimer);
+    clearInterval(this.tickTimer);
+    this.tickTimer = undefined;
+    const was = this.wire.isOpen;
+    this.model.powerOff();
     await this.wire.close();
+    this.checkHostCall();
+    if (was) this.emit({ type: 'unplugged' });
   }
 
   unplug(): Promise<void> {
@@ -102,7 +168,7 @@ export class SimModem {
   async reenumerate(): Promise<void> {
     await this.stop();
     const generation = this.generation;
-    await sleep(this.options.profile.timings.resetMs);
+    await sleep(this.model.draw('resetMs'));
     // unplugged (or restarted) meanwhile: a reset does not bring back a modem that was pulled out
     if (this.generation !== generation || this.wire.isOpen) return;
     await this.start();
@@ -129,6 +195,7 @@ export class SimModem {
     const send = (): void => {
       if (this.generation !== generation) return;
       this.write(answer.text);
+      this.tick();
       if (answer.reset) {
         // the OK goes out, then USB drops and comes back
         setTimeout(() => {
@@ -141,12 +208,19 @@ export class SimModem {
     else send();
   }
 
-  private registrationUrc(): void {
-    const stat = this.model.registrationStat();
-    if (stat === this.lastStat) return;
-    this.lastStat = stat;
-    if (this.model.faults.hang) return;
-    if (this.model.cregMode > 0) this.write(`\r\n+CREG: ${stat}\r\n`);
-    if (this.model.ceregMode > 0) this.write(`\r\n+CEREG: ${stat}\r\n`);
+  /** Writes queued URCs and reports a change of the host's call. */
+  private tick(): void {
+    if (this.wire.isOpen) {
+      const urcs = this.model.takeUrcs();
+      if (urcs.length > 0 && !this.model.faults.hang) this.write(frame(urcs));
+    }
+    this.checkHostCall();
+  }
+
+  private checkHostCall(): void {
+    const up = this.hostCall;
+    if (up === this.lastHostCall) return;
+    this.lastHostCall = up;
+    this.emit({ type: 'hostCall', up });
   }
 }

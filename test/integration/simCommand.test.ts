@@ -56,6 +56,7 @@ describe('modemfleet sim', () => {
     const cases: [string[], number, RegExp][] = [
       [['sim', '--modems', '0'], 2, /--modems must be a whole number from 1 to 1000/],
       [['sim', '--modems', 'lots'], 2, /--modems must be a whole number/],
+      [['sim', '--timing', 'slow'], 2, /--timing must be fast or realistic/],
       [
         ['sim', '--profile', bad],
         3,

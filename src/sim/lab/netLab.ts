@@ -43,6 +43,23 @@ export class NetLab {
     return `wwan${i}`;
   }
 
+  /** The carrier's end of modem i's link (where the lab's stand-in for qmi_wwan gates traffic). */
+  carrierIface(i: number): string {
+    return `cr${i}`;
+  }
+
+  /** How many modem links the lab has. */
+  get modems(): number {
+    return this.options.modems;
+  }
+
+  /** Modem i of a farm-side interface name (`wwan3` → 3), or undefined for any other name. */
+  modemOf(iface: string): number | undefined {
+    const m = /^wwan(\d{1,3})$/.exec(iface);
+    const i = m ? Number(m[1]) : NaN;
+    return Number.isInteger(i) && i < this.options.modems ? i : undefined;
+  }
+
   /** The /24 a modem's data calls draw from (`SimProfile.subnet`). */
   subnet(i: number): string {
     return `100.65.${i + 1}`;
