@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
+import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
 import { HOST_ID_PATTERN } from './ids.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
@@ -28,7 +29,10 @@ export interface Config {
   hotplug: 'udev' | 'watch' | 'none';
   /** APN set before every data call; unset keeps the modem's own. */
   apn: string | undefined;
-  /** argv of a USB power-cycle command (the last rung of the recovery ladder), e.g. uhubctl. */
+  /**
+   * argv template of a USB power-cycle command (the last rung of the recovery ladder), e.g.
+   * uhubctl; elements may use `{hub}`, `{port}`, `{usbPath}`, `{imei}` (see src/fleet/power.ts).
+   */
   powerCycleCommand: string[] | undefined;
   /** Timings and limits of every modem machine (see ModemConfig). */
   modem: Partial<ModemConfig>;
@@ -392,6 +396,11 @@ export function loadConfig(
   else if (fsync !== undefined) problems.push(`spoolFsync: must be "always" or "never"`);
   if (config.apn !== undefined && !/^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/.test(config.apn))
     problems.push('apn: letters, digits, dots and dashes, at most 62');
+  const unknownPower = unknownPlaceholders(config.powerCycleCommand ?? []);
+  if (unknownPower.length > 0)
+    problems.push(
+      `powerCycleCommand: unknown placeholder(s) ${unknownPower.map((n) => `{${n}}`).join(', ')} (known: ${POWER_PLACEHOLDERS.map((n) => `{${n}}`).join(', ')})`,
+    );
   if (config.modem.powerCycle && !config.powerCycleCommand)
     problems.push('modem.powerCycle: needs powerCycleCommand');
   if (problems.length > 0) throw new ConfigError(problems);
