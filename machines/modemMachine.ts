@@ -1,7 +1,9 @@
 import { assign, fromPromise, setup, type DoneActorEvent } from 'xstate';
 import {
   DEFAULT_MODEM_CONFIG,
+  FATAL_REASONS,
   LADDER,
+  REASONS,
   type AlertInfo,
   type CommandKind,
   type CommandResult,
@@ -26,12 +28,23 @@ const notProvided = (name: string) => () => Promise.reject(new Error(`effect ${n
 
 const REGISTERED: readonly RegistrationStat[] = ['home', 'roaming'];
 
-/** The reason a failed effect stands for: the transport's codes where they say more. */
+/**
+ * The reason a failed effect stands for: the error's code where it is a reason (the transport's
+ * `at_timeout`, `port_lost`, `unexpected_answer`; the link's `usbnet_mode`, `raw_ip_off`,
+ * `no_data_call`), else `fallback`.
+ */
 export function reasonOf(error: unknown, fallback: Reason): Reason {
   const code = (error as { code?: unknown } | null)?.code;
-  if (code === 'at_timeout' || code === 'port_lost' || code === 'unexpected_answer') return code;
-  return fallback;
+  return (REASONS as readonly unknown[]).includes(code) ? (code as Reason) : fallback;
 }
+
+/** The failed effect's error is one no recovery can fix (FATAL_REASONS): `error` at once. */
+const fatal = ({ event }: { event: unknown }): boolean =>
+  FATAL_REASONS.has(reasonOf(errorOf(event), 'hardware_fault'));
+
+/** The link switched `usbnet` back to QMI and reset the modem: wait for it like any reset. */
+const usbnetSwitching = ({ event }: { event: unknown }): boolean =>
+  (errorOf(event) as { code?: unknown } | null)?.code === 'usbnet_switching';
 
 const describe = (error: unknown): string =>
   String((error as { message?: unknown } | null)?.message ?? error).slice(0, 200);
@@ -163,9 +176,15 @@ const modemSetup = setup({
     queryRegistration: fromPromise<{ stat: RegistrationStat; operator: string | null }>(
       notProvided('queryRegistration'),
     ),
-    /** APN, data call, address (rejects when no address comes). */
+    /**
+     * The data call: link down, raw-IP on, APN, `AT$QCRMCALL=1,1`, address and settings, MTU, link
+     * up (rejects with `raw_ip_off`, `no_data_call`, `data_call_failed`).
+     */
     connect: fromPromise<{ address: string }>(notProvided('connect')),
-    pollSignal: fromPromise<SignalSample>(notProvided('pollSignal')),
+    /** The call again, after it went down while attached (same steps as connect). */
+    redial: fromPromise<{ address: string }>(notProvided('redial')),
+    /** Signal, and whether the host's data call is still up. */
+    pollSignal: fromPromise<{ signal: SignalSample; callUp: boolean }>(notProvided('pollSignal')),
     /** AT+CFUN=0 / AT+CFUN=1. */
     detach: fromPromise<void>(notProvided('detach')),
     attach: fromPromise<void>(notProvided('attach')),
@@ -199,7 +218,8 @@ const modemSetup = setup({
   },
   delays: {
     probeRetry: ({ context }) => context.config.probeRetryMs,
-    simRetry: ({ context }) => context.config.simRetryMs,
+    simRetry: ({ context }) =>
+      Math.min(context.config.backoffCapMs, context.config.simRetryMs * 2 ** context.simAttempt),
     registrationPoll: ({ context }) => context.config.registrationPollMs,
     signalPoll: ({ context }) => context.config.signalPollMs,
     detachTime: ({ context }) => context.config.detachMs,
@@ -326,10 +346,17 @@ const connectingState = (mode: 'boot' | 'rotation') =>
                 ],
               },
             ],
-      onError: {
-        target: '#modem.recovering',
-        actions: [...(mode === 'boot' ? [] : abortRotation), assign(fail('data_call_failed'))],
-      },
+      onError: [
+        {
+          guard: fatal,
+          target: '#modem.error',
+          actions: [...(mode === 'boot' ? [] : abortRotation), assign(fail('data_call_failed'))],
+        },
+        {
+          target: '#modem.recovering',
+          actions: [...(mode === 'boot' ? [] : abortRotation), assign(fail('data_call_failed'))],
+        },
+      ],
     },
   });
 
@@ -429,7 +456,11 @@ export const modemMachine = modemSetup.createMachine({
               },
               { target: 'sim', actions: assign({ identity: ({ event }) => event.output, simAttempt: 0 }) },
             ],
-            onError: { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
+            onError: [
+              { guard: usbnetSwitching, target: '#modem.resetting.waiting' },
+              { guard: fatal, target: '#modem.error', actions: assign(fail('at_timeout')) },
+              { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
+            ],
           },
         },
         sim: {
@@ -441,12 +472,21 @@ export const modemMachine = modemSetup.createMachine({
               {
                 guard: ({ event }) => event.output === 'missing',
                 target: '#modem.error',
-                actions: assign(failWith('sim_missing', 'no SIM card (CPIN: CME 10/13/15)')),
+                actions: assign(failWith('sim_missing', 'no SIM card (CME 10 or 15)')),
               },
               {
                 guard: ({ event }) => event.output === 'pin' || event.output === 'puk',
                 target: '#modem.error',
                 actions: assign(failWith('sim_locked', 'the SIM asks for a PIN or PUK')),
+              },
+              // busy (CME 14), failing (CME 13) or not ready: often transient after a boot; halfway
+              // through the retries the radio is switched off and on (the SIM is read again)
+              {
+                guard: ({ context }) =>
+                  context.simAttempt + 1 < context.config.simRetries &&
+                  context.simAttempt + 1 === Math.ceil(context.config.simRetries / 2),
+                target: 'simCycling',
+                actions: assign({ simAttempt: ({ context }) => context.simAttempt + 1 }),
               },
               {
                 guard: ({ context }) => context.simAttempt + 1 < context.config.simRetries,
@@ -455,13 +495,24 @@ export const modemMachine = modemSetup.createMachine({
               },
               {
                 target: '#modem.recovering',
-                actions: assign(failWith('sim_missing', 'the SIM stays NOT READY')),
+                actions: assign(({ event }) => ({
+                  reason: 'sim_missing' as const,
+                  lastError:
+                    event.output === 'failure'
+                      ? 'the SIM keeps failing (CME 13)'
+                      : event.output === 'busy'
+                        ? 'the SIM stays busy (CME 14)'
+                        : 'the SIM stays NOT READY',
+                })),
               },
             ],
             onError: { target: '#modem.recovering', actions: assign(fail('at_timeout')) },
           },
         },
         simWaiting: { after: { simRetry: 'sim' } },
+        simCycling: {
+          invoke: { id: 'softReset', src: 'softReset', onDone: 'simWaiting', onError: 'simWaiting' },
+        },
         registering: registeringState('#modem.initializing', [], 'no registration in time'),
         connecting: connectingState('boot'),
       },
@@ -489,6 +540,14 @@ export const modemMachine = modemSetup.createMachine({
             registration: event.stat,
           })),
         },
+        // the call went down while the modem stays attached: redial it first (rotating and
+        // redialing make a new call anyway)
+        'call.lost': { target: '.redialing', actions: assign(({ event }) => ({ lastError: event.detail.slice(0, 200) })) },
+        // still nothing through the ports after a redial: the recovery ladder
+        'call.dead': {
+          target: 'recovering',
+          actions: assign(({ event }) => ({ reason: 'no_data_call' as const, lastError: event.detail.slice(0, 200) })),
+        },
       },
       states: {
         serving: {
@@ -499,20 +558,49 @@ export const modemMachine = modemSetup.createMachine({
           invoke: {
             id: 'pollSignal',
             src: 'pollSignal',
-            onDone: {
-              target: 'serving',
-              actions: [
-                assign({ signal: ({ event }) => event.output }),
-                { type: 'reportHealth', params: ({ event }) => ({ signal: event.output }) },
-              ],
-            },
+            onDone: [
+              {
+                guard: ({ event }) => !event.output.callUp,
+                target: 'redialing',
+                actions: [
+                  assign({ signal: ({ event }) => event.output.signal, lastError: 'the data call is down' }),
+                  { type: 'reportHealth', params: ({ event }) => ({ signal: event.output.signal }) },
+                ],
+              },
+              {
+                target: 'serving',
+                actions: [
+                  assign({ signal: ({ event }) => event.output.signal }),
+                  { type: 'reportHealth', params: ({ event }) => ({ signal: event.output.signal }) },
+                ],
+              },
+            ],
             onError: 'serving',
           },
           on: { 'command.rotate': { target: 'rotating', actions: 'startRotation' } },
         },
+        redialing: {
+          on: {
+            'call.lost': {},
+            'command.rotate': { target: 'rotating', actions: 'startRotation' },
+          },
+          invoke: {
+            id: 'redial',
+            src: 'redial',
+            onDone: {
+              target: 'serving',
+              actions: assign({ wanIp: ({ event }) => event.output.address, lastError: null }),
+            },
+            onError: [
+              { guard: fatal, target: '#modem.error', actions: assign(fail('no_data_call')) },
+              { target: '#modem.recovering', actions: assign(fail('no_data_call')) },
+            ],
+          },
+        },
         rotating: {
           on: {
             'urc.registration': {}, // detaching loses registration on purpose
+            'call.lost': {}, // so does the call; the rotation makes a new one
             'command.rotate': {
               actions: { type: 'commandFinished', params: ({ event }) => reject(event.id, 'rotate', 'busy') },
             },

@@ -15,11 +15,32 @@ export const REASONS = [
   'proxy_failed',
   'egress_mismatch',
   'no_free_port',
+  /** `AT+QCFG="usbnet"` is not 0 (QMI/RmNet): the host's net interface is not a qmi_wwan link. */
+  'usbnet_mode',
+  /** The qmi_wwan link cannot be put in raw-IP mode (the EC25 sends raw IP): it would carry nothing. */
+  'raw_ip_off',
+  /** The host's data call (`AT$QCRMCALL`) does not come up, or carries nothing after a redial. */
+  'no_data_call',
+  /** The USB device appeared without its interfaces (host controller out of endpoints). */
+  'usb_resources',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
-export type RegistrationStat = 'idle' | 'home' | 'searching' | 'denied' | 'unknown' | 'roaming';
-export type SimState = 'ready' | 'pin' | 'puk' | 'not_ready' | 'missing';
+/** Reasons no recovery rung can fix (configuration, kernel or hardware): straight to `error`. */
+export const FATAL_REASONS: ReadonlySet<Reason> = new Set<Reason>(['usbnet_mode', 'raw_ip_off']);
+
+/** Registration for data (EPS or PS, whichever is registered): see src/ec25/parsers.ts. */
+export type RegistrationStat =
+  | 'idle'
+  | 'home'
+  | 'searching'
+  | 'denied'
+  | 'unknown'
+  | 'roaming'
+  | 'sms_only'
+  | 'emergency';
+/** `busy` (CME 14), `failure` (CME 13) and `not_ready` are often transient: retried before giving up. */
+export type SimState = 'ready' | 'pin' | 'puk' | 'not_ready' | 'busy' | 'failure' | 'missing';
 export type CommandKind = 'rotate' | 'reset' | 'disable' | 'enable';
 
 export interface ModemIdentity {
@@ -35,7 +56,10 @@ export interface SignalSample {
   technology: string | null;
   rssi: number | null;
   rsrp: number | null;
+  /** As reported (`+QCSQ` LTE: raw 0-250). */
   sinr: number | null;
+  /** SINR in dB (raw/5 − 20). */
+  sinrDb: number | null;
   rsrq: number | null;
 }
 
@@ -44,7 +68,10 @@ export interface ModemConfig {
   /** `AT` probes (each with the transport's short timeout) before detection gives up. */
   probeAttempts: number;
   probeRetryMs: number;
-  /** SIM NOT READY is retried this often before recovering. */
+  /**
+   * A SIM not ready, busy (CME 14) or failing (CME 13) is retried this often, `simRetryMs` doubling
+   * each time (capped by backoffCapMs), with one radio off/on halfway, before recovering.
+   */
   simRetries: number;
   simRetryMs: number;
   /** Registration is polled at this interval, for at most `registrationTimeoutMs`. */
@@ -132,6 +159,13 @@ export type ModemEvent =
   | { type: 'device.removed' }
   /** The device came back on the same USB path (re-enumeration after a reset). */
   | { type: 'device.added' }
+  /**
+   * The host's data call went down while AT still answers: `+CGEV` (PDN deactivated, detach), the
+   * periodic check, or no answer through the ports: redial.
+   */
+  | { type: 'call.lost'; detail: string }
+  /** Still no traffic after a redial: the recovery ladder. */
+  | { type: 'call.dead'; detail: string }
   /** The transport gave up on the port (N consecutive timeouts, write errors). */
   | { type: 'port.lost'; detail?: string }
   /** `RDY`: the modem (re)booted. */

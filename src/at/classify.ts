@@ -19,7 +19,7 @@ export function parseFinal(line: string): FinalResult | undefined {
 
 /** `AT+CPIN?` → `+CPIN`, `AT+QENG="servingcell"` → `+QENG`, `ATI` → undefined. */
 export function commandPrefix(command: string): string | undefined {
-  const m = /^AT(\+[A-Z0-9]+)/i.exec(command.trim());
+  const m = /^AT([+$][A-Z0-9]+)/i.exec(command.trim());
   return m ? m[1]?.toUpperCase() : undefined;
 }
 
@@ -29,9 +29,9 @@ export function classifyLine(line: string, inFlight: string | undefined): LineKi
   if (BARE_URCS.has(line)) return { kind: 'urc' };
   if (inFlight === undefined) return { kind: 'urc' };
   if (line.toUpperCase() === inFlight.trim().toUpperCase()) return { kind: 'echo' };
-  const prefixed = /^(\+[A-Z0-9]+):/.exec(line);
+  const prefixed = /^([+$][A-Z0-9]+):/.exec(line);
   if (prefixed) {
-    // a +XXX: line belongs to the answer only when the command in flight is +XXX
+    // a +XXX: (or Qualcomm's $XXX:) line belongs to the answer only when the command in flight is it
     return prefixed[1] === commandPrefix(inFlight) ? { kind: 'answer' } : { kind: 'urc' };
   }
   return { kind: 'answer' };

@@ -1,9 +1,13 @@
 import { AtCommandError, type AtChannel, type AtResponse } from '../at/types.js';
 import { ModemfleetError } from '../util/errors.js';
 import {
+  DOMAIN_COMMAND,
   SIM_MISSING_CME,
+  SIM_TRANSIENT_CME,
   parseAti,
   parseCfun,
+  parseCgcontrdp,
+  parseCgdcont,
   parseCgpaddr,
   parseCops,
   parseCpin,
@@ -12,12 +16,15 @@ import {
   parseIccid,
   parseImei,
   parseImsi,
+  parseQcrmcall,
   parseQcsq,
-  parseQnetdevctl,
   parseServingCell,
+  parseUsbnet,
+  type ContextSettings,
   type Identity,
   type Operator,
-  type RegistrationStat,
+  type RegistrationDomain,
+  type Registrations,
   type ServingCell,
   type Signal,
   type SimState,
@@ -60,11 +67,30 @@ export class Ec25Driver {
     await this.send('AT', timeoutMs);
   }
 
-  /** Echo off, numeric CME errors, registration URCs on. */
+  /**
+   * Echo off, numeric CME errors, registration URCs of all three domains with location (mode 2),
+   * and packet-domain event URCs (`+CGEV`, mode 2: buffered while the link is reserved).
+   */
   async configure(): Promise<void> {
     await this.send('ATE0');
     await this.send('AT+CMEE=1');
-    await this.send('AT+CREG=1');
+    for (const domain of ['cs', 'ps', 'eps'] as const) await this.send(`AT+${DOMAIN_COMMAND[domain]}=2`);
+    await this.send('AT+CGEREP=2,1');
+  }
+
+  /** The IMEI alone (`AT+CGSN`): who answers on this port. */
+  async imei(): Promise<string> {
+    return parseImei((await this.send('AT+CGSN')).lines);
+  }
+
+  /** `AT+QCFG="usbnet"`: 0 QMI/RmNet, 1 ECM, 2 MBIM, 3 RNDIS. */
+  async usbnet(): Promise<number> {
+    return parseUsbnet((await this.send('AT+QCFG="usbnet"')).lines);
+  }
+
+  /** Switches the USB network mode; it takes effect after a reset (`AT+CFUN=1,1`). */
+  async setUsbnet(mode: 0 | 1 | 2 | 3): Promise<void> {
+    await this.send(`AT+QCFG="usbnet",${mode}`);
   }
 
   async identity(): Promise<FullIdentity> {
@@ -89,13 +115,30 @@ export class Ec25Driver {
       if (cme !== undefined && SIM_MISSING_CME.has(cme)) return 'missing';
       if (cme === 11) return 'pin';
       if (cme === 12) return 'puk';
-      if (cme === 14) return 'not_ready';
+      const transient = cme === undefined ? undefined : SIM_TRANSIENT_CME.get(cme);
+      if (transient) return transient;
       throw err;
     }
   }
 
-  async registration(): Promise<RegistrationStat> {
-    return parseCreg((await this.send('AT+CREG?')).lines);
+  /** One domain's registration; null when the modem does not support that command. */
+  async registrationOf(domain: RegistrationDomain): Promise<Registrations[RegistrationDomain]> {
+    const command = `AT+${DOMAIN_COMMAND[domain]}?`;
+    try {
+      return parseCreg((await this.send(command)).lines, command);
+    } catch (err) {
+      if (err instanceof AtCommandError) return null;
+      throw err;
+    }
+  }
+
+  /** All three domains: `+CREG` (CS), `+CGREG` (PS), `+CEREG` (EPS). */
+  async registrations(): Promise<Registrations> {
+    return {
+      cs: await this.registrationOf('cs'),
+      ps: await this.registrationOf('ps'),
+      eps: await this.registrationOf('eps'),
+    };
   }
 
   async operator(): Promise<Operator> {
@@ -116,24 +159,43 @@ export class Ec25Driver {
     return parseServingCell((await this.send('AT+QENG="servingcell"')).lines);
   }
 
+  /** The APN of context 1 (`AT+CGDCONT?`), or null when it is not defined. */
+  async apn(): Promise<string | null> {
+    const contexts = parseCgdcont((await this.send('AT+CGDCONT?')).lines);
+    return contexts.find((c) => c.cid === 1)?.apn ?? null;
+  }
+
   async setApn(apn: string): Promise<void> {
     if (!APN.test(apn)) throw new ModemfleetError('invalid_apn', `invalid APN '${apn.slice(0, 64)}'`);
     await this.send(`AT+CGDCONT=1,"IP","${apn}"`);
   }
 
+  /**
+   * Starts the RmNet (QMI-mode) data call on the AT port: `AT$QCRMCALL=1,1` (instance 1, IPv4),
+   * answered `$QCRMCALL: 1,V4` and OK once the call is up.
+   */
   async startDataCall(): Promise<void> {
-    await this.send('AT+QNETDEVCTL=1,1,1', this.timeouts.dataCall);
+    await this.send('AT$QCRMCALL=1,1', this.timeouts.dataCall);
   }
 
   async stopDataCall(): Promise<void> {
-    await this.send('AT+QNETDEVCTL=0,1,0', this.timeouts.dataCall);
+    await this.send('AT$QCRMCALL=0,1', this.timeouts.dataCall);
   }
 
-  async dataCallState(): Promise<{ connected: boolean }> {
-    return parseQnetdevctl((await this.send('AT+QNETDEVCTL?')).lines);
+  /** Whether the host's IPv4 RmNet call is up (`AT$QCRMCALL?`). */
+  async dataCallUp(): Promise<boolean> {
+    return parseQcrmcall((await this.send('AT$QCRMCALL?')).lines);
   }
 
-  /** The PDP address, or null when there is none. */
+  /** Address, mask, gateway, DNS (and MTU when reported) of context 1: `AT+CGCONTRDP=1`. */
+  async contextSettings(): Promise<ContextSettings | null> {
+    return parseCgcontrdp((await this.send('AT+CGCONTRDP=1')).lines);
+  }
+
+  /**
+   * The default bearer's address (`AT+CGPADDR=1`), or null when there is none. Shown as soon as the
+   * modem is attached, whether or not the host started a call: it proves nothing about the data path.
+   */
   async address(): Promise<string | null> {
     return parseCgpaddr((await this.send('AT+CGPADDR=1')).lines);
   }

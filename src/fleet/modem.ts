@@ -63,8 +63,11 @@ export type ModemEnd = { crashed?: undefined } | { crashed: string };
 export class Modem {
   readonly usbPath: string;
   readonly atPort: string;
-  readonly iface: string | undefined;
   readonly runtime: ModemRuntime;
+  /** The net interface now: detection re-resolves it after a rename or a late qmi_wwan bind. */
+  private ifaceNow: string | undefined;
+  /** Egress checks in a row that got no answer through the ports (1: redial; 2: the ladder). */
+  private silentChecks = 0;
   /** Resolves when the actor ended (removed: done; or crashed). */
   readonly ended: Promise<ModemEnd>;
   private imeiValue: string | null = null;
@@ -94,7 +97,7 @@ export class Modem {
   ) {
     this.usbPath = device.usbPath;
     this.atPort = device.atPort;
-    this.iface = device.iface;
+    this.ifaceNow = device.iface;
     const { log, identify } = modemLogger(deps.log, device.usbPath);
     this.log = log;
     this.identifyLog = identify;
@@ -102,6 +105,7 @@ export class Modem {
       ...deps.link,
       usbPath: device.usbPath,
       atPort: device.atPort,
+      netIface: () => this.ifaceNow,
       config: deps.modem ?? {},
       // the desired state of whatever modem was here last time; corrected once the IMEI is known
       desired: deps.directory.rememberedAt(device.usbPath)?.desired ?? 'enabled',
@@ -113,6 +117,27 @@ export class Modem {
 
   get imei(): string | null {
     return this.imeiValue;
+  }
+
+  get iface(): string | undefined {
+    return this.ifaceNow;
+  }
+
+  /**
+   * Detection saw this device change without a new AT port: its net interface appeared late (qmi_wwan
+   * binds after the ttys) or was renamed by udev. The data plane moves to the new name (its routes
+   * named the old one); a new interface starts down, so an online modem redials onto it.
+   */
+  updateDevice(device: Pick<ModemDevice, 'iface'>): void {
+    if (device.iface === this.ifaceNow) return;
+    const was = this.ifaceNow;
+    this.ifaceNow = device.iface;
+    this.log.info({ iface: device.iface ?? null, was: was ?? null }, 'net interface changed');
+    if (!this.dataPlane) return;
+    this.stopDataPlane();
+    const snapshot = this.snapshot();
+    if (snapshot.status === 'active' && snapshot.matches('online'))
+      this.runtime.send({ type: 'call.lost', detail: `net interface ${was ?? '?'} is now ${device.iface ?? 'gone'}` });
   }
 
   get allocation(): Allocation | undefined {
@@ -232,7 +257,12 @@ export class Modem {
         return this.deps.events.emit('health', {
           imei: this.imeiValue,
           at: new Date(),
-          ...output.signal,
+          technology: output.signal.technology,
+          rssi: output.signal.rssi,
+          rsrp: output.signal.rsrp,
+          rsrq: output.signal.rsrq,
+          // stored, shown and sent in dB (the raw `+QCSQ` value is the modem's scale: sql/0006)
+          sinr: output.signal.sinrDb,
           operator: this.snapshot().context.operator,
         });
       case 'alert':
@@ -417,7 +447,7 @@ export class Modem {
     if (!options) return;
     const wanIp = snapshot.context.wanIp;
     const allocation = this.identified && !this.presumed ? this.allocationValue : undefined;
-    const link = this.iface ?? (options.routing === false ? 'lo' : undefined);
+    const link = this.ifaceNow ?? (options.routing === false ? 'lo' : undefined);
     if (!(online && wanIp && allocation && link && this.live)) {
       if (!online) this.stopDataPlane();
       return;
@@ -474,8 +504,9 @@ export class Modem {
 
   /**
    * The egress guard: through the modem's own SOCKS port the echo server must see the modem's
-   * address. Another address means the port leaks: it stops serving (`error`, `egress_mismatch`);
-   * no answer re-applies the routing.
+   * address. Another address means the port leaks: it stops serving (`error`, `egress_mismatch`).
+   * No answer re-applies the routing and redials the call (a call can die while AT still answers);
+   * no answer again after that goes to the recovery ladder.
    */
   private async checkEgress(egress: EgressOptions): Promise<void> {
     const dataPlane = this.dataPlane;
@@ -488,17 +519,25 @@ export class Modem {
     const imei = dataPlane.imei;
     this.deps.events.emit('egress', { imei, expected: wanIp, seen, ok: seen === wanIp });
     if (seen === null) {
-      this.alert(
-        'egress_check_failed',
-        'warning',
-        `no answer through the ports of ${imei}; routing re-applied`,
-      );
+      this.silentChecks++;
+      const detail = `no answer through the ports of ${imei}`;
       dataPlane.reapplyRouting();
+      if (this.silentChecks === 1) {
+        this.alert('egress_check_failed', 'warning', `${detail}; routing re-applied, call redialled`);
+        this.runtime.send({ type: 'call.lost', detail });
+      } else {
+        this.alert('egress_check_failed', 'critical', `${detail} after a redial; recovering the modem`);
+        this.silentChecks = 0;
+        this.runtime.send({ type: 'call.dead', detail: `${detail} after a redial` });
+        return;
+      }
     } else if (seen !== wanIp) {
       const detail = `port ${endpoint.socksPort} egressed from ${seen.slice(0, 64)}, not ${wanIp}`;
       this.alert('egress_mismatch', 'critical', `modem ${imei}: ${detail}`);
       this.runtime.send({ type: 'dataplane.failed', reason: 'egress_mismatch', detail });
       return;
+    } else {
+      this.silentChecks = 0;
     }
     this.scheduleEgressCheck();
   }

@@ -9,7 +9,14 @@ import type {
 import { AtTransport, type AtTransportOptions } from '../at/atTransport.js';
 import { AtCommandError, AtError } from '../at/types.js';
 import { Ec25Driver, type AtTimeouts } from '../ec25/driver.js';
-import { parseCregUrc } from '../ec25/parsers.js';
+import {
+  dataRegistration,
+  parseCgev,
+  parseRegistrationUrc,
+  type ContextSettings,
+  type Registrations,
+} from '../ec25/parsers.js';
+import type { WwanControl } from '../net/wwan.js';
 import { silentLogger, type Logger } from '../log.js';
 import { run } from '../process/run.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
@@ -20,8 +27,24 @@ import { sleep } from '../util/time.js';
 export interface ModemLinkOptions {
   /** The AT tty (interface 2 of an EC25), e.g. /dev/ttyUSB2. */
   atPort: string;
-  /** APN set before each data call; none keeps the modem's own. */
+  /** The APN, put in place before the modem attaches; none keeps the modem's own. */
   apn?: string | undefined;
+  /**
+   * APNs by operator: the IMSI's MCC+MNC (5 or 6 digits, e.g. `26202`) → APN; the longest match
+   * wins, `apn` is the default.
+   */
+  apnByOperator?: Readonly<Record<string, string>> | undefined;
+  /** The modem's net interface now (detection re-resolves it after a rename or a late bind). */
+  netIface?: (() => string | undefined) | undefined;
+  /**
+   * The host side of the qmi_wwan link (raw-IP, link state, MTU); unset: the link is not managed
+   * (the demo's loopback addresses).
+   */
+  wwan?: WwanControl | undefined;
+  /** MTU put on the link when the modem does not report one (default 1500). */
+  mtu?: number | undefined;
+  /** A modem found in another `usbnet` mode is switched to QMI (and reset) instead of failing. */
+  switchUsbnet?: boolean | undefined;
   /** argv of the USB power-cycle command (the last rung of the recovery ladder), e.g. uhubctl. */
   powerCycleCommand?: readonly string[] | undefined;
   powerCycleTimeoutMs?: number;
@@ -53,6 +76,13 @@ export class ModemLink {
   private unwatch: (() => void) | undefined;
   private present = true;
   private stopped = false;
+  /** The IMEI read on this port: every re-open checks that the same modem answers. */
+  private imei: string | null = null;
+  private imsi: string | null = null;
+  private usbnetSwitched = false;
+  /** The last registration of each domain (queries and URCs), and the data registration reported. */
+  private registrations: Registrations = { cs: null, ps: null, eps: null };
+  private reported: RegistrationStat | null = null;
   private readonly log: Logger;
   private sink: (event: ModemEvent) => void = () => undefined;
 
@@ -155,25 +185,100 @@ export class ModemLink {
 
   private onUrc(line: string): void {
     if (line === 'RDY') return this.emit({ type: 'urc.rdy' });
-    const stat = parseCregUrc(line);
-    if (stat) this.emit({ type: 'urc.registration', stat });
+    const registration = parseRegistrationUrc(line);
+    if (registration) {
+      this.registrations = { ...this.registrations, [registration.domain]: registration.stat };
+      // what counts is registration for data (EPS or PS): a circuit-switched change alone is not
+      // news (data-only SIMs are never CS-registered)
+      const stat = dataRegistration(this.registrations);
+      if (registration.domain !== 'cs' && stat !== this.reported) {
+        this.reported = stat;
+        this.emit({ type: 'urc.registration', stat });
+      }
+      return;
+    }
+    const cgev = parseCgev(line);
+    if (cgev) this.emit({ type: 'call.lost', detail: `+CGEV: ${cgev}` });
   }
 
   // --- effects ---------------------------------------------------------------------------------
 
+  /**
+   * The port answers and is configured. A re-opened port must still be the same modem: after a
+   * re-enumeration tty numbers can move to another modem, which is never taken for this one.
+   */
   async probe(): Promise<void> {
     const driver = await this.open();
     await driver.probe();
     await driver.configure();
+    if (this.imei === null) return;
+    const imei = await driver.imei();
+    if (imei !== this.imei) {
+      await this.closeTransport();
+      throw new ModemfleetError(
+        'port_lost',
+        `${this.options.atPort} now answers as IMEI ${imei}, not ${this.imei}: another modem's port`,
+      );
+    }
   }
 
   async readIdentity(): Promise<ModemIdentity> {
     const driver = await this.open();
     const id = await driver.identity();
+    this.imei = id.imei;
+    await this.checkUsbnet(driver);
     // without a SIM the modem answers +CME ERROR for both: the SIM check names the problem
     const iccid = await driver.iccid().catch(nullOnAtError);
     const imsi = await driver.imsi().catch(nullOnAtError);
+    this.imsi = imsi;
     return { ...id, iccid, imsi };
+  }
+
+  /**
+   * The data path is QMI/RmNet (`AT+QCFG="usbnet"` 0, the EC25's default): in ECM/RNDIS/MBIM the
+   * host's interface is another driver's and `AT$QCRMCALL` does not apply. Another mode is an error
+   * naming the fix, or switched back (once) when the config allows: the change needs a reset.
+   */
+  private async checkUsbnet(driver: Ec25Driver): Promise<void> {
+    const mode = await driver.usbnet().catch(nullOnAtError); // firmware without the setting: QMI
+    if (mode === null || mode === 0) return;
+    const name = ['QMI', 'ECM', 'MBIM', 'RNDIS'][mode] ?? String(mode);
+    if (this.options.switchUsbnet && !this.usbnetSwitched) {
+      this.usbnetSwitched = true;
+      this.log.warn({ usbnet: mode }, 'modem in usbnet mode %s: switching it to QMI and resetting it', name);
+      await driver.setUsbnet(0);
+      await this.hardReset();
+      throw new ModemfleetError('usbnet_switching', `usbnet ${mode} (${name}) switched to 0 (QMI); resetting`);
+    }
+    throw new ModemfleetError(
+      'usbnet_mode',
+      `AT+QCFG="usbnet" is ${mode} (${name}), not 0 (QMI/RmNet): send AT+QCFG="usbnet",0 then AT+CFUN=1,1, or set link.switchUsbnet`,
+    );
+  }
+
+  /** The APN for this SIM: by its operator (longest MCC+MNC prefix of the IMSI), else the default. */
+  apnFor(imsi: string | null): string | undefined {
+    const map = this.options.apnByOperator ?? {};
+    if (imsi) for (const len of [6, 5]) {
+      const apn = map[imsi.slice(0, len)];
+      if (apn) return apn;
+    }
+    return this.options.apn;
+  }
+
+  /**
+   * The APN is in place before the modem attaches: the attach uses context 1's APN, so a wrong one
+   * is changed with the radio off (CFUN=4 keeps the SIM readable), then the radio goes back on.
+   */
+  private async ensureApn(driver: Ec25Driver): Promise<void> {
+    const wanted = this.apnFor(this.imsi);
+    if (!wanted) return;
+    const current = await driver.apn().catch(nullOnAtError);
+    if (current === wanted) return;
+    this.log.info({ apn: wanted, was: current }, 'setting the APN before the attach');
+    await driver.setFunctionality(4);
+    await driver.setApn(wanted);
+    await driver.setFunctionality(1);
   }
 
   /**
@@ -187,36 +292,125 @@ export class ModemLink {
       this.log.warn('radio found off while the modem is wanted on: switching it on (AT+CFUN=1)');
       await driver.setFunctionality(1);
     }
-    return driver.simState();
+    const sim = await driver.simState();
+    if (sim === 'ready') {
+      this.imsi ??= await driver.imsi().catch(nullOnAtError);
+      await this.ensureApn(driver);
+    }
+    return sim;
   }
 
+  /**
+   * Registration for data: `+CEREG` (LTE) or `+CGREG` registered, whatever `+CREG` says (data-only
+   * SIMs and EPS-only attach are never CS-registered).
+   */
   async queryRegistration(): Promise<{ stat: RegistrationStat; operator: string | null }> {
     const driver = await this.open();
-    const stat = await driver.registration();
+    this.registrations = await driver.registrations();
+    const stat = dataRegistration(this.registrations);
+    this.reported = stat;
     if (stat !== 'home' && stat !== 'roaming') return { stat, operator: null };
     return { stat, operator: (await driver.operator()).name };
   }
 
-  async connect(): Promise<{ address: string }> {
+  /** The data call (boot and rotation). */
+  async connect(): Promise<ContextSettings> {
+    return this.dial(await this.open());
+  }
+
+  /** The call went down while attached: stop what is left of it, then dial again. */
+  async redial(): Promise<ContextSettings> {
     const driver = await this.open();
-    if (this.options.apn) await driver.setApn(this.options.apn);
-    if (!(await driver.dataCallState()).connected) await driver.startDataCall();
+    await driver.stopDataCall().catch(nullOnAtError);
+    return this.dial(driver);
+  }
+
+  /**
+   * The QMI-mode data path, in the order the kernel and the modem need (docs/ec25.md, data call):
+   * link down → `raw_ip` Y (refused while up; the EC25 sends raw IP) → `AT$QCRMCALL=1,1` →
+   * address, mask, gateway, DNS from `AT+CGCONTRDP=1` → MTU → link up. `+CGPADDR` alone proves
+   * nothing (the bearer has an address as soon as the modem is attached).
+   */
+  private async dial(driver: Ec25Driver): Promise<ContextSettings> {
+    const wwan = this.options.wwan;
+    const iface = this.options.netIface?.();
+    if (wwan) {
+      if (!iface)
+        throw new ModemfleetError('data_call_failed', 'no net interface (qmi_wwan) found for this modem yet');
+      await wwan.setLink(iface, false);
+      await this.rawIpOn(wwan, iface);
+    }
+    if (!(await driver.dataCallUp())) {
+      try {
+        await driver.startDataCall();
+      } catch (err) {
+        if (!(err instanceof AtCommandError)) throw err;
+        throw new ModemfleetError('data_call_failed', `the modem refused the data call: ${err.message}`);
+      }
+      if (!(await driver.dataCallUp()))
+        throw new ModemfleetError(
+          'no_data_call',
+          'AT$QCRMCALL=1,1 was answered but no call is up (AT$QCRMCALL? lists none)',
+        );
+    }
+    const settings = await this.settings(driver);
+    if (wwan && iface) {
+      await wwan.setMtu(iface, settings.mtu ?? this.options.mtu ?? 1500);
+      await wwan.setLink(iface, true);
+    }
+    return settings;
+  }
+
+  private async rawIpOn(wwan: WwanControl, iface: string): Promise<void> {
+    const current = await wwan.rawIp(iface);
+    if (current === null)
+      throw new ModemfleetError(
+        'raw_ip_off',
+        `${iface} has no qmi/raw_ip: not a qmi_wwan link, or a kernel before 4.5; the EC25 sends raw IP`,
+      );
+    if (current) return;
+    try {
+      await wwan.setRawIp(iface, true);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (code === 'raw_ip_unsupported' || code === 'link_busy')
+        throw new ModemfleetError('raw_ip_off', `${iface}: ${coerceError(err).message}`);
+      throw err;
+    }
+    if ((await wwan.rawIp(iface)) !== true)
+      throw new ModemfleetError('raw_ip_off', `${iface}: raw_ip stays N after writing Y; the link would carry nothing`);
+  }
+
+  /** The call's settings, polled until the address is there; `+CGPADDR` where CGCONTRDP is missing. */
+  private async settings(driver: Ec25Driver): Promise<ContextSettings> {
     const polls = this.options.addressPolls ?? 10;
     for (let i = 0; i < polls; i++) {
-      const address = await driver.address();
-      if (address) return { address };
+      let settings: ContextSettings | null;
+      try {
+        settings = await driver.contextSettings();
+      } catch (err) {
+        if (!(err instanceof AtCommandError)) throw err;
+        const address = await driver.address();
+        settings = address ? { address, prefix: 32, gateway: null, dns: [], mtu: null } : null;
+      }
+      if (settings) return settings;
       await sleep(this.options.addressPollMs ?? 300);
     }
     throw new ModemfleetError('data_call_failed', 'the data call is up but has no address');
   }
 
-  async pollSignal(): Promise<SignalSample> {
-    return (await this.open()).signal();
+  /** Signal, and whether the host's call is still up (a call can end without a `+CGEV`). */
+  async pollSignal(): Promise<{ signal: SignalSample; callUp: boolean }> {
+    const driver = await this.open();
+    const signal = await driver.signal();
+    return { signal, callUp: await driver.dataCallUp() };
   }
 
-  /** Rotation, step 1: radio off (the network releases the address). */
+  /** Rotation, step 1: the call ends, the radio goes off (the network releases the address). */
   async detach(): Promise<void> {
-    await (await this.open()).setFunctionality(0);
+    const driver = await this.open();
+    await driver.stopDataCall().catch(nullOnAtError);
+    await driver.setFunctionality(0);
   }
 
   async attach(): Promise<void> {
@@ -252,9 +446,11 @@ export class ModemLink {
       );
   }
 
-  /** Operator-disabled: airplane mode (CFUN=4). */
+  /** Operator-disabled: the call ends, airplane mode (CFUN=4). */
   async disableRadio(): Promise<void> {
-    await (await this.open()).setFunctionality(4);
+    const driver = await this.open();
+    await driver.stopDataCall().catch(nullOnAtError);
+    await driver.setFunctionality(4);
   }
 
   /** The effects as xstate actors, for `modemMachine.provide({ actors })`. */
@@ -264,7 +460,8 @@ export class ModemLink {
       readIdentity: fromPromise(() => this.readIdentity()),
       checkSim: fromPromise(() => this.checkSim()),
       queryRegistration: fromPromise(() => this.queryRegistration()),
-      connect: fromPromise(() => this.connect()),
+      connect: fromPromise<{ address: string }>(() => this.connect()),
+      redial: fromPromise<{ address: string }>(() => this.redial()),
       pollSignal: fromPromise(() => this.pollSignal()),
       detach: fromPromise(() => this.detach()),
       attach: fromPromise(() => this.attach()),

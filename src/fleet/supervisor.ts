@@ -227,7 +227,11 @@ export class Supervisor {
         removed.push(e.usbPath);
         continue;
       }
-      if (e.type === 'device.changed' && e.device.ports.at === e.previous.ports.at) continue;
+      if (e.type === 'device.changed' && e.device.ports.at === e.previous.ports.at) {
+        // same AT port: a late or renamed net interface moves with the modem
+        this.byPath.get(e.device.usbPath)?.updateDevice({ iface: e.device.net });
+        continue;
+      }
       if (e.device.fault || !e.device.ports.at) {
         const { vid, pid, usbPath, fault } = e.device;
         this.events.emit('alert', {

@@ -93,7 +93,7 @@ export async function recordHealth(sql: Sql, samples: readonly HealthSample[]): 
   await sql`
     with s as (
       select * from jsonb_to_recordset(${payload}::jsonb)
-        as x(imei text, at timestamptz, rssi smallint, rsrp smallint, rsrq smallint, sinr smallint, operator text, technology text)
+        as x(imei text, at timestamptz, rssi smallint, rsrp smallint, rsrq smallint, sinr real, operator text, technology text)
     ),
     h as (
       insert into modem_health (imei, at, rssi, rsrp, rsrq, sinr, operator, technology)

@@ -17,6 +17,14 @@ export class FakeModem {
   sim: SimState = 'ready';
   registration: RegistrationStat = 'home';
   dataCall = true;
+  /** `AT$QCRMCALL=1,1` is answered but no call comes up (`no_data_call`). */
+  callStarts = true;
+  /** The host's call is still up at the periodic check. */
+  callUp = true;
+  /** `AT+QCFG="usbnet"`: anything but 0 is `usbnet_mode`. */
+  usbnet = 0;
+  /** The link's raw_ip can be set (else `raw_ip_off`). */
+  rawIp = true;
   sameAddress = false;
   private n = 1;
   address = '10.0.0.1';
@@ -33,38 +41,47 @@ export class FakeModem {
     }
   }
 
+  private coded(message: string, code: string): Error {
+    return Object.assign(new Error(message), { code });
+  }
+
+  private dial(name: 'connect' | 'redial'): Promise<{ address: string }> {
+    return this.step(name, () => {
+      if (!this.rawIp) throw this.coded('wwan0: raw_ip stays N', 'raw_ip_off');
+      if (!this.dataCall) throw this.coded('AT$QCRMCALL=1,1 answered ERROR', 'data_call_failed');
+      if (!this.callStarts) throw this.coded('no call is up', 'no_data_call');
+      if (!this.sameAddress) this.address = `10.0.0.${++this.n}`;
+      this.callUp = true;
+      return { address: this.address };
+    });
+  }
+
   actors() {
     return {
       probe: fromPromise(() => this.step<void>('probe', () => undefined)),
       readIdentity: fromPromise<ModemIdentity>(() =>
-        this.step('readIdentity', () => ({
+        this.step('readIdentity', () => {
+          if (this.usbnet !== 0) throw this.coded(`usbnet is ${this.usbnet}`, 'usbnet_mode');
+          return {
           imei: '866834040000017',
           manufacturer: 'Quectel',
           model: 'EC25',
           firmware: 'X',
           iccid: null,
           imsi: null,
-        })),
+          };
+        }),
       ),
       checkSim: fromPromise<SimState>(() => this.step('checkSim', () => this.sim)),
       queryRegistration: fromPromise<{ stat: RegistrationStat; operator: string | null }>(() =>
         this.step('queryRegistration', () => ({ stat: this.registration, operator: 'Vodafone' })),
       ),
-      connect: fromPromise<{ address: string }>(() =>
-        this.step('connect', () => {
-          if (!this.dataCall)
-            throw Object.assign(new Error('AT+QNETDEVCTL=1,1,1 answered ERROR'), { code: 'at_error' });
-          if (!this.sameAddress) this.address = `10.0.0.${++this.n}`;
-          return { address: this.address };
-        }),
-      ),
+      connect: fromPromise<{ address: string }>(() => this.dial('connect')),
+      redial: fromPromise<{ address: string }>(() => this.dial('redial')),
       pollSignal: fromPromise(() =>
-        this.step('pollSignal', (): SignalSample => ({
-          technology: 'LTE',
-          rssi: -70,
-          rsrp: -100,
-          sinr: 10,
-          rsrq: -9,
+        this.step('pollSignal', (): { signal: SignalSample; callUp: boolean } => ({
+          signal: { technology: 'LTE', rssi: -70, rsrp: -100, sinr: 150, sinrDb: 10, rsrq: -9 },
+          callUp: this.callUp,
         })),
       ),
       detach: fromPromise(() => this.step<void>('detach', () => undefined)),

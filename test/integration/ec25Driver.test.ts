@@ -39,7 +39,7 @@ async function driverFor(
   return { driver, sim };
 }
 
-it('reads identity, SIM, registration, signal, and brings up a data call over a real PTY', async () => {
+it('reads identity, SIM, registration, signal, and brings up a QMI-mode data call over a real PTY', async () => {
   const { driver, sim } = await driverFor();
   expect(await driver.identity()).toEqual({
     manufacturer: 'Quectel',
@@ -47,33 +47,53 @@ it('reads identity, SIM, registration, signal, and brings up a data call over a 
     firmware: 'EC25EFAR06A11M4G',
     imei: sim.imei,
   });
+  expect(await driver.imei()).toBe(sim.imei);
   expect(await driver.iccid()).toBe(sim.model.profile.iccid);
   expect(await driver.imsi()).toBe(sim.model.profile.imsi);
   expect(await driver.simState()).toBe('ready');
+  expect(await driver.usbnet()).toBe(0);
   await new Promise((r) => setTimeout(r, 250));
-  expect(await driver.registration()).toBe('home');
+  expect(await driver.registrations()).toEqual({ cs: 'home', ps: 'home', eps: 'home' });
   expect(await driver.operator()).toEqual({ name: sim.model.profile.operator, technology: 'LTE' });
-  expect((await driver.signal()).technology).toBe('LTE');
+  const signal = await driver.signal();
+  expect(signal.technology).toBe('LTE');
+  expect(signal.sinrDb).toBeGreaterThanOrEqual(-20);
+  expect(signal.sinrDb).toBeLessThanOrEqual(30);
   expect((await driver.servingCell()).mcc).toBe(sim.model.profile.mcc);
   await driver.setApn('internet');
-  expect(await driver.address()).toBeNull();
+  expect(await driver.apn()).toBe('internet');
+  // attached: the default bearer has its address before the host starts any call
+  const bearer = await driver.address();
+  expect(bearer).toMatch(/^10\.\d+\.\d+\.\d+$/);
+  expect(await driver.dataCallUp()).toBe(false);
   await driver.startDataCall();
-  const first = await driver.address();
-  expect(first).toMatch(/^10\.\d+\.\d+\.\d+$/);
-  // rotation: detach, reattach, new call, new address
+  expect(await driver.dataCallUp()).toBe(true);
+  const settings = await driver.contextSettings();
+  expect(settings).toMatchObject({ address: bearer });
+  expect(settings?.dns.length).toBeGreaterThan(0);
+  // rotation: the call ends, detach (no address), reattach, new call, new address
+  await driver.stopDataCall();
+  expect(await driver.dataCallUp()).toBe(false);
   await driver.setFunctionality(0);
+  expect(await driver.address()).toBeNull();
   await driver.setFunctionality(1);
   await new Promise((r) => setTimeout(r, 250));
   await driver.startDataCall();
-  expect(await driver.address()).not.toBe(first);
+  expect(await driver.address()).not.toBe(bearer);
   await expect(driver.setApn('bad apn"; AT+CFUN=0')).rejects.toMatchObject({ code: 'invalid_apn' });
 });
 
-it('maps SIM faults to states', async () => {
+it('maps SIM and registration faults to states', async () => {
   expect(await (await driverFor({ noSim: true }, 2)).driver.simState()).toBe('missing');
   expect(await (await driverFor({ pinLocked: true }, 3)).driver.simState()).toBe('pin');
+  expect(await (await driverFor({ simFailure: true }, 6)).driver.simState()).toBe('failure');
   const denied = await driverFor({ registration: 'denied' }, 4);
-  expect(await denied.driver.registration()).toBe('denied');
+  expect((await denied.driver.registrations()).eps).toBe('denied');
+  // a data-only SIM: not registered for circuit-switched, registered on LTE
+  const dataOnly = await driverFor({ cs: 0 }, 7);
+  await new Promise((r) => setTimeout(r, 250));
+  expect(await dataOnly.driver.registrations()).toMatchObject({ cs: 'idle', eps: 'home' });
   const refused = await driverFor({ dataCallRefused: true }, 5);
+  await new Promise((r) => setTimeout(r, 250));
   await expect(refused.driver.startDataCall()).rejects.toMatchObject({ code: 'at_error' });
 });

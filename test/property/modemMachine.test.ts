@@ -99,8 +99,17 @@ class Advance implements fc.AsyncCommand<Model, Real> {
   toString = () => `advance(${this.ms})`;
 }
 
-const stats: RegistrationStat[] = ['idle', 'home', 'searching', 'denied', 'unknown', 'roaming'];
-const sims: SimState[] = ['ready', 'pin', 'puk', 'not_ready', 'missing'];
+const stats: RegistrationStat[] = [
+  'idle',
+  'home',
+  'searching',
+  'denied',
+  'unknown',
+  'roaming',
+  'sms_only',
+  'emergency',
+];
+const sims: SimState[] = ['ready', 'pin', 'puk', 'not_ready', 'busy', 'failure', 'missing'];
 
 const commands = [
   fc.boolean().map((b) => new Fault((w) => (w.answers = b), `answers=${b}`)),
@@ -108,6 +117,14 @@ const commands = [
   fc.constantFrom(...stats).map((s) => new Fault((w) => (w.registration = s), `registration=${s}`)),
   fc.boolean().map((b) => new Fault((w) => (w.dataCall = b), `dataCall=${b}`)),
   fc.boolean().map((b) => new Fault((w) => (w.sameAddress = b), `sameAddress=${b}`)),
+  // the EC25's data path: a call that does not come up, one that drops, raw-IP off, another usbnet mode
+  fc.boolean().map((b) => new Fault((w) => (w.callStarts = b), `callStarts=${b}`)),
+  fc.boolean().map((b) => new Fault((w) => (w.callUp = b), `callUp=${b}`)),
+  fc.boolean().map((b) => new Fault((w) => (w.rawIp = b), `rawIp=${b}`)),
+  fc.constantFrom(0, 1, 3).map((n) => new Fault((w) => (w.usbnet = n), `usbnet=${n}`)),
+  // PDN deactivated (+CGEV) or a CS-only flap the link does not forward; silence after a redial
+  fc.constant(new Send(() => ({ type: 'call.lost', detail: '+CGEV: NW PDN DEACT 1' }))),
+  fc.constant(new Send(() => ({ type: 'call.dead', detail: 'no answer through the ports' }))),
   fc.constantFrom(...stats).map((stat) => new Send(() => ({ type: 'urc.registration', stat }))),
   fc.constant(new Send(() => ({ type: 'urc.rdy' }))),
   fc.constant(new Send(() => ({ type: 'port.lost', detail: 'test' }))),
@@ -138,7 +155,16 @@ describe('modem machine, model-based', () => {
         return;
       }
       // faults stop; an operator acts on a modem that gave up or was disabled
-      Object.assign(h.world, { answers: true, sim: 'ready', registration: 'home', dataCall: true });
+      Object.assign(h.world, {
+        answers: true,
+        sim: 'ready',
+        registration: 'home',
+        dataCall: true,
+        callStarts: true,
+        callUp: true,
+        rawIp: true,
+        usbnet: 0,
+      });
       const state = h.state();
       if (state === 'error') {
         model.sent.push(1000);
@@ -172,6 +198,10 @@ function leafPaths(node: { key: string; states: Record<string, unknown> }, prefi
 
 const done = (id: string, output?: unknown) => ({ type: `xstate.done.actor.${id}`, output });
 const failed = (id: string) => ({ type: `xstate.error.actor.${id}`, error: new Error('no answer') });
+const failedWith = (id: string, code: string) => ({
+  type: `xstate.error.actor.${id}`,
+  error: Object.assign(new Error(code), { code }),
+});
 
 describe('modem machine graph', () => {
   it('xstate/graph finds a path to every state', () => {
@@ -180,12 +210,23 @@ describe('modem machine graph', () => {
     const events = [
       done('probe'),
       done('readIdentity', identity),
-      ...['ready', 'missing', 'pin', 'not_ready'].map((s) => done('checkSim', s)),
+      ...['ready', 'missing', 'pin', 'not_ready', 'busy'].map((s) => done('checkSim', s)),
       ...['home', 'denied', 'searching'].map((stat) => done('queryRegistration', { stat, operator: 'X' })),
       done('connect', { address: '10.0.0.2' }),
-      done('pollSignal', { technology: 'LTE', rssi: -70, rsrp: null, sinr: null, rsrq: null }),
+      done('redial', { address: '10.0.0.3' }),
+      ...[true, false].map((callUp) =>
+        done('pollSignal', {
+          signal: { technology: 'LTE', rssi: -70, rsrp: null, sinr: null, sinrDb: null, rsrq: null },
+          callUp,
+        }),
+      ),
+      failedWith('readIdentity', 'usbnet_mode'),
+      failedWith('readIdentity', 'usbnet_switching'),
+      failedWith('connect', 'raw_ip_off'),
       ...['detach', 'attach', 'softReset', 'hardReset', 'disableRadio'].map((id) => done(id)),
-      ...[...effects, 'detach', 'attach', 'disableRadio'].map(failed),
+      ...[...effects, 'detach', 'attach', 'disableRadio', 'redial'].map(failed),
+      { type: 'call.lost', detail: 'x' },
+      { type: 'call.dead', detail: 'x' },
       ...[
         ['probeRetry', 'detecting.waiting'],
         ['simRetry', 'initializing.simWaiting'],

@@ -42,6 +42,97 @@ describe('modem machine', () => {
     expect(h.alerts.at(-1)).toMatchObject({ kind: `modem_${reason}`, severity: 'critical' });
   });
 
+  it('SIM busy (CME 14) is retried with a radio off/on halfway, then comes online', async () => {
+    const world = new FakeModem();
+    world.sim = 'busy';
+    const h = harness({ ...FAST_CONFIG, simRetries: 4, simRetryMs: 100 }, world);
+    await h.advance(150);
+    expect(h.states).toContain('initializing.simWaiting');
+    await h.advance(400);
+    expect(h.states).toContain('initializing.simCycling');
+    expect(world.calls).toContain('softReset');
+    world.sim = 'ready';
+    await h.advance(1_000);
+    expect(h.state()).toBe('online.serving');
+    expect(h.actor.getSnapshot().context.reason).toBeNull();
+  });
+
+  it('a SIM that stays failing (CME 13) goes to the ladder as sim_missing, not straight to error', async () => {
+    const world = new FakeModem();
+    world.sim = 'failure';
+    const h = harness(FAST_CONFIG, world);
+    await h.advance(400);
+    expect(h.states).toContain('recovering.backoff');
+    expect(h.actor.getSnapshot().context).toMatchObject({
+      reason: 'sim_missing',
+      lastError: 'the SIM keeps failing (CME 13)',
+    });
+  });
+
+  it.each([
+    ['usbnet', 'usbnet_mode'],
+    ['rawIp', 'raw_ip_off'],
+  ] as const)('%s wrong → error %s at once (no rung can fix it)', async (knob, reason) => {
+    const world = new FakeModem();
+    if (knob === 'usbnet') world.usbnet = 1;
+    else world.rawIp = false;
+    const h = harness(FAST_CONFIG, world);
+    await h.advance(300);
+    expect(h.state()).toBe('error');
+    expect(h.actor.getSnapshot().context.reason).toBe(reason);
+    expect(h.states).not.toContain('recovering.backoff');
+  });
+
+  it('a call that never comes up climbs the ladder and ends in error no_data_call', async () => {
+    const world = new FakeModem();
+    world.callStarts = false;
+    const h = harness({ ...FAST_CONFIG, maxRecoveries: 10 }, world);
+    await h.advance(6_000, 50);
+    expect(h.states).toContain('recovering.softResetting');
+    expect(h.state()).toBe('error');
+    expect(h.actor.getSnapshot().context.reason).toBe('no_data_call');
+  });
+
+  it('a dropped call (+CGEV, or found down by the poll) is redialled without leaving online', async () => {
+    const world = new FakeModem();
+    const h = harness(FAST_CONFIG, world);
+    await h.advance(200);
+    const before = h.actor.getSnapshot().context.wanIp;
+    h.actor.send({ type: 'call.lost', detail: '+CGEV: NW PDN DEACT 1' });
+    await h.advance(50);
+    expect(h.states).toContain('online.redialing');
+    expect(h.state()).toBe('online.serving');
+    expect(h.actor.getSnapshot().context.wanIp).not.toBe(before);
+    expect(world.calls.filter((c) => c === 'redial')).toHaveLength(1);
+    // the periodic check finds the call down
+    world.callUp = false;
+    await h.advance(1_100);
+    expect(world.calls.filter((c) => c === 'redial')).toHaveLength(2);
+    expect(h.state()).toBe('online.serving');
+    // a redial that fails: the ladder
+    world.callStarts = false;
+    h.actor.send({ type: 'call.lost', detail: 'x' });
+    await h.advance(50);
+    expect(h.state()).toMatch(/^recovering/);
+    expect(h.actor.getSnapshot().context.reason).toBe('no_data_call');
+  });
+
+  it('silence after a redial (call.dead) goes to the ladder; a rotation ignores call.lost', async () => {
+    const h = harness();
+    await h.advance(200);
+    h.actor.send({ type: 'command.rotate', id: 1 });
+    await h.advance(10);
+    h.actor.send({ type: 'call.lost', detail: 'x' });
+    await h.advance(10);
+    expect(h.state()).toMatch(/^online\.rotating/);
+    await h.advance(1_000);
+    expect(h.results.at(-1)).toMatchObject({ id: 1, ok: true });
+    h.actor.send({ type: 'call.dead', detail: 'no answer through the ports after a redial' });
+    await h.advance(10);
+    expect(h.state()).toMatch(/^recovering/);
+    expect(h.actor.getSnapshot().context.reason).toBe('no_data_call');
+  });
+
   it('registration denied → error; searching forever → no_service via the ladder', async () => {
     const denied = new FakeModem();
     denied.registration = 'denied';

@@ -417,7 +417,7 @@ function renderPanelHead(detail) {
       'signal',
       m.rssi === null || m.rssi === undefined
         ? '—'
-        : `RSSI ${m.rssi} dBm${m.rsrp ? `, RSRP ${m.rsrp}` : ''}${m.sinr ? `, SINR ${m.sinr}` : ''}`,
+        : `RSSI ${m.rssi} dBm${m.rsrp ? `, RSRP ${m.rsrp}` : ''}${m.sinr !== null && m.sinr !== undefined ? `, SINR ${m.sinr} dB` : ''}`,
     ],
     ['host', m.host ?? '—'],
     ['USB path', m.usbPath ?? '—'],
