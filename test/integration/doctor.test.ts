@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, open, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -126,7 +128,8 @@ describe('modemfleet doctor', () => {
     await sys.plug({ usbPath: '1-1.4', unconfigured: true });
     // another program holding the first modem's AT port (as ModemManager would)
     const port = await open(join(dev, 'ttyUSB2'), 'r');
-    const holder = execa('sleep', ['60'], { stdin: port.fd, reject: false });
+    const holder = spawn('sleep', ['60'], { stdio: [port.fd, 'ignore', 'ignore'] });
+    const exited = once(holder, 'exit');
     await port.close();
     const host: HostPaths = {
       sys: sys.root,
@@ -172,7 +175,7 @@ describe('modemfleet doctor', () => {
 
       // fixed: per-port power, the holder gone, the RNDIS modem back in QMI mode, the fault unplugged
       holder.kill('SIGKILL');
-      await holder;
+      await exited;
       await sys.unplug('1-1.3');
       await sys.unplug('1-1.4');
       await sys.plug({ usbPath: '1-1.3', ttys: [4, 5, 6, 7], net: 'wwan1' });
@@ -189,8 +192,8 @@ describe('modemfleet doctor', () => {
       expect(good['usbnet mode']).toMatchObject({ status: 'ok' });
       expect(good['device holders']?.status).not.toBe('fail');
     } finally {
-      holder.kill('SIGKILL');
-      await holder;
+      if (holder.exitCode === null && holder.signalCode === null) holder.kill('SIGKILL');
+      await exited;
       await sys.stop();
     }
   });
