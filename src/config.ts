@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
+import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
 import { HOST_ID_PATTERN } from './ids.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
@@ -34,7 +35,10 @@ export interface Config {
   switchUsbnet: boolean;
   /** MTU put on a modem's link when the modem reports none (default 1500). */
   mtu: number;
-  /** argv of a USB power-cycle command (the last rung of the recovery ladder), e.g. uhubctl. */
+  /**
+   * argv template of a USB power-cycle command (the last rung of the recovery ladder), e.g.
+   * uhubctl; elements may use `{hub}`, `{port}`, `{usbPath}`, `{imei}` (see src/fleet/power.ts).
+   */
   powerCycleCommand: string[] | undefined;
   /** Timings and limits of every modem machine (see ModemConfig). */
   modem: Partial<ModemConfig>;
@@ -426,6 +430,11 @@ export function loadConfig(
   const switchUsbnet = file['switchUsbnet'];
   if (typeof switchUsbnet === 'boolean') config.switchUsbnet = switchUsbnet;
   else if (switchUsbnet !== undefined) problems.push('switchUsbnet: must be true or false');
+  const unknownPower = unknownPlaceholders(config.powerCycleCommand ?? []);
+  if (unknownPower.length > 0)
+    problems.push(
+      `powerCycleCommand: unknown placeholder(s) ${unknownPower.map((n) => `{${n}}`).join(', ')} (known: ${POWER_PLACEHOLDERS.map((n) => `{${n}}`).join(', ')})`,
+    );
   if (config.modem.powerCycle && !config.powerCycleCommand)
     problems.push('modem.powerCycle: needs powerCycleCommand');
   if (problems.length > 0) throw new ConfigError(problems);

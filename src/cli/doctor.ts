@@ -5,6 +5,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { System } from '../system.js';
 import { coerceError } from '../util/errors.js';
+import { modemChecks } from './doctorModems.js';
 import { findProgram } from '../util/fs.js';
 
 /** One finding of `modemfleet doctor`: what was checked, what was seen, and how to fix it. */
@@ -21,9 +22,11 @@ export interface HostPaths {
   proc: string;
   etc: string;
   lib: string;
+  /** Where the modems' device nodes are (`/dev`). */
+  dev?: string;
 }
 
-export const REAL_HOST: HostPaths = { sys: '/sys', proc: '/proc', etc: '/etc', lib: '/lib' };
+export const REAL_HOST: HostPaths = { sys: '/sys', proc: '/proc', etc: '/etc', lib: '/lib', dev: '/dev' };
 
 const CAP = { NET_ADMIN: 12, NET_RAW: 13, SETUID: 7, SETGID: 6, SYS_ADMIN: 21 } as const;
 
@@ -118,6 +121,12 @@ async function capabilities(config: Config, host: HostPaths): Promise<Finding> {
       };
 }
 
+/** A program on PATH: ok with its path, or the finding for its absence. */
+async function tool(check: string, program: string, missing: Omit<Finding, 'check'>): Promise<Finding> {
+  const found = await findProgram(program);
+  return found ? { check, status: 'ok', detail: found } : { check, ...missing };
+}
+
 async function programs(config: Config): Promise<Finding[]> {
   const findings: Finding[] = [];
   const three = await findProgram(config.threeProxyPath ?? '3proxy');
@@ -138,36 +147,26 @@ async function programs(config: Config): Promise<Finding[]> {
       detail: 'neither 3proxy nor microsocks + tinyproxy is installed',
       fix: 'apt-get install microsocks tinyproxy (or install 3proxy)',
     });
-  const ip = await findProgram('ip');
   findings.push(
-    ip
-      ? { check: 'iproute2', status: 'ok', detail: ip }
-      : { check: 'iproute2', status: 'fail', detail: '`ip` not found', fix: 'apt-get install iproute2' },
+    await tool('iproute2', 'ip', {
+      status: 'fail',
+      detail: '`ip` not found',
+      fix: 'apt-get install iproute2',
+    }),
+    await tool('nftables', 'nft', {
+      status: 'warn',
+      detail: '`nft` not found: rules that go through src/net/nft.ts cannot be applied',
+      fix: 'apt-get install nftables',
+    }),
   );
-  const nft = await findProgram('nft');
-  findings.push(
-    nft
-      ? { check: 'nftables', status: 'ok', detail: nft }
-      : {
-          check: 'nftables',
-          status: 'warn',
-          detail: '`nft` not found: rules that go through src/net/nft.ts cannot be applied',
-          fix: 'apt-get install nftables',
-        },
-  );
-  if (config.hotplug === 'udev') {
-    const udevadm = await findProgram('udevadm');
+  if (config.hotplug === 'udev')
     findings.push(
-      udevadm
-        ? { check: 'udevadm', status: 'ok', detail: udevadm }
-        : {
-            check: 'udevadm',
-            status: 'warn',
-            detail: 'not found: hotplug falls back to the periodic rescan',
-            fix: 'apt-get install udev',
-          },
+      await tool('udevadm', 'udevadm', {
+        status: 'warn',
+        detail: 'not found: hotplug falls back to the periodic rescan',
+        fix: 'apt-get install udev',
+      }),
     );
-  }
   return findings;
 }
 
@@ -320,6 +319,7 @@ export async function runDoctor(
     await capabilities(config, host),
     ...(await programs(config)),
     await modemManager(host),
+    ...(await modemChecks(config, host)),
     await stateDir(config),
     ...(await ports(config, host)),
     await database(config, log),

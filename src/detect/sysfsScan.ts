@@ -1,6 +1,6 @@
-import { readFile, readdir, realpath } from 'node:fs/promises';
-import { join } from 'node:path';
-import { findModel } from './models.js';
+import { readFile, readdir, readlink, realpath } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { NET_DRIVERS, SERIAL_DRIVERS, findModel, type SerialFunction } from './models.js';
 import type { DeviceDescriptor } from './types.js';
 
 export interface ScanOptions {
@@ -41,6 +41,66 @@ export function deviceString(value: string | null): string | null {
   return clean.length > 0 ? clean : null;
 }
 
+/** One USB interface directory (`1-1.3:1.2`) and the driver bound to it, if any. */
+interface UsbInterface {
+  number: number;
+  dir: string;
+  /** Basename of the `driver` symlink: `option`, `qmi_wwan`, ...; null while unbound. */
+  driver: string | null;
+}
+
+async function driverOf(dir: string): Promise<string | null> {
+  try {
+    return basename(await readlink(join(dir, 'driver')));
+  } catch {
+    return null;
+  }
+}
+
+async function interfacesOf(sysPath: string, usbPath: string): Promise<UsbInterface[]> {
+  const prefix = `${usbPath}:`;
+  const found: UsbInterface[] = [];
+  for (const entry of (await list(sysPath)).filter((e) => e.startsWith(prefix))) {
+    const dir = join(sysPath, entry);
+    const number = Number.parseInt((await readText(join(dir, 'bInterfaceNumber'))) ?? '', 16);
+    if (!Number.isInteger(number)) continue;
+    found.push({ number, dir, driver: await driverOf(dir) });
+  }
+  return found.sort((a, b) => a.number - b.number);
+}
+
+/**
+ * The host controller a USB device hangs off: the directory above `usbN` in its sysfs path, a PCI
+ * address like `0000:00:14.0` on a PC (`/sys/devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1.3`).
+ */
+export function controllerOf(sysPath: string): string | undefined {
+  const parts = sysPath.split('/');
+  const bus = parts.findIndex((p) => /^usb\d+$/.test(p));
+  return bus > 0 ? parts[bus - 1] : undefined;
+}
+
+async function ttyOf(dir: string): Promise<string | undefined> {
+  return (
+    (await list(dir)).find((c) => TTY_PATTERN.test(c)) ??
+    (await list(join(dir, 'tty'))).find((c) => TTY_PATTERN.test(c))
+  );
+}
+
+/**
+ * A device whose configuration failed: the kernel read its descriptors (so idVendor/idProduct are
+ * there) but `usb_set_configuration` was refused, typically by the xHCI controller running out of
+ * endpoints or bandwidth ("Not enough bandwidth for new device state", "no room for endpoint"
+ * in the kernel log; roughly 4-6 EC25s per Intel controller): bConfigurationValue is empty and no
+ * interface exists. The kernel configures a device inside the probe that follows `device_add`,
+ * before udev announces it, so an unconfigured device at scan time is not a step of a normal plug.
+ * A configured device with fewer interfaces bound than it has is normal for a moment (qmi_wwan
+ * binds after the ttys): it is reported as it is and completed by the next scan, not as a fault.
+ */
+async function unconfigured(sysPath: string, interfaces: readonly UsbInterface[]): Promise<boolean> {
+  if (interfaces.length > 0) return false;
+  return (await readText(join(sysPath, 'bConfigurationValue'))) === '';
+}
+
 /** One USB device by its port path; undefined when absent or not a modem we know. */
 export async function scanUsbDevice(
   options: ScanOptions,
@@ -58,47 +118,72 @@ export async function scanUsbDevice(
   if (!vid || !pid) return undefined;
   const model = findModel(vid, pid);
   if (!model) return undefined;
+  const controller = controllerOf(sysPath);
 
   const device: DeviceDescriptor = {
     usbPath,
     sysPath,
+    ...(controller ? { controller } : {}),
     vid: model.vid,
     pid: model.pid,
     vendor: model.vendor,
     model: model.model,
-    ...(model.fault ? { fault: model.fault } : {}),
+    ...(model.fault ? { fault: model.fault, faultCode: model.faultCode ?? 'emergency_download' } : {}),
     usb: {
       manufacturer: deviceString(await readText(join(sysPath, 'manufacturer'))),
       product: deviceString(await readText(join(sysPath, 'product'))),
       serial: deviceString(await readText(join(sysPath, 'serial'))),
     },
     ports: {},
+    atCandidates: [],
+    usbnet: null,
   };
-  const functionOf = new Map<number, keyof DeviceDescriptor['ports'] | 'net'>();
-  for (const [fn, number] of Object.entries(model.interfaces))
-    functionOf.set(number, fn as keyof DeviceDescriptor['ports']);
+  const interfaces = await interfacesOf(sysPath, usbPath);
+  if (!device.fault && (await unconfigured(sysPath, interfaces))) {
+    device.fault =
+      `USB device ${model.vid}:${model.pid} at ${usbPath} was not configured: its host controller ` +
+      `${controller ?? '(unknown)'} is out of endpoints or bandwidth (kernel: "Not enough bandwidth ` +
+      'for new device state"); move modems to another controller (e.g. a PCIe USB card) or unplug one';
+    device.faultCode = 'usb_resources';
+  }
 
-  const prefix = `${usbPath}:`;
-  for (const entry of (await list(sysPath)).filter((e) => e.startsWith(prefix)).sort()) {
-    const ifDir = join(sysPath, entry);
-    const number = Number.parseInt((await readText(join(ifDir, 'bInterfaceNumber'))) ?? '', 16);
-    if (!Number.isInteger(number)) continue;
-    const fn = functionOf.get(number);
-    if (!fn) continue;
-    const children = await list(ifDir);
-    if (fn === 'net') {
-      const net = (await list(join(ifDir, 'net'))).find((n) => NET_PATTERN.test(n));
-      if (net) device.net = net;
-      const wdm = [...(await list(join(ifDir, 'usbmisc'))), ...(await list(join(ifDir, 'usb')))].find((n) =>
-        WDM_PATTERN.test(n),
-      );
-      if (wdm) device.wdm = join(options.devRoot, wdm);
-      continue;
+  // serial functions: the interfaces bound to option, in interface order (whatever their numbers)
+  const ttys: { fn: SerialFunction | undefined; path: string }[] = [];
+  let ordinal = 0;
+  for (const iface of interfaces) {
+    if (!iface.driver || !SERIAL_DRIVERS.has(iface.driver)) continue;
+    const fn = model.serial[ordinal++];
+    const tty = await ttyOf(iface.dir);
+    if (!tty) continue;
+    const path = join(options.devRoot, tty);
+    ttys.push({ fn, path });
+    if (fn) device.ports[fn] = path;
+  }
+  for (const fn of model.atPreference) {
+    const path = device.ports[fn];
+    if (path) device.atCandidates.push(path);
+  }
+  for (const t of ttys) if (!device.atCandidates.includes(t.path)) device.atCandidates.push(t.path);
+  const at = device.atCandidates[0];
+  if (at) device.ports.at = at;
+
+  // the net function: the first interface bound to a network driver that has a net device
+  const bound = interfaces.filter((i) => i.driver && NET_DRIVERS.has(i.driver));
+  for (const iface of bound) {
+    const net = (await list(join(iface.dir, 'net'))).find((n) => NET_PATTERN.test(n));
+    const wdm = [...(await list(join(iface.dir, 'usbmisc'))), ...(await list(join(iface.dir, 'usb')))].find(
+      (n) => WDM_PATTERN.test(n),
+    );
+    if (wdm && !device.wdm) device.wdm = join(options.devRoot, wdm);
+    if (net && !device.net) {
+      device.net = net;
+      device.netDriver = iface.driver ?? undefined;
     }
-    const tty =
-      children.find((c) => TTY_PATTERN.test(c)) ??
-      (await list(join(ifDir, 'tty'))).find((c) => TTY_PATTERN.test(c));
-    if (tty) device.ports[fn] = join(options.devRoot, tty);
+  }
+  const driver = device.netDriver ?? bound[0]?.driver ?? undefined;
+  if (driver) {
+    device.netDriver = driver;
+    device.usbnet = NET_DRIVERS.get(driver) ?? null;
   }
   return device;
 }

@@ -37,6 +37,27 @@ describe('deploy/', () => {
     expect(rules).toMatch(/TAG\+="modemfleet"/);
   });
 
+  it('the udev rules keep ModemManager off every child of every usable model, also after bind', async () => {
+    const rules = (await readFile(join(deploy, '99-modemfleet.rules'), 'utf8'))
+      .split('\n')
+      .filter((l) => l.trim() && !l.startsWith('#'));
+    const ignore = rules.filter((l) => l.includes('ENV{ID_MM_DEVICE_IGNORE}="1"'));
+    expect(ignore.length).toBeGreaterThan(0);
+    for (const m of MODELS.filter((x) => !x.fault)) {
+      const line = ignore.find(
+        (l) =>
+          l.includes(`ATTRS{idVendor}=="${m.vid}"`) &&
+          new RegExp(`ATTRS\\{idProduct\\}=="[0-9a-f|]*${m.pid}`).test(l),
+      );
+      expect(line, m.model).toBeDefined();
+      // every event but remove (a "bind" must not drop it), every subsystem (tty, net, usbmisc)
+      expect(line, m.model).toMatch(/^ACTION!="remove",/);
+      expect(line, m.model).not.toMatch(/SUBSYSTEM(S)?==|KERNEL==|DRIVER(S)?==/);
+    }
+    // no rule sets it only on add/change
+    for (const l of ignore) expect(l).not.toMatch(/ACTION=="/);
+  });
+
   it('sysctl sets loose reverse-path filtering; the example config is valid', async () => {
     const sysctl = await readFile(join(deploy, '90-modemfleet.conf'), 'utf8');
     const settings: Record<string, string> = Object.fromEntries(

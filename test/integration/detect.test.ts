@@ -47,13 +47,110 @@ describe('sysfs detection', () => {
       model: 'EC25',
       vendor: 'Quectel',
       usb: { manufacturer: 'Android', product: 'Android', serial: '0' },
+      controller: '0000:00:14.0',
       ports: { diag: '/dev/ttyUSB0', nmea: '/dev/ttyUSB1', at: '/dev/ttyUSB2', modem: '/dev/ttyUSB3' },
+      atCandidates: ['/dev/ttyUSB2', '/dev/ttyUSB3', '/dev/ttyUSB0', '/dev/ttyUSB1'],
       net: 'wwan0',
+      netDriver: 'qmi_wwan',
+      usbnet: 0,
       wdm: '/dev/cdc-wdm0',
     });
+    expect(a?.fault).toBeUndefined();
     expect(b).toMatchObject({ ports: { at: '/dev/ttyUSB6' }, net: 'wwan1', wdm: '/dev/cdc-wdm1' });
     expect(a?.usb).toEqual(b?.usb); // identical USB strings: the identity comes from AT+CGSN, not from here
     expect(stuck?.fault).toMatch(/emergency download/);
+    expect(stuck?.faultCode).toBe('emergency_download');
+  });
+
+  it('finds the functions by driver in every usbnet layout', async () => {
+    const wdm = { 0: 'cdc-wdm0', 1: undefined, 2: 'cdc-wdm2', 3: undefined } as const;
+    for (const usbnet of [0, 1, 2, 3] as const)
+      await sys.plug({
+        usbPath: `1-1.${usbnet + 1}`,
+        usbnet,
+        ttys: [4 * usbnet, 4 * usbnet + 1, 4 * usbnet + 2, 4 * usbnet + 3],
+        net: `net${usbnet}`,
+        wdm: wdm[usbnet],
+      });
+    const found = await scanUsbModems({ sysRoot: sys.root, devRoot: '/dev' });
+    const expected = [
+      { driver: 'qmi_wwan', wdm: '/dev/cdc-wdm0' },
+      { driver: 'cdc_ether', wdm: undefined },
+      { driver: 'cdc_mbim', wdm: '/dev/cdc-wdm2' },
+      { driver: 'rndis_host', wdm: undefined },
+    ];
+    for (const [usbnet, d] of found.entries()) {
+      const base = 4 * usbnet;
+      const e = expected[usbnet];
+      // RNDIS moves the serial functions to if02-if05: the AT port is still the third serial one
+      expect(d, `usbnet ${usbnet}`).toMatchObject({
+        usbnet,
+        netDriver: e?.driver,
+        net: `net${usbnet}`,
+        ports: { diag: `/dev/ttyUSB${base}`, at: `/dev/ttyUSB${base + 2}`, modem: `/dev/ttyUSB${base + 3}` },
+        atCandidates: [base + 2, base + 3, base, base + 1].map((n) => `/dev/ttyUSB${n}`),
+      });
+      expect(d.wdm, `usbnet ${usbnet}`).toBe(e?.wdm);
+    }
+  });
+
+  it('a late qmi_wwan bind and a udev rename are device.changed events', async () => {
+    await sys.plug({ usbPath: '1-1.2', netBound: false, net: 'wwan0', wdm: 'cdc-wdm0' });
+    const batches: DetectionEvent[][] = [];
+    const detector = new Detector({
+      scan: { sysRoot: sys.root, devRoot: '/dev' },
+      source: new SysfsWatchSource(sys.root),
+      onEvents: (e) => batches.push(e),
+      debounceMs: 30,
+    });
+    await detector.start();
+    try {
+      const [first] = detector.present;
+      // the ttys are there, the net function is not yet: usable, no fault, no mode yet
+      expect(first).toMatchObject({ ports: { at: '/dev/ttyUSB2' }, usbnet: null });
+      expect(first?.net).toBeUndefined();
+      expect(first?.fault).toBeUndefined();
+
+      await sys.bindNet('1-1.2');
+      await until(() => detector.present[0]?.net === 'wwan0', soon);
+      expect(batches.at(-1)).toEqual([
+        expect.objectContaining({
+          type: 'device.changed',
+          device: expect.objectContaining({ net: 'wwan0', netDriver: 'qmi_wwan', usbnet: 0 }) as unknown,
+        }),
+      ]);
+
+      await sys.renameNet('1-1.2', 'wwp0s20u1i4');
+      await until(() => detector.present[0]?.net === 'wwp0s20u1i4', soon);
+      const last = batches.at(-1)?.[0];
+      expect(last?.type).toBe('device.changed');
+      if (last?.type === 'device.changed') {
+        expect(last.previous.net).toBe('wwan0');
+        expect(last.device.ports.at).toBe(last.previous.ports.at);
+      }
+    } finally {
+      await detector.stop();
+    }
+  });
+
+  it('an unconfigured device (controller out of resources) is a fault naming the controller', async () => {
+    await sys.plug({ usbPath: '1-1.5', unconfigured: true });
+    await sys.plug({ usbPath: '1-1.6', netBound: false });
+    const [bad, late] = await scanUsbModems({ sysRoot: sys.root, devRoot: '/dev' });
+    expect(bad).toMatchObject({
+      usbPath: '1-1.5',
+      model: 'EC25',
+      faultCode: 'usb_resources',
+      controller: '0000:00:14.0',
+      atCandidates: [],
+      usbnet: null,
+    });
+    expect(bad?.fault).toContain('0000:00:14.0');
+    expect(bad?.fault).toMatch(/bandwidth/);
+    expect(bad?.ports.at).toBeUndefined();
+    // configured, net function not bound yet: the normal late qmi_wwan bind, not a fault
+    expect(late?.fault).toBeUndefined();
+    expect(late?.faultCode).toBeUndefined();
   });
 
   it('reports plugs and unplugs from the watched tree in batches', async () => {

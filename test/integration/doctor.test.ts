@@ -1,12 +1,17 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, open, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDoctor, type Finding, type HostPaths } from '../../src/cli/doctor.js';
+import { modemChecks } from '../../src/cli/doctorModems.js';
 import { loadConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
+import { FakeSysfs } from '../../src/sim/fakeSysfs.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { until } from '../helpers/until.js';
 
 let dir: string;
 let db: TestDatabase;
@@ -101,6 +106,98 @@ describe('modemfleet doctor', () => {
       expect(good[check]?.status, check).toBe('ok');
   });
 
+  it('checks the modems: faults, usbnet mode, a per-port power command, other holders of their ports', async () => {
+    const sys = new FakeSysfs(join(dir, 'msys'));
+    await sys.start();
+    const dev = join(dir, 'mdev');
+    await mkdir(dev, { recursive: true });
+    for (const n of [
+      'ttyUSB0',
+      'ttyUSB1',
+      'ttyUSB2',
+      'ttyUSB3',
+      'ttyUSB4',
+      'ttyUSB5',
+      'ttyUSB6',
+      'ttyUSB7',
+      'cdc-wdm0',
+    ])
+      await writeFile(join(dev, n), '');
+    await sys.plug({ usbPath: '1-1.2', net: 'wwan0', wdm: 'cdc-wdm0' });
+    await sys.plug({ usbPath: '1-1.3', usbnet: 3, ttys: [4, 5, 6, 7], net: 'usb0' });
+    await sys.plug({ usbPath: '1-1.4', unconfigured: true });
+    // another program holding the first modem's AT port (as ModemManager would)
+    const port = await open(join(dev, 'ttyUSB2'), 'r');
+    const holder = spawn('sleep', ['60'], { stdio: [port.fd, 'ignore', 'ignore'] });
+    const exited = once(holder, 'exit');
+    await port.close();
+    const host: HostPaths = {
+      sys: sys.root,
+      proc: '/proc',
+      etc: join(dir, 'etc'),
+      lib: join(dir, 'lib'),
+      dev,
+    };
+    const configFile = join(dir, 'power-all.json');
+    await writeFile(
+      configFile,
+      JSON.stringify({ powerCycleCommand: ['/usr/sbin/uhubctl', '--action', 'cycle'] }),
+    );
+    try {
+      await until(
+        async () => (await readlink(`/proc/${holder.pid}/fd/0`).catch(() => '')).endsWith('ttyUSB2'),
+        {
+          timeoutMs: 5_000,
+          intervalMs: 20,
+        },
+      );
+      const f = byCheck(await modemChecks(loadConfig({ env: {}, file: configFile }), host));
+      expect(f['modems']).toMatchObject({ status: 'fail' });
+      expect(f['modems']?.detail).toMatch(/1-1\.4: \[usb_resources\].*0000:00:14\.0/);
+      expect(f['power command']).toMatchObject({
+        status: 'fail',
+        fix: expect.stringContaining('"-l","{hub}","-p","{port}"') as unknown,
+      });
+      expect(f['power command']?.detail).toContain('all 2 modems');
+      expect(f['usbnet mode']).toMatchObject({
+        status: 'fail',
+        fix: expect.stringContaining('AT+QCFG="usbnet",0 then AT+CFUN=1,1') as unknown,
+      });
+      expect(f['usbnet mode']?.detail).toContain(`1-1.3 (${join(dev, 'ttyUSB6')}) is in RNDIS mode`);
+      expect(f['usbnet mode']?.detail).not.toContain('1-1.2');
+      expect(f['device holders']).toMatchObject({
+        status: 'fail',
+        fix: expect.stringContaining('systemctl stop ModemManager') as unknown,
+      });
+      expect(f['device holders']?.detail).toContain(
+        `pid ${holder.pid} (sleep: sleep 60) holds ${join(dev, 'ttyUSB2')}`,
+      );
+
+      // fixed: per-port power, the holder gone, the RNDIS modem back in QMI mode, the fault unplugged
+      holder.kill('SIGKILL');
+      await exited;
+      await sys.unplug('1-1.3');
+      await sys.unplug('1-1.4');
+      await sys.plug({ usbPath: '1-1.3', ttys: [4, 5, 6, 7], net: 'wwan1' });
+      await writeFile(
+        configFile,
+        JSON.stringify({
+          powerCycleCommand: ['/usr/sbin/uhubctl', '-l', '{hub}', '-p', '{port}', '-a', 'cycle'],
+        }),
+      );
+      const good = byCheck(await modemChecks(loadConfig({ env: {}, file: configFile }), host));
+      expect(good['modems']).toMatchObject({ status: 'ok', detail: '2 detected' });
+      expect(good['power command']).toMatchObject({ status: 'ok' });
+      expect(good['power command']?.detail).toContain('1-1.2: /usr/sbin/uhubctl -l 1-1 -p 2 -a cycle');
+      expect(good['usbnet mode']).toMatchObject({ status: 'ok' });
+      expect(good['device holders']?.status).not.toBe('fail');
+    } finally {
+      if (holder.exitCode === null && holder.signalCode === null) holder.kill('SIGKILL');
+      await exited;
+      await sys.stop();
+    }
+  });
+
   it('reports an unreachable database with a fix', async () => {
     const config = loadConfig({
       env: {
@@ -126,7 +223,16 @@ describe('modemfleet doctor', () => {
     const json = await execa('node', ['bin/modemfleet.js', 'doctor', '--json'], { reject: false, env });
     const findings = JSON.parse(json.stdout) as Finding[];
     expect(findings.map((x) => x.check)).toEqual(
-      expect.arrayContaining(['kernel modules', 'rp_filter', 'nftables', 'database']),
+      expect.arrayContaining([
+        'kernel modules',
+        'rp_filter',
+        'nftables',
+        'modems',
+        'power command',
+        'usbnet mode',
+        'device holders',
+        'database',
+      ]),
     );
     expect(json.exitCode).toBe(findings.some((x) => x.status === 'fail') ? 1 : 0);
     const table = await execa('node', ['bin/modemfleet.js', 'doctor'], { reject: false, env });

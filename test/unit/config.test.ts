@@ -145,4 +145,21 @@ describe('loadConfig: daemon settings', () => {
     ])
       expect(found.some((x) => x.startsWith(p))).toBe(true);
   });
+
+  it('powerCycleCommand is a template: unknown placeholders are named', () => {
+    const good = file(
+      'power.json',
+      JSON.stringify({
+        powerCycleCommand: ['/usr/sbin/uhubctl', '-l', '{hub}', '-p', '{port}', '-a', 'cycle', '-d', '5'],
+      }),
+    );
+    expect(loadConfig({ env: {}, file: good }).powerCycleCommand).toContain('{hub}');
+    const bad = file(
+      'power-bad.json',
+      JSON.stringify({ powerCycleCommand: ['/usr/sbin/uhubctl', '-l', '{hubb}', '-p', '{port}{x}'] }),
+    );
+    const found = problems(() => loadConfig({ env: {}, file: bad }));
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatch(/^powerCycleCommand: unknown placeholder\(s\) \{hubb\}, \{x\}/);
+  });
 });
