@@ -14,6 +14,10 @@ export interface FleetDevice {
   atPort: string;
   /** The modem's network interface (wwanN), when detection found one. */
   iface?: string | undefined;
+  /** Every option-bound tty, the preferred AT port first. */
+  atCandidates?: readonly string[] | undefined;
+  /** The USB device's sysfs directory (the USB-level reset). */
+  sysPath?: string | undefined;
 }
 
 export interface FleetModem extends FleetDevice {

@@ -14,6 +14,7 @@ import {
   type PendingCommand,
   type Reason,
   type RegistrationStat,
+  type Rung,
   type SignalSample,
   type SimState,
 } from './modemTypes.js';
@@ -60,6 +61,20 @@ const failure = (error: unknown, fallback: string): { error: string; message: st
     message: describe(error ?? fallback),
   };
 };
+
+/** The rung to climb now: the first one at or after `context.rung` that is configured. */
+export function rungNow(context: Pick<ModemContext, 'config' | 'rung'>): {
+  rung: Rung | undefined;
+  index: number;
+} {
+  for (let index = context.rung; index < LADDER.length; index++) {
+    const rung = LADDER[index];
+    if (rung === 'usbReset' && !context.config.usbReset) continue;
+    if (rung === 'powerCycle' && !context.config.powerCycle) continue;
+    return { rung, index };
+  }
+  return { rung: undefined, index: LADDER.length };
+}
 
 export function backoffFor(context: Pick<ModemContext, 'config' | 'rung'>): number {
   return Math.min(context.config.backoffCapMs, context.config.backoffBaseMs * 2 ** context.rung);
@@ -192,6 +207,8 @@ const modemSetup = setup({
     softReset: fromPromise<void>(notProvided('softReset')),
     /** AT+CFUN=1,1: the modem drops off USB and comes back with RDY. */
     hardReset: fromPromise<void>(notProvided('hardReset')),
+    /** sysfs `authorized` 0 → 1: the device re-enumerates without losing power. */
+    usbReset: fromPromise<void>(notProvided('usbReset')),
     /** The configured USB power-cycle command. */
     powerCycle: fromPromise<void>(notProvided('powerCycle')),
     /** AT+CFUN=4. */
@@ -213,7 +230,7 @@ const modemSetup = setup({
           ? { command: { id: event.id, kind: 'rotate' as const }, attempt: 0, previousIp: context.wanIp }
           : null,
     })),
-    nextRung: assign({ rung: ({ context }) => context.rung + 1 }),
+    nextRung: assign({ rung: ({ context }) => rungNow(context).index + 1 }),
     clearRecovery: assign({ rung: 0, recoveries: [] as number[], reason: null, lastError: null }),
   },
   delays: {
@@ -542,11 +559,17 @@ export const modemMachine = modemSetup.createMachine({
         },
         // the call went down while the modem stays attached: redial it first (rotating and
         // redialing make a new call anyway)
-        'call.lost': { target: '.redialing', actions: assign(({ event }) => ({ lastError: event.detail.slice(0, 200) })) },
+        'call.lost': {
+          target: '.redialing',
+          actions: assign(({ event }) => ({ lastError: event.detail.slice(0, 200) })),
+        },
         // still nothing through the ports after a redial: the recovery ladder
         'call.dead': {
           target: 'recovering',
-          actions: assign(({ event }) => ({ reason: 'no_data_call' as const, lastError: event.detail.slice(0, 200) })),
+          actions: assign(({ event }) => ({
+            reason: 'no_data_call' as const,
+            lastError: event.detail.slice(0, 200),
+          })),
         },
       },
       states: {
@@ -781,22 +804,27 @@ export const modemMachine = modemSetup.createMachine({
         act: {
           always: [
             {
-              guard: ({ context }) => LADDER[context.rung] === 'reinit',
+              guard: ({ context }) => rungNow(context).rung === 'reinit',
               target: '#modem.detecting',
               actions: 'nextRung',
             },
             {
-              guard: ({ context }) => LADDER[context.rung] === 'softReset',
+              guard: ({ context }) => rungNow(context).rung === 'softReset',
               target: 'softResetting',
               actions: 'nextRung',
             },
             {
-              guard: ({ context }) => LADDER[context.rung] === 'hardReset',
+              guard: ({ context }) => rungNow(context).rung === 'hardReset',
               target: '#modem.resetting',
               actions: 'nextRung',
             },
             {
-              guard: ({ context }) => LADDER[context.rung] === 'powerCycle' && context.config.powerCycle,
+              guard: ({ context }) => rungNow(context).rung === 'usbReset',
+              target: 'usbResetting',
+              actions: 'nextRung',
+            },
+            {
+              guard: ({ context }) => rungNow(context).rung === 'powerCycle',
               target: 'powerCycling',
               actions: 'nextRung',
             },
@@ -809,6 +837,15 @@ export const modemMachine = modemSetup.createMachine({
             src: 'softReset',
             onDone: '#modem.detecting',
             onError: '#modem.detecting',
+          },
+        },
+        usbResetting: {
+          invoke: {
+            id: 'usbReset',
+            src: 'usbReset',
+            onDone: '#modem.resetting.waiting',
+            // not permitted, or the device is gone: the next rung
+            onError: { target: 'backoff' },
           },
         },
         powerCycling: {

@@ -21,8 +21,6 @@ export const REASONS = [
   'raw_ip_off',
   /** The host's data call (`AT$QCRMCALL`) does not come up, or carries nothing after a redial. */
   'no_data_call',
-  /** The USB device appeared without its interfaces (host controller out of endpoints). */
-  'usb_resources',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -31,14 +29,7 @@ export const FATAL_REASONS: ReadonlySet<Reason> = new Set<Reason>(['usbnet_mode'
 
 /** Registration for data (EPS or PS, whichever is registered): see src/ec25/parsers.ts. */
 export type RegistrationStat =
-  | 'idle'
-  | 'home'
-  | 'searching'
-  | 'denied'
-  | 'unknown'
-  | 'roaming'
-  | 'sms_only'
-  | 'emergency';
+  'idle' | 'home' | 'searching' | 'denied' | 'unknown' | 'roaming' | 'sms_only' | 'emergency';
 /** `busy` (CME 14), `failure` (CME 13) and `not_ready` are often transient: retried before giving up. */
 export type SimState = 'ready' | 'pin' | 'puk' | 'not_ready' | 'busy' | 'failure' | 'missing';
 export type CommandKind = 'rotate' | 'reset' | 'disable' | 'enable';
@@ -89,6 +80,11 @@ export interface ModemConfig {
   /** Restart intensity: at most `maxRecoveries` recoveries within `recoveryWindowMs`. */
   maxRecoveries: number;
   recoveryWindowMs: number;
+  /**
+   * Whether the USB-level reset rung runs (sysfs `authorized` 0→1: the device re-enumerates
+   * without losing power); needs the device's sysfs path and root.
+   */
+  usbReset: boolean;
   /** Whether a USB power-cycle command is configured (the last rung of the ladder). */
   powerCycle: boolean;
 }
@@ -108,11 +104,12 @@ export const DEFAULT_MODEM_CONFIG: ModemConfig = {
   reenumerationMs: 30_000,
   maxRecoveries: 5,
   recoveryWindowMs: 600_000,
+  usbReset: false,
   powerCycle: false,
 };
 
 /** Rungs of the recovery ladder, in order. */
-export const LADDER = ['reinit', 'softReset', 'hardReset', 'powerCycle'] as const;
+export const LADDER = ['reinit', 'softReset', 'hardReset', 'usbReset', 'powerCycle'] as const;
 export type Rung = (typeof LADDER)[number];
 
 export interface PendingCommand {
@@ -136,7 +133,7 @@ export interface ModemContext {
   probeAttempt: number;
   simAttempt: number;
   registrationSince: number;
-  /** Index into LADDER of the next recovery rung. */
+  /** Index into LADDER of the next recovery rung (rungs not configured are skipped). */
   rung: number;
   /** Times of recent recoveries (restart intensity). */
   recoveries: number[];

@@ -106,7 +106,8 @@ function apnMap(value: unknown, problems: string[]): Record<string, string> {
   }
   const out: Record<string, string> = {};
   for (const [key, apn] of Object.entries(value)) {
-    if (!/^\d{5,6}$/.test(key)) problems.push(`apnByOperator.${key.slice(0, 32)}: the key must be MCC+MNC, 5 or 6 digits`);
+    if (!/^\d{5,6}$/.test(key))
+      problems.push(`apnByOperator.${key.slice(0, 32)}: the key must be MCC+MNC, 5 or 6 digits`);
     else if (typeof apn !== 'string' || !APN.test(apn))
       problems.push(`apnByOperator.${key}: letters, digits, dots and dashes, at most 62`);
     else out[key] = apn;
@@ -238,9 +239,9 @@ function modem(value: unknown, problems: string[]): Partial<ModemConfig> {
       problems.push(`modem.${key}: unknown setting`);
       continue;
     }
-    if (key === 'powerCycle') {
-      if (typeof v !== 'boolean') problems.push('modem.powerCycle: must be true or false');
-      else out.powerCycle = v;
+    if (key === 'powerCycle' || key === 'usbReset') {
+      if (typeof v !== 'boolean') problems.push(`modem.${key}: must be true or false`);
+      else out[key] = v;
       continue;
     }
     const n = int(v, `modem.${key}`, problems, 0, 86_400_000);

@@ -163,7 +163,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       stateDir: config.stateDir,
       scan: config.scan,
       ...(hotplug ? { hotplug } : {}),
-      modem: config.modem,
+      // the USB-level reset rung is on unless the config turns it off (it needs root and /sys)
+      modem: { usbReset: true, ...config.modem },
       link: {
         apn: config.apn,
         apnByOperator: config.apnByOperator,

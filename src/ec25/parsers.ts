@@ -21,14 +21,7 @@ export class Ec25AnswerError extends ModemfleetError {
 }
 
 export type RegistrationStat =
-  | 'idle'
-  | 'home'
-  | 'searching'
-  | 'denied'
-  | 'unknown'
-  | 'roaming'
-  | 'sms_only'
-  | 'emergency';
+  'idle' | 'home' | 'searching' | 'denied' | 'unknown' | 'roaming' | 'sms_only' | 'emergency';
 /**
  * 3GPP TS 27.007 `<stat>` 0-10 (docs/ec25.md, registration): 0 not registered, 1 home, 2 searching,
  * 3 denied, 4 unknown, 5 roaming, 6/7 SMS only (home/roaming), 8 emergency bearer services only,
@@ -367,7 +360,10 @@ export function parseCgcontrdp(lines: readonly string[], cid = 1): ContextSettin
     const m = /^\+CGCONTRDP:\s*(\d{1,2}),\s*(\d{1,2}),\s*"[^"]{0,100}"(.*)$/.exec(line);
     if (!m) throw new Ec25AnswerError('AT+CGCONTRDP=1', lines, '+CGCONTRDP: <cid>,<bearer>,"<apn>",...');
     if (Number(m[1]) !== cid) continue;
-    const fields = (m[3] ?? '').split(',').slice(1).map((f) => f.trim().replace(/^"|"$/g, ''));
+    const fields = (m[3] ?? '')
+      .split(',')
+      .slice(1)
+      .map((f) => f.trim().replace(/^"|"$/g, ''));
     const [addrMask = '', gw = '', dns1 = '', dns2 = ''] = fields;
     const octets = addrMask.split('.');
     if (octets.length !== 8)
@@ -447,7 +443,6 @@ export function parseCgdcont(lines: readonly string[]): PdpContext[] {
   }
   return out;
 }
-
 
 /** `+CGPADDR: 1,"10.64.12.7"` → the address, or null for none (0.0.0.0 or empty). */
 export function parseCgpaddr(lines: readonly string[]): string | null {

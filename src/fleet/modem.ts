@@ -28,6 +28,10 @@ export interface ModemDevice {
   atPort: string;
   /** The network interface, when detection found one. */
   iface?: string | undefined;
+  /** Every option-bound tty, the preferred AT port first (probed when the preferred one is silent). */
+  atCandidates?: readonly string[] | undefined;
+  /** The USB device's sysfs directory (the USB-level reset). */
+  sysPath?: string | undefined;
 }
 
 /** The part of the store one modem uses. */
@@ -39,7 +43,7 @@ export interface ModemDeps {
   directory: ModemDirectory<Modem>;
   policy: FleetPolicy;
   modem?: Partial<ModemConfig> | undefined;
-  link?: Omit<ModemLinkOptions, 'atPort' | 'log'> | undefined;
+  link?: Omit<ModemLinkOptions, 'atPort' | 'atCandidates' | 'usbPath' | 'sysPath' | 'log'> | undefined;
   dataPlane?: FleetDataPlaneOptions | undefined;
   log: Logger;
   /** The supervisor is stopping: no new work starts. */
@@ -105,6 +109,8 @@ export class Modem {
       ...deps.link,
       usbPath: device.usbPath,
       atPort: device.atPort,
+      atCandidates: device.atCandidates,
+      sysPath: device.sysPath,
       netIface: () => this.ifaceNow,
       config: deps.modem ?? {},
       // the desired state of whatever modem was here last time; corrected once the IMEI is known
@@ -137,7 +143,10 @@ export class Modem {
     this.stopDataPlane();
     const snapshot = this.snapshot();
     if (snapshot.status === 'active' && snapshot.matches('online'))
-      this.runtime.send({ type: 'call.lost', detail: `net interface ${was ?? '?'} is now ${device.iface ?? 'gone'}` });
+      this.runtime.send({
+        type: 'call.lost',
+        detail: `net interface ${was ?? '?'} is now ${device.iface ?? 'gone'}`,
+      });
   }
 
   get allocation(): Allocation | undefined {

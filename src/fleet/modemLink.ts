@@ -17,6 +17,8 @@ import {
   type Registrations,
 } from '../ec25/parsers.js';
 import type { WwanControl } from '../net/wwan.js';
+import { usbReset } from '../detect/usbReset.js';
+import { powerCommandFor } from './power.js';
 import { silentLogger, type Logger } from '../log.js';
 import { run } from '../process/run.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
@@ -25,8 +27,17 @@ import { watchPresence } from '../util/presence.js';
 import { sleep } from '../util/time.js';
 
 export interface ModemLinkOptions {
-  /** The AT tty (interface 2 of an EC25), e.g. /dev/ttyUSB2. */
+  /** The AT tty detection prefers (the `option` interface the model names), e.g. /dev/ttyUSB2. */
   atPort: string;
+  /**
+   * Every tty of the device on an `option` interface, preferred first: when the preferred one does
+   * not answer, the others are probed (the composition moves with `usbnet`/`usbcfg`).
+   */
+  atCandidates?: readonly string[] | undefined;
+  /** The USB location (`1-1.3`): fills the power command's `{hub}`, `{port}`, `{usbPath}`. */
+  usbPath?: string | undefined;
+  /** The USB device's sysfs directory, for the USB-level reset (`authorized` 0 → 1). */
+  sysPath?: string | undefined;
   /** The APN, put in place before the modem attaches; none keeps the modem's own. */
   apn?: string | undefined;
   /**
@@ -45,7 +56,10 @@ export interface ModemLinkOptions {
   mtu?: number | undefined;
   /** A modem found in another `usbnet` mode is switched to QMI (and reset) instead of failing. */
   switchUsbnet?: boolean | undefined;
-  /** argv of the USB power-cycle command (the last rung of the recovery ladder), e.g. uhubctl. */
+  /**
+   * argv template of the USB power-cycle command (the last rung of the recovery ladder), e.g.
+   * `uhubctl -l {hub} -p {port} -a cycle`: filled per modem (src/fleet/power.ts).
+   */
   powerCycleCommand?: readonly string[] | undefined;
   powerCycleTimeoutMs?: number;
   /** How often the tty is checked for presence (removal and re-enumeration). */
@@ -76,6 +90,8 @@ export class ModemLink {
   private unwatch: (() => void) | undefined;
   private present = true;
   private stopped = false;
+  /** The AT port in use: the preferred one, or the candidate that answered. */
+  private port: string;
   /** The IMEI read on this port: every re-open checks that the same modem answers. */
   private imei: string | null = null;
   private imsi: string | null = null;
@@ -88,6 +104,7 @@ export class ModemLink {
 
   constructor(private readonly options: ModemLinkOptions) {
     this.log = (options.log ?? silentLogger).child({ component: 'link', port: options.atPort });
+    this.port = options.atPort;
   }
 
   /** Where machine events go (the actor's send); set before start. */
@@ -153,7 +170,7 @@ export class ModemLink {
   private async openPort(): Promise<Ec25Driver> {
     await this.closeTransport();
     const transport: AtTransport = new AtTransport({
-      path: this.options.atPort,
+      path: this.port,
       log: this.log,
       presencePollMs: this.options.presencePollMs ?? 500,
       maxConsecutiveTimeouts: this.options.maxConsecutiveTimeouts ?? 10,
@@ -165,7 +182,7 @@ export class ModemLink {
         this.driver = undefined;
         // the tty is gone: the device left (the presence check may miss a short gap); still
         // there: the port gave up (timeouts, errors) or the device was replaced in a flash
-        void pathExists(this.options.atPort).then((exists) => {
+        void pathExists(this.port).then((exists) => {
           if (exists) return this.emit({ type: 'port.lost', detail: reason.message });
           if (!this.present) return;
           this.present = false;
@@ -208,6 +225,33 @@ export class ModemLink {
    * re-enumeration tty numbers can move to another modem, which is never taken for this one.
    */
   async probe(): Promise<void> {
+    try {
+      await this.probeOn();
+    } catch (err) {
+      const others = (this.options.atCandidates ?? []).filter((p) => p !== this.port);
+      if (others.length === 0 || !(err instanceof AtError) || err.code !== 'at_timeout') throw err;
+      const tried = this.port;
+      for (const port of others) {
+        await this.closeTransport();
+        this.port = port;
+        try {
+          await this.probeOn();
+          this.log.warn(
+            { tried, answering: port },
+            'the preferred AT port is silent: using another option tty',
+          );
+          return;
+        } catch {
+          // the next candidate
+        }
+      }
+      await this.closeTransport();
+      this.port = tried;
+      throw err;
+    }
+  }
+
+  private async probeOn(): Promise<void> {
     const driver = await this.open();
     await driver.probe();
     await driver.configure();
@@ -217,7 +261,7 @@ export class ModemLink {
       await this.closeTransport();
       throw new ModemfleetError(
         'port_lost',
-        `${this.options.atPort} now answers as IMEI ${imei}, not ${this.imei}: another modem's port`,
+        `${this.port} now answers as IMEI ${imei}, not ${this.imei}: another modem's port`,
       );
     }
   }
@@ -248,7 +292,10 @@ export class ModemLink {
       this.log.warn({ usbnet: mode }, 'modem in usbnet mode %s: switching it to QMI and resetting it', name);
       await driver.setUsbnet(0);
       await this.hardReset();
-      throw new ModemfleetError('usbnet_switching', `usbnet ${mode} (${name}) switched to 0 (QMI); resetting`);
+      throw new ModemfleetError(
+        'usbnet_switching',
+        `usbnet ${mode} (${name}) switched to 0 (QMI); resetting`,
+      );
     }
     throw new ModemfleetError(
       'usbnet_mode',
@@ -259,10 +306,11 @@ export class ModemLink {
   /** The APN for this SIM: by its operator (longest MCC+MNC prefix of the IMSI), else the default. */
   apnFor(imsi: string | null): string | undefined {
     const map = this.options.apnByOperator ?? {};
-    if (imsi) for (const len of [6, 5]) {
-      const apn = map[imsi.slice(0, len)];
-      if (apn) return apn;
-    }
+    if (imsi)
+      for (const len of [6, 5]) {
+        const apn = map[imsi.slice(0, len)];
+        if (apn) return apn;
+      }
     return this.options.apn;
   }
 
@@ -378,7 +426,10 @@ export class ModemLink {
       throw err;
     }
     if ((await wwan.rawIp(iface)) !== true)
-      throw new ModemfleetError('raw_ip_off', `${iface}: raw_ip stays N after writing Y; the link would carry nothing`);
+      throw new ModemfleetError(
+        'raw_ip_off',
+        `${iface}: raw_ip stays N after writing Y; the link would carry nothing`,
+      );
   }
 
   /** The call's settings, polled until the address is there; `+CGPADDR` where CGCONTRDP is missing. */
@@ -433,9 +484,22 @@ export class ModemLink {
     }
   }
 
+  /** The USB-level reset: the device is de-authorized and authorized again (re-enumerates, keeps power). */
+  async usbReset(): Promise<void> {
+    if (!this.options.sysPath)
+      throw new ModemfleetError('usb_reset_failed', 'the USB device of this modem is not known');
+    await this.closeTransport();
+    await usbReset(this.options.sysPath, { pauseMs: 500 });
+  }
+
   async powerCycle(): Promise<void> {
-    const argv = this.options.powerCycleCommand;
-    const [file, ...args] = argv ?? [];
+    const template = this.options.powerCycleCommand;
+    if (!template?.length || !this.options.usbPath)
+      throw new ModemfleetError('no_power_cycle', 'no USB power-cycle command is configured');
+    const [file, ...args] = powerCommandFor(template, {
+      usbPath: this.options.usbPath,
+      imei: this.imei ?? undefined,
+    });
     if (!file) throw new ModemfleetError('no_power_cycle', 'no USB power-cycle command is configured');
     await this.closeTransport();
     const result = await run(file, args, { timeoutMs: this.options.powerCycleTimeoutMs ?? 30_000 });
@@ -467,6 +531,7 @@ export class ModemLink {
       attach: fromPromise(() => this.attach()),
       softReset: fromPromise(() => this.softReset()),
       hardReset: fromPromise(() => this.hardReset()),
+      usbReset: fromPromise(() => this.usbReset()),
       powerCycle: fromPromise(() => this.powerCycle()),
       disableRadio: fromPromise(() => this.disableRadio()),
     };

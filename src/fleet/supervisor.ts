@@ -4,7 +4,7 @@ import type { ModemConfig } from '../../machines/modemTypes.js';
 import type { HotplugSource } from '../detect/hotplugSources.js';
 import { Detector } from '../detect/detector.js';
 import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
-import type { DetectionEvent } from '../detect/types.js';
+import type { DetectionEvent, DeviceDescriptor } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { sweepProxies } from '../net/proxyProcess.js';
 import { DEFAULT_POLICY, type Policy } from '../policy.js';
@@ -61,6 +61,17 @@ export interface SupervisorStatus {
   alerts: { waiting: number; dropped: number };
   /** Modem actors of this process by top-level state. */
   localModems: Record<string, number>;
+}
+
+/** What the fleet and a `Modem` take from a detected device. */
+function fleetDevice(device: DeviceDescriptor, atPort: string): FleetDevice {
+  return {
+    usbPath: device.usbPath,
+    atPort,
+    iface: device.net,
+    atCandidates: device.atCandidates,
+    sysPath: device.sysPath,
+  };
 }
 
 /**
@@ -233,17 +244,19 @@ export class Supervisor {
         continue;
       }
       if (e.device.fault || !e.device.ports.at) {
-        const { vid, pid, usbPath, fault } = e.device;
+        const { vid, pid, usbPath, fault, faultCode } = e.device;
+        // a device the host controller could not configure (out of endpoints) is not silently absent
+        const resources = faultCode === 'usb_resources';
         this.events.emit('alert', {
           alert: {
-            kind: 'device_unusable',
-            severity: 'warning',
+            kind: resources ? 'usb_resources' : 'device_unusable',
+            severity: resources ? 'critical' : 'warning',
             message: `USB device ${vid}:${pid} at ${usbPath} has no usable AT port${fault ? ` (${fault})` : ''}`,
           },
         });
         continue;
       }
-      added.push({ usbPath: e.device.usbPath, atPort: e.device.ports.at, iface: e.device.net });
+      added.push(fleetDevice(e.device, e.device.ports.at));
     }
     if (added.length || removed.length) this.fleet.send({ type: 'devices.changed', added, removed });
   }
@@ -280,7 +293,7 @@ export class Supervisor {
       if (back && !this.stopped && !another()) {
         this.fleet.send({
           type: 'devices.changed',
-          added: [{ usbPath, atPort: at, iface: device.net }],
+          added: [fleetDevice(device, at)],
           removed: [],
         });
         return;

@@ -69,7 +69,10 @@ export class SysfsWwanControl implements WwanControl {
       if (code === 'EBUSY' || /busy/i.test(text))
         throw new ModemfleetError('link_busy', `${iface}: raw_ip cannot change while the link is up`);
       if (code === 'ENOENT' || /No such file/i.test(text))
-        throw new ModemfleetError('raw_ip_unsupported', `${iface} has no qmi/raw_ip (not qmi_wwan, or a kernel before 4.5)`);
+        throw new ModemfleetError(
+          'raw_ip_unsupported',
+          `${iface} has no qmi/raw_ip (not qmi_wwan, or a kernel before 4.5)`,
+        );
       throw new ModemfleetError('raw_ip_failed', `${iface}: raw_ip write failed: ${text.slice(0, 200)}`);
     }
   }
@@ -92,7 +95,9 @@ export class SysfsWwanControl implements WwanControl {
   }
 
   private async inNetns(argv: string[]): Promise<string> {
-    const result = await run('ip', ['netns', 'exec', this.options.netns ?? '', ...argv], { timeoutMs: 5_000 });
+    const result = await run('ip', ['netns', 'exec', this.options.netns ?? '', ...argv], {
+      timeoutMs: 5_000,
+    });
     if (result.exitCode !== 0) throw new Error(result.stderr.trim() || `exit ${result.exitCode}`);
     return result.stdout;
   }

@@ -63,12 +63,12 @@ export class FakeModem {
         this.step('readIdentity', () => {
           if (this.usbnet !== 0) throw this.coded(`usbnet is ${this.usbnet}`, 'usbnet_mode');
           return {
-          imei: '866834040000017',
-          manufacturer: 'Quectel',
-          model: 'EC25',
-          firmware: 'X',
-          iccid: null,
-          imsi: null,
+            imei: '866834040000017',
+            manufacturer: 'Quectel',
+            model: 'EC25',
+            firmware: 'X',
+            iccid: null,
+            imsi: null,
           };
         }),
       ),
@@ -88,6 +88,7 @@ export class FakeModem {
       attach: fromPromise(() => this.step<void>('attach', () => undefined)),
       softReset: fromPromise(() => this.step<void>('softReset', () => undefined)),
       hardReset: fromPromise(() => this.step<void>('hardReset', () => undefined)),
+      usbReset: fromPromise(() => this.step<void>('usbReset', () => undefined)),
       powerCycle: fromPromise(() => this.step<void>('powerCycle', () => undefined)),
       disableRadio: fromPromise(() => this.step<void>('disableRadio', () => undefined)),
     };

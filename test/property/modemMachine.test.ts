@@ -223,8 +223,8 @@ describe('modem machine graph', () => {
       failedWith('readIdentity', 'usbnet_mode'),
       failedWith('readIdentity', 'usbnet_switching'),
       failedWith('connect', 'raw_ip_off'),
-      ...['detach', 'attach', 'softReset', 'hardReset', 'disableRadio'].map((id) => done(id)),
-      ...[...effects, 'detach', 'attach', 'disableRadio', 'redial'].map(failed),
+      ...['detach', 'attach', 'softReset', 'hardReset', 'usbReset', 'disableRadio'].map((id) => done(id)),
+      ...[...effects, 'detach', 'attach', 'disableRadio', 'redial', 'usbReset'].map(failed),
       { type: 'call.lost', detail: 'x' },
       { type: 'call.dead', detail: 'x' },
       ...[
@@ -250,7 +250,7 @@ describe('modem machine graph', () => {
     const machine = modemMachine.provide({ actors: new FakeModem().actors() });
     const paths = getShortestPaths(machine, {
       events: events as never,
-      input: { usbPath: '1-1', config: { ...FAST_CONFIG, powerCycle: true } },
+      input: { usbPath: '1-1', config: { ...FAST_CONFIG, usbReset: true, powerCycle: true } },
       // an xstate.error.actor event that no state handles would fail the actor: offer only what it handles
       filterEvents: (snapshot, event) => snapshot.status === 'active' && snapshot.can(event),
       // state value, ladder rung and recovery count (all bounded) are the graph; addresses would make it infinite

@@ -72,7 +72,9 @@ describe('EC25 parsers with the reference answers', () => {
   });
 
   it('every registration stat 0-11 parses; data registration is EPS or PS, whatever CS says', () => {
-    const names = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map((n) => parseCreg([`+CEREG: 2,${n}`], 'AT+CEREG?'));
+    const names = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map((n) =>
+      parseCreg([`+CEREG: 2,${n}`], 'AT+CEREG?'),
+    );
     expect(names).toEqual([
       'idle',
       'home',
@@ -109,8 +111,16 @@ describe('EC25 parsers with the reference answers', () => {
     expect(parseQcrmcall(['$QCRMCALL: 1,V6'])).toBe(false);
     expect(parseQcrmcall([])).toBe(false);
     expect(
-      parseCgcontrdp(['+CGCONTRDP: 1,5,"internet","10.64.12.7.255.255.255.0","10.64.12.1","10.74.210.210","10.74.210.211"']),
-    ).toEqual({ address: '10.64.12.7', prefix: 24, gateway: '10.64.12.1', dns: ['10.74.210.210', '10.74.210.211'], mtu: null });
+      parseCgcontrdp([
+        '+CGCONTRDP: 1,5,"internet","10.64.12.7.255.255.255.0","10.64.12.1","10.74.210.210","10.74.210.211"',
+      ]),
+    ).toEqual({
+      address: '10.64.12.7',
+      prefix: 24,
+      gateway: '10.64.12.1',
+      dns: ['10.74.210.210', '10.74.210.211'],
+      mtu: null,
+    });
     // trailing fields: P-CSCF, IM-CN, LIPA, and the IPv4 MTU in 12th place
     expect(
       parseCgcontrdp(['+CGCONTRDP: 1,5,"ims","10.1.2.3.255.255.255.252","","8.8.8.8","",,"",0,0,1430'])?.mtu,

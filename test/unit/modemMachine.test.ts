@@ -172,17 +172,24 @@ describe('modem machine', () => {
     expect(h.results).toContainEqual({ id: 7, kind: 'reset', ok: true, result: {} });
   });
 
-  it('power cycle is the last rung when configured', async () => {
+  it('the USB-level reset comes before power; power cycle is the last rung when configured', async () => {
     const world = new FakeModem();
     world.dataCall = false;
-    const h = harness({ ...FAST_CONFIG, powerCycle: true, maxRecoveries: 10 }, world);
+    const h = harness({ ...FAST_CONFIG, usbReset: true, powerCycle: true, maxRecoveries: 10 }, world);
     await h.advance(30_000);
-    expect(world.calls.filter((c) => ['softReset', 'hardReset', 'powerCycle'].includes(c))).toEqual([
-      'softReset',
+    expect(
+      world.calls.filter((c) => ['softReset', 'hardReset', 'usbReset', 'powerCycle'].includes(c)),
+    ).toEqual(['softReset', 'hardReset', 'usbReset', 'powerCycle']);
+    expect(h.state()).toBe('error');
+    // power only, without the USB reset: the unconfigured rung is skipped
+    const w2 = new FakeModem();
+    w2.dataCall = false;
+    const h2 = harness({ ...FAST_CONFIG, powerCycle: true, maxRecoveries: 10 }, w2);
+    await h2.advance(30_000);
+    expect(w2.calls.filter((c) => ['hardReset', 'usbReset', 'powerCycle'].includes(c))).toEqual([
       'hardReset',
       'powerCycle',
     ]);
-    expect(h.state()).toBe('error');
   });
 
   it('restart intensity: more than R recoveries in T → error restart_intensity', async () => {
