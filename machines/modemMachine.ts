@@ -466,6 +466,16 @@ export const modemMachine = modemSetup.createMachine({
             id: 'readIdentity',
             src: 'readIdentity',
             onDone: [
+              // known now (its journal and record), but in another USB network mode: nothing to serve
+              {
+                guard: ({ event }) => (event.output.usbnet ?? 0) !== 0,
+                target: '#modem.error',
+                actions: assign(({ event }) => ({
+                  identity: event.output,
+                  reason: 'usbnet_mode' as const,
+                  lastError: `AT+QCFG="usbnet" is ${event.output.usbnet} (${['QMI', 'ECM', 'MBIM', 'RNDIS'][event.output.usbnet ?? 0] ?? '?'}), not 0 (QMI/RmNet): send AT+QCFG="usbnet",0 then AT+CFUN=1,1, or set switchUsbnet`,
+                })),
+              },
               {
                 guard: ({ context }) => context.desired === 'disabled',
                 target: '#modem.disabling',

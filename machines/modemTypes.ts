@@ -41,6 +41,8 @@ export interface ModemIdentity {
   firmware: string;
   iccid: string | null;
   imsi: string | null;
+  /** `AT+QCFG="usbnet"`: 0 QMI/RmNet; anything else cannot carry our data path (`usbnet_mode`). */
+  usbnet?: number | null;
 }
 
 export interface SignalSample {

@@ -270,37 +270,28 @@ export class ModemLink {
     const driver = await this.open();
     const id = await driver.identity();
     this.imei = id.imei;
-    await this.checkUsbnet(driver);
+    const usbnet = await this.usbnet(driver);
     // without a SIM the modem answers +CME ERROR for both: the SIM check names the problem
     const iccid = await driver.iccid().catch(nullOnAtError);
     const imsi = await driver.imsi().catch(nullOnAtError);
     this.imsi = imsi;
-    return { ...id, iccid, imsi };
+    return { ...id, iccid, imsi, usbnet };
   }
 
   /**
    * The data path is QMI/RmNet (`AT+QCFG="usbnet"` 0, the EC25's default): in ECM/RNDIS/MBIM the
-   * host's interface is another driver's and `AT$QCRMCALL` does not apply. Another mode is an error
-   * naming the fix, or switched back (once) when the config allows: the change needs a reset.
+   * host's interface is another driver's and `AT$QCRMCALL` does not apply. Another mode is reported
+   * (the machine goes to `error`, `usbnet_mode`), or switched back once when the config allows:
+   * the change needs a reset.
    */
-  private async checkUsbnet(driver: Ec25Driver): Promise<void> {
+  private async usbnet(driver: Ec25Driver): Promise<number | null> {
     const mode = await driver.usbnet().catch(nullOnAtError); // firmware without the setting: QMI
-    if (mode === null || mode === 0) return;
-    const name = ['QMI', 'ECM', 'MBIM', 'RNDIS'][mode] ?? String(mode);
-    if (this.options.switchUsbnet && !this.usbnetSwitched) {
-      this.usbnetSwitched = true;
-      this.log.warn({ usbnet: mode }, 'modem in usbnet mode %s: switching it to QMI and resetting it', name);
-      await driver.setUsbnet(0);
-      await this.hardReset();
-      throw new ModemfleetError(
-        'usbnet_switching',
-        `usbnet ${mode} (${name}) switched to 0 (QMI); resetting`,
-      );
-    }
-    throw new ModemfleetError(
-      'usbnet_mode',
-      `AT+QCFG="usbnet" is ${mode} (${name}), not 0 (QMI/RmNet): send AT+QCFG="usbnet",0 then AT+CFUN=1,1, or set link.switchUsbnet`,
-    );
+    if (mode === null || mode === 0 || !this.options.switchUsbnet || this.usbnetSwitched) return mode;
+    this.usbnetSwitched = true;
+    this.log.warn({ usbnet: mode }, 'modem not in usbnet mode 0 (QMI): switching it and resetting it');
+    await driver.setUsbnet(0);
+    await this.hardReset();
+    throw new ModemfleetError('usbnet_switching', `usbnet ${mode} switched to 0 (QMI); resetting`);
   }
 
   /** The APN for this SIM: by its operator (longest MCC+MNC prefix of the IMSI), else the default. */

@@ -61,7 +61,6 @@ export class FakeModem {
       probe: fromPromise(() => this.step<void>('probe', () => undefined)),
       readIdentity: fromPromise<ModemIdentity>(() =>
         this.step('readIdentity', () => {
-          if (this.usbnet !== 0) throw this.coded(`usbnet is ${this.usbnet}`, 'usbnet_mode');
           return {
             imei: '866834040000017',
             manufacturer: 'Quectel',
@@ -69,6 +68,7 @@ export class FakeModem {
             firmware: 'X',
             iccid: null,
             imsi: null,
+            usbnet: this.usbnet,
           };
         }),
       ),

@@ -220,7 +220,7 @@ describe('modem machine graph', () => {
           callUp,
         }),
       ),
-      failedWith('readIdentity', 'usbnet_mode'),
+      done('readIdentity', { ...identity, usbnet: 1 }),
       failedWith('readIdentity', 'usbnet_switching'),
       failedWith('connect', 'raw_ip_off'),
       ...['detach', 'attach', 'softReset', 'hardReset', 'usbReset', 'disableRadio'].map((id) => done(id)),

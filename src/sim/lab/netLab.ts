@@ -30,6 +30,7 @@ export class NetLab {
   readonly farm: string;
   readonly carrier: string;
   private echo: Child | undefined;
+  private readonly renamed = new Map<number, string>();
 
   constructor(private readonly options: NetLabOptions) {
     if (!NAME.test(options.name)) throw new ModemfleetError('invalid_lab', 'lab name: a-z, 0-9, -');
@@ -39,8 +40,9 @@ export class NetLab {
     this.carrier = `${options.name}-carrier`;
   }
 
+  /** Modem i's farm-side link: `wwan{i}`, or the name it was renamed to. */
   iface(i: number): string {
-    return `wwan${i}`;
+    return this.renamed.get(i) ?? `wwan${i}`;
   }
 
   /** The carrier's end of modem i's link (where the lab's stand-in for qmi_wwan gates traffic). */
@@ -53,11 +55,22 @@ export class NetLab {
     return this.options.modems;
   }
 
-  /** Modem i of a farm-side interface name (`wwan3` → 3), or undefined for any other name. */
+  /** Modem i of a farm-side interface name (`wwan3` → 3, or a name given by `rename`), else undefined. */
   modemOf(iface: string): number | undefined {
+    for (const [i, name] of this.renamed) if (name === iface) return i;
     const m = /^wwan(\d{1,3})$/.exec(iface);
     const i = m ? Number(m[1]) : NaN;
-    return Number.isInteger(i) && i < this.options.modems ? i : undefined;
+    return Number.isInteger(i) && i < this.options.modems && !this.renamed.has(i) ? i : undefined;
+  }
+
+  /**
+   * Renames modem i's farm-side link, as udev does (`wwan0` → `wwp0s20u1i4`): the kernel needs it
+   * down, so its routes are gone. The fake sysfs must be told too (`FakeSysfs.renameNet`).
+   */
+  async rename(i: number, name: string): Promise<void> {
+    const old = this.iface(i);
+    await ipBatch([`link set ${old} down`, `link set ${old} name ${name}`], { netns: this.farm });
+    this.renamed.set(i, name);
   }
 
   /** The /24 a modem's data calls draw from (`SimProfile.subnet`). */
