@@ -8,6 +8,7 @@ import { Supervisor } from '../../src/fleet/supervisor.js';
 import { createRootLogger } from '../../src/log.js';
 import { ipJson } from '../../src/net/ip.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
+import { LabWwan } from '../../src/sim/lab/labWwan.js';
 import { NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
@@ -25,6 +26,7 @@ let db: TestDatabase;
 let dir: string;
 let net: NetLab;
 let lab: SimLab;
+let wwan: LabWwan;
 let supervisor: Supervisor;
 
 const probe = (
@@ -90,6 +92,9 @@ beforeAll(async () => {
     })),
   });
   await lab.start();
+  // the links pass traffic only in raw-IP mode with the host's call up, as qmi_wwan links do
+  wwan = new LabWwan(net, lab);
+  await wwan.start();
   supervisor = new Supervisor({
     store: new Store({ sql: db.sql, url: db.url, hostId: 'farm-host' }),
     stateDir: join(dir, 'state'),
@@ -103,7 +108,7 @@ beforeAll(async () => {
       backoffBaseMs: 100,
       detachMs: 200,
     },
-    link: { presencePollMs: 100, addressPollMs: 50 },
+    link: { presencePollMs: 100, addressPollMs: 50, wwan },
     spool: { fsync: 'never' },
     policy: { commandPollMs: 500 },
     ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
@@ -131,6 +136,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await supervisor?.stop();
+  await wwan?.stop();
   await lab?.stop();
   await net?.stop();
   await db?.drop();
