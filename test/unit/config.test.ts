@@ -162,4 +162,37 @@ describe('loadConfig: daemon settings', () => {
     expect(found).toHaveLength(1);
     expect(found[0]).toMatch(/^powerCycleCommand: unknown placeholder\(s\) \{hubb\}, \{x\}/);
   });
+
+  it('APN by operator, usbnet switch, MTU and the USB reset rung: read, and refused when wrong', () => {
+    const good = file(
+      'qmi.json',
+      JSON.stringify({
+        apn: 'internet',
+        apnByOperator: { '26202': 'web.vodafone.de', '310410': 'broadband' },
+        switchUsbnet: true,
+        mtu: 1430,
+        modem: { usbReset: false },
+      }),
+    );
+    expect(loadConfig({ env: {}, file: good })).toMatchObject({
+      apn: 'internet',
+      apnByOperator: { '26202': 'web.vodafone.de', '310410': 'broadband' },
+      switchUsbnet: true,
+      mtu: 1430,
+      modem: { usbReset: false },
+    });
+    expect(loadConfig({ env: {} })).toMatchObject({ apnByOperator: {}, switchUsbnet: false, mtu: 1500 });
+    const bad = file(
+      'qmi-bad.json',
+      JSON.stringify({
+        apnByOperator: { '262': 'x', '26203': 'bad apn' },
+        switchUsbnet: 'yes',
+        mtu: 100,
+        modem: { usbReset: 1 },
+      }),
+    );
+    const found = problems(() => loadConfig({ env: {}, file: bad }));
+    for (const p of ['apnByOperator.262', 'apnByOperator.26203', 'switchUsbnet', 'mtu', 'modem.usbReset'])
+      expect(found.some((x) => x.startsWith(p))).toBe(true);
+  });
 });
