@@ -65,6 +65,11 @@ export interface DataPlaneConfig {
   /** DNS leak guard: proxies run as uid base + slot with a uidrange rule; on by default when root. */
   proxyUidBase: number | undefined;
   egress: { url: string; intervalMs: number } | undefined;
+  /**
+   * The modems' net interfaces are qmi_wwan links (default): raw-IP, link state and MTU are set
+   * through sysfs before each call. `false` only for labs whose links are not qmi_wwan (veth pairs).
+   */
+  qmiLinks: boolean;
 }
 
 export type ConfigMode = 'production' | 'demo';
@@ -268,6 +273,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     'rulePriorityBase',
     'proxyUidBase',
     'egress',
+    'qmiLinks',
   ];
   for (const key of Object.keys(value))
     if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
@@ -287,7 +293,11 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
         : (int(value['proxyUidBase'], 'dataPlane.proxyUidBase', problems, 1_000, 2_000_000_000) ??
           (process.getuid?.() === 0 ? 61_000 : undefined)),
     egress: undefined,
+    qmiLinks: true,
   };
+  const qmiLinks = value['qmiLinks'];
+  if (typeof qmiLinks === 'boolean') out.qmiLinks = qmiLinks;
+  else if (qmiLinks !== undefined) problems.push('dataPlane.qmiLinks: must be true or false');
   if (out.netns !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(out.netns))
     problems.push('dataPlane.netns: a network namespace name');
   if (!IPV4.test(out.listen)) problems.push('dataPlane.listen: an IPv4 address');

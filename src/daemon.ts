@@ -172,7 +172,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         mtu: config.mtu,
         powerCycleCommand: config.powerCycleCommand,
         // with a data plane the qmi_wwan links are ours: raw-IP, link state and MTU through sysfs
-        ...(config.dataPlane ? { wwan: new SysfsWwanControl({ netns: config.dataPlane.netns }) } : {}),
+        ...(config.dataPlane?.qmiLinks
+          ? { wwan: new SysfsWwanControl({ netns: config.dataPlane.netns }) }
+          : {}),
       },
       spool: { fsync: config.spoolFsync, maxBytes: config.spoolMaxBytes },
       ...(config.dataPlane ? { dataPlane: await dataPlaneOptions(config, log) } : {}),

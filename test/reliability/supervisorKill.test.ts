@@ -54,6 +54,8 @@ beforeAll(async () => {
         prefix: 24,
         runDir: join(dir, 'run'),
         egress: { url: net.echoUrl, intervalMs: 2000 },
+        // the lab's links are veth pairs, not qmi_wwan: nothing to set raw-IP on
+        qmiLinks: false,
       },
     }),
   );
