@@ -4,7 +4,7 @@ import { SysfsWatchSource } from '../detect/hotplugSources.js';
 import type { ScanOptions } from '../detect/sysfsScan.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { SimProfile, UsbNet } from './ec25Model.js';
-import { FakeSysfs, type FakeUsbModem, type FakeUsbNet } from './fakeSysfs.js';
+import { FakeSysfs, type FakeUsbModem } from './fakeSysfs.js';
 import { SimModem } from './simModem.js';
 import { openMemoryPort } from './simWire.js';
 import type { PortLike } from '../at/atTransport.js';
@@ -99,7 +99,7 @@ export class SimLab {
     const qmiLike = usbnet === 0 || usbnet === 2;
     return {
       usbPath: this.usbPath(i),
-      usbnet: usbnet as FakeUsbNet,
+      usbnet,
       ttys: [4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3],
       net: qmiLike ? `wwan${i}` : `usb${i}`,
       ...(qmiLike ? { wdm: `cdc-wdm${i}` } : {}),
