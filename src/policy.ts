@@ -32,6 +32,11 @@ export interface Policy {
   journalMaxBatch: number;
   journalRetryBaseMs: number;
   journalRetryCapMs: number;
+  /**
+   * A journal round trip that has not answered in this long counts as failed: its rows go to the
+   * spool (a server that hangs instead of refusing would otherwise stall the journal in memory).
+   */
+  journalSendTimeoutMs: number;
   /** Journal retention: rows older than this many days are pruned, checked this often. */
   journalRetentionDays: number;
   journalPruneIntervalMs: number;
@@ -71,6 +76,7 @@ export const DEFAULT_POLICY: Policy = {
   journalMaxBatch: 1_000,
   journalRetryBaseMs: 250,
   journalRetryCapMs: 5_000,
+  journalSendTimeoutMs: 10_000,
   journalRetentionDays: 90,
   journalPruneIntervalMs: 3_600_000,
   alertsMaxWaiting: 500,

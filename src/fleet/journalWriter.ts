@@ -23,6 +23,11 @@ export interface JournalWriterOptions {
   /** Replay attempts while PostgreSQL is away: backoff from/to. */
   retryBaseMs?: number;
   retryCapMs?: number;
+  /**
+   * A round trip unanswered after this long fails (default 10 s): the batch is spooled. A hung
+   * query that commits later is harmless, since appends and replays are idempotent on (imei, seq).
+   */
+  sendTimeoutMs?: number;
   /** Where its alerts go (critical, once per episode: spool full or unwritable, journal gap). */
   events?: { emit: (name: 'alert', payload: FleetEventMap['alert']) => void };
 }
@@ -194,7 +199,7 @@ export class JournalWriter {
 
   private async send(batch: readonly TransitionRecord[]): Promise<void> {
     this.stats.batches++;
-    const results = await this.options.sink.appendTransitions(batch);
+    const results = await this.answered(this.options.sink.appendTransitions(batch));
     const gaps = results.filter((r) => r.gapAt !== null);
     if (gaps.length === 0) return;
     const placeholders: TransitionRecord[] = [];
@@ -212,11 +217,30 @@ export class JournalWriter {
     }
     if (placeholders.length > 0) {
       // the placeholders close the gaps; the rows behind them go in again (duplicates are skipped)
-      await this.options.sink.appendTransitions([
-        ...placeholders,
-        ...batch.filter((r) => gaps.some((g) => g.imei === r.imei)),
-      ]);
+      await this.answered(
+        this.options.sink.appendTransitions([
+          ...placeholders,
+          ...batch.filter((r) => gaps.some((g) => g.imei === r.imei)),
+        ]),
+      );
     }
+  }
+
+  /** The sink's answer, or a retryable failure once `sendTimeoutMs` passed without one. */
+  private answered<T>(pending: Promise<T>): Promise<T> {
+    const ms = this.options.sendTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new ModemfleetError('query_timeout', `PostgreSQL did not answer a journal write in ${ms} ms`),
+          ),
+        ms,
+      );
+    });
+    pending.catch(() => undefined); // a late failure of an abandoned round trip is not unhandled
+    return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
   }
 
   /** `journal.lost` rows standing for the seqs `lost` says were dropped. */
@@ -249,8 +273,8 @@ export class JournalWriter {
     const lost = [...this.lost];
     this.lost.clear();
     try {
-      const results = await this.options.sink.appendTransitions(
-        lost.flatMap(([imei, l]) => this.placeholders(imei, l)),
+      const results = await this.answered(
+        this.options.sink.appendTransitions(lost.flatMap(([imei, l]) => this.placeholders(imei, l))),
       );
       // a journal that waits for an earlier seq: its next record's gap path closes it
       for (const r of results)

@@ -50,6 +50,7 @@ export function recorders(
     maxBatch: policy.journalMaxBatch,
     retryBaseMs: policy.journalRetryBaseMs,
     retryCapMs: policy.journalRetryCapMs,
+    sendTimeoutMs: policy.journalSendTimeoutMs,
     events,
     log,
   });

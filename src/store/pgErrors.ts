@@ -23,6 +23,8 @@ const RETRYABLE_CLIENT: ReadonlySet<string> = new Set([
   'CONNECTION_ENDED',
   'CONNECTION_DESTROYED',
   'CONNECT_TIMEOUT',
+  // ours: a round trip abandoned after its timeout (the server hangs instead of refusing)
+  'query_timeout',
   // sockets
   'ECONNREFUSED',
   'ECONNRESET',

@@ -106,6 +106,43 @@ describe('journal writer', () => {
     await writer.stop();
   });
 
+  it('a database that hangs instead of refusing: after the send timeout the rows go to the spool, then in once', async () => {
+    const actors = new Actors(365000000000000);
+    // a sink whose round trips hang (a server that stopped answering) until `hanging` is cleared
+    let hanging = true;
+    const held: (() => void)[] = [];
+    const writer = new JournalWriter({
+      sink: {
+        appendTransitions: async (b) => {
+          if (hanging) await new Promise<void>((resolve) => held.push(resolve));
+          return appendTransitions(sql, b);
+        },
+      },
+      spool: new Spool<SpooledTransition>({
+        dir: join(dir, 'spool-hang'),
+        maxBytes: 50_000_000,
+        fsync: 'never',
+      }),
+      retryBaseMs: 50,
+      retryCapMs: 300,
+      sendTimeoutMs: 300,
+    });
+    await writer.start();
+    for (let m = 0; m < 10; m++) writer.append(actors.step(m));
+    // not stuck behind the hung round trip: spooled once it timed out
+    await until(() => writer.stats.spooled === 10 && writer.stats.mode === 'spooling', soon);
+    for (let m = 0; m < 10; m++) writer.append(actors.step(m));
+    await writer.flush();
+    expect(writer.stats.spooled).toBe(20);
+    // the server answers again, and the hung round trips complete late: nothing twice, nothing lost
+    hanging = false;
+    for (const release of held.splice(0)) release();
+    await until(() => writer.stats.mode === 'direct', soon);
+    await writer.flush();
+    expect(await journalOf('365')).toEqual(expected(actors.made));
+    await writer.stop();
+  });
+
   it('the spool survives a SIGKILLed supervisor and is replayed by the next one', async () => {
     const spoolDir = join(dir, 'spool-c');
     const unreachable = `postgres://u:p@127.0.0.1:${await freePort()}/x`;
