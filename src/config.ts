@@ -64,7 +64,8 @@ export interface DataPlaneConfig {
   rulePriorityBase: number;
   /** DNS leak guard: proxies run as uid base + slot with a uidrange rule; on by default when root. */
   proxyUidBase: number | undefined;
-  egress: { url: string; intervalMs: number } | undefined;
+  /** Echo endpoints (the first that answers counts), check interval, readings per public address. */
+  egress: { urls: string[]; intervalMs: number; samples: number } | undefined;
   /**
    * The modems' net interfaces are qmi_wwan links (default): raw-IP, link state and MTU are set
    * through sysfs before each call. `false` only for labs whose links are not qmi_wwan (veth pairs).
@@ -255,6 +256,9 @@ function modem(value: unknown, problems: string[]): Partial<ModemConfig> {
   return out;
 }
 
+/** An echo endpoint: plain HTTP to an IPv4 address (no DNS lookup that could leave another way). */
+const ECHO_URL = /^http:\/\/[0-9.]+(:\d+)?\/[\x21-\x7e]{0,200}$/;
+
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 
 function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPlaneConfig | undefined {
@@ -317,17 +321,28 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
   }
   const egress = value['egress'];
   if (egress !== undefined) {
+    const urls = isRecord(egress)
+      ? [
+          ...(Array.isArray(egress['urls']) ? egress['urls'] : []),
+          ...(egress['url'] !== undefined ? [egress['url']] : []),
+        ]
+      : [];
     if (
       !isRecord(egress) ||
-      typeof egress['url'] !== 'string' ||
-      !/^http:\/\/[0-9.]+(:\d+)?\//.test(egress['url'])
+      urls.length === 0 ||
+      urls.length > 8 ||
+      !urls.every((u): u is string => typeof u === 'string' && ECHO_URL.test(u)) ||
+      (egress['urls'] !== undefined && !Array.isArray(egress['urls']))
     )
-      problems.push('dataPlane.egress: { "url": "http://IPV4[:PORT]/...", "intervalMs": number }');
+      problems.push(
+        'dataPlane.egress: { "urls": ["http://IPV4[:PORT]/...", ...] (1-8 echo endpoints), "intervalMs": number, "samples": number }',
+      );
     else
       out.egress = {
-        url: egress['url'],
+        urls,
         intervalMs:
           int(egress['intervalMs'], 'dataPlane.egress.intervalMs', problems, 500, 86_400_000) ?? 60_000,
+        samples: int(egress['samples'], 'dataPlane.egress.samples', problems, 1, 10) ?? 2,
       };
   }
   return out;

@@ -3,7 +3,7 @@ import { ModemfleetError, coerceError } from './util/errors.js';
 import { UdevadmSource, SysfsWatchSource, type HotplugSource } from './detect/hotplugSources.js';
 import { SysfsWwanControl } from './net/wwan.js';
 import { Supervisor, type SupervisorOptions } from './fleet/supervisor.js';
-import { probeInNamespace } from './net/nsProbe.js';
+import { directInNamespace, probeInNamespace } from './net/nsProbe.js';
 import type { Logger } from './log.js';
 import type { Store } from './store/store.js';
 import { openSystem } from './system.js';
@@ -77,6 +77,7 @@ async function dataPlaneOptions(
               ? {
                   probe: (p: { socksPort: number; user: string; password: string }, url: string) =>
                     probeInNamespace(netns, 'socks', p.socksPort, p.user, p.password, url),
+                  probeDirect: (url: string) => directInNamespace(netns, url),
                 }
               : {}),
           },

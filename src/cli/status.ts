@@ -15,15 +15,19 @@ export function bars(rssi: number | null): string {
   return `${'#'.repeat(n)}${'.'.repeat(4 - n)} ${rssi}`;
 }
 
-/** The `modemfleet status` table: IMEI, state, time in state, address, ports, operator, signal. */
+/**
+ * The `modemfleet status` table: IMEI, state, time in state, public address (what the internet sees
+ * through the port), the modem's own address, ports, operator, signal.
+ */
 export function formatStatusTable(rows: readonly ModemView[], now = Date.now()): string {
   if (rows.length === 0) return 'no modems known yet';
   const table = [
-    ['IMEI', 'STATE', 'FOR', 'ADDRESS', 'HTTP', 'SOCKS', 'OPERATOR', 'SIGNAL'],
+    ['IMEI', 'STATE', 'FOR', 'PUBLIC', 'ADDRESS', 'HTTP', 'SOCKS', 'OPERATOR', 'SIGNAL'],
     ...rows.map((r) => [
       r.imei,
       r.state === 'error' && r.reason ? `error (${r.reason})` : (r.substate ?? r.state),
       ago(r.since, now),
+      r.publicIp ?? '-',
       r.wanIp ?? '-',
       r.httpPort === null ? '-' : String(r.httpPort),
       r.socksPort === null ? '-' : String(r.socksPort),

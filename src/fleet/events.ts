@@ -33,8 +33,13 @@ export interface FleetEventMap {
   'dataplane.down': { imei: string };
   /** A proxy process exited or failed to start and is restarted (within its restart intensity). */
   'proxy.restarted': { imei: string };
-  /** What an echo server saw through a modem's own port (`seen` null: no answer). */
+  /**
+   * What an echo server saw through a modem's own port (`seen` null: no answer; `ok` false: no
+   * answer, or the host's own address: a leak). `expected` is the modem's own (private) address.
+   */
   egress: { imei: string; expected: string; seen: string | null; ok: boolean };
+  /** The public address seen through a modem's port changed (`previous` null: the first one). */
+  'public.changed': { imei: string; publicIp: string; previous: string | null; wanIp: string };
 }
 
 export type FleetEventName = keyof FleetEventMap;

@@ -7,7 +7,13 @@ import type { Allocation, Command, TransitionRecord } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
 import { ModemDataPlane, type DataPlaneOptions } from './dataPlane.js';
-import { probeEgress, type EgressOptions } from './egress.js';
+import {
+  echoUrls,
+  readPublicAddress,
+  type EgressOptions,
+  type HostEgress,
+  type PublicReading,
+} from './egress.js';
 import type { CommandOutcome, FleetEvents } from './events.js';
 import type { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
@@ -19,6 +25,9 @@ export function eventName(type: string): string {
   const m = /^xstate\.(done|error)\.actor\.(.+)$/.exec(type) ?? /^xstate\.(after)\.([^.]+)\./.exec(type);
   return (m ? `${m[1]}.${m[2]}` : type).slice(0, 64);
 }
+
+/** A port this young that does not answer is still starting, not silent. */
+const STARTING_MS = 15_000;
 
 export type FleetDataPlaneOptions = DataPlaneOptions & { egress?: EgressOptions | undefined };
 
@@ -35,7 +44,10 @@ export interface ModemDevice {
 }
 
 /** The part of the store one modem uses. */
-export type ModemStore = Pick<Store, 'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired'>;
+export type ModemStore = Pick<
+  Store,
+  'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired' | 'recordAddress'
+>;
 
 export interface ModemDeps {
   store: ModemStore;
@@ -45,6 +57,8 @@ export interface ModemDeps {
   modem?: Partial<ModemConfig> | undefined;
   link?: Omit<ModemLinkOptions, 'atPort' | 'atCandidates' | 'usbPath' | 'sysPath' | 'log'> | undefined;
   dataPlane?: FleetDataPlaneOptions | undefined;
+  /** The host's own public address and whether the echo endpoints answer (with an egress guard). */
+  hostEgress?: HostEgress | undefined;
   log: Logger;
   /** The supervisor is stopping: no new work starts. */
   stopping: () => boolean;
@@ -72,6 +86,10 @@ export class Modem {
   private ifaceNow: string | undefined;
   /** Egress checks in a row that got no answer through the ports (1: redial; 2: the ladder). */
   private silentChecks = 0;
+  /** The public address last seen through this modem's port (null: not yet). */
+  private publicIpNow: string | null = null;
+  /** When the data plane came up: a port still starting is not silent. */
+  private upAt = 0;
   /** Resolves when the actor ended (removed: done; or crashed). */
   readonly ended: Promise<ModemEnd>;
   private imeiValue: string | null = null;
@@ -212,9 +230,10 @@ export class Modem {
     if (this.snapshot().status !== 'active') return { ok: false, result: { error: 'not_present' } };
     if (command.kind === 'disable' || command.kind === 'enable')
       await this.deps.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
+    const before = this.publicIpNow;
     const outcome = await this.send(command.id, command.kind, this.deps.policy.commandTimeoutMs);
     if (command.kind !== 'rotate' || !outcome.ok) return outcome;
-    return this.verifyRotation(outcome);
+    return this.verifyRotation(command, outcome, before);
   }
 
   /** Sends a command to the machine; resolves with its result, or fails after `timeoutMs`. */
@@ -235,24 +254,95 @@ export class Modem {
   }
 
   /**
-   * A rotation is done only when a request through the modem's own port shows the new address
-   * (with the egress guard configured): the routing and proxy follow the address first.
+   * With the egress guard, a rotation is done only when the public address seen through the modem's
+   * own port differs from the one before (behind carrier NAT the modem's own address says nothing
+   * about it). The same public address again: the modem rotates again, up to `rotationAttempts`
+   * rotations, then the command fails with `same_public_ip` (the modem stays online).
    */
-  private async verifyRotation(outcome: CommandOutcome): Promise<CommandOutcome> {
+  private async verifyRotation(
+    command: Command,
+    outcome: CommandOutcome,
+    previousPublicIp: string | null,
+  ): Promise<CommandOutcome> {
     const egress = this.deps.dataPlane?.egress;
-    const wanIp = outcome.result['wanIp'];
-    if (!egress || typeof wanIp !== 'string') return outcome;
+    if (!egress || typeof outcome.result['wanIp'] !== 'string') return outcome;
+    const previousIp = outcome.result['previousIp'] ?? null;
+    const limit = this.snapshot().context.config.rotationAttempts;
+    let attempts = 0;
+    for (let rotation = 1; ; rotation++) {
+      attempts += Number(outcome.result['attempts'] ?? 1);
+      const wanIp = String(outcome.result['wanIp']);
+      const reading = await this.readAfterRotation(egress, wanIp);
+      const facts = { wanIp, previousIp, previousPublicIp, attempts };
+      if (reading.address === null)
+        return { ok: false, result: { ...facts, error: 'egress_not_verified', publicIp: null } };
+      // on a carrier that NATs each connection to another address, any sample equal to the old one
+      // means the same pool: not a new address
+      const same = previousPublicIp !== null && reading.samples.includes(previousPublicIp);
+      if (!same) {
+        await this.notePublic(reading, wanIp);
+        return {
+          ok: true,
+          result: {
+            ...facts,
+            publicIp: reading.address,
+            verifiedThroughPort: true,
+            ...(reading.stable ? {} : { publicIpStable: false }),
+          },
+        };
+      }
+      if (rotation >= limit || !this.live) {
+        this.alert(
+          'rotation_failed',
+          'warning',
+          `rotation of ${command.imei} kept public address ${previousPublicIp} after ${rotation} rotations; the modem stays online`,
+        );
+        return { ok: false, result: { ...facts, error: 'same_public_ip', publicIp: reading.address } };
+      }
+      this.log.info(
+        { publicIp: reading.address, rotation },
+        'the carrier handed back the same public address: rotating again',
+      );
+      outcome = await this.send(command.id, 'rotate', this.deps.policy.commandTimeoutMs);
+      if (!outcome.ok) return { ok: false, result: { ...outcome.result, previousPublicIp, attempts } };
+    }
+  }
+
+  /** The public address once the port serves the new private address (within rotationVerifyMs). */
+  private async readAfterRotation(egress: EgressOptions, wanIp: string): Promise<PublicReading> {
     const deadline = Date.now() + this.deps.policy.rotationVerifyMs;
-    let seen: string | null = null;
     while (Date.now() < deadline && this.live) {
       const dataPlane = this.dataPlane;
-      if (dataPlane) {
-        seen = await probeEgress(egress, dataPlane.endpoint);
-        if (seen === wanIp) return { ok: true, result: { ...outcome.result, verifiedThroughPort: true } };
+      if (dataPlane && this.snapshot().context.wanIp === wanIp) {
+        const reading = await readPublicAddress(egress, dataPlane.endpoint);
+        if (reading.address !== null && !this.deps.hostEgress?.isHost(reading.address)) return reading;
       }
       await sleep(250);
     }
-    return { ok: false, result: { ...outcome.result, error: 'egress_not_verified', seen } };
+    return { address: null, stable: false, samples: [] };
+  }
+
+  /**
+   * A public address seen through the port: stored (history and the modem row) and announced when it
+   * changed. An unstable reading (per-connection NAT) does not replace a known address: `publicIp`
+   * does not flap with every connection.
+   */
+  private async notePublic(reading: PublicReading, wanIp: string): Promise<void> {
+    const imei = this.imeiValue;
+    const address = reading.address;
+    if (!imei || !address) return;
+    if (!reading.stable && this.publicIpNow !== null && reading.samples.includes(this.publicIpNow)) return;
+    const previous = this.publicIpNow;
+    this.publicIpNow = address;
+    try {
+      await this.deps.store.recordAddress(imei, address, wanIp);
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'public address not stored; stored at the next check');
+    }
+    if (previous !== address) {
+      if (previous !== null) this.log.info({ publicIp: address, previous }, 'public address changed');
+      this.deps.events.emit('public.changed', { imei, publicIp: address, previous, wanIp });
+    }
   }
 
   // --- what the machine reports -----------------------------------------------------------------
@@ -482,6 +572,8 @@ export class Modem {
       this.log,
     );
     this.dataPlane.start();
+    this.upAt = Date.now();
+    this.silentChecks = 0;
     this.deps.events.emit('dataplane.up', {
       imei,
       iface: link,
@@ -489,7 +581,8 @@ export class Modem {
       socksPort: allocation.socksPort,
       httpPort: allocation.httpPort,
     });
-    this.scheduleEgressCheck();
+    // the public address is learned as soon as the port serves
+    this.scheduleEgressCheck(500);
   }
 
   /** Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. */
@@ -504,30 +597,49 @@ export class Modem {
     );
   }
 
-  private scheduleEgressCheck(): void {
+  private scheduleEgressCheck(delayMs?: number): void {
     const egress = this.deps.dataPlane?.egress;
     if (!egress) return;
-    this.egressTimer = setTimeout(() => void this.checkEgress(egress), egress.intervalMs);
+    clearTimeout(this.egressTimer);
+    this.egressTimer = setTimeout(() => void this.checkEgress(egress), delayMs ?? egress.intervalMs);
     this.egressTimer.unref();
   }
 
   /**
-   * The egress guard: through the modem's own SOCKS port the echo server must see the modem's
-   * address. Another address means the port leaks: it stops serving (`error`, `egress_mismatch`).
-   * No answer re-applies the routing and redials the call (a call can die while AT still answers);
-   * no answer again after that goes to the recovery ladder.
+   * The egress guard. Through the modem's own SOCKS port an echo endpoint sees the modem's public
+   * address: behind carrier NAT not its own (private) one, and possibly shared with other modems.
+   * It leaks when that is the host's own public address (learned through the management route):
+   * then it stops serving (`error`, `egress_mismatch`). A new public address without a rotation is
+   * recorded, not an error. No answer: when the echo endpoint does not answer the host either, one
+   * farm alert and no modem is touched; otherwise routing is re-applied and the call redialled, and
+   * no answer again goes to the recovery ladder.
    */
   private async checkEgress(egress: EgressOptions): Promise<void> {
     const dataPlane = this.dataPlane;
     const wanIp = this.snapshot().context.wanIp;
     if (!dataPlane || !wanIp || !this.live) return;
     const endpoint = dataPlane.endpoint;
-    const seen = await probeEgress(egress, endpoint);
+    const reading = await readPublicAddress(egress, endpoint);
     if (this.dataPlane !== dataPlane || this.snapshot().context.wanIp !== wanIp)
       return this.scheduleEgressCheck();
     const imei = dataPlane.imei;
-    this.deps.events.emit('egress', { imei, expected: wanIp, seen, ok: seen === wanIp });
+    const seen = reading.address;
+    const host = this.deps.hostEgress;
+    const leak = seen !== null && host?.isHost(seen) === true;
+    this.deps.events.emit('egress', { imei, expected: wanIp, seen, ok: seen !== null && !leak });
     if (seen === null) {
+      // proxies still starting are not silent
+      if (Date.now() - this.upAt < STARTING_MS) return this.scheduleEgressCheck(1_000);
+      if (host && (await host.learn()) === null) {
+        this.deps.events.emit('alert', {
+          alert: {
+            kind: 'echo_unreachable',
+            severity: 'critical',
+            message: `the echo endpoint does not answer the host either (${echoUrls(egress).join(', ')}): no modem is blamed`,
+          },
+        });
+        return this.scheduleEgressCheck();
+      }
       this.silentChecks++;
       const detail = `no answer through the ports of ${imei}`;
       dataPlane.reapplyRouting();
@@ -540,18 +652,18 @@ export class Modem {
         this.runtime.send({ type: 'call.dead', detail: `${detail} after a redial` });
         return;
       }
-    } else if (seen !== wanIp) {
-      const detail = `port ${endpoint.socksPort} egressed from ${seen.slice(0, 64)}, not ${wanIp}`;
+    } else if (leak) {
+      const detail = `port ${endpoint.socksPort} egressed from the host's own address ${seen.slice(0, 64)}, not through modem ${wanIp}`;
       this.alert('egress_mismatch', 'critical', `modem ${imei}: ${detail}`);
       this.runtime.send({ type: 'dataplane.failed', reason: 'egress_mismatch', detail });
       return;
     } else {
       this.silentChecks = 0;
+      await this.notePublic(reading, wanIp);
     }
     this.scheduleEgressCheck();
   }
 }
-
 /** Journals `imei` as removed (it left its place, or the start-up found it gone). */
 export function journalRemoved(
   deps: Pick<ModemDeps, 'events' | 'directory' | 'store'>,

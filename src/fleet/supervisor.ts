@@ -18,6 +18,7 @@ import { FleetCounters, FleetEvents, type CommandOutcome } from './events.js';
 import type { JournalStats, JournalWriter } from './journalWriter.js';
 import { recorders, type Recorders } from './recorders.js';
 import type { FsyncPolicy } from './spool.js';
+import { HostEgress } from './egress.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
@@ -135,6 +136,7 @@ export class Supervisor {
         ...options.link,
       },
       dataPlane: options.dataPlane,
+      ...(options.dataPlane?.egress ? { hostEgress: new HostEgress(options.dataPlane.egress) } : {}),
       log,
       stopping: () => this.stopped,
       track: (done) => this.track(done),

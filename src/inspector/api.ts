@@ -130,6 +130,33 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     },
   );
 
+  // the public addresses seen through the modem's port, with its private address then: newest first
+  app.get(
+    '/api/modems/:imei/addresses',
+    {
+      schema: {
+        params: imeiParams,
+        querystring: {
+          type: 'object',
+          properties: {
+            before: { type: 'string', format: 'date-time' },
+            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+          },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (
+      req: FastifyRequest<{ Params: { imei: string }; Querystring: { before?: string; limit?: number } }>,
+    ) => {
+      await requireModem(store, req.params.imei);
+      return store.addresses(req.params.imei, {
+        ...(req.query.before !== undefined ? { before: new Date(req.query.before) } : {}),
+        ...(req.query.limit !== undefined ? { limit: req.query.limit } : {}),
+      });
+    },
+  );
+
   app.post(
     '/api/modems/:imei/commands',
     {

@@ -37,3 +37,16 @@ export async function probeInNamespace(
   );
   return r.ok ? r.stdout.trim() : null;
 }
+
+/**
+ * What the echo server sees from namespace `netns` itself, through its own (management) routes:
+ * the host's public address, which no modem port may show.
+ */
+export async function directInNamespace(netns: string, url: string): Promise<string | null> {
+  const r = await run(
+    'ip',
+    ['netns', 'exec', netns, process.execPath, '--import', 'tsx', probeScript, 'direct', url],
+    { timeoutMs: 15_000 },
+  );
+  return r.ok ? r.stdout.trim() : null;
+}

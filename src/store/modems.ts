@@ -18,6 +18,8 @@ export interface ModemView {
   reason: string | null;
   since: Date;
   wanIp: string | null;
+  /** What the internet sees through the modem's port (behind carrier NAT, not `wanIp`). */
+  publicIp: string | null;
   httpPort: number | null;
   socksPort: number | null;
   proxy: ProxyEndpoint | null;
@@ -42,6 +44,7 @@ interface ModemViewRow {
   reason: string | null;
   state_since: Date;
   wan_ip: string | null;
+  public_ip: string | null;
   http_port: number | null;
   socks_port: number | null;
   proxy_user: string | null;
@@ -68,6 +71,7 @@ const toView = (r: ModemViewRow): ModemView => ({
   reason: r.reason,
   since: r.state_since,
   wanIp: r.wan_ip,
+  publicIp: r.public_ip,
   httpPort: r.http_port,
   socksPort: r.socks_port,
   proxy:
@@ -107,7 +111,7 @@ export async function listModems(
         : sql`true`;
   const rows = await sql<ModemViewRow[]>`
     select m.imei, m.host_id, m.state, m.substate, m.reason, m.state_since, host(m.wan_ip) as wan_ip,
-           a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
+           host(m.public_ip) as public_ip, a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
            m.operator, m.technology, m.rssi, m.rsrp, m.sinr, m.model, m.iccid, m.usb_path,
            m.desired_state, m.seq, m.last_seen_at
     from modems m

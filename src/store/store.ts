@@ -34,6 +34,7 @@ import {
   rotationLinkInfo,
 } from './rotationLinks.js';
 import { hostModems, modemRecord, setDesired, type ModemRecord } from './reconcile.js';
+import { listAddresses, recordAddress, type AddressSeen } from './addresses.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 
 export interface StoreOptions {
@@ -110,6 +111,15 @@ export class Store {
   modemRecord(imei: string): Promise<ModemRecord | null> {
     return modemRecord(this.sql, imei);
   }
+  /** The public address seen through a modem's port (with its private one): history and modem row. */
+  recordAddress(imei: string, publicIp: string, privateIp: string): Promise<{ previous: string | null }> {
+    return recordAddress(this.sql, imei, publicIp, privateIp);
+  }
+
+  addresses(imei: string, options: { before?: Date; limit?: number } = {}): Promise<AddressSeen[]> {
+    return listAddresses(this.sql, imei, options);
+  }
+
   setDesired(imei: string, desired: 'enabled' | 'disabled'): Promise<void> {
     return setDesired(this.sql, imei, desired);
   }

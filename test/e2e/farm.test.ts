@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { createRootLogger } from '../../src/log.js';
 import { ipJson } from '../../src/net/ip.js';
+import { directInNamespace } from '../../src/net/nsProbe.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { LabWwan } from '../../src/sim/lab/labWwan.js';
 import { NetLab } from '../../src/sim/lab/netLab.js';
@@ -128,6 +129,8 @@ beforeAll(async () => {
         url: net.echoUrl,
         intervalMs: 1_000,
         probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
+        // the host's own address, through the farm's management route: no port may show it
+        probeDirect: (url) => directInNamespace(net.farm, url),
       },
     },
   });

@@ -107,7 +107,7 @@ describe('loadConfig: daemon settings', () => {
       dns: [],
       rulePriorityBase: 1000,
       proxyUidBase: process.getuid?.() === 0 ? 61000 : undefined,
-      egress: { url: 'http://198.18.0.1:8080/', intervalMs: 60000 },
+      egress: { urls: ['http://198.18.0.1:8080/'], intervalMs: 60000, samples: 2 },
       qmiLinks: true,
     });
   });

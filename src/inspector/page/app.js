@@ -297,7 +297,9 @@ function renderCard(imei) {
   c.root.dataset.state = m.state;
   c.state.textContent = m.substate ? m.substate.replace(/^[a-z]+\./, '') : m.state;
   c.state.title = m.substate ?? m.state;
-  c.addr.textContent = m.wanIp ?? '—';
+  // behind carrier NAT the public address (what customers get) is not the modem's own
+  c.addr.textContent =
+    m.publicIp && m.publicIp !== m.wanIp ? `${m.publicIp} (${m.wanIp ?? '—'})` : (m.wanIp ?? '—');
   c.operator.textContent = [m.operator, m.technology].filter(Boolean).join(' · ') || '—';
   const n = signalBars(m.rssi);
   c.bars.title = m.rssi === null || m.rssi === undefined ? 'no signal reading' : `RSSI ${m.rssi} dBm`;
@@ -333,7 +335,17 @@ function matches(m) {
   if (f === 'busy' ? !BUSY.has(m.state) : f && m.state !== f) return false;
   const q = $('search').value.trim().toLowerCase();
   if (!q) return true;
-  const hay = [m.imei, m.wanIp, m.operator, m.host, m.reason, m.iccid, m.proxy?.httpPort, m.proxy?.socksPort]
+  const hay = [
+    m.imei,
+    m.publicIp,
+    m.wanIp,
+    m.operator,
+    m.host,
+    m.reason,
+    m.iccid,
+    m.proxy?.httpPort,
+    m.proxy?.socksPort,
+  ]
     .filter((x) => x !== null && x !== undefined)
     .join(' ')
     .toLowerCase();
@@ -408,6 +420,7 @@ function renderPanelHead(detail) {
   st.dataset.state = m.state;
   st.replaceChildren(el('span', 'state', m.substate ?? m.state), ` for ${ago(m.since)}`);
   const facts = [
+    ['public address', m.publicIp ?? '—'],
     ['address', m.wanIp ?? '—'],
     ['HTTP proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.httpPort}` : '—'],
     ['SOCKS5 proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.socksPort}` : '—'],
@@ -509,13 +522,15 @@ function showCommand(c) {
       .then((full) => {
         if (box.dataset.id !== String(c.id)) return;
         const r = full.result ?? {};
-        const extra = r.wanIp
-          ? ` — new address ${r.wanIp}`
-          : r.message
-            ? ` — ${r.message}`
-            : r.error
-              ? ` — ${r.error}`
-              : '';
+        const extra = r.publicIp
+          ? ` — public address ${r.publicIp}${r.previousPublicIp ? ` (was ${r.previousPublicIp})` : ''}`
+          : r.wanIp
+            ? ` — new address ${r.wanIp}`
+            : r.message
+              ? ` — ${r.message}`
+              : r.error
+                ? ` — ${r.error}`
+                : '';
         box.textContent = `${c.kind} #${c.id}: ${c.status}${extra}`;
       })
       .catch(() => undefined);
