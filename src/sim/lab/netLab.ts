@@ -112,13 +112,13 @@ export class NetLab {
    * seeded hash; a pool of one address makes the carrier hand back the same public address to
    * everyone. `null` turns NAT off: the echo server sees the modems' own addresses again.
    */
-  setNatPool(pool: readonly string[] | null): Promise<void> {
+  async setNatPool(pool: readonly string[] | null): Promise<void> {
     const next = pool === null ? null : checkNatPool(pool);
     this.pool = next;
     this.natChange = this.natChange
       .catch(() => undefined)
       .then(() => (this.started ? this.applyNat(next) : undefined));
-    return this.natChange;
+    await this.natChange;
   }
 
   /** Brings the carrier namespace's NAT table and pool routes to `pool` (null: removes them). */
