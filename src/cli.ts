@@ -6,6 +6,7 @@ import { formatStatusTable } from './cli/status.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
 import { runDemo } from './demo.js';
+import { DEFAULT_ECHO_LISTEN, runEcho } from './echo.js';
 import { TIMING_NAMES, type TimingName } from './sim/profiles.js';
 import { runSim } from './sim/simCommand.js';
 import { createRootLogger, type Logger } from './log.js';
@@ -175,6 +176,21 @@ const COMMANDS: Record<string, CommandSpec> = {
       } satisfies CommandSpec,
     ]),
   ),
+  echo: {
+    summary: "serve the echo endpoint: answers GET / with the client's address (dataPlane.egress)",
+    usage: `echo [--listen HOST:PORT] (default ${DEFAULT_ECHO_LISTEN.host}:${DEFAULT_ECHO_LISTEN.port})`,
+    options: { listen: { type: 'string' } },
+    run: async ({ values, log }) => {
+      const problems: string[] = [];
+      const listen = parseListen(
+        stringOption(values['listen']) ?? `${DEFAULT_ECHO_LISTEN.host}:${DEFAULT_ECHO_LISTEN.port}`,
+        '--listen',
+        problems,
+      );
+      if (!listen) throw new UsageError('--listen must be HOST:PORT, e.g. 0.0.0.0:8080 or [::]:8080');
+      return runEcho(listen, log);
+    },
+  },
   doctor: {
     summary: 'check this host and print a fix for each problem',
     usage: 'doctor [--json] [--config FILE]',

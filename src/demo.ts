@@ -1,8 +1,8 @@
 import { rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { Config } from './config.js';
 import { startInspector } from './daemon.js';
+import { EchoServer } from './echo.js';
 import { Supervisor } from './fleet/supervisor.js';
 import type { Logger } from './log.js';
 import { defaultProfiles, timingProfile, type TimingName } from './sim/profiles.js';
@@ -77,11 +77,9 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     stops.push(() => system.stop());
     const { store } = system;
 
-    const echo: Server = createServer((req, res) => res.end(`${req.socket.remoteAddress ?? ''}\n`));
-    await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
-    stops.push(() => new Promise<void>((resolve) => echo.close(() => resolve())));
-    const address = echo.address();
-    const echoUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}/`;
+    const echo = new EchoServer({ host: '127.0.0.1', port: 0 });
+    const echoUrl = echo.url(await echo.start());
+    stops.push(() => echo.stop());
 
     const realistic = options.timing === 'realistic';
     const profiles = defaultProfiles(options.modems, 7).map((p, i) => ({

@@ -26,6 +26,30 @@ describe('deploy/', () => {
     expect(unit).toMatch(/^User=modemfleet$/m);
   });
 
+  it('the echo endpoint unit: verified, no privileges at all, runs `modemfleet echo`', async () => {
+    const file = join(deploy, 'modemfleet-echo.service');
+    const r = await execa('systemd-analyze', ['verify', file], { reject: false });
+    expect({ code: r.exitCode, stderr: r.stderr, stdout: r.stdout }).toEqual({
+      code: 0,
+      stderr: '',
+      stdout: '',
+    });
+    const unit = await readFile(file, 'utf8');
+    expect(unit).toMatch(
+      /^ExecStart=node \/opt\/modemfleet\/bin\/modemfleet\.js echo --listen 0\.0\.0\.0:8080$/m,
+    );
+    for (const line of [
+      'DynamicUser=yes',
+      'NoNewPrivileges=yes',
+      'ProtectSystem=strict',
+      'Restart=on-failure',
+      'CapabilityBoundingSet=',
+      'AmbientCapabilities=',
+    ])
+      expect(unit.split('\n')).toContain(line);
+    expect(unit).not.toMatch(/^(User|Group)=/m);
+  });
+
   it('the udev rules tag every usable model of the detection table and keep them awake', async () => {
     const rules = await readFile(join(deploy, '99-modemfleet.rules'), 'utf8');
     for (const m of MODELS.filter((x) => !x.fault)) {

@@ -1,14 +1,13 @@
-import { createServer } from 'node:http';
+import { EchoServer } from '../../echo.js';
 
 /**
- * The lab's echo server, run inside the carrier namespace: answers every request with the
- * client's source address, so a test sees which address a proxy port really egresses from.
+ * The lab's echo server, run inside the carrier namespace: the echo endpoint of `modemfleet echo`
+ * (src/echo.ts), so a test sees which address a proxy port really egresses from, as the farm's
+ * own echo endpoint would. Prints `ready` once listening; exits on SIGTERM.
  * Usage: echoServer.ts ADDRESS PORT
  */
-const [address = '0.0.0.0', port = '8080'] = process.argv.slice(2);
-const server = createServer((req, res) => {
-  res.setHeader('content-type', 'text/plain');
-  res.end(req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '');
-});
-server.listen(Number(port), address, () => process.stdout.write('ready\n'));
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+const [host = '0.0.0.0', port = '8080'] = process.argv.slice(2);
+const echo = new EchoServer({ host, port: Number(port) });
+await echo.start();
+process.stdout.write('ready\n');
+process.on('SIGTERM', () => void echo.stop().then(() => process.exit(0)));

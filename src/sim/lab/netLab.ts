@@ -1,9 +1,11 @@
 import { fileURLToPath } from 'node:url';
 import { ipBatch, ip } from '../../net/ip.js';
-import { probeInNamespace } from '../../net/nsProbe.js';
+import { applyTable, deleteTable } from '../../net/nft.js';
+import { directProbeInNamespace, probeInNamespace } from '../../net/nsProbe.js';
 import { run, spawnChild, type Child, type RunResult } from '../../process/run.js';
 import { ModemfleetError } from '../../util/errors.js';
 import { settlesWithin } from '../../util/time.js';
+import { CARRIER_NAT_TABLE, carrierNatTable, checkNatPool } from './carrierNat.js';
 
 /**
  * The data-plane lab (root only): a farm namespace where the supervisor's routing and proxies
@@ -12,11 +14,17 @@ import { settlesWithin } from '../../util/time.js';
  * pair per simulated modem standing for its wwan link (`wwanN` in the farm, its data-call addresses
  * in `100.65.N+1.0/24`), and a management link that is the farm's main default route: a leak shows
  * the management address. Everything is removed by `stop()`.
+ *
+ * With `nat`, the carrier NATs like a mobile carrier (src/sim/lab/carrierNat.ts): the echo server
+ * sees an address of the pool, not the modem's own; `setNatPool` changes the pool or turns NAT off
+ * (a carrier that gives the modem a public address) while the lab runs.
  */
 export interface NetLabOptions {
   /** Prefix of the namespace names (letters, digits, dashes; short). */
   name: string;
   modems: number;
+  /** Carrier NAT to this pool of public addresses (e.g. `DEFAULT_NAT_POOL`); default: none. */
+  nat?: { pool: readonly string[] } | undefined;
 }
 
 export const ECHO_ADDRESS = '198.18.0.1';
@@ -31,11 +39,17 @@ export class NetLab {
   readonly carrier: string;
   private echo: Child | undefined;
   private readonly renamed = new Map<number, string>();
+  private pool: readonly string[] | null;
+  /** The pool whose routes and table are in the carrier namespace now (null: none). */
+  private appliedPool: readonly string[] | null = null;
+  private started = false;
+  private natChange: Promise<void> = Promise.resolve();
 
   constructor(private readonly options: NetLabOptions) {
     if (!NAME.test(options.name)) throw new ModemfleetError('invalid_lab', 'lab name: a-z, 0-9, -');
     if (options.modems < 1 || options.modems > 200)
       throw new ModemfleetError('invalid_lab', 'lab modems: 1-200');
+    this.pool = options.nat ? checkNatPool(options.nat.pool) : null;
     this.farm = `${options.name}-farm`;
     this.carrier = `${options.name}-carrier`;
   }
@@ -82,6 +96,53 @@ export class NetLab {
     return `http://${ECHO_ADDRESS}:${ECHO_PORT}/`;
   }
 
+  /** The carrier's pool of public addresses, or null when it does not NAT. */
+  get natPool(): readonly string[] | null {
+    return this.pool;
+  }
+
+  /** Is this one of the carrier's public addresses (what the echo server sees behind its NAT)? */
+  inNatPool(address: string): boolean {
+    return this.pool?.includes(address) ?? false;
+  }
+
+  /**
+   * Changes the carrier's NAT pool while the lab runs (before `start()`: what it starts with).
+   * New connections are translated to the new pool at once, each private address by a freshly
+   * seeded hash; a pool of one address makes the carrier hand back the same public address to
+   * everyone. `null` turns NAT off: the echo server sees the modems' own addresses again.
+   */
+  async setNatPool(pool: readonly string[] | null): Promise<void> {
+    const next = pool === null ? null : checkNatPool(pool);
+    this.pool = next;
+    this.natChange = this.natChange
+      .catch(() => undefined)
+      .then(() => (this.started ? this.applyNat(next) : undefined));
+    await this.natChange;
+  }
+
+  /** Brings the carrier namespace's NAT table and pool routes to `pool` (null: removes them). */
+  private async applyNat(pool: readonly string[] | null): Promise<void> {
+    const old = this.appliedPool ?? [];
+    // answers to a pool address are routed before conntrack translates them back: a local route
+    // per pool address, added before the table uses it and removed once it no longer does
+    const added = (pool ?? []).filter((a) => !old.includes(a));
+    if (added.length)
+      await ipBatch(
+        added.map((a) => `route replace local ${a}/32 dev lo`),
+        { netns: this.carrier },
+      );
+    if (pool) await applyTable(carrierNatTable(pool, 'cr'), { netns: this.carrier });
+    else await deleteTable('ip', CARRIER_NAT_TABLE, { netns: this.carrier });
+    this.appliedPool = pool;
+    const removed = old.filter((a) => !(pool ?? []).includes(a));
+    if (removed.length)
+      await ipBatch(
+        removed.map((a) => `route del local ${a}/32 dev lo table local`),
+        { netns: this.carrier },
+      );
+  }
+
   async start(): Promise<void> {
     await this.stop(); // a lab left by a killed run
     await ip(['netns', 'add', this.farm]);
@@ -122,6 +183,8 @@ export class NetLab {
     await this.sysctl(this.carrier, 'net.ipv4.conf.default.rp_filter=1');
     for (let i = 0; i < this.options.modems; i++)
       await this.sysctl(this.carrier, `net.ipv4.conf.cr${i}.rp_filter=1`);
+    this.started = true;
+    await this.setNatPool(this.pool);
     this.echo = spawnChild(
       'ip',
       [
@@ -160,9 +223,23 @@ export class NetLab {
     return probeInNamespace(this.farm, kind, port, user, password, this.echoUrl);
   }
 
+  /**
+   * What the echo server sees of a request from inside the farm namespace, from a socket bound to
+   * `address` (a modem's address: its policy route sends it out of that modem's link); null when
+   * the request fails.
+   */
+  seenFrom(address: string): Promise<string | null> {
+    return directProbeInNamespace(this.farm, address, this.echoUrl);
+  }
+
   /** The farm namespace's routing, for tests that break it on purpose. */
   farmIp(args: readonly string[]): Promise<string> {
     return ip(args, { netns: this.farm });
+  }
+
+  /** The carrier namespace's routing, for tests that look at it. */
+  carrierIp(args: readonly string[]): Promise<string> {
+    return ip(args, { netns: this.carrier });
   }
 
   /** SIGKILL every process in the farm namespace: the proxies a killed supervisor left behind. */
@@ -171,6 +248,8 @@ export class NetLab {
   }
 
   async stop(): Promise<void> {
+    this.started = false;
+    this.appliedPool = null;
     const echo = this.echo;
     this.echo = undefined;
     if (echo?.pid) {
