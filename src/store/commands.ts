@@ -69,7 +69,12 @@ export async function insertCommand(
 /** Key space of the per-modem advisory lock that makes "one pending rotate" a single step. */
 const ROTATE_LOCK = 0x6d66_726f; // 'mfro'
 
-async function insertRow(sql: Sql | TransactionSql, imei: string, kind: string, requestedBy: string): Promise<number> {
+async function insertRow(
+  sql: Sql | TransactionSql,
+  imei: string,
+  kind: string,
+  requestedBy: string,
+): Promise<number> {
   const [row] = await sql<{ id: number }[]>`
     insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, ${requestedBy}) returning id`;
   if (!row) throw new Error('insert returned nothing');
