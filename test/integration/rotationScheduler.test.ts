@@ -61,7 +61,7 @@ describe('rotation schedules', () => {
       expect(res.status, JSON.stringify(body)).toBe(400);
       expect(await res.json()).toMatchObject({
         error: 'invalid_schedule',
-        message: expect.stringMatching(message),
+        message: expect.stringMatching(message) as unknown,
       });
     }
     expect((await put(imei, [60])).status).toBe(400);
@@ -76,7 +76,11 @@ describe('rotation schedules', () => {
     expect(ok.status).toBe(200);
     expect(await ok.json()).toMatchObject({ imei, schedule: { intervalSeconds: 3_600, jitterSeconds: 60 } });
     expect(await (await farm.api(`/api/modems/${imei}`)).json()).toMatchObject({
-      schedule: { intervalSeconds: 3_600, jitterSeconds: 60, updatedBy: expect.stringMatching(/^api:/) },
+      schedule: {
+        intervalSeconds: 3_600,
+        jitterSeconds: 60,
+        updatedBy: expect.stringMatching(/^api:/) as unknown,
+      },
     });
     expect((await farm.api(`/api/modems/${imei}/schedule`, { method: 'DELETE' })).status).toBe(204);
     expect(await (await farm.api(`/api/modems/${imei}`)).json()).toMatchObject({ schedule: null });
@@ -183,7 +187,7 @@ describe('rotation schedules', () => {
     expect(skipped).toMatchObject({
       status: 'failed',
       claimed_at: null,
-      result: { error: 'not_online', message: expect.stringMatching(/disabled/) },
+      result: { error: 'not_online', message: expect.stringMatching(/disabled/) as unknown },
     });
     expect((await farm.api(`/api/modems/${imei}/schedule`, { method: 'DELETE' })).status).toBe(204);
     expect((await runCommand(farm, imei, 'enable')).status).toBe('done');

@@ -41,7 +41,7 @@ describe('modemfleet schedule: arguments', () => {
     ];
     for (const [positionals, values, message] of refused)
       expect(() => parseScheduleArgs(positionals, values)).toThrow(
-        expect.objectContaining({ code: 'usage', message: expect.stringMatching(message) }),
+        expect.objectContaining({ code: 'usage', message: expect.stringMatching(message) as unknown }),
       );
   });
 });
