@@ -2,6 +2,7 @@ import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
+import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
 import { formatStatusTable } from './cli/status.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
@@ -19,7 +20,8 @@ interface CommandSpec {
   summary: string;
   usage: string;
   options: NonNullable<ParseArgsConfig['options']>;
-  positionals?: number;
+  /** How many positional arguments: exactly N, or from/to. */
+  positionals?: number | readonly [number, number];
   run(args: { values: Record<string, unknown>; positionals: string[]; log: Logger }): Promise<number>;
 }
 
@@ -191,6 +193,29 @@ const COMMANDS: Record<string, CommandSpec> = {
       return runEcho(listen, log);
     },
   },
+  schedule: {
+    summary: "set (or with --off remove) a modem's rotation schedule",
+    usage: SCHEDULE_USAGE,
+    options: { ...configOption, jitter: { type: 'string' }, off: { type: 'boolean' } },
+    positionals: [1, 2],
+    run: async ({ values, positionals, log }) => {
+      const { imei, schedule } = parseScheduleArgs(positionals, values);
+      const by = `cli:${userInfo().username}`;
+      const stored = await withSystem(config(values), oneShot(log), async ({ store }) => {
+        if (schedule) return store.setSchedule(imei, schedule, by);
+        if (!(await store.modemRecord(imei)))
+          throw new ModemfleetError('unknown_modem', `no modem with imei ${imei}`);
+        await store.deleteSchedule(imei);
+        return null;
+      });
+      const shown = stored && {
+        intervalSeconds: stored.intervalSeconds,
+        jitterSeconds: stored.jitterSeconds,
+      };
+      process.stdout.write(`${JSON.stringify({ imei, schedule: shown })}\n`);
+      return EXIT.ok;
+    },
+  },
   doctor: {
     summary: 'check this host and print a fix for each problem',
     usage: 'doctor [--json] [--config FILE]',
@@ -246,7 +271,11 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`usage: modemfleet ${command.usage}\n  ${command.summary}\n`);
       return EXIT.ok;
     }
-    if (positionals.length !== (command.positionals ?? 0)) {
+    const [least, most] =
+      typeof command.positionals === 'object'
+        ? command.positionals
+        : [command.positionals ?? 0, command.positionals ?? 0];
+    if (positionals.length < least || positionals.length > most) {
       throw new UsageError(`usage: modemfleet ${command.usage}`);
     }
     return await command.run({ values, positionals, log });

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
 import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
+import { scheduleProblems, type RotationSchedule } from './fleet/rotationSchedule.js';
 import { HOST_ID_PATTERN } from './ids.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
@@ -51,6 +52,8 @@ export interface Config {
   http: { host: string; port: number } | undefined;
   /** The address clients reach this host's proxy ports at (the API's proxy.host). */
   proxyHost: string | undefined;
+  /** Rotation: `schedule` is the farm default for modems without their own schedule (unset: none). */
+  rotation: { schedule: RotationSchedule | undefined };
 }
 
 export interface DataPlaneConfig {
@@ -99,6 +102,7 @@ const FILE_KEYS = [
   'dataPlane',
   'http',
   'proxyHost',
+  'rotation',
 ] as const;
 
 const APN = /^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/;
@@ -381,6 +385,27 @@ function argv(value: unknown, path: string, problems: string[]): string[] | unde
   return value;
 }
 
+/** `rotation`: `{ "schedule": { "intervalSeconds", "jitterSeconds" } }`, checked against the policy's floor. */
+function rotation(value: unknown, floorSeconds: number, problems: string[]): Config['rotation'] {
+  if (value === undefined) return { schedule: undefined };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push('rotation: must be { "schedule": { "intervalSeconds": number, "jitterSeconds": number } }');
+    return { schedule: undefined };
+  }
+  for (const key of Object.keys(value))
+    if (key !== 'schedule') problems.push(`rotation.${key.slice(0, 32)}: unknown setting`);
+  const schedule = (value as Record<string, unknown>)['schedule'];
+  if (schedule === undefined) return { schedule: undefined };
+  const found = scheduleProblems(schedule, floorSeconds, 'rotation.schedule');
+  problems.push(...found);
+  if (found.length) return { schedule: undefined };
+  const { intervalSeconds, jitterSeconds = 0 } = schedule as {
+    intervalSeconds: number;
+    jitterSeconds?: number;
+  };
+  return { schedule: { intervalSeconds, jitterSeconds } };
+}
+
 /** Parse and validate. Environment wins over the file. Throws ConfigError listing every problem. */
 export function loadConfig(
   options: { env?: NodeJS.ProcessEnv; file?: string; mode?: ConfigMode } = {},
@@ -442,7 +467,9 @@ export function loadConfig(
     dataPlane: dataPlane(file['dataPlane'], resolve(stateDir), problems),
     http: http ?? undefined,
     proxyHost,
+    rotation: { schedule: undefined },
   };
+  config.rotation = rotation(file['rotation'], config.policy.rotationScheduleMinSeconds, problems);
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')
     config.proxyHost = config.dataPlane.listen;
   const hotplug = file['hotplug'];

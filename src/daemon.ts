@@ -181,6 +181,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       ...(config.dataPlane ? { dataPlane: await dataPlaneOptions(config, log) } : {}),
       policy: config.policy,
       ...(config.proxyHost ? { proxyHost: config.proxyHost } : {}),
+      rotationSchedule: config.rotation.schedule,
       log,
     });
     await supervisor.start();

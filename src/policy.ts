@@ -56,6 +56,15 @@ export interface Policy {
   addressPollMs: number;
   /** The USB power-cycle command is killed after this. */
   powerCycleTimeoutMs: number;
+  /**
+   * A rotate (operator, link, schedule alike) is not claimed before this long after the modem's
+   * last rotation finished: it waits in the queue until it is allowed.
+   */
+  rotationMinIntervalMs: number;
+  /** The shortest rotation schedule interval accepted (API, CLI, config); lowered only by tests. */
+  rotationScheduleMinSeconds: number;
+  /** The rotation scheduler re-reads the schedules this often (a change takes effect within it). */
+  rotationSchedulePollMs: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -89,6 +98,9 @@ export const DEFAULT_POLICY: Policy = {
   addressPolls: 10,
   addressPollMs: 300,
   powerCycleTimeoutMs: 30_000,
+  rotationMinIntervalMs: 30_000,
+  rotationScheduleMinSeconds: 60,
+  rotationSchedulePollMs: 5_000,
 };
 
 /** The journal spool's size bound (config `spoolMaxBytes`). */

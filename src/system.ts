@@ -115,6 +115,7 @@ export class System {
         url,
         hostId: config.hostId,
         ranges: config.allocation,
+        scheduleMinSeconds: config.policy.rotationScheduleMinSeconds,
         log,
       });
     } catch (err) {

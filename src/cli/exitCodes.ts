@@ -29,6 +29,7 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   unknown_modem: EXIT.notFound,
   invalid_imei: EXIT.usage,
   invalid_command: EXIT.usage,
+  invalid_schedule: EXIT.usage,
   usage: EXIT.usage,
   not_implemented: EXIT.notImplemented,
 };

@@ -19,6 +19,8 @@ export interface CommandProcessorOptions {
   heartbeatTimeoutMs?: number;
   /** Safety net: a catch-up also runs at this interval, whatever NOTIFY did. */
   pollIntervalMs?: number;
+  /** A rotate waits this long after the modem's last rotation (policy `rotationMinIntervalMs`). */
+  rotationMinIntervalMs?: number;
 }
 
 export interface CommandStats {
@@ -54,6 +56,8 @@ export class CommandProcessor {
   private readonly running = new Set<number>();
   private readonly unsent = new Map<number, CommandOutcome>();
   private retryTimer: NodeJS.Timeout | undefined;
+  /** Wakes the catch-up when the first rotate held back by the minimum interval is allowed. */
+  private rotationTimer: NodeJS.Timeout | undefined;
   private retryAttempt = 0;
   private stopped = true;
   private readonly log: Logger;
@@ -85,6 +89,7 @@ export class CommandProcessor {
     this.stopped = true;
     clearInterval(this.poll);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.rotationTimer);
     await this.listener?.stop();
     await Promise.allSettled([...this.inFlight]);
     await this.writeUnsent();
@@ -108,11 +113,12 @@ export class CommandProcessor {
     }
     for (;;) {
       if (this.stopped) return;
-      const claimed = await this.options.store.claimCommands();
+      const claimed = await this.options.store.claimCommands(undefined, this.rotationMinIntervalMs);
       if (claimed.length === 0) break;
       this.stats.claimed += claimed.length;
       for (const command of claimed) this.launch(command);
     }
+    await this.wakeForWaitingRotation();
     // A claim whose reply was lost (the connection dropped after the commit) left commands running
     // in our name that we never saw: adopt them, or they would stay `running` forever.
     for (const command of await this.options.store.runningCommands()) {
@@ -129,6 +135,23 @@ export class CommandProcessor {
       this.stats.claimed++;
       this.launch(command);
     }
+  }
+
+  private get rotationMinIntervalMs(): number {
+    return this.options.rotationMinIntervalMs ?? 0;
+  }
+
+  /** A rotate held back by the minimum interval is claimed when it is allowed, not at the next poll. */
+  private async wakeForWaitingRotation(): Promise<void> {
+    const waitMs = await this.options.store.rotationWaitMs(this.rotationMinIntervalMs);
+    clearTimeout(this.rotationTimer);
+    this.rotationTimer = undefined;
+    if (waitMs === undefined || this.stopped) return;
+    this.rotationTimer = setTimeout(() => {
+      this.rotationTimer = undefined;
+      this.wake();
+    }, waitMs + 10);
+    this.rotationTimer.unref();
   }
 
   private launch(command: Command): void {

@@ -21,6 +21,8 @@ import type { FsyncPolicy } from './spool.js';
 import { HostEgress } from './egress.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
+import type { RotationSchedule } from './rotationSchedule.js';
+import { RotationScheduler } from './rotationScheduler.js';
 import type { ModemLinkOptions } from './modemLink.js';
 
 const later = (fn: () => void): void => queueMicrotask(fn);
@@ -43,6 +45,8 @@ export interface SupervisorOptions {
   dataPlane?: FleetDataPlaneOptions;
   /** Where clients reach this host's proxy ports (stored with the host, shown by the API). */
   proxyHost?: string;
+  /** The farm's default rotation schedule for modems without their own (config `rotation.schedule`). */
+  rotationSchedule?: RotationSchedule | undefined;
   log?: Logger;
 }
 
@@ -90,6 +94,7 @@ export class Supervisor {
   readonly retention: Recorders['retention'];
   readonly alerts: Recorders['alerts'];
   readonly commands: CommandProcessor;
+  readonly scheduler: RotationScheduler;
   private readonly counters: FleetCounters;
   private readonly policy: Policy;
   private readonly directory = new ModemDirectory<Modem>();
@@ -120,6 +125,13 @@ export class Supervisor {
       log,
       execute: (command) => this.execute(command),
       pollIntervalMs: policy.commandPollMs,
+      rotationMinIntervalMs: policy.rotationMinIntervalMs,
+    });
+    this.scheduler = new RotationScheduler({
+      store,
+      farmDefault: options.rotationSchedule,
+      pollMs: policy.rotationSchedulePollMs,
+      log,
     });
     this.modemDeps = {
       store,
@@ -219,6 +231,7 @@ export class Supervisor {
     await this.detector.start();
     this.markAbsent();
     await this.commands.start();
+    this.scheduler.start();
     this.startedAt = new Date();
     this.log.info({ modems: this.byPath.size }, 'supervisor started');
   }
@@ -347,6 +360,7 @@ export class Supervisor {
       }
     };
     clearInterval(this.heartbeat);
+    await step('scheduler', () => this.scheduler.stop());
     await step('commands', () => this.commands.stop());
     await step('detection', () => this.detector.stop());
     await step('modems', async () => {

@@ -70,13 +70,40 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.get('/api/modems/:imei', { schema: { params: imeiParams } }, async (req: ImeiRequest) => {
     const modem = await requireModem(store, req.params.imei);
-    const [lastError, commands, rotationLink] = await Promise.all([
+    const [lastError, commands, rotationLink, schedule] = await Promise.all([
       store.lastError(modem.imei),
       store.recentCommands(modem.imei, 10),
       store.rotationLinkInfo(modem.imei),
+      store.schedule(modem.imei),
     ]);
-    return { ...modem, lastError, commands, rotationLink };
+    return { ...modem, lastError, commands, rotationLink, schedule };
   });
+
+  // the modem's own rotation schedule (the farm default, config rotation.schedule, applies without one)
+  app.put(
+    '/api/modems/:imei/schedule',
+    { schema: { params: imeiParams, body: { type: 'object', maxProperties: 8 } } },
+    async (req: FastifyRequest<{ Params: { imei: string }; Body: unknown }>, reply) => {
+      const { imei } = req.params;
+      await requireModem(store, imei);
+      if (rateLimited(deps, imei, reply)) return reply;
+      const schedule = await store.setSchedule(imei, req.body, `api:${req.ip}`);
+      return reply.code(200).send({ imei, schedule });
+    },
+  );
+
+  app.delete(
+    '/api/modems/:imei/schedule',
+    { schema: { params: imeiParams } },
+    async (req: ImeiRequest, reply) => {
+      const { imei } = req.params;
+      await requireModem(store, imei);
+      if (rateLimited(deps, imei, reply)) return reply;
+      if (!(await store.deleteSchedule(imei)))
+        throw new ModemfleetError('unknown_schedule', `modem ${imei} has no rotation schedule of its own`);
+      return reply.code(204).send();
+    },
+  );
 
   app.get(
     '/api/modems/:imei/transitions',

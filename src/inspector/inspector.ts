@@ -65,6 +65,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   unknown_modem: 404,
   unknown_command: 404,
   unknown_link: 404,
+  unknown_schedule: 404,
+  invalid_schedule: 400,
   invalid_imei: 400,
   invalid_command: 400,
   invalid_request: 400,

@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { ModemfleetError } from '../util/errors.js';
 import { errorCode, SQLSTATE } from './pgErrors.js';
 import { json } from './sqlJson.js';
@@ -29,7 +29,11 @@ const toCommand = (r: CommandRow): Command => ({
   status: r.status,
 });
 
-/** Queue an operator command. Clear errors for an unknown kind or IMEI; nothing is written then. */
+/**
+ * Queue an operator command. Clear errors for an unknown kind or IMEI; nothing is written then. A
+ * rotate while one of the modem's rotates is pending is not queued twice: the pending one's id is
+ * returned (the modem's advisory lock makes the check and the insert one step).
+ */
 export async function insertCommand(
   sql: Sql,
   imei: string,
@@ -46,10 +50,14 @@ export async function insertCommand(
   if (!requestedBy || requestedBy.length > 128)
     throw new ModemfleetError('invalid_command', 'requested_by must be 1-128 characters');
   try {
-    const [row] = await sql<{ id: number }[]>`
-      insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, ${requestedBy}) returning id`;
-    if (!row) throw new Error('insert returned nothing');
-    return row.id;
+    if (kind !== 'rotate') return await insertRow(sql, imei, kind, requestedBy);
+    return await sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(${ROTATE_LOCK}, hashtext(${imei}))`;
+      const [pending] = await tx<{ id: number }[]>`
+        select id from modem_commands where imei = ${imei} and kind = 'rotate' and status = 'pending'
+        order by id limit 1`;
+      return pending ? Number(pending.id) : insertRow(tx, imei, kind, requestedBy);
+    });
   } catch (err) {
     if (errorCode(err) === SQLSTATE.foreignKeyViolation) {
       throw new ModemfleetError('unknown_modem', `no modem with imei ${imei}`, { cause: err });
@@ -58,12 +66,44 @@ export async function insertCommand(
   }
 }
 
+/** Key space of the per-modem advisory lock that makes "one pending rotate" a single step. */
+const ROTATE_LOCK = 0x6d66_726f; // 'mfro'
+
+async function insertRow(
+  sql: Sql | TransactionSql,
+  imei: string,
+  kind: string,
+  requestedBy: string,
+): Promise<number> {
+  const [row] = await sql<{ id: number }[]>`
+    insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, ${requestedBy}) returning id`;
+  if (!row) throw new Error('insert returned nothing');
+  return Number(row.id);
+}
+
+/**
+ * A rotate claimed (carried out) for the modem and finished less than `rotationMinIntervalMs` ago:
+ * the pending rotate waits. Skipped scheduled rotations were never claimed and do not count.
+ */
+const recentRotation = (sql: Sql, rotationMinIntervalMs: number) => sql`
+  exists (select 1 from modem_commands f
+          where f.imei = p.imei and f.kind = 'rotate' and f.finished_at is not null
+            and f.claimed_at is not null
+            and f.finished_at > now() - make_interval(secs => ${rotationMinIntervalMs / 1000}))`;
+
 /**
  * Claim pending commands of the modems of this host: `FOR UPDATE SKIP LOCKED`, at most one running
  * command per modem and in id order per modem (a later command waits until the earlier one is
- * finished). Commands for modems of another host are left to that host.
+ * finished). Commands for modems of another host are left to that host. A rotate is not claimed
+ * before `rotationMinIntervalMs` since the modem's last rotation finished (it waits, and so do the
+ * modem's later commands).
  */
-export async function claimCommands(sql: Sql, hostId: string, limit = 100): Promise<Command[]> {
+export async function claimCommands(
+  sql: Sql,
+  hostId: string,
+  limit = 100,
+  rotationMinIntervalMs = 0,
+): Promise<Command[]> {
   const rows = await sql<CommandRow[]>`
     update modem_commands c set status = 'running', claimed_by = ${hostId}, claimed_at = now()
     where c.id in (
@@ -72,12 +112,37 @@ export async function claimCommands(sql: Sql, hostId: string, limit = 100): Prom
         and not exists (
           select 1 from modem_commands r
           where r.imei = p.imei and (r.status = 'running' or (r.status = 'pending' and r.id < p.id)))
+        and not (p.kind = 'rotate' and ${rotationMinIntervalMs > 0 ? recentRotation(sql, rotationMinIntervalMs) : sql`false`})
       order by p.id
       limit ${limit}
       for update of p skip locked)
     and c.status = 'pending'
     returning c.id, c.imei, c.kind, c.requested_by, c.requested_at, c.status`;
   return rows.map(toCommand).sort((a, b) => a.id - b.id);
+}
+
+/**
+ * Milliseconds until the first of this host's pending rotates held back by the minimum interval may
+ * be claimed (the command processor wakes then); undefined when none waits for that.
+ */
+export async function rotationWaitMs(
+  sql: Sql,
+  hostId: string,
+  rotationMinIntervalMs: number,
+): Promise<number | undefined> {
+  if (rotationMinIntervalMs <= 0) return undefined;
+  const [row] = await sql<{ wait_ms: number | null }[]>`
+    select ceil(extract(epoch from min(w.allowed_at) - now()) * 1000)::float8 as wait_ms
+    from (
+      select (select max(f.finished_at) from modem_commands f
+               where f.imei = p.imei and f.kind = 'rotate' and f.finished_at is not null
+                 and f.claimed_at is not null)
+             + make_interval(secs => ${rotationMinIntervalMs / 1000}) as allowed_at
+      from modem_commands p join modems m on m.imei = p.imei
+      where p.status = 'pending' and p.kind = 'rotate' and m.host_id = ${hostId}) w
+    where w.allowed_at > now()`;
+  const wait = row?.wait_ms;
+  return wait === null || wait === undefined ? undefined : Math.max(1, wait);
 }
 
 /** Commands this host has claimed and not finished (to adopt the ones a lost reply left behind). */

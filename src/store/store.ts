@@ -1,6 +1,7 @@
 import type { Sql } from 'postgres';
 import type { Logger } from '../log.js';
 import { DEFAULT_RANGES } from '../allocationRanges.js';
+import { DEFAULT_POLICY } from '../policy.js';
 import { allocate, listAllocations } from './allocations.js';
 import {
   claimCommands,
@@ -9,9 +10,18 @@ import {
   finishCommand,
   getCommand,
   insertCommand,
+  rotationWaitMs,
   runningCommands,
   stillRunning,
 } from './commands.js';
+import {
+  deleteSchedule,
+  getSchedule,
+  recordSkippedRotation,
+  scheduleFacts,
+  setSchedule,
+  type StoredSchedule,
+} from './schedules.js';
 import {
   heartbeatHost,
   pruneHealth,
@@ -43,6 +53,8 @@ export interface StoreOptions {
   url: string;
   hostId: string;
   ranges?: AllocationRanges;
+  /** The shortest rotation schedule interval accepted (policy `rotationScheduleMinSeconds`). */
+  scheduleMinSeconds?: number;
   log?: Logger;
 }
 
@@ -148,8 +160,12 @@ export class Store {
   insertCommand(imei: string, kind: string, requestedBy: string): Promise<number> {
     return insertCommand(this.sql, imei, kind, requestedBy);
   }
-  claimCommands(limit?: number): ReturnType<typeof claimCommands> {
-    return claimCommands(this.sql, this.hostId, limit);
+  /** Pending commands of this host's modems; a rotate waits `rotationMinIntervalMs` after the last. */
+  claimCommands(limit?: number, rotationMinIntervalMs?: number): ReturnType<typeof claimCommands> {
+    return claimCommands(this.sql, this.hostId, limit, rotationMinIntervalMs);
+  }
+  rotationWaitMs(rotationMinIntervalMs: number): Promise<number | undefined> {
+    return rotationWaitMs(this.sql, this.hostId, rotationMinIntervalMs);
   }
   runningCommands(): ReturnType<typeof runningCommands> {
     return runningCommands(this.sql, this.hostId);
@@ -168,6 +184,30 @@ export class Store {
   }
   command(id: number): ReturnType<typeof getCommand> {
     return getCommand(this.sql, id);
+  }
+
+  /** A modem's own rotation schedule, validated (`invalid_schedule`, `unknown_modem`). */
+  setSchedule(imei: string, schedule: unknown, updatedBy: string): Promise<StoredSchedule> {
+    return setSchedule(
+      this.sql,
+      imei,
+      schedule,
+      updatedBy,
+      this.options.scheduleMinSeconds ?? DEFAULT_POLICY.rotationScheduleMinSeconds,
+    );
+  }
+  deleteSchedule(imei: string): Promise<boolean> {
+    return deleteSchedule(this.sql, imei);
+  }
+  schedule(imei: string): Promise<StoredSchedule | null> {
+    return getSchedule(this.sql, imei);
+  }
+  /** This host's scheduled modems (every one of them when a farm default applies). */
+  scheduleFacts(everyModem: boolean): ReturnType<typeof scheduleFacts> {
+    return scheduleFacts(this.sql, this.hostId, everyModem);
+  }
+  recordSkippedRotation(imei: string, state: string): Promise<number> {
+    return recordSkippedRotation(this.sql, imei, state);
   }
 
   recordHealth(samples: readonly HealthSample[]): Promise<void> {

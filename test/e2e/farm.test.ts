@@ -111,7 +111,7 @@ beforeAll(async () => {
     },
     link: { presencePollMs: 100, addressPollMs: 50, wwan },
     spool: { fsync: 'never' },
-    policy: { commandPollMs: 500 },
+    policy: { commandPollMs: 500, rotationMinIntervalMs: 500 },
     ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
     dataPlane: {
       netns: net.farm,

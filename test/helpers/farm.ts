@@ -2,6 +2,7 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ModemConfig } from '../../machines/modemTypes.js';
+import type { Policy } from '../../src/policy.js';
 import { Supervisor, type SupervisorOptions } from '../../src/fleet/supervisor.js';
 import { Inspector, type InspectorLimits } from '../../src/inspector/inspector.js';
 import { createRootLogger, type Logger } from '../../src/log.js';
@@ -27,6 +28,12 @@ export const FAST_MODEM: Partial<ModemConfig> = {
 
 export const TOKEN = 'test-token-0123456789abcdef';
 
+/**
+ * What test supervisors change of the policy unless a test says otherwise: rotations of one modem
+ * may follow each other after 500 ms (production: 30 s), so tests that rotate twice stay quick.
+ */
+export const TEST_POLICY: Partial<Policy> = { rotationMinIntervalMs: 500 };
+
 /** What every test supervisor over a SimLab shares: the lab's tree and hotplug, fast timings, no fsync. */
 export function labSupervisor(
   store: Store,
@@ -44,6 +51,7 @@ export function labSupervisor(
     spool: { fsync: 'never' },
     ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
     ...options,
+    policy: { ...TEST_POLICY, ...options.policy },
   };
 }
 
@@ -78,6 +86,8 @@ export async function startFarm(
     timeouts?: { probe: number; query: number; cfun: number };
     /** Runs before the supervisor starts, with the farm's directory (its state dir is `state/`). */
     prepare?: (dir: string) => Promise<void>;
+    /** Policy beyond the farm's (the store takes its `rotationScheduleMinSeconds` too). */
+    policy?: Partial<Policy>;
   } = {
     modems: 4,
   },
@@ -92,7 +102,15 @@ export async function startFarm(
   const url = u.toString();
   const sql = openSql(url, { max: 6 });
   const log = options.log ?? (process.env['MF_DEBUG'] ? createRootLogger({ level: 'debug' }) : undefined);
-  const store = new Store({ sql, url, hostId: options.hostId ?? 'host-a', ...(log ? { log } : {}) });
+  const store = new Store({
+    sql,
+    url,
+    hostId: options.hostId ?? 'host-a',
+    ...(options.policy?.rotationScheduleMinSeconds !== undefined
+      ? { scheduleMinSeconds: options.policy.rotationScheduleMinSeconds }
+      : {}),
+    ...(log ? { log } : {}),
+  });
   const profiles = defaultProfiles(options.modems, options.seed ?? 3).map((p) => ({
     ...p,
     timings: { bootMs: 30, latencyMs: 1, attachMs: 100, resetMs: 300 },
@@ -107,7 +125,7 @@ export async function startFarm(
         timeouts: options.timeouts ?? { probe: 500, query: 2_000, cfun: 2_000 },
         addressPollMs: 50,
       },
-      policy: { commandPollMs: 1_000, healthFlushMs: 200 },
+      policy: { commandPollMs: 1_000, healthFlushMs: 200, ...options.policy },
       proxyHost: '127.0.0.1',
       ...(log ? { log } : {}),
     }),

@@ -62,7 +62,7 @@ function supervisor(w: Omit<World, 'supervisor'>): Supervisor {
     },
     link: { presencePollMs: 100, timeouts: { probe: 500, query: 1_500, cfun: 1_500 }, addressPollMs: 50 },
     spool: { fsync: 'never' },
-    policy: { commandPollMs: 500, commandTimeoutMs: 20_000, healthFlushMs: 500 },
+    policy: { commandPollMs: 500, commandTimeoutMs: 20_000, healthFlushMs: 500, rotationMinIntervalMs: 500 },
   });
 }
 

@@ -1,0 +1,47 @@
+import { parseDuration, type RotationSchedule } from '../fleet/rotationSchedule.js';
+import { IMEI_PATTERN } from '../ids.js';
+import { UsageError } from './exitCodes.js';
+
+export const SCHEDULE_USAGE =
+  'schedule IMEI INTERVAL [--jitter DURATION] | schedule IMEI --off [--config FILE]';
+
+/** What `modemfleet schedule` was asked: a schedule to store, or `null` to remove the modem's own. */
+export interface ScheduleRequest {
+  imei: string;
+  schedule: RotationSchedule | null;
+}
+
+function duration(text: string, name: string): number {
+  const seconds = parseDuration(text);
+  if (seconds === undefined)
+    throw new UsageError(`${name} must be a duration like 90s, 10m or 1h, not '${text.slice(0, 20)}'`);
+  return seconds;
+}
+
+/**
+ * `schedule IMEI 10m [--jitter 1m]` or `schedule IMEI --off`. Durations are whole seconds, minutes
+ * or hours (`90s`, `10m`, `1h`; a bare number is seconds). The ranges (the policy's floor, jitter
+ * below the interval) are checked by the store, like the API's.
+ */
+export function parseScheduleArgs(
+  positionals: readonly string[],
+  values: Record<string, unknown>,
+): ScheduleRequest {
+  const [imei = '', interval] = positionals;
+  if (!IMEI_PATTERN.test(imei)) throw new UsageError('imei must be 15 digits');
+  const jitter = values['jitter'];
+  if (values['off'] === true) {
+    if (interval !== undefined || jitter !== undefined)
+      throw new UsageError(`--off takes no interval or jitter; usage: modemfleet ${SCHEDULE_USAGE}`);
+    return { imei, schedule: null };
+  }
+  if (interval === undefined)
+    throw new UsageError(`an interval or --off; usage: modemfleet ${SCHEDULE_USAGE}`);
+  return {
+    imei,
+    schedule: {
+      intervalSeconds: duration(interval, 'INTERVAL'),
+      jitterSeconds: typeof jitter === 'string' ? duration(jitter, '--jitter') : 0,
+    },
+  };
+}

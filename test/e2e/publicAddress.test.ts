@@ -1,0 +1,201 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Supervisor } from '../../src/fleet/supervisor.js';
+import { directInNamespace } from '../../src/net/nsProbe.js';
+import { run } from '../../src/process/run.js';
+import { DEFAULT_NAT_POOL } from '../../src/sim/lab/carrierNat.js';
+import { LabWwan } from '../../src/sim/lab/labWwan.js';
+import { MANAGEMENT_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
+import { defaultProfiles } from '../../src/sim/profiles.js';
+import { SimLab } from '../../src/sim/simLab.js';
+import { Store } from '../../src/store/store.js';
+import { FAST_MODEM, labSupervisor } from '../helpers/farm.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { until } from '../helpers/until.js';
+
+/**
+ * The public address behind carrier NAT, end to end as root: the lab's carrier SNATs the modems'
+ * private addresses to a pool of public ones (two modems may share one), as mobile carriers do.
+ * Every modem stays online through the egress checks; `publicIp` is what the echo server sees
+ * through each port; a port forced out through the host's own uplink fails closed; a rotation that
+ * gets the same public address back is retried and fails `same_public_ip`; a normal one is `done`
+ * with a new public address.
+ */
+
+const N = 3;
+let db: TestDatabase;
+let dir: string;
+let net: NetLab;
+let lab: SimLab;
+let wwan: LabWwan;
+let supervisor: Supervisor;
+
+const modems = () =>
+  db.sql<
+    {
+      imei: string;
+      state: string;
+      reason: string | null;
+      wan_ip: string | null;
+      public_ip: string | null;
+      slot: number;
+      socks_port: number;
+      proxy_user: string;
+      proxy_password: string;
+    }[]
+  >`select m.imei, m.state, m.reason, host(m.wan_ip) as wan_ip, host(m.public_ip) as public_ip, a.slot,
+      a.socks_port, a.proxy_user, a.proxy_password
+    from modems m join allocations a using (imei) order by m.imei`;
+
+const seen = (m: { socks_port: number; proxy_user: string; proxy_password: string }) =>
+  net.probe('socks', m.socks_port, m.proxy_user, m.proxy_password);
+
+async function rotate(imei: string): Promise<{ status: string; result: Record<string, unknown> }> {
+  const [row] = await db.sql<{ id: string }[]>`
+    insert into modem_commands (imei, kind, requested_by) values (${imei}, 'rotate', 'e2e') returning id`;
+  const id = Number(row?.id);
+  let done: { status: string; result: Record<string, unknown> } | undefined;
+  await until(
+    async () => {
+      [done] = await db.sql<{ status: string; result: Record<string, unknown> }[]>`
+        select status, result from modem_commands where id = ${id} and status in ('done', 'failed')`;
+      return done !== undefined;
+    },
+    60_000,
+    `rotation ${id} finished`,
+  );
+  return done!;
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  dir = await mkdtemp(join(tmpdir(), 'mf-pub-'));
+  await chmod(dir, 0o711);
+  net = new NetLab({
+    name: `mp${randomBytes(2).toString('hex')}`,
+    modems: N,
+    nat: { pool: DEFAULT_NAT_POOL },
+  });
+  await net.start();
+  lab = new SimLab({
+    dir: join(dir, 'lab'),
+    profiles: defaultProfiles(N, 81).map((p, i) => ({ ...p, subnet: net.subnet(i) })),
+  });
+  await lab.start();
+  wwan = new LabWwan(net, lab);
+  await wwan.start();
+  supervisor = new Supervisor(
+    labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'pub-host' }), lab, join(dir, 'state'), {
+      modem: { ...FAST_MODEM, signalPollMs: 2_000, rotationAttempts: 3 },
+      link: { presencePollMs: 100, addressPollMs: 50, wwan },
+      policy: { commandPollMs: 500, rotationVerifyMs: 20_000 },
+      dataPlane: {
+        netns: net.farm,
+        backend: 'microsocks+tinyproxy',
+        listen: '0.0.0.0',
+        prefix: 32,
+        runDir: join(dir, 'run'),
+        dns: [],
+        rulePriorityBase: 1_000,
+        proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
+        egress: {
+          urls: [net.echoUrl],
+          intervalMs: 1_000,
+          probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
+          probeDirect: (url) => directInNamespace(net.farm, url),
+        },
+      },
+    }),
+  );
+  await supervisor.start();
+}, 60_000);
+
+afterAll(async () => {
+  await supervisor?.stop();
+  await wwan?.stop();
+  await lab?.stop();
+  await net?.stop();
+  await db?.drop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('the public address behind carrier NAT', () => {
+  it('every modem stays online through the checks; publicIp is what the echo server sees through its port', async () => {
+    await until(
+      async () => (await modems()).filter((m) => m.state === 'online' && m.public_ip !== null).length === N,
+      60_000,
+      'every modem online with a public address',
+    );
+    // several egress checks (1 s apart): behind NAT no modem is taken for a leak
+    await new Promise((r) => setTimeout(r, 5_000));
+    for (const m of await modems()) {
+      expect(m.state).toBe('online');
+      expect(DEFAULT_NAT_POOL).toContain(m.public_ip);
+      expect(m.public_ip).not.toBe(m.wan_ip);
+      expect(await seen(m)).toBe(m.public_ip);
+    }
+    const [first] = await modems();
+    const history = await new Store({ sql: db.sql, url: db.url, hostId: 'reader' }).addresses(first!.imei);
+    expect(history[0]).toMatchObject({ publicIp: first!.public_ip, privateIp: first!.wan_ip });
+    expect(history[0]!.timesSeen).toBeGreaterThan(1);
+  }, 90_000);
+
+  it('the carrier hands back the same public address: retried, then failed same_public_ip, still online', async () => {
+    const m = (await modems())[0]!;
+    await net.setNatPool([m.public_ip!]);
+    const { status, result } = await rotate(m.imei);
+    expect(status).toBe('failed');
+    expect(result).toMatchObject({
+      error: 'same_public_ip',
+      publicIp: m.public_ip,
+      previousPublicIp: m.public_ip,
+    });
+    expect(Number(result['attempts'])).toBeGreaterThanOrEqual(3);
+    await until(async () => (await modems())[0]?.state === 'online', 10_000, 'still online');
+  }, 120_000);
+
+  it('a normal rotation is done with a new public address', async () => {
+    await net.setNatPool(Array.from({ length: 20 }, (_, i) => `203.0.113.${100 + i}`));
+    // the modem sees the new pool at its next check
+    const m0 = (await modems())[1]!;
+    await until(async () => (await modems())[1]?.public_ip !== m0.public_ip, 15_000, 'new pool seen');
+    const m = (await modems())[1]!;
+    const { status, result } = await rotate(m.imei);
+    expect(status).toBe('done');
+    expect(result).toMatchObject({
+      previousPublicIp: m.public_ip,
+      previousIp: m.wan_ip,
+      verifiedThroughPort: true,
+    });
+    expect(result['publicIp']).not.toBe(m.public_ip);
+    expect(result['wanIp']).not.toBe(m.wan_ip);
+    await until(async () => (await modems())[1]?.public_ip === result['publicIp'], 10_000, 'row updated');
+  }, 120_000);
+
+  it('a port forced out through the host uplink shows the host address: it fails closed', async () => {
+    const m = (await modems())[2]!;
+    // the modem's traffic goes to the main table (the management uplink), NATed there like a host's
+    await net.farmIp(['rule', 'add', 'priority', '5', 'from', m.wan_ip!, 'lookup', 'main']);
+    await run('ip', ['netns', 'exec', net.farm, 'nft', '-f', '-'], {
+      input:
+        'table ip leak { chain post { type nat hook postrouting priority 100; oifname "mgmt0" masquerade; } }',
+      timeoutMs: 5_000,
+    });
+    await until(
+      async () => {
+        const now = (await modems())[2]!;
+        return now.state === 'error' && now.reason === 'egress_mismatch';
+      },
+      30_000,
+      'the leaking modem in error (egress_mismatch)',
+    );
+    const [alert] = await db.sql<{ message: string }[]>`
+      select message from alerts where imei = ${m.imei} and kind = 'egress_mismatch'`;
+    expect(alert?.message).toContain(MANAGEMENT_ADDRESS);
+    // the others keep serving
+    for (const other of (await modems()).slice(0, 2)) expect(other.state).toBe('online');
+  }, 60_000);
+});
