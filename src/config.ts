@@ -325,9 +325,9 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
   }
   const egress = value['egress'];
   if (egress !== undefined) {
-    const urls = isRecord(egress)
+    const urls: unknown[] = isRecord(egress)
       ? [
-          ...(Array.isArray(egress['urls']) ? egress['urls'] : []),
+          ...(Array.isArray(egress['urls']) ? (egress['urls'] as unknown[]) : []),
           ...(egress['url'] !== undefined ? [egress['url']] : []),
         ]
       : [];

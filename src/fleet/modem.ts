@@ -625,6 +625,8 @@ export class Modem {
     const imei = dataPlane.imei;
     const seen = reading.address;
     const host = this.deps.hostEgress;
+    // the host's own address is re-learned now and then (rate-limited for the whole farm)
+    if (host) await host.learn();
     const leak = seen !== null && host?.isHost(seen) === true;
     this.deps.events.emit('egress', { imei, expected: wanIp, seen, ok: seen !== null && !leak });
     if (seen === null) {

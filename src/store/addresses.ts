@@ -51,12 +51,12 @@ export async function listAddresses(
   options: { before?: Date | undefined; limit?: number | undefined } = {},
 ): Promise<AddressSeen[]> {
   const limit = Math.min(Math.max(options.limit ?? 100, 1), 1000);
-  const before = options.before ?? new Date(8.64e15);
+  const before = options.before ? sql`and last_seen < ${options.before}` : sql``;
   const rows = await sql<
     { public_ip: string; private_ip: string; first_seen: Date; last_seen: Date; times_seen: number }[]
   >`
     select host(public_ip) as public_ip, host(private_ip) as private_ip, first_seen, last_seen, times_seen
-    from modem_addresses where imei = ${imei} and last_seen < ${before}
+    from modem_addresses where imei = ${imei} ${before}
     order by last_seen desc limit ${limit}`;
   return rows.map((r) => ({
     publicIp: r.public_ip,

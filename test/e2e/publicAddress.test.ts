@@ -179,18 +179,22 @@ describe('the public address behind carrier NAT', () => {
     const m = (await modems())[2]!;
     // the modem's traffic goes to the main table (the management uplink), NATed there like a host's
     await net.farmIp(['rule', 'add', 'priority', '5', 'from', m.wan_ip!, 'lookup', 'main']);
-    await run('ip', ['netns', 'exec', net.farm, 'nft', '-f', '-'], {
+    const nft = await run('ip', ['netns', 'exec', net.farm, 'nft', '-f', '-'], {
       input:
-        'table ip leak { chain post { type nat hook postrouting priority 100; oifname "mgmt0" masquerade; } }',
+        'table ip leak {\n chain post {\n  type nat hook postrouting priority 100;\n  oifname "mgmt0" masquerade\n }\n}\n',
       timeoutMs: 5_000,
     });
+    expect(nft.exitCode).toBe(0);
     await until(
       async () => {
         const now = (await modems())[2]!;
         return now.state === 'error' && now.reason === 'egress_mismatch';
       },
-      30_000,
-      'the leaking modem in error (egress_mismatch)',
+      {
+        timeoutMs: 30_000,
+        message: async () =>
+          `the leaking modem in error (egress_mismatch); it is ${JSON.stringify((await modems())[2])}, its port shows ${await seen(m)}, the host ${await directInNamespace(net.farm, net.echoUrl)}`,
+      },
     );
     const [alert] = await db.sql<{ message: string }[]>`
       select message from alerts where imei = ${m.imei} and kind = 'egress_mismatch'`;
