@@ -267,12 +267,20 @@ describe('inspector HTTP API against a running supervisor', () => {
 
 describe('modemfleet status next to the API', () => {
   it('status --json and the table agree with GET /api/modems', async () => {
-    type Row = { imei: string; state: string; wanIp: string | null; httpPort: number; socksPort: number };
+    type Row = {
+      imei: string;
+      state: string;
+      wanIp: string | null;
+      publicIp: string | null;
+      httpPort: number;
+      socksPort: number;
+    };
     const pick = (rows: Row[]) =>
-      rows.map(({ imei, state, wanIp, httpPort, socksPort }) => ({
+      rows.map(({ imei, state, wanIp, publicIp, httpPort, socksPort }) => ({
         imei,
         state,
         wanIp,
+        publicIp,
         httpPort,
         socksPort,
       }));
@@ -282,12 +290,17 @@ describe('modemfleet status next to the API', () => {
     expect(pick(JSON.parse(json.stdout) as Row[])).toEqual(pick(api));
     const table = await execa('node', ['bin/modemfleet.js', 'status'], { env });
     const lines = table.stdout.split('\n');
-    expect(lines[0]).toMatch(/^IMEI\s+STATE\s+FOR\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL$/);
+    expect(lines[0]).toMatch(/^IMEI\s+STATE\s+FOR\s+PUBLIC\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL$/);
     for (const m of api) {
       const line = lines.find((l) => l.startsWith(m.imei)) ?? '';
       const cells = line.split(/\s+/);
       expect(cells[1]?.split('.')[0]).toBe(m.state);
-      expect(cells.slice(3, 6)).toEqual([m.wanIp ?? '-', String(m.httpPort), String(m.socksPort)]);
+      expect(cells.slice(3, 7)).toEqual([
+        m.publicIp ?? '-',
+        m.wanIp ?? '-',
+        String(m.httpPort),
+        String(m.socksPort),
+      ]);
     }
   });
 });
