@@ -26,9 +26,11 @@ describe('modemfleet CLI', () => {
     await db.sql`insert into modems (imei, host_id, state, operator, rssi, wan_ip) values ('356000000000042', 'cli-host', 'online', 'Vodafone', -71, '10.64.0.9')`;
     const status = await cli(['status']);
     expect(status.exitCode).toBe(0);
-    expect(status.stdout).toMatch(/^IMEI\s+STATE\s+FOR\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL/);
     expect(status.stdout).toMatch(
-      /356000000000042\s+online\s+\d+s\s+10\.64\.0\.9\s+-\s+-\s+Vodafone\s+###\. -71/,
+      /^IMEI\s+STATE\s+FOR\s+PUBLIC\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL/,
+    );
+    expect(status.stdout).toMatch(
+      /356000000000042\s+online\s+\d+s\s+-\s+10\.64\.0\.9\s+-\s+-\s+Vodafone\s+###\. -71/,
     );
     const json = await cli(['status', '--json']);
     expect(JSON.parse(json.stdout)).toEqual([
