@@ -184,6 +184,17 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     },
   );
 
+  // what rotations really give: rotations, distinct public addresses and /24s, reuse rate (24 h, 7 d)
+  app.get(
+    '/api/modems/:imei/addresses/stats',
+    { schema: { params: imeiParams } },
+    async (req: ImeiRequest) => {
+      await requireModem(store, req.params.imei);
+      return store.addressStats(req.params.imei);
+    },
+  );
+  app.get('/api/addresses/stats', async () => store.addressStats(null));
+
   app.post(
     '/api/modems/:imei/commands',
     {

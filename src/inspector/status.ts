@@ -104,6 +104,29 @@ export class StatusReporter {
       } catch {
         // the probe just succeeded; a failure here leaves the family out of this scrape
       }
+      try {
+        // the farm's addresses over the last day: counts only, never an address in a label
+        const day = (await this.options.store.addressStats(null))['24h'];
+        gauge('modemfleet_rotations_24h', 'Rotations done in the last 24 hours (the farm).', day.rotations);
+        gauge(
+          'modemfleet_public_addresses_24h',
+          'Distinct public addresses seen through the ports in the last 24 hours.',
+          day.distinctAddresses,
+        );
+        gauge(
+          'modemfleet_public_networks_24h',
+          'Distinct /24 networks of those public addresses.',
+          day.distinctNetworks,
+        );
+        if (day.reuseRate !== null)
+          gauge(
+            'modemfleet_rotation_reuse_ratio_24h',
+            'Share of the last 24 hours of rotations that got a public address the modem had before.',
+            day.reuseRate,
+          );
+      } catch {
+        // as above
+      }
     }
     const s = this.options.supervisor?.status();
     if (s) {

@@ -66,3 +66,65 @@ export async function listAddresses(
     timesSeen: r.times_seen,
   }));
 }
+
+/** Address statistics over one window (issue 17): what a rotation really gives, per modem or farm. */
+export interface AddressStats {
+  /** Rotations done in the window. */
+  rotations: number;
+  /** Distinct public addresses seen through the port(s). */
+  distinctAddresses: number;
+  /** Distinct /24 networks among them (carriers often rotate within a few /24s). */
+  distinctNetworks: number;
+  /**
+   * Share of the window's rotations whose new public address had been seen on the same modem
+   * before (null without rotations).
+   */
+  reuseRate: number | null;
+}
+
+export const STATS_WINDOWS = { '24h': 24, '7d': 24 * 7 } as const;
+export type StatsWindow = keyof typeof STATS_WINDOWS;
+
+/** Statistics of one modem, or of the whole farm (`imei` null), over the last `hours`. */
+export async function addressStats(sql: Sql, imei: string | null, hours: number): Promise<AddressStats> {
+  const forModem = (column: ReturnType<Sql>) => (imei === null ? sql`true` : sql`${column} = ${imei}`);
+  const [row] = await sql<{ rotations: number; reused: number; addresses: number; networks: number }[]>`
+    with since as (select now() - make_interval(hours => ${hours}) as at),
+    rotations as (
+      select c.imei, c.claimed_at, c.result->>'publicIp' as public_ip
+      from modem_commands c, since
+      where c.kind = 'rotate' and c.status = 'done' and c.finished_at >= since.at
+        and ${forModem(sql`c.imei`)}
+    ),
+    seen as (
+      select a.public_ip from modem_addresses a, since
+      where a.last_seen >= since.at and ${forModem(sql`a.imei`)}
+    )
+    select
+      (select count(*)::int from rotations) as rotations,
+      (select count(*)::int from rotations r
+        where r.public_ip is not null and exists (
+          select 1 from modem_addresses a
+          where a.imei = r.imei and host(a.public_ip) = r.public_ip and a.first_seen < r.claimed_at)) as reused,
+      (select count(distinct public_ip)::int from seen) as addresses,
+      (select count(distinct network(set_masklen(public_ip, 24)))::int from seen where family(public_ip) = 4)
+        as networks`;
+  const rotations = row?.rotations ?? 0;
+  return {
+    rotations,
+    distinctAddresses: row?.addresses ?? 0,
+    distinctNetworks: row?.networks ?? 0,
+    reuseRate: rotations === 0 ? null : Math.round(((row?.reused ?? 0) / rotations) * 1000) / 1000,
+  };
+}
+
+/** Both windows at once. */
+export async function addressStatsWindows(
+  sql: Sql,
+  imei: string | null,
+): Promise<Record<StatsWindow, AddressStats>> {
+  return {
+    '24h': await addressStats(sql, imei, STATS_WINDOWS['24h']),
+    '7d': await addressStats(sql, imei, STATS_WINDOWS['7d']),
+  };
+}

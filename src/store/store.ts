@@ -44,7 +44,14 @@ import {
   rotationLinkInfo,
 } from './rotationLinks.js';
 import { hostModems, modemRecord, setDesired, type ModemRecord } from './reconcile.js';
-import { listAddresses, recordAddress, type AddressSeen } from './addresses.js';
+import {
+  addressStatsWindows,
+  listAddresses,
+  recordAddress,
+  type AddressSeen,
+  type AddressStats,
+  type StatsWindow,
+} from './addresses.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 
 export interface StoreOptions {
@@ -130,6 +137,11 @@ export class Store {
 
   addresses(imei: string, options: { before?: Date; limit?: number } = {}): Promise<AddressSeen[]> {
     return listAddresses(this.sql, imei, options);
+  }
+
+  /** Rotations, distinct public addresses and /24s, reuse rate over 24 h and 7 d (null: the farm). */
+  addressStats(imei: string | null): Promise<Record<StatsWindow, AddressStats>> {
+    return addressStatsWindows(this.sql, imei);
   }
 
   setDesired(imei: string, desired: 'enabled' | 'disabled'): Promise<void> {

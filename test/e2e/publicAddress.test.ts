@@ -173,6 +173,16 @@ describe('the public address behind carrier NAT', () => {
     expect(result['publicIp']).not.toBe(m.public_ip);
     expect(result['wanIp']).not.toBe(m.wan_ip);
     await until(async () => (await modems())[1]?.public_ip === result['publicIp'], 10_000, 'row updated');
+    // what the rotations gave: one done (the same_public_ip one failed), a new address, no reuse
+    const reader = new Store({ sql: db.sql, url: db.url, hostId: 'reader' });
+    const stats = await reader.addressStats(m.imei);
+    expect(stats['24h']).toMatchObject({ rotations: 1, reuseRate: 0 });
+    expect(stats['24h'].distinctAddresses).toBeGreaterThanOrEqual(2);
+    expect(stats['24h'].distinctNetworks).toBe(1);
+    expect(stats['7d'].rotations).toBe(1);
+    const farm = await reader.addressStats(null);
+    expect(farm['24h'].rotations).toBe(1);
+    expect(farm['24h'].distinctAddresses).toBeGreaterThanOrEqual(3);
   }, 120_000);
 
   it('a port forced out through the host uplink shows the host address: it fails closed', async () => {

@@ -71,6 +71,16 @@ describe('inspector HTTP API against a running supervisor', () => {
       `/api/modems/${imei}/health?since=${new Date(Date.now() + 60_000).toISOString()}`,
     );
     expect(await future.json()).toEqual([]);
+    // no egress guard here: no public address seen, no statistics but zeros; an unknown modem is 404
+    expect(await (await farm.api(`/api/modems/${imei}/addresses`)).json()).toEqual([]);
+    const empty = { rotations: 0, distinctAddresses: 0, distinctNetworks: 0, reuseRate: null };
+    expect(await (await farm.api(`/api/modems/${imei}/addresses/stats`)).json()).toEqual({
+      '24h': empty,
+      '7d': empty,
+    });
+    expect((await farm.api('/api/modems/356000000000099/addresses/stats')).status).toBe(404);
+    const farmStats = (await (await farm.api('/api/addresses/stats')).json()) as Record<string, unknown>;
+    expect(Object.keys(farmStats).sort()).toEqual(['24h', '7d']);
   });
 
   it('runs a command from POST to done, visible at /api/commands/:id', async () => {
@@ -250,6 +260,11 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(metrics).toMatch(/^modemfleet_proxy_restarts_total 0$/m);
     expect(metrics).toMatch(/^modemfleet_egress_checks_total\{result="failed"\} 0$/m);
     expect(metrics).toMatch(/^modemfleet_alerts_raised_total \d+$/m);
+    // the farm's address counts, never an address in a label
+    expect(metrics).toMatch(/^modemfleet_rotations_24h \d+$/m);
+    expect(metrics).toMatch(/^modemfleet_public_addresses_24h 0$/m);
+    expect(metrics).toMatch(/^modemfleet_public_networks_24h 0$/m);
+    expect(metrics).not.toMatch(/\d+\.\d+\.\d+\.\d+"/);
     expect(metrics).toMatch(/^modemfleet_spool_bytes \d+$/m);
 
     farm.dbProxy.cut();

@@ -378,6 +378,7 @@ setInterval(() => {
 async function openPanel(imei) {
   if (selected) cards.get(selected)?.root.classList.remove('selected');
   selected = imei;
+  selectedStats = null;
   cards.get(imei)?.root.classList.add('selected');
   $('alerts').hidden = true;
   $('panel').hidden = false;
@@ -393,14 +394,16 @@ async function refreshPanel() {
   const imei = selected;
   try {
     const since = new Date(Date.now() - 3600_000).toISOString();
-    const [detail, transitions, health] = await Promise.all([
+    const [detail, transitions, health, stats] = await Promise.all([
       api(`/api/modems/${imei}`),
       api(`/api/modems/${imei}/transitions?limit=50`),
       api(`/api/modems/${imei}/health?since=${encodeURIComponent(since)}`),
+      api(`/api/modems/${imei}/addresses/stats`).catch(() => null),
     ]);
     if (selected !== imei) return;
     const known = modems.get(imei);
     if (!known || detail.seq >= known.seq) modems.set(imei, { ...known, ...detail });
+    selectedStats = stats;
     renderPanelHead(detail);
     $('p-timeline').replaceChildren(...transitions.map(timelineItem));
     oldestSeq = transitions.length ? transitions[transitions.length - 1].seq : null;
@@ -412,7 +415,18 @@ async function refreshPanel() {
   }
 }
 
+/** `3 rotations, 2 addresses in 2 /24s, 33 % reused`: what rotations gave over one window. */
+function statsText(s) {
+  if (!s) return '—';
+  const reuse = s.reuseRate === null ? '' : `, ${Math.round(s.reuseRate * 100)} % reused`;
+  return `${s.rotations} rotations, ${s.distinctAddresses} addresses in ${s.distinctNetworks} /24s${reuse}`;
+}
+
+/** The open panel's address statistics (refreshed with the panel). */
+let selectedStats = null;
+
 function renderPanelHead(detail) {
+  const stats = selectedStats;
   const m = modems.get(selected);
   if (!m) return;
   $('p-title').textContent = m.imei;
@@ -421,6 +435,8 @@ function renderPanelHead(detail) {
   st.replaceChildren(el('span', 'state', m.substate ?? m.state), ` for ${ago(m.since)}`);
   const facts = [
     ['public address', m.publicIp ?? '—'],
+    ['last 24 h', statsText(stats?.['24h'])],
+    ['last 7 days', statsText(stats?.['7d'])],
     ['address', m.wanIp ?? '—'],
     ['HTTP proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.httpPort}` : '—'],
     ['SOCKS5 proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.socksPort}` : '—'],
