@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { freePort } from '../../src/util/ports.js';
+import { until } from '../helpers/until.js';
 
 /**
  * `modemfleet demo` as a user runs it: its own embedded PostgreSQL, simulated modems, real proxies
@@ -90,6 +91,17 @@ describe('modemfleet demo', () => {
     );
     expect(seen).toEqual(online.slice(0, 2).map((a) => a.wanIp));
     expect(new Set(seen).size).toBe(2);
+    // the demo's loopback carrier has no NAT: the public address is the modem's own, once learned
+    await until(
+      async () => {
+        const now = (await (
+          await fetch(`${base}/api/modems`, { headers: { authorization: `Bearer ${token}` } })
+        ).json()) as { imei: string; wanIp: string | null; publicIp: string | null }[];
+        return now.filter((a) => a.publicIp !== null && a.publicIp === a.wanIp).length >= 3;
+      },
+      20_000,
+      'publicIp learned (equal to wanIp) on the online modems',
+    );
 
     child.kill('SIGINT');
     const result = await child;

@@ -91,7 +91,12 @@ beforeAll(async () => {
     labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'pub-host' }), lab, join(dir, 'state'), {
       modem: { ...FAST_MODEM, signalPollMs: 2_000, rotationAttempts: 3 },
       link: { presencePollMs: 100, addressPollMs: 50, wwan },
-      policy: { commandPollMs: 500, rotationVerifyMs: 20_000 },
+      policy: {
+        commandPollMs: 500,
+        rotationVerifyMs: 20_000,
+        rotationScheduleMinSeconds: 1,
+        rotationSchedulePollMs: 500,
+      },
       dataPlane: {
         netns: net.farm,
         backend: 'microsocks+tinyproxy',
@@ -184,6 +189,30 @@ describe('the public address behind carrier NAT', () => {
     expect(farm['24h'].rotations).toBe(1);
     expect(farm['24h'].distinctAddresses).toBeGreaterThanOrEqual(3);
   }, 120_000);
+
+  it('a schedule of 3 short intervals rotates the modem 3 times', async () => {
+    const m = (await modems())[0]!;
+    // the test's floor for schedules (production: 60 s)
+    const reader = new Store({ sql: db.sql, url: db.url, hostId: 'reader', scheduleMinSeconds: 1 });
+    await reader.setSchedule(m.imei, { intervalSeconds: 3, jitterSeconds: 0 }, 'e2e');
+    await until(
+      async () =>
+        (
+          await db.sql`select 1 from modem_commands
+            where imei = ${m.imei} and requested_by = 'schedule' and status in ('done', 'failed')`
+        ).length >= 3,
+      45_000,
+      'three scheduled rotations',
+    );
+    await reader.deleteSchedule(m.imei);
+    const rows = await db.sql<{ status: string; result: { error?: string } }[]>`
+      select status, result from modem_commands where imei = ${m.imei} and requested_by = 'schedule' order by id`;
+    // each one carried out (done, or the carrier's pool of one handed back the same address)
+    for (const r of rows.slice(0, 3)) expect(['done', 'failed']).toContain(r.status);
+    expect(rows.slice(0, 3).every((r) => r.status === 'done' || r.result.error === 'same_public_ip')).toBe(
+      true,
+    );
+  }, 90_000);
 
   it('a port forced out through the host uplink shows the host address: it fails closed', async () => {
     const m = (await modems())[2]!;
