@@ -228,8 +228,24 @@ export class Modem {
   /** Carries out an operator command; resolves with its outcome (never rejects). */
   async command(command: Command): Promise<CommandOutcome> {
     if (this.snapshot().status !== 'active') return { ok: false, result: { error: 'not_present' } };
-    if (command.kind === 'disable' || command.kind === 'enable')
-      await this.deps.store.setDesired(command.imei, command.kind === 'disable' ? 'disabled' : 'enabled');
+    if (command.kind === 'disable' || command.kind === 'enable') {
+      // the wish is stored first (a restart keeps it); a database blip is waited out, not failed on
+      const desired = command.kind === 'disable' ? 'disabled' : 'enabled';
+      const policy = this.deps.policy;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await this.deps.store.setDesired(command.imei, desired);
+          break;
+        } catch (err) {
+          if (attempt >= 8 || !this.live)
+            return {
+              ok: false,
+              result: { error: 'database_unavailable', message: coerceError(err).message.slice(0, 300) },
+            };
+          await sleep(backoffDelay(attempt, policy.retryBaseMs, policy.retryCapMs));
+        }
+      }
+    }
     const before = this.publicIpNow;
     const outcome = await this.send(command.id, command.kind, this.deps.policy.commandTimeoutMs);
     if (command.kind !== 'rotate' || !outcome.ok) return outcome;

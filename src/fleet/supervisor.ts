@@ -18,6 +18,7 @@ import { FleetCounters, FleetEvents, type CommandOutcome } from './events.js';
 import type { JournalStats, JournalWriter } from './journalWriter.js';
 import { recorders, type Recorders } from './recorders.js';
 import type { FsyncPolicy } from './spool.js';
+import { coerceError } from '../util/errors.js';
 import { HostEgress } from './egress.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
@@ -335,7 +336,13 @@ export class Supervisor {
   private async execute(command: Command): Promise<CommandOutcome> {
     this.events.emit('command.started', { command });
     const modem = this.directory.serving(command.imei);
-    const outcome = modem ? await modem.command(command) : { ok: false, result: { error: 'not_present' } };
+    let outcome: CommandOutcome;
+    try {
+      outcome = modem ? await modem.command(command) : { ok: false, result: { error: 'not_present' } };
+    } catch (err) {
+      // never unanswered: a command that threw is finished as failed, and says so
+      outcome = { ok: false, result: { error: 'internal', message: coerceError(err).message.slice(0, 300) } };
+    }
     this.events.emit('command.finished', { command, outcome });
     return outcome;
   }
