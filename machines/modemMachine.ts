@@ -31,8 +31,8 @@ const REGISTERED: readonly RegistrationStat[] = ['home', 'roaming'];
 
 /**
  * The reason a failed effect stands for: the error's code where it is a reason (the transport's
- * `at_timeout`, `port_lost`, `unexpected_answer`; the link's `usbnet_mode`, `raw_ip_off`,
- * `no_data_call`), else `fallback`.
+ * `at_timeout`, `port_lost`, `unexpected_answer`; the link's `raw_ip_off`, `no_data_call`), else
+ * `fallback`.
  */
 export function reasonOf(error: unknown, fallback: Reason): Reason {
   const code = (error as { code?: unknown } | null)?.code;

@@ -285,11 +285,6 @@ export function parseRegistrationUrc(
   return { domain, stat };
 }
 
-/** The stat of an unsolicited registration URC of any domain (kept for callers that need no domain). */
-export function parseCregUrc(line: string): RegistrationStat | undefined {
-  return parseRegistrationUrc(line)?.stat;
-}
-
 /**
  * `+CGEV:` URCs (after `AT+CGEREP=2,1`) that mean the data call is gone: the network or the modem
  * deactivated the PDN of `cid` (or every context: `NW DEACT`, detach). Returns what happened, or

@@ -41,22 +41,32 @@ const address = (body: string): string | null => {
   return isIP(text) !== 0 ? text : null;
 };
 
-/** What the first answering echo endpoint sees through a modem's own SOCKS port; null: none answered. */
-export async function probeEgress(egress: EgressOptions, endpoint: ProxyEndpoint): Promise<string | null> {
+/** The address the first echo endpoint that answers with one reports (`ask` per URL); null: none did. */
+async function firstAnswer(
+  egress: EgressOptions,
+  ask: (url: string) => Promise<string | null>,
+): Promise<string | null> {
   for (const url of echoUrls(egress)) {
-    const seen = egress.probe
-      ? await egress.probe(endpoint, url)
-      : await getViaSocks5(
+    const seen = await ask(url);
+    const found = seen === null ? null : address(seen);
+    if (found) return found;
+  }
+  return null;
+}
+
+/** What the first answering echo endpoint sees through a modem's own SOCKS port; null: none answered. */
+export function probeEgress(egress: EgressOptions, endpoint: ProxyEndpoint): Promise<string | null> {
+  return firstAnswer(egress, (url) =>
+    egress.probe
+      ? egress.probe(endpoint, url)
+      : getViaSocks5(
           { host: '127.0.0.1', port: endpoint.socksPort, user: endpoint.user, password: endpoint.password },
           url,
         ).then(
           (answer) => (answer.status === 200 ? answer.body : null),
           () => null,
-        );
-    const found = seen === null ? null : address(seen);
-    if (found) return found;
-  }
-  return null;
+        ),
+  );
 }
 
 /** A reading of the public address through a port. */
@@ -92,18 +102,15 @@ export async function readPublicAddress(
 }
 
 /** What the first answering echo endpoint sees from the host itself; null: none answered. */
-export async function probeDirect(egress: EgressOptions): Promise<string | null> {
-  for (const url of echoUrls(egress)) {
-    const seen = egress.probeDirect
-      ? await egress.probeDirect(url)
-      : await fetch(url, { signal: AbortSignal.timeout(5_000) }).then(
+export function probeDirect(egress: EgressOptions): Promise<string | null> {
+  return firstAnswer(egress, (url) =>
+    egress.probeDirect
+      ? egress.probeDirect(url)
+      : fetch(url, { signal: AbortSignal.timeout(5_000) }).then(
           async (r) => (r.ok ? await r.text() : null),
           () => null,
-        );
-    const found = seen === null ? null : address(seen);
-    if (found) return found;
-  }
-  return null;
+        ),
+  );
 }
 
 /**

@@ -3,7 +3,9 @@ import * as parsers from '../../src/ec25/parsers.js';
 
 const fns = Object.entries(parsers).filter(
   ([name, v]) =>
-    typeof v === 'function' && name.startsWith('parse') && !['parseCregUrc', 'parseText'].includes(name),
+    typeof v === 'function' &&
+    name.startsWith('parse') &&
+    !['parseRegistrationUrc', 'parseCgev', 'parseText'].includes(name),
 ) as [string, (lines: string[]) => unknown][];
 
 test.prop(
@@ -27,7 +29,8 @@ test.prop(
       if (!(err instanceof parsers.Ec25AnswerError)) throw err;
     }
   }
-  parsers.parseCregUrc(lines[0] ?? '');
+  parsers.parseRegistrationUrc(lines[0] ?? '');
+  parsers.parseCgev(lines[0] ?? '');
   try {
     parsers.parseText('AT+CGMI', lines);
   } catch (err) {

@@ -10,7 +10,6 @@ import {
   parseCreg,
   parseCgcontrdp,
   parseCgev,
-  parseCregUrc,
   parseCsq,
   dataRegistration,
   parseQcrmcall,
@@ -67,8 +66,8 @@ describe('EC25 parsers with the reference answers', () => {
     expect(parseCreg(['+CREG: 0,1'])).toBe('home');
     expect(parseCreg(['+CREG: 2,5,"1A2B","01C2D3E",7'])).toBe('roaming');
     expect(parseCreg(['+CEREG: 0,3'], 'AT+CEREG?')).toBe('denied');
-    expect(parseCregUrc('+CREG: 2')).toBe('searching');
-    expect(parseCregUrc('+CREG: 1,"1A2B","01C2D3E",7')).toBe('home');
+    expect(parseRegistrationUrc('+CREG: 2')?.stat).toBe('searching');
+    expect(parseRegistrationUrc('+CREG: 1,"1A2B","01C2D3E",7')?.stat).toBe('home');
   });
 
   it('every registration stat 0-11 parses; data registration is EPS or PS, whatever CS says', () => {
