@@ -27,6 +27,13 @@ export interface ListenerOptions {
   heartbeatIntervalMs?: number;
   /** A heartbeat not received within this time means the listen connection is dead: rebuild it. */
   heartbeatTimeoutMs?: number;
+  /**
+   * A catch-up still running after this long is abandoned (it keeps running, but the next one no
+   * longer waits for it). A query on a connection whose server died can stay unanswered, and every
+   * later catch-up (notifications, polls) is coalesced into the running one: without this limit,
+   * one hung query would stop the commands of this host for good. Default 30 s.
+   */
+  catchUpTimeoutMs?: number;
   log?: Logger;
 }
 
@@ -110,7 +117,8 @@ export class Listener {
 
   /** Run the catch-up now (also used by callers that want to poll). */
   catchUp(): Promise<void> {
-    if (!this.options.onCatchUp) return Promise.resolve();
+    const onCatchUp = this.options.onCatchUp;
+    if (!onCatchUp) return Promise.resolve();
     if (this.catchUpRunning) {
       this.catchUpAgain = true;
       return this.catchUpRunning;
@@ -120,7 +128,7 @@ export class Listener {
         this.catchUpAgain = false;
         try {
           this.stats.catchUps++;
-          await this.options.onCatchUp?.();
+          await this.bounded(onCatchUp());
         } catch (err) {
           this.stats.catchUpErrors++;
           this.log.warn(
@@ -134,6 +142,22 @@ export class Listener {
       this.catchUpRunning = undefined;
     });
     return this.catchUpRunning;
+  }
+
+  /** `run`, or a rejection once it has taken longer than `catchUpTimeoutMs`. */
+  private bounded(run: Promise<void>): Promise<void> {
+    const limitMs = this.options.catchUpTimeoutMs ?? 30_000;
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`catch-up unanswered after ${limitMs} ms; abandoned`)),
+        limitMs,
+      );
+      timer.unref();
+    });
+    // the abandoned run may still fail later: nobody waits for it, so its error is only logged
+    run.catch((err: unknown) => this.log.debug({ err: coerceError(err) }, 'abandoned catch-up failed'));
+    return Promise.race([run, limit]).finally(() => clearTimeout(timer));
   }
 
   private makeRoot(): Sql {

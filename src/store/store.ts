@@ -243,6 +243,7 @@ export class Store {
       onCatchUp?: () => Promise<void>;
       heartbeatIntervalMs?: number;
       heartbeatTimeoutMs?: number;
+      catchUpTimeoutMs?: number;
     } = {},
   ): Promise<Listener> {
     const listener = new Listener({

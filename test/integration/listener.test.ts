@@ -192,6 +192,29 @@ describe('NOTIFY payloads', () => {
       await listener.stop();
     }
   });
+
+  it('a catch-up that never answers is abandoned: later catch-ups (notifications, polls) run again', async () => {
+    const store = new Store({ sql: db.sql, url: db.url, hostId: 'farm-a' });
+    let calls = 0;
+    // the first catch-up hangs (a query on a connection whose server died); the others answer
+    const onCatchUp = (): Promise<void> =>
+      ++calls === 1 ? new Promise<void>(() => undefined) : Promise.resolve();
+    const listener = await store.listen(['modem_commands'], () => undefined, {
+      onCatchUp,
+      catchUpTimeoutMs: 300,
+    });
+    try {
+      expect(listener.stats.catchUpErrors).toBe(1);
+      const before = calls;
+      await listener.catchUp();
+      expect(calls).toBe(before + 1);
+      await db.sql`select pg_notify('modem_commands', '{"id":1}')`;
+      await listener.catchUp();
+      expect(calls).toBe(before + 2);
+    } finally {
+      await listener.stop();
+    }
+  });
 });
 
 describe('listener across a PostgreSQL restart and a half-open connection', () => {

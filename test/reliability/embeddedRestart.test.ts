@@ -86,7 +86,13 @@ describe('modemfleet run with its embedded PostgreSQL', () => {
         scan: lab.scan,
         hotplug: 'watch',
         spoolFsync: 'never',
-        modem: { probeRetryMs: 100, registrationPollMs: 100, signalPollMs: 1000, backoffBaseMs: 100 },
+        modem: {
+          probeRetryMs: 100,
+          registrationPollMs: 100,
+          signalPollMs: 1000,
+          backoffBaseMs: 100,
+          detachMs: 500,
+        },
       }),
     );
     let out = '';
@@ -141,11 +147,25 @@ describe('modemfleet run with its embedded PostgreSQL', () => {
     });
     expect(res.status).toBe(202);
     const { id } = (await res.json()) as { id: number };
-    await until(
-      async () => ((await (await api(`/api/commands/${id}`)).json()) as { status: string }).status === 'done',
-      20_000,
-      'rotation done',
-    );
+    // a rotation holds the radio off for detachMs; after three restarts on a loaded machine the
+    // claim can also wait for the listen connection's rebuild (heartbeat timeout): be generous,
+    // and say what the daemon did if it never finishes
+    let command: { status: string } = { status: '' };
+    try {
+      await until(
+        async () => {
+          command = (await (await api(`/api/commands/${id}`)).json()) as { status: string };
+          return command.status === 'done' || command.status === 'failed';
+        },
+        60_000,
+        'rotation finished',
+      );
+    } catch (err) {
+      throw new Error(
+        `${(err as Error).message}; command ${JSON.stringify(command)}; daemon log:\n${out.slice(-8000)}`,
+      );
+    }
+    expect(command).toMatchObject({ status: 'done' });
     await until(async () => (await onlineCount()) === N, 20_000, `${N} online again`);
 
     const password = (await readFile(join(dir, 'state', 'postgres', 'password'), 'utf8')).trim();
