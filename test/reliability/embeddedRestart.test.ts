@@ -163,6 +163,7 @@ describe('modemfleet run with its embedded PostgreSQL', () => {
     } catch (err) {
       throw new Error(
         `${(err as Error).message}; command ${JSON.stringify(command)}; daemon log:\n${out.slice(-8000)}`,
+        { cause: err },
       );
     }
     expect(command).toMatchObject({ status: 'done' });
