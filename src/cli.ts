@@ -194,9 +194,14 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
   },
   schedule: {
-    summary: "set (or with --off remove) a modem's rotation schedule",
+    summary: "set a modem's rotation schedule, turn it off, or let the farm default apply (--default)",
     usage: SCHEDULE_USAGE,
-    options: { ...configOption, jitter: { type: 'string' }, off: { type: 'boolean' } },
+    options: {
+      ...configOption,
+      jitter: { type: 'string' },
+      off: { type: 'boolean' },
+      default: { type: 'boolean' },
+    },
     positionals: [1, 2],
     run: async ({ values, positionals, log }) => {
       const { imei, schedule } = parseScheduleArgs(positionals, values);
@@ -208,10 +213,11 @@ const COMMANDS: Record<string, CommandSpec> = {
         await store.deleteSchedule(imei);
         return null;
       });
-      const shown = stored && {
-        intervalSeconds: stored.intervalSeconds,
-        jitterSeconds: stored.jitterSeconds,
-      };
+      const shown =
+        stored &&
+        (stored.off
+          ? { off: true }
+          : { intervalSeconds: stored.intervalSeconds, jitterSeconds: stored.jitterSeconds });
       process.stdout.write(`${JSON.stringify({ imei, schedule: shown })}\n`);
       return EXIT.ok;
     },

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
 import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
-import { scheduleProblems, type RotationSchedule } from './fleet/rotationSchedule.js';
+import { scheduleProblems, type NoReuse, type RotationSchedule } from './fleet/rotationSchedule.js';
 import { HOST_ID_PATTERN } from './ids.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
@@ -52,8 +52,12 @@ export interface Config {
   http: { host: string; port: number } | undefined;
   /** The address clients reach this host's proxy ports at (the API's proxy.host). */
   proxyHost: string | undefined;
-  /** Rotation: `schedule` is the farm default for modems without their own schedule (unset: none). */
-  rotation: { schedule: RotationSchedule | undefined };
+  /**
+   * Rotation: `schedule` is the farm default for modems without their own schedule (unset: none);
+   * `noReuse`: a public address seen within `hours` (on the modem, or anywhere on the farm) does
+   * not count as new (unset: only the address right before counts as the same).
+   */
+  rotation: { schedule: RotationSchedule | undefined; noReuse: NoReuse | undefined };
 }
 
 export interface DataPlaneConfig {
@@ -385,25 +389,51 @@ function argv(value: unknown, path: string, problems: string[]): string[] | unde
   return value;
 }
 
-/** `rotation`: `{ "schedule": { "intervalSeconds", "jitterSeconds" } }`, checked against the policy's floor. */
+const ROTATION_SHAPE =
+  'rotation: must be { "schedule": { "intervalSeconds", "jitterSeconds" }, "noReuseHours": number, "noReuseScope": "modem" | "farm" }';
+
+/**
+ * `rotation`: `{ "schedule": { "intervalSeconds", "jitterSeconds" }, "noReuseHours", "noReuseScope" }`;
+ * the schedule is checked against the policy's floor, `noReuseHours` from 1 to 720 (30 days).
+ */
 function rotation(value: unknown, floorSeconds: number, problems: string[]): Config['rotation'] {
-  if (value === undefined) return { schedule: undefined };
+  const none: Config['rotation'] = { schedule: undefined, noReuse: undefined };
+  if (value === undefined) return none;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    problems.push('rotation: must be { "schedule": { "intervalSeconds": number, "jitterSeconds": number } }');
-    return { schedule: undefined };
+    problems.push(ROTATION_SHAPE);
+    return none;
   }
+  const known = ['schedule', 'noReuseHours', 'noReuseScope'];
   for (const key of Object.keys(value))
-    if (key !== 'schedule') problems.push(`rotation.${key.slice(0, 32)}: unknown setting`);
-  const schedule = (value as Record<string, unknown>)['schedule'];
-  if (schedule === undefined) return { schedule: undefined };
-  const found = scheduleProblems(schedule, floorSeconds, 'rotation.schedule');
-  problems.push(...found);
-  if (found.length) return { schedule: undefined };
-  const { intervalSeconds, jitterSeconds = 0 } = schedule as {
-    intervalSeconds: number;
-    jitterSeconds?: number;
-  };
-  return { schedule: { intervalSeconds, jitterSeconds } };
+    if (!known.includes(key)) problems.push(`rotation.${key.slice(0, 32)}: unknown setting`);
+  const { schedule, noReuseHours, noReuseScope = 'modem' } = value as Record<string, unknown>;
+  const out = { ...none };
+  if (schedule !== undefined) {
+    const found = scheduleProblems(schedule, floorSeconds, 'rotation.schedule');
+    problems.push(...found);
+    if (!found.length) {
+      const { intervalSeconds, jitterSeconds = 0 } = schedule as {
+        intervalSeconds: number;
+        jitterSeconds?: number;
+      };
+      out.schedule = { intervalSeconds, jitterSeconds };
+    }
+  }
+  if (noReuseScope !== 'modem' && noReuseScope !== 'farm')
+    problems.push('rotation.noReuseScope: must be "modem" or "farm"');
+  if (noReuseHours !== undefined) {
+    if (
+      typeof noReuseHours !== 'number' ||
+      !Number.isSafeInteger(noReuseHours) ||
+      noReuseHours < 1 ||
+      noReuseHours > 720
+    )
+      problems.push('rotation.noReuseHours: must be a whole number of hours from 1 to 720');
+    else if (noReuseScope === 'modem' || noReuseScope === 'farm')
+      out.noReuse = { hours: noReuseHours, scope: noReuseScope };
+  } else if ((value as Record<string, unknown>)['noReuseScope'] !== undefined)
+    problems.push('rotation.noReuseScope: needs rotation.noReuseHours');
+  return out;
 }
 
 /** Parse and validate. Environment wins over the file. Throws ConfigError listing every problem. */
@@ -467,7 +497,7 @@ export function loadConfig(
     dataPlane: dataPlane(file['dataPlane'], resolve(stateDir), problems),
     http: http ?? undefined,
     proxyHost,
-    rotation: { schedule: undefined },
+    rotation: { schedule: undefined, noReuse: undefined },
   };
   config.rotation = rotation(file['rotation'], config.policy.rotationScheduleMinSeconds, problems);
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')

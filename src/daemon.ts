@@ -182,6 +182,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       policy: config.policy,
       ...(config.proxyHost ? { proxyHost: config.proxyHost } : {}),
       rotationSchedule: config.rotation.schedule,
+      noReuse: config.rotation.noReuse,
       log,
     });
     await supervisor.start();

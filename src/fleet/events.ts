@@ -85,8 +85,20 @@ export class FleetCounters {
   egressFailures = 0;
   alertsRaised = 0;
   dataPlanesUp = 0;
+  /** Rotations carried out here by result: `done`, or the error code (`same_public_ip`, ...). */
+  readonly rotations = new Map<string, number>([
+    ['done', 0],
+    ['same_public_ip', 0],
+  ]);
 
   constructor(events: FleetEvents) {
+    events.on('command.finished', ({ command, outcome }) => {
+      if (command.kind !== 'rotate') return;
+      const code = outcome.ok ? 'done' : outcome.result['error'];
+      // a label value from a small known set: anything unexpected is counted as `other`
+      const result = typeof code === 'string' && /^[a-z_]{1,32}$/.test(code) ? code : 'other';
+      this.rotations.set(result, (this.rotations.get(result) ?? 0) + 1);
+    });
     events.on('proxy.restarted', () => void this.proxyRestarts++);
     events.on('egress', ({ ok }) => {
       this.egressChecks++;

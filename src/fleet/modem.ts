@@ -18,6 +18,7 @@ import type { CommandOutcome, FleetEvents } from './events.js';
 import type { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
 import { ModemRuntime, type ModemOutput, type ModemSnapshot, type ModemTransition } from './modemRuntime.js';
+import type { NoReuse } from './rotationSchedule.js';
 import type { FleetPolicy } from '../policy.js';
 
 /** Short journal names for xstate's internal events: `done.probe`, `error.connect`, `after.backoff`. */
@@ -46,7 +47,7 @@ export interface ModemDevice {
 /** The part of the store one modem uses. */
 export type ModemStore = Pick<
   Store,
-  'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired' | 'recordAddress'
+  'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired' | 'recordAddress' | 'addressSeenWithin'
 >;
 
 export interface ModemDeps {
@@ -59,6 +60,8 @@ export interface ModemDeps {
   dataPlane?: FleetDataPlaneOptions | undefined;
   /** The host's own public address and whether the echo endpoints answer (with an egress guard). */
   hostEgress?: HostEgress | undefined;
+  /** A rotation's new public address must not have been seen within these hours (config). */
+  noReuse?: NoReuse | undefined;
   log: Logger;
   /** The supervisor is stopping: no new work starts. */
   stopping: () => boolean;
@@ -295,7 +298,8 @@ export class Modem {
       // on a carrier that NATs each connection to another address, any sample equal to the old one
       // means the same pool: not a new address
       const same = previousPublicIp !== null && reading.samples.includes(previousPublicIp);
-      if (!same) {
+      const reused = !same && (await this.seenRecently(command.imei, reading.address));
+      if (!same && !reused) {
         await this.notePublic(reading, wanIp);
         return {
           ok: true,
@@ -308,19 +312,51 @@ export class Modem {
         };
       }
       if (rotation >= limit || !this.live) {
+        const hours = this.deps.noReuse?.hours;
         this.alert(
           'rotation_failed',
           'warning',
-          `rotation of ${command.imei} kept public address ${previousPublicIp} after ${rotation} rotations; the modem stays online`,
+          reused
+            ? `rotation of ${command.imei} got only public addresses seen within ${hours} h (last ${reading.address}) after ${rotation} rotations; the modem stays online`
+            : `rotation of ${command.imei} kept public address ${previousPublicIp} after ${rotation} rotations; the modem stays online`,
         );
-        return { ok: false, result: { ...facts, error: 'same_public_ip', publicIp: reading.address } };
+        // the modem now serves with the address it got: the row and history show it
+        if (reused) await this.notePublic(reading, wanIp);
+        return {
+          ok: false,
+          result: reused
+            ? { ...facts, error: 'reused_public_ip', publicIp: reading.address, noReuseHours: hours }
+            : { ...facts, error: 'same_public_ip', publicIp: reading.address },
+        };
       }
       this.log.info(
         { publicIp: reading.address, rotation },
-        'the carrier handed back the same public address: rotating again',
+        reused
+          ? 'the carrier handed back a public address seen recently: rotating again'
+          : 'the carrier handed back the same public address: rotating again',
       );
       outcome = await this.send(command.id, 'rotate', this.deps.policy.commandTimeoutMs);
       if (!outcome.ok) return { ok: false, result: { ...outcome.result, previousPublicIp, attempts } };
+    }
+  }
+
+  /**
+   * "No reuse within H hours" (config `rotation.noReuseHours`): `address` was seen within the window
+   * on this modem (or, scope `farm`, on any). A database error counts as not seen: the rotation is
+   * not failed for a lookup.
+   */
+  private async seenRecently(imei: string, address: string): Promise<boolean> {
+    const noReuse = this.deps.noReuse;
+    if (!noReuse) return false;
+    try {
+      return await this.deps.store.addressSeenWithin(
+        noReuse.scope === 'farm' ? null : imei,
+        address,
+        noReuse.hours,
+      );
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'address history not read; the new address counts as new');
+      return false;
     }
   }
 

@@ -9,8 +9,35 @@ export interface RotationSchedule {
   jitterSeconds: number;
 }
 
+/**
+ * "No reuse within H hours": after a rotation, a public address seen within `hours` on this modem
+ * (`modem`) or on any modem of the farm (`farm`) does not count as new.
+ */
+export interface NoReuse {
+  hours: number;
+  scope: 'modem' | 'farm';
+}
+
+/** What a modem's own schedule can be: an interval, or off (no scheduled rotation, whatever the farm default). */
+export type ScheduleSetting = RotationSchedule | { off: true };
+
+export const isOff = (s: ScheduleSetting): s is { off: true } => 'off' in s;
+
 /** The longest schedule interval (30 days; the table's check). */
 export const MAX_SCHEDULE_SECONDS = 30 * 86_400;
+
+/**
+ * Problems of a modem's own setting (`{ "off": true }`, or a schedule as below) as `field: message`.
+ */
+export function settingProblems(value: unknown, floorSeconds: number): string[] {
+  if (typeof value === 'object' && value !== null && 'off' in value) {
+    const keys = Object.keys(value);
+    if ((value as { off: unknown }).off !== true || keys.length !== 1)
+      return ['off: must be { "off": true } alone (DELETE the schedule to follow the farm default)'];
+    return [];
+  }
+  return scheduleProblems(value, floorSeconds);
+}
 
 /**
  * Problems of a schedule as `field: message` (empty when valid): a whole `intervalSeconds` from
@@ -58,8 +85,11 @@ export interface ScheduleFacts {
   imei: string;
   /** `modems.state`: only `online` modems are rotated. */
   state: string;
-  /** The modem's own schedule and since when (ms), or null: the farm default applies. */
-  own: (RotationSchedule & { sinceMs: number }) | null;
+  /**
+   * The modem's own schedule and since when (ms); `off`: never rotated on a schedule; null: the farm
+   * default applies.
+   */
+  own: (RotationSchedule & { sinceMs: number }) | 'off' | null;
   /** When the modem's last rotate finished (done, failed or skipped), ms; null: never. */
   lastRotationMs: number | null;
   /** A rotate of the modem is pending or running: nothing is due until it finished. */
@@ -95,6 +125,7 @@ export function planTick(
   const plan: Plan = { rotate: [], skip: [], nextDueMs: undefined };
   const seen = new Set<string>();
   for (const f of facts) {
+    if (f.own === 'off') continue;
     const schedule = f.own ?? options.farmDefault;
     if (!schedule) continue;
     seen.add(f.imei); // a busy modem keeps its entry: its basis changes when the rotate finishes

@@ -22,7 +22,7 @@ import { coerceError } from '../util/errors.js';
 import { HostEgress } from './egress.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
-import type { RotationSchedule } from './rotationSchedule.js';
+import type { NoReuse, RotationSchedule } from './rotationSchedule.js';
 import { RotationScheduler } from './rotationScheduler.js';
 import type { ModemLinkOptions } from './modemLink.js';
 
@@ -48,6 +48,8 @@ export interface SupervisorOptions {
   proxyHost?: string;
   /** The farm's default rotation schedule for modems without their own (config `rotation.schedule`). */
   rotationSchedule?: RotationSchedule | undefined;
+  /** Config `rotation.noReuseHours`/`noReuseScope` (with an egress guard). */
+  noReuse?: NoReuse | undefined;
   log?: Logger;
 }
 
@@ -57,6 +59,8 @@ export interface SupervisorStatus {
   startedAt: Date | undefined;
   journal: JournalStats & JournalWriter['lag'];
   commands: CommandStats;
+  /** Rotations carried out by this process, by result (`done` or the error code). */
+  rotations: Record<string, number>;
   commandListener: ListenerStats | undefined;
   proxyRestarts: number;
   /** From the event stream: egress checks through the ports (and those that failed), data planes up. */
@@ -149,6 +153,7 @@ export class Supervisor {
         ...options.link,
       },
       dataPlane: options.dataPlane,
+      noReuse: options.noReuse,
       ...(options.dataPlane?.egress ? { hostEgress: new HostEgress(options.dataPlane.egress) } : {}),
       log,
       stopping: () => this.stopped,
@@ -194,6 +199,7 @@ export class Supervisor {
       commands: this.commands.stats,
       commandListener: this.commands.listenerStats,
       proxyRestarts: this.counters.proxyRestarts,
+      rotations: Object.fromEntries(this.counters.rotations),
       egress: { checks: this.counters.egressChecks, failures: this.counters.egressFailures },
       dataPlanes: this.counters.dataPlanesUp,
       alertsRaised: this.counters.alertsRaised,

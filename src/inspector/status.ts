@@ -155,6 +155,11 @@ export class StatusReporter {
         { labels: { result: 'done' }, value: s.commands.finished },
         { labels: { result: 'failed' }, value: s.commands.failed },
       ]);
+      counter(
+        'modemfleet_rotations_total',
+        'Rotations carried out by this process, by result: done, or the failure code (same_public_ip, ...).',
+        Object.entries(s.rotations).map(([result, value]) => ({ labels: { result }, value })),
+      );
       families.push({
         name: 'modemfleet_command_duration_seconds',
         help: 'From a command inserted to its result written.',

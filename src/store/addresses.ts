@@ -44,6 +44,26 @@ export async function recordAddress(
   return { previous: row?.previous ?? null };
 }
 
+/**
+ * Whether `publicIp` was seen within the last `hours` on the modem `imei` (null: on any modem of the
+ * farm): the "no reuse within H hours" rule of a rotation.
+ */
+export async function addressSeenWithin(
+  sql: Sql,
+  imei: string | null,
+  publicIp: string,
+  hours: number,
+): Promise<boolean> {
+  checkIp(publicIp, 'publicIp');
+  const scope = imei === null ? sql`` : sql`and imei = ${imei}`;
+  const [row] = await sql<{ seen: boolean }[]>`
+    select exists (
+      select 1 from modem_addresses
+      where public_ip = ${publicIp}::inet and last_seen > now() - make_interval(hours => ${hours}) ${scope}
+    ) as seen`;
+  return row?.seen ?? false;
+}
+
 /** A modem's address history, newest first: at most `limit` pairs last seen before `before`. */
 export async function listAddresses(
   sql: Sql,

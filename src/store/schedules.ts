@@ -1,24 +1,36 @@
 import type { Sql } from 'postgres';
-import { scheduleProblems, type RotationSchedule, type ScheduleFacts } from '../fleet/rotationSchedule.js';
+import {
+  isOff,
+  settingProblems,
+  type ScheduleFacts,
+  type ScheduleSetting,
+} from '../fleet/rotationSchedule.js';
 import { ModemfleetError } from '../util/errors.js';
 import { errorCode, SQLSTATE } from './pgErrors.js';
 import { json } from './sqlJson.js';
 import { IMEI_PATTERN } from './types.js';
 
-/** A modem's own rotation schedule as stored (`rotation_schedules`). */
-export interface StoredSchedule extends RotationSchedule {
+/**
+ * A modem's own rotation schedule as stored (`rotation_schedules`): an interval with jitter, or off
+ * (`off: true`, `intervalSeconds` null: no scheduled rotation even under a farm default).
+ */
+export interface StoredSchedule {
+  off: boolean;
+  intervalSeconds: number | null;
+  jitterSeconds: number;
   updatedAt: Date;
   updatedBy: string;
 }
 
 interface ScheduleRow {
-  interval_seconds: number;
+  interval_seconds: number | null;
   jitter_seconds: number;
   updated_at: Date;
   updated_by: string;
 }
 
 const toSchedule = (r: ScheduleRow): StoredSchedule => ({
+  off: r.interval_seconds === null,
   intervalSeconds: r.interval_seconds,
   jitterSeconds: r.jitter_seconds,
   updatedAt: r.updated_at,
@@ -26,7 +38,7 @@ const toSchedule = (r: ScheduleRow): StoredSchedule => ({
 });
 
 /**
- * Store (or replace) a modem's rotation schedule. Bad input is refused with `invalid_schedule`
+ * Store (or replace) a modem's rotation schedule (or `{ off: true }`). Bad input is refused with `invalid_schedule`
  * (every problem in the message) and an unknown IMEI with `unknown_modem`; nothing is written then.
  */
 export async function setSchedule(
@@ -37,13 +49,15 @@ export async function setSchedule(
   floorSeconds: number,
 ): Promise<StoredSchedule> {
   if (!IMEI_PATTERN.test(imei)) throw new ModemfleetError('invalid_imei', 'imei must be 15 digits');
-  const problems = scheduleProblems(schedule, floorSeconds);
+  const problems = settingProblems(schedule, floorSeconds);
   if (problems.length) throw new ModemfleetError('invalid_schedule', problems.join('; '));
-  const { intervalSeconds, jitterSeconds = 0 } = schedule as Partial<RotationSchedule>;
+  const setting = schedule as ScheduleSetting;
+  const intervalSeconds = isOff(setting) ? null : setting.intervalSeconds;
+  const jitterSeconds = isOff(setting) ? 0 : (setting.jitterSeconds ?? 0);
   try {
     const [row] = await sql<ScheduleRow[]>`
       insert into rotation_schedules (imei, interval_seconds, jitter_seconds, updated_by)
-      values (${imei}, ${intervalSeconds ?? 0}, ${jitterSeconds}, ${updatedBy.slice(0, 128) || 'unknown'})
+      values (${imei}, ${intervalSeconds}, ${jitterSeconds}, ${updatedBy.slice(0, 128) || 'unknown'})
       on conflict (imei) do update set interval_seconds = excluded.interval_seconds,
         jitter_seconds = excluded.jitter_seconds, updated_by = excluded.updated_by, updated_at = now()
       returning interval_seconds, jitter_seconds, updated_at, updated_by`;
@@ -96,7 +110,7 @@ export async function scheduleFacts(
       exists (select 1 from modem_commands c
         where c.imei = m.imei and c.kind = 'rotate' and c.status in ('pending', 'running')) as busy
     from modems m left join rotation_schedules s on s.imei = m.imei
-    where m.host_id = ${hostId} and (s.imei is not null or ${everyModem})
+    where m.host_id = ${hostId} and (s.interval_seconds is not null or ${everyModem})
     order by m.imei`;
   const nowMs = rows[0]?.now.getTime() ?? Date.now();
   return {
@@ -104,14 +118,15 @@ export async function scheduleFacts(
     facts: rows.map((r) => ({
       imei: r.imei,
       state: r.state,
-      own:
-        r.interval_seconds !== null && r.updated_at
-          ? {
+      own: !r.updated_at
+        ? null
+        : r.interval_seconds === null
+          ? 'off'
+          : {
               intervalSeconds: r.interval_seconds,
               jitterSeconds: r.jitter_seconds ?? 0,
               sinceMs: r.updated_at.getTime(),
-            }
-          : null,
+            },
       lastRotationMs: r.last_rotation_at?.getTime() ?? null,
       busy: r.busy,
     })),

@@ -45,6 +45,7 @@ import {
 } from './rotationLinks.js';
 import { hostModems, modemRecord, setDesired, type ModemRecord } from './reconcile.js';
 import {
+  addressSeenWithin,
   addressStatsWindows,
   listAddresses,
   recordAddress,
@@ -140,6 +141,10 @@ export class Store {
   }
 
   /** Rotations, distinct public addresses and /24s, reuse rate over 24 h and 7 d (null: the farm). */
+  /** `publicIp` seen within `hours` on the modem (null: anywhere on the farm). */
+  addressSeenWithin(imei: string | null, publicIp: string, hours: number): Promise<boolean> {
+    return addressSeenWithin(this.sql, imei, publicIp, hours);
+  }
   addressStats(imei: string | null): Promise<Record<StatsWindow, AddressStats>> {
     return addressStatsWindows(this.sql, imei);
   }

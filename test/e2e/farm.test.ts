@@ -240,11 +240,11 @@ describe('the farm end to end (namespaces, routing, real proxies)', () => {
     expect(pids.length).toBe(2);
     process.kill(pids[0]!, 'SIGKILL');
     const at = Date.now();
-    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, waiting('proxy back', 10_000));
-    // within seconds (restart backoff 50-500 ms here); how fast exactly is a figure for a benchmark,
-    // not an assertion on a shared machine
-    expect(Date.now() - at).toBeLessThan(10_000);
-  }, 30_000);
+    // restart backoff 50-500 ms here; a loaded CI machine (2 cores) can take far longer to fork
+    // and probe through the namespace: how fast exactly is a figure for a benchmark, not a test
+    await until(async () => (await probe('socks', endpoint(m))) === m.wan_ip, waiting('proxy back', 30_000));
+    expect(Date.now() - at).toBeLessThan(30_000);
+  }, 60_000);
 
   it('a proxy that exits at once every time trips restart intensity: only that modem goes to error', async () => {
     const rows = await modems();

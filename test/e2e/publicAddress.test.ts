@@ -90,6 +90,7 @@ beforeAll(async () => {
   supervisor = new Supervisor(
     labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'pub-host' }), lab, join(dir, 'state'), {
       modem: { ...FAST_MODEM, signalPollMs: 2_000, rotationAttempts: 3 },
+      noReuse: { hours: 1, scope: 'modem' },
       link: { presencePollMs: 100, addressPollMs: 50, wwan },
       policy: {
         commandPollMs: 500,
@@ -159,6 +160,8 @@ describe('the public address behind carrier NAT', () => {
       previousPublicIp: m.public_ip,
     });
     expect(Number(result['attempts'])).toBeGreaterThanOrEqual(3);
+    // metrics count it by result (never with an address in a label)
+    expect(supervisor.status().rotations).toMatchObject({ same_public_ip: 1 });
     await until(async () => (await modems())[0]?.state === 'online', 10_000, 'still online');
   }, 120_000);
 
@@ -176,6 +179,7 @@ describe('the public address behind carrier NAT', () => {
       verifiedThroughPort: true,
     });
     expect(result['publicIp']).not.toBe(m.public_ip);
+    expect(supervisor.status().rotations).toMatchObject({ done: 1, same_public_ip: 1 });
     expect(result['wanIp']).not.toBe(m.wan_ip);
     await until(async () => (await modems())[1]?.public_ip === result['publicIp'], 10_000, 'row updated');
     // what the rotations gave: one done (the same_public_ip one failed), a new address, no reuse
@@ -188,6 +192,24 @@ describe('the public address behind carrier NAT', () => {
     const farm = await reader.addressStats(null);
     expect(farm['24h'].rotations).toBe(1);
     expect(farm['24h'].distinctAddresses).toBeGreaterThanOrEqual(3);
+  }, 120_000);
+
+  it('no reuse within an hour: a carrier that only hands back addresses the modem had fails the rotation', async () => {
+    const m = (await modems())[1]!;
+    const reader = new Store({ sql: db.sql, url: db.url, hostId: 'reader' });
+    const had = [...new Set((await reader.addresses(m.imei)).map((a) => a.publicIp))].slice(0, 2);
+    expect(had).toHaveLength(2);
+    // whatever the carrier hands out now, the modem had it within the hour: the one right before
+    // (same_public_ip) or an older one (reused_public_ip); without the rule, most runs would pass
+    await net.setNatPool(had);
+    await until(async () => had.includes((await modems())[1]?.public_ip ?? ''), 15_000, 'the pool seen');
+    const { status, result } = await rotate(m.imei);
+    expect(status).toBe('failed');
+    expect(['same_public_ip', 'reused_public_ip']).toContain(result['error']);
+    expect(had).toContain(result['publicIp']);
+    expect(Number(result['attempts'])).toBeGreaterThanOrEqual(3);
+    await until(async () => (await modems())[1]?.state === 'online', 10_000, 'still online');
+    await net.setNatPool(Array.from({ length: 20 }, (_, i) => `203.0.113.${100 + i}`));
   }, 120_000);
 
   it('a schedule of 3 short intervals rotates the modem 3 times', async () => {
@@ -207,11 +229,12 @@ describe('the public address behind carrier NAT', () => {
     await reader.deleteSchedule(m.imei);
     const rows = await db.sql<{ status: string; result: { error?: string } }[]>`
       select status, result from modem_commands where imei = ${m.imei} and requested_by = 'schedule' order by id`;
-    // each one carried out (done, or the carrier's pool of one handed back the same address)
+    // each one carried out (done, or the carrier handed back an address the modem had)
     for (const r of rows.slice(0, 3)) expect(['done', 'failed']).toContain(r.status);
-    expect(rows.slice(0, 3).every((r) => r.status === 'done' || r.result.error === 'same_public_ip')).toBe(
-      true,
-    );
+    const carrierSaidNo = ['same_public_ip', 'reused_public_ip'];
+    expect(
+      rows.slice(0, 3).every((r) => r.status === 'done' || carrierSaidNo.includes(r.result.error ?? '')),
+    ).toBe(true);
   }, 90_000);
 
   it('a port forced out through the host uplink shows the host address: it fails closed', async () => {

@@ -89,6 +89,16 @@ describe('NOTIFY payloads', () => {
           (p) => (p['changed'] as string[]).includes('wan_ip') && p['wanIp'] === '10.64.1.2',
         ),
       ).toBe(true);
+      // a public address seen through the port (sql/0009): the inspector refreshes the row live
+      await store.recordAddress(IMEI, '203.0.113.7', '10.64.1.2');
+      await until(
+        () =>
+          got.some(
+            (n) =>
+              n.channel === 'modem_config_change' && (n.payload['changed'] as string[]).includes('public_ip'),
+          ),
+        { timeoutMs: 5000, intervalMs: 25, message: 'public_ip change notified' },
+      );
       expect(of('modem_alerts')[0]).toMatchObject({
         imei: IMEI,
         kind: 'sim_swap',

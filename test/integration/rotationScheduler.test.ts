@@ -55,6 +55,8 @@ describe('rotation schedules', () => {
       ],
       [{ intervalSeconds: 60.5 }, /intervalSeconds/],
       [{ interval: 60 }, /interval: unknown setting/],
+      [{ off: false }, /off: must be \{ "off": true \} alone/],
+      [{ off: true, intervalSeconds: 60 }, /off: must be \{ "off": true \} alone/],
     ];
     for (const [body, message] of refused) {
       const res = await put(imei, body);
@@ -82,6 +84,15 @@ describe('rotation schedules', () => {
         updatedBy: expect.stringMatching(/^api:/) as unknown,
       },
     });
+    // off: no scheduled rotation even under a farm default (the scheduler sees it as off)
+    const off = await put(imei, { off: true });
+    expect(off.status).toBe(200);
+    expect(await off.json()).toMatchObject({ imei, schedule: { off: true, intervalSeconds: null } });
+    const facts = (await farm.store.scheduleFacts(true)).facts;
+    expect(facts.find((f) => f.imei === imei)?.own).toBe('off');
+    expect(facts.find((f) => f.imei === imeis[1])?.own).toBeNull();
+    // without a farm default an off modem is not even read
+    expect((await farm.store.scheduleFacts(false)).facts.map((f) => f.imei)).not.toContain(imei);
     expect((await farm.api(`/api/modems/${imei}/schedule`, { method: 'DELETE' })).status).toBe(204);
     expect(await (await farm.api(`/api/modems/${imei}`)).json()).toMatchObject({ schedule: null });
     const again = await farm.api(`/api/modems/${imei}/schedule`, { method: 'DELETE' });

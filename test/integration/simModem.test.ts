@@ -43,7 +43,7 @@ async function start(faults = {}): Promise<{ at: AtTransport; urcs: Urc[]; event
   const at = new AtTransport({ path: lab.modem(0).atPort, onUrc: (u) => urcs.push(u), presencePollMs: 50 });
   transports.push(at);
   await at.start();
-  await until(async () => (await at.send('AT').catch(() => null)) !== null, { timeoutMs: 3_000 });
+  await until(async () => (await at.send('AT').catch(() => null)) !== null, { timeoutMs: 10_000 });
   return { at, urcs, events };
 }
 
@@ -54,7 +54,7 @@ describe('simulated EC25 over a PTY', () => {
       expect((await at.send(c)).lines).toEqual([]);
     expect((await at.send('AT+QCFG="usbnet"')).lines).toEqual(['+QCFG: "usbnet",0']);
     expect((await at.send('AT+CGDCONT=1,"IP","lab.apn"')).lines).toEqual([]);
-    await until(() => urcs.some((u) => u.line.startsWith('+CEREG: 1,')), { timeoutMs: 3_000 });
+    await until(() => urcs.some((u) => u.line.startsWith('+CEREG: 1,')), { timeoutMs: 10_000 });
     expect(urcs.map((u) => u.line)).toContainEqual(
       expect.stringMatching(/^\+CGREG: 1,"[0-9A-F]+","[0-9A-F]+",7$/),
     );
@@ -68,13 +68,13 @@ describe('simulated EC25 over a PTY', () => {
     expect((await at.send('AT$QCRMCALL=1,1')).lines).toEqual(['$QCRMCALL: 1,V4']);
     expect(lab.modem(0).hostCall).toBe(true);
     lab.modem(0).dropCall();
-    await until(() => urcs.some((u) => u.line === '+CGEV: NW PDN DEACT 1'), { timeoutMs: 2_000 });
+    await until(() => urcs.some((u) => u.line === '+CGEV: NW PDN DEACT 1'), { timeoutMs: 10_000 });
     expect(lab.modem(0).hostCall).toBe(false);
     expect((await at.send('AT$QCRMCALL=1,1')).lines).toEqual(['$QCRMCALL: 1,V4']);
     expect((await at.send('AT+CGPADDR=1')).lines[0]).toBe(addr);
     lab.modem(0).detachNetwork();
-    await until(() => urcs.some((u) => u.line === '+CGEV: NW DETACH'), { timeoutMs: 2_000 });
-    await until(() => urcs.some((u) => u.line === '+CEREG: 2'), { timeoutMs: 2_000 });
+    await until(() => urcs.some((u) => u.line === '+CGEV: NW DETACH'), { timeoutMs: 10_000 });
+    await until(() => urcs.some((u) => u.line === '+CEREG: 2'), { timeoutMs: 10_000 });
     expect(events.filter((e) => e.type === 'hostCall')).toEqual([
       { type: 'hostCall', up: true },
       { type: 'hostCall', up: false },
@@ -82,7 +82,7 @@ describe('simulated EC25 over a PTY', () => {
       { type: 'hostCall', up: false },
     ]);
     await until(async () => (await at.send('AT+CEREG?')).lines[0]?.startsWith('+CEREG: 2,1,'), {
-      timeoutMs: 2_000,
+      timeoutMs: 10_000,
     });
   });
 
@@ -96,14 +96,14 @@ describe('simulated EC25 over a PTY', () => {
     const wwan = join(lab.sysfs.root, 'bus', 'usb', 'devices', '1-1.1', '1-1.1:1.4', 'net', 'wwan0');
     await access(wwan);
     await at.send('AT+CFUN=1,1');
-    await until(() => events.filter((e) => e.type === 'plugged').length === 2, { timeoutMs: 3_000 });
+    await until(() => events.filter((e) => e.type === 'plugged').length === 2, { timeoutMs: 10_000 });
     await until(
       () =>
         access(join(lab.sysfs.root, 'bus', 'usb', 'devices', '1-1.1', '1-1.1:1.4', 'net', 'usb0')).then(
           () => true,
           () => false,
         ),
-      { timeoutMs: 3_000 },
+      { timeoutMs: 10_000 },
     );
     await expect(access(wwan)).rejects.toThrow();
     // the old port is gone with the USB device: open the new one
@@ -111,10 +111,10 @@ describe('simulated EC25 over a PTY', () => {
     at = new AtTransport({ path: lab.modem(0).atPort, presencePollMs: 50 });
     transports.push(at);
     await at.start();
-    await until(async () => (await at.send('AT').catch(() => null)) !== null, { timeoutMs: 3_000 });
+    await until(async () => (await at.send('AT').catch(() => null)) !== null, { timeoutMs: 10_000 });
     await at.send('ATE0');
     expect((await at.send('AT+QCFG="usbnet"')).lines).toEqual(['+QCFG: "usbnet",1']);
-    await until(async () => (await at.send('AT+CEREG?')).lines[0] === '+CEREG: 0,1', { timeoutMs: 3_000 });
+    await until(async () => (await at.send('AT+CEREG?')).lines[0] === '+CEREG: 0,1', { timeoutMs: 10_000 });
     await expect(at.send('AT$QCRMCALL=1,1')).rejects.toThrow();
     expect((await at.send('AT+QNETDEVCTL=1,1,1')).lines).toEqual([]);
     expect(lab.modem(0).hostCall).toBe(true);

@@ -284,3 +284,37 @@ describe('health and alerts', () => {
     expect(left[0]?.['n']).toBe(1);
   });
 });
+
+describe('public addresses', () => {
+  it('history per (public, private) pair; "seen within H hours" on the modem or on the farm', async () => {
+    const [a, b] = [imei(900), imei(901)];
+    await store.upsertModem({ imei: a });
+    await store.upsertModem({ imei: b });
+    expect(await store.recordAddress(a, '203.0.113.1', '10.64.0.1')).toEqual({ previous: null });
+    expect(await store.recordAddress(a, '203.0.113.2', '10.64.0.2')).toEqual({ previous: '203.0.113.1' });
+    await store.recordAddress(a, '203.0.113.2', '10.64.0.2');
+    await store.recordAddress(b, '203.0.113.3', '10.64.0.3');
+    const history = await store.addresses(a);
+    expect(history.map((h) => [h.publicIp, h.timesSeen])).toEqual([
+      ['203.0.113.2', 2],
+      ['203.0.113.1', 1],
+    ]);
+    expect(await store.addressSeenWithin(a, '203.0.113.1', 1)).toBe(true);
+    expect(await store.addressSeenWithin(a, '203.0.113.3', 1)).toBe(false); // another modem's
+    expect(await store.addressSeenWithin(null, '203.0.113.3', 1)).toBe(true); // the farm's
+    expect(await store.addressSeenWithin(null, '203.0.113.9', 1)).toBe(false);
+    // outside the window: last seen 2 h ago
+    await db.sql`update modem_addresses set last_seen = now() - interval '2 hours' where imei = ${a}
+      and public_ip = '203.0.113.1'`;
+    expect(await store.addressSeenWithin(a, '203.0.113.1', 1)).toBe(false);
+    expect(await store.addressSeenWithin(a, '203.0.113.1', 3)).toBe(true);
+    // bad input: a clear error, nothing stored
+    await expect(store.recordAddress(a, 'not-an-ip', '10.64.0.1')).rejects.toMatchObject({
+      code: 'invalid_address',
+    });
+    await expect(store.addressSeenWithin(a, '203.0.113', 1)).rejects.toMatchObject({
+      code: 'invalid_address',
+    });
+    expect(await store.addresses(a)).toHaveLength(2);
+  });
+});

@@ -43,7 +43,8 @@ const MIN_INTERVAL_MS = 30_000;
 const HOURS = 3;
 
 const modemSpec = fc.record({
-  own: fc.option(schedule, { nil: undefined }),
+  /** Its own schedule, off (never rotated on a schedule, whatever the farm default), or none. */
+  own: fc.oneof(fc.constant(undefined), schedule, fc.constant('off' as const)),
   /** Offline windows: [start minute, length minutes]. */
   offline: fc.array(fc.tuple(fc.nat(HOURS * 60), fc.integer({ min: 1, max: 40 })), { maxLength: 3 }),
   /** Operator rotations at these minutes. */
@@ -95,7 +96,7 @@ describe('the rotation scheduler (model, fake clock)', () => {
               return {
                 imei,
                 state: offline(i, Date.now()) ? 'recovering' : 'online',
-                own: own ? { ...own, sinceMs } : null,
+                own: own === 'off' ? ('off' as const) : own ? { ...own, sinceMs } : null,
                 lastRotationMs: lastFinish(imei),
                 busy: busy(imei),
               };
@@ -118,16 +119,21 @@ describe('the rotation scheduler (model, fake clock)', () => {
           return Promise.resolve(nextId++);
         },
       };
-      const scheduleOf = (i: number): RotationSchedule => specs[i]?.own ?? farmDefault;
+      const ownOf = (i: number): RotationSchedule | undefined => {
+        const own = specs[i]?.own;
+        return own === 'off' ? undefined : own;
+      };
+      const scheduleOf = (i: number): RotationSchedule => ownOf(i) ?? farmDefault;
       const basis = (i: number): number => {
         const imei = imeis[i] ?? '';
         const last = lastFinish(imei);
-        return specs[i]?.own ? Math.max(last ?? sinceMs, sinceMs) : (last ?? instanceStart);
+        return ownOf(i) ? Math.max(last ?? sinceMs, sinceMs) : (last ?? instanceStart);
       };
       /** Every scheduled action comes interval ± jitter after the basis: never early (no burst). */
       function check(imei: string, action: 'rotate' | 'skip'): void {
         const i = imeis.indexOf(imei);
         const now = Date.now();
+        if (specs[i]?.own === 'off') violations.push(`${imei}: ${action} although its schedule is off`);
         const s = scheduleOf(i);
         if (now < basis(i) + (s.intervalSeconds - s.jitterSeconds) * 1000 - 1)
           violations.push(
@@ -179,6 +185,7 @@ describe('the rotation scheduler (model, fake clock)', () => {
           if (commands.filter((x) => x.imei === imei && x.status === 'pending').length > 1)
             violations.push(`${imei}: two pending rotates at ${now - t0} ms`);
           // a modem not busy is never left overdue: it rotates, or is skipped and recorded
+          if (specs[i]?.own === 'off') continue;
           const s = scheduleOf(i);
           const latest = basis(i) + (s.intervalSeconds + s.jitterSeconds) * 1000 + POLL_MS + 2 * STEP_MS;
           if (!busy(imei) && now > latest) violations.push(`${imei}: overdue at ${now - t0} ms`);
@@ -187,9 +194,9 @@ describe('the rotation scheduler (model, fake clock)', () => {
       }
       await scheduler.stop();
       expect(violations).toEqual([]);
-      // it did its job: every modem had a scheduled rotation or skip in three hours
-      for (const imei of imeis)
-        expect(commands.some((c) => c.imei === imei && c.by === 'schedule')).toBe(true);
+      // it did its job: every modem not off had a scheduled rotation or skip in three hours
+      for (const [i, imei] of imeis.entries())
+        expect(commands.some((c) => c.imei === imei && c.by === 'schedule')).toBe(specs[i]?.own !== 'off');
     },
   );
 });

@@ -43,6 +43,31 @@ describe('fleet events', () => {
     events.emit('dataplane.down', { imei: '1' });
     expect(counters.dataPlanesUp).toBe(0);
   });
+
+  it('rotations are counted by result, with a label from a small known set', () => {
+    const events = new FleetEvents();
+    const counters = new FleetCounters(events);
+    const command = (kind: 'rotate' | 'reset') =>
+      ({
+        id: 1,
+        imei: '866834041234567',
+        kind,
+        requestedBy: 'test',
+        requestedAt: new Date(),
+        status: 'running',
+      }) as const;
+    events.emit('command.finished', { command: command('rotate'), outcome: { ok: true, result: {} } });
+    events.emit('command.finished', {
+      command: command('rotate'),
+      outcome: { ok: false, result: { error: 'same_public_ip' } },
+    });
+    events.emit('command.finished', {
+      command: command('rotate'),
+      outcome: { ok: false, result: { error: 'Not A Code {"x":1}' } },
+    });
+    events.emit('command.finished', { command: command('reset'), outcome: { ok: true, result: {} } });
+    expect(Object.fromEntries(counters.rotations)).toEqual({ done: 1, same_public_ip: 1, other: 1 });
+  });
 });
 
 describe('modem logger', () => {

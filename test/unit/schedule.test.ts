@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseScheduleArgs } from '../../src/cli/schedule.js';
 import { loadConfig } from '../../src/config.js';
-import { parseDuration, scheduleProblems } from '../../src/fleet/rotationSchedule.js';
+import { parseDuration, scheduleProblems, settingProblems } from '../../src/fleet/rotationSchedule.js';
 import { ConfigError } from '../../src/util/errors.js';
 
 const IMEI = '356000000000042';
@@ -19,7 +19,7 @@ describe('modemfleet schedule: arguments', () => {
       expect(parseDuration(bad), bad).toBeUndefined();
   });
 
-  it('schedule IMEI 10m [--jitter 1m] and schedule IMEI --off', () => {
+  it('schedule IMEI 10m [--jitter 1m], schedule IMEI --off and schedule IMEI --default', () => {
     expect(parseScheduleArgs([IMEI, '10m'], { jitter: '1m' })).toEqual({
       imei: IMEI,
       schedule: { intervalSeconds: 600, jitterSeconds: 60 },
@@ -28,16 +28,19 @@ describe('modemfleet schedule: arguments', () => {
       imei: IMEI,
       schedule: { intervalSeconds: 90, jitterSeconds: 0 },
     });
-    expect(parseScheduleArgs([IMEI], { off: true })).toEqual({ imei: IMEI, schedule: null });
+    expect(parseScheduleArgs([IMEI], { off: true })).toEqual({ imei: IMEI, schedule: { off: true } });
+    expect(parseScheduleArgs([IMEI], { default: true })).toEqual({ imei: IMEI, schedule: null });
   });
 
   it('refuses bad arguments as usage errors', () => {
     const refused: [string[], Record<string, unknown>, RegExp][] = [
       [['12345', '10m'], {}, /imei must be 15 digits/],
-      [[IMEI], {}, /an interval or --off/],
+      [[IMEI], {}, /an interval, --off or --default/],
       [[IMEI, 'ten'], {}, /INTERVAL must be a duration like 90s, 10m or 1h/],
       [[IMEI, '10m'], { jitter: '1 min' }, /--jitter must be a duration/],
       [[IMEI, '10m'], { off: true }, /--off takes no interval/],
+      [[IMEI], { default: true, jitter: '1m' }, /--default takes no interval or jitter/],
+      [[IMEI], { off: true, default: true }, /--off or --default, not both/],
     ];
     for (const [positionals, values, message] of refused)
       expect(() => parseScheduleArgs(positionals, values)).toThrow(
@@ -47,6 +50,14 @@ describe('modemfleet schedule: arguments', () => {
 });
 
 describe('schedule ranges', () => {
+  it("a modem's own setting may be { off: true } alone", () => {
+    expect(settingProblems({ off: true }, 60)).toEqual([]);
+    expect(settingProblems({ off: false }, 60)).toHaveLength(1);
+    expect(settingProblems({ off: true, intervalSeconds: 600 }, 60)).toHaveLength(1);
+    expect(settingProblems({ intervalSeconds: 600 }, 60)).toEqual([]);
+    expect(settingProblems({ intervalSeconds: 6 }, 60)).toHaveLength(1);
+  });
+
   it('interval from the floor to 30 days, jitter below the interval', () => {
     expect(scheduleProblems({ intervalSeconds: 600, jitterSeconds: 60 }, 60)).toEqual([]);
     expect(scheduleProblems({ intervalSeconds: 60 }, 60)).toEqual([]);
@@ -87,6 +98,7 @@ describe('config rotation.schedule', () => {
     expect(loadConfig({ env: {} }).rotation.schedule).toBeUndefined();
     expect(load({ rotation: { schedule: { intervalSeconds: 600, jitterSeconds: 60 } } }).rotation).toEqual({
       schedule: { intervalSeconds: 600, jitterSeconds: 60 },
+      noReuse: undefined,
     });
     // the floor is the policy's
     expect(
@@ -104,7 +116,25 @@ describe('config rotation.schedule', () => {
       'rotation.schedule.jitterSeconds: must be less than intervalSeconds (30)',
     ]);
     expect(problems({ rotation: 5 })).toEqual([
-      'rotation: must be { "schedule": { "intervalSeconds": number, "jitterSeconds": number } }',
+      'rotation: must be { "schedule": { "intervalSeconds", "jitterSeconds" }, "noReuseHours": number, "noReuseScope": "modem" | "farm" }',
+    ]);
+  });
+
+  it('noReuseHours (1 to 720) with noReuseScope modem (the default) or farm', () => {
+    expect(load({ rotation: { noReuseHours: 24 } }).rotation.noReuse).toEqual({ hours: 24, scope: 'modem' });
+    expect(load({ rotation: { noReuseHours: 6, noReuseScope: 'farm' } }).rotation.noReuse).toEqual({
+      hours: 6,
+      scope: 'farm',
+    });
+    expect(problems({ rotation: { noReuseHours: 0 } })).toEqual([
+      'rotation.noReuseHours: must be a whole number of hours from 1 to 720',
+    ]);
+    expect(problems({ rotation: { noReuseHours: 1.5, noReuseScope: 'host' } })).toEqual([
+      'rotation.noReuseScope: must be "modem" or "farm"',
+      'rotation.noReuseHours: must be a whole number of hours from 1 to 720',
+    ]);
+    expect(problems({ rotation: { noReuseScope: 'farm' } })).toEqual([
+      'rotation.noReuseScope: needs rotation.noReuseHours',
     ]);
   });
 });

@@ -379,6 +379,8 @@ async function openPanel(imei) {
   if (selected) cards.get(selected)?.root.classList.remove('selected');
   selected = imei;
   selectedStats = null;
+  selectedAddresses = null;
+  selectedDetail = null;
   cards.get(imei)?.root.classList.add('selected');
   $('alerts').hidden = true;
   $('panel').hidden = false;
@@ -394,16 +396,19 @@ async function refreshPanel() {
   const imei = selected;
   try {
     const since = new Date(Date.now() - 3600_000).toISOString();
-    const [detail, transitions, health, stats] = await Promise.all([
+    const [detail, transitions, health, stats, addresses] = await Promise.all([
       api(`/api/modems/${imei}`),
       api(`/api/modems/${imei}/transitions?limit=50`),
       api(`/api/modems/${imei}/health?since=${encodeURIComponent(since)}`),
       api(`/api/modems/${imei}/addresses/stats`).catch(() => null),
+      api(`/api/modems/${imei}/addresses?limit=5`).catch(() => null),
     ]);
     if (selected !== imei) return;
     const known = modems.get(imei);
     if (!known || detail.seq >= known.seq) modems.set(imei, { ...known, ...detail });
     selectedStats = stats;
+    selectedAddresses = addresses;
+    selectedDetail = detail;
     renderPanelHead(detail);
     $('p-timeline').replaceChildren(...transitions.map(timelineItem));
     oldestSeq = transitions.length ? transitions[transitions.length - 1].seq : null;
@@ -422,8 +427,24 @@ function statsText(s) {
   return `${s.rotations} rotations, ${s.distinctAddresses} addresses in ${s.distinctNetworks} /24s${reuse}`;
 }
 
-/** The open panel's address statistics (refreshed with the panel). */
+/** The open panel's address statistics and last public addresses (refreshed with the panel). */
 let selectedStats = null;
+let selectedAddresses = null;
+let selectedDetail = null;
+
+/** `every 600 s ± 60 s`, `off`, or the farm default: the modem's own rotation schedule. */
+function scheduleText(s) {
+  if (s === undefined) return '…';
+  if (s === null) return 'farm default (if any)';
+  if (s.off) return 'off';
+  return `every ${s.intervalSeconds} s${s.jitterSeconds ? ` ± ${s.jitterSeconds} s` : ''}`;
+}
+
+/** The last public addresses, newest first, with when each was last seen. */
+function addressesText(list) {
+  if (!list || list.length === 0) return '—';
+  return list.map((a) => `${a.publicIp} (${ago(a.lastSeen)} ago)`).join(', ');
+}
 
 function renderPanelHead(detail) {
   const stats = selectedStats;
@@ -435,6 +456,8 @@ function renderPanelHead(detail) {
   st.replaceChildren(el('span', 'state', m.substate ?? m.state), ` for ${ago(m.since)}`);
   const facts = [
     ['public address', m.publicIp ?? '—'],
+    ['recent public', addressesText(selectedAddresses)],
+    ['rotation schedule', scheduleText((detail ?? selectedDetail)?.schedule)],
     ['last 24 h', statsText(stats?.['24h'])],
     ['last 7 days', statsText(stats?.['7d'])],
     ['address', m.wanIp ?? '—'],
