@@ -32,7 +32,7 @@ export const MAX_SCHEDULE_SECONDS = 30 * 86_400;
 export function settingProblems(value: unknown, floorSeconds: number): string[] {
   if (typeof value === 'object' && value !== null && 'off' in value) {
     const keys = Object.keys(value);
-    if ((value).off !== true || keys.length !== 1)
+    if (value.off !== true || keys.length !== 1)
       return ['off: must be { "off": true } alone (DELETE the schedule to follow the farm default)'];
     return [];
   }
