@@ -21,6 +21,11 @@ export const REASONS = [
   'raw_ip_off',
   /** The host's data call (`AT$QCRMCALL`) does not come up, or carries nothing after a redial. */
   'no_data_call',
+  /**
+   * The modem reported an address no carrier gives (loopback, multicast, the host's own, another
+   * modem's, ...): refused before it reaches `ip rule` (src/net/addressGuard.ts).
+   */
+  'hostile_address',
 ] as const;
 export type Reason = (typeof REASONS)[number];
 
@@ -171,7 +176,11 @@ export type ModemEvent =
   | { type: 'urc.rdy' }
   | { type: 'urc.registration'; stat: RegistrationStat }
   /** The modem's data plane failed for good: its proxy crash-looped, or a port egressed wrongly. */
-  | { type: 'dataplane.failed'; reason: 'proxy_failed' | 'egress_mismatch' | 'no_free_port'; detail: string }
+  | {
+      type: 'dataplane.failed';
+      reason: 'proxy_failed' | 'egress_mismatch' | 'no_free_port' | 'hostile_address';
+      detail: string;
+    }
   | { type: 'command.rotate'; id: number }
   | { type: 'command.reset'; id: number }
   | { type: 'command.disable'; id: number }

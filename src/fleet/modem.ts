@@ -6,6 +6,7 @@ import type { Store } from '../store/store.js';
 import type { Allocation, Command, TransitionRecord } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
+import { addressProblem, hostAddresses } from '../net/addressGuard.js';
 import { ModemDataPlane, type DataPlaneOptions } from './dataPlane.js';
 import {
   echoUrls,
@@ -93,6 +94,9 @@ export class Modem {
   private publicIpNow: string | null = null;
   /** When the data plane came up: a port still starting is not silent. */
   private upAt = 0;
+  /** The modem address last found acceptable (src/net/addressGuard.ts), and one being checked. */
+  private addressChecked: string | undefined;
+  private addressChecking: string | undefined;
   /** Resolves when the actor ended (removed: done; or crashed). */
   readonly ended: Promise<ModemEnd>;
   private imeiValue: string | null = null;
@@ -603,6 +607,8 @@ export class Modem {
       if (!online) this.stopDataPlane();
       return;
     }
+    // an address from the modem reaches `ip addr`/`ip rule` only once checked (each new one)
+    if (this.addressChecked !== wanIp) return void this.checkAddress(wanIp, link, options);
     if (this.dataPlane) return this.dataPlane.changeAddress(wanIp);
     const imei = allocation.imei;
     this.dataPlane = new ModemDataPlane(
@@ -635,6 +641,52 @@ export class Modem {
     });
     // the public address is learned as soon as the port serves
     this.scheduleEgressCheck(500);
+  }
+
+  /** The address this modem's data plane serves with (other modems' guards refuse it). */
+  get servedAddress(): string | undefined {
+    return this.dataPlane ? (this.snapshot().context.wanIp ?? undefined) : undefined;
+  }
+
+  /**
+   * Input from the modem checked before it reaches routing: an address no carrier gives (see
+   * `addressProblem`) is refused with a critical alert and the modem goes to `error`
+   * (`hostile_address`); the data plane never sees it. `ip` failing to list the host's addresses
+   * is retried, not taken as a pass.
+   */
+  private async checkAddress(wanIp: string, link: string, options: FleetDataPlaneOptions): Promise<void> {
+    if (this.addressChecking === wanIp) return;
+    this.addressChecking = wanIp;
+    let problem: string | null;
+    try {
+      const otherModems = new Set<string>();
+      for (const other of this.deps.directory.allServing()) {
+        const address = other === this ? undefined : other.servedAddress;
+        if (address) otherModems.add(address);
+      }
+      const host = await hostAddresses({ netns: options.netns, except: link, ...options.ip });
+      problem = addressProblem(wanIp, {
+        allowLoopback: options.routing === false,
+        otherModems,
+        hostAddresses: host,
+      });
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, "the host's addresses not read; checking the modem's again");
+      this.addressChecking = undefined;
+      setTimeout(() => this.syncDataPlane(), 1_000).unref();
+      return;
+    }
+    this.addressChecking = undefined;
+    if (!this.live || this.snapshot().context.wanIp !== wanIp) return this.syncDataPlane();
+    if (problem !== null) {
+      const detail = `the modem reported ${wanIp}: ${problem}; refused, never routed`;
+      this.alert('hostile_address', 'critical', detail);
+      this.stopDataPlane();
+      this.runtime.send({ type: 'dataplane.failed', reason: 'hostile_address', detail });
+      return;
+    }
+    this.addressChecked = wanIp;
+    this.syncDataPlane();
   }
 
   /** Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. */

@@ -76,4 +76,9 @@ export class ModemDirectory<M = unknown> {
   serving(imei: string): M | undefined {
     return this.running.get(imei);
   }
+
+  /** Every Modem serving an IMEI now. */
+  allServing(): IterableIterator<M> {
+    return this.running.values();
+  }
 }

@@ -9,6 +9,7 @@ import { silentLogger } from '../../src/log.js';
 import { DEFAULT_POLICY } from '../../src/policy.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
+import { ipJson } from '../../src/net/ip.js';
 import { Store } from '../../src/store/store.js';
 import type { Command, TransitionRecord } from '../../src/store/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -93,6 +94,36 @@ const command = (id: number, imei: string, kind: Command['kind']): Command => ({
 });
 
 describe('Modem', () => {
+  it('an address no carrier gives is refused before it reaches routing: error hostile_address, alert, no ip rule', async () => {
+    // the modem's calls draw from 127.0.0.x: a loopback address, with policy routing on
+    lab.modem(0).model.profile.subnet = '127.0.0';
+    const modem = new Modem(
+      { usbPath: lab.usbPath(0), atPort: join(lab.scan.devRoot, 'ttyUSB2'), iface: 'wwan0' },
+      deps({
+        dataPlane: {
+          backend: 'microsocks+tinyproxy',
+          listen: '127.0.0.1',
+          prefix: 32,
+          runDir: join(dir, 'run'),
+          dns: [],
+          rulePriorityBase: 1_000,
+        },
+      }),
+    );
+    modems.push(modem);
+    modem.start();
+    await until(() => modem.top === 'error', 10_000, 'error');
+    expect(modem.snapshot().context.reason).toBe('hostile_address');
+    const alert = seen.alert?.find((a) => a.alert.kind === 'hostile_address');
+    expect(alert).toMatchObject({ imei: lab.modem(0).imei, alert: { severity: 'critical' } });
+    const wanIp = /reported (\S+): a loopback address; refused/.exec(alert?.alert.message ?? '')?.[1] ?? '';
+    expect(wanIp).toMatch(/^127\.0\.0\.\d+$/);
+    // nothing reached ip rule, and no proxy was started
+    const rules = await ipJson<{ src?: string }>(['rule', 'show']);
+    expect(rules.filter((r) => r.src === wanIp)).toEqual([]);
+    expect(modem.proxyPids).toEqual([]);
+  });
+
   it('identity: held transitions are journaled under the IMEI from seq 1, then it is recorded and allocated', async () => {
     const modem = start(0);
     const imei = lab.modem(0).imei;
