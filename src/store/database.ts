@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import postgres, { type Sql } from 'postgres';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
@@ -50,11 +51,34 @@ export function validateDatabaseUrl(url: string): void {
   }
 }
 
-/** postgres.js options shared by every connection we open. */
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[?::1\]?)$/i;
+
+/**
+ * TLS for a database elsewhere: a URL that does not name `sslmode` (or `ssl`) and whose host is
+ * not loopback (nor a Unix socket directory) is opened with `sslmode=require`, so the password and
+ * every row do not cross a network in clear by default. A server without TLS is then refused with
+ * an error that names `sslmode=disable`, the explicit opt-out for a farm on a trusted LAN.
+ */
+export function defaultSslMode(url: string): 'require' | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return undefined; // validateDatabaseUrl reports it
+  }
+  if (parsed.searchParams.has('sslmode') || parsed.searchParams.has('ssl')) return undefined;
+  const host = parsed.searchParams.get('host') ?? decodeURIComponent(parsed.hostname);
+  if (host === '' || host.startsWith('/') || LOOPBACK_HOST.test(host)) return undefined;
+  return 'require';
+}
+
+/** postgres.js options shared by every connection we open (`url`: TLS by `defaultSslMode`). */
 export function connectionOptions(
-  options: { max?: number; application?: string } = {},
+  options: { max?: number; application?: string; url?: string } = {},
 ): postgres.Options<Record<string, postgres.PostgresType>> {
+  const ssl = options.url === undefined ? undefined : defaultSslMode(options.url);
   return {
+    ...(ssl ? { ssl } : {}),
     max: options.max ?? 10,
     onnotice: () => {},
     connect_timeout: 5,
@@ -95,7 +119,8 @@ export class Database {
 
   async start(): Promise<void> {
     validateDatabaseUrl(this.url);
-    this.sql = postgres(this.url, connectionOptions(this.options));
+    if (defaultSslMode(this.url)) await requireTls(this.url);
+    this.sql = postgres(this.url, connectionOptions({ ...this.options, url: this.url }));
     try {
       await waitForServer(this.sql, this.url, this.options, this.log);
     } catch (err) {
@@ -113,6 +138,35 @@ export class Database {
       this.log.warn({ err: coerceError(err) }, 'closing the pool failed');
     }
   }
+}
+
+/**
+ * Before the default `sslmode=require` is used: does the server offer TLS at all? PostgreSQL answers
+ * an SSLRequest with one byte, `S` or `N`. `N` is refused with `database_tls_unavailable`, naming
+ * the opt-out; an unreachable server is left to the bounded retry that follows.
+ */
+async function requireTls(url: string): Promise<void> {
+  const parsed = new URL(url);
+  const host = parsed.searchParams.get('host') ?? parsed.hostname.replace(/^\[|\]$/g, '');
+  const port = Number(parsed.port || 5432);
+  const answer = await new Promise<string | undefined>((resolve) => {
+    const socket = connect({ host, port });
+    const done = (value: string | undefined): void => {
+      socket.destroy();
+      resolve(value);
+    };
+    socket.setTimeout(5_000, () => done(undefined));
+    socket.once('error', () => done(undefined));
+    socket.once('data', (data: Buffer) => done(String.fromCharCode(data[0] ?? 0)));
+    // SSLRequest: length 8, code 80877103
+    socket.once('connect', () => socket.write(Buffer.from([0, 0, 0, 8, 4, 210, 22, 47])));
+  });
+  if (answer === 'N')
+    throw new ModemfleetError(
+      'database_tls_unavailable',
+      `PostgreSQL at ${describeUrl(url)} does not offer TLS, which a database on another host needs by default; ` +
+        'enable ssl on the server, or add sslmode=disable to DATABASE_URL to connect in clear on a trusted network',
+    );
 }
 
 async function waitForServer(sql: Sql, url: string, options: DatabaseOptions, log: Logger): Promise<void> {
@@ -157,5 +211,5 @@ async function waitForServer(sql: Sql, url: string, options: DatabaseOptions, lo
 /** A postgres.js client with our connection options, for tools and tests. */
 export function openSql(url: string, options: { max?: number; application?: string } = {}): Sql {
   validateDatabaseUrl(url);
-  return postgres(url, connectionOptions(options));
+  return postgres(url, connectionOptions({ ...options, url }));
 }

@@ -162,7 +162,7 @@ export class Listener {
 
   private makeRoot(): Sql {
     return postgres(this.options.url, {
-      ...connectionOptions({ max: 1, application: 'modemfleet-listen' }),
+      ...connectionOptions({ max: 1, application: 'modemfleet-listen', url: this.options.url }),
       // postgres.js's default backoff re-LISTENs up to 20 s after the server is back
       backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1),
     });

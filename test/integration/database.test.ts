@@ -1,10 +1,11 @@
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { chmod, mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Database, openSql } from '../../src/store/database.js';
+import { Database, defaultSslMode, openSql } from '../../src/store/database.js';
+import { createTestDatabase } from '../helpers/db.js';
 import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
 import { freePort } from '../../src/util/ports.js';
 
@@ -55,6 +56,53 @@ describe('DATABASE_URL', () => {
       `cannot reach PostgreSQL at 127.0.0.1:${port}/db after 3 attempts (ECONNREFUSED)`,
     );
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});
+
+describe('TLS to a database on another host', () => {
+  it('TLS unless sslmode says otherwise or the host is loopback', () => {
+    expect(defaultSslMode('postgres://u:p@db.lan:5432/mf')).toBe('require');
+    expect(defaultSslMode('postgres://u:p@10.0.0.5/mf')).toBe('require');
+    expect(defaultSslMode('postgres://u:p@[fd00::5]/mf')).toBe('require');
+    expect(defaultSslMode('postgres://u:p@db.lan/mf?sslmode=disable')).toBeUndefined();
+    expect(defaultSslMode('postgres://u:p@db.lan/mf?sslmode=verify-full')).toBeUndefined();
+    expect(defaultSslMode('postgres://u:p@127.0.0.1:5432/mf')).toBeUndefined();
+    expect(defaultSslMode('postgres://u:p@localhost/mf')).toBeUndefined();
+    expect(defaultSslMode('postgres://u:p@[::1]/mf')).toBeUndefined();
+    expect(defaultSslMode('postgres://u:p@x/mf?host=/run/postgresql')).toBeUndefined();
+  });
+
+  it('a server without TLS at a non-loopback address: a clear error naming sslmode=disable, which connects', async () => {
+    const db = await createTestDatabase();
+    // a non-loopback address of this host (TEST-NET-1, on lo for the test: no dummy module here)
+    const address = '192.0.2.54';
+    const server = createServer((socket) => {
+      const upstream = connect(Number(new URL(db.url).port), '127.0.0.1');
+      socket.pipe(upstream).pipe(socket);
+      upstream.on('error', () => socket.destroy());
+      socket.on('error', () => upstream.destroy());
+    });
+    try {
+      await execa('ip', ['addr', 'add', `${address}/32`, 'dev', 'lo']);
+      await new Promise<void>((resolve) => server.listen(0, address, resolve));
+      const url = new URL(db.url);
+      url.hostname = address;
+      url.port = String((server.address() as { port: number }).port);
+      const refused = new Database({ url: url.href, connectAttempts: 1 });
+      const err = (await refused.start().catch((e: unknown) => e)) as Error & { code: string };
+      expect(err.code).toBe('database_tls_unavailable');
+      expect(err.message).toMatch(/does not offer TLS.*sslmode=disable/);
+      expect(err.message).not.toContain(url.password);
+      url.searchParams.set('sslmode', 'disable');
+      const clear = new Database({ url: url.href, connectAttempts: 1 });
+      await clear.start();
+      expect(await clear.sql`select 1 as one`).toEqual([{ one: 1 }]);
+      await clear.stop();
+    } finally {
+      server.close();
+      await execa('ip', ['addr', 'del', `${address}/32`, 'dev', 'lo'], { reject: false });
+      await db.drop();
+    }
   });
 });
 
