@@ -195,6 +195,13 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
   );
   app.get('/api/addresses/stats', async () => store.addressStats(null));
 
+  // uptime from the journal: online over wanted (not disabled), 24 h, 7 d, 30 d (src/store/uptime.ts)
+  app.get('/api/modems/:imei/uptime', { schema: { params: imeiParams } }, async (req: ImeiRequest) => {
+    await requireModem(store, req.params.imei);
+    return store.uptime(req.params.imei);
+  });
+  app.get('/api/uptime', async () => store.uptime(null));
+
   app.post(
     '/api/modems/:imei/commands',
     {

@@ -54,6 +54,7 @@ import {
   type StatsWindow,
 } from './addresses.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
+import { uptimeWindows, type Uptime, type UptimeWindow } from './uptime.js';
 
 export interface StoreOptions {
   sql: Sql;
@@ -141,6 +142,10 @@ export class Store {
   }
 
   /** Rotations, distinct public addresses and /24s, reuse rate over 24 h and 7 d (null: the farm). */
+  /** Uptime over 24 h, 7 d and 30 d from the journal, of one modem or the farm (null). */
+  uptime(imei: string | null): Promise<Record<UptimeWindow, Uptime>> {
+    return uptimeWindows(this.sql, imei);
+  }
   /** `publicIp` seen within `hours` on the modem (null: anywhere on the farm). */
   addressSeenWithin(imei: string | null, publicIp: string, hours: number): Promise<boolean> {
     return addressSeenWithin(this.sql, imei, publicIp, hours);

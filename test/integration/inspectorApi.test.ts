@@ -81,6 +81,21 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect((await farm.api('/api/modems/356000000000099/addresses/stats')).status).toBe(404);
     const farmStats = (await (await farm.api('/api/addresses/stats')).json()) as Record<string, unknown>;
     expect(Object.keys(farmStats).sort()).toEqual(['24h', '7d']);
+    // uptime from the journal: this modem came online within the window and stayed
+    const uptime = (await (await farm.api(`/api/modems/${imei}/uptime`)).json()) as Record<
+      string,
+      { ratio: number | null; onlineSeconds: number; wantedSeconds: number }
+    >;
+    expect(Object.keys(uptime).sort()).toEqual(['24h', '30d', '7d']);
+    expect(uptime['24h']!.wantedSeconds).toBeGreaterThan(0);
+    expect(uptime['24h']!.ratio).toBeGreaterThan(0);
+    expect(uptime['24h']!.ratio).toBeLessThanOrEqual(1);
+    expect((await farm.api('/api/modems/356000000000099/uptime')).status).toBe(404);
+    expect(Object.keys((await (await farm.api('/api/uptime')).json()) as object).sort()).toEqual([
+      '24h',
+      '30d',
+      '7d',
+    ]);
   });
 
   it('runs a command from POST to done, visible at /api/commands/:id', async () => {

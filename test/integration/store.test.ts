@@ -318,3 +318,50 @@ describe('public addresses', () => {
     expect(await store.addresses(a)).toHaveLength(2);
   });
 });
+
+describe('uptime', () => {
+  it('matches a journal built by hand: online over wanted, disabled time not wanted, per window and farm', async () => {
+    const [a, b] = [imei(910), imei(911)];
+    await store.upsertModem({ imei: a });
+    await store.upsertModem({ imei: b });
+    const H = 3_600_000;
+    const now = Date.now();
+    const journal = (id: string, steps: [string, number][]): TransitionRecord[] =>
+      steps.map(([to, agoMs], i) => ({
+        imei: id,
+        seq: i + 1,
+        from: i === 0 ? null : (steps[i - 1]?.[0] ?? null),
+        to,
+        event: 'test',
+        at: new Date(now - agoMs),
+      }));
+    await store.appendTransitions([
+      ...journal(a, [
+        ['detecting.probing', 40 * 24 * H], // before every window: the state at each window's start
+        ['online.serving', 10 * H],
+        ['recovering', 6 * H],
+        ['online.rotating.detaching', 5 * H], // a rotation is online (asked for)
+        ['online.serving', 4.5 * H],
+        ['disabling', 2 * H],
+        ['disabled', 2 * H - 60_000],
+        ['online.serving', 1 * H],
+      ]),
+      ...journal(b, [['disabled', 40 * 24 * H]]),
+    ]);
+    const up = await store.uptime(a);
+    // online: 4 h + 3 h (rotation and serving) + 1 h; not wanted: the 1 h disabling/disabled
+    const online = 8 * 3600;
+    const expected = { '24h': 23 * 3600, '7d': 167 * 3600, '30d': 719 * 3600 };
+    for (const [window, wanted] of Object.entries(expected) as [keyof typeof expected, number][]) {
+      expect(Math.abs(up[window].onlineSeconds - online), window).toBeLessThanOrEqual(5);
+      expect(Math.abs(up[window].wantedSeconds - wanted), window).toBeLessThanOrEqual(5);
+      expect(up[window].ratio, window).toBeCloseTo(online / wanted, 3);
+    }
+    // never wanted in the window: no ratio (not 0, not 1)
+    expect((await store.uptime(b))['24h']).toEqual({ ratio: null, onlineSeconds: 0, wantedSeconds: 0 });
+    // the farm: sums over every modem (others of this file's database included)
+    const farm = await store.uptime(null);
+    expect(farm['30d'].onlineSeconds).toBeGreaterThanOrEqual(up['30d'].onlineSeconds);
+    expect(farm['30d'].wantedSeconds).toBeGreaterThanOrEqual(up['30d'].wantedSeconds);
+  });
+});

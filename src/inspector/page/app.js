@@ -381,6 +381,7 @@ async function openPanel(imei) {
   selectedStats = null;
   selectedAddresses = null;
   selectedDetail = null;
+  selectedUptime = null;
   cards.get(imei)?.root.classList.add('selected');
   $('alerts').hidden = true;
   $('panel').hidden = false;
@@ -396,12 +397,13 @@ async function refreshPanel() {
   const imei = selected;
   try {
     const since = new Date(Date.now() - 3600_000).toISOString();
-    const [detail, transitions, health, stats, addresses] = await Promise.all([
+    const [detail, transitions, health, stats, addresses, uptime] = await Promise.all([
       api(`/api/modems/${imei}`),
       api(`/api/modems/${imei}/transitions?limit=50`),
       api(`/api/modems/${imei}/health?since=${encodeURIComponent(since)}`),
       api(`/api/modems/${imei}/addresses/stats`).catch(() => null),
       api(`/api/modems/${imei}/addresses?limit=5`).catch(() => null),
+      api(`/api/modems/${imei}/uptime`).catch(() => null),
     ]);
     if (selected !== imei) return;
     const known = modems.get(imei);
@@ -409,6 +411,7 @@ async function refreshPanel() {
     selectedStats = stats;
     selectedAddresses = addresses;
     selectedDetail = detail;
+    selectedUptime = uptime;
     renderPanelHead(detail);
     $('p-timeline').replaceChildren(...transitions.map(timelineItem));
     oldestSeq = transitions.length ? transitions[transitions.length - 1].seq : null;
@@ -431,6 +434,15 @@ function statsText(s) {
 let selectedStats = null;
 let selectedAddresses = null;
 let selectedDetail = null;
+let selectedUptime = null;
+
+/** `99.5 % · 98 % · 97.1 %` over 24 h, 7 d, 30 d (— where it was never wanted). */
+function uptimeText(u) {
+  if (!u) return '—';
+  const pct = (w) =>
+    u[w]?.ratio === null || u[w] === undefined ? '—' : `${(u[w].ratio * 100).toFixed(1)} %`;
+  return `${pct('24h')} (24 h) · ${pct('7d')} (7 d) · ${pct('30d')} (30 d)`;
+}
 
 /** `every 600 s ± 60 s`, `off`, or the farm default: the modem's own rotation schedule. */
 function scheduleText(s) {
@@ -457,6 +469,7 @@ function renderPanelHead(detail) {
   const facts = [
     ['public address', m.publicIp ?? '—'],
     ['recent public', addressesText(selectedAddresses)],
+    ['uptime', uptimeText(selectedUptime)],
     ['rotation schedule', scheduleText((detail ?? selectedDetail)?.schedule)],
     ['last 24 h', statsText(stats?.['24h'])],
     ['last 7 days', statsText(stats?.['7d'])],
