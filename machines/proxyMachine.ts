@@ -5,7 +5,9 @@ import { assign, fromPromise, setup } from 'xstate';
  * accept connections, reloaded when the address changes (3proxy re-reads its config on SIGUSR1;
  * backends without reload are restarted), restarted with exponential backoff when it exits, under
  * restart intensity (more than `maxRestarts` in `restartWindowMs` → `failed`, which the modem
- * reports). Pure: the effects are named here and supplied by src/net.
+ * reports). New credentials are applied like a new address (reload or replace), never to a process
+ * that may have started with the old ones: a change while starting or reloading is applied again
+ * once that is done (`credentialsStale`). Pure: the effects are named here and supplied by src/net.
  */
 
 export interface ProxyConfig {
@@ -35,6 +37,8 @@ export interface ProxyContext {
   restarts: number[];
   attempt: number;
   lastError: string | null;
+  /** Credentials changed after the running process (or the one starting) read them. */
+  credentialsStale: boolean;
 }
 
 export type ProxyEvent =
@@ -42,6 +46,8 @@ export type ProxyEvent =
   | { type: 'proxy.exited'; detail: string }
   /** The modem's address changed (rotation). */
   | { type: 'egress.changed'; egress: string }
+  /** The proxy's password changed: the process must not serve the old one any more. */
+  | { type: 'credentials.changed' }
   | { type: 'stop' };
 
 export interface ProxyInput {
@@ -76,6 +82,7 @@ export const proxyMachine = setup({
     stable: ({ context }) => context.config.stableMs,
   },
   guards: {
+    credentialsStale: ({ context }) => context.credentialsStale,
     intensityExceeded: ({ context }) => context.restarts.length > context.config.maxRestarts,
   },
 }).createMachine({
@@ -87,18 +94,22 @@ export const proxyMachine = setup({
     restarts: [],
     attempt: 0,
     lastError: null,
+    credentialsStale: false,
   }),
   initial: 'starting',
   on: {
     stop: '.stopping',
     'egress.changed': { actions: assign({ egress: ({ event }) => event.egress }) },
+    'credentials.changed': { actions: assign({ credentialsStale: true }) },
   },
   states: {
     starting: {
+      // the process started now reads the credentials current at its start
+      entry: assign({ credentialsStale: false }),
       invoke: {
         src: 'startProxy',
         input: ({ context }) => ({ egress: context.egress }),
-        onDone: 'running',
+        onDone: [{ guard: 'credentialsStale', target: 'applyingCredentials' }, { target: 'running' }],
         onError: {
           target: 'restarting',
           actions: assign({ lastError: ({ event }) => String((event.error as Error).message).slice(0, 300) }),
@@ -120,13 +131,19 @@ export const proxyMachine = setup({
           },
           { target: 'replacing', actions: assign({ egress: ({ event }) => event.egress }) },
         ],
+        'credentials.changed': 'applyingCredentials',
       },
     },
+    /** New credentials for a running process: reloaded (3proxy) or replaced. */
+    applyingCredentials: {
+      always: [{ guard: ({ context }) => context.config.canReload, target: 'reloading' }, { target: 'replacing' }],
+    },
     reloading: {
+      entry: assign({ credentialsStale: false }),
       invoke: {
         src: 'reloadProxy',
         input: ({ context }) => ({ egress: context.egress }),
-        onDone: 'running',
+        onDone: [{ guard: 'credentialsStale', target: 'reloading', reenter: true }, { target: 'running' }],
         onError: 'replacing',
       },
       on: { 'proxy.exited': 'restarting' },
@@ -164,7 +181,7 @@ export const proxyMachine = setup({
         }),
       },
       invoke: { src: 'stopProxy', onError: { actions: () => {} } },
-      on: { 'proxy.exited': {}, 'egress.changed': {} },
+      on: { 'proxy.exited': {}, 'egress.changed': {}, 'credentials.changed': {} },
     },
     stopping: {
       invoke: { src: 'stopProxy', onDone: 'stopped', onError: 'stopped' },
