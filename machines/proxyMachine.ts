@@ -136,7 +136,10 @@ export const proxyMachine = setup({
     },
     /** New credentials for a running process: reloaded (3proxy) or replaced. */
     applyingCredentials: {
-      always: [{ guard: ({ context }) => context.config.canReload, target: 'reloading' }, { target: 'replacing' }],
+      always: [
+        { guard: ({ context }) => context.config.canReload, target: 'reloading' },
+        { target: 'replacing' },
+      ],
     },
     reloading: {
       entry: assign({ credentialsStale: false }),

@@ -278,7 +278,10 @@ export class ModemDataPlane {
     try {
       const s = await waitFor(
         proxy,
-        (x) => x.status !== 'active' || x.matches('failed') || (x.matches('running') && !x.context.credentialsStale),
+        (x) =>
+          x.status !== 'active' ||
+          x.matches('failed') ||
+          (x.matches('running') && !x.context.credentialsStale),
         { timeout: timeoutMs },
       );
       if (!s.matches('running')) throw new Error(`the proxy is ${JSON.stringify(s.value)}`);

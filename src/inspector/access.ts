@@ -64,7 +64,9 @@ export function viewMessage(access: Access, message: ServerMessage): ServerMessa
         alerts: viewAlerts(access, message.alerts),
       };
     case 'modem':
-      return sees(access, message.modem.imei) ? { ...message, modem: viewModem(access, message.modem) } : null;
+      return sees(access, message.modem.imei)
+        ? { ...message, modem: viewModem(access, message.modem) }
+        : null;
     case 'transition':
     case 'health':
     case 'command':

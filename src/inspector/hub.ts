@@ -255,7 +255,9 @@ export class Hub {
   }
 
   private async dropRevoked(): Promise<void> {
-    const ids = [...new Set([...this.clients].flatMap((c) => (c.access.tokenId === null ? [] : [c.access.tokenId])))];
+    const ids = [
+      ...new Set([...this.clients].flatMap((c) => (c.access.tokenId === null ? [] : [c.access.tokenId]))),
+    ];
     if (ids.length === 0) return;
     const active = await this.options.store.activeTokenIds(ids);
     for (const id of ids) if (!active.has(id)) this.disconnectToken(id);

@@ -60,7 +60,10 @@ function checkInput(name: string, scope: string, modems: readonly string[]): voi
   if (scope === 'reseller' && modems.length === 0)
     throw new ModemfleetError('invalid_token', 'a reseller token needs its modems (--modems IMEI,IMEI,...)');
   if (scope !== 'reseller' && modems.length > 0)
-    throw new ModemfleetError('invalid_token', `a ${scope} token sees every modem; --modems is for reseller tokens`);
+    throw new ModemfleetError(
+      'invalid_token',
+      `a ${scope} token sees every modem; --modems is for reseller tokens`,
+    );
   if (modems.length > MAX_TOKEN_MODEMS)
     throw new ModemfleetError('invalid_token', `at most ${MAX_TOKEN_MODEMS} modems per token`);
   const bad = modems.find((m) => !IMEI_PATTERN.test(m));
