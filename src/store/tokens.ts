@@ -127,7 +127,7 @@ interface TokenRow {
 export async function listTokens(sql: Sql): Promise<StoredToken[]> {
   const rows = await sql<TokenRow[]>`
     select t.id, t.name, t.scope, t.created_by, t.created_at, t.last_used_at, t.revoked_at,
-           (select array_agg(m.imei order by m.imei) from api_token_modems m where m.token_id = t.id) as modems
+           (select json_agg(m.imei order by m.imei) from api_token_modems m where m.token_id = t.id) as modems
     from api_tokens t order by t.id`;
   return rows.map((r) => ({
     id: Number(r.id),
@@ -162,7 +162,7 @@ export async function resolveToken(sql: Sql, token: string): Promise<TokenGrant 
   const [row] = await sql<(TokenRow & { stale: boolean })[]>`
     select t.id, t.name, t.scope,
            (t.last_used_at is null or t.last_used_at < now() - interval '1 minute') as stale,
-           (select array_agg(m.imei order by m.imei) from api_token_modems m where m.token_id = t.id) as modems
+           (select json_agg(m.imei order by m.imei) from api_token_modems m where m.token_id = t.id) as modems
     from api_tokens t where t.token_hash = ${hashToken(token)} and t.revoked_at is null`;
   if (!row) return null;
   if (row.stale) await sql`update api_tokens set last_used_at = now() where id = ${row.id}`;
