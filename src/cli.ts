@@ -1,6 +1,12 @@
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { CREDENTIALS_USAGE, TOKEN_USAGE, credentialsCommand, tokenCommand } from './cli/access.js';
+import {
+  CREDENTIALS_USAGE,
+  ROTATE_WAIT_SECONDS,
+  TOKEN_USAGE,
+  credentialsCommand,
+  tokenCommand,
+} from './cli/access.js';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
@@ -182,15 +188,19 @@ const COMMANDS: Record<string, CommandSpec> = {
   credentials: {
     summary: "show a modem's proxy login; --rotate: a new password (the old one stops working)",
     usage: CREDENTIALS_USAGE,
-    options: { ...configOption, rotate: { type: 'boolean' } },
+    options: { ...configOption, rotate: { type: 'boolean' }, wait: { type: 'string' } },
     positionals: 1,
     run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ROTATE_WAIT_SECONDS, 0, 600);
+      if (values['wait'] !== undefined && values['rotate'] !== true)
+        throw new UsageError('--wait goes with --rotate');
       const out = await withSystem(config(values), oneShot(log), ({ store }) =>
         credentialsCommand(
           store,
           positionals[0] ?? '',
           values['rotate'] === true,
           `cli:${userInfo().username}`,
+          wait,
         ),
       );
       process.stdout.write(`${JSON.stringify(out)}\n`);

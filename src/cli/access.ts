@@ -4,12 +4,12 @@ import { isTokenScope, TOKEN_NAME_PATTERN, TOKEN_SCOPES, type StoredToken } from
 import { sleep } from '../util/time.js';
 import { UsageError } from './exitCodes.js';
 
-export const CREDENTIALS_USAGE = 'credentials IMEI [--rotate] [--config FILE]';
+export const CREDENTIALS_USAGE = 'credentials IMEI [--rotate [--wait SECONDS]] [--config FILE]';
 export const TOKEN_USAGE =
   'token create NAME --scope admin|read-only|reseller [--modems IMEI,...] | token list [--json] | token revoke NAME [--config FILE]';
 
-/** How long `credentials --rotate` waits for the modem's host to apply the new password. */
-const ROTATE_WAIT_MS = 15_000;
+/** How long `credentials --rotate` waits by default for the modem's host to apply the new password. */
+export const ROTATE_WAIT_SECONDS = 15;
 
 /**
  * `credentials IMEI`: the modem's proxy login; with `--rotate` a new password first, applied by the
@@ -20,11 +20,12 @@ export async function credentialsCommand(
   imei: string,
   rotate: boolean,
   requestedBy: string,
+  waitSeconds = ROTATE_WAIT_SECONDS,
 ): Promise<Record<string, unknown>> {
   if (!IMEI_PATTERN.test(imei)) throw new UsageError('imei must be 15 digits');
   if (!rotate) return { ...(await store.credentials(imei)) };
   const rotated = await store.rotateCredentials(imei, requestedBy);
-  const deadline = Date.now() + ROTATE_WAIT_MS;
+  const deadline = Date.now() + waitSeconds * 1000;
   let command = await store.command(rotated.commandId);
   while (command && (command.status === 'pending' || command.status === 'running') && Date.now() < deadline) {
     await sleep(100);
