@@ -5,9 +5,10 @@ import { assign, fromPromise, setup } from 'xstate';
  * accept connections, reloaded when the address changes (3proxy re-reads its config on SIGUSR1;
  * backends without reload are restarted), restarted with exponential backoff when it exits, under
  * restart intensity (more than `maxRestarts` in `restartWindowMs` → `failed`, which the modem
- * reports). New credentials are applied like a new address (reload or replace), never to a process
- * that may have started with the old ones: a change while starting or reloading is applied again
- * once that is done (`credentialsStale`). Pure: the effects are named here and supplied by src/net.
+ * reports). New credentials replace the process (even 3proxy: a reload would let connections opened
+ * with the old password live on), also one that was starting or reloading when they came
+ * (`credentialsStale`): no process keeps the old ones. Pure: the effects are named here and supplied
+ * by src/net.
  */
 
 export interface ProxyConfig {
@@ -109,7 +110,7 @@ export const proxyMachine = setup({
       invoke: {
         src: 'startProxy',
         input: ({ context }) => ({ egress: context.egress }),
-        onDone: [{ guard: 'credentialsStale', target: 'applyingCredentials' }, { target: 'running' }],
+        onDone: [{ guard: 'credentialsStale', target: 'replacing' }, { target: 'running' }],
         onError: {
           target: 'restarting',
           actions: assign({ lastError: ({ event }) => String((event.error as Error).message).slice(0, 300) }),
@@ -131,27 +132,19 @@ export const proxyMachine = setup({
           },
           { target: 'replacing', actions: assign({ egress: ({ event }) => event.egress }) },
         ],
-        'credentials.changed': 'applyingCredentials',
+        'credentials.changed': 'replacing',
       },
     },
-    /** New credentials for a running process: reloaded (3proxy) or replaced. */
-    applyingCredentials: {
-      always: [
-        { guard: ({ context }) => context.config.canReload, target: 'reloading' },
-        { target: 'replacing' },
-      ],
-    },
     reloading: {
-      entry: assign({ credentialsStale: false }),
       invoke: {
         src: 'reloadProxy',
         input: ({ context }) => ({ egress: context.egress }),
-        onDone: [{ guard: 'credentialsStale', target: 'reloading', reenter: true }, { target: 'running' }],
+        onDone: [{ guard: 'credentialsStale', target: 'replacing' }, { target: 'running' }],
         onError: 'replacing',
       },
       on: { 'proxy.exited': 'restarting' },
     },
-    /** A backend without reload: stopped and started with the new address. */
+    /** A backend without reload (or new credentials): stopped and started again. */
     replacing: {
       invoke: { src: 'stopProxy', onDone: 'starting', onError: 'starting' },
     },

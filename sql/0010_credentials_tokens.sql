@@ -1,6 +1,6 @@
 -- Issue 18 item 5: proxy credentials that can be rotated, and scoped API tokens.
 
--- A `credentials` command: the host that runs the modem restarts (or reloads) its proxy with the
+-- A `credentials` command: the host that runs the modem restarts its proxy processes with the
 -- password stored in its allocation. The new password is written with the command, never in it.
 alter table modem_commands drop constraint modem_commands_kind_check;
 alter table modem_commands add constraint modem_commands_kind_check

@@ -263,10 +263,11 @@ export class ModemDataPlane {
   }
 
   /**
-   * New proxy credentials (a rotated password): the proxy is reloaded (3proxy) or replaced
-   * (microsocks, tinyproxy) with them, the routing untouched. Resolves once no process serves the
+   * New proxy credentials (a rotated password): the proxy processes are replaced (stopped, started
+   * with them; their connections end), the routing untouched. Resolves once no process serves the
    * old ones any more; rejects (`credentials_not_applied`) when the proxy failed or did not come
-   * back within `timeoutMs` (then it is not serving at all: fail closed).
+   * back within `timeoutMs` (the old processes are stopped before the new start: none serves the
+   * old password meanwhile).
    */
   async setCredentials(user: string, password: string, timeoutMs = 15_000): Promise<void> {
     if (user === this.allocation.proxyUser && password === this.allocation.proxyPassword) return;

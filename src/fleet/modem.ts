@@ -255,7 +255,7 @@ export class Modem {
 
   /**
    * A `credentials` command: the allocation is read again (the new password was stored with the
-   * command) and the running proxy reloaded or replaced with it; the modem stays online and its
+   * command) and the running proxy replaced with it; the modem stays online and its
    * routing untouched. The result never holds the password (command results are visible to every
    * token).
    */

@@ -58,8 +58,8 @@ export async function getCredentials(sql: Sql, imei: string): Promise<ProxyCrede
 
 /**
  * A new proxy password for the modem (its username stays), stored on every host's allocation of it,
- * and a `credentials` command in the same transaction: the host that serves the modem restarts or
- * reloads its proxy with the new password (the old one is refused from then on), without taking the
+ * and a `credentials` command in the same transaction: the host that serves the modem restarts its
+ * proxy with the new password (the old one is refused from then on), without taking the
  * modem offline. Nothing changes for an unknown modem or one without ports.
  */
 export async function rotateCredentials(

@@ -69,12 +69,12 @@ describe('proxy machine', () => {
     expect(p.state()).toBe('running');
   });
 
-  it('new credentials: a running 3proxy is reloaded, a backend without reload replaced', async () => {
+  it('new credentials replace the process, even one that can reload (no connection keeps the old ones)', async () => {
     const p = run();
     await p.advance(0);
     p.actor.send({ type: 'credentials.changed' });
-    expect(p.state()).toBe('reloading');
     await p.advance(0);
+    expect(p.calls).toEqual(['start 10.0.0.1', 'stop', 'start 10.0.0.1']);
     expect(p.state()).toBe('running');
     const q = run({ canReload: false });
     await q.advance(0);
@@ -95,6 +95,17 @@ describe('proxy machine', () => {
     expect(p.calls).toEqual(['start 10.0.0.1', 'stop', 'start 10.0.0.1']);
     expect(p.state()).toBe('running');
     expect(p.actor.getSnapshot().context.credentialsStale).toBe(false);
+  });
+
+  it('new credentials while 3proxy reloads a new address: replaced once the reload is done', async () => {
+    const p = run();
+    await p.advance(0);
+    p.actor.send({ type: 'egress.changed', egress: '10.0.0.2' });
+    expect(p.state()).toBe('reloading');
+    p.actor.send({ type: 'credentials.changed' });
+    await p.advance(0);
+    expect(p.calls).toEqual(['start 10.0.0.1', 'reload 10.0.0.2', 'stop', 'start 10.0.0.2']);
+    expect(p.state()).toBe('running');
   });
 
   it('an exit is restarted after a growing backoff; a crash loop trips restart intensity', async () => {
