@@ -259,8 +259,13 @@ export class Hub {
       ...new Set([...this.clients].flatMap((c) => (c.access.tokenId === null ? [] : [c.access.tokenId]))),
     ];
     if (ids.length === 0) return;
-    const active = await this.options.store.activeTokenIds(ids);
-    for (const id of ids) if (!active.has(id)) this.disconnectToken(id);
+    try {
+      const active = await this.options.store.activeTokenIds(ids);
+      for (const id of ids) if (!active.has(id)) this.disconnectToken(id);
+    } catch (err) {
+      // the next catch-up checks again; the REST API refuses a revoked token on every request
+      this.log.warn({ err: coerceError(err) }, 'revoked tokens not checked (database unreachable)');
+    }
   }
 
   private onNotification(n: Notification): void {
