@@ -168,6 +168,20 @@ describe('scoped API tokens', () => {
     expect(again.messages).toEqual([]);
   });
 
+  it('a revocation missed while the listen connection was down is caught up after it', async () => {
+    const { token } = await farm.store.createToken({ name: 'missed', scope: 'read-only', createdBy: 'test' });
+    const c = ws(token);
+    await c.next((m) => m.type === 'snapshot');
+    farm.dbProxy.cut();
+    // revoked directly in the database, while the inspector hears nothing
+    await farm.db.sql`update api_tokens set revoked_at = now() where name = 'missed'`;
+    await new Promise((r) => setTimeout(r, 300));
+    expect(c.closed).toBeUndefined();
+    farm.dbProxy.up();
+    await until(() => c.closed !== undefined, 20_000, 'the client of the revoked token disconnected');
+    expect(c.closed?.code).toBe(1008);
+  });
+
   it('bad input gets a clear error and changes nothing', async () => {
     const count = async () =>
       (await farm.db.sql`select count(*)::int as n from api_tokens`)[0]?.['n'] as number;
