@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { connect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +16,9 @@ import { onlineCount, startFarm, until, type TestFarm } from '../helpers/farm.js
 let farm: TestFarm;
 let echo: Server;
 let echoUrl: string;
+/** Holds every connection open and answers each chunk with "ok": a customer's long-lived tunnel. */
+let hold: TcpServer;
+let holdPort: number;
 
 interface Row {
   imei: string;
@@ -37,7 +41,39 @@ const via = (row: Row, password = row.proxy.password) => {
 const pidsOf = (imei: string): number[] =>
   [...farm.supervisor.modems.values()].find((m) => m.imei === imei)?.proxyPids ?? [];
 
+/** A SOCKS5 tunnel to the hold server, authenticated with `password`; resolves once it carries data. */
+function tunnel(row: Row, password: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port: row.proxy.socksPort });
+    const user = Buffer.from(row.proxy.username);
+    const pass = Buffer.from(password);
+    const steps = [
+      Buffer.concat([Buffer.from([1, user.length]), user, Buffer.from([pass.length]), pass]),
+      Buffer.from([5, 1, 0, 1, 127, 0, 0, 2, holdPort >> 8, holdPort & 255]),
+      Buffer.from('ping'),
+    ];
+    let got = '';
+    socket.on('error', reject);
+    socket.on('data', (chunk: Buffer) => {
+      got += chunk.toString('latin1');
+      // method choice (2 bytes), auth status (2), connect reply (10), then the server's "ok"
+      if (got.endsWith('ok')) return resolve(socket);
+      const next =
+        got.length === 2 ? steps[0] : got.length === 4 ? steps[1] : got.length === 14 ? steps[2] : undefined;
+      if (next) socket.write(next);
+    });
+    socket.write(Buffer.from([5, 1, 2]));
+  });
+}
+
 beforeAll(async () => {
+  hold = createTcpServer((s) => {
+    s.on('data', () => s.write('ok'));
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => hold.listen(0, '127.0.0.2', r));
+  const held = hold.address();
+  holdPort = typeof held === 'object' && held ? held.port : 0;
   echo = createServer((req, res) => res.end(req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '?'));
   await new Promise<void>((r) => echo.listen(0, '127.0.0.2', r));
   const address = echo.address();
@@ -79,6 +115,7 @@ afterAll(async () => {
   const dir = farm?.dir;
   await farm?.stop();
   await new Promise((r) => echo?.close(r));
+  hold?.close();
   if (dir) expect((await execa('pgrep', ['-f', dir], { reject: false })).stdout).toBe('');
 });
 
@@ -88,6 +125,12 @@ describe('proxy credentials rotation with real proxies', () => {
     if (!target || !other) throw new Error('two modems expected');
     const otherPids = pidsOf(other.imei);
     expect((await via(target).socks()).body).toBe(target.wanIp);
+    // a customer's connection opened with the old password, still open when it is rotated
+    const open = await tunnel(target, target.proxy.password);
+    const closed = new Promise<void>((r) => open.once('close', () => r()));
+    const otherOpen = await tunnel(other, other.proxy.password);
+    let otherClosed = false;
+    otherOpen.once('close', () => (otherClosed = true));
     expect(await via(target).http()).toEqual({ status: 200, body: target.wanIp });
 
     const res = await farm.api(`/api/modems/${target.imei}/credentials`, { method: 'POST' });
@@ -107,6 +150,13 @@ describe('proxy credentials rotation with real proxies', () => {
     expect((await via(target).http()).status).toBe(401);
     expect((await via(target, rotated.password).socks()).body).toBe(target.wanIp);
     expect(await via(target, rotated.password).http()).toEqual({ status: 200, body: target.wanIp });
+
+    // the old password's open connection ended with the old process; the other modem's lives on
+    await closed;
+    expect(otherClosed).toBe(false);
+    otherOpen.write('again');
+    await new Promise((r) => otherOpen.once('data', r));
+    otherOpen.destroy();
 
     // the modem never left online (nothing journaled), its address and the other modem's proxies kept
     const after = await rows();
