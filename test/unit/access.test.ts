@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { accessOf, describeAccess, viewMessage, type Access } from '../../src/inspector/access.js';
-import type { ServerMessage } from '../../src/inspector/protocol.js';
+import { messagesOf, revokedTokenId, type ServerMessage } from '../../src/inspector/protocol.js';
 import type { ModemView } from '../../src/store/modems.js';
 
 const A = '356000000000001';
@@ -99,5 +99,17 @@ describe('token scopes (pure views)', () => {
       modems: null,
     });
     expect(describeAccess(reseller)).toMatchObject({ scope: 'reseller', passwords: true, modems: [A] });
+  });
+
+  it('a revocation notification names the token; nothing of it is forwarded; other shapes are ignored', () => {
+    const n = (payload: Record<string, unknown>) => ({ channel: 'api_tokens' as const, payload });
+    expect(revokedTokenId(n({ id: 7, event: 'revoked' }))).toBe(7);
+    expect(messagesOf(n({ id: 7, event: 'revoked' }))).toEqual([]);
+    expect(revokedTokenId(n({ id: '7', event: 'revoked' }))).toBeUndefined();
+    expect(revokedTokenId(n({ id: 7, event: 'created' }))).toBeUndefined();
+    expect(revokedTokenId(n({ id: -1, event: 'revoked' }))).toBeUndefined();
+    expect(
+      revokedTokenId({ channel: 'modem_commands', payload: { id: 7, event: 'revoked' } }),
+    ).toBeUndefined();
   });
 });
