@@ -5,7 +5,10 @@ import { assign, fromPromise, setup } from 'xstate';
  * accept connections, reloaded when the address changes (3proxy re-reads its config on SIGUSR1;
  * backends without reload are restarted), restarted with exponential backoff when it exits, under
  * restart intensity (more than `maxRestarts` in `restartWindowMs` → `failed`, which the modem
- * reports). Pure: the effects are named here and supplied by src/net.
+ * reports). New credentials replace the process (even 3proxy: a reload would let connections opened
+ * with the old password live on), also one that was starting or reloading when they came
+ * (`credentialsStale`): no process keeps the old ones. Pure: the effects are named here and supplied
+ * by src/net.
  */
 
 export interface ProxyConfig {
@@ -35,6 +38,8 @@ export interface ProxyContext {
   restarts: number[];
   attempt: number;
   lastError: string | null;
+  /** Credentials changed after the running process (or the one starting) read them. */
+  credentialsStale: boolean;
 }
 
 export type ProxyEvent =
@@ -42,6 +47,8 @@ export type ProxyEvent =
   | { type: 'proxy.exited'; detail: string }
   /** The modem's address changed (rotation). */
   | { type: 'egress.changed'; egress: string }
+  /** The proxy's password changed: the process must not serve the old one any more. */
+  | { type: 'credentials.changed' }
   | { type: 'stop' };
 
 export interface ProxyInput {
@@ -76,6 +83,7 @@ export const proxyMachine = setup({
     stable: ({ context }) => context.config.stableMs,
   },
   guards: {
+    credentialsStale: ({ context }) => context.credentialsStale,
     intensityExceeded: ({ context }) => context.restarts.length > context.config.maxRestarts,
   },
 }).createMachine({
@@ -87,18 +95,22 @@ export const proxyMachine = setup({
     restarts: [],
     attempt: 0,
     lastError: null,
+    credentialsStale: false,
   }),
   initial: 'starting',
   on: {
     stop: '.stopping',
     'egress.changed': { actions: assign({ egress: ({ event }) => event.egress }) },
+    'credentials.changed': { actions: assign({ credentialsStale: true }) },
   },
   states: {
     starting: {
+      // the process started now reads the credentials current at its start
+      entry: assign({ credentialsStale: false }),
       invoke: {
         src: 'startProxy',
         input: ({ context }) => ({ egress: context.egress }),
-        onDone: 'running',
+        onDone: [{ guard: 'credentialsStale', target: 'replacing' }, { target: 'running' }],
         onError: {
           target: 'restarting',
           actions: assign({ lastError: ({ event }) => String((event.error as Error).message).slice(0, 300) }),
@@ -120,18 +132,19 @@ export const proxyMachine = setup({
           },
           { target: 'replacing', actions: assign({ egress: ({ event }) => event.egress }) },
         ],
+        'credentials.changed': 'replacing',
       },
     },
     reloading: {
       invoke: {
         src: 'reloadProxy',
         input: ({ context }) => ({ egress: context.egress }),
-        onDone: 'running',
+        onDone: [{ guard: 'credentialsStale', target: 'replacing' }, { target: 'running' }],
         onError: 'replacing',
       },
       on: { 'proxy.exited': 'restarting' },
     },
-    /** A backend without reload: stopped and started with the new address. */
+    /** A backend without reload (or new credentials): stopped and started again. */
     replacing: {
       invoke: { src: 'stopProxy', onDone: 'starting', onError: 'starting' },
     },
@@ -164,7 +177,7 @@ export const proxyMachine = setup({
         }),
       },
       invoke: { src: 'stopProxy', onError: { actions: () => {} } },
-      on: { 'proxy.exited': {}, 'egress.changed': {} },
+      on: { 'proxy.exited': {}, 'egress.changed': {}, 'credentials.changed': {} },
     },
     stopping: {
       invoke: { src: 'stopProxy', onDone: 'stopped', onError: 'stopped' },

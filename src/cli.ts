@@ -1,5 +1,12 @@
 import { userInfo } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import {
+  CREDENTIALS_USAGE,
+  ROTATE_WAIT_SECONDS,
+  TOKEN_USAGE,
+  credentialsCommand,
+  tokenCommand,
+} from './cli/access.js';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
@@ -178,6 +185,46 @@ const COMMANDS: Record<string, CommandSpec> = {
       } satisfies CommandSpec,
     ]),
   ),
+  credentials: {
+    summary: "show a modem's proxy login; --rotate: a new password (the old one stops working)",
+    usage: CREDENTIALS_USAGE,
+    options: { ...configOption, rotate: { type: 'boolean' }, wait: { type: 'string' } },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ROTATE_WAIT_SECONDS, 0, 600);
+      if (values['wait'] !== undefined && values['rotate'] !== true)
+        throw new UsageError('--wait goes with --rotate');
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        credentialsCommand(
+          store,
+          positionals[0] ?? '',
+          values['rotate'] === true,
+          `cli:${userInfo().username}`,
+          wait,
+        ),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  token: {
+    summary: 'create, list or revoke scoped API tokens (admin, read-only, reseller)',
+    usage: TOKEN_USAGE,
+    options: {
+      ...configOption,
+      scope: { type: 'string' },
+      modems: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    positionals: [1, 2],
+    run: async ({ values, positionals, log }) => {
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        tokenCommand(store, positionals, values, `cli:${userInfo().username}`),
+      );
+      process.stdout.write(`${out}\n`);
+      return EXIT.ok;
+    },
+  },
   echo: {
     summary: "serve the echo endpoint: answers GET / with the client's address (dataPlane.egress)",
     usage: `echo [--listen HOST:PORT] (default ${DEFAULT_ECHO_LISTEN.host}:${DEFAULT_ECHO_LISTEN.port})`,

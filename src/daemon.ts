@@ -94,8 +94,8 @@ export interface RunningDaemon {
 }
 
 /**
- * The inspector of a daemon: its token from MODEMFLEET_API_TOKEN or the state dir (generated and
- * printed once on first start).
+ * The inspector of a daemon: its token from MODEMFLEET_API_TOKEN or the state dir (generated on
+ * first start; where it is kept is printed, never the token).
  */
 export async function startInspector(
   config: Config,
@@ -106,8 +106,11 @@ export async function startInspector(
 ): Promise<{ inspector: Inspector; token: ApiToken } | undefined> {
   if (!config.http) return undefined;
   const token = await loadApiToken(config.stateDir, config.apiToken);
+  // the token's file, never the token: this line ends up in the journal, readable by more people
   if (token.source === 'generated')
-    print(`modemfleet: generated an API token (kept in ${token.file}, mode 0600): ${token.token}`);
+    print(
+      `modemfleet: generated an API token (kept in ${token.file}, mode 0600; read it there, it is not printed)`,
+    );
   const inspector = new Inspector({
     store,
     host: config.http.host,

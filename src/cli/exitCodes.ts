@@ -27,6 +27,8 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   pg_binaries_missing: EXIT.database,
   migration_refused: EXIT.migration,
   unknown_modem: EXIT.notFound,
+  unknown_token: EXIT.notFound,
+  invalid_token: EXIT.usage,
   invalid_imei: EXIT.usage,
   invalid_command: EXIT.usage,
   invalid_schedule: EXIT.usage,

@@ -8,7 +8,7 @@ import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '.
 import { ProxyProcess } from '../net/proxyProcess.js';
 import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
 import type { Allocation } from '../store/types.js';
-import { coerceError } from '../util/errors.js';
+import { ModemfleetError, coerceError } from '../util/errors.js';
 
 export type ProxyBackend = '3proxy' | 'microsocks+tinyproxy';
 
@@ -71,7 +71,7 @@ export class ModemDataPlane {
     private readonly options: DataPlaneOptions,
     readonly imei: string,
     private readonly iface: string,
-    private readonly allocation: Allocation,
+    private allocation: Allocation,
     address: string,
     private readonly hooks: DataPlaneHooks,
     log: Logger,
@@ -225,6 +225,8 @@ export class ModemDataPlane {
               name: `${this.imei}-socks`,
               argv: ['microsocks', ...microsocksArgs(s)],
               ports: [{ host: '127.0.0.1', port: s.socksPort }],
+              // microsocks blanks -P at start: once ready, its /proc/PID/cmdline must not show it
+              secrets: [s.password],
             }),
             new ProxyProcess({
               ...base,
@@ -258,6 +260,39 @@ export class ModemDataPlane {
     this.address = address;
     this.routing?.send({ type: 'address.changed', address });
     this.proxy?.send({ type: 'egress.changed', egress: address });
+  }
+
+  /**
+   * New proxy credentials (a rotated password): the proxy processes are replaced (stopped, started
+   * with them; their connections end), the routing untouched. Resolves once no process serves the
+   * old ones any more; rejects (`credentials_not_applied`) when the proxy failed or did not come
+   * back within `timeoutMs` (the old processes are stopped before the new start: none serves the
+   * old password meanwhile).
+   */
+  async setCredentials(user: string, password: string, timeoutMs = 15_000): Promise<void> {
+    if (user === this.allocation.proxyUser && password === this.allocation.proxyPassword) return;
+    this.allocation = { ...this.allocation, proxyUser: user, proxyPassword: password };
+    const proxy = this.proxy;
+    // no proxy yet (routing still being applied): it starts with the new ones
+    if (!proxy || this.stopped) return;
+    proxy.send({ type: 'credentials.changed' });
+    try {
+      const s = await waitFor(
+        proxy,
+        (x) =>
+          x.status !== 'active' ||
+          x.matches('failed') ||
+          (x.matches('running') && !x.context.credentialsStale),
+        { timeout: timeoutMs },
+      );
+      if (!s.matches('running')) throw new Error(`the proxy is ${JSON.stringify(s.value)}`);
+    } catch (err) {
+      throw new ModemfleetError(
+        'credentials_not_applied',
+        `the proxy of ${this.imei} did not come back with its new credentials: ${coerceError(err).message}`,
+        { cause: err },
+      );
+    }
   }
 
   /** Re-apply routing now (the egress guard saw the port fail). */

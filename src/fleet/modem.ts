@@ -234,6 +234,7 @@ export class Modem {
 
   /** Carries out an operator command; resolves with its outcome (never rejects). */
   async command(command: Command): Promise<CommandOutcome> {
+    if (command.kind === 'credentials') return this.applyCredentials();
     if (this.snapshot().status !== 'active') return { ok: false, result: { error: 'not_present' } };
     if (command.kind === 'disable' || command.kind === 'enable') {
       // the wish is stored first (a restart keeps it); a database blip is waited out, not failed on
@@ -257,6 +258,36 @@ export class Modem {
     const outcome = await this.send(command.id, command.kind, this.deps.policy.commandTimeoutMs);
     if (command.kind !== 'rotate' || !outcome.ok) return outcome;
     return this.verifyRotation(command, outcome, before);
+  }
+
+  /**
+   * A `credentials` command: the allocation is read again (the new password was stored with the
+   * command) and the running proxy replaced with it; the modem stays online and its
+   * routing untouched. The result never holds the password (command results are visible to every
+   * token).
+   */
+  private async applyCredentials(): Promise<CommandOutcome> {
+    const imei = this.imeiValue;
+    if (!imei || !this.allocationValue) return { ok: true, result: { applied: false } };
+    let allocation: Allocation;
+    try {
+      allocation = await this.deps.store.allocate(imei);
+    } catch (err) {
+      const message = coerceError(err).message.slice(0, 300);
+      return { ok: false, result: { error: 'database_unavailable', message } };
+    }
+    this.allocationValue = allocation;
+    const dataPlane = this.dataPlane;
+    if (!dataPlane) return { ok: true, result: { applied: false, username: allocation.proxyUser } };
+    try {
+      await dataPlane.setCredentials(allocation.proxyUser, allocation.proxyPassword);
+    } catch (err) {
+      const message = coerceError(err).message.slice(0, 300);
+      this.log.warn({ err: coerceError(err) }, 'new proxy credentials not applied');
+      return { ok: false, result: { error: 'credentials_not_applied', message } };
+    }
+    this.log.info({ username: allocation.proxyUser }, 'proxy credentials changed');
+    return { ok: true, result: { applied: true, username: allocation.proxyUser } };
   }
 
   /** Sends a command to the machine; resolves with its result, or fails after `timeoutMs`. */

@@ -29,7 +29,7 @@ async function requireModem(store: Store, imei: string) {
   return modem;
 }
 
-function rateLimited(deps: ApiDeps, imei: string, reply: FastifyReply): boolean {
+export function rateLimited(deps: ApiDeps, imei: string, reply: FastifyReply): boolean {
   const waitMs = deps.limiter.take(imei);
   if (waitMs === 0) return false;
   void reply

@@ -5,7 +5,14 @@ import type { Store } from '../store/store.js';
 import type { Channel } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay } from '../util/time.js';
-import { messagesOf, parseClientMessage, touchedImei, type ServerMessage } from './protocol.js';
+import { CONFIG_ADMIN, seesPasswords, viewMessage, type Access } from './access.js';
+import {
+  messagesOf,
+  parseClientMessage,
+  revokedTokenId,
+  touchedImei,
+  type ServerMessage,
+} from './protocol.js';
 
 export interface HubLimits {
   /** Above this many bytes waiting for a client, its updates stop (coalesced into one resync). */
@@ -54,6 +61,7 @@ const CHANNELS: readonly Channel[] = [
   'modem_alerts',
   'modem_commands',
   'system_events',
+  'api_tokens',
 ];
 
 /** The buffer is checked this often for clients that fell behind. */
@@ -63,6 +71,8 @@ type ClientState = 'snapshot' | 'live' | 'behind';
 
 interface Client {
   ws: WebSocket;
+  /** What its token may see: updates and snapshots are filtered and redacted for it. */
+  access: Access;
   state: ClientState;
   /** Updates that came while its snapshot was being read (sent after it, in order). */
   pending: string[];
@@ -138,7 +148,8 @@ export class Hub {
         // NOTIFY is lost while not listening: after a re-LISTEN every client starts over
         if (this.listenedOnce) this.resyncAll('listen_reconnected');
         this.listenedOnce = true;
-        return Promise.resolve();
+        // a revocation may have been missed while not listening
+        return this.dropRevoked();
       },
       ...(this.options.listenHeartbeatIntervalMs
         ? { heartbeatIntervalMs: this.options.listenHeartbeatIntervalMs }
@@ -165,14 +176,15 @@ export class Hub {
     this.stats.clients = 0;
   }
 
-  /** A new authenticated WebSocket: snapshot first, then updates. */
-  add(ws: WebSocket): void {
+  /** A new authenticated WebSocket: snapshot first, then updates (as its token may see them). */
+  add(ws: WebSocket, access: Access = CONFIG_ADMIN): void {
     if (this.stopped) {
       ws.close(1001, 'server stopping');
       return;
     }
     const client: Client = {
       ws,
+      access,
       state: 'snapshot',
       pending: [],
       overflowed: false,
@@ -232,8 +244,34 @@ export class Hub {
 
   // ---- fan-out ----
 
+  /** Clients whose token was revoked are disconnected (1008) at once. */
+  private disconnectToken(tokenId: number): void {
+    for (const c of this.clients) {
+      if (c.access.tokenId !== tokenId) continue;
+      this.log.info({ token: c.access.name }, 'websocket client of a revoked token disconnected');
+      c.ws.close(1008, 'token revoked');
+      this.remove(c);
+    }
+  }
+
+  private async dropRevoked(): Promise<void> {
+    const ids = [
+      ...new Set([...this.clients].flatMap((c) => (c.access.tokenId === null ? [] : [c.access.tokenId]))),
+    ];
+    if (ids.length === 0) return;
+    try {
+      const active = await this.options.store.activeTokenIds(ids);
+      for (const id of ids) if (!active.has(id)) this.disconnectToken(id);
+    } catch (err) {
+      // the next catch-up checks again; the REST API refuses a revoked token on every request
+      this.log.warn({ err: coerceError(err) }, 'revoked tokens not checked (database unreachable)');
+    }
+  }
+
   private onNotification(n: Notification): void {
     this.stats.notifications++;
+    const revoked = revokedTokenId(n);
+    if (revoked !== undefined) return this.disconnectToken(revoked);
     const messages = messagesOf(n);
     if (messages === null) {
       this.stats.malformedNotifications++;
@@ -252,10 +290,22 @@ export class Hub {
     }
   }
 
+  /** Each client gets the message as its token sees it (one serialisation per view). */
   private broadcast(message: ServerMessage): void {
     if (this.clients.size === 0) return;
-    const text = JSON.stringify(message);
-    for (const c of this.clients) this.deliver(c, text);
+    const texts = new Map<boolean, string | null>();
+    for (const c of this.clients) {
+      const redacted = !seesPasswords(c.access);
+      let text = texts.get(redacted);
+      if (text === undefined) {
+        const view = viewMessage(redacted ? c.access : CONFIG_ADMIN, message);
+        text = view && JSON.stringify(view);
+        texts.set(redacted, text);
+      }
+      // a reseller's view also depends on its modems: the shared text is sent only where visible
+      if (text !== null && (c.access.scope !== 'reseller' || viewMessage(c.access, message) !== null))
+        this.deliver(c, text);
+    }
   }
 
   private deliver(client: Client, text: string): void {
@@ -376,18 +426,13 @@ export class Hub {
     while (this.waiting.size > 0 && !this.stopped) {
       const batch = [...this.waiting];
       this.waiting.clear();
-      let text: string;
+      let snapshot: ServerMessage;
       try {
         const [modems, alerts] = await Promise.all([
           this.options.store.modems(),
           this.options.store.alerts({ open: true, limit: 200 }),
         ]);
-        text = JSON.stringify({
-          type: 'snapshot',
-          at: new Date().toISOString(),
-          modems,
-          alerts,
-        } satisfies ServerMessage);
+        snapshot = { type: 'snapshot', at: new Date().toISOString(), modems, alerts };
         this.snapshotAttempt = 0;
       } catch (err) {
         this.stats.snapshotErrors++;
@@ -397,9 +442,17 @@ export class Hub {
         await new Promise((resolve) => setTimeout(resolve, delay).unref());
         continue;
       }
+      const texts = new Map<string, string>();
       for (const c of batch) {
         if (!this.clients.has(c) || this.waiting.has(c)) continue;
         this.stats.snapshots++;
+        // one serialisation per view: admins, read-only tokens, each reseller token
+        const key = c.access.scope === 'reseller' ? `reseller:${c.access.tokenId}` : c.access.scope;
+        let text = texts.get(key);
+        if (text === undefined) {
+          text = JSON.stringify(viewMessage(c.access, snapshot));
+          texts.set(key, text);
+        }
         this.write(c, text);
         if (c.overflowed) {
           // too much happened while reading: this snapshot is stale, read another

@@ -7,12 +7,15 @@ import { silentLogger, type Logger } from '../log.js';
 import { isRetryable } from '../store/pgErrors.js';
 import type { Store } from '../store/store.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
+import type { Access } from './access.js';
 import { registerApi } from './api.js';
 import { DEFAULT_HUB_LIMITS, Hub, type HubLimits } from './hub.js';
 import { loadPage, registerPage } from './page.js';
 import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
-import { bearerToken, tokenMatches } from './token.js';
+import { authenticate, registerAuthorization } from './authorize.js';
+import { registerCredentialsApi } from './credentialsApi.js';
+import { bearerToken } from './token.js';
 
 export interface InspectorLimits extends HubLimits {
   /** Largest request body (413 above). */
@@ -47,7 +50,11 @@ export interface InspectorOptions {
   store: Store;
   host: string;
   port: number;
-  /** The bearer token for everything but health, metrics, the page's files and rotation links. */
+  /**
+   * The admin bearer token (MODEMFLEET_API_TOKEN or the state dir's) for everything but health,
+   * metrics, the page's files and rotation links; tokens created with `modemfleet token create`
+   * work beside it, within their scope.
+   */
   token: string;
   /** The supervisor of this host, for readiness and metrics. */
   supervisor?: StatusSource;
@@ -71,6 +78,8 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   invalid_command: 400,
   invalid_request: 400,
   rate_limited: 429,
+  forbidden: 403,
+  no_credentials: 409,
 };
 
 /**
@@ -136,15 +145,11 @@ export class Inspector {
     this.app = app;
     // JSON only: anything else is 415, not a string that fails validation
     app.removeContentTypeParser('text/plain');
-    app.addHook('onRequest', async (req, reply) => {
-      const path = req.url.split('?')[0] ?? '';
-      if (PUBLIC.test(path)) return;
-      if (!tokenMatches(bearerToken(req.headers.authorization), this.options.token)) {
-        return reply.code(401).header('www-authenticate', 'Bearer realm="modemfleet"').send({
-          error: 'unauthorized',
-          message: 'a valid bearer token is required (Authorization: Bearer TOKEN)',
-        });
-      }
+    registerAuthorization(app, {
+      store: this.options.store,
+      adminToken: this.options.token,
+      isPublic: (path) => PUBLIC.test(path),
+      bearer: (req) => bearerToken(req.headers.authorization),
     });
     app.addHook('onSend', async (_req, reply, payload) => {
       reply.header('x-content-type-options', 'nosniff');
@@ -178,11 +183,13 @@ export class Inspector {
     app.get('/metrics', async (_req, reply) =>
       reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8').send(await status.metrics()),
     );
-    registerApi(app, {
+    const apiDeps = {
       store: this.options.store,
       limiter: new RateLimiter({ burst: this.limits.commandBurst, refillMs: this.limits.commandRefillMs }),
       rotateWaitMaxSeconds: this.limits.rotateWaitMaxSeconds,
-    });
+    };
+    registerApi(app, apiDeps);
+    registerCredentialsApi(app, apiDeps);
     registerPage(app, page);
 
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.wsMessageBytes });
@@ -218,12 +225,34 @@ export class Inspector {
     }
     if (url.pathname !== '/ws') return refuse(404, 'Not Found', 'WebSocket endpoint is /ws');
     const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token') ?? undefined;
-    if (!tokenMatches(token, this.options.token))
-      return refuse(
-        401,
-        'Unauthorized',
-        'a valid token is required (Authorization: Bearer TOKEN or ?token=)',
-      );
+    socket.pause();
+    authenticate(this.options.store, this.options.token, token).then(
+      (access) => {
+        socket.resume();
+        if (!access)
+          return refuse(
+            401,
+            'Unauthorized',
+            'a valid token is required (Authorization: Bearer TOKEN or ?token=)',
+          );
+        this.accept(req, socket, head, access, refuse);
+      },
+      (err: unknown) => {
+        this.log.warn({ err: coerceError(err) }, 'websocket token not checked (database unreachable)');
+        socket.resume();
+        refuse(503, 'Service Unavailable', 'the database is unreachable; retry shortly');
+      },
+    );
+  }
+
+  private accept(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    access: Access,
+    refuse: (code: number, text: string, message: string) => void,
+  ): void {
+    if (socket.destroyed) return;
     if (this.hub.size >= this.limits.maxClients)
       return refuse(
         503,
@@ -232,7 +261,7 @@ export class Inspector {
       );
     const wss = this.wss;
     if (!wss) return refuse(503, 'Service Unavailable', 'stopping');
-    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws));
+    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access));
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {

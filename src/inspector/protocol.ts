@@ -108,7 +108,7 @@ export function transitionsOf(payload: Record<string, unknown>): TransitionMessa
  */
 export function messagesOf(n: Notification): ServerMessage[] | null {
   if (n.channel === 'modem_status_change') return transitionsOf(n.payload);
-  if (n.channel === 'modem_config_change') return [];
+  if (n.channel === 'modem_config_change' || n.channel === 'api_tokens') return [];
   const message = messageOf(n);
   return message === null ? null : [message];
 }
@@ -158,7 +158,15 @@ export function messageOf(n: Notification): ServerMessage | null {
     }
     case 'modem_config_change':
       return null; // only marks the modem for a row refresh
+    case 'api_tokens':
+      return null; // the hub disconnects a revoked token's clients; nothing is forwarded
   }
+}
+
+/** The id of the API token a `api_tokens` notification revoked, if that is what it says. */
+export function revokedTokenId(n: Notification): number | undefined {
+  if (n.channel !== 'api_tokens' || n.payload['event'] !== 'revoked') return undefined;
+  return int(n.payload['id']) || undefined;
 }
 
 /** The IMEI whose row a health or config notification changed (to refresh it), if any. */

@@ -24,6 +24,12 @@ export interface ProxyProcessOptions {
   /** Run as this uid/gid (the DNS leak guard routes the uid into the modem's table). */
   uid?: number | undefined;
   gid?: number | undefined;
+  /**
+   * Arguments the program blanks itself at start (microsocks's `-P` password): once the ports are
+   * ready, `/proc/PID/cmdline` must no longer hold any of them, or the process is stopped
+   * (`proxy_secret_exposed`). Between exec and that blanking, a local user could read them.
+   */
+  secrets?: readonly string[] | undefined;
   readyTimeoutMs?: number;
   stopTimeoutMs?: number;
   log?: Logger;
@@ -104,6 +110,7 @@ export class ProxyProcess {
     await writeFile(this.pidFile, `${child.pid} ${basename(program)}\n`);
     try {
       await this.waitReady(child);
+      await this.checkSecretsBlanked(child);
     } catch (err) {
       await this.stop();
       throw err;
@@ -136,6 +143,16 @@ export class ProxyProcess {
     }
   }
 
+  private async checkSecretsBlanked(child: Child): Promise<void> {
+    const secrets = (this.options.secrets ?? []).filter((x) => x.length > 0);
+    if (secrets.length === 0 || child.pid === undefined) return;
+    if (await cmdlineHolds(child.pid, secrets))
+      throw new ModemfleetError(
+        'proxy_secret_exposed',
+        `${basename(this.options.argv[0])} still shows its password in /proc/${child.pid}/cmdline; stopped`,
+      );
+  }
+
   /** SIGUSR1: 3proxy re-reads its configuration (a new egress address after a rotation). */
   reload(): void {
     if (this.child?.pid) process.kill(this.child.pid, 'SIGUSR1');
@@ -164,6 +181,12 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     // the group is gone already
   }
+}
+
+/** Whether the command line of process `pid` (its argv, as other local users see it) holds a secret. */
+export async function cmdlineHolds(pid: number, secrets: readonly string[]): Promise<boolean> {
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  return cmdline.split('\0').some((arg) => secrets.some((x) => arg.includes(x)));
 }
 
 /** A TCP connection to host:port succeeds (and is closed at once). */

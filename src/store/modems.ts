@@ -6,7 +6,8 @@ export interface ProxyEndpoint {
   httpPort: number;
   socksPort: number;
   username: string;
-  password: string;
+  /** Null where the reader may not see passwords (a read-only API token). */
+  password: string | null;
 }
 
 /** A modem as operators see it: its current row joined with its allocation on its host. */

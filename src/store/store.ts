@@ -43,6 +43,16 @@ import {
   revokeRotationLink,
   rotationLinkInfo,
 } from './rotationLinks.js';
+import { getCredentials, rotateCredentials, type ProxyCredentials } from './credentials.js';
+import {
+  activeTokenIds,
+  createToken,
+  listTokens,
+  resolveToken,
+  revokeToken,
+  type StoredToken,
+  type TokenGrant,
+} from './tokens.js';
 import { hostModems, modemRecord, setDesired, type ModemRecord } from './reconcile.js';
 import {
   addressSeenWithin,
@@ -123,6 +133,32 @@ export class Store {
   }
   rotationLinkInfo(imei: string): ReturnType<typeof rotationLinkInfo> {
     return rotationLinkInfo(this.sql, imei);
+  }
+
+  /** A modem's proxy login on its host (`unknown_modem`, `no_credentials`). */
+  credentials(imei: string): Promise<ProxyCredentials> {
+    return getCredentials(this.sql, imei);
+  }
+  /** A new proxy password, stored, and a `credentials` command for the modem's host to apply it. */
+  rotateCredentials(imei: string, requestedBy: string): ReturnType<typeof rotateCredentials> {
+    return rotateCredentials(this.sql, imei, requestedBy);
+  }
+
+  /** Scoped API tokens (src/store/tokens.ts): the token itself is returned only here. */
+  createToken(input: Parameters<typeof createToken>[1]): Promise<{ token: string; stored: StoredToken }> {
+    return createToken(this.sql, input);
+  }
+  tokens(): Promise<StoredToken[]> {
+    return listTokens(this.sql);
+  }
+  revokeToken(name: string): Promise<StoredToken> {
+    return revokeToken(this.sql, name);
+  }
+  resolveToken(token: string): Promise<TokenGrant | null> {
+    return resolveToken(this.sql, token);
+  }
+  activeTokenIds(ids: readonly number[]): Promise<Set<number>> {
+    return activeTokenIds(this.sql, ids);
   }
 
   /** Every modem of this host, for reconciliation. */

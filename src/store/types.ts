@@ -14,8 +14,14 @@ export const MODEM_STATES = [
 ] as const;
 export type ModemState = (typeof MODEM_STATES)[number];
 
+/** The commands an operator queues by kind (API `commands`, CLI `rotate|reset|disable|enable`). */
 export const COMMAND_KINDS = ['rotate', 'reset', 'disable', 'enable'] as const;
-export type CommandKind = (typeof COMMAND_KINDS)[number];
+/**
+ * Every kind stored in `modem_commands`: `credentials` is queued only with a new password (store
+ * `rotateCredentials`): its host re-applies the modem's proxy login.
+ */
+export const STORED_COMMAND_KINDS = [...COMMAND_KINDS, 'credentials'] as const;
+export type CommandKind = (typeof STORED_COMMAND_KINDS)[number];
 
 export const COMMAND_STATUSES = ['pending', 'running', 'done', 'failed'] as const;
 export type CommandStatus = (typeof COMMAND_STATUSES)[number];
@@ -27,12 +33,13 @@ export const CHANNELS = [
   'modem_alerts',
   'system_events',
   'modem_commands',
+  'api_tokens',
 ] as const;
 export type Channel = (typeof CHANNELS)[number];
 
 export { HOST_ID_PATTERN, IMEI_PATTERN } from '../ids.js';
 
-export const isCommandKind = (value: unknown): value is CommandKind =>
+export const isCommandKind = (value: unknown): value is (typeof COMMAND_KINDS)[number] =>
   typeof value === 'string' && (COMMAND_KINDS as readonly string[]).includes(value);
 
 /** One journal row: a transition of one modem actor. `to` is a state path like `online.rotating`. */

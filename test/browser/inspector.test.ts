@@ -123,6 +123,36 @@ describe('inspector web page', () => {
     await page.close();
   });
 
+  it('a read-only token: the grid works, the header says so, no commands offered, no password shown', async () => {
+    const { token } = await farm.store.createToken({
+      name: 'browser-ro',
+      scope: 'read-only',
+      createdBy: 'test',
+    });
+    const modems = (await farm.store.modems()).filter((m) => m.state === 'online');
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(err.message));
+    await page.goto(`${farm.url}/#token=${token}`);
+    await page.waitForFunction((n) => document.querySelectorAll('.card').length >= n, modems.length);
+    await page.waitForSelector('#scope:not([hidden])');
+    expect(await page.locator('#scope').textContent()).toMatch(/read-only/);
+    const target = modems[0];
+    if (!target) throw new Error('no online modem');
+    await page.locator(`.card[data-imei="${target.imei}"]`).click();
+    await page.waitForSelector('#panel:not([hidden])');
+    expect(await page.locator('.actions').isHidden()).toBe(true);
+    expect(await page.locator('#p-readonly').isVisible()).toBe(true);
+    await page.waitForFunction(() =>
+      /hidden from this token/.test(document.querySelector('#p-facts')?.textContent ?? ''),
+    );
+    const text = (await page.content()) + JSON.stringify(await page.evaluate(() => localStorage));
+    for (const m of await farm.store.modems())
+      if (m.proxy?.password) expect(text).not.toContain(m.proxy.password);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it('renders 500 more modems of another host and keeps up with their transitions', async () => {
     const other = new Store({ sql: farm.db.sql, url: farm.db.url, hostId: 'host-big' });
     await other.registerHost();

@@ -88,6 +88,11 @@ export async function startFarm(
     prepare?: (dir: string) => Promise<void>;
     /** Policy beyond the farm's (the store takes its `rotationScheduleMinSeconds` too). */
     policy?: Partial<Policy>;
+    /**
+     * Real proxies, as in the demo: the modems get loopback addresses (127.0.1x.y) and this data
+     * plane (its options from the farm's directory).
+     */
+    dataPlane?: (dir: string) => SupervisorOptions['dataPlane'];
   } = {
     modems: 4,
   },
@@ -111,8 +116,9 @@ export async function startFarm(
       : {}),
     ...(log ? { log } : {}),
   });
-  const profiles = defaultProfiles(options.modems, options.seed ?? 3).map((p) => ({
+  const profiles = defaultProfiles(options.modems, options.seed ?? 3).map((p, i) => ({
     ...p,
+    ...(options.dataPlane ? { subnet: `127.0.${10 + i}` } : {}),
     timings: { bootMs: 30, latencyMs: 1, attachMs: 100, resetMs: 300 },
   }));
   const lab = new SimLab({ dir: join(dir, 'lab'), profiles });
@@ -127,6 +133,7 @@ export async function startFarm(
       },
       policy: { commandPollMs: 1_000, healthFlushMs: 200, ...options.policy },
       proxyHost: '127.0.0.1',
+      ...(options.dataPlane ? { dataPlane: options.dataPlane(dir) } : {}),
       ...(log ? { log } : {}),
     }),
   );

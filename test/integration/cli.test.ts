@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -71,6 +72,112 @@ describe('modemfleet CLI', () => {
     expect(row?.n).toBe(1);
   });
 
+  it('credentials: shown, rotated (a credentials command for the modem host); bad input changes nothing', async () => {
+    const imei = '356000000000043';
+    await db.sql`insert into hosts (id, name) values ('cli-host', 'cli-host') on conflict do nothing`;
+    await db.sql`insert into modems (imei, host_id, state) values (${imei}, 'cli-host', 'online')`;
+    const noPorts = await cli(['credentials', imei]);
+    expect(noPorts.exitCode).toBe(1);
+    expect(noPorts.stderr).toMatch(/has no proxy ports yet/);
+    await db.sql`insert into allocations (host_id, imei, slot, http_port, socks_port, routing_table, iface_id, proxy_user, proxy_password)
+                 values ('cli-host', ${imei}, 7, 20007, 30007, 10007, 7, 'u0123456789', 'old-password-0123')`;
+    const shown = await cli(['credentials', imei]);
+    expect(shown.exitCode).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({
+      imei,
+      host: 'cli-host',
+      username: 'u0123456789',
+      password: 'old-password-0123',
+      rotatedAt: null,
+    });
+    const rotated = await cli(['credentials', imei, '--rotate', '--wait', '0']);
+    expect(rotated.exitCode).toBe(0);
+    const out = JSON.parse(rotated.stdout) as { password: string; command: { id: number; status: string } };
+    expect(out.password).toMatch(/^[A-Za-z0-9_-]{24}$/);
+    expect(out.command.status).toBe('pending');
+    const [row] = await db.sql<{ proxy_password: string; kind: string }[]>`
+      select a.proxy_password, c.kind from allocations a, modem_commands c
+      where a.imei = ${imei} and c.id = ${out.command.id}`;
+    expect(row).toEqual({ proxy_password: out.password, kind: 'credentials' });
+
+    const commands = async () =>
+      (await db.sql`select count(*)::int as n from modem_commands`)[0]?.['n'] as number;
+    const before = await commands();
+    for (const [args, code, message] of [
+      [['credentials', '356000000000099', '--rotate'], 6, /no modem with imei 356000000000099/],
+      [['credentials', '12345'], 2, /imei must be 15 digits/],
+      [['credentials', imei, '--wait', '3'], 2, /--wait goes with --rotate/],
+    ] as const) {
+      const r = await cli([...args]);
+      expect({ args, code: r.exitCode }).toEqual({ args, code });
+      expect(r.stderr).toMatch(message);
+    }
+    expect(await commands()).toBe(before);
+    expect((await db.sql`select proxy_password from allocations where imei = ${imei}`)[0]).toEqual({
+      proxy_password: out.password,
+    });
+  });
+
+  it('token create|list|revoke: shown once, stored hashed; bad input changes nothing', async () => {
+    const created = await cli(['token', 'create', 'noc', '--scope', 'read-only']);
+    expect(created.exitCode).toBe(0);
+    const { token } = JSON.parse(created.stdout) as { token: string };
+    expect(token).toMatch(/^mft_[A-Za-z0-9_-]{43}$/);
+    const [stored] = await db.sql<{ token_hash: Buffer; scope: string }[]>`
+      select token_hash, scope from api_tokens where name = 'noc'`;
+    expect(stored?.scope).toBe('read-only');
+    expect(stored?.token_hash.equals(createHash('sha256').update(token).digest())).toBe(true);
+    const reseller = await cli([
+      'token',
+      'create',
+      'acme',
+      '--scope',
+      'reseller',
+      '--modems',
+      '356000000000042',
+    ]);
+    expect(reseller.exitCode).toBe(0);
+    expect(JSON.parse(reseller.stdout)).toMatchObject({ scope: 'reseller', modems: ['356000000000042'] });
+
+    const count = async () => (await db.sql`select count(*)::int as n from api_tokens`)[0]?.['n'] as number;
+    const before = await count();
+    for (const [args, code, message] of [
+      [
+        ['token', 'create', 'x', '--scope', 'root'],
+        2,
+        /unknown scope 'root'; expected one of admin, read-only, reseller/,
+      ],
+      [['token', 'create', 'Bad/Name', '--scope', 'admin'], 2, /token name 'Bad\/Name' is malformed/],
+      [
+        ['token', 'create', 'y', '--scope', 'reseller', '--modems', '356000000000099'],
+        6,
+        /no modem with imei 356000000000099/,
+      ],
+      [['token', 'create', 'z', '--scope', 'reseller'], 2, /needs its modems/],
+      [['token', 'create', 'noc', '--scope', 'admin'], 1, /a token named 'noc' exists already/],
+      [['token', 'revoke', 'nobody'], 6, /no active token named 'nobody'/],
+      [['token', 'explode', 'x'], 2, /usage: modemfleet token/],
+    ] as const) {
+      const r = await cli([...args]);
+      expect({ args, code: r.exitCode }).toEqual({ args, code });
+      expect(r.stderr).toMatch(message);
+      expect(r.stdout).toBe('');
+    }
+    expect(await count()).toBe(before);
+
+    const list = await cli(['token', 'list']);
+    expect(list.exitCode).toBe(0);
+    expect(list.stdout).toMatch(/^NAME\s+SCOPE\s+MODEMS/);
+    expect(list.stdout).toMatch(/noc\s+read-only\s+all/);
+    expect(list.stdout).toMatch(/acme\s+reseller\s+1/);
+    expect(list.stdout).not.toContain(token);
+    const revoked = await cli(['token', 'revoke', 'noc']);
+    expect(revoked.exitCode).toBe(0);
+    const [row] = await db.sql`select revoked_at from api_tokens where name = 'noc'`;
+    expect(row?.['revoked_at']).toBeInstanceOf(Date);
+    expect((await cli(['token', 'revoke', 'noc'])).exitCode).toBe(6);
+  });
+
   it('--help for every command', async () => {
     const top = await cli(['help']);
     expect(top.exitCode).toBe(0);
@@ -85,6 +192,8 @@ describe('modemfleet CLI', () => {
       'disable',
       'enable',
       'doctor',
+      'credentials',
+      'token',
     ]) {
       expect(top.stdout).toContain(`  ${command}`);
       const h = await cli([command, '--help']);

@@ -100,7 +100,12 @@ describe('modemfleet run', () => {
       { imei: string; seq: number }[]
     >`select imei, seq::int from modems order by imei`;
 
-    expect(String(killed.stderr)).toMatch(/generated an API token \(kept in .*api-token, mode 0600\)/);
+    expect(String(killed.stderr)).toMatch(
+      /generated an API token \(kept in .*api-token, mode 0600; read it there/,
+    );
+    // the path is logged, never the token (the journal is read by more people than the state dir)
+    const generated = (await readFile(join(dir, 'state', 'api-token'), 'utf8')).trim();
+    expect(String(killed.stderr) + String(killed.stdout)).not.toContain(generated);
 
     const { child: second, output } = await daemon();
     await until(

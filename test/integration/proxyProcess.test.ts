@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { microsocksArgs, renderTinyproxy, type ProxySpec } from '../../src/net/proxyConfig.js';
-import { ProxyProcess, accepts, sweepProxies } from '../../src/net/proxyProcess.js';
+import { ProxyProcess, accepts, cmdlineHolds, sweepProxies } from '../../src/net/proxyProcess.js';
 import { freePort } from '../../src/util/ports.js';
 import { ignoreTimeout, until } from '../helpers/until.js';
 
@@ -51,6 +51,7 @@ async function microsocks(s: ProxySpec, name = 'm-socks'): Promise<ProxyProcess>
     argv: ['microsocks', ...microsocksArgs(s)],
     runDir: dir,
     ports: [{ host: s.listen, port: s.socksPort }],
+    secrets: [s.password],
   });
   procs.push(p);
   await p.start();
@@ -148,5 +149,32 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     const result = await orphan;
     expect(result.signal).toBe('SIGKILL');
     expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('no password in process arguments once ready: microsocks blanks -P; a program that keeps it is stopped', async () => {
+    const s = await spec('127.0.10.17');
+    const p = await microsocks(s);
+    const pid = p.pid ?? 0;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    expect(cmdline.split('\0')[0]).toBe('microsocks');
+    expect(cmdline).not.toContain(s.password);
+    expect(await cmdlineHolds(pid, [s.password])).toBe(false);
+    // the check can fail: the same check on a program that keeps its arguments
+    const port = await freePort();
+    const keeper = new ProxyProcess({
+      name: 'keeper',
+      argv: [
+        process.execPath,
+        '-e',
+        `require('node:net').createServer().listen(${port}, '127.0.0.1')`,
+        s.password,
+      ],
+      runDir: dir,
+      ports: [{ host: '127.0.0.1', port }],
+      secrets: [s.password],
+    });
+    await expect(keeper.start()).rejects.toMatchObject({ code: 'proxy_secret_exposed' });
+    expect(await accepts('127.0.0.1', port)).toBe(false);
+    expect(await readdir(dir)).not.toContain('keeper.pid');
   });
 });

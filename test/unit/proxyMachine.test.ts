@@ -69,6 +69,45 @@ describe('proxy machine', () => {
     expect(p.state()).toBe('running');
   });
 
+  it('new credentials replace the process, even one that can reload (no connection keeps the old ones)', async () => {
+    const p = run();
+    await p.advance(0);
+    p.actor.send({ type: 'credentials.changed' });
+    await p.advance(0);
+    expect(p.calls).toEqual(['start 10.0.0.1', 'stop', 'start 10.0.0.1']);
+    expect(p.state()).toBe('running');
+    const q = run({ canReload: false });
+    await q.advance(0);
+    q.actor.send({ type: 'credentials.changed' });
+    await q.advance(0);
+    expect(q.calls).toEqual(['start 10.0.0.1', 'stop', 'start 10.0.0.1']);
+    expect(q.state()).toBe('running');
+    expect(q.actor.getSnapshot().context.credentialsStale).toBe(false);
+    // not a crash: restart intensity is untouched
+    expect(q.actor.getSnapshot().context.restarts).toEqual([]);
+  });
+
+  it('new credentials while the process starts: it is replaced once started (it may hold the old ones)', async () => {
+    const p = run({ canReload: false });
+    expect(p.state()).toBe('starting');
+    p.actor.send({ type: 'credentials.changed' });
+    await p.advance(0);
+    expect(p.calls).toEqual(['start 10.0.0.1', 'stop', 'start 10.0.0.1']);
+    expect(p.state()).toBe('running');
+    expect(p.actor.getSnapshot().context.credentialsStale).toBe(false);
+  });
+
+  it('new credentials while 3proxy reloads a new address: replaced once the reload is done', async () => {
+    const p = run();
+    await p.advance(0);
+    p.actor.send({ type: 'egress.changed', egress: '10.0.0.2' });
+    expect(p.state()).toBe('reloading');
+    p.actor.send({ type: 'credentials.changed' });
+    await p.advance(0);
+    expect(p.calls).toEqual(['start 10.0.0.1', 'reload 10.0.0.2', 'stop', 'start 10.0.0.2']);
+    expect(p.state()).toBe('running');
+  });
+
   it('an exit is restarted after a growing backoff; a crash loop trips restart intensity', async () => {
     const p = run();
     await p.advance(0);

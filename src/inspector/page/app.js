@@ -37,6 +37,8 @@ let resyncAsked = false;
 let selected = null;
 let selectedHealth = [];
 let oldestSeq = null;
+/** What the token may do (GET /api/whoami): the page hides what it cannot. */
+let who = { scope: 'admin', passwords: true, commands: true, modems: null };
 
 // ---------- token ----------
 
@@ -84,8 +86,27 @@ async function api(path, options = {}) {
 
 // ---------- live connection ----------
 
+/** The token's scope, shown in the header; commands and passwords hidden where it has none. */
+function loadScope() {
+  api('/api/whoami')
+    .then((w) => {
+      who = w;
+      const badge = $('scope');
+      badge.hidden = w.scope === 'admin';
+      badge.textContent =
+        w.scope === 'read-only'
+          ? 'read-only token: no commands, no passwords'
+          : `reseller token: ${w.modems?.length ?? 0} modems`;
+      document.querySelector('.actions').hidden = !w.commands;
+      $('p-readonly').hidden = w.commands;
+      if (selected) renderPanelHead();
+    })
+    .catch(() => undefined);
+}
+
 function connect() {
   if (!token) return askToken();
+  loadScope();
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}`;
   ws = new WebSocket(url);
   ws.onopen = () => {
@@ -476,7 +497,12 @@ function renderPanelHead(detail) {
     ['address', m.wanIp ?? '—'],
     ['HTTP proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.httpPort}` : '—'],
     ['SOCKS5 proxy', m.proxy ? `${m.proxy.host ?? location.hostname}:${m.proxy.socksPort}` : '—'],
-    ['login', m.proxy ? `${m.proxy.username} / ${m.proxy.password}` : '—'],
+    [
+      'login',
+      m.proxy
+        ? `${m.proxy.username} / ${m.proxy.password ?? (who.passwords ? '—' : '(hidden from this token)')}`
+        : '—',
+    ],
     ['operator', [m.operator, m.technology].filter(Boolean).join(' · ') || '—'],
     [
       'signal',
@@ -606,7 +632,22 @@ function confirmDialog(text) {
   });
 }
 
-for (const button of document.querySelectorAll('.actions button')) {
+$('p-credentials').addEventListener('click', async () => {
+  const imei = selected;
+  const text = 'Give this modem a new proxy password? The current one stops working at once.';
+  if (!imei || !(await confirmDialog(`${text}\n\n${imei}`))) return;
+  try {
+    const r = await api(`/api/modems/${imei}/credentials`, { method: 'POST' });
+    const m = modems.get(imei);
+    if (m?.proxy) m.proxy = { ...m.proxy, password: r.password };
+    renderPanelHead();
+    toast(`new password for ${imei}: ${r.command.status === 'done' ? 'in force' : r.command.status}`);
+  } catch (err) {
+    toast(`new password refused: ${err.message}`);
+  }
+});
+
+for (const button of document.querySelectorAll('.actions button[data-kind]')) {
   button.addEventListener('click', async () => {
     const imei = selected;
     const kind = button.dataset.kind;
