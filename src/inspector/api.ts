@@ -7,10 +7,20 @@ import type { RateLimiter } from './rateLimit.js';
 
 export interface ApiDeps {
   store: Store;
-  limiter: RateLimiter;
+  /** Commands and schedule changes with the bearer token, per modem. */
+  operatorLimiter: RateLimiter;
+  /** Rotation-link requests, per modem: a budget of their own. */
+  linkLimiter: RateLimiter;
   /** Longest `?wait=` a rotation link may ask for, seconds. */
   rotateWaitMaxSeconds: number;
+  /** The server's idle timeout: a link's `?wait=` stretches it for its own connection. */
+  idleTimeoutMs: number;
 }
+
+/** Said wherever a rotation link is handed out (the API's answer, the page). */
+export const ROTATION_LINK_WARNING =
+  'Anyone who has this link can rotate the modem. Chat apps, mail scanners and link previewers open ' +
+  'links they see (GET), which rotates the modem: give scripts POST, and do not paste the link in chats.';
 
 const imeiParams = {
   type: 'object',
@@ -29,8 +39,8 @@ async function requireModem(store: Store, imei: string) {
   return modem;
 }
 
-function rateLimited(deps: ApiDeps, imei: string, reply: FastifyReply): boolean {
-  const waitMs = deps.limiter.take(imei);
+function rateLimited(limiter: RateLimiter, imei: string, reply: FastifyReply): boolean {
+  const waitMs = limiter.take(imei);
   if (waitMs === 0) return false;
   void reply
     .code(429)
@@ -86,7 +96,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     async (req: FastifyRequest<{ Params: { imei: string }; Body: unknown }>, reply) => {
       const { imei } = req.params;
       await requireModem(store, imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       const schedule = await store.setSchedule(imei, req.body, `api:${req.ip}`);
       return reply.code(200).send({ imei, schedule });
     },
@@ -98,7 +108,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     async (req: ImeiRequest, reply) => {
       const { imei } = req.params;
       await requireModem(store, imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       if (!(await store.deleteSchedule(imei)))
         throw new ModemfleetError('unknown_schedule', `modem ${imei} has no rotation schedule of its own`);
       return reply.code(204).send();
@@ -217,7 +227,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
           `unknown command kind '${kind}'; expected one of ${COMMAND_KINDS.join(', ')}`,
         );
       await requireModem(store, imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       const id = await store.insertCommand(imei, kind, `api:${req.ip}`);
       return reply.code(202).send({ id, imei, kind, status: 'pending' });
     },
@@ -297,9 +307,14 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     async (req: ImeiRequest, reply) => {
       const secret = await store.createRotationLink(req.params.imei, `api:${req.ip}`);
       const path = `/rotate/${secret}`;
-      return reply
-        .code(201)
-        .send({ imei: req.params.imei, path, url: `${req.protocol}://${req.host}${path}` });
+      // req.host passed the Host allowlist
+      return reply.code(201).send({
+        imei: req.params.imei,
+        path,
+        url: `${req.protocol}://${req.host}${path}`,
+        methods: ['POST', 'GET'],
+        warning: ROTATION_LINK_WARNING,
+      });
     },
   );
 
@@ -314,29 +329,34 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     },
   );
 
-  app.get(
-    '/rotate/:secret',
-    {
-      schema: {
-        params: {
-          type: 'object',
-          properties: { secret: { type: 'string', maxLength: 128 } },
-          required: ['secret'],
-        },
-        querystring: {
-          type: 'object',
-          properties: { wait: { type: 'integer', minimum: 0, maximum: 600 } },
-          additionalProperties: false,
-        },
+  // a rotation link: POST (scripts) or GET (a browser); the modem's pending rotate is shared
+  app.route({
+    method: ['POST', 'GET'],
+    url: '/rotate/:secret',
+    schema: {
+      params: {
+        type: 'object',
+        properties: { secret: { type: 'string', maxLength: 128 } },
+        required: ['secret'],
+      },
+      querystring: {
+        type: 'object',
+        properties: { wait: { type: 'integer', minimum: 0, maximum: 600 } },
+        additionalProperties: false,
       },
     },
-    async (req: FastifyRequest<{ Params: { secret: string }; Querystring: { wait?: number } }>, reply) => {
+    handler: async (
+      req: FastifyRequest<{ Params: { secret: string }; Querystring: { wait?: number } }>,
+      reply,
+    ) => {
       const imei = await store.resolveRotationLink(req.params.secret);
       if (!imei) throw new ModemfleetError('unknown_link', 'this rotation link is unknown or revoked');
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.linkLimiter, imei, reply)) return reply;
       const id = await store.insertCommand(imei, 'rotate', 'rotation-link');
       const waitMs = Math.min(req.query.wait ?? 0, deps.rotateWaitMaxSeconds) * 1000;
       if (waitMs === 0) return reply.code(202).send({ id, imei, status: 'pending' });
+      // the answer is silent while it waits: this connection's idle timeout covers the wait
+      req.raw.socket.setTimeout(waitMs + deps.idleTimeoutMs);
       const deadline = Date.now() + waitMs;
       for (;;) {
         const command = await store.command(id);
@@ -347,5 +367,5 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
         await sleep(200);
       }
     },
-  );
+  });
 }

@@ -1,29 +1,51 @@
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { fastify, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import {
+  fastify,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import { WebSocketServer } from 'ws';
 import { silentLogger, type Logger } from '../log.js';
+import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import { isRetryable } from '../store/pgErrors.js';
 import type { Store } from '../store/store.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 import { registerApi } from './api.js';
 import { DEFAULT_HUB_LIMITS, Hub, type HubLimits } from './hub.js';
 import { loadPage, registerPage } from './page.js';
+import { HostAllowlist } from './hostAllowlist.js';
 import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { bearerToken, tokenMatches } from './token.js';
 
-export interface InspectorLimits extends HubLimits {
+export interface InspectorLimits
+  extends
+    HubLimits,
+    Pick<
+      Policy,
+      | 'commandBurst'
+      | 'commandRefillMs'
+      | 'linkBurst'
+      | 'linkRefillMs'
+      | 'publicBurst'
+      | 'publicRefillMs'
+      | 'httpRequestTimeoutMs'
+      | 'httpHeadersTimeoutMs'
+      | 'httpKeepAliveTimeoutMs'
+      | 'httpIdleTimeoutMs'
+      | 'httpMaxConnections'
+      | 'metricsCacheMs'
+    > {
   /** Largest request body (413 above). */
   bodyBytes: number;
   /** WebSocket clients at once (503 above). */
   maxClients: number;
   /** Largest WebSocket message a client may send (the connection is closed above). */
   wsMessageBytes: number;
-  /** Commands per modem: a burst, then one per interval (429 above). */
-  commandBurst: number;
-  commandRefillMs: number;
   /** `/ready` fails when the database does not answer within this time... */
   readyDatabaseTimeoutMs: number;
   /** ...or the oldest unwritten transition is older than this. */
@@ -31,13 +53,28 @@ export interface InspectorLimits extends HubLimits {
   rotateWaitMaxSeconds: number;
 }
 
+/** The inspector's share of the policy (the configuration's `policy` key). */
+export const inspectorLimits = (policy: Policy): Partial<InspectorLimits> => ({
+  commandBurst: policy.commandBurst,
+  commandRefillMs: policy.commandRefillMs,
+  linkBurst: policy.linkBurst,
+  linkRefillMs: policy.linkRefillMs,
+  publicBurst: policy.publicBurst,
+  publicRefillMs: policy.publicRefillMs,
+  httpRequestTimeoutMs: policy.httpRequestTimeoutMs,
+  httpHeadersTimeoutMs: policy.httpHeadersTimeoutMs,
+  httpKeepAliveTimeoutMs: policy.httpKeepAliveTimeoutMs,
+  httpIdleTimeoutMs: policy.httpIdleTimeoutMs,
+  httpMaxConnections: policy.httpMaxConnections,
+  metricsCacheMs: policy.metricsCacheMs,
+});
+
 export const DEFAULT_INSPECTOR_LIMITS: InspectorLimits = {
   ...DEFAULT_HUB_LIMITS,
+  ...(inspectorLimits(DEFAULT_POLICY) as Required<ReturnType<typeof inspectorLimits>>),
   bodyBytes: 16 * 1024,
   maxClients: 100,
   wsMessageBytes: 4 * 1024,
-  commandBurst: 5,
-  commandRefillMs: 2_000,
   readyDatabaseTimeoutMs: 1_000,
   readyJournalLagMs: 5_000,
   rotateWaitMaxSeconds: 120,
@@ -52,6 +89,8 @@ export interface InspectorOptions {
   /** The supervisor of this host, for readiness and metrics. */
   supervisor?: StatusSource;
   limits?: Partial<InspectorLimits>;
+  /** Host header values served beyond loopback and the listen address (config `allowedHosts`). */
+  allowedHosts?: readonly string[];
   listenHeartbeatIntervalMs?: number;
   listenHeartbeatTimeoutMs?: number;
   log?: Logger;
@@ -59,6 +98,9 @@ export interface InspectorOptions {
 
 /** Paths served without the token: they hold no farm data or carry their own secret. */
 const PUBLIC = /^\/(health|live|ready|metrics|rotate\/[^/]*|app\.js|style\.css|favicon\.svg)?$/;
+
+/** Unauthenticated paths that do work per request: limited per client address. */
+const LIMITED = /^\/(health|live|ready|metrics|rotate(\/.*)?)$/;
 
 /** How errors become HTTP answers: a stable code and a clear message, never a stack. */
 const STATUS_BY_CODE: Readonly<Record<string, number>> = {
@@ -71,7 +113,14 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   invalid_command: 400,
   invalid_request: 400,
   rate_limited: 429,
+  queue_full: 429,
 };
+
+/** 421 for a Host that does not name this inspector (DNS rebinding): what to configure instead. */
+const hostRefusal = (host: string | undefined) => ({
+  error: 'host_not_allowed',
+  message: `Host '${(host ?? '').slice(0, 100)}' is not served here; use a loopback or listen address, or add the name to "allowedHosts" in the config`,
+});
 
 /**
  * The HTTP API, the WebSocket stream and the web page, served by the supervisor (127.0.0.1 by
@@ -82,6 +131,7 @@ export class Inspector {
   readonly hub: Hub;
   private readonly limits: InspectorLimits;
   private readonly log: Logger;
+  private readonly hosts: HostAllowlist;
   private app: FastifyInstance | undefined;
   private wss: WebSocketServer | undefined;
   private status: StatusReporter | undefined;
@@ -89,6 +139,7 @@ export class Inspector {
   constructor(private readonly options: InspectorOptions) {
     this.limits = { ...DEFAULT_INSPECTOR_LIMITS, ...options.limits };
     this.log = (options.log ?? silentLogger).child({ component: 'inspector' });
+    this.hosts = new HostAllowlist(options.host, options.allowedHosts);
     this.hub = new Hub({
       store: options.store,
       limits: this.limits,
@@ -123,11 +174,20 @@ export class Inspector {
       supervisor: this.options.supervisor,
       databaseTimeoutMs: this.limits.readyDatabaseTimeoutMs,
       journalLagMs: this.limits.readyJournalLagMs,
+      metricsCacheMs: this.limits.metricsCacheMs,
     });
     this.status = status;
+    const limits = this.limits;
+    const publicLimiter = new RateLimiter({ burst: limits.publicBurst, refillMs: limits.publicRefillMs });
     const app = fastify({
       logger: false,
-      bodyLimit: this.limits.bodyBytes,
+      bodyLimit: limits.bodyBytes,
+      // nothing holds a connection open for free: a slow request (headers or body trickled), an idle
+      // keep-alive connection or a silent socket is closed; node checks the deadlines every 500 ms
+      requestTimeout: limits.httpRequestTimeoutMs,
+      keepAliveTimeout: limits.httpKeepAliveTimeoutMs,
+      connectionTimeout: limits.httpIdleTimeoutMs,
+      http: { headersTimeout: limits.httpHeadersTimeoutMs, connectionsCheckingInterval: 500 },
       // an extra property is an error, not silently dropped; query strings are coerced to types
       ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
       return503OnClosing: true,
@@ -136,8 +196,19 @@ export class Inspector {
     this.app = app;
     // JSON only: anything else is 415, not a string that fails validation
     app.removeContentTypeParser('text/plain');
+    app.server.maxConnections = limits.httpMaxConnections;
+    const hosts = this.hosts;
     app.addHook('onRequest', async (req, reply) => {
+      if (!hosts.allows(req.headers.host)) return reply.code(421).send(hostRefusal(req.headers.host));
       const path = req.url.split('?')[0] ?? '';
+      if (LIMITED.test(path)) {
+        const waitMs = publicLimiter.take(req.ip);
+        if (waitMs > 0)
+          return reply
+            .code(429)
+            .header('retry-after', String(Math.ceil(waitMs / 1000)))
+            .send({ error: 'rate_limited', message: `too many requests from ${req.ip}; slow down` });
+      }
       if (PUBLIC.test(path)) return;
       if (!tokenMatches(bearerToken(req.headers.authorization), this.options.token)) {
         return reply.code(401).header('www-authenticate', 'Bearer realm="modemfleet"').send({
@@ -160,12 +231,15 @@ export class Inspector {
     });
 
     app.get('/live', () => Promise.resolve({ status: 'ok' }));
-    app.get('/ready', async (_req, reply) => {
-      const r = await status.readiness();
+    // the database's error text (addresses, user names) only with the token
+    const readiness = async (req: FastifyRequest) =>
+      status.readiness(tokenMatches(bearerToken(req.headers.authorization), this.options.token));
+    app.get('/ready', async (req, reply) => {
+      const r = await readiness(req);
       return reply.code(r.ready ? 200 : 503).send(r);
     });
-    app.get('/health', async () => {
-      const r = await status.readiness();
+    app.get('/health', async (req) => {
+      const r = await readiness(req);
       const s = this.options.supervisor?.status();
       return {
         status: r.ready ? 'ok' : 'degraded',
@@ -180,8 +254,11 @@ export class Inspector {
     );
     registerApi(app, {
       store: this.options.store,
-      limiter: new RateLimiter({ burst: this.limits.commandBurst, refillMs: this.limits.commandRefillMs }),
-      rotateWaitMaxSeconds: this.limits.rotateWaitMaxSeconds,
+      // the operator and rotation links spend separate budgets: a looping link cannot spend the operator's
+      operatorLimiter: new RateLimiter({ burst: limits.commandBurst, refillMs: limits.commandRefillMs }),
+      linkLimiter: new RateLimiter({ burst: limits.linkBurst, refillMs: limits.linkRefillMs }),
+      rotateWaitMaxSeconds: limits.rotateWaitMaxSeconds,
+      idleTimeoutMs: limits.httpIdleTimeoutMs,
     });
     registerPage(app, page);
 
@@ -210,6 +287,13 @@ export class Inspector {
       );
     };
     socket.on('error', () => socket.destroy());
+    if (!this.hosts.allows(req.headers.host)) {
+      const body = JSON.stringify(hostRefusal(req.headers.host));
+      socket.end(
+        `HTTP/1.1 421 Misdirected Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://localhost');
