@@ -395,7 +395,13 @@ function argv(value: unknown, path: string, problems: string[]): string[] | unde
 /** `allowedHosts`: names or addresses for the inspector's Host check (env: comma-separated). */
 function allowedHosts(value: unknown, path: string, problems: string[]): string[] | undefined {
   if (value === undefined) return undefined;
-  const list = typeof value === 'string' ? value.split(',').map((h) => h.trim()).filter(Boolean) : value;
+  const list =
+    typeof value === 'string'
+      ? value
+          .split(',')
+          .map((h) => h.trim())
+          .filter(Boolean)
+      : value;
   if (
     !Array.isArray(list) ||
     list.length > 64 ||

@@ -48,7 +48,12 @@ export function hostName(header: string): string | undefined {
   return named ? named[1]?.replace(/\.$/, '') : undefined;
 }
 
-const normalise = (h: string): string => h.trim().toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+const normalise = (h: string): string =>
+  h
+    .trim()
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
 
 function interfaceAddresses(): string[] {
   return Object.values(networkInterfaces())
@@ -57,4 +62,5 @@ function interfaceAddresses(): string[] {
 }
 
 /** A configured allowedHosts entry: a name (optionally `*.` before it), an address, or `*`. */
-export const ALLOWED_HOST_PATTERN = /^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9a-fA-F:.]{2,45})$/;
+export const ALLOWED_HOST_PATTERN =
+  /^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|[0-9a-fA-F:.]{2,45})$/;

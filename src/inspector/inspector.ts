@@ -100,7 +100,7 @@ export interface InspectorOptions {
 const PUBLIC = /^\/(health|live|ready|metrics|rotate\/[^/]*|app\.js|style\.css|favicon\.svg)?$/;
 
 /** Unauthenticated paths that do work per request: limited per client address. */
-const LIMITED = /^\/(health|live|ready|metrics|rotate(\/.*)?)$/;
+const LIMITED = /^\/(health|ready|metrics|rotate(\/.*)?)$/;
 
 /** How errors become HTTP answers: a stable code and a clear message, never a stack. */
 const STATUS_BY_CODE: Readonly<Record<string, number>> = {
@@ -158,6 +158,11 @@ export class Inspector {
     const a = this.app?.server.address() as AddressInfo | null | undefined;
     if (!a) throw new Error('the inspector is not listening');
     return { host: a.address, port: a.port };
+  }
+
+  /** Renders of `/metrics` so far (each reads the database; scrapes within `metricsCacheMs` share one). */
+  get metricsRenders(): number {
+    return this.status?.metricsRenders ?? 0;
   }
 
   get url(): string {
