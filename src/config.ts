@@ -393,10 +393,15 @@ function argv(value: unknown, path: string, problems: string[]): string[] | unde
 }
 
 /** `allowedHosts`: names or addresses for the inspector's Host check (env: comma-separated). */
-function allowedHosts(value: unknown, path: string, problems: string[]): string[] | undefined {
+function allowedHosts(
+  value: unknown,
+  path: string,
+  problems: string[],
+  fromEnv = false,
+): string[] | undefined {
   if (value === undefined) return undefined;
   const list =
-    typeof value === 'string'
+    fromEnv && typeof value === 'string'
       ? value
           .split(',')
           .map((h) => h.trim())
@@ -468,7 +473,7 @@ export function loadConfig(
   const http =
     httpEnv !== undefined ? httpEnv : httpFile !== undefined ? httpFile : { host: '127.0.0.1', port: 8080 };
   const hosts =
-    allowedHosts(env['MODEMFLEET_ALLOWED_HOSTS'], 'MODEMFLEET_ALLOWED_HOSTS', problems) ??
+    allowedHosts(env['MODEMFLEET_ALLOWED_HOSTS'], 'MODEMFLEET_ALLOWED_HOSTS', problems, true) ??
     allowedHosts(file['allowedHosts'], 'allowedHosts', problems) ??
     [];
   const proxyHost = str(file['proxyHost'], 'proxyHost', problems);
