@@ -124,13 +124,24 @@ const recentRotation = (sql: Sql, rotationMinIntervalMs: number) => sql`
             and f.finished_at > now() - make_interval(secs => ${rotationMinIntervalMs / 1000}))`;
 
 /**
+ * States a modem leaves by itself, towards online (an operator's reset or enable, recovery): a
+ * rotate queued behind them waits rather than fail `not_online` at once. In other states
+ * (online, disabled, error, removed), or with no journal yet (the row's default state), it is
+ * claimed, and the modem answers.
+ */
+export const ROTATE_WAITS_IN = ['detecting', 'initializing', 'enabling', 'resetting', 'recovering'];
+
+/** How often a rotate waiting for its modem to come back is looked at again. */
+export const ROTATE_RECHECK_MS = 1_000;
+
+/**
  * Claim pending commands of the modems of this host: `FOR UPDATE SKIP LOCKED`, at most one running
  * command per modem. Operator commands (reset, disable, enable) go first, in id order; the modem's
  * one pending rotate runs when none of them is pending. Commands for modems of another host are
  * left to that host. A rotate is not claimed before `rotationMinIntervalMs` since the modem's last
  * rotation finished; it waits, and holds nothing else back meanwhile (a `disable` queued behind it
- * runs at once). So a rotation link used in a loop delays an operator's command by one rotation
- * at most: the one running.
+ * runs at once); nor while its modem is on its way back online (`ROTATE_WAITS_IN`). So a rotation
+ * link used in a loop delays an operator's command by one rotation at most: the one running.
  */
 export async function claimCommands(
   sql: Sql,
@@ -150,6 +161,7 @@ export async function claimCommands(
                  or (r.status = 'pending' and r.id <> p.id
                      and ((r.kind <> 'rotate' and (p.kind = 'rotate' or r.id < p.id))
                           or (r.kind = 'rotate' and p.kind = 'rotate' and r.id < p.id)))))
+        and not (p.kind = 'rotate' and m.seq > 0 and m.state in ${sql(ROTATE_WAITS_IN)})
         and not (p.kind = 'rotate' and ${rotationMinIntervalMs > 0 ? recentRotation(sql, rotationMinIntervalMs) : sql`false`})
       order by p.id
       limit ${limit}
@@ -161,14 +173,20 @@ export async function claimCommands(
 
 /**
  * Milliseconds until the first of this host's pending rotates held back by the minimum interval may
- * be claimed (the command processor wakes then); undefined when none waits for that.
+ * be claimed, or `ROTATE_RECHECK_MS` when one waits for its modem to come back (the command
+ * processor wakes then); undefined when none waits.
  */
 export async function rotationWaitMs(
   sql: Sql,
   hostId: string,
   rotationMinIntervalMs: number,
 ): Promise<number | undefined> {
-  if (rotationMinIntervalMs <= 0) return undefined;
+  const [busy] = await sql<{ n: number }[]>`
+    select count(*)::int as n from modem_commands p join modems m on m.imei = p.imei
+    where p.status = 'pending' and p.kind = 'rotate' and m.host_id = ${hostId}
+      and m.seq > 0 and m.state in ${sql(ROTATE_WAITS_IN)}`;
+  const recheck = (busy?.n ?? 0) > 0 ? ROTATE_RECHECK_MS : undefined;
+  if (rotationMinIntervalMs <= 0) return recheck;
   const [row] = await sql<{ wait_ms: number | null }[]>`
     select ceil(extract(epoch from min(w.allowed_at) - now()) * 1000)::float8 as wait_ms
     from (
@@ -180,7 +198,8 @@ export async function rotationWaitMs(
       where p.status = 'pending' and p.kind = 'rotate' and m.host_id = ${hostId}) w
     where w.allowed_at > now()`;
   const wait = row?.wait_ms;
-  return wait === null || wait === undefined ? undefined : Math.max(1, wait);
+  if (wait === null || wait === undefined) return recheck;
+  return Math.min(Math.max(1, wait), recheck ?? Infinity);
 }
 
 /** Commands this host has claimed and not finished (to adopt the ones a lost reply left behind). */

@@ -121,4 +121,24 @@ describe('operator commands before queued rotations', () => {
     }
     expect(order).toEqual([reset, disable, rotate]);
   });
+
+  it('a rotate waits while its modem comes back from a reset (rechecked every second), then runs', async () => {
+    const imei = await newModem();
+    // a journaled modem in the middle of an operator's reset (the row as the journal leaves it)
+    await db.sql`update modems set state = 'resetting', seq = 1 where imei = ${imei}`;
+    const rotate = await store.insertCommand(imei, 'rotate', 'rotation-link');
+    const mine = async () => (await store.claimCommands()).filter((c) => c.imei === imei).map((c) => c.id);
+    expect(await mine()).toEqual([]);
+    expect(await store.rotationWaitMs(0)).toBe(1_000);
+    await db.sql`update modems set state = 'detecting' where imei = ${imei}`;
+    expect(await mine()).toEqual([]);
+    await db.sql`update modems set state = 'online' where imei = ${imei}`;
+    expect(await mine()).toEqual([rotate]);
+    await store.finishCommand(rotate, true);
+    // a disabled modem's rotate is claimed at once (and refused by the modem: not_online)
+    await db.sql`update modems set state = 'disabled' where imei = ${imei}`;
+    const next = await store.insertCommand(imei, 'rotate', 'rotation-link');
+    expect(await mine()).toEqual([next]);
+    await store.finishCommand(next, false, { error: 'not_online' });
+  });
 });
