@@ -17,6 +17,7 @@ const ROTATION_MS = 400;
 const MIN_INTERVAL_MS = 5_000;
 const A = '367000000000001'; // this host's modem: its commands run
 const B = '367000000000002'; // another host's modem: its commands stay queued
+const C = '367000000000003'; // another host's modem too
 const LAN = '192.0.2.10'; // an address the operator allows
 
 let db: TestDatabase;
@@ -59,6 +60,7 @@ beforeAll(async () => {
   const other = new Store({ sql: db.sql, url: db.url, hostId: 'host-other' });
   await other.registerHost();
   await other.upsertModem({ imei: B });
+  await other.upsertModem({ imei: C });
   processor = new CommandProcessor({
     store,
     rotationMinIntervalMs: MIN_INTERVAL_MS,
@@ -244,6 +246,22 @@ describe('an HTTP server that cannot be held open', () => {
     expect(k).toBeLessThan(500 + 1_000 + 700);
     expect(headers.received()).toMatch(/^HTTP\/1\.1 408/);
     expect(idle.received()).toMatch(/^HTTP\/1\.1 200/);
+  }, 20_000);
+
+  it("a rotation link's ?wait= outlasts the request and idle timeouts (its answer is slow, not its request)", async () => {
+    const short = await startInspector({
+      httpHeadersTimeoutMs: 500,
+      httpRequestTimeoutMs: 1_000,
+      httpIdleTimeoutMs: 1_000,
+    });
+    const link = (await (await api(`/api/modems/${C}/rotation-link`, { method: 'POST' })).json()) as {
+      path: string;
+    };
+    const t0 = Date.now();
+    const res = await fetch(`${short.url}${link.path}?wait=3`, { method: 'POST' });
+    expect(res.status).toBe(202); // C belongs to another host: its rotate stays pending
+    expect(await res.json()).toMatchObject({ status: 'pending' });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2_900);
   }, 20_000);
 
   it('maxConnections: a connection past the limit is closed at once; the server serves again afterwards', async () => {
