@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -64,6 +65,37 @@ describe('one pending rotate per modem', () => {
     expect(second).not.toBe(first);
     expect(await store.insertCommand(imei, 'rotate', 'test')).toBe(second);
     await store.finishCommand(first, true);
+  });
+});
+
+describe('migration 0009', () => {
+  it('fails the later pending rotates of a modem left by an earlier version, then holds one per modem', async () => {
+    const imei = await newModem();
+    const migration = await readFile(
+      new URL('../../sql/0009_one_pending_rotate.sql', import.meta.url),
+      'utf8',
+    );
+    const ids: number[] = [];
+    await db.sql.begin(async (tx) => {
+      // the state before 0009: nothing kept two pending rotates of a modem apart (raw SQL)
+      await tx`drop index modem_commands_one_pending_rotate`;
+      for (let i = 0; i < 3; i++) {
+        const [row] = await tx<{ id: string }[]>`
+          insert into modem_commands (imei, kind, requested_by) values (${imei}, 'rotate', 'old') returning id`;
+        ids.push(Number(row?.id));
+      }
+      await tx.unsafe(migration);
+    });
+    const rows = await db.sql<{ id: string; status: string; result: { error?: string } | null }[]>`
+      select id, status, result from modem_commands where imei = ${imei} order by id`;
+    expect(rows.map((r) => [Number(r.id), r.status, r.result?.error ?? null])).toEqual([
+      [ids[0], 'pending', null],
+      [ids[1], 'failed', 'duplicate'],
+      [ids[2], 'failed', 'duplicate'],
+    ]);
+    await expect(
+      db.sql`insert into modem_commands (imei, kind, requested_by) values (${imei}, 'rotate', 'new')`,
+    ).rejects.toMatchObject({ code: '23505', constraint_name: 'modem_commands_one_pending_rotate' });
   });
 });
 
