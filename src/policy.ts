@@ -70,7 +70,10 @@ export interface Policy {
   /** Operator commands (bearer token) per modem: a burst, then one per interval (429 above). */
   commandBurst: number;
   commandRefillMs: number;
-  /** Rotation-link requests per modem, a budget of their own (a looping link cannot spend the operator's). */
+  /**
+   * Rotation-link requests per link (one per modem): a budget apart from the operator's, taken
+   * before any query (a looping link cannot spend the operator's budget, nor the database's time).
+   */
   linkBurst: number;
   linkRefillMs: number;
   /** Unauthenticated requests (/health, /live, /ready, /metrics, /rotate/*) per client address. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Store } from '../store/store.js';
 import { COMMAND_KINDS } from '../store/types.js';
@@ -9,7 +10,7 @@ export interface ApiDeps {
   store: Store;
   /** Commands and schedule changes with the bearer token, per modem. */
   operatorLimiter: RateLimiter;
-  /** Rotation-link requests, per modem: a budget of their own. */
+  /** Rotation-link requests, per link (one active link per modem): a budget of their own. */
   linkLimiter: RateLimiter;
   /** Longest `?wait=` a rotation link may ask for, seconds. */
   rotateWaitMaxSeconds: number;
@@ -39,18 +40,26 @@ async function requireModem(store: Store, imei: string) {
   return modem;
 }
 
-function rateLimited(limiter: RateLimiter, imei: string, reply: FastifyReply): boolean {
-  const waitMs = limiter.take(imei);
+function rateLimited(
+  limiter: RateLimiter,
+  key: string,
+  reply: FastifyReply,
+  what = `commands for ${key}`,
+): boolean {
+  const waitMs = limiter.take(key);
   if (waitMs === 0) return false;
   void reply
     .code(429)
     .header('retry-after', String(Math.ceil(waitMs / 1000)))
     .send({
       error: 'rate_limited',
-      message: `too many commands for ${imei}; retry in ${Math.ceil(waitMs / 1000)} s`,
+      message: `too many ${what}; retry in ${Math.ceil(waitMs / 1000)} s`,
     });
   return true;
 }
+
+/** A rotation link's key in the link limiter: its secret's hash (no secret kept in memory). */
+const linkKey = (secret: string): string => createHash('sha256').update(secret).digest('base64url');
 
 /** The JSON API under /api (bearer token) and the rotation links (their own secret). */
 export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
@@ -349,9 +358,11 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
       req: FastifyRequest<{ Params: { secret: string }; Querystring: { wait?: number } }>,
       reply,
     ) => {
+      // before any query: a link used in a loop costs no database work past its budget
+      if (rateLimited(deps.linkLimiter, linkKey(req.params.secret), reply, 'requests of this rotation link'))
+        return reply;
       const imei = await store.resolveRotationLink(req.params.secret);
       if (!imei) throw new ModemfleetError('unknown_link', 'this rotation link is unknown or revoked');
-      if (rateLimited(deps.linkLimiter, imei, reply)) return reply;
       const id = await store.insertCommand(imei, 'rotate', 'rotation-link');
       const waitMs = Math.min(req.query.wait ?? 0, deps.rotateWaitMaxSeconds) * 1000;
       if (waitMs === 0) return reply.code(202).send({ id, imei, status: 'pending' });
