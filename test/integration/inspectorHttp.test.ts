@@ -196,6 +196,23 @@ describe('commands that cannot be jammed', () => {
       // before: it waited behind the held rotate for the whole minimum interval (about 5 s)
       expect(waitedMs).toBeLessThan(ROTATION_MS + 1_000);
       expect((await store.command(pendingRotate))?.status).toBe('pending');
+
+      // while a rotation runs, an operator command waits for that one rotation and no other
+      await until(async () => (await store.command(pendingRotate))?.status === 'running', {
+        timeoutMs: 15_000,
+        intervalMs: 10,
+        message: 'the held rotate running',
+      });
+      const t1 = Date.now();
+      const enable = await command(A, 'enable');
+      expect(enable.status).toBe(202);
+      const enableId = ((await enable.json()) as { id: number }).id;
+      await until(async () => (await store.command(enableId))?.status === 'done', { timeoutMs: 10_000 });
+      expect((started.get(enableId) ?? Infinity) - t1).toBeLessThan(ROTATION_MS + 1_000);
+      const [after] = await db.sql<{ n: number }[]>`
+        select count(*)::int as n from modem_commands
+        where imei = ${A} and kind = 'rotate' and claimed_at between ${new Date(t1)} and ${new Date(started.get(enableId) ?? 0)}`;
+      expect(after?.n).toBe(0); // no rotate of the link got in between
     } finally {
       looping = false;
       await Promise.all(loops);
