@@ -5,6 +5,7 @@ import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocation
 import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
 import { scheduleProblems, type NoReuse, type RotationSchedule } from './fleet/rotationSchedule.js';
 import { HOST_ID_PATTERN } from './ids.js';
+import { ALLOWED_HOST_PATTERN } from './inspector/hostAllowlist.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
 
@@ -50,6 +51,11 @@ export interface Config {
   dataPlane: DataPlaneConfig | undefined;
   /** Where the inspector (API, WebSocket, web page) listens; undefined: not served. */
   http: { host: string; port: number } | undefined;
+  /**
+   * Host header values the inspector serves beyond loopback and its listen addresses (names,
+   * addresses, `*.domain`, or `*` for any): a request with another Host gets 421 (DNS rebinding).
+   */
+  allowedHosts: string[];
   /** The address clients reach this host's proxy ports at (the API's proxy.host). */
   proxyHost: string | undefined;
   /**
@@ -105,6 +111,7 @@ const FILE_KEYS = [
   'spoolMaxBytes',
   'dataPlane',
   'http',
+  'allowedHosts',
   'proxyHost',
   'rotation',
 ] as const;
@@ -389,6 +396,34 @@ function argv(value: unknown, path: string, problems: string[]): string[] | unde
   return value;
 }
 
+/** `allowedHosts`: names or addresses for the inspector's Host check (env: comma-separated). */
+function allowedHosts(
+  value: unknown,
+  path: string,
+  problems: string[],
+  fromEnv = false,
+): string[] | undefined {
+  if (value === undefined) return undefined;
+  const list =
+    fromEnv && typeof value === 'string'
+      ? value
+          .split(',')
+          .map((h) => h.trim())
+          .filter(Boolean)
+      : value;
+  if (
+    !Array.isArray(list) ||
+    list.length > 64 ||
+    !list.every((h): h is string => typeof h === 'string' && ALLOWED_HOST_PATTERN.test(h))
+  ) {
+    problems.push(
+      `${path}: at most 64 host names or addresses (e.g. ["farm.example.com", "*.farm.lan", "10.0.0.5"], or "*" for any)`,
+    );
+    return undefined;
+  }
+  return list;
+}
+
 const ROTATION_SHAPE =
   'rotation: must be { "schedule": { "intervalSeconds", "jitterSeconds" }, "noReuseHours": number, "noReuseScope": "modem" | "farm" }';
 
@@ -467,6 +502,10 @@ export function loadConfig(
   const httpFile = parseListen(file['http'], 'http', problems);
   const http =
     httpEnv !== undefined ? httpEnv : httpFile !== undefined ? httpFile : { host: '127.0.0.1', port: 8080 };
+  const hosts =
+    allowedHosts(env['MODEMFLEET_ALLOWED_HOSTS'], 'MODEMFLEET_ALLOWED_HOSTS', problems, true) ??
+    allowedHosts(file['allowedHosts'], 'allowedHosts', problems) ??
+    [];
   const proxyHost = str(file['proxyHost'], 'proxyHost', problems);
   if (proxyHost !== undefined && !/^[A-Za-z0-9.:_-]{1,253}$/.test(proxyHost))
     problems.push('proxyHost: a host name or address');
@@ -496,6 +535,7 @@ export function loadConfig(
       int(file['spoolMaxBytes'], 'spoolMaxBytes', problems, 65_536, 2 ** 40) ?? DEFAULT_SPOOL_MAX_BYTES,
     dataPlane: dataPlane(file['dataPlane'], resolve(stateDir), problems),
     http: http ?? undefined,
+    allowedHosts: hosts,
     proxyHost,
     rotation: { schedule: undefined, noReuse: undefined },
   };
@@ -518,6 +558,8 @@ export function loadConfig(
     problems.push(
       `powerCycleCommand: unknown placeholder(s) ${unknownPower.map((n) => `{${n}}`).join(', ')} (known: ${POWER_PLACEHOLDERS.map((n) => `{${n}}`).join(', ')})`,
     );
+  if (config.policy.httpHeadersTimeoutMs > config.policy.httpRequestTimeoutMs)
+    problems.push('policy.httpHeadersTimeoutMs: must not exceed policy.httpRequestTimeoutMs');
   if (config.modem.powerCycle && !config.powerCycleCommand)
     problems.push('modem.powerCycle: needs powerCycleCommand');
   if (problems.length > 0) throw new ConfigError(problems);

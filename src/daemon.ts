@@ -9,7 +9,7 @@ import type { Store } from './store/store.js';
 import { openSystem } from './system.js';
 import { findProgram } from './util/fs.js';
 import { shutdownSignal } from './util/signals.js';
-import { Inspector } from './inspector/inspector.js';
+import { Inspector, inspectorLimits } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
 
 async function hotplugSource(config: Config, log: Logger): Promise<HotplugSource | undefined> {
@@ -117,6 +117,8 @@ export async function startInspector(
     port: config.http.port,
     token: token.token,
     ...(supervisor ? { supervisor } : {}),
+    limits: inspectorLimits(config.policy),
+    allowedHosts: config.allowedHosts,
     listenHeartbeatIntervalMs: config.policy.listenHeartbeatIntervalMs,
     listenHeartbeatTimeoutMs: config.policy.listenHeartbeatTimeoutMs,
     log,

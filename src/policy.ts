@@ -65,6 +65,32 @@ export interface Policy {
   rotationScheduleMinSeconds: number;
   /** The rotation scheduler re-reads the schedules this often (a change takes effect within it). */
   rotationSchedulePollMs: number;
+  /** Pending commands per modem; past it a new one is refused (`queue_full`, HTTP 429). */
+  commandQueueMax: number;
+  /** Operator commands (bearer token) per modem: a burst, then one per interval (429 above). */
+  commandBurst: number;
+  commandRefillMs: number;
+  /**
+   * Rotation-link requests per link (one per modem): a budget apart from the operator's, taken
+   * before any query (a looping link cannot spend the operator's budget, nor the database's time).
+   */
+  linkBurst: number;
+  linkRefillMs: number;
+  /** Unauthenticated requests (/health, /live, /ready, /metrics, /rotate/*) per client address. */
+  publicBurst: number;
+  publicRefillMs: number;
+  /** HTTP: whole request (headers and body) within this, else 408 and closed. */
+  httpRequestTimeoutMs: number;
+  /** HTTP: the request's headers within this. */
+  httpHeadersTimeoutMs: number;
+  /** HTTP: an idle keep-alive connection is closed after this. */
+  httpKeepAliveTimeoutMs: number;
+  /** HTTP: a connection without a byte in or out for this long is closed. */
+  httpIdleTimeoutMs: number;
+  /** HTTP: open connections at once, WebSocket clients included (more are closed at once). */
+  httpMaxConnections: number;
+  /** `/metrics` is rendered at most once per this (scrapes in between get the same text). */
+  metricsCacheMs: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -101,6 +127,19 @@ export const DEFAULT_POLICY: Policy = {
   rotationMinIntervalMs: 30_000,
   rotationScheduleMinSeconds: 60,
   rotationSchedulePollMs: 5_000,
+  commandQueueMax: 8,
+  commandBurst: 5,
+  commandRefillMs: 2_000,
+  linkBurst: 3,
+  linkRefillMs: 10_000,
+  publicBurst: 60,
+  publicRefillMs: 100,
+  httpRequestTimeoutMs: 10_000,
+  httpHeadersTimeoutMs: 5_000,
+  httpKeepAliveTimeoutMs: 5_000,
+  httpIdleTimeoutMs: 30_000,
+  httpMaxConnections: 512,
+  metricsCacheMs: 1_500,
 };
 
 /** The journal spool's size bound (config `spoolMaxBytes`). */

@@ -116,6 +116,7 @@ export class System {
         hostId: config.hostId,
         ranges: config.allocation,
         scheduleMinSeconds: config.policy.rotationScheduleMinSeconds,
+        commandQueueMax: config.policy.commandQueueMax,
         log,
       });
     } catch (err) {

@@ -1,6 +1,6 @@
 import { silentLogger, type Logger } from '../log.js';
 import type { Store } from '../store/store.js';
-import { coerceError } from '../util/errors.js';
+import { ModemfleetError, coerceError } from '../util/errors.js';
 import { planTick, type RotationSchedule, type ScheduleMemory } from './rotationSchedule.js';
 
 export interface RotationSchedulerOptions {
@@ -75,7 +75,15 @@ export class RotationScheduler {
       });
       for (const imei of plan.rotate) {
         if (this.stopped) return;
-        const id = await this.options.store.insertCommand(imei, 'rotate', 'schedule');
+        let id: number;
+        try {
+          id = await this.options.store.insertCommand(imei, 'rotate', 'schedule');
+        } catch (err) {
+          // a modem whose queue is full (an operator's commands) skips this one; the others go on
+          if (!(err instanceof ModemfleetError && err.code === 'queue_full')) throw err;
+          this.log.warn({ modem: imei }, 'scheduled rotation not queued: the queue is full');
+          continue;
+        }
         this.log.info({ modem: imei, command: { id } }, 'scheduled rotation queued');
       }
       for (const { imei, state } of plan.skip) {

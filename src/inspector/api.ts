@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Store } from '../store/store.js';
 import { COMMAND_KINDS } from '../store/types.js';
@@ -7,10 +8,20 @@ import type { RateLimiter } from './rateLimit.js';
 
 export interface ApiDeps {
   store: Store;
-  limiter: RateLimiter;
+  /** Commands and schedule changes with the bearer token, per modem. */
+  operatorLimiter: RateLimiter;
+  /** Rotation-link requests, per link (one active link per modem): a budget of their own. */
+  linkLimiter: RateLimiter;
   /** Longest `?wait=` a rotation link may ask for, seconds. */
   rotateWaitMaxSeconds: number;
+  /** The server's idle timeout: a link's `?wait=` stretches it for its own connection. */
+  idleTimeoutMs: number;
 }
+
+/** Said wherever a rotation link is handed out (the API's answer, the page). */
+export const ROTATION_LINK_WARNING =
+  'Anyone who has this link can rotate the modem. Chat apps, mail scanners and link previewers open ' +
+  'links they see (GET), which rotates the modem: give scripts POST, and do not paste the link in chats.';
 
 const imeiParams = {
   type: 'object',
@@ -29,18 +40,26 @@ async function requireModem(store: Store, imei: string) {
   return modem;
 }
 
-export function rateLimited(deps: ApiDeps, imei: string, reply: FastifyReply): boolean {
-  const waitMs = deps.limiter.take(imei);
+export function rateLimited(
+  limiter: RateLimiter,
+  key: string,
+  reply: FastifyReply,
+  what = `commands for ${key}`,
+): boolean {
+  const waitMs = limiter.take(key);
   if (waitMs === 0) return false;
   void reply
     .code(429)
     .header('retry-after', String(Math.ceil(waitMs / 1000)))
     .send({
       error: 'rate_limited',
-      message: `too many commands for ${imei}; retry in ${Math.ceil(waitMs / 1000)} s`,
+      message: `too many ${what}; retry in ${Math.ceil(waitMs / 1000)} s`,
     });
   return true;
 }
+
+/** A rotation link's key in the link limiter: its secret's hash (no secret kept in memory). */
+const linkKey = (secret: string): string => createHash('sha256').update(secret).digest('base64url');
 
 /** The JSON API under /api (bearer token) and the rotation links (their own secret). */
 export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
@@ -86,7 +105,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     async (req: FastifyRequest<{ Params: { imei: string }; Body: unknown }>, reply) => {
       const { imei } = req.params;
       await requireModem(store, imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       const schedule = await store.setSchedule(imei, req.body, `api:${req.ip}`);
       return reply.code(200).send({ imei, schedule });
     },
@@ -98,7 +117,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     async (req: ImeiRequest, reply) => {
       const { imei } = req.params;
       await requireModem(store, imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       if (!(await store.deleteSchedule(imei)))
         throw new ModemfleetError('unknown_schedule', `modem ${imei} has no rotation schedule of its own`);
       return reply.code(204).send();
@@ -224,7 +243,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
           `unknown command kind '${kind}'; expected one of ${COMMAND_KINDS.join(', ')}`,
         );
       await requireModem(store, imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       const id = await store.insertCommand(imei, kind, `api:${req.ip}`);
       return reply.code(202).send({ id, imei, kind, status: 'pending' });
     },
@@ -304,9 +323,14 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     async (req: ImeiRequest, reply) => {
       const secret = await store.createRotationLink(req.params.imei, `api:${req.ip}`);
       const path = `/rotate/${secret}`;
-      return reply
-        .code(201)
-        .send({ imei: req.params.imei, path, url: `${req.protocol}://${req.host}${path}` });
+      // req.host passed the Host allowlist
+      return reply.code(201).send({
+        imei: req.params.imei,
+        path,
+        url: `${req.protocol}://${req.host}${path}`,
+        methods: ['POST', 'GET'],
+        warning: ROTATION_LINK_WARNING,
+      });
     },
   );
 
@@ -321,29 +345,36 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
     },
   );
 
-  app.get(
-    '/rotate/:secret',
-    {
-      schema: {
-        params: {
-          type: 'object',
-          properties: { secret: { type: 'string', maxLength: 128 } },
-          required: ['secret'],
-        },
-        querystring: {
-          type: 'object',
-          properties: { wait: { type: 'integer', minimum: 0, maximum: 600 } },
-          additionalProperties: false,
-        },
+  // a rotation link: POST (scripts) or GET (a browser); the modem's pending rotate is shared
+  app.route({
+    method: ['POST', 'GET'],
+    url: '/rotate/:secret',
+    schema: {
+      params: {
+        type: 'object',
+        properties: { secret: { type: 'string', maxLength: 128 } },
+        required: ['secret'],
+      },
+      querystring: {
+        type: 'object',
+        properties: { wait: { type: 'integer', minimum: 0, maximum: 600 } },
+        additionalProperties: false,
       },
     },
-    async (req: FastifyRequest<{ Params: { secret: string }; Querystring: { wait?: number } }>, reply) => {
+    handler: async (
+      req: FastifyRequest<{ Params: { secret: string }; Querystring: { wait?: number } }>,
+      reply,
+    ) => {
+      // before any query: a link used in a loop costs no database work past its budget
+      if (rateLimited(deps.linkLimiter, linkKey(req.params.secret), reply, 'requests of this rotation link'))
+        return reply;
       const imei = await store.resolveRotationLink(req.params.secret);
       if (!imei) throw new ModemfleetError('unknown_link', 'this rotation link is unknown or revoked');
-      if (rateLimited(deps, imei, reply)) return reply;
       const id = await store.insertCommand(imei, 'rotate', 'rotation-link');
       const waitMs = Math.min(req.query.wait ?? 0, deps.rotateWaitMaxSeconds) * 1000;
       if (waitMs === 0) return reply.code(202).send({ id, imei, status: 'pending' });
+      // the answer is silent while it waits: this connection's idle timeout covers the wait
+      req.raw.socket.setTimeout(waitMs + deps.idleTimeoutMs);
       const deadline = Date.now() + waitMs;
       for (;;) {
         const command = await store.command(id);
@@ -354,5 +385,5 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
         await sleep(200);
       }
     },
-  );
+  });
 }

@@ -53,7 +53,7 @@ export function registerCredentialsApi(app: FastifyInstance, deps: ApiDeps): voi
       const { imei } = req.params;
       // the modem must exist before it costs a token from the rate limiter
       await store.credentials(imei);
-      if (rateLimited(deps, imei, reply)) return reply;
+      if (rateLimited(deps.operatorLimiter, imei, reply)) return reply;
       const rotated = await store.rotateCredentials(imei, `api:${req.ip}`);
       const deadline = Date.now() + (req.query.wait ?? DEFAULT_WAIT_SECONDS) * 1000;
       for (;;) {

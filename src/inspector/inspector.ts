@@ -1,32 +1,54 @@
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { fastify, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import {
+  fastify,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import { WebSocketServer } from 'ws';
 import { silentLogger, type Logger } from '../log.js';
-import { isRetryable } from '../store/pgErrors.js';
+import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import type { Store } from '../store/store.js';
-import { ModemfleetError, coerceError } from '../util/errors.js';
+import { coerceError } from '../util/errors.js';
 import type { Access } from './access.js';
 import { registerApi } from './api.js';
+import { HostAllowlist } from './hostAllowlist.js';
+import { hostRefusal, replyError } from './httpErrors.js';
 import { DEFAULT_HUB_LIMITS, Hub, type HubLimits } from './hub.js';
 import { loadPage, registerPage } from './page.js';
 import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { authenticate, registerAuthorization } from './authorize.js';
 import { registerCredentialsApi } from './credentialsApi.js';
-import { bearerToken } from './token.js';
+import { bearerToken, tokenMatches } from './token.js';
 
-export interface InspectorLimits extends HubLimits {
+export interface InspectorLimits
+  extends
+    HubLimits,
+    Pick<
+      Policy,
+      | 'commandBurst'
+      | 'commandRefillMs'
+      | 'linkBurst'
+      | 'linkRefillMs'
+      | 'publicBurst'
+      | 'publicRefillMs'
+      | 'httpRequestTimeoutMs'
+      | 'httpHeadersTimeoutMs'
+      | 'httpKeepAliveTimeoutMs'
+      | 'httpIdleTimeoutMs'
+      | 'httpMaxConnections'
+      | 'metricsCacheMs'
+    > {
   /** Largest request body (413 above). */
   bodyBytes: number;
   /** WebSocket clients at once (503 above). */
   maxClients: number;
   /** Largest WebSocket message a client may send (the connection is closed above). */
   wsMessageBytes: number;
-  /** Commands per modem: a burst, then one per interval (429 above). */
-  commandBurst: number;
-  commandRefillMs: number;
   /** `/ready` fails when the database does not answer within this time... */
   readyDatabaseTimeoutMs: number;
   /** ...or the oldest unwritten transition is older than this. */
@@ -34,13 +56,28 @@ export interface InspectorLimits extends HubLimits {
   rotateWaitMaxSeconds: number;
 }
 
+/** The inspector's share of the policy (the configuration's `policy` key). */
+export const inspectorLimits = (policy: Policy): Partial<InspectorLimits> => ({
+  commandBurst: policy.commandBurst,
+  commandRefillMs: policy.commandRefillMs,
+  linkBurst: policy.linkBurst,
+  linkRefillMs: policy.linkRefillMs,
+  publicBurst: policy.publicBurst,
+  publicRefillMs: policy.publicRefillMs,
+  httpRequestTimeoutMs: policy.httpRequestTimeoutMs,
+  httpHeadersTimeoutMs: policy.httpHeadersTimeoutMs,
+  httpKeepAliveTimeoutMs: policy.httpKeepAliveTimeoutMs,
+  httpIdleTimeoutMs: policy.httpIdleTimeoutMs,
+  httpMaxConnections: policy.httpMaxConnections,
+  metricsCacheMs: policy.metricsCacheMs,
+});
+
 export const DEFAULT_INSPECTOR_LIMITS: InspectorLimits = {
   ...DEFAULT_HUB_LIMITS,
+  ...(inspectorLimits(DEFAULT_POLICY) as Required<ReturnType<typeof inspectorLimits>>),
   bodyBytes: 16 * 1024,
   maxClients: 100,
   wsMessageBytes: 4 * 1024,
-  commandBurst: 5,
-  commandRefillMs: 2_000,
   readyDatabaseTimeoutMs: 1_000,
   readyJournalLagMs: 5_000,
   rotateWaitMaxSeconds: 120,
@@ -59,6 +96,8 @@ export interface InspectorOptions {
   /** The supervisor of this host, for readiness and metrics. */
   supervisor?: StatusSource;
   limits?: Partial<InspectorLimits>;
+  /** Host header values served beyond loopback and the listen address (config `allowedHosts`). */
+  allowedHosts?: readonly string[];
   listenHeartbeatIntervalMs?: number;
   listenHeartbeatTimeoutMs?: number;
   log?: Logger;
@@ -67,20 +106,8 @@ export interface InspectorOptions {
 /** Paths served without the token: they hold no farm data or carry their own secret. */
 const PUBLIC = /^\/(health|live|ready|metrics|rotate\/[^/]*|app\.js|style\.css|favicon\.svg)?$/;
 
-/** How errors become HTTP answers: a stable code and a clear message, never a stack. */
-const STATUS_BY_CODE: Readonly<Record<string, number>> = {
-  unknown_modem: 404,
-  unknown_command: 404,
-  unknown_link: 404,
-  unknown_schedule: 404,
-  invalid_schedule: 400,
-  invalid_imei: 400,
-  invalid_command: 400,
-  invalid_request: 400,
-  rate_limited: 429,
-  forbidden: 403,
-  no_credentials: 409,
-};
+/** Unauthenticated paths that do work per request: limited per client address. */
+const LIMITED = /^\/(health|ready|metrics|rotate(\/.*)?)$/;
 
 /**
  * The HTTP API, the WebSocket stream and the web page, served by the supervisor (127.0.0.1 by
@@ -91,6 +118,7 @@ export class Inspector {
   readonly hub: Hub;
   private readonly limits: InspectorLimits;
   private readonly log: Logger;
+  private readonly hosts: HostAllowlist;
   private app: FastifyInstance | undefined;
   private wss: WebSocketServer | undefined;
   private status: StatusReporter | undefined;
@@ -98,6 +126,7 @@ export class Inspector {
   constructor(private readonly options: InspectorOptions) {
     this.limits = { ...DEFAULT_INSPECTOR_LIMITS, ...options.limits };
     this.log = (options.log ?? silentLogger).child({ component: 'inspector' });
+    this.hosts = new HostAllowlist(options.host, options.allowedHosts);
     this.hub = new Hub({
       store: options.store,
       limits: this.limits,
@@ -118,6 +147,11 @@ export class Inspector {
     return { host: a.address, port: a.port };
   }
 
+  /** Renders of `/metrics` so far (each reads the database; scrapes within `metricsCacheMs` share one). */
+  get metricsRenders(): number {
+    return this.status?.metricsRenders ?? 0;
+  }
+
   get url(): string {
     const { host, port } = this.address;
     return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -132,11 +166,20 @@ export class Inspector {
       supervisor: this.options.supervisor,
       databaseTimeoutMs: this.limits.readyDatabaseTimeoutMs,
       journalLagMs: this.limits.readyJournalLagMs,
+      metricsCacheMs: this.limits.metricsCacheMs,
     });
     this.status = status;
+    const limits = this.limits;
+    const publicLimiter = new RateLimiter({ burst: limits.publicBurst, refillMs: limits.publicRefillMs });
     const app = fastify({
       logger: false,
-      bodyLimit: this.limits.bodyBytes,
+      bodyLimit: limits.bodyBytes,
+      // nothing holds a connection open for free: a slow request (headers or body trickled), an idle
+      // keep-alive connection or a silent socket is closed; node checks the deadlines every 500 ms
+      requestTimeout: limits.httpRequestTimeoutMs,
+      keepAliveTimeout: limits.httpKeepAliveTimeoutMs,
+      connectionTimeout: limits.httpIdleTimeoutMs,
+      http: { headersTimeout: limits.httpHeadersTimeoutMs, connectionsCheckingInterval: 500 },
       // an extra property is an error, not silently dropped; query strings are coerced to types
       ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
       return503OnClosing: true,
@@ -145,6 +188,21 @@ export class Inspector {
     this.app = app;
     // JSON only: anything else is 415, not a string that fails validation
     app.removeContentTypeParser('text/plain');
+    app.server.maxConnections = limits.httpMaxConnections;
+    const hosts = this.hosts;
+    app.addHook('onRequest', async (req, reply) => {
+      if (!hosts.allows(req.headers.host)) return reply.code(421).send(hostRefusal(req.headers.host));
+      const path = req.url.split('?')[0] ?? '';
+      if (LIMITED.test(path)) {
+        const waitMs = publicLimiter.take(req.ip);
+        if (waitMs > 0)
+          return reply
+            .code(429)
+            .header('retry-after', String(Math.ceil(waitMs / 1000)))
+            .send({ error: 'rate_limited', message: `too many requests from ${req.ip}; slow down` });
+      }
+    });
+    // who the token is and what it may do (admin, read-only, reseller): src/inspector/authorize.ts
     registerAuthorization(app, {
       store: this.options.store,
       adminToken: this.options.token,
@@ -165,12 +223,15 @@ export class Inspector {
     });
 
     app.get('/live', () => Promise.resolve({ status: 'ok' }));
-    app.get('/ready', async (_req, reply) => {
-      const r = await status.readiness();
+    // the database's error text (addresses, user names) only with the token
+    const readiness = async (req: FastifyRequest) =>
+      status.readiness(tokenMatches(bearerToken(req.headers.authorization), this.options.token));
+    app.get('/ready', async (req, reply) => {
+      const r = await readiness(req);
       return reply.code(r.ready ? 200 : 503).send(r);
     });
-    app.get('/health', async () => {
-      const r = await status.readiness();
+    app.get('/health', async (req) => {
+      const r = await readiness(req);
       const s = this.options.supervisor?.status();
       return {
         status: r.ready ? 'ok' : 'degraded',
@@ -185,8 +246,11 @@ export class Inspector {
     );
     const apiDeps = {
       store: this.options.store,
-      limiter: new RateLimiter({ burst: this.limits.commandBurst, refillMs: this.limits.commandRefillMs }),
-      rotateWaitMaxSeconds: this.limits.rotateWaitMaxSeconds,
+      // the operator and rotation links spend separate budgets: a looping link cannot spend the operator's
+      operatorLimiter: new RateLimiter({ burst: limits.commandBurst, refillMs: limits.commandRefillMs }),
+      linkLimiter: new RateLimiter({ burst: limits.linkBurst, refillMs: limits.linkRefillMs }),
+      rotateWaitMaxSeconds: limits.rotateWaitMaxSeconds,
+      idleTimeoutMs: limits.httpIdleTimeoutMs,
     };
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
@@ -217,6 +281,13 @@ export class Inspector {
       );
     };
     socket.on('error', () => socket.destroy());
+    if (!this.hosts.allows(req.headers.host)) {
+      const body = JSON.stringify(hostRefusal(req.headers.host));
+      socket.end(
+        `HTTP/1.1 421 Misdirected Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://localhost');
@@ -265,45 +336,6 @@ export class Inspector {
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {
-    if (err instanceof ModemfleetError) {
-      const code = STATUS_BY_CODE[err.code] ?? 400;
-      void reply.code(code).send({ error: err.code, message: err.message });
-      return;
-    }
-    if (err.validation) {
-      void reply.code(400).send({ error: 'invalid_request', message: err.message });
-      return;
-    }
-    const status = err.statusCode ?? 500;
-    if (status === 413) {
-      void reply.code(413).send({
-        error: 'body_too_large',
-        message: `request bodies are limited to ${this.limits.bodyBytes} bytes`,
-      });
-      return;
-    }
-    if (status === 415) {
-      void reply
-        .code(415)
-        .send({ error: 'unsupported_media_type', message: 'send JSON (Content-Type: application/json)' });
-      return;
-    }
-    if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') {
-      void reply.code(400).send({ error: 'invalid_json', message: err.message });
-      return;
-    }
-    if (status >= 400 && status < 500) {
-      void reply.code(status).send({ error: 'bad_request', message: err.message });
-      return;
-    }
-    if (isRetryable(err)) {
-      void reply
-        .code(503)
-        .header('retry-after', '5')
-        .send({ error: 'database_unavailable', message: 'the database is unreachable; retry shortly' });
-      return;
-    }
-    this.log.error({ err: coerceError(err), url: url.split('?')[0] }, 'request failed');
-    void reply.code(500).send({ error: 'internal', message: 'internal error (logged)' });
+    replyError(err, reply, { bodyBytes: this.limits.bodyBytes, log: this.log, url });
   }
 }

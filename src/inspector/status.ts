@@ -31,6 +31,10 @@ export interface Readiness {
  */
 export class StatusReporter {
   private probe: Promise<{ ok: boolean; latencyMs?: number; error?: string }> | undefined;
+  /** The last `/metrics` text and when it was rendered (or the render under way). */
+  private cached: { at: number; text: Promise<string> } | undefined;
+  /** Renders of `/metrics` (each reads the database): scrapes within `metricsCacheMs` share one. */
+  metricsRenders = 0;
 
   constructor(
     private readonly options: {
@@ -39,6 +43,7 @@ export class StatusReporter {
       supervisor: StatusSource | undefined;
       databaseTimeoutMs: number;
       journalLagMs: number;
+      metricsCacheMs?: number;
     },
   ) {}
 
@@ -59,8 +64,10 @@ export class StatusReporter {
     return this.probe;
   }
 
-  async readiness(): Promise<Readiness> {
-    const database = await this.database();
+  /** `withErrors`: the database's error text too (for the token holder; it names hosts and users). */
+  async readiness(withErrors = true): Promise<Readiness> {
+    const probed = await this.database();
+    const database = withErrors || probed.ok ? probed : { ok: false };
     const status = this.options.supervisor?.status();
     const journal = status
       ? {
@@ -78,7 +85,21 @@ export class StatusReporter {
     };
   }
 
-  async metrics(): Promise<string> {
+  /** The Prometheus text, rendered at most once per `metricsCacheMs` (scrapes in between share it). */
+  metrics(): Promise<string> {
+    const now = performance.now();
+    const cacheMs = this.options.metricsCacheMs ?? 0;
+    if (this.cached && now - this.cached.at < cacheMs) return this.cached.text;
+    const text = this.render();
+    this.cached = { at: now, text };
+    text.catch(() => {
+      if (this.cached?.text === text) this.cached = undefined;
+    });
+    return text;
+  }
+
+  private async render(): Promise<string> {
+    this.metricsRenders++;
     const families: MetricFamily[] = [];
     const gauge = (name: string, help: string, value: number): void => {
       families.push({ name, help, type: 'gauge', samples: [{ value }] });

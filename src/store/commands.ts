@@ -29,16 +29,22 @@ const toCommand = (r: CommandRow): Command => ({
   status: r.status,
 });
 
+/** Pending commands per modem when the caller does not say (policy `commandQueueMax`). */
+export const DEFAULT_COMMAND_QUEUE_MAX = 8;
+
 /**
  * Queue an operator command. Clear errors for an unknown kind or IMEI; nothing is written then. A
  * rotate while one of the modem's rotates is pending is not queued twice: the pending one's id is
- * returned (the modem's advisory lock makes the check and the insert one step).
+ * returned (the partial unique index `modem_commands_one_pending_rotate` holds that in the database,
+ * whoever inserts). A modem with `maxPending` commands pending takes no more: `queue_full` (the
+ * modem's advisory lock makes the count and the insert one step).
  */
 export async function insertCommand(
   sql: Sql,
   imei: string,
   kind: string,
   requestedBy: string,
+  maxPending = DEFAULT_COMMAND_QUEUE_MAX,
 ): Promise<number> {
   if (!isCommandKind(kind)) {
     throw new ModemfleetError(
@@ -50,13 +56,32 @@ export async function insertCommand(
   if (!requestedBy || requestedBy.length > 128)
     throw new ModemfleetError('invalid_command', 'requested_by must be 1-128 characters');
   try {
-    if (kind !== 'rotate') return await insertRow(sql, imei, kind, requestedBy);
     return await sql.begin(async (tx) => {
-      await tx`select pg_advisory_xact_lock(${ROTATE_LOCK}, hashtext(${imei}))`;
-      const [pending] = await tx<{ id: number }[]>`
-        select id from modem_commands where imei = ${imei} and kind = 'rotate' and status = 'pending'
-        order by id limit 1`;
-      return pending ? Number(pending.id) : insertRow(tx, imei, kind, requestedBy);
+      await tx`select pg_advisory_xact_lock(${QUEUE_LOCK}, hashtext(${imei}))`;
+      if (kind === 'rotate') {
+        const pending = await pendingRotate(tx, imei);
+        if (pending !== undefined) return pending;
+      }
+      const [queued] = await tx<{ n: number }[]>`
+        select count(*)::int as n from modem_commands where imei = ${imei} and status = 'pending'`;
+      if ((queued?.n ?? 0) >= maxPending)
+        throw new ModemfleetError(
+          'queue_full',
+          `modem ${imei} already has ${queued?.n ?? 0} pending commands (limit ${maxPending}); retry when they have run`,
+        );
+      if (kind !== 'rotate') return insertRow(tx, imei, kind, requestedBy);
+      // a rotate inserted meanwhile without the lock (raw SQL) wins the index: its id is returned;
+      // if it was claimed between the conflict and the read, the insert is tried again
+      for (let attempt = 0; ; attempt++) {
+        const [row] = await tx<{ id: number }[]>`
+          insert into modem_commands (imei, kind, requested_by) values (${imei}, 'rotate', ${requestedBy})
+          on conflict (imei) where kind = 'rotate' and status = 'pending' do nothing
+          returning id`;
+        if (row) return Number(row.id);
+        const pending = await pendingRotate(tx, imei);
+        if (pending !== undefined) return pending;
+        if (attempt >= 3) throw new Error('the pending rotate kept changing; retry');
+      }
     });
   } catch (err) {
     if (errorCode(err) === SQLSTATE.foreignKeyViolation) {
@@ -66,8 +91,15 @@ export async function insertCommand(
   }
 }
 
-/** Key space of the per-modem advisory lock that makes "one pending rotate" a single step. */
-const ROTATE_LOCK = 0x6d66_726f; // 'mfro'
+async function pendingRotate(tx: TransactionSql, imei: string): Promise<number | undefined> {
+  const [pending] = await tx<{ id: number }[]>`
+    select id from modem_commands where imei = ${imei} and kind = 'rotate' and status = 'pending'
+    order by id limit 1`;
+  return pending ? Number(pending.id) : undefined;
+}
+
+/** Key space of the per-modem advisory lock that makes "one pending rotate" and the cap one step. */
+const QUEUE_LOCK = 0x6d66_726f; // 'mfro'
 
 async function insertRow(
   sql: Sql | TransactionSql,
@@ -92,11 +124,24 @@ const recentRotation = (sql: Sql, rotationMinIntervalMs: number) => sql`
             and f.finished_at > now() - make_interval(secs => ${rotationMinIntervalMs / 1000}))`;
 
 /**
+ * States a modem leaves by itself, towards online (an operator's reset or enable, recovery): a
+ * rotate queued behind them waits rather than fail `not_online` at once. In other states
+ * (online, disabled, error, removed), or with no journal yet (the row's default state), it is
+ * claimed, and the modem answers.
+ */
+export const ROTATE_WAITS_IN = ['detecting', 'initializing', 'enabling', 'resetting', 'recovering'];
+
+/** How often a rotate waiting for its modem to come back is looked at again. */
+export const ROTATE_RECHECK_MS = 1_000;
+
+/**
  * Claim pending commands of the modems of this host: `FOR UPDATE SKIP LOCKED`, at most one running
- * command per modem and in id order per modem (a later command waits until the earlier one is
- * finished). Commands for modems of another host are left to that host. A rotate is not claimed
- * before `rotationMinIntervalMs` since the modem's last rotation finished (it waits, and so do the
- * modem's later commands).
+ * command per modem. Operator commands (reset, disable, enable) go first, in id order; the modem's
+ * one pending rotate runs when none of them is pending. Commands for modems of another host are
+ * left to that host. A rotate is not claimed before `rotationMinIntervalMs` since the modem's last
+ * rotation finished; it waits, and holds nothing else back meanwhile (a `disable` queued behind it
+ * runs at once); nor while its modem is on its way back online (`ROTATE_WAITS_IN`). So a rotation
+ * link used in a loop delays an operator's command by one rotation at most: the one running.
  */
 export async function claimCommands(
   sql: Sql,
@@ -111,7 +156,12 @@ export async function claimCommands(
       where p.status = 'pending' and m.host_id = ${hostId}
         and not exists (
           select 1 from modem_commands r
-          where r.imei = p.imei and (r.status = 'running' or (r.status = 'pending' and r.id < p.id)))
+          where r.imei = p.imei
+            and (r.status = 'running'
+                 or (r.status = 'pending' and r.id <> p.id
+                     and ((r.kind <> 'rotate' and (p.kind = 'rotate' or r.id < p.id))
+                          or (r.kind = 'rotate' and p.kind = 'rotate' and r.id < p.id)))))
+        and not (p.kind = 'rotate' and m.seq > 0 and m.state in ${sql(ROTATE_WAITS_IN)})
         and not (p.kind = 'rotate' and ${rotationMinIntervalMs > 0 ? recentRotation(sql, rotationMinIntervalMs) : sql`false`})
       order by p.id
       limit ${limit}
@@ -123,14 +173,20 @@ export async function claimCommands(
 
 /**
  * Milliseconds until the first of this host's pending rotates held back by the minimum interval may
- * be claimed (the command processor wakes then); undefined when none waits for that.
+ * be claimed, or `ROTATE_RECHECK_MS` when one waits for its modem to come back (the command
+ * processor wakes then); undefined when none waits.
  */
 export async function rotationWaitMs(
   sql: Sql,
   hostId: string,
   rotationMinIntervalMs: number,
 ): Promise<number | undefined> {
-  if (rotationMinIntervalMs <= 0) return undefined;
+  const [busy] = await sql<{ n: number }[]>`
+    select count(*)::int as n from modem_commands p join modems m on m.imei = p.imei
+    where p.status = 'pending' and p.kind = 'rotate' and m.host_id = ${hostId}
+      and m.seq > 0 and m.state in ${sql(ROTATE_WAITS_IN)}`;
+  const recheck = (busy?.n ?? 0) > 0 ? ROTATE_RECHECK_MS : undefined;
+  if (rotationMinIntervalMs <= 0) return recheck;
   const [row] = await sql<{ wait_ms: number | null }[]>`
     select ceil(extract(epoch from min(w.allowed_at) - now()) * 1000)::float8 as wait_ms
     from (
@@ -142,7 +198,8 @@ export async function rotationWaitMs(
       where p.status = 'pending' and p.kind = 'rotate' and m.host_id = ${hostId}) w
     where w.allowed_at > now()`;
   const wait = row?.wait_ms;
-  return wait === null || wait === undefined ? undefined : Math.max(1, wait);
+  if (wait === null || wait === undefined) return recheck;
+  return Math.min(Math.max(1, wait), recheck ?? Infinity);
 }
 
 /** Commands this host has claimed and not finished (to adopt the ones a lost reply left behind). */

@@ -74,6 +74,8 @@ export interface StoreOptions {
   ranges?: AllocationRanges;
   /** The shortest rotation schedule interval accepted (policy `rotationScheduleMinSeconds`). */
   scheduleMinSeconds?: number;
+  /** Pending commands per modem before `queue_full` (policy `commandQueueMax`). */
+  commandQueueMax?: number;
   log?: Logger;
 }
 
@@ -216,7 +218,7 @@ export class Store {
   }
 
   insertCommand(imei: string, kind: string, requestedBy: string): Promise<number> {
-    return insertCommand(this.sql, imei, kind, requestedBy);
+    return insertCommand(this.sql, imei, kind, requestedBy, this.options.commandQueueMax);
   }
   /** Pending commands of this host's modems; a rotate waits `rotationMinIntervalMs` after the last. */
   claimCommands(limit?: number, rotationMinIntervalMs?: number): ReturnType<typeof claimCommands> {

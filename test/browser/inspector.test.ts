@@ -98,6 +98,21 @@ describe('inspector web page', () => {
       [second.imei, newIp] as const,
     );
 
+    // a rotation link from the panel: the previewer warning is shown, and said again when it is made
+    expect(await page.locator('#p-link .warning').textContent()).toMatch(/previewers/);
+    expect(await page.locator('#p-link-state').textContent()).toBe('none');
+    await page.click('#p-link-new');
+    await page.waitForSelector('#confirm[open]');
+    expect(await page.locator('#confirm-text').textContent()).toMatch(/link previewers open the links/);
+    await page.click('#confirm-ok');
+    await page.waitForSelector('#p-link-url:not([hidden])');
+    const linkUrl = await page.locator('#p-link-url').inputValue();
+    expect(linkUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/rotate\/[A-Za-z0-9_-]{43}$/);
+    await page.waitForFunction(() =>
+      /^active since/.test(document.querySelector('#p-link-state')?.textContent ?? ''),
+    );
+    expect((await fetch(linkUrl, { method: 'POST' })).status).toBe(202);
+
     await mkdir(SCREENSHOTS, { recursive: true });
     await page.screenshot({ path: join(SCREENSHOTS, 'inspector.png') });
     expect(errors).toEqual([]);

@@ -95,6 +95,10 @@ describe('deploy/', () => {
       'net.ipv4.conf.default.rp_filter': '2',
     });
     const config = loadConfig({ env: {}, file: join(deploy, 'config.example.json') });
-    expect(config).toMatchObject({ hostId: 'farm-01', http: { host: '127.0.0.1', port: 8080 } });
+    expect(config).toMatchObject({
+      hostId: 'farm-01',
+      http: { host: '127.0.0.1', port: 8080 },
+      allowedHosts: ['farm-01.example.com'],
+    });
   });
 });

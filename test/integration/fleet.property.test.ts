@@ -126,9 +126,11 @@ const commands = [
           intervalMs: 100,
         }).catch(ignoreTimeout);
         if (!(await known())) return;
-        await w.db
-          .sql`insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, 'property')`;
-        m.commands++;
+        // a second pending rotate of a modem is refused by the database (sql/0011): not counted
+        const inserted = await w.db.sql`
+          insert into modem_commands (imei, kind, requested_by) values (${imei}, ${kind}, 'property')
+          on conflict do nothing returning id`;
+        m.commands += inserted.length;
       },
     ),
   ),

@@ -287,7 +287,12 @@ describe('inspector HTTP API against a running supervisor', () => {
     const down = await json(await fetch(`${farm.url}/ready`));
     expect(down.body).toMatchObject({ ready: false, checks: { database: { ok: false } } });
     expect((await fetch(`${farm.url}/live`)).status).toBe(200);
-    expect(await (await fetch(`${farm.url}/metrics`)).text()).toMatch(/^modemfleet_database_up 0$/m);
+    // /metrics is rendered at most once per 1.5 s: the outage shows in the next render
+    await until(
+      async () => /^modemfleet_database_up 0$/m.test(await (await fetch(`${farm.url}/metrics`)).text()),
+      5_000,
+      '/metrics to show the outage',
+    );
     const during = await farm.api('/api/modems');
     expect(during.status).toBe(503);
     farm.dbProxy.up();

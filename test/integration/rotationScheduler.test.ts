@@ -136,7 +136,7 @@ describe('rotation schedules', () => {
     expect((await farm.store.modems({ imei }))[0]?.state).toBe('online');
   });
 
-  it('a second rotate while one is pending gets the pending one; an early rotate waits for the minimum interval', async () => {
+  it('a second rotate while one is pending gets the pending one; an early rotate waits for the minimum interval, operator commands do not', async () => {
     const imei = imeis[0] ?? '';
     const first = await runCommand(farm, imei, 'rotate');
     expect(first.status).toBe('done');
@@ -154,28 +154,38 @@ describe('rotation schedules', () => {
     expect(b.id).toBe(a.id);
     expect(c).toBe(a.id);
     expect((await farm.store.command(a.id))?.status).toBe('pending');
-    // another kind is queued as before
+    // another kind is queued as before, and goes first: the held rotate does not hold it back
     const reset = await farm.store.insertCommand(imei, 'reset', 'test');
     expect(reset).not.toBe(a.id);
+    await until(async () => (await farm.store.command(reset))?.status === 'done', 30_000, 'the reset');
     await until(
-      async () => (await farm.store.command(a.id))?.status === 'done',
-      20_000,
-      'the early rotate done',
+      async () => ['done', 'failed'].includes((await farm.store.command(a.id))?.status ?? ''),
+      30_000,
+      'the early rotate finished',
     );
+    const [resetRow] = await farm.db.sql<{ claimed_at: Date; finished_at: Date }[]>`
+      select claimed_at, finished_at from modem_commands where id = ${reset}`;
     const rows = await rotations(imei);
     const early = rows.find((r) => r.id === a.id);
     const previous = rows.find((r) => r.id === first.id);
-    expect(early?.claimed_at?.getTime() ?? 0).toBeGreaterThanOrEqual(
+    // claimed once the modem was online again after the reset, not failed as not_online
+    expect(early?.status).toBe('done');
+    const earlyClaimed = early?.claimed_at?.getTime() ?? 0;
+    // the reset ran while the rotate waited for the minimum interval, not after it
+    expect(resetRow?.claimed_at.getTime() ?? Infinity).toBeLessThan(
+      (previous?.finished_at?.getTime() ?? 0) + MIN_INTERVAL_MS,
+    );
+    expect(earlyClaimed).toBeGreaterThanOrEqual(resetRow?.finished_at.getTime() ?? Infinity);
+    expect(earlyClaimed).toBeGreaterThanOrEqual(
       (previous?.finished_at?.getTime() ?? 0) + MIN_INTERVAL_MS - 50,
     );
-    // and not much later: the command processor wakes when the rotate is allowed, not at its poll
-    expect(early?.claimed_at?.getTime() ?? 0).toBeLessThan(
-      (previous?.finished_at?.getTime() ?? 0) + MIN_INTERVAL_MS + 900,
-    );
-    await until(
-      async () => (await farm.store.command(reset))?.status === 'done',
-      30_000,
-      'the reset after it',
+    // and not much later: when the interval is over and the modem is back online after the reset
+    const [back] = await farm.db.sql<{ at: Date }[]>`
+      select at from modem_transitions where imei = ${imei} and to_state like 'online%'
+        and at > ${resetRow?.finished_at ?? new Date(0)} order by seq limit 1`;
+    expect(earlyClaimed).toBeLessThan(
+      Math.max((previous?.finished_at?.getTime() ?? 0) + MIN_INTERVAL_MS, back?.at.getTime() ?? Infinity) +
+        1_500,
     );
     await until(async () => (await onlineCount(farm)) === 2, 30_000, '2 online again');
   });

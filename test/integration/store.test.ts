@@ -218,7 +218,7 @@ describe('appendTransitions', () => {
 });
 
 describe('commands', () => {
-  it('claims each command once, in order per modem, one running per modem, only for this host', async () => {
+  it('claims each command once, operator commands before the rotate, one running per modem, only for this host', async () => {
     const a = imei(500);
     const b = imei(501);
     const foreign = imei(502);
@@ -232,19 +232,20 @@ describe('commands', () => {
 
     const [x, y] = await Promise.all([store.claimCommands(), store.claimCommands()]);
     const claimed = [...x, ...y].map((c) => c.id).sort((p, q) => p - q);
-    expect(claimed).toEqual([a1, b1]);
-    expect(await store.claimCommands()).toEqual([]); // a2 waits for a1
+    // the reset goes before the modem's queued rotate (a link looping rotates cannot hold it back)
+    expect(claimed).toEqual([a2, b1]);
+    expect(await store.claimCommands()).toEqual([]); // a1 waits for a2
 
-    expect(await store.finishCommand(a1, true, { newIp: '10.0.0.2' })).toBe(true);
-    expect(await store.finishCommand(a1, true)).toBe(false); // finished once
+    expect(await store.finishCommand(a2, true, { done: 'reset' })).toBe(true);
+    expect(await store.finishCommand(a2, true)).toBe(false); // finished once
     const next = await store.claimCommands();
-    expect(next.map((c) => c.id)).toEqual([a2]);
-    expect(next[0]?.kind).toBe('reset');
+    expect(next.map((c) => c.id)).toEqual([a1]);
+    expect(next[0]?.kind).toBe('rotate');
 
     const interrupted = await store.failInterruptedCommands();
-    expect(interrupted.sort()).toEqual([a2, b1].sort());
-    expect((await store.command(a2))?.status).toBe('failed');
-    expect((await store.command(a1))?.result).toEqual({ newIp: '10.0.0.2' });
+    expect(interrupted.sort()).toEqual([a1, b1].sort());
+    expect((await store.command(a1))?.status).toBe('failed');
+    expect((await store.command(a2))?.result).toEqual({ done: 'reset' });
     expect((await store.command(f1))?.status).toBe('pending');
   });
 

@@ -150,7 +150,7 @@ describe('reliability: database killed during churn', () => {
                 values (${imeis[i] ?? ''}, ${kind ?? 'rotate'}, 'reliability') returning id`;
               if (row) accepted.push(Number(row.id));
             } catch {
-              insertFailures++; // the database is down: the operator's insert fails, nothing accepted
+              insertFailures++; // the database is down (or a second pending rotate, sql/0011): nothing accepted
             }
           }
           await pause(50 + random(150));

@@ -165,8 +165,14 @@ describe('hostile operator input', () => {
     const [g] = await farm.db.sql<{ status: string; result: { error: string } }[]>`
       select status, result from modem_commands where id = ${ghost?.id ?? 0}`;
     expect(g).toMatchObject({ status: 'failed', result: { error: 'abandoned' } });
-    // and an operator flipping a finished command back changes nothing we did
+    // and an operator flipping a finished command back changes nothing we did; the flipped rotate is
+    // the modem's one pending rotate while it waits (sql/0011: a second one by hand would be refused)
     await farm.db.sql`update modem_commands set status = 'pending', finished_at = null where id = ${r.id}`;
+    await until(
+      async () => (await farm.store.command(r.id))?.status !== 'pending',
+      20_000,
+      'the flipped rotate claimed',
+    );
     const again = await runCommand(farm, imei, 'rotate');
     expect(again.status).toBe('done');
   });

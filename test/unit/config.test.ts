@@ -197,3 +197,47 @@ describe('loadConfig: daemon settings', () => {
       expect(found.some((x) => x.startsWith(p))).toBe(true);
   });
 });
+
+describe('loadConfig: the inspector (issue 18)', () => {
+  it('allowedHosts from the file or MODEMFLEET_ALLOWED_HOSTS; HTTP limits in the policy', () => {
+    expect(loadConfig({ env: {} }).allowedHosts).toEqual([]);
+    const path = file(
+      'hosts.json',
+      JSON.stringify({
+        allowedHosts: ['farm.example.com', '*.farm.lan', '10.0.0.5', '::1'],
+        policy: { httpRequestTimeoutMs: 20_000, httpMaxConnections: 64, commandQueueMax: 4, linkBurst: 1 },
+      }),
+    );
+    const c = loadConfig({ env: {}, file: path });
+    expect(c.allowedHosts).toEqual(['farm.example.com', '*.farm.lan', '10.0.0.5', '::1']);
+    expect(c.policy).toMatchObject({
+      httpRequestTimeoutMs: 20_000,
+      httpMaxConnections: 64,
+      commandQueueMax: 4,
+    });
+    expect(c.policy.httpHeadersTimeoutMs).toBe(DEFAULT_POLICY.httpHeadersTimeoutMs);
+    expect(
+      loadConfig({ env: { MODEMFLEET_ALLOWED_HOSTS: 'a.example, 192.0.2.1' }, file: path }).allowedHosts,
+    ).toEqual(['a.example', '192.0.2.1']);
+  });
+
+  it('refuses bad host names and a headers timeout beyond the request timeout, naming each', () => {
+    const path = file(
+      'bad-hosts.json',
+      JSON.stringify({
+        allowedHosts: ['ok.example', 'http://evil/'],
+        policy: { httpHeadersTimeoutMs: 30_000, httpRequestTimeoutMs: 10_000, httpMaxConnections: 0 },
+      }),
+    );
+    const found = problems(() => loadConfig({ env: {}, file: path }));
+    expect(found).toContainEqual(expect.stringMatching(/^allowedHosts: at most 64 host names or addresses/));
+    expect(found).toContain('policy.httpHeadersTimeoutMs: must not exceed policy.httpRequestTimeoutMs');
+    expect(found).toContainEqual(expect.stringMatching(/^policy\.httpMaxConnections: must be an integer/));
+    expect(problems(() => loadConfig({ env: { MODEMFLEET_ALLOWED_HOSTS: 'a b' } }))).toEqual([
+      expect.stringMatching(/^MODEMFLEET_ALLOWED_HOSTS: /),
+    ]);
+    expect(problems(() => loadConfig({ env: {}, file: file('h2.json', '{"allowedHosts":"x"}') }))).toEqual([
+      expect.stringMatching(/^allowedHosts: /),
+    ]);
+  });
+});

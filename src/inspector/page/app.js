@@ -516,6 +516,7 @@ function renderPanelHead(detail) {
     ['desired', m.desiredState],
   ];
   $('p-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', '', k), el('dd', '', v)]));
+  if (detail) renderLink(detail.rotationLink);
   const last = detail?.lastError;
   const box = $('p-error');
   if (m.state === 'error' || last) {
@@ -661,6 +662,53 @@ for (const button of document.querySelectorAll('.actions button[data-kind]')) {
     }
   });
 }
+
+// ---------- rotation link ----------
+
+function renderLink(link) {
+  $('p-link-state').textContent = link
+    ? `active since ${new Date(link.createdAt).toLocaleString()} (by ${link.createdBy}); ` +
+      (link.lastUsedAt ? `last used ${ago(link.lastUsedAt)} ago` : 'never used')
+    : 'none';
+  $('p-link-revoke').disabled = !link;
+}
+
+$('p-link-new').addEventListener('click', async () => {
+  const imei = selected;
+  const warning = document.querySelector('#p-link .warning').textContent.replace(/\s+/g, ' ').trim();
+  if (
+    !imei ||
+    !(await confirmDialog(
+      `Create a new rotation link for ${imei}? The current one stops working.\n\n${warning}`,
+    ))
+  )
+    return;
+  try {
+    const r = await api(`/api/modems/${imei}/rotation-link`, { method: 'POST' });
+    const input = $('p-link-url');
+    input.hidden = false;
+    input.value = r.url;
+    input.select();
+    toast(r.warning ?? 'rotation link created');
+    await refreshPanel();
+  } catch (err) {
+    toast(`rotation link refused: ${err.message}`);
+  }
+});
+
+$('p-link-revoke').addEventListener('click', async () => {
+  const imei = selected;
+  if (!imei || !(await confirmDialog(`Revoke the rotation link of ${imei}? It stops working at once.`)))
+    return;
+  try {
+    await api(`/api/modems/${imei}/rotation-link`, { method: 'DELETE' });
+    $('p-link-url').hidden = true;
+    toast(`rotation link of ${imei} revoked`);
+    await refreshPanel();
+  } catch (err) {
+    toast(`revoke refused: ${err.message}`);
+  }
+});
 
 $('p-close').addEventListener('click', () => {
   cards.get(selected)?.root.classList.remove('selected');
