@@ -24,6 +24,8 @@ export interface Readiness {
   };
 }
 
+const UPTIME_CACHE_MS = 60_000;
+
 /**
  * What `/ready`, `/health` and `/metrics` report: the database answers, the journal keeps up
  * (not spooling, nothing queued for long), the supervisor has started. One database probe at a
@@ -35,6 +37,8 @@ export class StatusReporter {
   private cached: { at: number; text: Promise<string> } | undefined;
   /** Renders of `/metrics` (each reads the database): scrapes within `metricsCacheMs` share one. */
   metricsRenders = 0;
+  /** The farm's uptime reads the journal of 30 days: once a minute is plenty for a ratio. */
+  private uptime: { at: number; value: ReturnType<Store['uptime']> } | undefined;
 
   constructor(
     private readonly options: {
@@ -147,6 +151,22 @@ export class StatusReporter {
           );
       } catch {
         // as above
+      }
+      try {
+        const now = Date.now();
+        if (!this.uptime || now - this.uptime.at > UPTIME_CACHE_MS)
+          this.uptime = { at: now, value: this.options.store.uptime(null) };
+        const uptime = await this.uptime.value;
+        families.push({
+          name: 'modemfleet_uptime_ratio',
+          help: 'The farm: time online over time wanted (not disabled), from the journal, by window.',
+          type: 'gauge',
+          samples: Object.entries(uptime)
+            .filter(([, u]) => u.ratio !== null)
+            .map(([window, u]) => ({ labels: { window }, value: u.ratio ?? 0 })),
+        });
+      } catch {
+        this.uptime = undefined; // read again at the next scrape
       }
     }
     const s = this.options.supervisor?.status();

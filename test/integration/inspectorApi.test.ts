@@ -274,6 +274,9 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(metrics).toMatch(/^modemfleet_listen_reconnects_total\{listener="inspector"\} \d+$/m);
     expect(metrics).toMatch(/^modemfleet_proxy_restarts_total 0$/m);
     expect(metrics).toMatch(/^modemfleet_egress_checks_total\{result="failed"\} 0$/m);
+    // the farm's uptime by window (its modems came online in this test run: between 0 and 1)
+    expect(metrics).toMatch(/^modemfleet_uptime_ratio\{window="24h"\} (0(\.\d+)?|1)$/m);
+    expect(metrics).toMatch(/^modemfleet_rotations_total\{result="done"\} \d+$/m);
     expect(metrics).toMatch(/^modemfleet_alerts_raised_total \d+$/m);
     // the farm's address counts, never an address in a label
     expect(metrics).toMatch(/^modemfleet_rotations_24h \d+$/m);
