@@ -27,6 +27,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# promtool checks /metrics and deploy/prometheus-rules.yml in the tests. Debian ships it only in the
+# prometheus package, whose installation would also enable and start a Prometheus server: the
+# package is downloaded and only unpacked into var/promtool of this checkout (nothing installed).
+PROMTOOL=var/promtool/usr/bin/promtool
+if [ ! -x "$PROMTOOL" ]; then
+  deb_dir="$(mktemp -d)"
+  if (cd "$deb_dir" && apt-get download -qq prometheus >/dev/null 2>&1) && mkdir -p var/promtool &&
+    dpkg-deb -x "$deb_dir"/prometheus_*.deb var/promtool; then
+    echo "setup: promtool unpacked into $PROMTOOL"
+  else
+    echo "setup: could not download Debian's prometheus package for promtool (run apt-get update first?)" >&2
+  fi
+  rm -rf "$deb_dir"
+fi
+
 # Node: package.json's engines want 22 or newer (22 and 24 are the supported LTS lines); Debian
 # ships older ones (12: 18, 13: 20). As root, when the node on PATH is missing or older, Node 22 from
 # the npm registry's Node packages goes to /usr/local (scripts/install-node.sh). /usr/local/bin comes

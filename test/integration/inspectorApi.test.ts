@@ -10,6 +10,50 @@ import { startFarm, TOKEN, until, onlineCount, type TestFarm } from '../helpers/
 let farm: TestFarm;
 let imeis: string[];
 
+/**
+ * deploy/'s Prometheus alert rules and Grafana dashboard against a real /metrics answer: promtool
+ * (from Debian's prometheus package, unpacked by scripts/setup.sh) accepts the exposition and the rules, and every metric they name
+ * is one the inspector serves (a renamed metric cannot leave a silent alert or an empty panel).
+ */
+const PROMTOOL = new URL('../../var/promtool/usr/bin/promtool', import.meta.url).pathname; // setup.sh
+
+async function expectDeployFilesMatch(metrics: string): Promise<void> {
+  const lint = await execa(PROMTOOL, ['check', 'metrics'], { input: metrics, reject: false });
+  expect(lint.stdout + lint.stderr, 'promtool check metrics').toBe('');
+  expect(lint.exitCode).toBe(0);
+  const rulesFile = new URL('../../deploy/prometheus-rules.yml', import.meta.url).pathname;
+  const rules = await execa(PROMTOOL, ['check', 'rules', rulesFile], { reject: false });
+  expect(rules.exitCode, rules.stdout + rules.stderr).toBe(0);
+  const dashboard = JSON.parse(
+    await readFile(new URL('../../deploy/grafana-dashboard.json', import.meta.url), 'utf8'),
+  ) as {
+    uid: string;
+    schemaVersion: number;
+    panels: { id: number; title: string; targets: { expr: string }[] }[];
+  };
+  expect(dashboard).toMatchObject({ uid: 'modemfleet', schemaVersion: expect.any(Number) as unknown });
+  expect(new Set(dashboard.panels.map((p) => p.id)).size).toBe(dashboard.panels.length);
+  for (const panel of dashboard.panels) {
+    expect(panel.title.length).toBeGreaterThan(0);
+    expect(panel.targets.length).toBeGreaterThan(0);
+  }
+  const served = new Set(
+    [...metrics.matchAll(/^([a-z_:][a-z0-9_:]*?)(_bucket|_sum|_count)?(\{| )/gm)].flatMap((m) => [
+      m[1] ?? '',
+      `${m[1] ?? ''}${m[2] ?? ''}`,
+    ]),
+  );
+  const exprs = [
+    ...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)),
+    ...[...(await readFile(rulesFile, 'utf8')).matchAll(/expr: (.*)$/gm)].map((m) => m[1] ?? ''),
+  ];
+  const named = new Set(
+    exprs.flatMap((e) => [...e.matchAll(/\b((?:modemfleet|process)_[a-z0-9_]+)/g)].map((m) => m[1] ?? '')),
+  );
+  expect(named.size).toBeGreaterThan(10);
+  expect([...named].filter((name) => !served.has(name))).toEqual([]);
+}
+
 beforeAll(async () => {
   farm = await startFarm({ modems: 4, limits: { commandBurst: 3, commandRefillMs: 60_000 } });
   await until(async () => (await onlineCount(farm)) === 4, 30_000, '4 online');
@@ -284,6 +328,7 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(metrics).toMatch(/^modemfleet_public_networks_24h 0$/m);
     expect(metrics).not.toMatch(/\d+\.\d+\.\d+\.\d+"/);
     expect(metrics).toMatch(/^modemfleet_spool_bytes \d+$/m);
+    await expectDeployFilesMatch(metrics);
 
     farm.dbProxy.cut();
     await until(async () => (await fetch(`${farm.url}/ready`)).status === 503, 10_000, '/ready to fail');
