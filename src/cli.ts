@@ -39,13 +39,15 @@ function config(values: Record<string, unknown>, mode: ConfigMode = 'production'
 }
 
 /**
- * A one-shot command's database: next to a running daemon its embedded server is shared; the schema
- * is checked (a changed migration is refused) and pending migrations applied.
+ * A one-shot command's database: DATABASE_URL, or the embedded server of the modemfleet running on
+ * this state dir (never one of its own: a one-shot run as root must not change the service's
+ * files; without a running farm it says so at once); the schema is checked (a changed migration is
+ * refused) and pending migrations applied.
  */
 const oneShot = (log: Logger): SystemOptions => ({
   application: 'modemfleet-cli',
   max: 4,
-  embedded: 'attach',
+  embedded: 'running',
   migrations: 'check',
   log,
 });

@@ -1,5 +1,5 @@
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Config } from './config.js';
 import { startInspector } from './daemon.js';
 import { EchoServer } from './echo.js';
@@ -164,7 +164,10 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     options.print(`inspector: ${inspector.url}/#token=${token.token}`);
     options.print(`API token: ${token.token}`);
     options.print(`  curl -H 'Authorization: Bearer ${token.token}' ${inspector.url}/api/modems`);
-    options.print('commands: npx modemfleet status | rotate IMEI | reset IMEI | disable IMEI | enable IMEI');
+    // one-shot commands find this farm by its state dir (they default to the service's)
+    options.print(
+      `commands (another terminal): MODEMFLEET_STATE_DIR=${resolve(config.stateDir)} npx modemfleet status | rotate IMEI | reset IMEI | disable IMEI | enable IMEI`,
+    );
     options.print('Ctrl-C stops everything');
     options.print('ready');
     await signal.received;

@@ -31,11 +31,12 @@ export interface SystemOptions {
   migrations: 'apply' | 'check' | 'none';
   /**
    * The embedded server (unused with DATABASE_URL): `own` starts it and refuses one that another
-   * live modemfleet process runs (`pg_in_use`); `attach` uses that one instead (one-shot commands
-   * next to a running daemon); `supervise` owns it and starts it again when it dies on its own (the
+   * live modemfleet process runs (`pg_in_use`); `attach` uses that one instead, or starts its own;
+   * `running` (one-shot commands) only uses the one a running modemfleet owns, touching nothing in
+   * the state dir, and says at once when there is none (`no_farm_running`); `supervise` owns it and starts it again when it dies on its own (the
    * daemon), calling `onExit` with the reason first.
    */
-  embedded: 'own' | 'attach' | { supervise: { onExit?: (detail: string) => void } };
+  embedded: 'own' | 'attach' | 'running' | { supervise: { onExit?: (detail: string) => void } };
   /** Connection attempts before `database_unreachable`; default `policy.databaseConnectAttempts`. */
   connectAttempts?: number;
   log?: Logger;
@@ -85,7 +86,7 @@ export class System {
           dir: join(config.stateDir, 'postgres'),
           port: config.embeddedPort,
           log,
-          attach: embedded === 'attach',
+          attach: embedded === 'running' ? 'only' : embedded === 'attach',
           ...(typeof embedded === 'object'
             ? {
                 restart: true,

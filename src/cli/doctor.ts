@@ -265,7 +265,8 @@ async function database(config: Config, log: Logger): Promise<Finding> {
     application: 'modemfleet-doctor',
     max: 1,
     connectAttempts: 2,
-    embedded: 'attach',
+    // the embedded server of the running farm, never one of its own (doctor changes nothing)
+    embedded: 'running',
     migrations: 'none',
     log,
   });
@@ -281,6 +282,13 @@ async function database(config: Config, log: Logger): Promise<Finding> {
     };
   } catch (err) {
     const e = coerceError(err) as Error & { code?: string };
+    if (e.code === 'no_farm_running')
+      return {
+        check: 'database',
+        status: 'warn',
+        detail: 'the embedded PostgreSQL is not running (the farm starts it): not checked',
+        fix: 'start the farm (systemctl start modemfleet) and run doctor again, or set DATABASE_URL',
+      };
     return {
       check: 'database',
       status: 'fail',

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
@@ -43,9 +44,10 @@ export interface EmbeddedClusterOptions {
   settings?: Record<string, string>;
   /**
    * When another live modemfleet process runs this cluster, use it instead of failing (CLI commands
-   * next to a running daemon). An attached cluster is not stopped by stop().
+   * next to a running daemon). An attached cluster is not stopped by stop(). `only`: never start
+   * one, and touch nothing in the state dir (one-shot commands: `no_farm_running` without one).
    */
-  attach?: boolean;
+  attach?: boolean | 'only';
   /**
    * Supervise the server: when it exits without stop() (the OOM killer, a crash, a stray kill -9)
    * it is started again, with backoff (the daemon sets this; the journal spools meanwhile).
@@ -106,6 +108,7 @@ export class EmbeddedCluster {
   }
 
   private async startOnce(): Promise<void> {
+    if (this.options.attach === 'only') return this.attachToRunning();
     const bins = await loadBinaries();
     const runAs = await ensureRunAs(this.log);
     await this.prepareDirs(runAs);
@@ -258,26 +261,61 @@ export class EmbeddedCluster {
    * gone (a SIGKILLed parent), it is an orphan holding the lock and the port: stop it, don't fight it.
    * Returns true when attached.
    */
-  private async adoptOrStopPrevious(): Promise<boolean> {
+  /** The server running on this data dir, and the live process that owns it (if any); reads only. */
+  private async liveServer(): Promise<{ pid: number; port: number; owner: number | undefined } | undefined> {
     let lines: string[];
     try {
-      lines = (await readFile(join(this.dataDir, 'postmaster.pid'), 'utf8')).split('\n');
+      lines = (await readNoFollow(join(this.dataDir, 'postmaster.pid'))).split('\n');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw err;
     }
     const pid = Number(lines[0]);
-    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return false; // stale: postgres cleans it up
-    if (!(await isPostgresOf(pid, this.dataDir))) return false; // pid reused by another program
-    const owner = Number((await readFile(join(this.dir, 'owner'), 'utf8').catch(() => '')).trim());
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner)) {
+    if (!Number.isInteger(pid) || pid <= 0 || !pidAlive(pid)) return undefined; // stale: postgres cleans it up
+    if (!(await isPostgresOf(pid, this.dataDir))) return undefined; // pid reused by another program
+    const owner = Number((await readNoFollow(join(this.dir, 'owner')).catch(() => '')).trim());
+    const live = Number.isInteger(owner) && owner > 0 && owner !== process.pid && pidAlive(owner);
+    return { pid, port: Number(lines[3]), owner: live ? owner : undefined };
+  }
+
+  /**
+   * `attach: 'only'` (one-shot commands): the server a running modemfleet owns, or a one-line error
+   * at once. Nothing is created, changed or stopped in the state dir (no chown, no chmod, no
+   * initdb, no orphan stopped), and no symbolic link there is followed: a one-shot run as root
+   * never changes the service's files.
+   */
+  private async attachToRunning(): Promise<void> {
+    const server = await this.liveServer().catch(() => undefined);
+    if (!server?.owner)
+      throw new ModemfleetError(
+        'no_farm_running',
+        `no running modemfleet uses ${this.dir}: start it (systemctl start modemfleet, modemfleet run, or npm start for the demo), ` +
+          'set MODEMFLEET_STATE_DIR to the state dir of the one that runs, or set DATABASE_URL',
+      );
+    const password = (await readNoFollow(join(this.dir, 'password')).catch(() => '')).trim();
+    if (password.length < 16)
+      throw new ModemfleetError('pg_password_unreadable', `cannot read ${join(this.dir, 'password')}`);
+    this.password = password;
+    this.port = server.port;
+    this.attached = true;
+    this.log.debug(
+      { owner: server.owner, port: this.port },
+      'using the embedded PostgreSQL of a running modemfleet',
+    );
+  }
+
+  private async adoptOrStopPrevious(): Promise<boolean> {
+    const server = await this.liveServer();
+    if (!server) return false;
+    const { pid, owner } = server;
+    if (owner !== undefined) {
       if (!this.options.attach) {
         throw new ModemfleetError(
           'pg_in_use',
           `another modemfleet process (pid ${owner}) runs the embedded PostgreSQL in ${this.dataDir}; stop it first or use another state dir`,
         );
       }
-      this.port = Number(lines[3]);
+      this.port = server.port;
       this.attached = true;
       this.log.debug({ owner, port: this.port }, 'using the embedded PostgreSQL of a running modemfleet');
       return true;
@@ -421,5 +459,15 @@ export class EmbeddedCluster {
   urlFor(database: string): string {
     if (this.password === undefined) throw new Error('embedded cluster not started');
     return `postgres://${this.user}:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
+  }
+}
+
+/** A small file's text, refusing a symbolic link as its last component (ELOOP). */
+async function readNoFollow(path: string): Promise<string> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
   }
 }

@@ -1,5 +1,5 @@
 import { connect, createServer } from 'node:net';
-import { chmod, mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Database, defaultSslMode, openSql } from '../../src/store/database.js';
 import { createTestDatabase } from '../helpers/db.js';
 import { EmbeddedCluster } from '../../src/process/embeddedCluster.js';
+import { loadConfig } from '../../src/config.js';
+import { System } from '../../src/system.js';
 import { freePort } from '../../src/util/ports.js';
 
 let dir: string;
@@ -56,6 +58,21 @@ describe('DATABASE_URL', () => {
       `cannot reach PostgreSQL at 127.0.0.1:${port}/db after 3 attempts (ECONNREFUSED)`,
     );
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+});
+
+describe('one-shot commands and the embedded server', () => {
+  it('without a running farm: no_farm_running at once, and the state dir is not created', async () => {
+    const stateDir = join(dir, 'never-started');
+    const config = loadConfig({ env: { MODEMFLEET_STATE_DIR: stateDir } });
+    const system = new System(config, {
+      application: 'test',
+      max: 1,
+      embedded: 'running',
+      migrations: 'check',
+    });
+    await expect(system.start()).rejects.toMatchObject({ code: 'no_farm_running' });
+    await expect(stat(stateDir)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 });
 
@@ -183,10 +200,36 @@ describe('embedded PostgreSQL', () => {
     await viaAttach.end();
     await attached.stop();
     expect(alive(orphanPid)).toBe(true); // stop() of an attached cluster leaves it running
+    // a one-shot command's way (attach: 'only') uses it too
+    const oneShot = new EmbeddedCluster({ dir: clusterDir, port: 1, attach: 'only' });
+    await oneShot.start();
+    expect(oneShot).toMatchObject({ attached: true, port });
+    await oneShot.stop();
 
     child.kill('SIGKILL');
     await child;
     expect(alive(orphanPid)).toBe(true); // the orphan still holds port and lock
+
+    // no running modemfleet owns it now: a one-shot says so at once, and touches nothing (it
+    // neither stops the orphan nor changes an owner or mode in the state dir)
+    const owners = async () =>
+      Promise.all(
+        [clusterDir, join(clusterDir, 'data'), join(clusterDir, 'password')].map(async (p) => {
+          const s = await stat(p);
+          return [p, s.uid, s.gid, s.mode];
+        }),
+      );
+    const before = await owners();
+    const started = Date.now();
+    await expect(
+      new EmbeddedCluster({ dir: clusterDir, port, attach: 'only' }).start(),
+    ).rejects.toMatchObject({
+      code: 'no_farm_running',
+      message: expect.stringMatching(/^no running modemfleet uses .*: start it/) as unknown,
+    });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(alive(orphanPid)).toBe(true);
+    expect(await owners()).toEqual(before);
 
     await first.start();
     try {
