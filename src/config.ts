@@ -5,6 +5,7 @@ import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocation
 import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
 import { scheduleProblems, type NoReuse, type RotationSchedule } from './fleet/rotationSchedule.js';
 import { HOST_ID_PATTERN } from './ids.js';
+import { parseWebhook, type WebhookSpec } from './alerts/webhookSpec.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
 
@@ -58,6 +59,8 @@ export interface Config {
    * not count as new (unset: only the address right before counts as the same).
    */
   rotation: { schedule: RotationSchedule | undefined; noReuse: NoReuse | undefined };
+  /** Push alerts defined in the file (kept in the `webhooks` table at start, by name). */
+  webhooks: WebhookSpec[];
 }
 
 export interface DataPlaneConfig {
@@ -107,6 +110,7 @@ const FILE_KEYS = [
   'http',
   'proxyHost',
   'rotation',
+  'webhooks',
 ] as const;
 
 const APN = /^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/;
@@ -356,6 +360,26 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
   return out;
 }
 
+/** `webhooks`: an array of webhook definitions; a `json` one needs its `secret` here (to verify). */
+function webhooks(value: unknown, problems: string[]): WebhookSpec[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || value.length > 32) {
+    problems.push('webhooks: must be an array of at most 32 webhooks');
+    return [];
+  }
+  const out: WebhookSpec[] = [];
+  value.forEach((item: unknown, i) => {
+    const at = `webhooks[${i}]`;
+    const spec = parseWebhook(item, at, problems);
+    if (!spec) return;
+    if ((item as Record<string, unknown>)['secret'] === undefined && spec.format === 'json')
+      problems.push(`${at}.secret: required for format "json" (the receiver checks the signature with it)`);
+    else if (out.some((w) => w.name === spec.name)) problems.push(`${at}.name: '${spec.name}' is used twice`);
+    else out.push(spec);
+  });
+  return out;
+}
+
 /** `HOST:PORT` (IPv4, a name, or [IPv6]); null or "off" turns the inspector off. */
 export function parseListen(
   value: unknown,
@@ -498,6 +522,7 @@ export function loadConfig(
     http: http ?? undefined,
     proxyHost,
     rotation: { schedule: undefined, noReuse: undefined },
+    webhooks: webhooks(file['webhooks'], problems),
   };
   config.rotation = rotation(file['rotation'], config.policy.rotationScheduleMinSeconds, problems);
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')

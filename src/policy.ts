@@ -65,6 +65,13 @@ export interface Policy {
   rotationScheduleMinSeconds: number;
   /** The rotation scheduler re-reads the schedules this often (a change takes effect within it). */
   rotationSchedulePollMs: number;
+  /** Push alerts: one request's timeout; backoff between attempts; attempts before a delivery fails. */
+  webhookTimeoutMs: number;
+  webhookRetryBaseMs: number;
+  webhookRetryCapMs: number;
+  webhookMaxAttempts: number;
+  /** Safety net: due webhook deliveries are looked for this often whatever NOTIFY did. */
+  webhookPollMs: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -101,6 +108,11 @@ export const DEFAULT_POLICY: Policy = {
   rotationMinIntervalMs: 30_000,
   rotationScheduleMinSeconds: 60,
   rotationSchedulePollMs: 5_000,
+  webhookTimeoutMs: 10_000,
+  webhookRetryBaseMs: 2_000,
+  webhookRetryCapMs: 300_000,
+  webhookMaxAttempts: 10,
+  webhookPollMs: 10_000,
 };
 
 /** The journal spool's size bound (config `spoolMaxBytes`). */
