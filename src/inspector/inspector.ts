@@ -8,6 +8,7 @@ import { isRetryable } from '../store/pgErrors.js';
 import type { Store } from '../store/store.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 import { registerApi } from './api.js';
+import { ALERTS_API_STATUS, registerAlertsApi } from './alertsApi.js';
 import { DEFAULT_HUB_LIMITS, Hub, type HubLimits } from './hub.js';
 import { loadPage, registerPage } from './page.js';
 import { RateLimiter } from './rateLimit.js';
@@ -71,6 +72,7 @@ const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   invalid_command: 400,
   invalid_request: 400,
   rate_limited: 429,
+  ...ALERTS_API_STATUS,
 };
 
 /**
@@ -183,6 +185,7 @@ export class Inspector {
       limiter: new RateLimiter({ burst: this.limits.commandBurst, refillMs: this.limits.commandRefillMs }),
       rotateWaitMaxSeconds: this.limits.rotateWaitMaxSeconds,
     });
+    registerAlertsApi(app, { store: this.options.store });
     registerPage(app, page);
 
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.wsMessageBytes });
