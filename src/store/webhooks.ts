@@ -7,6 +7,7 @@ import {
   type WebhookSpec,
 } from '../alerts/webhookSpec.js';
 import { ModemfleetError } from '../util/errors.js';
+import { pgTextArray } from './journal.js';
 import { errorCode, SQLSTATE } from './pgErrors.js';
 
 /** Webhooks and their deliveries (`webhooks`, `webhook_deliveries`, sql/0010_webhooks.sql). */
@@ -61,6 +62,9 @@ const toWebhook = (r: WebhookRow): StoredWebhook => ({
     : null,
 });
 
+/** A text[] parameter as its literal (the pool fetches no array types), or null. */
+const textArray = (values: readonly string[] | null) => (values ? pgTextArray(values) : null);
+
 const columns = (sql: Sql) => sql`
   w.id, w.name, w.url, w.format, w.chat_id, w.kinds, w.severities, w.include_resolved, w.source,
   w.created_by, w.created_at`;
@@ -70,8 +74,8 @@ export async function createWebhook(sql: Sql, spec: WebhookSpec, createdBy: stri
   try {
     const [row] = await sql<WebhookRow[]>`
       insert into webhooks as w (name, url, secret, format, chat_id, kinds, severities, include_resolved, created_by)
-      values (${spec.name}, ${spec.url}, ${spec.secret}, ${spec.format}, ${spec.chatId}, ${spec.kinds},
-              ${spec.severities}, ${spec.resolved}, ${createdBy.slice(0, 128) || 'unknown'})
+      values (${spec.name}, ${spec.url}, ${spec.secret}, ${spec.format}, ${spec.chatId}, ${textArray(spec.kinds)}::text[],
+              ${textArray(spec.severities)}::text[], ${spec.resolved}, ${createdBy.slice(0, 128) || 'unknown'})
       returning ${columns(sql)}`;
     if (!row) throw new Error('insert returned nothing');
     return toWebhook(row);
@@ -117,14 +121,14 @@ export async function syncConfigWebhooks(sql: Sql, specs: readonly WebhookSpec[]
     for (const s of specs) {
       await tx`
         insert into webhooks (name, url, secret, format, chat_id, kinds, severities, include_resolved, source, created_by)
-        values (${s.name}, ${s.url}, ${s.secret}, ${s.format}, ${s.chatId}, ${s.kinds}, ${s.severities},
+        values (${s.name}, ${s.url}, ${s.secret}, ${s.format}, ${s.chatId}, ${textArray(s.kinds)}::text[], ${textArray(s.severities)}::text[],
                 ${s.resolved}, 'config', 'config')
         on conflict (name) do update set url = excluded.url, secret = excluded.secret, format = excluded.format,
           chat_id = excluded.chat_id, kinds = excluded.kinds, severities = excluded.severities,
           include_resolved = excluded.include_resolved, source = 'config', updated_at = now()`;
     }
     const names = specs.map((s) => s.name);
-    await tx`delete from webhooks where source = 'config' and not (name = any (${names}::text[]))`;
+    await tx`delete from webhooks where source = 'config' and not (name = any (${textArray(names)}::text[]))`;
   });
 }
 
