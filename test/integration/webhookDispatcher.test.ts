@@ -167,9 +167,8 @@ describe('push alerts: webhook deliveries', () => {
     await until(() => jsonIds().includes(`raised:${loud}`), 10_000, 'the other modem’s alert');
     await hostA.resolveAlert(silenced[0] ?? 0);
     await new Promise((r) => setTimeout(r, 700));
-    expect(receiver.received.slice(before).map((r) => JSON.parse(r.body) as AlertEvent)).toEqual([
-      expect.objectContaining({ event: 'raised', alert: expect.objectContaining({ id: loud }) }),
-    ]);
+    const pushed = receiver.received.slice(before).map((r) => JSON.parse(r.body) as AlertEvent);
+    expect(pushed.map((b) => `${b.event}:${b.alert.id}`)).toEqual([`raised:${loud}`]);
     const stored = await hostA.alerts({ open: false, imei: IMEI, limit: 2 });
     expect(stored.map((a) => [a.id, a.silenced])).toEqual([
       [silenced[1], true],
