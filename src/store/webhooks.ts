@@ -256,11 +256,15 @@ export async function finishDelivery(
   return rows.length === 1;
 }
 
-/** Milliseconds until the first pending delivery is due (undefined: none pending). */
+/**
+ * Milliseconds until the first pending delivery waiting for its retry time is due (undefined: none).
+ * Deliveries due now but held back behind one being sent are not counted: that send's end wakes
+ * the worker that made it.
+ */
 export async function nextDeliveryDueMs(sql: Sql): Promise<number | undefined> {
   const [row] = await sql<{ ms: number | null }[]>`
     select ceil(extract(epoch from min(next_attempt_at) - now()) * 1000)::float8 as ms
-    from webhook_deliveries where status = 'pending'`;
+    from webhook_deliveries where status = 'pending' and next_attempt_at > now()`;
   return row?.ms === null || row?.ms === undefined ? undefined : Math.max(0, row.ms);
 }
 
