@@ -2,7 +2,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import type { Listener } from '../store/listener.js';
 import type { Store } from '../store/store.js';
-import type { DeliveryJob } from '../store/webhooks.js';
+import type { DeliveryJob } from '../store/deliveries.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
 import { sendDelivery, type SendLimits, type SendResult } from './webhookSender.js';

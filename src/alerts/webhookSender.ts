@@ -1,5 +1,5 @@
 import { coerceError } from '../util/errors.js';
-import type { DeliveryJob } from '../store/webhooks.js';
+import type { DeliveryJob } from '../store/deliveries.js';
 import { SIGNATURE_HEADER, renderBody, signature } from './webhookSpec.js';
 
 export interface SendLimits {

@@ -56,15 +56,17 @@ import {
 import { ackAlert, clearSilence, listSilences, setSilence, type Silence } from './silences.js';
 import {
   claimDeliveries,
-  createWebhook,
-  deleteWebhook,
   finishDelivery,
   insertTestDelivery,
   listDeliveries,
-  listWebhooks,
   nextDeliveryDueMs,
-  syncConfigWebhooks,
   type DeliveryJob,
+} from './deliveries.js';
+import {
+  createWebhook,
+  deleteWebhook,
+  listWebhooks,
+  syncConfigWebhooks,
   type StoredWebhook,
 } from './webhooks.js';
 import type { WebhookSpec } from '../alerts/webhookSpec.js';
