@@ -1,11 +1,5 @@
 import type { Sql } from 'postgres';
-import {
-  redactUrl,
-  type AlertEvent,
-  type Severity,
-  type WebhookFormat,
-  type WebhookSpec,
-} from '../alerts/webhookSpec.js';
+import { redactUrl, type Severity, type WebhookFormat, type WebhookSpec } from '../alerts/webhookSpec.js';
 import { ModemfleetError } from '../util/errors.js';
 import { pgTextArray } from './journal.js';
 import { errorCode, SQLSTATE } from './pgErrors.js';
