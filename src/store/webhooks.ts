@@ -60,7 +60,7 @@ const toWebhook = (r: WebhookRow): StoredWebhook => ({
 const textArray = (values: readonly string[] | null) => (values ? pgTextArray(values) : null);
 
 const columns = (sql: Sql) => sql`
-  w.id, w.name, w.url, w.format, w.chat_id, w.kinds, w.severities, w.include_resolved, w.source,
+  w.id, w.name, w.url, w.format, w.chat_id, to_jsonb(w.kinds) as kinds, to_jsonb(w.severities) as severities, w.include_resolved, w.source,
   w.created_by, w.created_at`;
 
 /** A new webhook (`webhook_exists` when the name is taken; nothing stored then). */

@@ -15,6 +15,8 @@ export interface Received {
 export class WebhookReceiver {
   readonly received: Received[] = [];
   status = 200;
+  /** Extra headers of every answer (e.g. a `location` with a 3xx status). */
+  headers: Record<string, string> = {};
   private server: Server | undefined;
   private portNumber = 0;
 
@@ -36,7 +38,7 @@ export class WebhookReceiver {
           headers: req.headers,
           body: Buffer.concat(chunks).toString('utf8'),
         });
-        res.writeHead(this.status, { 'content-type': 'text/plain', connection: 'close' });
+        res.writeHead(this.status, { 'content-type': 'text/plain', connection: 'close', ...this.headers });
         res.end(this.status < 300 ? 'ok' : 'receiver says no');
       });
     });

@@ -1,6 +1,12 @@
 import { createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseWebhook } from '../../src/alerts/webhookSpec.js';
+import { loadConfig } from '../../src/config.js';
+import { startWebhooks } from '../../src/daemon.js';
+import { silentLogger } from '../../src/log.js';
 import { Inspector } from '../../src/inspector/inspector.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -78,7 +84,15 @@ describe('push alerts API', () => {
 
     receiver.status = 500;
     const failed = await post(`/api/webhooks/${id}/test`);
+    receiver.status = 307;
+    receiver.headers = { location: 'http://127.0.0.2:9/elsewhere' };
+    const moved = await post(`/api/webhooks/${id}/test`);
     receiver.status = 200;
+    receiver.headers = {};
+    expect(moved).toMatchObject({
+      body: { delivered: false, status: 307, error: 'redirect not followed (HTTP 307)' },
+    });
+    expect(receiver.received).toHaveLength(3); // nothing went to the other address
     expect(failed).toMatchObject({
       body: { delivered: false, status: 500, error: 'HTTP 500: receiver says no' },
     });
@@ -87,6 +101,7 @@ describe('push alerts API', () => {
       unknown
     >[];
     expect(deliveries.map((d) => [d['event'], d['status'], d['attempts']])).toEqual([
+      ['test', 'failed', 1],
       ['test', 'failed', 1],
       ['test', 'delivered', 1],
     ]);
@@ -139,6 +154,30 @@ describe('push alerts API', () => {
     });
     await store.syncConfigWebhooks([]);
     expect((await api(`/api/webhooks/${String(tg?.['id'])}`)).status).toBe(404);
+  });
+
+  it('keeps the config file’s webhooks in the table when the daemon starts its worker', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mf-hooks-'));
+    const file = join(dir, 'config.json');
+    const webhooks = [
+      { name: 'from-file', format: 'chat', url: receiver.url('/file'), filter: { kinds: ['sim_swap'] } },
+    ];
+    await writeFile(file, JSON.stringify({ webhooks }));
+    const dispatcher = await startWebhooks(loadConfig({ env: {}, file }), store, silentLogger);
+    try {
+      const listed = (await api('/api/webhooks')).body as unknown as Record<string, unknown>[];
+      expect(listed.filter((w) => w['source'] === 'config')).toEqual([
+        expect.objectContaining({
+          name: 'from-file',
+          format: 'chat',
+          filter: { kinds: ['sim_swap'], severities: null, resolved: false },
+        }),
+      ]);
+    } finally {
+      await dispatcher.stop();
+      await store.syncConfigWebhooks([]);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('acknowledges an alert: who and when, in the alerts list', async () => {
