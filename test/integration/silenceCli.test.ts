@@ -63,5 +63,8 @@ describe('modemfleet silence', () => {
       expect(r.stderr).toMatch(message);
     }
     expect(await silences()).toEqual([]);
+    const help = await cli(['silence', '--help']);
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout).toMatch(/^usage: modemfleet silence IMEI --until DURATION\|ISO-TIME/);
   });
 });
