@@ -59,8 +59,11 @@ export interface Config {
    * not count as new (unset: only the address right before counts as the same).
    */
   rotation: { schedule: RotationSchedule | undefined; noReuse: NoReuse | undefined };
-  /** Push alerts defined in the file (kept in the `webhooks` table at start, by name). */
-  webhooks: WebhookSpec[];
+  /**
+   * Push alerts defined in the file, kept in the `webhooks` table at start by name (the farm's
+   * config webhooks: ones no longer listed are removed); undefined (no key): the table is left alone.
+   */
+  webhooks: WebhookSpec[] | undefined;
 }
 
 export interface DataPlaneConfig {
@@ -361,8 +364,8 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
 }
 
 /** `webhooks`: an array of webhook definitions; a `json` one needs its `secret` here (to verify). */
-function webhooks(value: unknown, problems: string[]): WebhookSpec[] {
-  if (value === undefined) return [];
+function webhooks(value: unknown, problems: string[]): WebhookSpec[] | undefined {
+  if (value === undefined) return undefined;
   if (!Array.isArray(value) || value.length > 32) {
     problems.push('webhooks: must be an array of at most 32 webhooks');
     return [];

@@ -137,7 +137,8 @@ export async function startInspector(
 
 /** Push alerts of this host: the config's webhooks kept in the table, then the delivery worker. */
 export async function startWebhooks(config: Config, store: Store, log: Logger): Promise<WebhookDispatcher> {
-  await store.syncConfigWebhooks(config.webhooks);
+  // hosts without a `webhooks` key leave the farm's config webhooks as they are
+  if (config.webhooks) await store.syncConfigWebhooks(config.webhooks);
   const dispatcher = new WebhookDispatcher({
     store,
     policy: webhookPolicy(config.policy),

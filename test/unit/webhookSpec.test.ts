@@ -151,11 +151,12 @@ describe('config webhooks and the silence command', () => {
       { name: 'ops', url: 'https://h.example/x', secret: 'a-secret-of-16-chars' },
       { name: 'chat', format: 'chat', url: 'https://mm.example/hooks/abc' },
     ]);
-    expect(c.webhooks.map((w) => [w.name, w.format])).toEqual([
+    expect(c.webhooks?.map((w) => [w.name, w.format])).toEqual([
       ['ops', 'json'],
       ['chat', 'chat'],
     ]);
-    expect(loadConfig({ env: {} }).webhooks).toEqual([]);
+    expect(loadConfig({ env: {} }).webhooks).toBeUndefined();
+    expect(load([]).webhooks).toEqual([]);
     expect(
       problems([
         { name: 'ops', url: 'https://h.example/x' },
