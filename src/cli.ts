@@ -10,6 +10,7 @@ import {
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
+import { SILENCE_USAGE, parseSilenceArgs } from './cli/silence.js';
 import { formatStatusTable } from './cli/status.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
 import { runDaemon } from './daemon.js';
@@ -268,6 +269,24 @@ const COMMANDS: Record<string, CommandSpec> = {
           ? { off: true }
           : { intervalSeconds: stored.intervalSeconds, jitterSeconds: stored.jitterSeconds });
       process.stdout.write(`${JSON.stringify({ imei, schedule: shown })}\n`);
+      return EXIT.ok;
+    },
+  },
+  silence: {
+    summary: "silence a modem's alerts for a maintenance window (recorded, not pushed), or end it (--off)",
+    usage: SILENCE_USAGE,
+    options: { ...configOption, until: { type: 'string' }, off: { type: 'boolean' } },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const { imei, until } = parseSilenceArgs(positionals, values);
+      const by = `cli:${userInfo().username}`;
+      const out = await withSystem(config(values), oneShot(log), async ({ store }) => {
+        if (until) return store.setSilence(imei, until, by);
+        if (!(await store.clearSilence(imei)))
+          throw new ModemfleetError('unknown_silence', `modem ${imei} is not silenced`);
+        return { imei, until: null };
+      });
+      process.stdout.write(`${JSON.stringify({ imei, until: out.until })}\n`);
       return EXIT.ok;
     },
   },

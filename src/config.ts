@@ -6,6 +6,7 @@ import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
 import { scheduleProblems, type NoReuse, type RotationSchedule } from './fleet/rotationSchedule.js';
 import { HOST_ID_PATTERN } from './ids.js';
 import { ALLOWED_HOST_PATTERN } from './inspector/hostAllowlist.js';
+import { parseWebhook, type WebhookSpec } from './alerts/webhookSpec.js';
 import { ConfigError } from './util/errors.js';
 import { DEFAULT_POLICY, DEFAULT_SPOOL_MAX_BYTES, type Policy } from './policy.js';
 
@@ -64,6 +65,11 @@ export interface Config {
    * not count as new (unset: only the address right before counts as the same).
    */
   rotation: { schedule: RotationSchedule | undefined; noReuse: NoReuse | undefined };
+  /**
+   * Push alerts defined in the file, kept in the `webhooks` table at start by name (the farm's
+   * config webhooks: ones no longer listed are removed); undefined (no key): the table is left alone.
+   */
+  webhooks: WebhookSpec[] | undefined;
 }
 
 export interface DataPlaneConfig {
@@ -114,6 +120,7 @@ const FILE_KEYS = [
   'allowedHosts',
   'proxyHost',
   'rotation',
+  'webhooks',
 ] as const;
 
 const APN = /^[A-Za-z0-9][A-Za-z0-9.-]{0,61}$/;
@@ -363,6 +370,26 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
   return out;
 }
 
+/** `webhooks`: an array of webhook definitions; a `json` one needs its `secret` here (to verify). */
+function webhooks(value: unknown, problems: string[]): WebhookSpec[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || value.length > 32) {
+    problems.push('webhooks: must be an array of at most 32 webhooks');
+    return [];
+  }
+  const out: WebhookSpec[] = [];
+  value.forEach((item: unknown, i) => {
+    const at = `webhooks[${i}]`;
+    const spec = parseWebhook(item, at, problems);
+    if (!spec) return;
+    if ((item as Record<string, unknown>)['secret'] === undefined && spec.format === 'json')
+      problems.push(`${at}.secret: required for format "json" (the receiver checks the signature with it)`);
+    else if (out.some((w) => w.name === spec.name)) problems.push(`${at}.name: '${spec.name}' is used twice`);
+    else out.push(spec);
+  });
+  return out;
+}
+
 /** `HOST:PORT` (IPv4, a name, or [IPv6]); null or "off" turns the inspector off. */
 export function parseListen(
   value: unknown,
@@ -538,6 +565,7 @@ export function loadConfig(
     allowedHosts: hosts,
     proxyHost,
     rotation: { schedule: undefined, noReuse: undefined },
+    webhooks: webhooks(file['webhooks'], problems),
   };
   config.rotation = rotation(file['rotation'], config.policy.rotationScheduleMinSeconds, problems);
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')

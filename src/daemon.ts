@@ -11,6 +11,7 @@ import { findProgram } from './util/fs.js';
 import { shutdownSignal } from './util/signals.js';
 import { Inspector, inspectorLimits } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
+import { WebhookDispatcher, webhookPolicy } from './alerts/webhookDispatcher.js';
 
 async function hotplugSource(config: Config, log: Logger): Promise<HotplugSource | undefined> {
   switch (config.hotplug) {
@@ -139,6 +140,21 @@ export async function startInspector(
   return { inspector, token };
 }
 
+/** Push alerts of this host: the config's webhooks kept in the table, then the delivery worker. */
+export async function startWebhooks(config: Config, store: Store, log: Logger): Promise<WebhookDispatcher> {
+  // hosts without a `webhooks` key leave the farm's config webhooks as they are
+  if (config.webhooks) await store.syncConfigWebhooks(config.webhooks);
+  const dispatcher = new WebhookDispatcher({
+    store,
+    policy: webhookPolicy(config.policy),
+    heartbeatIntervalMs: config.policy.listenHeartbeatIntervalMs,
+    heartbeatTimeoutMs: config.policy.listenHeartbeatTimeoutMs,
+    log,
+  });
+  await dispatcher.start();
+  return dispatcher;
+}
+
 export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
   let supervisor: Supervisor | undefined;
   const system = await openSystem(config, {
@@ -161,6 +177,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     log,
   });
   let inspector: Inspector | undefined;
+  let webhooks: WebhookDispatcher | undefined;
   try {
     const store = system.store;
     const hotplug = await hotplugSource(config, log);
@@ -191,20 +208,24 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       log,
     });
     await supervisor.start();
+    webhooks = await startWebhooks(config, store, log);
     inspector = (await startInspector(config, store, supervisor, log))?.inspector;
   } catch (err) {
+    await webhooks?.stop().catch(() => undefined);
     await supervisor?.stop().catch(() => undefined);
     await system.stop();
     throw err;
   }
   const running = supervisor;
   const http = inspector;
+  const dispatcher = webhooks;
   return {
     supervisor: running,
     inspector: http,
     async stop() {
       const failures: unknown[] = [];
       await http?.stop().catch((err: unknown) => failures.push(err));
+      await dispatcher.stop().catch((err: unknown) => failures.push(err));
       await running.stop().catch((err: unknown) => failures.push(err));
       await system.stop().catch((err: unknown) => failures.push(err));
       if (failures.length) throw new AggregateError(failures, 'shutdown failed');

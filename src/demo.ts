@@ -1,7 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Config } from './config.js';
-import { startInspector } from './daemon.js';
+import { startInspector, startWebhooks } from './daemon.js';
 import { EchoServer } from './echo.js';
 import { Supervisor } from './fleet/supervisor.js';
 import type { Logger } from './log.js';
@@ -121,6 +121,8 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     });
     await supervisor.start();
     stops.push(() => supervisor.stop());
+    const webhooks = await startWebhooks(config, store, log);
+    stops.push(() => webhooks.stop());
 
     const started = await startInspector(
       { ...config, http: options.http },

@@ -91,6 +91,13 @@ export interface Policy {
   httpMaxConnections: number;
   /** `/metrics` is rendered at most once per this (scrapes in between get the same text). */
   metricsCacheMs: number;
+  /** Push alerts: one request's timeout; backoff between attempts; attempts before a delivery fails. */
+  webhookTimeoutMs: number;
+  webhookRetryBaseMs: number;
+  webhookRetryCapMs: number;
+  webhookMaxAttempts: number;
+  /** Safety net: due webhook deliveries are looked for this often whatever NOTIFY did. */
+  webhookPollMs: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -140,6 +147,11 @@ export const DEFAULT_POLICY: Policy = {
   httpIdleTimeoutMs: 30_000,
   httpMaxConnections: 512,
   metricsCacheMs: 1_500,
+  webhookTimeoutMs: 10_000,
+  webhookRetryBaseMs: 2_000,
+  webhookRetryCapMs: 300_000,
+  webhookMaxAttempts: 10,
+  webhookPollMs: 10_000,
 };
 
 /** The journal spool's size bound (config `spoolMaxBytes`). */

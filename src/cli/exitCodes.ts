@@ -35,6 +35,8 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   invalid_imei: EXIT.usage,
   invalid_command: EXIT.usage,
   invalid_schedule: EXIT.usage,
+  invalid_silence: EXIT.usage,
+  unknown_silence: EXIT.notFound,
   usage: EXIT.usage,
   not_implemented: EXIT.notImplemented,
 };

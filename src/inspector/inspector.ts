@@ -17,6 +17,7 @@ import type { Access } from './access.js';
 import { registerApi } from './api.js';
 import { HostAllowlist } from './hostAllowlist.js';
 import { hostRefusal, replyError } from './httpErrors.js';
+import { registerAlertsApi } from './alertsApi.js';
 import { DEFAULT_HUB_LIMITS, Hub, type HubLimits } from './hub.js';
 import { loadPage, registerPage } from './page.js';
 import { RateLimiter } from './rateLimit.js';
@@ -254,6 +255,7 @@ export class Inspector {
     };
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
+    registerAlertsApi(app, { store: this.options.store });
     registerPage(app, page);
 
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.wsMessageBytes });

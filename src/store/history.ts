@@ -38,6 +38,10 @@ export interface StoredAlert {
   detail: Record<string, unknown>;
   raisedAt: Date;
   resolvedAt: Date | null;
+  /** Raised while its modem was silenced: recorded, never delivered. */
+  silenced: boolean;
+  ackedAt: Date | null;
+  ackedBy: string | null;
 }
 
 /** Alerts, newest first: open ones only by default; `before` pages by id. */
@@ -57,8 +61,12 @@ export async function listAlerts(
       detail: Record<string, unknown>;
       raised_at: Date;
       resolved_at: Date | null;
+      silenced: boolean;
+      acked_at: Date | null;
+      acked_by: string | null;
     }[]
-  >`select id, host_id, imei, kind, severity, message, detail, raised_at, resolved_at from alerts
+  >`select id, host_id, imei, kind, severity, message, detail, raised_at, resolved_at,
+           silenced, acked_at, acked_by from alerts
     where ${options.open === false ? sql`true` : sql`resolved_at is null`}
       and ${options.imei === undefined ? sql`true` : sql`imei = ${options.imei}`}
       and ${options.before === undefined ? sql`true` : sql`id < ${options.before}`}
@@ -73,6 +81,9 @@ export async function listAlerts(
     detail: r.detail,
     raisedAt: r.raised_at,
     resolvedAt: r.resolved_at,
+    silenced: r.silenced,
+    ackedAt: r.acked_at,
+    ackedBy: r.acked_by,
   }));
 }
 

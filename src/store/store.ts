@@ -63,6 +63,23 @@ import {
   type AddressStats,
   type StatsWindow,
 } from './addresses.js';
+import { ackAlert, clearSilence, listSilences, setSilence, type Silence } from './silences.js';
+import {
+  claimDeliveries,
+  finishDelivery,
+  insertTestDelivery,
+  listDeliveries,
+  nextDeliveryDueMs,
+  type DeliveryJob,
+} from './deliveries.js';
+import {
+  createWebhook,
+  deleteWebhook,
+  listWebhooks,
+  syncConfigWebhooks,
+  type StoredWebhook,
+} from './webhooks.js';
+import type { WebhookSpec } from '../alerts/webhookSpec.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 import { uptimeWindows, type Uptime, type UptimeWindow } from './uptime.js';
 
@@ -281,6 +298,48 @@ export class Store {
   }
   resolveAlert(id: number): Promise<void> {
     return resolveAlert(this.sql, id);
+  }
+
+  ackAlert(id: number, by: string): ReturnType<typeof ackAlert> {
+    return ackAlert(this.sql, id, by);
+  }
+  setSilence(imei: string, until: Date, setBy: string): Promise<Silence> {
+    return setSilence(this.sql, imei, until, setBy);
+  }
+  clearSilence(imei: string): Promise<boolean> {
+    return clearSilence(this.sql, imei);
+  }
+  silences(): Promise<Silence[]> {
+    return listSilences(this.sql);
+  }
+
+  createWebhook(spec: WebhookSpec, createdBy: string): Promise<StoredWebhook> {
+    return createWebhook(this.sql, spec, createdBy);
+  }
+  webhooks(id?: number): Promise<StoredWebhook[]> {
+    return listWebhooks(this.sql, id);
+  }
+  deleteWebhook(id: number): Promise<void> {
+    return deleteWebhook(this.sql, id);
+  }
+  syncConfigWebhooks(specs: readonly WebhookSpec[]): Promise<void> {
+    return syncConfigWebhooks(this.sql, specs);
+  }
+  /** Due deliveries of any host's alerts, claimed by this host (once across the farm). */
+  claimDeliveries(limit: number, staleSeconds: number): Promise<DeliveryJob[]> {
+    return claimDeliveries(this.sql, this.hostId, limit, staleSeconds);
+  }
+  finishDelivery(id: number, outcome: Parameters<typeof finishDelivery>[3]): Promise<boolean> {
+    return finishDelivery(this.sql, this.hostId, id, outcome);
+  }
+  nextDeliveryDueMs(): Promise<number | undefined> {
+    return nextDeliveryDueMs(this.sql);
+  }
+  insertTestDelivery(webhookId: number): Promise<DeliveryJob> {
+    return insertTestDelivery(this.sql, this.hostId, webhookId);
+  }
+  deliveries(webhookId: number, limit = 50): ReturnType<typeof listDeliveries> {
+    return listDeliveries(this.sql, webhookId, limit);
   }
 
   /** A started listener on `channels`; `onCatchUp` runs after every (re)LISTEN. */

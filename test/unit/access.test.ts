@@ -31,6 +31,9 @@ const snapshot: ServerMessage = {
       detail: {},
       raisedAt: new Date(0),
       resolvedAt: null,
+      silenced: false,
+      ackedAt: null,
+      ackedBy: null,
     },
     {
       id: 2,
@@ -42,6 +45,9 @@ const snapshot: ServerMessage = {
       detail: {},
       raisedAt: new Date(0),
       resolvedAt: null,
+      silenced: false,
+      ackedAt: null,
+      ackedBy: null,
     },
   ],
 };

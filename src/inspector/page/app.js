@@ -26,6 +26,7 @@ const el = (tag, cls, text) => {
 };
 
 const modems = new Map(); // imei -> modem view (as the API returns it)
+const silences = new Map(); // imei -> until: alerts recorded, not pushed
 const cards = new Map(); // imei -> { root, fields }
 const dirty = new Set();
 let order = []; // imeis in display order
@@ -152,6 +153,9 @@ function onMessage(m) {
       order = m.modems.map((x) => x.imei);
       renderAll();
       renderAlerts(m.alerts);
+      api('/api/silences')
+        .then(renderSilences)
+        .catch(() => undefined);
       setConn(true, 'live');
       if (selected && modems.has(selected)) refreshPanel();
       break;
@@ -514,7 +518,12 @@ function renderPanelHead(detail) {
     ['USB path', m.usbPath ?? '—'],
     ['ICCID', m.iccid ?? '—'],
     ['desired', m.desiredState],
+    [
+      'alerts',
+      silences.has(m.imei) ? `silenced until ${new Date(silences.get(m.imei)).toLocaleString()}` : 'pushed',
+    ],
   ];
+  $('p-silence').textContent = silences.has(m.imei) ? 'End silence' : 'Silence alerts 2 h';
   $('p-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', '', k), el('dd', '', v)]));
   if (detail) renderLink(detail.rotationLink);
   const last = detail?.lastError;
@@ -722,7 +731,9 @@ let alertsTimer = 0;
 function loadAlerts() {
   clearTimeout(alertsTimer);
   alertsTimer = setTimeout(() => {
-    api('/api/alerts?limit=200')
+    api('/api/silences')
+      .then(renderSilences)
+      .then(() => api('/api/alerts?limit=200'))
       .then(renderAlerts)
       .catch(() => undefined);
   }, 300);
@@ -747,11 +758,48 @@ function renderAlerts(alerts) {
           `${new Date(a.raisedAt).toLocaleString()}${a.imei ? ` · ${a.imei}` : ''}${a.host ? ` · ${a.host}` : ''}`,
         ),
       );
+      if (a.silenced) li.append(' ', el('small', 'silenced', 'silenced'));
+      if (a.ackedAt) li.append(' ', el('small', 'acked', `ack ${a.ackedBy ?? ''}`));
+      else {
+        const ack = el('button', 'ack', 'ack');
+        ack.type = 'button';
+        ack.addEventListener('click', (e) => {
+          e.stopPropagation();
+          api(`/api/alerts/${a.id}/ack`, { method: 'POST' })
+            .then(loadAlerts)
+            .catch((err) => toast(`ack refused: ${err.message}`));
+        });
+        li.append(' ', ack);
+      }
       if (a.imei) li.addEventListener('click', () => openPanel(a.imei));
       return li;
     }),
   );
 }
+
+function renderSilences(list) {
+  silences.clear();
+  for (const s of list) silences.set(s.imei, s.until);
+  const text = list.map((s) => `${s.imei} until ${new Date(s.until).toLocaleString()}`).join(', ');
+  $('silenced-list').textContent = `Silenced: ${text}`;
+  $('silenced-list').hidden = list.length === 0;
+  if (selected) renderPanelHead();
+}
+
+$('p-silence').addEventListener('click', async () => {
+  const imei = selected;
+  if (!imei) return;
+  try {
+    if (silences.has(imei)) await api(`/api/modems/${imei}/silence`, { method: 'DELETE' });
+    else {
+      const until = new Date(Date.now() + 2 * 3600_000).toISOString();
+      await api(`/api/modems/${imei}/silence`, { method: 'POST', body: JSON.stringify({ until }) });
+    }
+    renderSilences(await api('/api/silences'));
+  } catch (err) {
+    toast(`silence refused: ${err.message}`);
+  }
+});
 
 $('alerts-button').addEventListener('click', () => {
   $('alerts').hidden = !$('alerts').hidden;
