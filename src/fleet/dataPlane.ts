@@ -203,8 +203,7 @@ export class ModemDataPlane {
       runDir: this.options.runDir,
       netns: this.options.netns,
       log: this.log,
-      uid: this.uid,
-      gid: this.uid,
+      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
     };
     const processes =
       this.options.backend === '3proxy'

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
@@ -8,6 +8,7 @@ import { portInUse } from '../util/ports.js';
 import { backoffDelay, sleep, settlesWithin } from '../util/time.js';
 import {
   OS_USER,
+  childUser,
   ensureRunAs,
   isPostgresOf,
   lastLine,
@@ -183,6 +184,9 @@ export class EmbeddedCluster {
     if (runAs.uid !== undefined && (dirStat.mode & 0o011) === 0) await chmod(this.dir, dirStat.mode | 0o011);
     await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     if (runAs.uid !== undefined && runAs.gid !== undefined) {
+      // a cluster made when the server ran as the daemon's own user (before it had a uid of its
+      // own) is handed over whole; PostgreSQL refuses a data dir that is not its own
+      if ((await stat(this.dataDir)).uid !== runAs.uid) await chownTree(this.dataDir, runAs.uid, runAs.gid);
       await chown(this.dataDir, runAs.uid, runAs.gid);
       // Every directory above the data dir must let the postgres user through.
       for (let d = dirname(this.dir); ; d = dirname(d)) {
@@ -239,7 +243,7 @@ export class EmbeddedCluster {
           '--locale=C',
           '--no-instructions',
         ],
-        { ...runAs, env: { LC_ALL: 'C' } },
+        { user: childUser(runAs), env: { LC_ALL: 'C' } },
       );
       if (result.exitCode !== 0) {
         throw new ModemfleetError(
@@ -318,7 +322,7 @@ export class EmbeddedCluster {
     this.stderrTail = [];
     await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
     const child = spawnChild(bins.postgres, args, {
-      ...runAs,
+      user: childUser(runAs),
       stderr: 'pipe',
       env: { LC_ALL: 'C', LC_MESSAGES: 'C' },
       // Its own process group: a Ctrl-C in the terminal must not stop the database before we have
@@ -422,4 +426,12 @@ export class EmbeddedCluster {
     if (this.password === undefined) throw new Error('embedded cluster not started');
     return `postgres://${this.user}:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
   }
+}
+
+/** chown -R without following symbolic links. */
+async function chownTree(path: string, uid: number, gid: number): Promise<void> {
+  await lchown(path, uid, gid);
+  const s = await lstat(path);
+  if (!s.isDirectory()) return;
+  for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
 }

