@@ -1,6 +1,6 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { silentLogger, type Logger } from '../log.js';
-import { coerceError } from '../util/errors.js';
+import { ModemfleetError, coerceError } from '../util/errors.js';
 import { applyTable, deleteTable, type NftOptions } from './nft.js';
 import {
   checkAddressSpec,
@@ -249,9 +249,11 @@ export interface EgressPolicyOptions extends Omit<EgressPolicySpec, 'modems'> {
  * the table once every proxy has stopped; a crash leaves it in place (fail closed).
  */
 export class EgressPolicy {
-  private readonly modems = new Map<number, string>();
+  /** uid → link, and how many data planes admitted it (a replacement may admit before the old one releases). */
+  private readonly modems = new Map<number, { link: string; count: number }>();
   private applied: Promise<void> = Promise.resolve();
   private pending: Promise<void> | undefined;
+  private stopped = false;
   private readonly log: Logger;
 
   constructor(private readonly options: EgressPolicyOptions) {
@@ -267,7 +269,7 @@ export class EgressPolicy {
       allow,
       deny,
       internet,
-      modems: [...this.modems].sort(([a], [b]) => a - b).map(([uid, link]) => ({ uid, link })),
+      modems: [...this.modems].sort(([a], [b]) => a - b).map(([uid, { link }]) => ({ uid, link })),
     };
   }
 
@@ -276,18 +278,32 @@ export class EgressPolicy {
   }
 
   async start(): Promise<void> {
+    this.stopped = false;
     await this.apply();
     this.log.info({ uids: this.options.uids, netns: this.options.netns }, 'egress policy applied');
   }
 
   async admit(uid: number, link: string): Promise<void> {
-    if (this.modems.get(uid) === link) return this.applied;
-    this.modems.set(uid, link);
+    if (this.stopped)
+      throw new ModemfleetError(
+        'egress_policy_stopped',
+        'the egress policy is not applied: no proxy may start',
+      );
+    const held = this.modems.get(uid);
+    this.modems.set(uid, { link, count: (held?.count ?? 0) + 1 });
+    if (held?.link === link) return this.applied;
     await this.apply();
   }
 
-  async release(uid: number): Promise<void> {
-    if (!this.modems.delete(uid)) return;
+  async release(uid: number, link: string): Promise<void> {
+    const held = this.modems.get(uid);
+    if (!held || this.stopped) return;
+    if (held.count > 1) {
+      held.count--;
+      return;
+    }
+    if (held.link !== link) return;
+    this.modems.delete(uid);
     await this.apply();
   }
 
@@ -306,6 +322,7 @@ export class EgressPolicy {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.modems.clear();
     await this.applied.catch(() => undefined);
     await deleteTable('inet', EGRESS_TABLE, this.nftOptions());
