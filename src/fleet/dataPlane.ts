@@ -134,6 +134,7 @@ export class ModemDataPlane {
       password: this.allocation.proxyPassword,
       egress,
       dns: this.options.dns,
+      ...(this.options.egressPolicy ? { egressPolicy: this.options.egressPolicy } : {}),
     };
   }
 
