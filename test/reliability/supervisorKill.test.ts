@@ -6,7 +6,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ipJson } from '../../src/net/ip.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
-import { NetLab } from '../../src/sim/lab/netLab.js';
+import { ECHO_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 import { until, type UntilOptions } from '../helpers/until.js';
@@ -54,6 +54,8 @@ beforeAll(async () => {
         prefix: 24,
         runDir: join(dir, 'run'),
         egress: { url: net.echoUrl, intervalMs: 2000 },
+        // the egress policy (on by default): the lab's internet is the echo server's address
+        egressPolicy: { allow: [ECHO_ADDRESS] },
         // the lab's links are veth pairs, not qmi_wwan: nothing to set raw-IP on
         qmiLinks: false,
       },
