@@ -188,6 +188,15 @@ export class EmbeddedCluster {
       // own) is handed over whole; PostgreSQL refuses a data dir that is not its own
       if ((await stat(this.dataDir)).uid !== runAs.uid) await chownTree(this.dataDir, runAs.uid, runAs.gid);
       await chown(this.dataDir, runAs.uid, runAs.gid);
+      // group-readable (PostgreSQL's --allow-group-access): a daemon that is not root, in the
+      // server's group, still reads postmaster.pid; the server creates its files to match
+      // (as its owner: only the owner, or CAP_FOWNER, may change its mode)
+      const mode = await run('chmod', ['0750', this.dataDir], { user: childUser(runAs) });
+      if (!mode.ok)
+        throw new ModemfleetError(
+          'pg_dir_unreachable',
+          `cannot make ${this.dataDir} group-readable: ${lastLine(mode.stderr)}`,
+        );
       // Every directory above the data dir must let the postgres user through.
       for (let d = dirname(this.dir); ; d = dirname(d)) {
         const s = await stat(d);
@@ -242,6 +251,7 @@ export class EmbeddedCluster {
           '--encoding=UTF8',
           '--locale=C',
           '--no-instructions',
+          ...(runAs.uid !== undefined ? ['--allow-group-access'] : []),
         ],
         { user: childUser(runAs), env: { LC_ALL: 'C' } },
       );
@@ -428,10 +438,9 @@ export class EmbeddedCluster {
   }
 }
 
-/** chown -R without following symbolic links. */
+/** chown -R without following symbolic links; children first (we may not enter it once it is theirs). */
 async function chownTree(path: string, uid: number, gid: number): Promise<void> {
-  await lchown(path, uid, gid);
   const s = await lstat(path);
-  if (!s.isDirectory()) return;
-  for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
+  if (s.isDirectory()) for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
+  await lchown(path, uid, gid);
 }

@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { userInfo } from 'node:os';
 import type { Logger } from '../log.js';
 import { ModemfleetError } from '../util/errors.js';
 import { canChangeUser, run, type ChildUser } from './run.js';
@@ -40,11 +39,12 @@ export function childUser(runAs: RunAs): ChildUser | 'self' {
 }
 
 /**
- * PostgreSQL runs as the `postgres` system user whenever we can start it under another uid: as
- * root (where PostgreSQL refuses to run as us; the user is created when missing) and as the
- * systemd unit's `modemfleet` user with CAP_SETUID/CAP_SETGID (the user must exist: the install
- * creates it), so the server can read neither the API token nor the proxies' configs. Without
- * those capabilities (a developer's own account) it runs as we do, without capabilities.
+ * PostgreSQL runs as the `postgres` system user whenever we can start it under another uid, so the
+ * server can read neither the API token nor the proxies' configs: as root (where PostgreSQL refuses
+ * to run as us; the user is created when missing), and as the systemd unit's `modemfleet` user with
+ * CAP_SETUID/CAP_SETGID when that user is in the `postgres` group (the unit's
+ * SupplementaryGroups): the data dir is group-readable (mode 0750), so we still read its lock file.
+ * Otherwise (a developer's own account, or the group missing) it runs as we do, without capabilities.
  */
 export async function ensureRunAs(log: Logger): Promise<RunAs> {
   if (!canChangeUser()) return {};
@@ -55,12 +55,15 @@ export async function ensureRunAs(log: Logger): Promise<RunAs> {
     return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
   };
   const found = await lookup();
-  if (found) return found;
-  if (userInfo().uid !== 0)
-    throw new ModemfleetError(
-      'pg_user_failed',
-      `the '${OS_USER}' system user is missing (create it as root: useradd --system --user-group --no-create-home --shell /usr/sbin/nologin ${OS_USER})`,
+  if (process.getuid?.() !== 0) {
+    if (found?.gid !== undefined && process.getgroups?.().includes(found.gid)) return found;
+    log.warn(
+      { user: OS_USER },
+      `the embedded PostgreSQL runs as this user (without capabilities): create the '${OS_USER}' system user and add this user to its group for a uid of its own`,
     );
+    return {};
+  }
+  if (found) return found;
   log.info({ user: OS_USER }, 'creating system user for the embedded PostgreSQL');
   const made = await run('useradd', [
     '--system',

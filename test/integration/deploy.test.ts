@@ -25,6 +25,7 @@ describe('deploy/', () => {
     expect(unit).toMatch(/^AmbientCapabilities=.*CAP_NET_ADMIN/m);
     expect(unit).toMatch(/^AmbientCapabilities=.*CAP_SETUID CAP_SETGID/m);
     expect(unit).toMatch(/^User=modemfleet$/m);
+    expect(unit).toMatch(/^SupplementaryGroups=dialout postgres$/m);
     // CAP_SYS_ADMIN only through the drop-in, for a configuration with dataPlane.netns
     expect(unit).not.toMatch(/^[A-Za-z]*Capabilit[a-zA-Z]*=.*CAP_SYS_ADMIN/m);
     const dropIn = await readFile(join(deploy, 'modemfleet-netns.conf'), 'utf8');
