@@ -188,15 +188,6 @@ export class EmbeddedCluster {
       // own) is handed over whole; PostgreSQL refuses a data dir that is not its own
       if ((await stat(this.dataDir)).uid !== runAs.uid) await chownTree(this.dataDir, runAs.uid, runAs.gid);
       await chown(this.dataDir, runAs.uid, runAs.gid);
-      // group-readable (PostgreSQL's --allow-group-access): a daemon that is not root, in the
-      // server's group, still reads postmaster.pid; the server creates its files to match
-      // (as its owner: only the owner, or CAP_FOWNER, may change its mode)
-      const mode = await run('chmod', ['0750', this.dataDir], { user: childUser(runAs) });
-      if (!mode.ok)
-        throw new ModemfleetError(
-          'pg_dir_unreachable',
-          `cannot make ${this.dataDir} group-readable: ${lastLine(mode.stderr)}`,
-        );
       // Every directory above the data dir must let the postgres user through.
       for (let d = dirname(this.dir); ; d = dirname(d)) {
         const s = await stat(d);
@@ -210,6 +201,15 @@ export class EmbeddedCluster {
         }
         if (d === dirname(d)) break;
       }
+      // group-readable (PostgreSQL's --allow-group-access): a daemon that is not root, in the
+      // server's group, still reads postmaster.pid; the server creates its files to match
+      // (as its owner: only the owner, or CAP_FOWNER, may change its mode)
+      const mode = await run('chmod', ['0750', this.dataDir], { user: childUser(runAs) });
+      if (!mode.ok)
+        throw new ModemfleetError(
+          'pg_dir_unreachable',
+          `cannot make ${this.dataDir} group-readable: ${lastLine(mode.stderr)}`,
+        );
     }
   }
 
