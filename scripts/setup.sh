@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # microsocks / tinyproxy: real proxy processes where 3proxy is not installed (it is not in Debian).
 # procps: pgrep/ps for the orphan checks. passwd: useradd for the embedded PostgreSQL's user.
 # chromium + fonts-dejavu-core: the browser test of the inspector's page (playwright-core drives it).
-# systemd: `systemd-analyze verify` of deploy/modemfleet.service.
-PACKAGES=(socat iproute2 nftables microsocks tinyproxy procps passwd chromium fonts-dejavu-core systemd)
+# systemd: `systemd-analyze verify` of deploy/modemfleet.service. util-linux: setpriv starts every proxy
+# and the embedded PostgreSQL under its own uid with no capabilities. curl: the egress-policy tests
+# ask the proxies for IPv6 and private destinations.
+PACKAGES=(socat iproute2 nftables microsocks tinyproxy procps passwd util-linux curl chromium fonts-dejavu-core systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

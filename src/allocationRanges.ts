@@ -23,6 +23,10 @@ export const DEFAULT_RANGES: AllocationRanges = {
   ifaceId: { from: 0, to: 9999 },
 };
 
+/** How many slots (modems) a host's ranges hold: slot n takes `from + n` of every range. */
+export const slotCount = (r: AllocationRanges): number =>
+  Math.min(...Object.values(r).map((x: { from: number; to: number }) => x.to - x.from + 1));
+
 /** Problems with a set of ranges, as `path: message` lines (empty when fine). */
 export function checkRanges(r: AllocationRanges, path = 'allocation'): string[] {
   const problems: string[] = [];

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { DEFAULT_RANGES, checkRanges, type AllocationRanges } from './allocationRanges.js';
+import { DEFAULT_RANGES, checkRanges, slotCount, type AllocationRanges } from './allocationRanges.js';
+import { checkPrefixes } from './net/egressPolicy.js';
 import { POWER_PLACEHOLDERS, unknownPlaceholders } from './fleet/power.js';
 import { scheduleProblems, type NoReuse, type RotationSchedule } from './fleet/rotationSchedule.js';
 import { HOST_ID_PATTERN } from './ids.js';
@@ -81,8 +82,18 @@ export interface DataPlaneConfig {
   runDir: string;
   dns: string[];
   rulePriorityBase: number;
-  /** DNS leak guard: proxies run as uid base + slot with a uidrange rule; on by default when root. */
+  /**
+   * The proxies of slot n run as uid/gid base + n with no capabilities (default 61000; the range
+   * base .. base + slots - 1 is reserved for them): their uidrange rule routes their own traffic
+   * (DNS) into the modem's table and the egress policy matches them. null (undefined here): off.
+   */
   proxyUidBase: number | undefined;
+  /**
+   * What the proxies may reach, enforced by the kernel per uid (src/net/egressPolicy.ts): the
+   * internet through their own modem; `allow` (addresses or prefixes, IPv4 or IPv6) is reached
+   * before any refusal; `deny` is refused besides the special-purpose blocks. null: off.
+   */
+  egressPolicy: { allow: string[]; deny: string[] } | null;
   /** Echo endpoints (the first that answers counts), check interval, readings per public address. */
   egress: { urls: string[]; intervalMs: number; samples: number } | undefined;
   /**
@@ -299,6 +310,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     'rulePriorityBase',
     'proxyUidBase',
     'egress',
+    'egressPolicy',
     'qmiLinks',
   ];
   for (const key of Object.keys(value))
@@ -312,13 +324,13 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     dns: [],
     rulePriorityBase:
       int(value['rulePriorityBase'], 'dataPlane.rulePriorityBase', problems, 1, 30_000) ?? 1_000,
-    // null turns the guard off; as root it is on by default
+    // null turns per-proxy uids (and with them the egress policy) off; on by default, root or not
     proxyUidBase:
       value['proxyUidBase'] === null
         ? undefined
-        : (int(value['proxyUidBase'], 'dataPlane.proxyUidBase', problems, 1_000, 2_000_000_000) ??
-          (process.getuid?.() === 0 ? 61_000 : undefined)),
+        : (int(value['proxyUidBase'], 'dataPlane.proxyUidBase', problems, 1_000, 2_000_000_000) ?? 61_000),
     egress: undefined,
+    egressPolicy: { allow: [], deny: [] },
     qmiLinks: true,
   };
   const qmiLinks = value['qmiLinks'];
@@ -341,6 +353,28 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
       problems.push('dataPlane.dns: at most 4 IPv4 addresses');
     else out.dns = dns;
   }
+  const policy = value['egressPolicy'];
+  if (policy === null) out.egressPolicy = null;
+  else if (policy !== undefined) {
+    if (!isRecord(policy))
+      problems.push('dataPlane.egressPolicy: must be an object { "allow": [...], "deny": [...] } or null');
+    else {
+      for (const key of Object.keys(policy))
+        if (key !== 'allow' && key !== 'deny')
+          problems.push(`dataPlane.egressPolicy.${key}: unknown setting`);
+      const lists = { allow: policy['allow'] ?? [], deny: policy['deny'] ?? [] };
+      const found = [
+        ...checkPrefixes(lists.allow, 'dataPlane.egressPolicy.allow'),
+        ...checkPrefixes(lists.deny, 'dataPlane.egressPolicy.deny'),
+      ];
+      problems.push(...found);
+      if (!found.length) out.egressPolicy = { allow: lists.allow as string[], deny: lists.deny as string[] };
+    }
+  }
+  if (out.egressPolicy && out.proxyUidBase === undefined)
+    problems.push(
+      'dataPlane.egressPolicy: needs proxyUidBase (the policy matches the proxies by uid); set "egressPolicy": null to run without it',
+    );
   const egress = value['egress'];
   if (egress !== undefined) {
     const urls: unknown[] = isRecord(egress)
@@ -568,6 +602,15 @@ export function loadConfig(
     webhooks: webhooks(file['webhooks'], problems),
   };
   config.rotation = rotation(file['rotation'], config.policy.rotationScheduleMinSeconds, problems);
+  const uidBase = config.dataPlane?.proxyUidBase;
+  if (uidBase !== undefined) {
+    // one uid per slot, reserved for the proxies: never nobody (65534) or the 16-bit -1 (65535)
+    const last = uidBase + slotCount(config.allocation) - 1;
+    if (uidBase <= 65_535 && last >= 65_534)
+      problems.push(
+        `dataPlane.proxyUidBase: the proxies' uids ${uidBase}-${last} (one per allocation slot) would include 65534 (nobody); choose a lower base or fewer slots`,
+      );
+  }
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')
     config.proxyHost = config.dataPlane.listen;
   const hotplug = file['hotplug'];

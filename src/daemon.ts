@@ -69,6 +69,7 @@ async function dataPlaneOptions(
     dns: d.dns,
     rulePriorityBase: d.rulePriorityBase,
     proxyUidBase: d.proxyUidBase,
+    egressPolicy: d.egressPolicy,
     ...(d.egress
       ? {
           egress: {

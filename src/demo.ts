@@ -10,8 +10,14 @@ import { SimLab } from './sim/simLab.js';
 import { openSystem } from './system.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
 import { findProgram } from './util/fs.js';
+import { CAP, canChangeUser, hasCapability } from './process/run.js';
 import { shutdownSignal } from './util/signals.js';
 import { sleep } from './util/time.js';
+
+/** The demo's simulated internet (its echo server): the one address its ports may reach. */
+export const DEMO_INTERNET = '127.0.0.2';
+/** The demo's proxies run as 61000 + slot, like the daemon's default. */
+export const DEMO_PROXY_UID_BASE = 61_000;
 
 export interface DemoOptions {
   modems: number;
@@ -77,7 +83,8 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     stops.push(() => system.stop());
     const { store } = system;
 
-    const echo = new EchoServer({ host: '127.0.0.1', port: 0 });
+    // the simulated internet: the only address the demo's ports reach (the egress policy)
+    const echo = new EchoServer({ host: DEMO_INTERNET, port: 0 });
     const echoUrl = echo.url(await echo.start());
     stops.push(() => echo.stop());
 
@@ -98,6 +105,13 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     await lab.start();
     stops.push(() => lab.stop());
 
+    // the proxies under their own uids with no capabilities, and the kernel's egress policy, need
+    // what root (or the systemd unit) holds; a developer's own account runs them unisolated
+    const isolated = canChangeUser() && hasCapability(CAP.net_admin);
+    if (!isolated)
+      log.warn(
+        'not root: the proxies run as this user and the egress policy is off (each port can reach this host)',
+      );
     const supervisor = new Supervisor({
       store,
       stateDir: config.stateDir,
@@ -115,6 +129,12 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
         runDir: join(demoDir, 'run'),
         dns: [],
         rulePriorityBase: 1_000,
+        ...(isolated
+          ? {
+              proxyUidBase: DEMO_PROXY_UID_BASE,
+              egressPolicy: { allow: [DEMO_INTERNET], deny: [], internet: false },
+            }
+          : { egressPolicy: null }),
         egress: { url: echoUrl, intervalMs: 30_000 },
       },
       log,
@@ -145,6 +165,11 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     const online = modems.filter((m) => m.state === 'online' && m.httpPort && m.socksPort);
     options.print(
       `modemfleet demo: ${modems.length} simulated EC25 modems, ${online.length} online (proxy: ${proxy.backend})`,
+    );
+    options.print(
+      isolated
+        ? `each port reaches the simulated internet (${DEMO_INTERNET}) and nothing else on this host (proxies run as uid ${DEMO_PROXY_UID_BASE}+slot, no capabilities)`
+        : 'not root: the proxies are not isolated (own uid, egress policy); run as root for that',
     );
     for (const m of modems)
       options.print(

@@ -154,11 +154,20 @@ async function programs(config: Config): Promise<Finding[]> {
       fix: 'apt-get install iproute2',
     }),
     await tool('nftables', 'nft', {
-      status: 'warn',
-      detail: '`nft` not found: rules that go through src/net/nft.ts cannot be applied',
+      // the egress policy (what a proxy customer may reach) is nftables: without nft, no proxy starts
+      status: config.dataPlane?.egressPolicy ? 'fail' : 'warn',
+      detail: '`nft` not found: rules that go through src/net/nft.ts (the egress policy) cannot be applied',
       fix: 'apt-get install nftables',
     }),
   );
+  if (config.dataPlane)
+    findings.push(
+      await tool('setpriv', 'setpriv', {
+        status: 'fail',
+        detail: 'not found: proxies and the embedded PostgreSQL start through it (own uid, no capabilities)',
+        fix: 'apt-get install util-linux',
+      }),
+    );
   if (config.hotplug === 'udev')
     findings.push(
       await tool('udevadm', 'udevadm', {

@@ -33,6 +33,15 @@ export interface DataPlaneOptions {
    */
   proxyUidBase?: number | undefined;
   /**
+   * The kernel's egress policy for the proxy uids (src/net/egressPolicy.ts; needs `proxyUidBase`):
+   * `allow` (reached before any refusal: exceptions, the simulated internet of the demo and the
+   * lab), `deny` (refused besides the special-purpose blocks), `internet: false` (only `allow`).
+   * Default: on, nothing allowed beyond the internet; null: off.
+   */
+  egressPolicy?: { allow: readonly string[]; deny: readonly string[]; internet?: boolean } | null | undefined;
+  /** Set by the Supervisor: admits a modem's uid through its own link before its proxy starts. */
+  egressGate?: EgressGate | undefined;
+  /**
    * Policy routing per modem (default on). Off only where every modem address is local and needs
    * no route, as in the demo's loopback addresses.
    */
@@ -43,6 +52,12 @@ export interface DataPlaneOptions {
   routingConfig?: Partial<RoutingConfig> | undefined;
   /** The `ip` program and its timeout per call (default `ip` from PATH, 5 s). */
   ip?: { bin?: string; timeoutMs?: number } | undefined;
+}
+
+/** What a data plane needs of the host's egress policy (`EgressPolicy`). */
+export interface EgressGate {
+  admit(uid: number, link: string): Promise<void>;
+  release(uid: number, link: string): Promise<void>;
 }
 
 export interface DataPlaneHooks {
@@ -65,6 +80,7 @@ export class ModemDataPlane {
   private processes: ProxyProcess[] = [];
   private address: string;
   private stopped = false;
+  private admitted = false;
   private readonly log: Logger;
 
   constructor(
@@ -118,6 +134,7 @@ export class ModemDataPlane {
       password: this.allocation.proxyPassword,
       egress,
       dns: this.options.dns,
+      ...(this.options.egressPolicy ? { egressPolicy: this.options.egressPolicy } : {}),
     };
   }
 
@@ -192,8 +209,22 @@ export class ModemDataPlane {
     if (this.uid !== undefined) await chown(this.configFile(), this.uid, this.uid);
   }
 
+  /** The egress policy lets this modem's uid out through its link (not in the demo: no routing). */
+  private get gated(): { uid: number; gate: EgressGate } | undefined {
+    const gate = this.options.egressGate;
+    return gate && this.uid !== undefined && this.options.routing !== false
+      ? { uid: this.uid, gate }
+      : undefined;
+  }
+
   private async startProcesses(egress: string): Promise<void> {
     await this.stopProcesses();
+    const gated = this.gated;
+    if (gated && !this.admitted) {
+      // before the proxy runs: until then its uid reaches nothing (fail closed)
+      await gated.gate.admit(gated.uid, this.iface);
+      this.admitted = true;
+    }
     // proxies running under their own uid read their config here: the directory (and its parents)
     // must let them through, as the state dir does for the embedded PostgreSQL
     await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
@@ -203,8 +234,7 @@ export class ModemDataPlane {
       runDir: this.options.runDir,
       netns: this.options.netns,
       log: this.log,
-      uid: this.uid,
-      gid: this.uid,
+      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
     };
     const processes =
       this.options.backend === '3proxy'
@@ -321,6 +351,14 @@ export class ModemDataPlane {
       this.log.warn({ err: coerceError(err) }, 'stopping the proxy failed');
       await this.stopProcesses();
     }
+    const gated = this.gated;
+    if (gated && this.admitted)
+      try {
+        this.admitted = false;
+        await gated.gate.release(gated.uid, this.iface);
+      } catch (err) {
+        this.log.warn({ err: coerceError(err) }, 'taking the egress policy back failed');
+      }
     try {
       if (routing) {
         routing.send({ type: 'remove' });

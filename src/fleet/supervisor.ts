@@ -6,6 +6,8 @@ import { Detector } from '../detect/detector.js';
 import { DEFAULT_SCAN, type ScanOptions } from '../detect/sysfsScan.js';
 import type { DetectionEvent, DeviceDescriptor } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
+import { slotCount } from '../allocationRanges.js';
+import { EgressPolicy } from '../net/egressPolicy.js';
 import { sweepProxies } from '../net/proxyProcess.js';
 import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import type { ListenerStats } from '../store/listener.js';
@@ -108,6 +110,8 @@ export class Supervisor {
   private readonly detector: Detector;
   private readonly fleet: Actor<typeof fleetMachine>;
   private readonly stopping = new Set<Promise<void>>();
+  /** What the proxies' uids may reach (kernel rules); applied before any proxy starts. */
+  private readonly egressPolicy: EgressPolicy | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private startedAt: Date | undefined;
   private stopped = false;
@@ -138,6 +142,18 @@ export class Supervisor {
       pollMs: policy.rotationSchedulePollMs,
       log,
     });
+    const dataPlane = options.dataPlane;
+    const uidBase = dataPlane?.proxyUidBase;
+    if (dataPlane && uidBase !== undefined && dataPlane.egressPolicy !== null)
+      this.egressPolicy = new EgressPolicy({
+        // every uid a proxy of this host may run as: one per slot of the allocation ranges
+        uids: { from: uidBase, to: uidBase + slotCount(store.ranges) - 1 },
+        allow: dataPlane.egressPolicy?.allow ?? [],
+        deny: dataPlane.egressPolicy?.deny ?? [],
+        internet: dataPlane.egressPolicy?.internet ?? true,
+        netns: dataPlane.netns,
+        log,
+      });
     this.modemDeps = {
       store,
       events,
@@ -152,7 +168,7 @@ export class Supervisor {
         powerCycleTimeoutMs: policy.powerCycleTimeoutMs,
         ...options.link,
       },
-      dataPlane: options.dataPlane,
+      dataPlane: options.dataPlane && { ...options.dataPlane, egressGate: this.egressPolicy },
       noReuse: options.noReuse,
       ...(options.dataPlane?.egress ? { hostEgress: new HostEgress(options.dataPlane.egress) } : {}),
       log,
@@ -231,6 +247,7 @@ export class Supervisor {
       // proxies left by a crashed run would share ports with their replacements (SO_REUSEPORT)
       const swept = await sweepProxies(this.options.dataPlane.runDir, this.log);
       if (swept) this.log.warn({ swept }, 'stopped proxies left by a previous run');
+      await this.egressPolicy?.start();
     }
     this.health.start();
     this.retention.start();
@@ -388,6 +405,8 @@ export class Supervisor {
         this.fleet.subscribe((s) => s.status === 'done' && resolve());
       });
     });
+    // after every proxy has stopped: none is left to hold back
+    if (this.egressPolicy) await step('egress policy', () => this.egressPolicy?.stop());
     await step('retention', () => this.retention.stop());
     await step('health', () => this.health.stop());
     await step('journal', () => this.journal.stop());

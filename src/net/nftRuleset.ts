@@ -50,6 +50,8 @@ export type NftMatch =
   | { match: 'skuid' | 'skgid'; value: number | NumRange | SetRef; not?: boolean }
   | { match: 'mark'; value: number; not?: boolean }
   | { match: 'ctstate'; value: readonly CtState[] }
+  /** The kernel's type of the destination (`fib daddr type`): `local` is every address of this host. */
+  | { match: 'daddrType'; value: 'local' | 'broadcast' | 'multicast'; not?: boolean }
   /** Only in `inet` tables. */
   | { match: 'nfproto'; value: 'ipv4' | 'ipv6' };
 
@@ -325,6 +327,10 @@ function renderMatch(m: NftMatch, scope: Scope, where: Where): string {
         if (!CT_STATES.includes(s)) fail(`${where}: ctstate`, 'is not a conntrack state', s);
       return `ct state ${many([...states])}`;
     }
+    case 'daddrType':
+      if (!['local', 'broadcast', 'multicast'].includes(m.value))
+        fail(`${where}: daddrType`, 'is not local, broadcast or multicast', m.value);
+      return `fib daddr type ${op}${m.value}`;
     case 'nfproto':
       if (scope.family !== 'inet') fail(`${where}: nfproto`, 'is only meaningful in an inet table', m.value);
       if (m.value !== 'ipv4' && m.value !== 'ipv6') fail(`${where}: nfproto`, 'is not ipv4 or ipv6', m.value);

@@ -1,5 +1,6 @@
 import { isIPv4 } from 'node:net';
 import { ModemfleetError } from '../util/errors.js';
+import { DEFAULT_DENY_V4, DEFAULT_DENY_V6, checkPrefixes, minimalPrefixes } from './egressPolicy.js';
 
 /**
  * What one modem's proxy serves: its ports (from the allocation), its credentials, the address its
@@ -20,6 +21,12 @@ export interface ProxySpec {
   dns: string[];
   /** 3proxy's log file. */
   logFile?: string | undefined;
+  /**
+   * 3proxy's own second wall behind the kernel's egress policy (src/net/egressPolicy.ts): these
+   * destinations are allowed first, then the special-purpose blocks and `deny` are refused, then
+   * (unless `internet` is false) the rest is allowed. Addresses or prefixes, IPv4 or IPv6.
+   */
+  egressPolicy?: { allow: readonly string[]; deny: readonly string[]; internet?: boolean } | undefined;
 }
 
 const TOKEN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -41,6 +48,10 @@ export function checkProxySpec(s: ProxySpec): string[] {
   if (s.dns.length > 4 || !s.dns.every((d) => isIPv4(d))) problems.push('dns: at most 4 IPv4 addresses');
   if (s.logFile !== undefined && !PATH.test(s.logFile))
     problems.push('logFile: an absolute path without spaces');
+  if (s.egressPolicy) {
+    problems.push(...checkPrefixes(s.egressPolicy.allow, 'egressPolicy.allow'));
+    problems.push(...checkPrefixes(s.egressPolicy.deny, 'egressPolicy.deny'));
+  }
   return problems;
 }
 
@@ -64,11 +75,27 @@ export function render3proxy(s: ProxySpec): string {
     'timeouts 1 5 30 60 180 1800 15 60',
     'auth strong',
     `users ${s.user}:CL:${s.password}`,
-    `allow ${s.user}`,
+    ...acl(s),
     `proxy -p${s.httpPort} -i${s.listen} -e${s.egress}`,
     `socks -p${s.socksPort} -i${s.listen} -e${s.egress}`,
     '',
   ].join('\n');
+}
+
+/** 3proxy ACL lines (first match wins): the allowlist, the refused blocks, then the user. */
+function acl(s: ProxySpec): string[] {
+  const policy = s.egressPolicy;
+  if (!policy) return [`allow ${s.user}`];
+  const list = (items: readonly string[]): string => items.join(',');
+  const allow = [...minimalPrefixes(policy.allow, 'ip'), ...minimalPrefixes(policy.allow, 'ip6')];
+  const deny4 = minimalPrefixes([...DEFAULT_DENY_V4, ...policy.deny], 'ip');
+  const deny6 = minimalPrefixes([...DEFAULT_DENY_V6, ...policy.deny], 'ip6');
+  return [
+    ...(allow.length ? [`allow ${s.user} * ${list(allow)}`] : []),
+    `deny * * ${list(deny4)}`,
+    `deny * * ${list(deny6)}`,
+    policy.internet === false ? 'deny *' : `allow ${s.user}`,
+  ];
 }
 
 /** A tinyproxy configuration (HTTP only) bound to the modem's address. */

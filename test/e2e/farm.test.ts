@@ -10,7 +10,7 @@ import { ipJson } from '../../src/net/ip.js';
 import { directInNamespace } from '../../src/net/nsProbe.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { LabWwan } from '../../src/sim/lab/labWwan.js';
-import { NetLab } from '../../src/sim/lab/netLab.js';
+import { ECHO_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -122,6 +122,8 @@ beforeAll(async () => {
       dns: [],
       rulePriorityBase: 1_000,
       proxyUidBase: 61_000,
+      // the egress policy: the lab's internet is the echo server's address (198.18/15 is refused)
+      egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
       proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
       // only the egress guard may notice a deleted route here (not the routing's own read-back)
       routingConfig: { verifyIntervalMs: 10 * 60_000 },

@@ -23,7 +23,19 @@ describe('deploy/', () => {
     expect(unit).toMatch(/^ProtectSystem=strict$/m);
     expect(unit).toMatch(/^ReadWritePaths=\/var\/lib\/modemfleet$/m);
     expect(unit).toMatch(/^AmbientCapabilities=.*CAP_NET_ADMIN/m);
+    expect(unit).toMatch(/^AmbientCapabilities=.*CAP_SETUID CAP_SETGID/m);
     expect(unit).toMatch(/^User=modemfleet$/m);
+    expect(unit).toMatch(/^SupplementaryGroups=dialout postgres$/m);
+    // CAP_SYS_ADMIN only through the drop-in, for a configuration with dataPlane.netns
+    expect(unit).not.toMatch(/^[A-Za-z]*Capabilit[a-zA-Z]*=.*CAP_SYS_ADMIN/m);
+    const dropIn = await readFile(join(deploy, 'modemfleet-netns.conf'), 'utf8');
+    expect(dropIn.split('\n')).toEqual(
+      expect.arrayContaining([
+        '[Service]',
+        'AmbientCapabilities=CAP_SYS_ADMIN',
+        'CapabilityBoundingSet=CAP_SYS_ADMIN',
+      ]),
+    );
   });
 
   it('the echo endpoint unit: verified, no privileges at all, runs `modemfleet echo`', async () => {
@@ -99,6 +111,10 @@ describe('deploy/', () => {
       hostId: 'farm-01',
       http: { host: '127.0.0.1', port: 8080 },
       allowedHosts: ['farm-01.example.com'],
+    });
+    expect(config.dataPlane).toMatchObject({
+      proxyUidBase: 61000,
+      egressPolicy: { allow: [], deny: ['198.51.100.0/24'] },
     });
   });
 });

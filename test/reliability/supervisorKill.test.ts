@@ -6,7 +6,7 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ipJson } from '../../src/net/ip.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
-import { NetLab } from '../../src/sim/lab/netLab.js';
+import { ECHO_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 import { until, type UntilOptions } from '../helpers/until.js';
@@ -54,6 +54,8 @@ beforeAll(async () => {
         prefix: 24,
         runDir: join(dir, 'run'),
         egress: { url: net.echoUrl, intervalMs: 2000 },
+        // the egress policy (on by default): the lab's internet is the echo server's address
+        egressPolicy: { allow: [ECHO_ADDRESS] },
         // the lab's links are veth pairs, not qmi_wwan: nothing to set raw-IP on
         qmiLinks: false,
       },
@@ -138,10 +140,20 @@ async function allServing(): Promise<boolean> {
   return true;
 }
 
-const proxyProcesses = async () =>
-  String((await execa('pgrep', ['-f', '-a', 'microsocks|tinyproxy'], { reject: false })).stdout)
+/**
+ * This farm's proxy processes: those in its namespace (other lab tests of the same run use the same
+ * 100.65.x addresses in namespaces of their own, so an address alone would count theirs too).
+ */
+const proxyProcesses = async () => {
+  const inFarm = new Set(
+    String((await execa('ip', ['netns', 'pids', net.farm], { reject: false })).stdout)
+      .split('\n')
+      .filter(Boolean),
+  );
+  return String((await execa('pgrep', ['-f', '-a', 'microsocks|tinyproxy'], { reject: false })).stdout)
     .split('\n')
-    .filter((l) => l.includes(join(dir, 'run')) || / -b 100\.65\./.test(l));
+    .filter((l) => inFarm.has(l.split(' ')[0] ?? '') || l.includes(join(dir, 'run')));
+};
 
 /** What must hold after any restart: same ports, one rule per modem, one proxy pair per modem. */
 async function consistent(before: Awaited<ReturnType<typeof modems>>): Promise<void> {

@@ -106,10 +106,59 @@ describe('loadConfig: daemon settings', () => {
       runDir: '/srv/mf/run',
       dns: [],
       rulePriorityBase: 1000,
-      proxyUidBase: process.getuid?.() === 0 ? 61000 : undefined,
+      proxyUidBase: 61000,
       egress: { urls: ['http://198.18.0.1:8080/'], intervalMs: 60000, samples: 2 },
+      egressPolicy: { allow: [], deny: [] },
       qmiLinks: true,
     });
+  });
+
+  it('egress policy: allow and deny lists read; bad entries, unknown keys and a policy without uids named', () => {
+    const good = file(
+      'egress-policy.json',
+      JSON.stringify({
+        dataPlane: {
+          egressPolicy: { allow: ['192.168.5.10', '2001:db8::/32'], deny: ['203.0.113.0/24'] },
+        },
+      }),
+    );
+    const c = loadConfig({ env: {}, file: good });
+    expect(c.dataPlane?.egressPolicy).toEqual({
+      allow: ['192.168.5.10', '2001:db8::/32'],
+      deny: ['203.0.113.0/24'],
+    });
+    expect(c.dataPlane?.proxyUidBase).toBe(61000);
+    const off = file(
+      'egress-off.json',
+      JSON.stringify({ dataPlane: { proxyUidBase: null, egressPolicy: null } }),
+    );
+    expect(loadConfig({ env: {}, file: off }).dataPlane).toMatchObject({
+      proxyUidBase: undefined,
+      egressPolicy: null,
+    });
+    const bad = file(
+      'egress-bad.json',
+      JSON.stringify({
+        dataPlane: {
+          egressPolicy: { allow: ['10.0.0.1/8', 'example.com', '10.0.0.1-10.0.0.9'], deny: 'x', extra: [] },
+        },
+      }),
+    );
+    expect(problems(() => loadConfig({ env: {}, file: bad }))).toEqual([
+      'dataPlane.egressPolicy.extra: unknown setting',
+      expect.stringMatching(/^dataPlane\.egressPolicy\.allow\[0\]: .*host bits set/),
+      expect.stringMatching(/^dataPlane\.egressPolicy\.allow\[1\]: not an IPv4\/IPv6 address or prefix/),
+      expect.stringMatching(/^dataPlane\.egressPolicy\.allow\[2\]: not an IPv4\/IPv6 address or prefix/),
+      'dataPlane.egressPolicy.deny: must be an array of IPv4/IPv6 addresses or prefixes',
+    ]);
+    const noUids = file('egress-nouid.json', JSON.stringify({ dataPlane: { proxyUidBase: null } }));
+    expect(problems(() => loadConfig({ env: {}, file: noUids }))).toEqual([
+      expect.stringMatching(/^dataPlane\.egressPolicy: needs proxyUidBase/),
+    ]);
+    const nobody = file('egress-nobody.json', JSON.stringify({ dataPlane: { proxyUidBase: 65000 } }));
+    expect(problems(() => loadConfig({ env: {}, file: nobody }))).toEqual([
+      expect.stringMatching(/^dataPlane\.proxyUidBase: the proxies' uids 65000-65999 .* 65534 \(nobody\)/),
+    ]);
   });
 
   it('refuses bad daemon settings, naming each', () => {
