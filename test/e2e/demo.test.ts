@@ -109,6 +109,7 @@ describe('modemfleet demo', () => {
     const api = (await (
       await fetch(`${base}/api/modems`, { headers: { authorization: `Bearer ${token}` } })
     ).json()) as {
+      imei: string;
       state: string;
       wanIp: string;
       proxy: { socksPort: number; httpPort: number; username: string; password: string };
@@ -134,6 +135,40 @@ describe('modemfleet demo', () => {
     );
     expect(seen).toEqual(online.slice(0, 2).map((a) => a.wanIp));
     expect(new Set(seen).size).toBe(2);
+
+    // the printed one-shot commands work as printed, in another process: status lists the demo's
+    // modems, a rotate is carried out by the demo (a one-shot never starts a server of its own)
+    const printed =
+      /^commands \(another terminal\): MODEMFLEET_STATE_DIR=(\S+) npx modemfleet status \|/.exec(
+        lines.find((l) => l.startsWith('commands ')) ?? '',
+      );
+    expect(printed?.[1]).toBe(dir);
+    const oneShotEnv: Record<string, string> = { ...env, MODEMFLEET_STATE_DIR: printed?.[1] ?? '' };
+    delete oneShotEnv['MODEMFLEET_PG_PORT']; // found from the running server, as a user's shell would
+    const status = await execa('node', ['bin/modemfleet.js', 'status', '--json'], {
+      env: oneShotEnv,
+      extendEnv: false,
+      reject: false,
+    });
+    expect(status.exitCode, status.stderr).toBe(0);
+    expect((JSON.parse(status.stdout) as unknown[]).length).toBe(4);
+    const rotated = await execa('node', ['bin/modemfleet.js', 'rotate', online[0]?.imei ?? ''], {
+      env: oneShotEnv,
+      extendEnv: false,
+      reject: false,
+    });
+    expect(rotated.exitCode, rotated.stderr).toBe(0);
+    const { id } = JSON.parse(rotated.stdout) as { id: number };
+    await until(
+      async () =>
+        (
+          (await (
+            await fetch(`${base}/api/commands/${id}`, { headers: { authorization: `Bearer ${token}` } })
+          ).json()) as { status: string }
+        ).status === 'done',
+      30_000,
+      'the printed rotate carried out by the demo',
+    );
     // the demo's loopback carrier has no NAT: the public address is the modem's own, once learned
     await until(
       async () => {
