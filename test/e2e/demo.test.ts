@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,6 +144,15 @@ describe('modemfleet demo', () => {
       );
     expect(printed?.[1]).toBe(dir);
     const oneShotEnv: Record<string, string> = { ...env, MODEMFLEET_STATE_DIR: printed?.[1] ?? '' };
+    // run as root, they change no owner or mode in the farm's state dir
+    const owners = async () =>
+      Promise.all(
+        ['postgres', 'postgres/data', 'postgres/password', 'api-token'].map(async (p) => {
+          const st = await stat(join(printed?.[1] ?? '', p)).catch(() => null);
+          return [p, st?.uid, st?.gid, st?.mode];
+        }),
+      );
+    const ownersBefore = await owners();
     delete oneShotEnv['MODEMFLEET_PG_PORT']; // found from the running server, as a user's shell would
     const status = await execa('node', ['bin/modemfleet.js', 'status', '--json'], {
       env: oneShotEnv,
@@ -169,6 +178,7 @@ describe('modemfleet demo', () => {
       30_000,
       'the printed rotate carried out by the demo',
     );
+    expect(await owners()).toEqual(ownersBefore);
     // the demo's loopback carrier has no NAT: the public address is the modem's own, once learned
     await until(
       async () => {
