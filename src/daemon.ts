@@ -12,6 +12,7 @@ import { shutdownSignal } from './util/signals.js';
 import { Inspector, inspectorLimits } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
 import { WebhookDispatcher, webhookPolicy } from './alerts/webhookDispatcher.js';
+import { databaseStep, modemsLine, terminalProgress } from './util/progress.js';
 
 async function hotplugSource(config: Config, log: Logger): Promise<HotplugSource | undefined> {
   switch (config.hotplug) {
@@ -237,8 +238,20 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
 /** `modemfleet run`: the supervisor until SIGINT/SIGTERM. Resolves with the exit code. */
 export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const signal = shutdownSignal(log);
+  const progress = terminalProgress();
+  let watch: NodeJS.Timeout | undefined;
   try {
+    progress(databaseStep(config));
     const daemon = await startDaemon(config, log);
+    progress(`running${daemon.inspector ? ` (inspector ${daemon.inspector.url})` : ''}; looking for modems`);
+    // on a terminal, where the modems are for the first two minutes (journald gets the logs only)
+    const until = Date.now() + 120_000;
+    watch = setInterval(() => {
+      const modems = daemon.supervisor.status().localModems;
+      if (Object.keys(modems).length) progress(modemsLine(modems));
+      if (Date.now() > until) clearInterval(watch);
+    }, 1_000);
+    watch.unref();
     log.info(
       {
         hostId: config.hostId,
@@ -248,6 +261,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       'modemfleet is running',
     );
     await signal.received;
+    clearInterval(watch);
     try {
       await daemon.stop();
       log.info('modemfleet stopped');
@@ -257,6 +271,7 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       return 1;
     }
   } finally {
+    clearInterval(watch);
     signal.dispose();
   }
 }

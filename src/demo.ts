@@ -12,6 +12,7 @@ import { ModemfleetError, coerceError } from './util/errors.js';
 import { findProgram } from './util/fs.js';
 import { CAP, canChangeUser, hasCapability } from './process/run.js';
 import { shutdownSignal } from './util/signals.js';
+import { databaseStep, modemsLine, terminalProgress } from './util/progress.js';
 import { sleep } from './util/time.js';
 
 /** The demo's simulated internet (its echo server): the one address its ports may reach. */
@@ -73,6 +74,8 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     const demoDir = join(config.stateDir, 'demo');
     await rm(demoDir, { recursive: true, force: true });
 
+    const progress = terminalProgress();
+    progress(databaseStep(config));
     const system = await openSystem(config, {
       application: 'modemfleet-demo',
       max: 8,
@@ -82,6 +85,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     });
     stops.push(() => system.stop());
     const { store } = system;
+    progress(`PostgreSQL ready; starting ${options.modems} simulated modems`);
 
     // the simulated internet: the only address the demo's ports reach (the egress policy)
     const echo = new EchoServer({ host: DEMO_INTERNET, port: 0 });
@@ -159,9 +163,11 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     const deadline = Date.now() + (realistic ? 90_000 : 30_000);
     let modems = await store.modems();
     while (Date.now() < deadline && modems.filter((m) => m.state === 'online').length < options.modems - 1) {
+      progress(modemsLine(countStates(modems)));
       await Promise.race([sleep(500), signal.received]);
       modems = await store.modems();
     }
+    progress(modemsLine(countStates(modems)));
     const online = modems.filter((m) => m.state === 'online' && m.httpPort && m.socksPort);
     options.print(
       `modemfleet demo: ${modems.length} simulated EC25 modems, ${online.length} online (proxy: ${proxy.backend})`,
@@ -206,3 +212,9 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     signal.dispose();
   }
 }
+
+const countStates = (modems: readonly { state: string }[]): Record<string, number> => {
+  const out: Record<string, number> = {};
+  for (const m of modems) out[m.state] = (out[m.state] ?? 0) + 1;
+  return out;
+};

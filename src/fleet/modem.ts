@@ -740,6 +740,12 @@ export class Modem {
     this.egressTimer.unref();
   }
 
+  /** The modem is rotating or redialling: its call is down or changing on purpose. */
+  private callChanging(): boolean {
+    const snapshot = this.snapshot();
+    return snapshot.matches({ online: 'rotating' }) || snapshot.matches({ online: 'redialing' });
+  }
+
   /**
    * The egress guard. Through the modem's own SOCKS port an echo endpoint sees the modem's public
    * address: behind carrier NAT not its own (private) one, and possibly shared with other modems.
@@ -753,9 +759,12 @@ export class Modem {
     const dataPlane = this.dataPlane;
     const wanIp = this.snapshot().context.wanIp;
     if (!dataPlane || !wanIp || !this.live) return;
+    // a rotation or a redial takes the call down on purpose: silence then is not a fault (two
+    // silent checks in a rotation's detach would send the modem to the ladder, mid-rotation)
+    if (this.callChanging()) return this.scheduleEgressCheck();
     const endpoint = dataPlane.endpoint;
     const reading = await readPublicAddress(egress, endpoint);
-    if (this.dataPlane !== dataPlane || this.snapshot().context.wanIp !== wanIp)
+    if (this.dataPlane !== dataPlane || this.snapshot().context.wanIp !== wanIp || this.callChanging())
       return this.scheduleEgressCheck();
     const imei = dataPlane.imei;
     const seen = reading.address;

@@ -168,6 +168,7 @@ describe('modemfleet demo', () => {
     });
     expect(rotated.exitCode, rotated.stderr).toBe(0);
     const { id } = JSON.parse(rotated.stdout) as { id: number };
+    const rotatedImei = online[0]?.imei;
     await until(
       async () =>
         (
@@ -179,6 +180,12 @@ describe('modemfleet demo', () => {
       'the printed rotate carried out by the demo',
     );
     expect(await owners()).toEqual(ownersBefore);
+    // the rotated modem has a new address: what follows checks each port against the current one
+    const now = (await (
+      await fetch(`${base}/api/modems`, { headers: { authorization: `Bearer ${token}` } })
+    ).json()) as { imei: string; wanIp: string }[];
+    for (const a of online) a.wanIp = now.find((x) => x.imei === a.imei)?.wanIp ?? a.wanIp;
+    expect(now.find((x) => x.imei === rotatedImei)?.wanIp).toBeTruthy();
     // the demo's loopback carrier has no NAT: the public address is the modem's own, once learned
     await until(
       async () => {
@@ -252,7 +259,42 @@ describe('modemfleet demo', () => {
     child.kill('SIGINT');
     const result = await child;
     expect({ code: result.exitCode, signal: result.signal }).toEqual({ code: 0, signal: undefined });
+    // not on a terminal: no progress lines, only what it prints and its logs
+    expect(String(result.stderr)).not.toMatch(/^modemfleet: (initialising|starting|\d+ of)/m);
     const left = await execa('pgrep', ['-f', dir], { reject: false });
     expect(left.stdout).toBe('');
+  }, 120_000);
+
+  it('on a terminal it says what it waits for: the database, then the modems coming up', async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), 'mf-demo-tty-'));
+    await chmod(stateDir, 0o711);
+    try {
+      const env = { ...process.env, MODEMFLEET_PG_PORT: String(await freePort()) } as Record<string, string>;
+      delete env['DATABASE_URL'];
+      // a real terminal: util-linux's script runs the demo on a pseudo-terminal
+      const command = `node bin/modemfleet.js demo --modems 2 --http 127.0.0.1:0 --state-dir ${stateDir}`;
+      const child = execa('script', ['-qfec', command, '/dev/null'], {
+        env,
+        extendEnv: false,
+        reject: false,
+      });
+      // read on after 'ready' (a stream left unread would end the terminal with SIGPIPE)
+      let seen = '';
+      await new Promise<void>((resolve, reject) => {
+        child.stdout?.on('data', (chunk: Buffer) => {
+          seen += chunk.toString();
+          if (/^ready\r?$/m.test(seen)) resolve();
+        });
+        void child.then(() => reject(new Error(`the demo ended before 'ready': ${seen.slice(-2000)}`)));
+      });
+      expect(seen).toMatch(/modemfleet: initialising the embedded PostgreSQL in \S+ \(the first start/);
+      expect(seen).toMatch(/modemfleet: PostgreSQL ready; starting 2 simulated modems/);
+      expect(seen).toMatch(/modemfleet: \d of 2 modems online/);
+      child.stdin?.write('\x03'); // Ctrl-C on the terminal
+      const result = await child;
+      expect(result.exitCode).toBe(0);
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
   }, 120_000);
 });
