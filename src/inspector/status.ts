@@ -130,6 +130,29 @@ export class StatusReporter {
         // the probe just succeeded; a failure here leaves the family out of this scrape
       }
       try {
+        // per modem, what a dashboard shows per port: up or not, and its signal (IMEI and host
+        // labels only: an IMEI is not an address; one series per modem and metric)
+        const modems = await this.options.store.modems();
+        const perModem = (name: string, help: string, value: (m: (typeof modems)[number]) => number | null) =>
+          families.push({
+            name,
+            help,
+            type: 'gauge',
+            samples: modems.flatMap((m) => {
+              const v = value(m);
+              return v === null ? [] : [{ labels: { imei: m.imei, host: m.host ?? '' }, value: v }];
+            }),
+          });
+        perModem('modemfleet_modem_online', 'The modem is online (1) or not (0).', (m) =>
+          m.state === 'online' ? 1 : 0,
+        );
+        perModem('modemfleet_modem_rssi_dbm', 'Last RSSI of the modem, dBm.', (m) => m.rssi);
+        perModem('modemfleet_modem_rsrp_dbm', 'Last RSRP of the modem (LTE), dBm.', (m) => m.rsrp);
+        perModem('modemfleet_modem_sinr_db', 'Last SINR of the modem (LTE), dB.', (m) => m.sinr);
+      } catch {
+        // as above
+      }
+      try {
         // the farm's addresses over the last day: counts only, never an address in a label
         const day = (await this.options.store.addressStats(null))['24h'];
         gauge('modemfleet_rotations_24h', 'Rotations done in the last 24 hours (the farm).', day.rotations);

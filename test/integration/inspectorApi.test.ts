@@ -321,6 +321,12 @@ describe('inspector HTTP API against a running supervisor', () => {
     // the farm's uptime by window (its modems came online in this test run: between 0 and 1)
     expect(metrics).toMatch(/^modemfleet_uptime_ratio\{window="24h"\} (0(\.\d+)?|1)$/m);
     expect(metrics).toMatch(/^modemfleet_rotations_total\{result="done"\} \d+$/m);
+    // per modem (IMEI and host labels, never an address): up, and its signal
+    for (const imei of imeis)
+      expect(metrics).toMatch(
+        new RegExp(`^modemfleet_modem_online\\{imei="${imei}",host="host-a"\\} 1$`, 'm'),
+      );
+    expect(metrics).toMatch(/^modemfleet_modem_rssi_dbm\{imei="\d{15}",host="host-a"\} -\d+$/m);
     expect(metrics).toMatch(/^modemfleet_alerts_raised_total \d+$/m);
     // the farm's address counts, never an address in a label
     expect(metrics).toMatch(/^modemfleet_rotations_24h \d+$/m);
