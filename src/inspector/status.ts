@@ -1,4 +1,5 @@
 import type { SupervisorStatus } from '../fleet/supervisor.js';
+import type { ModemGaugeRow } from '../store/modems.js';
 import type { Store } from '../store/store.js';
 import { coerceError } from '../util/errors.js';
 import { settlesWithin } from '../util/time.js';
@@ -119,21 +120,24 @@ export class StatusReporter {
     );
     if (database.ok) {
       try {
-        const counts = await this.options.store.countModems();
+        // one read of every modem: the counts by host and state, and per modem what a dashboard
+        // shows of a port: up or not, and its signal (IMEI and host labels only: an IMEI is not an
+        // address; one series per modem and metric)
+        const modems = await this.options.store.modemGauges();
+        const counts = new Map<string, { host: string; state: string; value: number }>();
+        for (const m of modems) {
+          const key = `${m.host ?? ''}\0${m.state}`;
+          const c = counts.get(key) ?? { host: m.host ?? '', state: m.state, value: 0 };
+          c.value++;
+          counts.set(key, c);
+        }
         families.push({
           name: 'modemfleet_modems',
           help: 'Modems by host and state, as recorded in the database.',
           type: 'gauge',
-          samples: counts.map((c) => ({ labels: { host: c.host ?? '', state: c.state }, value: c.count })),
+          samples: [...counts.values()].map(({ host, state, value }) => ({ labels: { host, state }, value })),
         });
-      } catch {
-        // the probe just succeeded; a failure here leaves the family out of this scrape
-      }
-      try {
-        // per modem, what a dashboard shows per port: up or not, and its signal (IMEI and host
-        // labels only: an IMEI is not an address; one series per modem and metric)
-        const modems = await this.options.store.modems();
-        const perModem = (name: string, help: string, value: (m: (typeof modems)[number]) => number | null) =>
+        const perModem = (name: string, help: string, value: (m: ModemGaugeRow) => number | null) =>
           families.push({
             name,
             help,
@@ -150,7 +154,7 @@ export class StatusReporter {
         perModem('modemfleet_modem_rsrp_dbm', 'Last RSRP of the modem (LTE), dBm.', (m) => m.rsrp);
         perModem('modemfleet_modem_sinr_db', 'Last SINR of the modem (LTE), dB.', (m) => m.sinr);
       } catch {
-        // as above
+        // the probe just succeeded; a failure here leaves these families out of this scrape
       }
       try {
         // the farm's addresses over the last day: counts only, never an address in a label

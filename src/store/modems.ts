@@ -123,11 +123,19 @@ export async function listModems(
   return rows.map(toView);
 }
 
-/** Number of modems per host and state (metrics). */
-export async function countModems(
-  sql: Sql,
-): Promise<{ host: string | null; state: string; count: number }[]> {
-  const rows = await sql<{ host_id: string | null; state: string; n: number }[]>`
-    select host_id, state, count(*)::int as n from modems group by host_id, state order by host_id, state`;
-  return rows.map((r) => ({ host: r.host_id, state: r.state, count: r.n }));
+/** What `/metrics` shows of every modem: one narrow row each (no ports, no credentials). */
+export interface ModemGaugeRow {
+  imei: string;
+  host: string | null;
+  state: string;
+  rssi: number | null;
+  rsrp: number | null;
+  sinr: number | null;
+}
+
+/** Every modem's state and signal, for metrics (counts by host and state are derived from it). */
+export async function modemGauges(sql: Sql): Promise<ModemGaugeRow[]> {
+  const rows = await sql<(Omit<ModemGaugeRow, 'host'> & { host_id: string | null })[]>`
+    select imei, host_id, state, rssi, rsrp, sinr from modems order by host_id, state, imei`;
+  return rows.map(({ host_id, ...r }) => ({ ...r, host: host_id }));
 }

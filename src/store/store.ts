@@ -36,7 +36,7 @@ import {
 import { appendTransitions, pruneTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
-import { countModems, listModems } from './modems.js';
+import { listModems, modemGauges } from './modems.js';
 import {
   createRotationLink,
   resolveRotationLink,
@@ -129,8 +129,8 @@ export class Store {
   modems(options?: { imei?: string; imeis?: readonly string[] }): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
   }
-  countModems(): ReturnType<typeof countModems> {
-    return countModems(this.sql);
+  modemGauges(): ReturnType<typeof modemGauges> {
+    return modemGauges(this.sql);
   }
   health(imei: string, options?: { since?: Date; limit?: number }): ReturnType<typeof readHealth> {
     return readHealth(this.sql, imei, options);
