@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
+import { FAST_MODEM, labSupervisor } from '../helpers/farm.js';
 import { EGRESS_TABLE } from '../../src/net/egressPolicy.js';
 import { directInNamespace } from '../../src/net/nsProbe.js';
 import { run, spawnChild, type Child } from '../../src/process/run.js';
@@ -181,41 +182,31 @@ beforeAll(async () => {
   // secrets in the supervisor's own environment, which no child may inherit
   process.env['MODEMFLEET_API_TOKEN'] = SECRET;
   process.env['DATABASE_URL'] = db.url;
-  supervisor = new Supervisor({
-    store: new Store({ sql: db.sql, url: db.url, hostId: 'egress-host' }),
-    stateDir: join(dir, 'state'),
-    scan: lab.scan,
-    hotplug: lab.hotplug(),
-    rescanIntervalMs: 2_000,
-    modem: {
-      probeRetryMs: 100,
-      registrationPollMs: 100,
-      signalPollMs: 1_000,
-      backoffBaseMs: 100,
-      detachMs: 200,
-    },
-    link: { presencePollMs: 100, addressPollMs: 50, wwan },
-    spool: { fsync: 'never' },
-    dataPlane: {
-      netns: net.farm,
-      backend: 'microsocks+tinyproxy',
-      listen: '0.0.0.0',
-      prefix: 24,
-      runDir: join(dir, 'run'),
-      dns: [],
-      rulePriorityBase: 1_000,
-      proxyUidBase: 61_000,
-      // the lab's internet is one address of the benchmarking block (refused by default)
-      egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
-      proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
-      egress: {
-        url: net.echoUrl,
-        intervalMs: 5_000,
-        probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
-        probeDirect: (u) => directInNamespace(net.farm, u),
+  supervisor = new Supervisor(
+    labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'egress-host' }), lab, join(dir, 'state'), {
+      modem: { ...FAST_MODEM, signalPollMs: 1_000, detachMs: 200 },
+      link: { presencePollMs: 100, addressPollMs: 50, wwan },
+      dataPlane: {
+        netns: net.farm,
+        backend: 'microsocks+tinyproxy',
+        listen: '0.0.0.0',
+        prefix: 24,
+        runDir: join(dir, 'run'),
+        dns: [],
+        rulePriorityBase: 1_000,
+        proxyUidBase: 61_000,
+        // the lab's internet is one address of the benchmarking block (refused by default)
+        egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
+        proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
+        egress: {
+          url: net.echoUrl,
+          intervalMs: 5_000,
+          probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
+          probeDirect: (u) => directInNamespace(net.farm, u),
+        },
       },
-    },
-  });
+    }),
+  );
   await supervisor.start();
 }, 60_000);
 
