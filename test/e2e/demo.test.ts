@@ -271,8 +271,10 @@ describe('modemfleet demo', () => {
     try {
       const env = { ...process.env, MODEMFLEET_PG_PORT: String(await freePort()) } as Record<string, string>;
       delete env['DATABASE_URL'];
-      // a real terminal: util-linux's script runs the demo on a pseudo-terminal
-      const command = `node bin/modemfleet.js demo --modems 2 --http 127.0.0.1:0 --state-dir ${stateDir}`;
+      // a real terminal: util-linux's script runs the demo on a pseudo-terminal, through $SHELL -c;
+      // `exec` makes the demo the only process there (dash, CI's /bin/sh, would stay as its parent
+      // and die of the Ctrl-C itself: exit 130 whatever the demo does)
+      const command = `exec node bin/modemfleet.js demo --modems 2 --http 127.0.0.1:0 --state-dir ${stateDir}`;
       const child = execa('script', ['-qfec', command, '/dev/null'], {
         env,
         extendEnv: false,
