@@ -10,6 +10,7 @@ import {
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
+import { QUOTA_USAGE, parseQuotaArgs, quotaCommand } from './cli/quota.js';
 import { SILENCE_USAGE, parseSilenceArgs } from './cli/silence.js';
 import { formatStatusTable } from './cli/status.js';
 import { loadConfig, parseListen, type ConfigMode } from './config.js';
@@ -167,12 +168,20 @@ const COMMANDS: Record<string, CommandSpec> = {
     },
   },
   status: {
-    summary: 'show every modem: state, time in state, address, ports, operator, signal',
+    summary:
+      'show every modem: state, time in state, address, ports, operator, signal, traffic today and this month',
     usage: 'status [--json] [--config FILE]',
     options: { ...configOption, json: { type: 'boolean' } },
     run: async ({ values, log }) => {
-      const modems = await withSystem(config(values), oneShot(log), ({ store }) => store.modems());
-      process.stdout.write(values['json'] ? `${JSON.stringify(modems)}\n` : `${formatStatusTable(modems)}\n`);
+      const { modems, traffic } = await withSystem(config(values), oneShot(log), async ({ store }) => ({
+        modems: await store.modems(),
+        traffic: await store.trafficTotals(),
+      }));
+      process.stdout.write(
+        values['json']
+          ? `${JSON.stringify(modems.map((m) => ({ ...m, traffic: traffic.get(m.imei) ?? null })))}\n`
+          : `${formatStatusTable(modems, Date.now(), traffic)}\n`,
+      );
       return EXIT.ok;
     },
   },
@@ -287,6 +296,28 @@ const COMMANDS: Record<string, CommandSpec> = {
         return { imei, until: null };
       });
       process.stdout.write(`${JSON.stringify({ imei, until: out.until })}\n`);
+      return EXIT.ok;
+    },
+  },
+  quota: {
+    summary: "show or set a modem's byte quota (day, month, total) and expiry; --reset reopens its port",
+    usage: QUOTA_USAGE,
+    options: {
+      ...configOption,
+      period: { type: 'string' },
+      'month-start': { type: 'string' },
+      clear: { type: 'boolean' },
+      reset: { type: 'boolean' },
+      expires: { type: 'string' },
+      'no-expiry': { type: 'boolean' },
+    },
+    positionals: [1, 2],
+    run: async ({ values, positionals, log }) => {
+      const request = parseQuotaArgs(positionals, values);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        quotaCommand(store, request, `cli:${userInfo().username}`),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
       return EXIT.ok;
     },
   },

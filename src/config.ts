@@ -101,6 +101,11 @@ export interface DataPlaneConfig {
    * through sysfs before each call. `false` only for labs whose links are not qmi_wwan (veth pairs).
    */
   qmiLinks: boolean;
+  /**
+   * Bytes through each modem's ports counted by the kernel, sampled into PostgreSQL, and quotas and
+   * expiry enforced (nftables table `inet mf_traffic`; default true).
+   */
+  trafficAccounting: boolean;
 }
 
 export type ConfigMode = 'production' | 'demo';
@@ -312,6 +317,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     'egress',
     'egressPolicy',
     'qmiLinks',
+    'trafficAccounting',
   ];
   for (const key of Object.keys(value))
     if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
@@ -332,7 +338,11 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     egress: undefined,
     egressPolicy: { allow: [], deny: [] },
     qmiLinks: true,
+    trafficAccounting: true,
   };
+  const accounting = value['trafficAccounting'];
+  if (typeof accounting === 'boolean') out.trafficAccounting = accounting;
+  else if (accounting !== undefined) problems.push('dataPlane.trafficAccounting: must be true or false');
   const qmiLinks = value['qmiLinks'];
   if (typeof qmiLinks === 'boolean') out.qmiLinks = qmiLinks;
   else if (qmiLinks !== undefined) problems.push('dataPlane.qmiLinks: must be true or false');

@@ -207,6 +207,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       ...(config.proxyHost ? { proxyHost: config.proxyHost } : {}),
       rotationSchedule: config.rotation.schedule,
       noReuse: config.rotation.noReuse,
+      // our own egress probes (this uid) are not a customer's bytes
+      ...(config.dataPlane?.trafficAccounting ? { traffic: { probeUid: process.geteuid?.() ?? null } } : {}),
       log,
     });
     await supervisor.start();

@@ -141,6 +141,8 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
           : { egressPolicy: null }),
         egress: { url: echoUrl, intervalMs: 30_000 },
       },
+      // traffic accounting and quotas need nftables, as the egress policy does
+      ...(isolated ? { traffic: { probeUid: process.geteuid?.() ?? null } } : {}),
       log,
     });
     await supervisor.start();

@@ -98,6 +98,17 @@ export interface Policy {
   webhookMaxAttempts: number;
   /** Safety net: due webhook deliveries are looked for this often whatever NOTIFY did. */
   webhookPollMs: number;
+  /**
+   * Traffic accounting: the kernel counters are read this often (quota calibration, metrics; one
+   * sample per modem per minute is stored); quotas are re-read at least this often whatever NOTIFY
+   * did; per-minute, per-hour and per-day rows are kept this many days, pruned this often.
+   */
+  trafficReadMs: number;
+  trafficQuotaPollMs: number;
+  trafficMinuteRetentionDays: number;
+  trafficHourRetentionDays: number;
+  trafficDayRetentionDays: number;
+  trafficPruneIntervalMs: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -152,6 +163,12 @@ export const DEFAULT_POLICY: Policy = {
   webhookRetryCapMs: 300_000,
   webhookMaxAttempts: 10,
   webhookPollMs: 10_000,
+  trafficReadMs: 10_000,
+  trafficQuotaPollMs: 30_000,
+  trafficMinuteRetentionDays: 7,
+  trafficHourRetentionDays: 93,
+  trafficDayRetentionDays: 1_830,
+  trafficPruneIntervalMs: 3_600_000,
 };
 
 /** The journal spool's size bound (config `spoolMaxBytes`). */

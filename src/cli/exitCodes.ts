@@ -37,6 +37,10 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   invalid_schedule: EXIT.usage,
   invalid_silence: EXIT.usage,
   unknown_silence: EXIT.notFound,
+  invalid_quota: EXIT.usage,
+  invalid_expiry: EXIT.usage,
+  no_quota: EXIT.notFound,
+  no_expiry: EXIT.notFound,
   usage: EXIT.usage,
   not_implemented: EXIT.notImplemented,
 };

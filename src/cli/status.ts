@@ -1,4 +1,6 @@
+import { formatBytes } from '../fleet/trafficMath.js';
 import type { ModemView } from '../store/modems.js';
+import type { TrafficTotals } from '../store/traffic.js';
 
 function ago(since: Date, now: number): string {
   const s = Math.max(0, Math.round((now - since.getTime()) / 1000));
@@ -16,16 +18,30 @@ export function bars(rssi: number | null): string {
 }
 
 /**
- * The `modemfleet status` table: IMEI, state, time in state, public address (what the internet sees
- * through the port), the modem's own address, ports, operator, signal.
+ * The `modemfleet status` table: IMEI, state (with the reason a port is closed: `quota_exceeded`,
+ * `expired`), time in state, public address (what the internet sees through the port), the modem's
+ * own address, ports, operator, signal, bytes today and this month (UTC; download ↓ and upload ↑).
  */
-export function formatStatusTable(rows: readonly ModemView[], now = Date.now()): string {
+/** Download and upload (`↓1.20 GB ↑35.0 MB`), `-` for none. */
+function bytesPair(t: { download: number; upload: number } | undefined): string {
+  return t ? `↓${formatBytes(t.download)} ↑${formatBytes(t.upload)}` : '-';
+}
+
+export function formatStatusTable(
+  rows: readonly ModemView[],
+  now = Date.now(),
+  traffic: ReadonlyMap<string, TrafficTotals> = new Map(),
+): string {
   if (rows.length === 0) return 'no modems known yet';
   const table = [
-    ['IMEI', 'STATE', 'FOR', 'PUBLIC', 'ADDRESS', 'HTTP', 'SOCKS', 'OPERATOR', 'SIGNAL'],
+    ['IMEI', 'STATE', 'FOR', 'PUBLIC', 'ADDRESS', 'HTTP', 'SOCKS', 'OPERATOR', 'SIGNAL', 'TODAY', 'MONTH'],
     ...rows.map((r) => [
       r.imei,
-      r.state === 'error' && r.reason ? `error (${r.reason})` : (r.substate ?? r.state),
+      r.state === 'error' && r.reason
+        ? `error (${r.reason})`
+        : r.reason
+          ? `${r.substate ?? r.state} (${r.reason})`
+          : (r.substate ?? r.state),
       ago(r.since, now),
       r.publicIp ?? '-',
       r.wanIp ?? '-',
@@ -33,6 +49,8 @@ export function formatStatusTable(rows: readonly ModemView[], now = Date.now()):
       r.socksPort === null ? '-' : String(r.socksPort),
       (r.operator ?? '-').slice(0, 20),
       bars(r.rssi),
+      bytesPair(traffic.get(r.imei)?.today),
+      bytesPair(traffic.get(r.imei)?.month),
     ]),
   ];
   const widths = table[0]?.map((_, i) => Math.max(...table.map((row) => (row[i] ?? '').length))) ?? [];

@@ -9,6 +9,7 @@ import { ProxyProcess } from '../net/proxyProcess.js';
 import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
 import type { Allocation } from '../store/types.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
+import type { TrafficGate } from './trafficMonitor.js';
 
 export type ProxyBackend = '3proxy' | 'microsocks+tinyproxy';
 
@@ -41,6 +42,8 @@ export interface DataPlaneOptions {
   egressPolicy?: { allow: readonly string[]; deny: readonly string[]; internet?: boolean } | null | undefined;
   /** Set by the Supervisor: admits a modem's uid through its own link before its proxy starts. */
   egressGate?: EgressGate | undefined;
+  /** Set by the Supervisor: the modem's traffic counters and quota exist before its proxy starts. */
+  trafficGate?: TrafficGate | undefined;
   /**
    * Policy routing per modem (default on). Off only where every modem address is local and needs
    * no route, as in the demo's loopback addresses.
@@ -219,6 +222,14 @@ export class ModemDataPlane {
 
   private async startProcesses(egress: string): Promise<void> {
     await this.stopProcesses();
+    // counted (and held by its quota) from the first byte a customer sends
+    await this.options.trafficGate?.admit({
+      slot: this.allocation.slot,
+      imei: this.imei,
+      httpPort: this.allocation.httpPort,
+      socksPort: this.allocation.socksPort,
+      uid: this.uid ?? null,
+    });
     const gated = this.gated;
     if (gated && !this.admitted) {
       // before the proxy runs: until then its uid reaches nothing (fail closed)

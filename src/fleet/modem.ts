@@ -521,6 +521,24 @@ export class Modem {
     else this.log.warn({ to }, 'transition of an unidentified modem not journaled (too many held)');
   }
 
+  /**
+   * The traffic monitor closed this modem's port (`quota_exceeded`, `expired`) or reopened it
+   * (null): journaled as an entry of the state it is in (the machine does not change: the modem
+   * stays online, its ports refuse customers).
+   */
+  journalPort(reason: string | null, detail: string): void {
+    const state = this.journaled;
+    if (!this.identified || state === null || this.retired) return;
+    this.write({
+      from: state,
+      to: state,
+      event: reason ? 'port.closed' : 'port.reopened',
+      at: new Date(),
+      reason: reason ?? undefined,
+      detail: { usbPath: this.usbPath, ...(reason ? { reason } : {}), message: detail.slice(0, 200) },
+    });
+  }
+
   private write(entry: Omit<TransitionRecord, 'imei' | 'seq' | 'host'>): void {
     const imei = this.imeiValue;
     if (!imei) return;

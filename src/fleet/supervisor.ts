@@ -27,6 +27,7 @@ import { ModemDirectory } from './modemDirectory.js';
 import type { NoReuse, RotationSchedule } from './rotationSchedule.js';
 import { RotationScheduler } from './rotationScheduler.js';
 import type { ModemLinkOptions } from './modemLink.js';
+import { TrafficMonitor, type TrafficFigures } from './trafficMonitor.js';
 
 const later = (fn: () => void): void => queueMicrotask(fn);
 
@@ -52,6 +53,11 @@ export interface SupervisorOptions {
   rotationSchedule?: RotationSchedule | undefined;
   /** Config `rotation.noReuseHours`/`noReuseScope` (with an egress guard). */
   noReuse?: NoReuse | undefined;
+  /**
+   * Traffic accounting and quotas in the kernel (src/fleet/trafficMonitor.ts; needs a data plane
+   * and nftables): `probeUid` is the supervisor's own uid, whose egress probes are not counted.
+   */
+  traffic?: { probeUid: number | null } | undefined;
   log?: Logger;
 }
 
@@ -73,6 +79,8 @@ export interface SupervisorStatus {
   alerts: { waiting: number; dropped: number };
   /** Modem actors of this process by top-level state. */
   localModems: Record<string, number>;
+  /** Payload bytes through each modem's ports as the kernel counts them (empty without accounting). */
+  traffic: TrafficFigures[];
 }
 
 /** What the fleet and a `Modem` take from a detected device. */
@@ -112,6 +120,8 @@ export class Supervisor {
   private readonly stopping = new Set<Promise<void>>();
   /** What the proxies' uids may reach (kernel rules); applied before any proxy starts. */
   private readonly egressPolicy: EgressPolicy | undefined;
+  /** Traffic counters and quotas (kernel), sampled into PostgreSQL. */
+  readonly traffic: TrafficMonitor | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private startedAt: Date | undefined;
   private stopped = false;
@@ -154,6 +164,18 @@ export class Supervisor {
         netns: dataPlane.netns,
         log,
       });
+    if (dataPlane && options.traffic)
+      this.traffic = new TrafficMonitor({
+        store,
+        stateDir: options.stateDir,
+        spool: options.spool,
+        netns: dataPlane.netns,
+        probeUid: options.traffic.probeUid,
+        policy,
+        events,
+        onPortChange: (imei, reason, detail) => this.directory.serving(imei)?.journalPort(reason, detail),
+        log,
+      });
     this.modemDeps = {
       store,
       events,
@@ -168,7 +190,11 @@ export class Supervisor {
         powerCycleTimeoutMs: policy.powerCycleTimeoutMs,
         ...options.link,
       },
-      dataPlane: options.dataPlane && { ...options.dataPlane, egressGate: this.egressPolicy },
+      dataPlane: options.dataPlane && {
+        ...options.dataPlane,
+        egressGate: this.egressPolicy,
+        trafficGate: this.traffic?.gate,
+      },
       noReuse: options.noReuse,
       ...(options.dataPlane?.egress ? { hostEgress: new HostEgress(options.dataPlane.egress) } : {}),
       log,
@@ -221,6 +247,7 @@ export class Supervisor {
       alertsRaised: this.counters.alertsRaised,
       alerts: { waiting: this.alerts.waiting, dropped: this.alerts.dropped },
       localModems: Object.fromEntries(modems),
+      traffic: this.traffic?.figures() ?? [],
     };
   }
 
@@ -247,6 +274,8 @@ export class Supervisor {
       // proxies left by a crashed run would share ports with their replacements (SO_REUSEPORT)
       const swept = await sweepProxies(this.options.dataPlane.runDir, this.log);
       if (swept) this.log.warn({ swept }, 'stopped proxies left by a previous run');
+      // before any proxy: the counters (left by a previous run, carrying on) and quotas are in place
+      await this.traffic?.start();
       await this.egressPolicy?.start();
     }
     this.health.start();
@@ -407,6 +436,8 @@ export class Supervisor {
     });
     // after every proxy has stopped: none is left to hold back
     if (this.egressPolicy) await step('egress policy', () => this.egressPolicy?.stop());
+    // the last read is sampled; the table stays (its counters and closed ports outlive us)
+    if (this.traffic) await step('traffic', () => this.traffic?.stop());
     await step('retention', () => this.retention.stop());
     await step('health', () => this.health.stop());
     await step('journal', () => this.journal.stop());

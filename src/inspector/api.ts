@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { quotaView } from '../store/quotas.js';
 import type { Store } from '../store/store.js';
 import { COMMAND_KINDS } from '../store/types.js';
 import { ModemfleetError } from '../util/errors.js';
@@ -89,13 +90,14 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
 
   app.get('/api/modems/:imei', { schema: { params: imeiParams } }, async (req: ImeiRequest) => {
     const modem = await requireModem(store, req.params.imei);
-    const [lastError, commands, rotationLink, schedule] = await Promise.all([
+    const [lastError, commands, rotationLink, schedule, quota] = await Promise.all([
       store.lastError(modem.imei),
       store.recentCommands(modem.imei, 10),
       store.rotationLinkInfo(modem.imei),
       store.schedule(modem.imei),
+      store.quota(modem.imei),
     ]);
-    return { ...modem, lastError, commands, rotationLink, schedule };
+    return { ...modem, lastError, commands, rotationLink, schedule, quota: quota && quotaView(quota) };
   });
 
   // the modem's own rotation schedule (the farm default, config rotation.schedule, applies without one)

@@ -24,6 +24,7 @@ import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { authenticate, registerAuthorization } from './authorize.js';
 import { registerCredentialsApi } from './credentialsApi.js';
+import { registerTrafficApi } from './trafficApi.js';
 import { bearerToken, tokenMatches } from './token.js';
 
 export interface InspectorLimits
@@ -255,6 +256,7 @@ export class Inspector {
     };
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
+    registerTrafficApi(app, apiDeps);
     registerAlertsApi(app, { store: this.options.store });
     registerPage(app, page);
 

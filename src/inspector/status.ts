@@ -5,6 +5,7 @@ import { coerceError } from '../util/errors.js';
 import { settlesWithin } from '../util/time.js';
 import type { Hub } from './hub.js';
 import { histogramSamples, renderMetrics, type MetricFamily } from './metrics.js';
+import { trafficFamilies } from './trafficMetrics.js';
 
 export interface StatusSource {
   status(): SupervisorStatus;
@@ -255,6 +256,7 @@ export class StatusReporter {
         type: 'gauge',
         samples: Object.entries(s.localModems).map(([state, value]) => ({ labels: { state }, value })),
       });
+      families.push(...trafficFamilies(s.traffic));
     }
     const hub = this.options.hub;
     counter('modemfleet_listen_reconnects_total', 'LISTEN connections re-established, by listener.', [

@@ -8,6 +8,7 @@ import { checkTable, renderDeleteTable, renderTable, type NftFamily, type NftTab
  * lab's carrier NAT, the proxies' egress policy, traffic counters, quotas). Each owner applies
  * whole tables: `applyTable` renders and checks one (src/net/nftRuleset.ts), then replaces it in a
  * single `nft -f -` transaction, so a re-apply is idempotent and a failure changes nothing.
+ * The traffic table is the one exception (its counters are never reset): `applyScript`.
  * Optionally inside a network namespace (`ip netns exec NS nft`), always with a timeout: a hung
  * `nft` is killed and reported, never waited on forever.
  */
@@ -160,15 +161,11 @@ export function parseTable(family: NftFamily, name: string, text: string): NftTa
   return state;
 }
 
-/** The table as the kernel has it, with its counters; null when there is no such table. */
-export async function readTable(
-  family: NftFamily,
-  name: string,
-  options: NftOptions = {},
-): Promise<NftTableState | null> {
+/** `nft -j list table` text; null when there is no such table. */
+async function listTable(family: NftFamily, name: string, options: NftOptions): Promise<string | null> {
   checkTable(family, name);
   try {
-    return parseTable(family, name, await nft(['-j', 'list', 'table', family, name], options));
+    return await nft(['-j', 'list', 'table', family, name], options);
   } catch (err) {
     // nft's own "no such table" (a missing namespace is `ip`'s "Cannot open network namespace")
     if (
@@ -179,4 +176,52 @@ export async function readTable(
       return null;
     throw err;
   }
+}
+
+/** The table as the kernel has it, with its counters; null when there is no such table. */
+export async function readTable(
+  family: NftFamily,
+  name: string,
+  options: NftOptions = {},
+): Promise<NftTableState | null> {
+  const text = await listTable(family, name, options);
+  return text === null ? null : parseTable(family, name, text);
+}
+
+/**
+ * The table as `nft -j list table` gives it (parsed JSON, for owners that read more than
+ * `NftTableState` holds: object comments, handles); null when there is no such table.
+ */
+export async function readTableJson(
+  family: NftFamily,
+  name: string,
+  options: NftOptions = {},
+): Promise<unknown> {
+  const text = await listTable(family, name, options);
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new NftError(
+      'nft_unreadable',
+      `nft -j list table ${family} ${name}: unreadable output`,
+      [],
+      text.slice(0, 200),
+    );
+  }
+}
+
+/** Text rendered by a module's own checked renderer (`TrafficScript`), never text from elsewhere. */
+export interface NftScript {
+  readonly text: string;
+  readonly checked: true;
+}
+
+/**
+ * Runs a checked script in one `nft -f -` transaction: all of it or nothing. Only for the one
+ * table that cannot be applied whole (src/net/trafficTable.ts: its counters are the billing record
+ * and re-applying resets them); every other owner uses `applyTable`.
+ */
+export async function applyScript(script: NftScript, options: NftOptions = {}): Promise<void> {
+  await nft(['-f', '-'], options, script.text);
 }

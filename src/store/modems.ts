@@ -16,6 +16,7 @@ export interface ModemView {
   host: string | null;
   state: string;
   substate: string | null;
+  /** Why it is in `error`; or why its port is closed while online (`quota_exceeded`, `expired`). */
   reason: string | null;
   since: Date;
   wanIp: string | null;
@@ -111,13 +112,15 @@ export async function listModems(
         ? sql`m.imei in ${sql([...options.imeis])}`
         : sql`true`;
   const rows = await sql<ModemViewRow[]>`
-    select m.imei, m.host_id, m.state, m.substate, m.reason, m.state_since, host(m.wan_ip) as wan_ip,
+    select m.imei, m.host_id, m.state, m.substate, coalesce(m.reason, q.closed_reason) as reason,
+           m.state_since, host(m.wan_ip) as wan_ip,
            host(m.public_ip) as public_ip, a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
            m.operator, m.technology, m.rssi, m.rsrp, m.sinr, m.model, m.iccid, m.usb_path,
            m.desired_state, m.seq, m.last_seen_at
     from modems m
     left join allocations a on a.imei = m.imei and a.host_id = m.host_id
     left join hosts h on h.id = m.host_id
+    left join modem_quotas q on q.imei = m.imei
     where ${where}
     order by m.host_id nulls last, a.slot nulls last, m.imei`;
   return rows.map(toView);

@@ -82,6 +82,28 @@ import {
 import type { WebhookSpec } from '../alerts/webhookSpec.js';
 import type { AlertInput, AllocationRanges, Channel, HealthSample, TransitionRecord } from './types.js';
 import { uptimeWindows, type Uptime, type UptimeWindow } from './uptime.js';
+import {
+  pruneTraffic,
+  recordTraffic,
+  trafficSeries,
+  trafficTotals,
+  type TrafficRetention,
+  type TrafficSample,
+  type TrafficStep,
+} from './traffic.js';
+import {
+  clearExpiry,
+  clearQuota,
+  getQuota,
+  hostQuotas,
+  markClosed,
+  raiseAlertLevel,
+  resetQuota,
+  setExpiry,
+  setQuota,
+  type ClosedReason,
+  type StoredQuota,
+} from './quotas.js';
 
 export interface StoreOptions {
   sql: Sql;
@@ -345,6 +367,53 @@ export class Store {
   }
   deliveries(webhookId: number, limit = 50): ReturnType<typeof listDeliveries> {
     return listDeliveries(this.sql, webhookId, limit);
+  }
+
+  /** Traffic samples of this host's kernel counters (src/store/traffic.ts); idempotent. */
+  recordTraffic(samples: readonly TrafficSample[]): Promise<number> {
+    return recordTraffic(this.sql, samples);
+  }
+  trafficSeries(
+    imei: string,
+    range: { from: Date; to: Date; step: TrafficStep },
+  ): ReturnType<typeof trafficSeries> {
+    return trafficSeries(this.sql, imei, range);
+  }
+  trafficTotals(now?: Date): ReturnType<typeof trafficTotals> {
+    return trafficTotals(this.sql, now);
+  }
+  pruneTraffic(retention: TrafficRetention, maxRows?: number): Promise<number> {
+    return pruneTraffic(this.sql, retention, maxRows);
+  }
+
+  /** Quotas and expiry (src/store/quotas.ts): `invalid_quota`, `invalid_expiry`, `unknown_modem`, `no_quota`. */
+  quota(imei: string): Promise<StoredQuota | null> {
+    return getQuota(this.sql, imei);
+  }
+  setQuota(imei: string, input: unknown, updatedBy: string): Promise<StoredQuota> {
+    return setQuota(this.sql, imei, input, updatedBy);
+  }
+  clearQuota(imei: string, updatedBy: string): Promise<boolean> {
+    return clearQuota(this.sql, imei, updatedBy);
+  }
+  resetQuota(imei: string, updatedBy: string): Promise<StoredQuota> {
+    return resetQuota(this.sql, imei, updatedBy);
+  }
+  setExpiry(imei: string, at: Date, updatedBy: string): Promise<StoredQuota> {
+    return setExpiry(this.sql, imei, at, updatedBy);
+  }
+  clearExpiry(imei: string, updatedBy: string): Promise<boolean> {
+    return clearExpiry(this.sql, imei, updatedBy);
+  }
+  /** This host's modems' quotas with its traffic cursors (the enforcer's view). */
+  hostQuotas(): ReturnType<typeof hostQuotas> {
+    return hostQuotas(this.sql, this.hostId);
+  }
+  markClosed(imei: string, reason: ClosedReason | null): Promise<boolean> {
+    return markClosed(this.sql, imei, reason);
+  }
+  raiseAlertLevel(imei: string, level: 80 | 100, periodStart: Date): Promise<boolean> {
+    return raiseAlertLevel(this.sql, imei, level, periodStart);
   }
 
   /** A started listener on `channels`; `onCatchUp` runs after every (re)LISTEN. */

@@ -1,0 +1,455 @@
+import { join } from 'node:path';
+import { silentLogger, type Logger } from '../log.js';
+import { TrafficAccounting } from '../net/trafficAccounting.js';
+import { NO_LIMIT, type PartReading, type TrafficPart } from '../net/trafficTable.js';
+import type { Policy } from '../policy.js';
+import type { Listener } from '../store/listener.js';
+import type { ClosedReason, HostQuota } from '../store/quotas.js';
+import type { Store } from '../store/store.js';
+import type { TrafficSample } from '../store/traffic.js';
+import { coerceError } from '../util/errors.js';
+import type { FleetEvents } from './events.js';
+import { Spool, type FsyncPolicy } from './spool.js';
+import { enforcement, formatBytes, l3Ratio, readingMinute, type Enforcement } from './trafficMath.js';
+import { TrafficWriter, type SpooledSample } from './trafficWriter.js';
+
+export type TrafficStore = Pick<
+  Store,
+  'hostId' | 'recordTraffic' | 'pruneTraffic' | 'hostQuotas' | 'markClosed' | 'raiseAlertLevel' | 'listen'
+>;
+
+export interface TrafficMonitorOptions {
+  store: TrafficStore;
+  /** `<stateDir>/traffic-spool` holds samples while PostgreSQL is away. */
+  stateDir: string;
+  spool?: { maxBytes?: number; fsync?: FsyncPolicy } | undefined;
+  /** The proxies' network namespace (the table is there). */
+  netns?: string | undefined;
+  /** The supervisor's own uid: its egress probes to the ports are not counted. */
+  probeUid: number | null;
+  policy: Pick<
+    Policy,
+    | 'trafficReadMs'
+    | 'trafficQuotaPollMs'
+    | 'trafficMinuteRetentionDays'
+    | 'trafficHourRetentionDays'
+    | 'trafficDayRetentionDays'
+    | 'trafficPruneIntervalMs'
+    | 'listenHeartbeatIntervalMs'
+    | 'listenHeartbeatTimeoutMs'
+  >;
+  events: Pick<FleetEvents, 'emit'>;
+  /** A port closed (reason) or reopened (null): the Modem serving it journals it. */
+  onPortChange?: ((imei: string, reason: ClosedReason | null, detail: string) => void) | undefined;
+  log?: Logger | undefined;
+}
+
+/** What a data plane asks before its proxy serves: the modem's counters and quota are in place. */
+export interface TrafficGate {
+  admit(part: TrafficPart): Promise<void>;
+}
+
+/** Cumulative payload bytes per modem on this host (the kernel's counters): metrics. */
+export interface TrafficFigures {
+  imei: string;
+  download: number;
+  upload: number;
+}
+
+interface Held {
+  quota: HostQuota;
+  /** What the enforcer last did about it (kernel and database). */
+  closed: ClosedReason | null;
+  closedStored: boolean;
+  level: 0 | 80 | 100;
+}
+
+/**
+ * Traffic accounting and quotas on one host. Reads the kernel's counters (src/net/trafficAccounting.ts)
+ * every `trafficReadMs`: once a minute each modem whose counters moved gets a sample, written by a
+ * TrafficWriter (spooled while PostgreSQL is away); every read calibrates each quota's kernel limit
+ * (src/fleet/trafficMath.ts `enforcement`), closes and reopens ports (expiry, quota), raises the 80 %
+ * and 100 % alerts once per period, and records why a port is closed. Quotas are read at start,
+ * after every NOTIFY on `modem_config_change` (a quota set, raised, reset or cleared anywhere in the
+ * farm), and every `trafficQuotaPollMs`; a timer wakes it at the next expiry or period end.
+ */
+export class TrafficMonitor {
+  readonly accounting: TrafficAccounting;
+  readonly writer: TrafficWriter;
+  private held = new Map<string, Held>();
+  private latest = new Map<string, PartReading>();
+  /** The last sample per modem made by this process (the minute of the next, and skipping idle ones). */
+  private sampled = new Map<string, { at: Date; token: string; download: number; upload: number }>();
+  /** L3/payload ratio per modem, from the last two reads. */
+  private ratios = new Map<string, number>();
+  private lastMinute = -1;
+  private timer: NodeJS.Timeout | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private quotaPoll: NodeJS.Timeout | undefined;
+  private listener: Listener | undefined;
+  private ticking: Promise<void> | undefined;
+  private again = false;
+  private reloading: Promise<void> | undefined;
+  private stopped = true;
+  private readonly log: Logger;
+
+  constructor(private readonly options: TrafficMonitorOptions) {
+    this.log = (options.log ?? silentLogger).child({ component: 'traffic' });
+    this.accounting = new TrafficAccounting({
+      netns: options.netns,
+      probeUid: options.probeUid,
+      log: this.log,
+    });
+    this.accounting.onReplaced = (reading) => void this.writer.append([this.sample(reading, new Date())]);
+    this.writer = new TrafficWriter({
+      sink: options.store,
+      spool: new Spool<SpooledSample>({
+        dir: join(options.stateDir, 'traffic-spool'),
+        maxBytes: options.spool?.maxBytes ?? 64 * 1024 * 1024,
+        fsync: options.spool?.fsync ?? 'always',
+      }),
+      events: options.events,
+      log: this.log,
+    });
+  }
+
+  /** The gate a data plane passes before its proxy serves (fail closed: a refusal stops it). */
+  readonly gate: TrafficGate = {
+    admit: (part) => this.accounting.admit(part, this.limitFor(part.imei)),
+  };
+
+  /** Cumulative payload bytes per modem, as of the last read. */
+  figures(): TrafficFigures[] {
+    return [...this.latest.values()].map((r) => ({ imei: r.imei, download: r.download, upload: r.upload }));
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.writer.start();
+    await this.accounting.start();
+    await this.reload().catch((err: unknown) =>
+      this.log.warn({ err: coerceError(err) }, 'quotas not read yet; retried at the next poll'),
+    );
+    try {
+      this.listener = await this.options.store.listen(['modem_config_change'], () => this.reloadSoon(), {
+        onCatchUp: () => this.reload(),
+        heartbeatIntervalMs: this.options.policy.listenHeartbeatIntervalMs,
+        heartbeatTimeoutMs: this.options.policy.listenHeartbeatTimeoutMs,
+      });
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'quota changes not listened to; polled instead');
+    }
+    this.quotaPoll = setInterval(() => this.reloadSoon(), this.options.policy.trafficQuotaPollMs);
+    this.quotaPoll.unref();
+    this.pruneTimer = setInterval(() => void this.prune(), this.options.policy.trafficPruneIntervalMs);
+    this.pruneTimer.unref();
+    await this.tick();
+    this.arm();
+  }
+
+  /** The last read and a sample of every modem that moved, then the writer flushes (or spools). */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.wakeTimer);
+    clearInterval(this.quotaPoll);
+    clearInterval(this.pruneTimer);
+    await this.listener?.stop().catch(() => undefined);
+    await this.ticking;
+    await this.reloading;
+    try {
+      const state = await this.accounting.read();
+      await this.writer.append(
+        this.samplesOf(
+          [...state.parts.values()].map((p) => p.reading),
+          new Date(),
+        ),
+      );
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'last traffic read failed; the next start counts it');
+    }
+    await this.writer.stop();
+    await this.accounting.stop();
+  }
+
+  /** Read now (tests; a quota changed here). */
+  poke(): Promise<void> {
+    return this.tick();
+  }
+
+  private arm(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(
+      () => void this.tick().finally(() => this.arm()),
+      this.options.policy.trafficReadMs,
+    );
+    this.timer.unref();
+  }
+
+  private reloadSoon(): void {
+    if (this.stopped) return;
+    void this.reload()
+      .then(() => this.tick())
+      .catch((err: unknown) =>
+        this.log.warn({ err: coerceError(err) }, 'quotas not read; retried at the next poll'),
+      );
+  }
+
+  /** Reads this host's quotas (coalesced: one query at a time, one more when asked meanwhile). */
+  private reload(): Promise<void> {
+    this.reloading ??= (async () => {
+      try {
+        const rows = await this.options.store.hostQuotas();
+        const next = new Map<string, Held>();
+        for (const quota of rows) {
+          const was = this.held.get(quota.imei);
+          next.set(quota.imei, {
+            quota,
+            closed: was?.closed ?? quota.closedReason,
+            closedStored: was ? was.closedStored && was.closed === quota.closedReason : true,
+            level: Math.max(
+              quota.alertLevel,
+              was && was.quota.periodStart.getTime() === quota.periodStart.getTime() ? was.level : 0,
+            ) as 0 | 80 | 100,
+          });
+        }
+        // a quota cleared while its port was closed: open it
+        for (const [imei, was] of this.held)
+          if (!next.has(imei) && was.closed !== null)
+            next.set(imei, {
+              quota: { ...was.quota, bytes: null, period: null, expiresAt: null },
+              closed: was.closed,
+              closedStored: false,
+              level: 0,
+            });
+        this.held = next;
+      } finally {
+        this.reloading = undefined;
+      }
+    })();
+    return this.reloading;
+  }
+
+  /** The kernel limit a part starts with (before the first read calibrates it). */
+  private limitFor(imei: string): number {
+    const held = this.held.get(imei);
+    if (!held) return NO_LIMIT;
+    return this.decide(held, undefined, new Date()).limit;
+  }
+
+  private decide(held: Held, reading: PartReading | undefined, now: Date): Enforcement {
+    const q = held.quota;
+    const lifetime = reading
+      ? l3Ratio(reading.l3Download + reading.l3Upload, reading.download + reading.upload)
+      : 1;
+    return enforcement(
+      {
+        bytes: q.bytes,
+        period: q.period,
+        monthStartDay: q.monthStartDay,
+        periodStart: q.periodStart,
+        used: q.used,
+        expiresAt: q.expiresAt,
+        cursor: q.cursor,
+      },
+      reading && {
+        token: reading.token,
+        download: reading.download,
+        upload: reading.upload,
+        quotaUsed: reading.quotaUsed,
+      },
+      now,
+      (reading && this.ratios.get(reading.imei)) ?? lifetime,
+      NO_LIMIT,
+    );
+  }
+
+  /** One read: samples (once a minute), calibration, closing and reopening, alerts. Coalesced. */
+  private tick(): Promise<void> {
+    if (this.ticking) {
+      this.again = true;
+      return this.ticking;
+    }
+    this.ticking = (async () => {
+      do {
+        this.again = false;
+        try {
+          await this.readOnce();
+        } catch (err) {
+          this.log.warn({ err: coerceError(err) }, 'traffic read failed; retried at the next read');
+        }
+      } while (this.again && !this.stopped);
+    })().finally(() => (this.ticking = undefined));
+    return this.ticking;
+  }
+
+  private async readOnce(): Promise<void> {
+    const state = await this.accounting.read();
+    const now = new Date();
+    const readings = [...state.parts.values()].map((p) => p.reading);
+    for (const r of readings) {
+      const before = this.latest.get(r.imei);
+      if (before && before.token === r.token) {
+        const ratio = l3Ratio(
+          r.l3Download + r.l3Upload - before.l3Download - before.l3Upload,
+          r.download + r.upload - before.download - before.upload,
+          0,
+        );
+        if (ratio > 0) this.ratios.set(r.imei, ratio);
+      }
+      this.latest.set(r.imei, r);
+    }
+    for (const imei of [...this.latest.keys()])
+      if (!readings.some((r) => r.imei === imei)) this.latest.delete(imei);
+    const minute = Math.floor(now.getTime() / 60_000);
+    if (minute !== this.lastMinute) {
+      this.lastMinute = minute;
+      void this.writer.append(this.samplesOf(readings, now));
+    }
+    await this.enforce(readings, now);
+  }
+
+  private sample(r: PartReading, at: Date): TrafficSample {
+    const prev = this.sampled.get(r.imei);
+    this.sampled.set(r.imei, { at, token: r.token, download: r.download, upload: r.upload });
+    return {
+      imei: r.imei,
+      host: this.options.store.hostId,
+      at,
+      minute: readingMinute(prev?.at, at),
+      instance: r.token,
+      download: r.download,
+      upload: r.upload,
+    };
+  }
+
+  /** A sample of each modem whose counters moved since its last one (every one, the first time). */
+  private samplesOf(readings: readonly PartReading[], at: Date): TrafficSample[] {
+    return readings
+      .filter((r) => {
+        const prev = this.sampled.get(r.imei);
+        return !prev || prev.token !== r.token || prev.download !== r.download || prev.upload !== r.upload;
+      })
+      .map((r) => this.sample(r, at));
+  }
+
+  private async enforce(readings: readonly PartReading[], now: Date): Promise<void> {
+    const limits: { slot: number; limit: number }[] = [];
+    const changes: { imei: string; held: Held; decision: Enforcement }[] = [];
+    let nextAt: number | undefined;
+    for (const [imei, held] of this.held) {
+      const reading = readings.find((r) => r.imei === imei);
+      const decision = this.decide(held, reading, now);
+      if (decision.nextChangeAt) nextAt = Math.min(nextAt ?? Infinity, decision.nextChangeAt.getTime());
+      if (reading && this.limitChanged(reading, decision.limit))
+        limits.push({ slot: reading.slot, limit: decision.limit });
+      changes.push({ imei, held, decision });
+    }
+    // a modem without a quota or expiry (any more): its port is never held
+    for (const r of readings)
+      if (!this.held.has(r.imei) && r.quotaLimit !== NO_LIMIT) limits.push({ slot: r.slot, limit: NO_LIMIT });
+    // the kernel first: a port closes (or reopens) before anything is written about it
+    if (limits.length) await this.accounting.setLimits(limits);
+    for (const { imei, held, decision } of changes) await this.record(imei, held, decision);
+    this.wakeAt(nextAt);
+  }
+
+  /** A new limit is worth an nft call: it closes or opens, or moved by more than 0.1 % of what is left. */
+  private limitChanged(r: PartReading, limit: number): boolean {
+    if (limit === r.quotaLimit) return false;
+    const closedNow = r.quotaUsed >= r.quotaLimit;
+    const closedNext = r.quotaUsed >= limit;
+    if (closedNow !== closedNext) return true;
+    const left = Math.max(0, limit - r.quotaUsed);
+    return Math.abs(limit - r.quotaLimit) > Math.max(16 * 1024, left / 1000);
+  }
+
+  /** The database and the journal learn what the kernel now does; alerts once per period. */
+  private async record(imei: string, held: Held, decision: Enforcement): Promise<void> {
+    const { store, events } = this.options;
+    const q = held.quota;
+    try {
+      if (decision.closed !== held.closed || !held.closedStored) {
+        const was = held.closed;
+        held.closed = decision.closed;
+        held.closedStored = false;
+        const changed = await store.markClosed(imei, decision.closed);
+        held.closedStored = true;
+        if (was !== decision.closed) {
+          const detail =
+            decision.closed === 'expired'
+              ? `expired at ${q.expiresAt?.toISOString() ?? '?'}`
+              : decision.closed === 'quota_exceeded'
+                ? `used ${formatBytes(decision.usedPayload ?? 0)} of its ${q.period} quota of ${formatBytes(q.bytes ?? 0)}`
+                : 'serving again';
+          this.log.info(
+            { modem: imei, closed: decision.closed, detail },
+            decision.closed ? 'port closed' : 'port reopened',
+          );
+          this.options.onPortChange?.(imei, decision.closed, detail);
+          if (changed && decision.closed === 'expired')
+            events.emit('alert', {
+              alert: {
+                kind: 'expired',
+                severity: 'warning',
+                message: `modem ${imei} expired: its port is closed`,
+              },
+              imei,
+            });
+        }
+      }
+      if (decision.level > held.level && decision.periodStart && q.bytes !== null) {
+        const level = decision.level === 100 ? 100 : 80;
+        held.level = level;
+        if (await store.raiseAlertLevel(imei, level, decision.periodStart))
+          events.emit('alert', {
+            alert: {
+              kind: level === 100 ? 'quota_exceeded' : 'quota_warning',
+              severity: 'warning',
+              message:
+                level === 100
+                  ? `modem ${imei} used its ${q.period} quota of ${formatBytes(q.bytes)}: its port is closed`
+                  : `modem ${imei} used ${formatBytes(decision.usedPayload ?? 0)}, 80 % of its ${q.period} quota of ${formatBytes(q.bytes)}`,
+            },
+            imei,
+          });
+      }
+    } catch (err) {
+      // the kernel already does it; the row and the alert follow at the next read
+      if (decision.level > 0) held.level = Math.min(held.level, q.alertLevel) as 0 | 80 | 100;
+      this.log.warn(
+        { err: coerceError(err), modem: imei },
+        'quota state not stored; retried at the next read',
+      );
+    }
+  }
+
+  /** A read at the next expiry or period end (not only at the next interval). */
+  private wakeAt(at: number | undefined): void {
+    clearTimeout(this.wakeTimer);
+    if (at === undefined || this.stopped) return;
+    const delay = Math.max(0, at - Date.now()) + 20;
+    if (delay > this.options.policy.trafficReadMs) return;
+    this.wakeTimer = setTimeout(() => void this.tick(), delay);
+    this.wakeTimer.unref();
+  }
+
+  private async prune(): Promise<void> {
+    const p = this.options.policy;
+    try {
+      let total = 0;
+      for (let n = -1; n !== 0 && !this.stopped && total < 1_000_000; total += n)
+        n = await this.options.store.pruneTraffic({
+          minuteDays: p.trafficMinuteRetentionDays,
+          hourDays: p.trafficHourRetentionDays,
+          dayDays: p.trafficDayRetentionDays,
+        });
+      if (total > 0) this.log.info({ pruned: total }, 'traffic rows past retention pruned');
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'traffic retention run failed; retried later');
+    }
+  }
+}
