@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import {
+  DOFFS,
+  TRAFFIC_VERSION,
+  addPartLines,
+  counterName,
+  parseTag,
+  parseTrafficTable,
+  partTag,
+  removePartLines,
+  renderBase,
+  renderLimits,
+  type TrafficPart,
+} from '../../src/net/trafficTable.js';
+
+const part: TrafficPart = { slot: 3, imei: '866834040000017', httpPort: 20003, socksPort: 30003, uid: 61003 };
+
+/** `nft -j list table` of a table holding `part`, whose counters saw these packets. */
+function listing(
+  packets: { dir: 'u' | 'd'; doff: number; v6?: boolean; payload: number }[],
+  quota = { bytes: 1e6, used: 0 },
+) {
+  const counters = new Map<string, { packets: number; bytes: number }>();
+  for (const dir of ['u', 'd'] as const) {
+    for (const doff of DOFFS) counters.set(counterName(dir, 3, doff), { packets: 0, bytes: 0 });
+    counters.set(counterName(dir, 3, 'v6'), { packets: 0, bytes: 0 });
+  }
+  for (const p of packets) {
+    const c = counters.get(counterName(p.dir, 3, p.doff))!;
+    c.packets++;
+    c.bytes += (p.v6 ? 40 : 20) + 4 * p.doff + p.payload;
+    if (p.v6) counters.get(counterName(p.dir, 3, 'v6'))!.packets++;
+  }
+  return {
+    nftables: [
+      { metainfo: { version: '1.0.6' } },
+      { table: { family: 'inet', name: 'mf_traffic', handle: 1 } },
+      ...[...counters].map(([name, c]) => ({
+        counter: { family: 'inet', name, table: 'mf_traffic', handle: 2, ...c },
+      })),
+      {
+        quota: {
+          family: 'inet',
+          name: 'q_3',
+          table: 'mf_traffic',
+          handle: 9,
+          comment: partTag(part, '0123456789abcdef'),
+          bytes: quota.bytes,
+          used: quota.used,
+          inv: true,
+        },
+      },
+      {
+        rule: {
+          family: 'inet',
+          table: 'mf_traffic',
+          chain: 'customer_in',
+          handle: 3,
+          comment: TRAFFIC_VERSION,
+        },
+      },
+      {
+        rule: {
+          family: 'inet',
+          table: 'mf_traffic',
+          chain: 'customer_out',
+          handle: 4,
+          comment: TRAFFIC_VERSION,
+        },
+      },
+    ],
+  };
+}
+
+describe('the traffic table', () => {
+  it('payload is L3 bytes minus each packet header, whatever its TCP options, IPv4 and IPv6', () => {
+    const state = parseTrafficTable(
+      listing([
+        { dir: 'u', doff: 10, payload: 0 }, // SYN with options
+        { dir: 'd', doff: 10, payload: 0 }, // SYN-ACK
+        { dir: 'u', doff: 8, payload: 120 }, // request, timestamps
+        { dir: 'd', doff: 8, payload: 65_000 }, // a GSO super-packet
+        { dir: 'd', doff: 11, payload: 1_448 }, // SACK block
+        { dir: 'u', doff: 8, payload: 0 }, // pure ACK
+        { dir: 'u', doff: 5, v6: true, payload: 1_000 },
+        { dir: 'd', doff: 15, v6: true, payload: 7 },
+      ]),
+    );
+    expect(state.current).toBe(true);
+    const reading = state.parts.get(3)!.reading;
+    expect(reading).toMatchObject({
+      imei: part.imei,
+      token: '0123456789abcdef',
+      upload: 1_120,
+      download: 66_455,
+      quotaLimit: 1e6,
+    });
+    expect(reading.l3Upload).toBe(60 + 172 + 52 + 1_060);
+    expect(state.parts.get(3)!.state).toMatchObject({ ...part, token: '0123456789abcdef' });
+  });
+
+  it('a table without the version marks is not current; a part missing a counter is not read', () => {
+    const json = listing([]);
+    json.nftables = json.nftables.filter(
+      (i) => !('rule' in i) && !('counter' in i && i.counter.name === 'u3_7'),
+    );
+    const state = parseTrafficTable(json);
+    expect(state.current).toBe(false);
+    expect(state.parts.size).toBe(0);
+    expect(parseTrafficTable(null)).toEqual({ current: false, parts: new Map() });
+  });
+
+  it('the part tag round-trips; anything else is no tag', () => {
+    expect(parseTag(partTag(part, 'abcdef12'))).toEqual({ ...part, slot: undefined, token: 'abcdef12' });
+    expect(parseTag(partTag({ ...part, uid: null }, 'abcdef12'))).toMatchObject({ uid: null });
+    for (const bad of [undefined, 'imei=1 ports=1,2 uid=- i=abcdef12', `${partTag(part, 'abcdef12')} x`])
+      expect(parseTag(bad)).toBeNull();
+  });
+
+  it('renders the base and a part from checked numbers only', () => {
+    const base = renderBase(0, false).text;
+    expect(base).toContain('type filter hook input priority 10; policy accept;');
+    expect(base).toContain('meta skuid 0 tcp dport @ports ct state new ct mark set 0x4d460001');
+    expect(base).not.toContain('delete table');
+    expect(renderBase(null, true).text).toMatch(/^table inet mf_traffic\ndelete table inet mf_traffic\n/);
+    const lines = addPartLines(part, '0123456789abcdef', 5_000);
+    expect(lines).toContain(
+      'add quota inet mf_traffic q_3 { over 5000 bytes; comment "imei=866834040000017 ports=20003,30003 uid=61003 i=0123456789abcdef"; }',
+    );
+    expect(lines).toContain('add rule inet mf_traffic m3_out meta skuid != 61003 return');
+    expect(lines).toContain(
+      'add element inet mf_traffic ports_in { 20003 : jump m3_in, 30003 : jump m3_in }',
+    );
+    expect(lines.filter((l) => l.startsWith('add counter'))).toHaveLength(24);
+    expect(removePartLines(part)).toContain('delete quota inet mf_traffic q_3');
+    expect(renderLimits([{ slot: 3, limit: 1 }]).text).toBe(
+      'add quota inet mf_traffic q_3 { over 1 bytes; }\n',
+    );
+  });
+
+  it('refuses what is not a slot, an IMEI, a port, a uid or a limit', () => {
+    expect(() => addPartLines({ ...part, imei: '86683404000001"' }, 'abcdef12', 1)).toThrow(/invalid|IMEI/);
+    expect(() => addPartLines({ ...part, slot: -1 }, 'abcdef12', 1)).toThrow(/slot/);
+    expect(() => addPartLines({ ...part, httpPort: 70_000 }, 'abcdef12', 1)).toThrow(/port/);
+    expect(() => addPartLines({ ...part, socksPort: part.httpPort }, 'abcdef12', 1)).toThrow(/both/);
+    expect(() => addPartLines({ ...part, uid: 1.5 }, 'abcdef12', 1)).toThrow(/uid/);
+    expect(() => addPartLines(part, 'ABC"', 1)).toThrow(/token/);
+    expect(() => renderLimits([{ slot: 3, limit: 0 }])).toThrow(/limit/);
+    expect(() => renderLimits([{ slot: 3, limit: 2 ** 60 }])).toThrow(/limit/);
+  });
+});
