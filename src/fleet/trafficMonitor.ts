@@ -390,6 +390,14 @@ export class TrafficMonitor {
             decision.closed ? 'port closed' : 'port reopened',
           );
           this.options.onPortChange?.(imei, decision.closed, detail);
+          // the kernel stopped the bytes; connections customers still hold are reset now
+          const part = decision.closed ? this.accounting.partOf(imei) : undefined;
+          if (part)
+            await this.accounting
+              .abort([part.httpPort, part.socksPort])
+              .catch((err: unknown) =>
+                this.log.warn({ err: coerceError(err), modem: imei }, 'connections not aborted'),
+              );
           if (changed && decision.closed === 'expired')
             events.emit('alert', {
               alert: {

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { silentLogger, type Logger } from '../log.js';
+import { run } from '../process/run.js';
 import { coerceError } from '../util/errors.js';
+import { checkNetns } from './ip.js';
+import { checkPort } from './nftRuleset.js';
 import { applyScript, readTableJson, type NftOptions } from './nft.js';
 import {
   TRAFFIC_TABLE,
@@ -220,6 +223,29 @@ export class TrafficAccounting {
         if (p) p.limit = limit;
       }
     });
+  }
+
+  /**
+   * Aborts the connections customers hold to these ports (`ss -K`: the kernel resets them, so the
+   * customer learns at once that the port closed, and the proxy closes its upstream). Used when a
+   * port closes: its kernel quota stops the bytes, this ends the connections that stall.
+   */
+  async abort(ports: readonly number[]): Promise<void> {
+    if (!ports.length) return;
+    const filter = `( ${ports.map((p) => `sport = :${checkPort(p, 'abort: port')}`).join(' or ')} )`;
+    const argv = ['-K', '-tn', 'state', 'established', filter];
+    const netns = this.options.netns;
+    const r = await run(
+      netns === undefined ? 'ss' : 'ip',
+      netns === undefined ? argv : ['netns', 'exec', checkNetns(netns), 'ss', ...argv],
+      {
+        timeoutMs: 5_000,
+      },
+    );
+    if (!r.ok)
+      throw new TrafficTableError(
+        `ss -K on ports ${ports.join(', ')} failed: ${r.stderr.trim().slice(0, 300)}`,
+      );
   }
 
   /** Waits for what is under way; the table stays (counters and closed ports outlive the process). */

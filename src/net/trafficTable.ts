@@ -23,8 +23,11 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
  * segments count again, as they were sent again.
  *
  * The quota (`q_<slot>`, one `quota` object per modem) is consumed by every packet of the modem's
- * ports in both directions (L3 bytes, as the kernel can only count those) and, once over, rejects
- * them with a TCP reset: the port stops at the limit, not at the next sample. Its limit is set by
+ * ports in both directions (L3 bytes, as the kernel can only count those) and, once over, stops
+ * them: a customer's segments are answered with a TCP reset (a new connection is refused), the
+ * proxy's are dropped, so the port stops at the limit, not at the next sample. The proxy's sockets
+ * then stay open, and the supervisor aborts them (`ss -K`: the customer gets a reset, the proxy
+ * closes its upstream). Its limit is set by
  * the supervisor in L3 terms from the payload still allowed and the modem's measured L3/payload
  * ratio (src/fleet/trafficMath.ts), and updated in place (the kernel keeps what it has used): a
  * raise reopens the port at once. A closed port (expired) is a limit of 1 byte.
@@ -212,12 +215,23 @@ export function addPartLines(part: TrafficPart, token: string, limit: number): s
     `counter name tcp doff map { ${DOFFS.map((d) => `${d} : "${counterName(dir, slot, d)}"`).join(', ')} }`,
     `meta nfproto ipv6 counter name "${counterName(dir, slot, 'v6')}"`,
   ];
-  const rules = (side: 'in' | 'out'): string[] => [
-    ...(side === 'out' && uid !== null ? [`meta skuid != ${uid} return`] : []),
-    `ct mark 0x${PROBE_MARK.toString(16)} return`,
-    `quota name "${q}" reject with tcp reset`,
-    ...counting(side === 'in' ? 'u' : 'd'),
-  ];
+  const rules = (side: 'in' | 'out'): string[] =>
+    side === 'in'
+      ? [
+          `ct mark 0x${PROBE_MARK.toString(16)} return`,
+          // over the quota: a customer's SYN is refused, any other segment answered with a reset
+          `quota name "${q}" reject with tcp reset`,
+          ...counting('u'),
+        ]
+      : [
+          // resets always reach the customer (they carry no payload): refusals, aborted connections
+          'tcp flags & rst == rst return',
+          ...(uid !== null ? [`meta skuid != ${uid} return`] : []),
+          `ct mark 0x${PROBE_MARK.toString(16)} return`,
+          // over the quota the proxy's data stops here; its socket stays, to be aborted (`abort`)
+          `quota name "${q}" drop`,
+          ...counting('d'),
+        ];
   for (const side of ['in', 'out'] as const) {
     const chain = chainName(slot, side);
     lines.push(`add chain ${TABLE} ${chain}`);
