@@ -99,11 +99,13 @@ export interface Policy {
   /** Safety net: due webhook deliveries are looked for this often whatever NOTIFY did. */
   webhookPollMs: number;
   /**
-   * Traffic accounting: the kernel counters are read this often (quota calibration, metrics; one
-   * sample per modem per minute is stored); quotas are re-read at least this often whatever NOTIFY
-   * did; per-minute, per-hour and per-day rows are kept this many days, pruned this often.
+   * Traffic accounting: the kernel counters are read this often (quota calibration, metrics), and
+   * a sample of each modem whose counters moved is stored this often (rows are per minute); quotas
+   * are re-read at least this often whatever NOTIFY did; per-minute, per-hour and per-day rows are
+   * kept this many days, pruned this often.
    */
   trafficReadMs: number;
+  trafficSampleMs: number;
   trafficQuotaPollMs: number;
   trafficMinuteRetentionDays: number;
   trafficHourRetentionDays: number;
@@ -164,6 +166,7 @@ export const DEFAULT_POLICY: Policy = {
   webhookMaxAttempts: 10,
   webhookPollMs: 10_000,
   trafficReadMs: 10_000,
+  trafficSampleMs: 60_000,
   trafficQuotaPollMs: 30_000,
   trafficMinuteRetentionDays: 7,
   trafficHourRetentionDays: 93,

@@ -184,6 +184,15 @@ export function formatBytes(bytes: number): string {
   return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[i]}`;
 }
 
+/**
+ * What a port stopped by the kernel may have left of its quota and still count as spent: 0.1 %, at
+ * least 64 KiB (a burst of segments). More left: the port reopens for it, with the ratio measured
+ * meanwhile, until it is within this.
+ */
+export function quotaTolerance(quota: number): number {
+  return Math.max(64 * 1024, Math.floor(quota / 1000));
+}
+
 /** A quota as the enforcer holds it (sql/0013_quotas.sql, with the host's traffic cursor). */
 export interface QuotaState {
   bytes: number | null;
@@ -202,6 +211,7 @@ export interface KernelView {
   download: number;
   upload: number;
   quotaUsed: number;
+  quotaLimit: number;
 }
 
 export interface Enforcement {
@@ -229,6 +239,8 @@ export function enforcement(
   now: Date,
   ratio: number,
   noLimit: number,
+  /** The kernel stopped the port and nothing went through since the last look: it stays stopped. */
+  stalled = false,
 ): Enforcement {
   const expired = q.expiresAt !== null && q.expiresAt.getTime() <= now.getTime();
   const upcoming = q.expiresAt !== null && !expired ? q.expiresAt : null;
@@ -254,14 +266,22 @@ export function enforcement(
       )
     : { download: 0, upload: 0 };
   const usedPayload = use.used + unrecorded.download + unrecorded.upload;
-  const limit = kernelLimit({ quota: q.bytes, usedPayload, kernelUsed: kernel?.quotaUsed ?? 0, ratio });
-  const exceeded = usedPayload >= q.bytes;
+  // The kernel stops the port at its limit in L3 bytes; a little payload may be left then (the
+  // ratio was estimated, and the packets it dropped since used it too). Reopening for a remainder
+  // smaller than a segment burst would only let the proxy's retransmissions use it up: within the
+  // tolerance, or when nothing got through since the last look, the quota is spent.
+  const kernelOver = kernel !== undefined && kernel.quotaUsed >= kernel.quotaLimit;
+  const exceeded =
+    usedPayload >= q.bytes || (kernelOver && (stalled || q.bytes - usedPayload <= quotaTolerance(q.bytes)));
+  const limit = exceeded
+    ? Math.max(1, kernel?.quotaUsed ?? 0)
+    : kernelLimit({ quota: q.bytes, usedPayload, kernelUsed: kernel?.quotaUsed ?? 0, ratio });
   const ends = [upcoming, use.end].filter((d): d is Date => d !== null);
   return {
     limit: expired ? 1 : limit,
     closed: expired ? 'expired' : exceeded ? 'quota_exceeded' : null,
     usedPayload,
-    level: alertLevel(usedPayload, q.bytes),
+    level: exceeded ? 100 : alertLevel(usedPayload, q.bytes),
     periodStart: use.start,
     nextChangeAt: ends.length ? new Date(Math.min(...ends.map((d) => d.getTime()))) : null,
   };

@@ -30,6 +30,7 @@ export interface TrafficMonitorOptions {
   policy: Pick<
     Policy,
     | 'trafficReadMs'
+    | 'trafficSampleMs'
     | 'trafficQuotaPollMs'
     | 'trafficMinuteRetentionDays'
     | 'trafficHourRetentionDays'
@@ -56,8 +57,13 @@ export interface TrafficFigures {
   upload: number;
 }
 
+/** A port closed this long ago has its remaining connections reset. */
+const ABORT_AFTER_MS = 2_000;
+
 interface Held {
   quota: HostQuota;
+  /** When the connections of its closed port are to be reset. */
+  abortAt?: number | undefined;
   /** What the enforcer last did about it (kernel and database). */
   closed: ClosedReason | null;
   closedStored: boolean;
@@ -66,7 +72,7 @@ interface Held {
 
 /**
  * Traffic accounting and quotas on one host. Reads the kernel's counters (src/net/trafficAccounting.ts)
- * every `trafficReadMs`: once a minute each modem whose counters moved gets a sample, written by a
+ * every `trafficReadMs`: every `trafficSampleMs` (a minute) each modem whose counters moved gets a sample, written by a
  * TrafficWriter (spooled while PostgreSQL is away); every read calibrates each quota's kernel limit
  * (src/fleet/trafficMath.ts `enforcement`), closes and reopens ports (expiry, quota), raises the 80 %
  * and 100 % alerts once per period, and records why a port is closed. Quotas are read at start,
@@ -78,11 +84,13 @@ export class TrafficMonitor {
   readonly writer: TrafficWriter;
   private held = new Map<string, Held>();
   private latest = new Map<string, PartReading>();
+  /** The reading before the latest (a port stopped by the kernel and stalled since). */
+  private previous = new Map<string, PartReading>();
   /** The last sample per modem made by this process (the minute of the next, and skipping idle ones). */
   private sampled = new Map<string, { at: Date; token: string; download: number; upload: number }>();
   /** L3/payload ratio per modem, from the last two reads. */
   private ratios = new Map<string, number>();
-  private lastMinute = -1;
+  private lastRound = -1;
   private timer: NodeJS.Timeout | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
@@ -240,7 +248,7 @@ export class TrafficMonitor {
     return this.decide(held, undefined, new Date()).limit;
   }
 
-  private decide(held: Held, reading: PartReading | undefined, now: Date): Enforcement {
+  private decide(held: Held, reading: PartReading | undefined, now: Date, stalled = false): Enforcement {
     const q = held.quota;
     const lifetime = reading
       ? l3Ratio(reading.l3Download + reading.l3Upload, reading.download + reading.upload)
@@ -260,10 +268,14 @@ export class TrafficMonitor {
         download: reading.download,
         upload: reading.upload,
         quotaUsed: reading.quotaUsed,
+        quotaLimit: reading.quotaLimit,
       },
       now,
-      (reading && this.ratios.get(reading.imei)) ?? lifetime,
+      // biased low (the lower of two estimates, half of its overhead): a port stopped a little
+      // early reopens for the rest, one stopped late cannot take back what went through
+      1 + (Math.min(lifetime, (reading && this.ratios.get(reading.imei)) ?? lifetime) - 1) / 2,
       NO_LIMIT,
+      stalled,
     );
   }
 
@@ -290,6 +302,7 @@ export class TrafficMonitor {
     const state = await this.accounting.read();
     const now = new Date();
     const readings = [...state.parts.values()].map((p) => p.reading);
+    this.previous = new Map(this.latest);
     for (const r of readings) {
       const before = this.latest.get(r.imei);
       if (before && before.token === r.token) {
@@ -304,9 +317,9 @@ export class TrafficMonitor {
     }
     for (const imei of [...this.latest.keys()])
       if (!readings.some((r) => r.imei === imei)) this.latest.delete(imei);
-    const minute = Math.floor(now.getTime() / 60_000);
-    if (minute !== this.lastMinute) {
-      this.lastMinute = minute;
+    const round = Math.floor(now.getTime() / this.options.policy.trafficSampleMs);
+    if (round !== this.lastRound) {
+      this.lastRound = round;
       void this.writer.append(this.samplesOf(readings, now));
     }
     await this.enforce(readings, now);
@@ -342,7 +355,18 @@ export class TrafficMonitor {
     let nextAt: number | undefined;
     for (const [imei, held] of this.held) {
       const reading = readings.find((r) => r.imei === imei);
-      const decision = this.decide(held, reading, now);
+      const previous = this.previous.get(imei);
+      // reopened at the last look (a higher limit) and stopped again with not a byte through: the
+      // remainder went to the proxy's retransmissions
+      const stalled =
+        reading !== undefined &&
+        previous !== undefined &&
+        previous.token === reading.token &&
+        previous.quotaUsed >= previous.quotaLimit &&
+        reading.quotaLimit > previous.quotaLimit &&
+        reading.quotaUsed >= reading.quotaLimit &&
+        previous.download + previous.upload === reading.download + reading.upload;
+      const decision = this.decide(held, reading, now, stalled);
       if (decision.nextChangeAt) nextAt = Math.min(nextAt ?? Infinity, decision.nextChangeAt.getTime());
       if (reading && this.limitChanged(reading, decision.limit))
         limits.push({ slot: reading.slot, limit: decision.limit });
@@ -354,6 +378,21 @@ export class TrafficMonitor {
     // the kernel first: a port closes (or reopens) before anything is written about it
     if (limits.length) await this.accounting.setLimits(limits);
     for (const { imei, held, decision } of changes) await this.record(imei, held, decision);
+    for (const [imei, held] of this.held) {
+      if (held.abortAt === undefined) continue;
+      if (held.abortAt > Date.now()) {
+        nextAt = Math.min(nextAt ?? Infinity, held.abortAt);
+        continue;
+      }
+      held.abortAt = undefined;
+      const part = this.accounting.partOf(imei);
+      if (part && held.closed)
+        await this.accounting
+          .abort([part.httpPort, part.socksPort])
+          .catch((err: unknown) =>
+            this.log.warn({ err: coerceError(err), modem: imei }, 'connections not aborted'),
+          );
+    }
     this.wakeAt(nextAt);
   }
 
@@ -390,14 +429,9 @@ export class TrafficMonitor {
             decision.closed ? 'port closed' : 'port reopened',
           );
           this.options.onPortChange?.(imei, decision.closed, detail);
-          // the kernel stopped the bytes; connections customers still hold are reset now
-          const part = decision.closed ? this.accounting.partOf(imei) : undefined;
-          if (part)
-            await this.accounting
-              .abort([part.httpPort, part.socksPort])
-              .catch((err: unknown) =>
-                this.log.warn({ err: coerceError(err), modem: imei }, 'connections not aborted'),
-              );
+          // the kernel stopped the bytes (a customer's next segment is answered with a reset); the
+          // proxy's side, and customers that send nothing, are reset a moment later (ss -K)
+          held.abortAt = decision.closed ? Date.now() + ABORT_AFTER_MS : undefined;
           if (changed && decision.closed === 'expired')
             events.emit('alert', {
               alert: {
@@ -409,8 +443,10 @@ export class TrafficMonitor {
             });
         }
       }
-      if (decision.level > held.level && decision.periodStart && q.bytes !== null) {
-        const level = decision.level === 100 ? 100 : 80;
+      // 80 % then 100 %, each once a period (a quota spent at one go raises both)
+      for (const level of [80, 100] as const) {
+        if (decision.level < level || held.level >= level || !decision.periodStart || q.bytes === null)
+          continue;
         held.level = level;
         if (await store.raiseAlertLevel(imei, level, decision.periodStart))
           events.emit('alert', {

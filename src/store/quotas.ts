@@ -306,6 +306,6 @@ export async function raiseAlertLevel(
   const rows = await sql`
     update modem_quotas set alert_level = ${level}
     where imei = ${imei} and alert_level < ${level} and bytes is not null
-      and period_start <= ${periodStart} returning imei`;
+      and date_trunc('milliseconds', period_start) <= ${periodStart} returning imei`;
   return rows.length > 0;
 }

@@ -87,6 +87,9 @@ async function client(): Promise<void> {
   let waiter: (() => void) | undefined;
   let ended = false;
   let error: string | null = null;
+  let how = 'close';
+  let lastData = 0;
+  const started = Date.now();
   const done = new Promise<void>((resolve) => {
     socket.on('close', () => {
       ended = true;
@@ -96,11 +99,13 @@ async function client(): Promise<void> {
   });
   socket.on('error', (err: NodeJS.ErrnoException) => (error = err.code ?? err.message));
   socket.on('data', (chunk: Buffer) => {
+    lastData = Date.now() - started;
     if (tunnelled) payload += chunk.length;
     else buffer = Buffer.concat([buffer, chunk]);
     waiter?.();
   });
   socket.on('end', () => {
+    how = 'end';
     ended = true;
     waiter?.();
   });
@@ -166,7 +171,7 @@ async function client(): Promise<void> {
   }
   await done;
   process.stdout.write(
-    `${JSON.stringify({ bytesWritten: socket.bytesWritten, bytesRead: socket.bytesRead, payload, error })}\n`,
+    `${JSON.stringify({ bytesWritten: socket.bytesWritten, bytesRead: socket.bytesRead, payload, complete: payload >= down, error, how, lastData, ms: Date.now() - started })}\n`,
   );
 }
 

@@ -8,7 +8,15 @@ export interface BulkResult {
   bytesWritten: number;
   bytesRead: number;
   payload: number;
+  /** Every byte asked for arrived (the server closed after sending them). */
+  complete: boolean;
+  /** How it ended: an error code (ECONNREFUSED, ECONNRESET), or null. */
   error: string | null;
+  /** `end`: an orderly end, or a reset Node reports as one; `close`: after an error. */
+  how: string;
+  /** Milliseconds from the start to the last data, and to the end. */
+  lastData: number;
+  ms: number;
 }
 
 /** The bulk server (test/helpers/bulk.ts) inside namespace `ns`, listening on host:port. */

@@ -186,7 +186,7 @@ describe('enforcement', () => {
   it('stored use plus what the kernel counted since the last stored sample', () => {
     const e = enforcement(
       base,
-      { token: 'aaaa0000', download: 109_000, upload: 1_000, quotaUsed: 200_000 },
+      { token: 'aaaa0000', download: 109_000, upload: 1_000, quotaUsed: 200_000, quotaLimit: NO_LIMIT },
       now,
       1,
       NO_LIMIT,
@@ -201,7 +201,7 @@ describe('enforcement', () => {
   it('counters of another instance than the cursor: all of them are unrecorded', () => {
     const e = enforcement(
       base,
-      { token: 'bbbb0000', download: 300_000, upload: 0, quotaUsed: 0 },
+      { token: 'bbbb0000', download: 300_000, upload: 0, quotaUsed: 0, quotaLimit: NO_LIMIT },
       now,
       1,
       NO_LIMIT,
@@ -213,7 +213,7 @@ describe('enforcement', () => {
   it('at the quota: closed, limit at what the kernel used', () => {
     const e = enforcement(
       base,
-      { token: 'aaaa0000', download: 509_000, upload: 1_000, quotaUsed: 700_000 },
+      { token: 'aaaa0000', download: 509_000, upload: 1_000, quotaUsed: 700_000, quotaLimit: NO_LIMIT },
       now,
       1,
       NO_LIMIT,
@@ -223,10 +223,28 @@ describe('enforcement', () => {
     expect(e.level).toBe(100);
   });
 
+  it('stopped by the kernel a little before the quota (the ratio was estimated): spent, not reopened for crumbs', () => {
+    const kernel = {
+      token: 'aaaa0000',
+      download: 9_000 + 490_000,
+      upload: 1_000,
+      quotaUsed: 1_000_000,
+      quotaLimit: 1_000_000,
+    };
+    // 10 000 bytes left of 1 MB: within the tolerance (64 KiB at least)
+    const e = enforcement(base, kernel, now, 1.01, NO_LIMIT);
+    expect(e).toMatchObject({ closed: 'quota_exceeded', limit: 1_000_000, level: 100 });
+    // far from it (a bad estimate): reopened for what is left, calibrated
+    const big = { ...base, bytes: 100_000_000 };
+    expect(enforcement(big, kernel, now, 1.01, NO_LIMIT)).toMatchObject({ closed: null });
+    // ... unless nothing got through since the last look
+    expect(enforcement(big, kernel, now, 1.01, NO_LIMIT, true)).toMatchObject({ closed: 'quota_exceeded' });
+  });
+
   it('a new period reopens it', () => {
     const e = enforcement(
       { ...base, used: 1_000_000 },
-      { token: 'aaaa0000', download: 9_000, upload: 1_000, quotaUsed: 900_000 },
+      { token: 'aaaa0000', download: 9_000, upload: 1_000, quotaUsed: 900_000, quotaLimit: 900_000 },
       at('2026-04-01T00:00:01Z'),
       1,
       NO_LIMIT,
