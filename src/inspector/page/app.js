@@ -331,7 +331,7 @@ function renderCard(imei) {
   [...c.bars.children].forEach((b, i) => b.classList.toggle('on', i < n));
   c.portText.textContent = m.proxy ? `HTTP ${m.proxy.httpPort} · SOCKS ${m.proxy.socksPort}` : 'no ports';
   c.since.textContent = ago(m.since);
-  c.reason.textContent = m.state === 'error' && m.reason ? m.reason : '';
+  c.reason.textContent = m.reason ?? ''; // why it is in error, or why its port is closed (quota, expiry)
   c.root.classList.toggle('selected', selected === imei);
   c.root.hidden = !matches(m);
 }
@@ -422,13 +422,18 @@ async function refreshPanel() {
   const imei = selected;
   try {
     const since = new Date(Date.now() - 3600_000).toISOString();
-    const [detail, transitions, health, stats, addresses, uptime] = await Promise.all([
+    const now = new Date();
+    const monthStart = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1)).toISOString();
+    const dayAgo = new Date(now.getTime() - 23 * 3600_000).toISOString();
+    const [detail, transitions, health, stats, addresses, uptime, hours, days] = await Promise.all([
       api(`/api/modems/${imei}`),
       api(`/api/modems/${imei}/transitions?limit=50`),
       api(`/api/modems/${imei}/health?since=${encodeURIComponent(since)}`),
       api(`/api/modems/${imei}/addresses/stats`).catch(() => null),
       api(`/api/modems/${imei}/addresses?limit=5`).catch(() => null),
       api(`/api/modems/${imei}/uptime`).catch(() => null),
+      api(`/api/modems/${imei}/traffic?step=1h&from=${encodeURIComponent(dayAgo)}`).catch(() => null),
+      api(`/api/modems/${imei}/traffic?step=1d&from=${encodeURIComponent(monthStart)}`).catch(() => null),
     ]);
     if (selected !== imei) return;
     const known = modems.get(imei);
@@ -443,6 +448,7 @@ async function refreshPanel() {
     $('p-more').hidden = !(oldestSeq > 1);
     selectedHealth = health;
     drawSpark();
+    drawTraffic(hours, days);
   } catch (err) {
     toast(`could not load ${imei}: ${err.message}`);
   }
@@ -477,6 +483,20 @@ function scheduleText(s) {
   return `every ${s.intervalSeconds} s${s.jitterSeconds ? ` ± ${s.jitterSeconds} s` : ''}`;
 }
 
+/** `2.10 GB of 10.0 GB this month (port closed: quota_exceeded) · expires ...`, or none. */
+function quotaText(q) {
+  if (q === undefined) return '…';
+  if (q === null) return 'none';
+  const parts = [];
+  if (q.bytes !== null)
+    parts.push(
+      `${bytesText(q.used ?? 0)} of ${bytesText(q.bytes)} ${q.period === 'total' ? 'in total' : `this ${q.period}`}`,
+    );
+  if (q.expiresAt) parts.push(`expires ${new Date(q.expiresAt).toLocaleString()}`);
+  if (q.closed) parts.push(`port closed: ${q.closed}`);
+  return parts.join(' · ') || 'none';
+}
+
 /** The last public addresses, newest first, with when each was last seen. */
 function addressesText(list) {
   if (!list || list.length === 0) return '—';
@@ -496,6 +516,7 @@ function renderPanelHead(detail) {
     ['recent public', addressesText(selectedAddresses)],
     ['uptime', uptimeText(selectedUptime)],
     ['rotation schedule', scheduleText((detail ?? selectedDetail)?.schedule)],
+    ['quota', quotaText((detail ?? selectedDetail)?.quota)],
     ['last 24 h', statsText(stats?.['24h'])],
     ['last 7 days', statsText(stats?.['7d'])],
     ['address', m.wanIp ?? '—'],
@@ -576,6 +597,67 @@ $('p-more').addEventListener('click', async () => {
   oldestSeq = older.length ? older[older.length - 1].seq : null;
   $('p-more').hidden = !(oldestSeq > 1);
 });
+
+/** Bytes for people, in decimal units as carriers bill: `1.23 GB`. */
+function bytesText(n) {
+  if (n < 1000) return `${n} B`;
+  const units = ['kB', 'MB', 'GB', 'TB', 'PB'];
+  let v = n;
+  let i = -1;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return `${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[i]}`;
+}
+
+const sum = (points, key) => (points ?? []).reduce((n, p) => n + p[key], 0);
+
+/**
+ * Today and this month (from `/traffic?step=1d`), and the last 24 hours per hour as bars (download
+ * over upload). Each bar carries `data-at`, `data-download` and `data-upload`, the chart its
+ * totals: what a browser test reads back.
+ */
+function drawTraffic(hours, days) {
+  const svg = $('p-traffic-chart');
+  const today = days?.length ? days[days.length - 1] : null;
+  $('p-traffic-totals').textContent = days
+    ? `today ↓ ${bytesText(today?.download ?? 0)} ↑ ${bytesText(today?.upload ?? 0)} · this month ↓ ${bytesText(sum(days, 'download'))} ↑ ${bytesText(sum(days, 'upload'))}`
+    : '—';
+  svg.dataset.download = String(sum(hours, 'download'));
+  svg.dataset.upload = String(sum(hours, 'upload'));
+  if (!hours?.length) {
+    svg.replaceChildren();
+    return;
+  }
+  const top = Math.max(1, ...hours.map((p) => p.download + p.upload));
+  const width = 300 / hours.length;
+  const NS = 'http://www.w3.org/2000/svg';
+  svg.replaceChildren(
+    ...hours.map((p, i) => {
+      const g = document.createElementNS(NS, 'g');
+      g.classList.add('bar');
+      g.dataset.at = p.at;
+      g.dataset.download = String(p.download);
+      g.dataset.upload = String(p.upload);
+      const title = document.createElementNS(NS, 'title');
+      title.textContent = `${new Date(p.at).toLocaleString()}: ↓ ${bytesText(p.download)} ↑ ${bytesText(p.upload)}`;
+      const bar = (cls, bytes, below) => {
+        const r = document.createElementNS(NS, 'rect');
+        r.classList.add(cls);
+        const h = (bytes / top) * 58;
+        r.setAttribute('x', (i * width + 0.5).toFixed(2));
+        r.setAttribute('width', Math.max(0.5, width - 1).toFixed(2));
+        r.setAttribute('y', (60 - below - h).toFixed(2));
+        r.setAttribute('height', h.toFixed(2));
+        return r;
+      };
+      const up = (p.upload / top) * 58;
+      g.append(title, bar('up', p.upload, 0), bar('down', p.download, up));
+      return g;
+    }),
+  );
+}
 
 function drawSpark() {
   const svg = $('p-spark');
