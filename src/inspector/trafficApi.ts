@@ -1,6 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { quotaView } from '../store/quotas.js';
-import type { Store } from '../store/store.js';
 import { TRAFFIC_STEPS, type TrafficStep } from '../store/traffic.js';
 import { ModemfleetError } from '../util/errors.js';
 import { rateLimited, type ApiDeps } from './api.js';
@@ -51,7 +50,7 @@ export function parseTrafficQuery(
   if (!(TRAFFIC_STEPS as readonly unknown[]).includes(step))
     throw new ModemfleetError(
       'invalid_traffic_query',
-      `step: must be one of ${TRAFFIC_STEPS.join(', ')}, not ${JSON.stringify(String(step).slice(0, 20))}`,
+      `step: must be one of ${TRAFFIC_STEPS.join(', ')}, not ${JSON.stringify(typeof step === 'string' ? step.slice(0, 20) : typeof step)}`,
     );
   const s = step as TrafficStep;
   const to = query['to'] === undefined ? now : parseIsoTime(query['to'], 'to', 'invalid_traffic_query');

@@ -72,6 +72,62 @@ describe('modemfleet CLI', () => {
     expect(row?.n).toBe(1);
   });
 
+  it('quota: set, shown, reset, cleared, an expiry; bad input changes nothing; status shows the traffic', async () => {
+    const imei = '356000000000044';
+    await db.sql`insert into hosts (id, name) values ('cli-host', 'cli-host') on conflict do nothing`;
+    await db.sql`insert into modems (imei, host_id, state) values (${imei}, 'cli-host', 'online')`;
+    const show = async () =>
+      JSON.parse((await cli(['quota', imei])).stdout) as { quota: Record<string, unknown> | null };
+    expect(await show()).toEqual({ imei, quota: null });
+    const set = await cli(['quota', imei, '10GB', '--period', 'month', '--month-start', '15']);
+    expect(set.exitCode).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({
+      imei,
+      quota: { bytes: 10_000_000_000, period: 'month', monthStartDay: 15, used: 0, closed: null },
+    });
+    const bad: [string[], number, RegExp][] = [
+      [['quota', imei, '10XB', '--period', 'day'], 2, /BYTES must be a size like 10GB/],
+      [['quota', imei, '10GB'], 2, /--period must be one of day, month, total/],
+      [
+        ['quota', imei, '10GB', '--period', 'day', '--month-start', '3'],
+        2,
+        /monthStartDay: only for period "month"/,
+      ],
+      [
+        ['quota', imei, '10GB', '--period', 'month', '--month-start', '30'],
+        2,
+        /monthStartDay: must be a day from 1 to 28/,
+      ],
+      [['quota', imei, '--clear', '--reset'], 2, /one action at a time/],
+      [['quota', imei, '--expires', 'soon'], 2, /--expires: must be an ISO 8601 time/],
+      [['quota', '356000000000099', '1GB', '--period', 'day'], 6, /no modem with imei/],
+    ];
+    const results = await Promise.all(bad.map(([args]) => cli(args)));
+    bad.forEach(([args, code, message], i) => {
+      expect({ args, code: results[i]?.exitCode }).toEqual({ args, code });
+      expect(results[i]?.stderr).toMatch(message);
+    });
+    expect((await show()).quota).toMatchObject({ bytes: 10_000_000_000, monthStartDay: 15 });
+    expect((await cli(['quota', imei, '--reset'])).exitCode).toBe(0);
+    const expires = await cli(['quota', imei, '--expires', '2030-01-31T00:00:00Z']);
+    expect(JSON.parse(expires.stdout)).toMatchObject({ quota: { expiresAt: '2030-01-31T00:00:00.000Z' } });
+    expect((await cli(['quota', imei, '--clear'])).exitCode).toBe(0);
+    expect((await cli(['quota', imei, '--clear'])).exitCode).toBe(6);
+    expect((await cli(['quota', imei, '--no-expiry'])).exitCode).toBe(0);
+    expect(await show()).toEqual({ imei, quota: null });
+    // today's bytes in status (what the owning host sampled)
+    const at = new Date();
+    await db.sql`select record_traffic(array[${imei}], array['cli-host'], array[${at}]::timestamptz[],
+      array[${at}]::timestamptz[], array['abcdef01'], array[1234567]::bigint[], array[890]::bigint[])`;
+    const status = await cli(['status']);
+    expect(status.stdout).toMatch(new RegExp(`${imei}.*↓1\\.23 MB ↑890 B\\s+↓1\\.23 MB ↑890 B$`, 'm'));
+    const json = JSON.parse((await cli(['status', '--json'])).stdout) as { imei: string; traffic: unknown }[];
+    expect(json.find((m) => m.imei === imei)?.traffic).toEqual({
+      today: { download: 1_234_567, upload: 890 },
+      month: { download: 1_234_567, upload: 890 },
+    });
+  }, 240_000);
+
   it('credentials: shown, rotated (a credentials command for the modem host); bad input changes nothing', async () => {
     const imei = '356000000000043';
     await db.sql`insert into hosts (id, name) values ('cli-host', 'cli-host') on conflict do nothing`;

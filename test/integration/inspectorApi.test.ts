@@ -379,7 +379,9 @@ describe('modemfleet status next to the API', () => {
     expect(pick(JSON.parse(json.stdout) as Row[])).toEqual(pick(api));
     const table = await execa('node', ['bin/modemfleet.js', 'status'], { env });
     const lines = table.stdout.split('\n');
-    expect(lines[0]).toMatch(/^IMEI\s+STATE\s+FOR\s+PUBLIC\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL$/);
+    expect(lines[0]).toMatch(
+      /^IMEI\s+STATE\s+FOR\s+PUBLIC\s+ADDRESS\s+HTTP\s+SOCKS\s+OPERATOR\s+SIGNAL\s+TODAY\s+MONTH$/,
+    );
     for (const m of api) {
       const line = lines.find((l) => l.startsWith(m.imei)) ?? '';
       const cells = line.split(/\s+/);

@@ -187,7 +187,7 @@ describe('the traffic writer and an outage', () => {
       // nothing reached the database meanwhile
       expect(await sums(db.sql, OTHER)).toEqual({ download: 100, upload: 10 });
       proxy.up();
-      await until(async () => writer.stats.mode === 'direct', { timeoutMs: 20_000, intervalMs: 50 });
+      await until(() => writer.stats.mode === 'direct', { timeoutMs: 20_000, intervalMs: 50 });
       await writer.append([sample(OTHER, 7, 'dddd0001', 700, 70)]);
       await writer.flush();
       expect(await sums(db.sql, OTHER)).toEqual({ download: 700, upload: 70 });
@@ -284,7 +284,7 @@ describe('quotas follow the samples', () => {
     try {
       await store.setExpiry(imei, new Date('2030-01-01T00:00:00Z'), 'test');
       await store.setQuota(imei, { bytes: 1_000, period: 'total' }, 'test');
-      await until(async () => seen.length >= 2, { timeoutMs: 5_000, intervalMs: 20 });
+      await until(() => seen.length >= 2, { timeoutMs: 5_000, intervalMs: 20 });
       expect(seen[0]).toEqual({ imei, host: 'host-t', changed: ['quota'] });
       // usage is not a change anyone waits for: no notification per sample
       const n = seen.length;
