@@ -110,6 +110,7 @@ describe('loadConfig: daemon settings', () => {
       egress: { urls: ['http://198.18.0.1:8080/'], intervalMs: 60000, samples: 2 },
       egressPolicy: { allow: [], deny: [] },
       qmiLinks: true,
+      trafficAccounting: true,
     });
   });
 
@@ -194,6 +195,39 @@ describe('loadConfig: daemon settings', () => {
       'dataPlane.extra',
     ])
       expect(found.some((x) => x.startsWith(p))).toBe(true);
+  });
+
+  it('traffic accounting: on by default, off with false; its policy keys read; a bad value named', () => {
+    const off = loadConfig({
+      env: {},
+      file: file(
+        'traffic.json',
+        JSON.stringify({
+          dataPlane: { trafficAccounting: false },
+          policy: { trafficReadMs: 2000, trafficMinuteRetentionDays: 3 },
+        }),
+      ),
+    });
+    expect(off.dataPlane?.trafficAccounting).toBe(false);
+    expect(off.policy).toMatchObject({
+      trafficReadMs: 2000,
+      trafficMinuteRetentionDays: 3,
+      trafficSampleMs: 60_000,
+    });
+    expect(
+      problems(() =>
+        loadConfig({
+          env: {},
+          file: file(
+            'traffic-bad.json',
+            JSON.stringify({ dataPlane: { trafficAccounting: 'yes' }, policy: { trafficReadMs: 0 } }),
+          ),
+        }),
+      ),
+    ).toEqual([
+      'policy.trafficReadMs: must be an integer from 1 to 2147483647',
+      'dataPlane.trafficAccounting: must be true or false',
+    ]);
   });
 
   it('powerCycleCommand is a template: unknown placeholders are named', () => {
