@@ -142,7 +142,8 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
         egress: { url: echoUrl, intervalMs: 30_000 },
       },
       // traffic accounting and quotas need nftables, as the egress policy does
-      ...(isolated ? { traffic: { probeUid: process.geteuid?.() ?? null } } : {}),
+      // (in this host's own namespace: the table goes when the demo stops)
+      ...(isolated ? { traffic: { probeUid: process.geteuid?.() ?? null, removeOnStop: true } } : {}),
       log,
     });
     await supervisor.start();

@@ -57,7 +57,7 @@ export interface SupervisorOptions {
    * Traffic accounting and quotas in the kernel (src/fleet/trafficMonitor.ts; needs a data plane
    * and nftables): `probeUid` is the supervisor's own uid, whose egress probes are not counted.
    */
-  traffic?: { probeUid: number | null } | undefined;
+  traffic?: { probeUid: number | null; removeOnStop?: boolean } | undefined;
   log?: Logger;
 }
 
@@ -171,6 +171,7 @@ export class Supervisor {
         spool: options.spool,
         netns: dataPlane.netns,
         probeUid: options.traffic.probeUid,
+        removeOnStop: options.traffic.removeOnStop ?? false,
         policy,
         events,
         onPortChange: (imei, reason, detail) => this.directory.serving(imei)?.journalPort(reason, detail),

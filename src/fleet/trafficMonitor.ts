@@ -27,6 +27,8 @@ export interface TrafficMonitorOptions {
   netns?: string | undefined;
   /** The supervisor's own uid: its egress probes to the ports are not counted. */
   probeUid: number | null;
+  /** The table goes with the supervisor (the demo); otherwise it outlives it (counters, closed ports). */
+  removeOnStop?: boolean | undefined;
   policy: Pick<
     Policy,
     | 'trafficReadMs'
@@ -180,6 +182,7 @@ export class TrafficMonitor {
     }
     await this.writer.stop();
     await this.accounting.stop();
+    if (this.options.removeOnStop) await this.accounting.remove();
   }
 
   /** Read now (tests; a quota changed here). */

@@ -4,7 +4,7 @@ import { run } from '../process/run.js';
 import { coerceError } from '../util/errors.js';
 import { checkNetns } from './ip.js';
 import { checkPort } from './nftRuleset.js';
-import { applyScript, readTableJson, type NftOptions } from './nft.js';
+import { applyScript, deleteTable, readTableJson, type NftOptions } from './nft.js';
 import {
   TRAFFIC_TABLE,
   TrafficTableError,
@@ -246,6 +246,12 @@ export class TrafficAccounting {
       throw new TrafficTableError(
         `ss -K on ports ${ports.join(', ')} failed: ${r.stderr.trim().slice(0, 300)}`,
       );
+  }
+
+  /** Removes the table (a demo's, in the host's own namespace): its counters are gone. */
+  async remove(): Promise<void> {
+    await this.serial(() => deleteTable('inet', TRAFFIC_TABLE, this.nftOptions()));
+    this.known.clear();
   }
 
   /** Waits for what is under way; the table stays (counters and closed ports outlive the process). */

@@ -263,6 +263,11 @@ describe('modemfleet demo', () => {
     expect(String(result.stderr)).not.toMatch(/^modemfleet: (initialising|starting|\d+ of)/m);
     const left = await execa('pgrep', ['-f', dir], { reject: false });
     expect(left.stdout).toBe('');
+    // the demo's traffic table (this host's own namespace) went with it
+    if (root)
+      expect(
+        (await execa('nft', ['list', 'table', 'inet', 'mf_traffic'], { reject: false })).exitCode,
+      ).not.toBe(0);
   }, 120_000);
 
   it('on a terminal it says what it waits for: the database, then the modems coming up', async () => {
