@@ -59,13 +59,10 @@ export interface TrafficFigures {
   upload: number;
 }
 
-/** A port closed this long ago has its remaining connections reset. */
-const ABORT_AFTER_MS = 2_000;
-
 interface Held {
   quota: HostQuota;
-  /** When the connections of its closed port are to be reset. */
-  abortAt?: number | undefined;
+  /** The kernel limit at which the port was last stopped and its connections reset. */
+  tripped?: number | undefined;
   /** What the enforcer last did about it (kernel and database). */
   closed: ClosedReason | null;
   closedStored: boolean;
@@ -358,6 +355,19 @@ export class TrafficMonitor {
     let nextAt: number | undefined;
     for (const [imei, held] of this.held) {
       const reading = readings.find((r) => r.imei === imei);
+      // stopped by the kernel (at its quota, or closed): the connections still open are reset now.
+      // A customer that sends anything gets a reset from the kernel already; this ends the proxy's
+      // side (whose retransmissions would use up what a reopened port has left) and idle ones.
+      if (reading && reading.quotaUsed >= reading.quotaLimit && held.tripped !== reading.quotaLimit) {
+        held.tripped = reading.quotaLimit;
+        const part = this.accounting.partOf(imei);
+        if (part)
+          await this.accounting
+            .abort([part.httpPort, part.socksPort])
+            .catch((err: unknown) =>
+              this.log.warn({ err: coerceError(err), modem: imei }, 'connections not aborted'),
+            );
+      }
       const previous = this.previous.get(imei);
       // reopened at the last look (a higher limit) and stopped again with not a byte through: the
       // remainder went to the proxy's retransmissions
@@ -381,21 +391,6 @@ export class TrafficMonitor {
     // the kernel first: a port closes (or reopens) before anything is written about it
     if (limits.length) await this.accounting.setLimits(limits);
     for (const { imei, held, decision } of changes) await this.record(imei, held, decision);
-    for (const [imei, held] of this.held) {
-      if (held.abortAt === undefined) continue;
-      if (held.abortAt > Date.now()) {
-        nextAt = Math.min(nextAt ?? Infinity, held.abortAt);
-        continue;
-      }
-      held.abortAt = undefined;
-      const part = this.accounting.partOf(imei);
-      if (part && held.closed)
-        await this.accounting
-          .abort([part.httpPort, part.socksPort])
-          .catch((err: unknown) =>
-            this.log.warn({ err: coerceError(err), modem: imei }, 'connections not aborted'),
-          );
-    }
     this.wakeAt(nextAt);
   }
 
@@ -432,9 +427,6 @@ export class TrafficMonitor {
             decision.closed ? 'port closed' : 'port reopened',
           );
           this.options.onPortChange?.(imei, decision.closed, detail);
-          // the kernel stopped the bytes (a customer's next segment is answered with a reset); the
-          // proxy's side, and customers that send nothing, are reset a moment later (ss -K)
-          held.abortAt = decision.closed ? Date.now() + ABORT_AFTER_MS : undefined;
           if (changed && decision.closed === 'expired')
             events.emit('alert', {
               alert: {
