@@ -210,13 +210,16 @@ export interface KernelView {
   token: string;
   download: number;
   upload: number;
+  /** What its quota has used (the kernel reports at most the limit) and the limit. */
   quotaUsed: number;
   quotaLimit: number;
 }
 
 export interface Enforcement {
-  /** The kernel quota's limit to set (NO_LIMIT: none; 1: closed). */
+  /** The kernel quota's limit to set (`noLimit`: none). */
   limit: number;
+  /** The quota's use goes back to zero first (it stopped the port, which reopens): `limit` counts from zero. */
+  reset: boolean;
   /** Why the port is closed (null: it serves). */
   closed: 'expired' | 'quota_exceeded' | null;
   /** Payload used in the period now (null without a byte quota). */
@@ -230,8 +233,12 @@ export interface Enforcement {
 
 /**
  * What the kernel should enforce for one modem now: closed at its expiry; otherwise, with a byte
- * quota, the limit that trips at the quota (what the period used as stored, plus what the kernel
- * counted since the last stored sample, against the quota).
+ * quota, closed when it is spent, else the limit that stops the port at the quota: what the period
+ * used as stored, plus what the kernel counted since the last stored sample, against the quota.
+ * The kernel's quota stops the port a little before or after (it counts L3 bytes; the ratio is
+ * estimated): stopped within the tolerance of the quota, or again with nothing through since it
+ * was reopened (`stalled`), the quota is spent; stopped earlier, it reopens for the rest with its
+ * use reset (packets it dropped meanwhile used it too, and the kernel reports at most the limit).
  */
 export function enforcement(
   q: QuotaState,
@@ -239,14 +246,15 @@ export function enforcement(
   now: Date,
   ratio: number,
   noLimit: number,
-  /** The kernel stopped the port and nothing went through since the last look: it stays stopped. */
   stalled = false,
 ): Enforcement {
   const expired = q.expiresAt !== null && q.expiresAt.getTime() <= now.getTime();
   const upcoming = q.expiresAt !== null && !expired ? q.expiresAt : null;
+  const kernelOver = kernel !== undefined && kernel.quotaUsed >= kernel.quotaLimit;
   if (q.bytes === null || q.period === null)
     return {
-      limit: expired ? 1 : noLimit,
+      limit: noLimit,
+      reset: kernelOver,
       closed: expired ? 'expired' : null,
       usedPayload: null,
       level: 0,
@@ -266,23 +274,23 @@ export function enforcement(
       )
     : { download: 0, upload: 0 };
   const usedPayload = use.used + unrecorded.download + unrecorded.upload;
-  // The kernel stops the port at its limit in L3 bytes; a little payload may be left then (the
-  // ratio was estimated, and the packets it dropped since used it too). Reopening for a remainder
-  // smaller than a segment burst would only let the proxy's retransmissions use it up: within the
-  // tolerance, or when nothing got through since the last look, the quota is spent.
-  const kernelOver = kernel !== undefined && kernel.quotaUsed >= kernel.quotaLimit;
-  const exceeded =
-    usedPayload >= q.bytes || (kernelOver && (stalled || q.bytes - usedPayload <= quotaTolerance(q.bytes)));
-  const limit = exceeded
-    ? Math.max(1, kernel?.quotaUsed ?? 0)
-    : kernelLimit({ quota: q.bytes, usedPayload, kernelUsed: kernel?.quotaUsed ?? 0, ratio });
+  const left = q.bytes - usedPayload;
+  const exceeded = left <= 0 || (kernelOver && (stalled || left <= quotaTolerance(q.bytes)));
   const ends = [upcoming, use.end].filter((d): d is Date => d !== null);
-  return {
-    limit: expired ? 1 : limit,
-    closed: expired ? 'expired' : exceeded ? 'quota_exceeded' : null,
+  const base = {
     usedPayload,
     level: exceeded ? 100 : alertLevel(usedPayload, q.bytes),
     periodStart: use.start,
     nextChangeAt: ends.length ? new Date(Math.min(...ends.map((d) => d.getTime()))) : null,
+  } as const;
+  if (exceeded) return { ...base, limit: kernel?.quotaLimit ?? 1, reset: false, closed: 'quota_exceeded' };
+  const reopen = kernelOver;
+  return {
+    ...base,
+    limit: reopen
+      ? Math.min(Number.MAX_SAFE_INTEGER, Math.ceil(left * Math.max(1, ratio)))
+      : kernelLimit({ quota: q.bytes, usedPayload, kernelUsed: kernel?.quotaUsed ?? 0, ratio }),
+    reset: reopen,
+    closed: expired ? 'expired' : null,
   };
 }

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { TrafficAccounting } from '../net/trafficAccounting.js';
-import { NO_LIMIT, type PartReading, type TrafficPart } from '../net/trafficTable.js';
+import { NO_LIMIT, type PartChange, type PartReading, type TrafficPart } from '../net/trafficTable.js';
 import type { Policy } from '../policy.js';
 import type { Listener } from '../store/listener.js';
 import type { ClosedReason, HostQuota } from '../store/quotas.js';
@@ -61,11 +61,10 @@ export interface TrafficFigures {
 
 interface Held {
   quota: HostQuota;
-  /** The kernel limit at which the port was last stopped and its connections reset. */
-  tripped?: number | undefined;
-  /** What the enforcer last did about it (kernel and database). */
+  /** Reopened by the last look after the kernel stopped it: with this much payload through then. */
+  reopened?: { token: string; payload: number } | undefined;
+  /** Why the enforcer last closed its port (null: open); `quota.closedReason` is what is stored. */
   closed: ClosedReason | null;
-  closedStored: boolean;
   level: 0 | 80 | 100;
 }
 
@@ -83,8 +82,6 @@ export class TrafficMonitor {
   readonly writer: TrafficWriter;
   private held = new Map<string, Held>();
   private latest = new Map<string, PartReading>();
-  /** The reading before the latest (a port stopped by the kernel and stalled since). */
-  private previous = new Map<string, PartReading>();
   /** The last sample per modem made by this process (the minute of the next, and skipping idle ones). */
   private sampled = new Map<string, { at: Date; token: string; download: number; upload: number }>();
   /** L3/payload ratio per modem, from the last two reads. */
@@ -123,7 +120,7 @@ export class TrafficMonitor {
 
   /** The gate a data plane passes before its proxy serves (fail closed: a refusal stops it). */
   readonly gate: TrafficGate = {
-    admit: (part) => this.accounting.admit(part, this.limitFor(part.imei)),
+    admit: (part) => this.accounting.admit(part, this.initialFor(part.imei)),
   };
 
   /** Cumulative payload bytes per modem, as of the last read. */
@@ -212,27 +209,24 @@ export class TrafficMonitor {
       try {
         const rows = await this.options.store.hostQuotas();
         const next = new Map<string, Held>();
+        // the same Held objects carry on (a read under way updates them)
         for (const quota of rows) {
           const was = this.held.get(quota.imei);
-          next.set(quota.imei, {
-            quota,
-            closed: was?.closed ?? quota.closedReason,
-            closedStored: was ? was.closedStored && was.closed === quota.closedReason : true,
-            level: Math.max(
-              quota.alertLevel,
-              was && was.quota.periodStart.getTime() === quota.periodStart.getTime() ? was.level : 0,
-            ) as 0 | 80 | 100,
-          });
+          if (!was) {
+            next.set(quota.imei, { quota, closed: quota.closedReason, level: quota.alertLevel });
+            continue;
+          }
+          const samePeriod = was.quota.periodStart.getTime() === quota.periodStart.getTime();
+          was.level = samePeriod ? (Math.max(was.level, quota.alertLevel) as 0 | 80 | 100) : quota.alertLevel;
+          was.quota = quota;
+          next.set(quota.imei, was);
         }
-        // a quota cleared while its port was closed: open it
+        // a quota cleared while its port was closed: kept until it is open again
         for (const [imei, was] of this.held)
-          if (!next.has(imei) && was.closed !== null)
-            next.set(imei, {
-              quota: { ...was.quota, bytes: null, period: null, expiresAt: null },
-              closed: was.closed,
-              closedStored: false,
-              level: 0,
-            });
+          if (!next.has(imei) && was.closed !== null) {
+            was.quota = { ...was.quota, bytes: null, period: null, expiresAt: null };
+            next.set(imei, was);
+          }
         this.held = next;
       } finally {
         this.reloading = undefined;
@@ -241,18 +235,21 @@ export class TrafficMonitor {
     return this.reloading;
   }
 
-  /** The kernel limit a part starts with (before the first read calibrates it). */
-  private limitFor(imei: string): number {
+  /** What a new part starts with (before the first read calibrates it): closed when it must be. */
+  private initialFor(imei: string): { limit: number; closed: boolean } {
     const held = this.held.get(imei);
-    if (!held) return NO_LIMIT;
-    return this.decide(held, undefined, new Date()).limit;
+    if (!held) return { limit: NO_LIMIT, closed: false };
+    const decision = this.decide(held, undefined, new Date());
+    return { limit: decision.limit, closed: decision.closed !== null };
   }
 
   private decide(held: Held, reading: PartReading | undefined, now: Date, stalled = false): Enforcement {
     const q = held.quota;
-    const lifetime = reading
-      ? l3Ratio(reading.l3Download + reading.l3Upload, reading.download + reading.upload)
-      : 1;
+    // while it serves: 1 (an L3 limit never lets more payload through than is left: the port stops
+    // a little early and reopens for the rest); reopening after a stop, the ratio measured on what
+    // went through since the last look (exact: both counted by the kernel)
+    const over = reading !== undefined && reading.quotaUsed >= reading.quotaLimit;
+    const ratio = over ? (this.ratios.get(reading.imei) ?? 1) : 1;
     return enforcement(
       {
         bytes: q.bytes,
@@ -271,9 +268,7 @@ export class TrafficMonitor {
         quotaLimit: reading.quotaLimit,
       },
       now,
-      // biased low (the lower of two estimates, half of its overhead): a port stopped a little
-      // early reopens for the rest, one stopped late cannot take back what went through
-      1 + (Math.min(lifetime, (reading && this.ratios.get(reading.imei)) ?? lifetime) - 1) / 2,
+      ratio,
       NO_LIMIT,
       stalled,
     );
@@ -302,7 +297,6 @@ export class TrafficMonitor {
     const state = await this.accounting.read();
     const now = new Date();
     const readings = [...state.parts.values()].map((p) => p.reading);
-    this.previous = new Map(this.latest);
     for (const r of readings) {
       const before = this.latest.get(r.imei);
       if (before && before.token === r.token) {
@@ -350,56 +344,60 @@ export class TrafficMonitor {
   }
 
   private async enforce(readings: readonly PartReading[], now: Date): Promise<void> {
-    const limits: { slot: number; limit: number }[] = [];
+    const kernel: PartChange[] = [];
     const changes: { imei: string; held: Held; decision: Enforcement }[] = [];
     let nextAt: number | undefined;
     for (const [imei, held] of this.held) {
       const reading = readings.find((r) => r.imei === imei);
-      // stopped by the kernel (at its quota, or closed): the connections still open are reset now.
-      // A customer that sends anything gets a reset from the kernel already; this ends the proxy's
-      // side (whose retransmissions would use up what a reopened port has left) and idle ones.
-      if (reading && reading.quotaUsed >= reading.quotaLimit && held.tripped !== reading.quotaLimit) {
-        held.tripped = reading.quotaLimit;
-        const part = this.accounting.partOf(imei);
-        if (part)
-          await this.accounting
-            .abort([part.httpPort, part.socksPort])
-            .catch((err: unknown) =>
-              this.log.warn({ err: coerceError(err), modem: imei }, 'connections not aborted'),
-            );
-      }
-      const previous = this.previous.get(imei);
-      // reopened at the last look (a higher limit) and stopped again with not a byte through: the
-      // remainder went to the proxy's retransmissions
+      const over = reading !== undefined && reading.quotaUsed >= reading.quotaLimit;
+      // reopened at the last look and stopped again with not a byte through: spent
       const stalled =
-        reading !== undefined &&
-        previous !== undefined &&
-        previous.token === reading.token &&
-        previous.quotaUsed >= previous.quotaLimit &&
-        reading.quotaLimit > previous.quotaLimit &&
-        reading.quotaUsed >= reading.quotaLimit &&
-        previous.download + previous.upload === reading.download + reading.upload;
+        over &&
+        held.reopened !== undefined &&
+        held.reopened.token === reading.token &&
+        held.reopened.payload === reading.download + reading.upload;
       const decision = this.decide(held, reading, now, stalled);
       if (decision.nextChangeAt) nextAt = Math.min(nextAt ?? Infinity, decision.nextChangeAt.getTime());
-      if (reading && this.limitChanged(reading, decision.limit))
-        limits.push({ slot: reading.slot, limit: decision.limit });
       changes.push({ imei, held, decision });
+      if (!reading) continue;
+      const closed = decision.closed !== null;
+      const change: PartChange = { slot: reading.slot, httpPort: 0, socksPort: 0 };
+      if (closed !== reading.closed) change.closed = closed;
+      if (!closed && (decision.reset || this.limitChanged(reading, decision.limit))) {
+        change.limit = decision.limit;
+        change.reset = decision.reset;
+      }
+      held.reopened =
+        decision.reset && !closed
+          ? { token: reading.token, payload: reading.download + reading.upload }
+          : undefined;
+      const part = this.accounting.partOf(imei);
+      if (part && (change.closed !== undefined || change.limit !== undefined))
+        kernel.push({ ...change, httpPort: part.httpPort, socksPort: part.socksPort });
     }
     // a modem without a quota or expiry (any more): its port is never held
-    for (const r of readings)
-      if (!this.held.has(r.imei) && r.quotaLimit !== NO_LIMIT) limits.push({ slot: r.slot, limit: NO_LIMIT });
+    for (const r of readings) {
+      if (this.held.has(r.imei) || (r.quotaLimit === NO_LIMIT && !r.closed)) continue;
+      const part = this.accounting.partOf(r.imei);
+      if (part)
+        kernel.push({
+          slot: r.slot,
+          httpPort: part.httpPort,
+          socksPort: part.socksPort,
+          limit: NO_LIMIT,
+          reset: r.quotaUsed >= r.quotaLimit,
+          closed: false,
+        });
+    }
     // the kernel first: a port closes (or reopens) before anything is written about it
-    if (limits.length) await this.accounting.setLimits(limits);
+    if (kernel.length) await this.accounting.change(kernel);
     for (const { imei, held, decision } of changes) await this.record(imei, held, decision);
     this.wakeAt(nextAt);
   }
 
-  /** A new limit is worth an nft call: it closes or opens, or moved by more than 0.1 % of what is left. */
+  /** A new limit is worth an nft call: it moved by more than 0.1 % of what is left (16 KiB at least). */
   private limitChanged(r: PartReading, limit: number): boolean {
     if (limit === r.quotaLimit) return false;
-    const closedNow = r.quotaUsed >= r.quotaLimit;
-    const closedNext = r.quotaUsed >= limit;
-    if (closedNow !== closedNext) return true;
     const left = Math.max(0, limit - r.quotaUsed);
     return Math.abs(limit - r.quotaLimit) > Math.max(16 * 1024, left / 1000);
   }
@@ -409,34 +407,33 @@ export class TrafficMonitor {
     const { store, events } = this.options;
     const q = held.quota;
     try {
-      if (decision.closed !== held.closed || !held.closedStored) {
-        const was = held.closed;
+      if (decision.closed !== held.closed) {
         held.closed = decision.closed;
-        held.closedStored = false;
+        const detail =
+          decision.closed === 'expired'
+            ? `expired at ${q.expiresAt?.toISOString() ?? '?'}`
+            : decision.closed === 'quota_exceeded'
+              ? `used ${formatBytes(decision.usedPayload ?? 0)} of its ${q.period} quota of ${formatBytes(q.bytes ?? 0)}`
+              : 'serving again';
+        this.log.info(
+          { modem: imei, closed: decision.closed, detail },
+          decision.closed ? 'port closed' : 'port reopened',
+        );
+        this.options.onPortChange?.(imei, decision.closed, detail);
+      }
+      // stored (retried at the next read while the database is away); the row changing says once
+      if (decision.closed !== q.closedReason) {
         const changed = await store.markClosed(imei, decision.closed);
-        held.closedStored = true;
-        if (was !== decision.closed) {
-          const detail =
-            decision.closed === 'expired'
-              ? `expired at ${q.expiresAt?.toISOString() ?? '?'}`
-              : decision.closed === 'quota_exceeded'
-                ? `used ${formatBytes(decision.usedPayload ?? 0)} of its ${q.period} quota of ${formatBytes(q.bytes ?? 0)}`
-                : 'serving again';
-          this.log.info(
-            { modem: imei, closed: decision.closed, detail },
-            decision.closed ? 'port closed' : 'port reopened',
-          );
-          this.options.onPortChange?.(imei, decision.closed, detail);
-          if (changed && decision.closed === 'expired')
-            events.emit('alert', {
-              alert: {
-                kind: 'expired',
-                severity: 'warning',
-                message: `modem ${imei} expired: its port is closed`,
-              },
-              imei,
-            });
-        }
+        q.closedReason = decision.closed;
+        if (changed && decision.closed === 'expired')
+          events.emit('alert', {
+            alert: {
+              kind: 'expired',
+              severity: 'warning',
+              message: `modem ${imei} expired: its port is closed`,
+            },
+            imei,
+          });
       }
       // 80 % then 100 %, each once a period (a quota spent at one go raises both)
       for (const level of [80, 100] as const) {

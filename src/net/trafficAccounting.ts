@@ -1,9 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { silentLogger, type Logger } from '../log.js';
-import { run } from '../process/run.js';
 import { coerceError } from '../util/errors.js';
-import { checkNetns } from './ip.js';
-import { checkPort } from './nftRuleset.js';
 import { applyScript, deleteTable, readTableJson, type NftOptions } from './nft.js';
 import {
   TRAFFIC_TABLE,
@@ -11,9 +8,11 @@ import {
   parseTrafficTable,
   removePartLines,
   renderBase,
-  renderLimits,
+  renderChanges,
   addPartLines,
+  changeLines,
   samePart,
+  type PartChange,
   type PartReading,
   type PartState,
   type TrafficPart,
@@ -32,6 +31,7 @@ export interface TrafficAccountingOptions {
 interface Admission {
   part: TrafficPart;
   limit: number;
+  closed: boolean;
   done: (err?: Error) => void;
 }
 
@@ -40,8 +40,8 @@ interface Admission {
  * the proxies' namespace. `start()` finds the table a previous run left (its counters carry on:
  * nothing is reset by a supervisor restart) or creates its base; `admit(part)` makes sure a
  * modem's counters and quota exist before its proxy serves (a part already there for the same
- * modem and ports is kept as it is); `read()` returns every part's cumulative counters; `setLimits`
- * changes quotas in place. Admissions arriving together are applied in one transaction. `stop()`
+ * modem and ports is kept as it is); `read()` returns every part's cumulative counters; `change`
+ * sets quota limits in place, resets quotas, closes and opens ports. Admissions arriving together are applied in one transaction. `stop()`
  * leaves the table in place: the counters outlive the process, and a closed port stays closed.
  */
 export class TrafficAccounting {
@@ -103,7 +103,9 @@ export class TrafficAccounting {
       this.log.warn({ parts: lost.length }, 'the traffic table is gone: created again, counting from zero');
       await this.ensureBase();
       if (lost.length)
-        await this.applyParts(lost.map((p) => ({ part: p, limit: p.limit, done: () => undefined })));
+        await this.applyParts(
+          lost.map((p) => ({ part: p, limit: p.limit, closed: p.closed, done: () => undefined })),
+        );
       const again = parseTrafficTable(await readTableJson('inet', TRAFFIC_TABLE, this.nftOptions()));
       this.known = new Map([...again.parts].map(([slot, p]) => [slot, p.state]));
       return again;
@@ -120,11 +122,11 @@ export class TrafficAccounting {
    * The modem's counters and quota exist (with `limit` when they are created) once this resolves.
    * Rejects with `traffic_accounting_failed` when nft refuses: the caller does not serve.
    */
-  admit(part: TrafficPart, limit: number): Promise<void> {
+  admit(part: TrafficPart, initial: { limit: number; closed: boolean }): Promise<void> {
     const held = this.known.get(part.slot);
     if (held && samePart(held, part)) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      this.queue.push({ part, limit, done: (err) => (err ? reject(err) : resolve()) });
+      this.queue.push({ part, ...initial, done: (err) => (err ? reject(err) : resolve()) });
       if (!this.draining) {
         this.draining = true;
         // admissions of one moment (a farm starting) go in one transaction
@@ -178,7 +180,7 @@ export class TrafficAccounting {
     const lines: string[] = [];
     const removed = new Set<number>();
     const added: PartState[] = [];
-    for (const { part, limit } of admissions) {
+    for (const { part, limit, closed } of admissions) {
       for (const held of this.known.values()) {
         if (removed.has(held.slot)) continue;
         const inTheWay =
@@ -191,7 +193,8 @@ export class TrafficAccounting {
       }
       const token = randomBytes(8).toString('hex');
       lines.push(...addPartLines(part, token, limit));
-      added.push({ ...part, token, limit, used: 0 });
+      if (closed) lines.push(...changeLines([{ ...part, closed: true }]));
+      added.push({ ...part, token, limit, used: 0, closed });
     }
     // the last readings of the parts that go: their bytes are accounted before the counters vanish
     if (removed.size && this.onReplaced) {
@@ -211,41 +214,21 @@ export class TrafficAccounting {
     );
   }
 
-  /** New quota limits, in place (what the kernel has used stays). */
-  setLimits(limits: readonly { slot: number; limit: number }[]): Promise<void> {
-    if (!limits.length) return Promise.resolve();
+  /** Quota limits in place, quotas reset, ports closed or opened: one `nft -f` run. */
+  change(changes: readonly PartChange[]): Promise<void> {
+    if (!changes.length) return Promise.resolve();
     return this.serial(async () => {
-      const known = limits.filter((l) => this.known.has(l.slot));
+      const known = changes.filter((c) => this.known.has(c.slot));
       if (!known.length) return;
-      await applyScript(renderLimits(known), this.nftOptions());
-      for (const { slot, limit } of known) {
-        const p = this.known.get(slot);
-        if (p) p.limit = limit;
+      await applyScript(renderChanges(known), this.nftOptions());
+      for (const c of known) {
+        const p = this.known.get(c.slot);
+        if (!p) continue;
+        if (c.limit !== undefined) p.limit = c.limit;
+        if (c.reset) p.used = 0;
+        if (c.closed !== undefined) p.closed = c.closed;
       }
     });
-  }
-
-  /**
-   * Aborts the connections customers hold to these ports (`ss -K`: the kernel resets them, so the
-   * customer learns at once that the port closed, and the proxy closes its upstream). Used when a
-   * port closes: its kernel quota stops the bytes, this ends the connections that stall.
-   */
-  async abort(ports: readonly number[]): Promise<void> {
-    if (!ports.length) return;
-    const filter = `( ${ports.map((p) => `sport = :${checkPort(p, 'abort: port')}`).join(' or ')} )`;
-    const argv = ['-K', '-tn', 'state', 'established', filter];
-    const netns = this.options.netns;
-    const r = await run(
-      netns === undefined ? 'ss' : 'ip',
-      netns === undefined ? argv : ['netns', 'exec', checkNetns(netns), 'ss', ...argv],
-      {
-        timeoutMs: 5_000,
-      },
-    );
-    if (!r.ok)
-      throw new TrafficTableError(
-        `ss -K on ports ${ports.join(', ')} failed: ${r.stderr.trim().slice(0, 300)}`,
-      );
   }
 
   /** Removes the table (a demo's, in the host's own namespace): its counters are gone. */

@@ -23,14 +23,19 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
  * segments count again, as they were sent again.
  *
  * The quota (`q_<slot>`, one `quota` object per modem) is consumed by every packet of the modem's
- * ports in both directions (L3 bytes, as the kernel can only count those) and, once over, stops
- * them: a customer's segments are answered with a TCP reset (a new connection is refused), the
- * proxy's are dropped, so the port stops at the limit, not at the next sample. The proxy's sockets
- * then stay open, and the supervisor aborts them (`ss -K`: the customer gets a reset, the proxy
- * closes its upstream). Its limit is set by
- * the supervisor in L3 terms from the payload still allowed and the modem's measured L3/payload
- * ratio (src/fleet/trafficMath.ts), and updated in place (the kernel keeps what it has used): a
- * raise reopens the port at once. A closed port (expired) is a limit of 1 byte.
+ * ports in both directions (L3 bytes, as the kernel can only count those) and, once over, drops
+ * them: the port stops at the limit, not at the next sample, and its connections stall (they are
+ * not cut: a port stopped a little early reopens for the rest and they go on). Its limit is set by
+ * the supervisor in L3 terms from the payload still allowed (src/fleet/trafficMath.ts), and
+ * updated in place. Packets dropped while over still use it up (TCP retries them), and the kernel
+ * reports at most the limit as used: a port reopened after a stop has its quota reset, so its new
+ * limit counts from zero.
+ *
+ * A closed port (quota spent, expired) has its two ports in the set `closed`: a customer's segments
+ * are answered with a TCP reset (a new connection is refused) before the quota is looked at; the
+ * proxy's pass (and count): a stalled connection's next retransmission reaches its customer, whose
+ * answer is then reset, so it ends at once instead of hanging (a reset from the proxy's side would
+ * be out of the customer's window after the dropped segments, and ignored).
  *
  * The supervisor's own connections to the ports (its egress probes, from `probeUid`) are marked
  * (conntrack mark PROBE_MARK) and neither counted nor held by the quota.
@@ -44,11 +49,9 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
 
 export const TRAFFIC_TABLE = 'mf_traffic';
 /** Marks the base chains' shape; a table without it is replaced whole (its counters are lost). */
-export const TRAFFIC_VERSION = 'mf_traffic v1';
+export const TRAFFIC_VERSION = 'mf_traffic v2';
 /** A quota limit that never trips: no byte quota, not closed. */
 export const NO_LIMIT = Number.MAX_SAFE_INTEGER;
-/** The quota limit of a closed port (expired): the next packet is over it. */
-export const CLOSED_LIMIT = 1;
 /** The conntrack mark of the supervisor's own connections to the ports. */
 export const PROBE_MARK = 0x4d460001;
 /** TCP data offsets (the header length in 32-bit words). */
@@ -81,6 +84,8 @@ export interface PartState extends TrafficPart {
   token: string;
   limit: number;
   used: number;
+  /** Its ports are in the `closed` set. */
+  closed: boolean;
 }
 
 /** What one part's counters say now (cumulative since the part was created). */
@@ -95,7 +100,10 @@ export interface PartReading {
   l3Download: number;
   l3Upload: number;
   quotaLimit: number;
+  /** What the quota has used (the kernel reports at most its limit). */
   quotaUsed: number;
+  /** Closed: its ports are in the `closed` set. */
+  closed: boolean;
 }
 
 function fail(what: string, value: unknown): never {
@@ -181,6 +189,9 @@ export function renderBase(probeUid: number | null, replace: boolean): NftScript
     '\tset ports {',
     '\t\ttype inet_service',
     '\t}',
+    '\tset closed {',
+    '\t\ttype inet_service',
+    '\t}',
     '\tmap ports_in {',
     '\t\ttype inet_service : verdict',
     '\t}',
@@ -219,17 +230,19 @@ export function addPartLines(part: TrafficPart, token: string, limit: number): s
     side === 'in'
       ? [
           `ct mark 0x${PROBE_MARK.toString(16)} return`,
-          // over the quota: a customer's SYN is refused, any other segment answered with a reset
-          `quota name "${q}" reject with tcp reset`,
+          // closed: a customer's SYN is refused, any other segment reset
+          'tcp dport @closed reject with tcp reset',
+          // over the quota: stalled (reopened, it goes on)
+          `quota name "${q}" drop`,
           ...counting('u'),
         ]
       : [
-          // resets always reach the customer (they carry no payload): refusals, aborted connections
+          // resets always reach the customer (they carry no payload): refusals
           'tcp flags & rst == rst return',
           ...(uid !== null ? [`meta skuid != ${uid} return`] : []),
           `ct mark 0x${PROBE_MARK.toString(16)} return`,
-          // over the quota the proxy's data stops here; its socket stays, to be aborted (`abort`)
-          `quota name "${q}" drop`,
+          // over the quota: stalled; closed: through, so that the customer's answer is reset
+          `tcp sport != @closed quota name "${q}" drop`,
           ...counting('d'),
         ];
   for (const side of ['in', 'out'] as const) {
@@ -249,6 +262,9 @@ export function addPartLines(part: TrafficPart, token: string, limit: number): s
 export function removePartLines(part: TrafficPart): string[] {
   const { slot, httpPort, socksPort } = checkPart(part);
   const lines = [
+    // (added first: deleting an element that is not there would fail the transaction)
+    `add element ${TABLE} closed { ${httpPort}, ${socksPort} }`,
+    `delete element ${TABLE} closed { ${httpPort}, ${socksPort} }`,
     `delete element ${TABLE} ports_in { ${httpPort}, ${socksPort} }`,
     `delete element ${TABLE} ports_out { ${httpPort}, ${socksPort} }`,
     `delete element ${TABLE} ports { ${httpPort}, ${socksPort} }`,
@@ -266,19 +282,36 @@ export function removePartLines(part: TrafficPart): string[] {
   return lines;
 }
 
-/** Puts `part` in the table, replacing what the slot held before (`old`), in one transaction. */
-export function renderPart(part: TrafficPart, token: string, limit: number, old?: TrafficPart): NftScript {
-  return script([...(old ? removePartLines(old) : []), ...addPartLines(part, token, limit)]);
+/** What to change of one part's enforcement (src/fleet/trafficMonitor.ts decides). */
+export interface PartChange {
+  slot: number;
+  httpPort: number;
+  socksPort: number;
+  /** A new quota limit, in place (the kernel keeps what it has used, and the comment). */
+  limit?: number | undefined;
+  /** What the quota has used goes back to zero first (a port reopened after a stop). */
+  reset?: boolean | undefined;
+  /** Closed (its ports in `closed`) or open. */
+  closed?: boolean | undefined;
 }
 
-/** A new limit for slot's quota, in place (the kernel keeps what it has used, and the comment). */
-export function renderLimits(limits: readonly { slot: number; limit: number }[]): NftScript {
-  return script(
-    limits.map(
-      ({ slot, limit }) =>
-        `add quota ${TABLE} ${quotaName(checkSlot(slot))} { over ${checkLimit(limit)} bytes; }`,
-    ),
-  );
+/** The commands of a set of changes (one transaction; the reset of a quota is done at once). */
+export function changeLines(changes: readonly PartChange[]): string[] {
+  const lines: string[] = [];
+  for (const c of changes) {
+    const q = quotaName(checkSlot(c.slot));
+    const ports = `{ ${checkPort(c.httpPort, 'traffic table: http port')}, ${checkPort(c.socksPort, 'traffic table: socks port')} }`;
+    if (c.closed === true) lines.push(`add element ${TABLE} closed ${ports}`);
+    if (c.reset) lines.push(`reset quota ${TABLE} ${q}`);
+    if (c.limit !== undefined) lines.push(`add quota ${TABLE} ${q} { over ${checkLimit(c.limit)} bytes; }`);
+    if (c.closed === false)
+      lines.push(`add element ${TABLE} closed ${ports}`, `delete element ${TABLE} closed ${ports}`);
+  }
+  return lines;
+}
+
+export function renderChanges(changes: readonly PartChange[]): NftScript {
+  return script(changeLines(changes));
 }
 
 /** The table as read back: whether its base is of this version, and its parts with readings. */
@@ -297,6 +330,7 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
   const counters = new Map<string, { packets: number; bytes: number }>();
   const quotas = new Map<number, { limit: number; used: number; comment: unknown }>();
   const versioned = new Set<string>();
+  const closed = new Set<number>();
   for (const item of Array.isArray(items) ? items : []) {
     const o = obj(item);
     if ('counter' in o) {
@@ -310,6 +344,11 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
     } else if ('rule' in o) {
       const r = obj(o['rule']);
       if (r['comment'] === TRAFFIC_VERSION) versioned.add(String(r['chain']));
+    } else if ('set' in o) {
+      const set = obj(o['set']);
+      const elem = set['elem'];
+      if (set['name'] === 'closed' && Array.isArray(elem))
+        for (const e of elem) if (typeof e === 'number') closed.add(e);
     }
   }
   const parts: TrafficTableState['parts'] = new Map();
@@ -334,8 +373,9 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
     const down = sums('d');
     // a part without all of its counters is not one of ours as written: it is replaced
     if (!up || !down) continue;
+    const isClosed = closed.has(tag.httpPort) && closed.has(tag.socksPort);
     parts.set(slot, {
-      state: { slot, ...tag, limit: q.limit, used: q.used },
+      state: { slot, ...tag, limit: q.limit, used: q.used, closed: isClosed },
       reading: {
         slot,
         imei: tag.imei,
@@ -346,6 +386,7 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
         l3Upload: up.l3,
         quotaLimit: q.limit,
         quotaUsed: q.used,
+        closed: isClosed,
       },
     });
   }

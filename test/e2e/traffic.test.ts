@@ -255,7 +255,7 @@ describe('traffic accounting and quotas end to end', () => {
           if ((await reason()) === 'quota_exceeded') return 'closed';
           const r = (await supervisor.traffic?.accounting.read())?.parts;
           const part = [...(r?.values() ?? [])].find((p) => p.reading.imei === m.imei)?.reading;
-          return part && part.quotaUsed < part.quotaLimit ? 'open' : false;
+          return part && !part.closed && part.quotaUsed < part.quotaLimit ? 'open' : false;
         },
         { timeoutMs: 15_000, intervalMs: 100 },
       );
@@ -308,7 +308,10 @@ describe('traffic accounting and quotas end to end', () => {
     });
     const journal = await db.sql<{ event: string; detail: { reason?: string } }[]>`
       select event, detail from modem_transitions where imei = ${m.imei} and event like 'port.%' order by seq`;
-    expect(journal.map((j) => j.event)).toEqual(['port.closed', 'port.reopened']);
+    expect(
+      journal.map((j) => j.event),
+      JSON.stringify(journal),
+    ).toEqual(['port.closed', 'port.reopened']);
     expect(journal[0]?.detail.reason).toBe('quota_exceeded');
     await store.clearQuota(m.imei, 'e2e');
   }, 300_000);

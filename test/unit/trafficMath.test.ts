@@ -210,7 +210,7 @@ describe('enforcement', () => {
     expect(e.level).toBe(80);
   });
 
-  it('at the quota: closed, limit at what the kernel used', () => {
+  it('at the quota: closed (its ports in the closed set), the limit left as it is', () => {
     const e = enforcement(
       base,
       { token: 'aaaa0000', download: 509_000, upload: 1_000, quotaUsed: 700_000, quotaLimit: NO_LIMIT },
@@ -219,7 +219,8 @@ describe('enforcement', () => {
       NO_LIMIT,
     );
     expect(e.closed).toBe('quota_exceeded');
-    expect(e.limit).toBe(700_000);
+    expect(e.limit).toBe(NO_LIMIT);
+    expect(e.reset).toBe(false);
     expect(e.level).toBe(100);
   });
 
@@ -236,12 +237,17 @@ describe('enforcement', () => {
     expect(e).toMatchObject({ closed: 'quota_exceeded', limit: 1_000_000, level: 100 });
     // far from it (a bad estimate): reopened for what is left, calibrated
     const big = { ...base, bytes: 100_000_000 };
-    expect(enforcement(big, kernel, now, 1.01, NO_LIMIT)).toMatchObject({ closed: null });
+    // (its use reset: the kernel reports at most the limit, and dropped packets used more)
+    expect(enforcement(big, kernel, now, 1.01, NO_LIMIT)).toMatchObject({
+      closed: null,
+      reset: true,
+      limit: Math.ceil(99_010_000 * 1.01),
+    });
     // ... unless nothing got through since the last look
     expect(enforcement(big, kernel, now, 1.01, NO_LIMIT, true)).toMatchObject({ closed: 'quota_exceeded' });
   });
 
-  it('a new period reopens it', () => {
+  it('a new period reopens it: its use reset, the whole quota from zero', () => {
     const e = enforcement(
       { ...base, used: 1_000_000 },
       { token: 'aaaa0000', download: 9_000, upload: 1_000, quotaUsed: 900_000, quotaLimit: 900_000 },
@@ -251,16 +257,14 @@ describe('enforcement', () => {
     );
     expect(e.closed).toBeNull();
     expect(e.usedPayload).toBe(0);
-    expect(e.limit).toBe(1_900_000);
+    expect(e.reset).toBe(true);
+    expect(e.limit).toBe(1_000_000);
   });
 
   it('past its expiry: closed whatever the quota; before it, the expiry is the next change', () => {
     expect(
       enforcement({ ...base, expiresAt: at('2026-03-10T11:00:00Z') }, undefined, now, 1, NO_LIMIT),
-    ).toMatchObject({
-      closed: 'expired',
-      limit: 1,
-    });
+    ).toMatchObject({ closed: 'expired' });
     expect(
       enforcement(
         { ...base, bytes: null, period: null, expiresAt: at('2026-03-10T13:00:00Z') },

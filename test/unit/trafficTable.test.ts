@@ -9,7 +9,7 @@ import {
   partTag,
   removePartLines,
   renderBase,
-  renderLimits,
+  changeLines,
   type TrafficPart,
 } from '../../src/net/trafficTable.js';
 
@@ -19,6 +19,7 @@ const part: TrafficPart = { slot: 3, imei: '866834040000017', httpPort: 20003, s
 function listing(
   packets: { dir: 'u' | 'd'; doff: number; v6?: boolean; payload: number }[],
   quota = { bytes: 1e6, used: 0 },
+  closed: number[] = [],
 ) {
   const counters = new Map<string, { packets: number; bytes: number }>();
   for (const dir of ['u', 'd'] as const) {
@@ -50,6 +51,7 @@ function listing(
           inv: true,
         },
       },
+      { set: { family: 'inet', name: 'closed', table: 'mf_traffic', type: 'inet_service', elem: closed } },
       {
         rule: {
           family: 'inet',
@@ -96,7 +98,8 @@ describe('the traffic table', () => {
       quotaLimit: 1e6,
     });
     expect(reading.l3Upload).toBe(60 + 172 + 52 + 1_060);
-    expect(state.parts.get(3)!.state).toMatchObject({ ...part, token: '0123456789abcdef' });
+    expect(state.parts.get(3)!.state).toMatchObject({ ...part, token: '0123456789abcdef', closed: false });
+    expect(parseTrafficTable(listing([], undefined, [20003, 30003])).parts.get(3)?.reading.closed).toBe(true);
   });
 
   it('a table without the version marks is not current; a part missing a counter is not read', () => {
@@ -133,9 +136,23 @@ describe('the traffic table', () => {
     );
     expect(lines.filter((l) => l.startsWith('add counter'))).toHaveLength(24);
     expect(removePartLines(part)).toContain('delete quota inet mf_traffic q_3');
-    expect(renderLimits([{ slot: 3, limit: 1 }]).text).toBe(
-      'add quota inet mf_traffic q_3 { over 1 bytes; }\n',
-    );
+    expect(changeLines([{ slot: 3, httpPort: 20003, socksPort: 30003, limit: 1 }])).toEqual([
+      'add quota inet mf_traffic q_3 { over 1 bytes; }',
+    ]);
+    // reopened: its use reset, then the new limit, then its ports out of `closed` (idempotent)
+    expect(
+      changeLines([{ slot: 3, httpPort: 20003, socksPort: 30003, limit: 500, reset: true, closed: false }]),
+    ).toEqual([
+      'reset quota inet mf_traffic q_3',
+      'add quota inet mf_traffic q_3 { over 500 bytes; }',
+      'add element inet mf_traffic closed { 20003, 30003 }',
+      'delete element inet mf_traffic closed { 20003, 30003 }',
+    ]);
+    expect(changeLines([{ slot: 3, httpPort: 20003, socksPort: 30003, closed: true }])).toEqual([
+      'add element inet mf_traffic closed { 20003, 30003 }',
+    ]);
+    expect(lines).toContain('add rule inet mf_traffic m3_in tcp dport @closed reject with tcp reset');
+    expect(lines).toContain('add rule inet mf_traffic m3_out tcp sport @closed drop');
   });
 
   it('refuses what is not a slot, an IMEI, a port, a uid or a limit', () => {
@@ -145,7 +162,8 @@ describe('the traffic table', () => {
     expect(() => addPartLines({ ...part, socksPort: part.httpPort }, 'abcdef12', 1)).toThrow(/both/);
     expect(() => addPartLines({ ...part, uid: 1.5 }, 'abcdef12', 1)).toThrow(/uid/);
     expect(() => addPartLines(part, 'ABC"', 1)).toThrow(/token/);
-    expect(() => renderLimits([{ slot: 3, limit: 0 }])).toThrow(/limit/);
-    expect(() => renderLimits([{ slot: 3, limit: 2 ** 60 }])).toThrow(/limit/);
+    expect(() => changeLines([{ slot: 3, httpPort: 1, socksPort: 2, limit: 0 }])).toThrow(/limit/);
+    expect(() => changeLines([{ slot: 3, httpPort: 1, socksPort: 2, limit: 2 ** 60 }])).toThrow(/limit/);
+    expect(() => changeLines([{ slot: 3, httpPort: 0, socksPort: 2, closed: true }])).toThrow(/port/);
   });
 });
