@@ -152,7 +152,8 @@ describe('the traffic table', () => {
       'add element inet mf_traffic closed { 20003, 30003 }',
     ]);
     expect(lines).toContain('add rule inet mf_traffic m3_in tcp dport @closed reject with tcp reset');
-    expect(lines).toContain('add rule inet mf_traffic m3_out tcp sport @closed drop');
+    expect(lines).toContain('add rule inet mf_traffic m3_out tcp sport != @closed quota name "q_3" drop');
+    expect(lines).toContain('add rule inet mf_traffic m3_in quota name "q_3" drop');
   });
 
   it('refuses what is not a slot, an IMEI, a port, a uid or a limit', () => {
