@@ -69,13 +69,15 @@ interface Held {
 }
 
 /**
- * Traffic accounting and quotas on one host. Reads the kernel's counters (src/net/trafficAccounting.ts)
- * every `trafficReadMs`: every `trafficSampleMs` (a minute) each modem whose counters moved gets a sample, written by a
- * TrafficWriter (spooled while PostgreSQL is away); every read calibrates each quota's kernel limit
- * (src/fleet/trafficMath.ts `enforcement`), closes and reopens ports (expiry, quota), raises the 80 %
- * and 100 % alerts once per period, and records why a port is closed. Quotas are read at start,
- * after every NOTIFY on `modem_config_change` (a quota set, raised, reset or cleared anywhere in the
- * farm), and every `trafficQuotaPollMs`; a timer wakes it at the next expiry or period end.
+ * Traffic accounting and quotas on one host. Reads the kernel's counters
+ * (src/net/trafficAccounting.ts) every `trafficReadMs`; every `trafficSampleMs` (a minute) each
+ * modem whose counters moved gets a sample, written by a TrafficWriter (spooled while PostgreSQL is
+ * away). Every read also enforces the quotas (src/fleet/trafficMath.ts `enforcement`): calibrates
+ * each kernel limit, reopens a port the kernel stopped a little early, closes a spent or expired
+ * one, raises the 80 % and 100 % alerts once per period, and records why a port is closed (the row,
+ * and the journal through the Modem). Quotas are read at start, after every NOTIFY on
+ * `modem_config_change` (a quota set, raised, reset or cleared anywhere in the farm), and every
+ * `trafficQuotaPollMs`; a timer wakes it at the next expiry or period end.
  */
 export class TrafficMonitor {
   readonly accounting: TrafficAccounting;
