@@ -1,16 +1,17 @@
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { TrafficAccounting } from '../net/trafficAccounting.js';
-import { NO_LIMIT, type PartChange, type PartReading, type TrafficPart } from '../net/trafficTable.js';
+import type { PartReading, TrafficPart } from '../net/trafficTable.js';
 import type { Policy } from '../policy.js';
 import type { Listener } from '../store/listener.js';
-import type { ClosedReason, HostQuota } from '../store/quotas.js';
+import type { ClosedReason } from '../store/quotas.js';
 import type { Store } from '../store/store.js';
 import type { TrafficSample } from '../store/traffic.js';
 import { coerceError } from '../util/errors.js';
 import type { FleetEvents } from './events.js';
 import { Spool, type FsyncPolicy } from './spool.js';
-import { enforcement, formatBytes, l3Ratio, readingMinute, type Enforcement } from './trafficMath.js';
+import { l3Ratio, readingMinute } from './trafficMath.js';
+import { QuotaEnforcer } from './quotaEnforcer.js';
 import { TrafficWriter, type SpooledSample } from './trafficWriter.js';
 
 export type TrafficStore = Pick<
@@ -59,15 +60,6 @@ export interface TrafficFigures {
   upload: number;
 }
 
-interface Held {
-  quota: HostQuota;
-  /** Reopened by the last look after the kernel stopped it: with this much payload through then. */
-  reopened?: { token: string; payload: number } | undefined;
-  /** Why the enforcer last closed its port (null: open); `quota.closedReason` is what is stored. */
-  closed: ClosedReason | null;
-  level: 0 | 80 | 100;
-}
-
 /**
  * Traffic accounting and quotas on one host. Reads the kernel's counters
  * (src/net/trafficAccounting.ts) every `trafficReadMs`; every `trafficSampleMs` (a minute) each
@@ -82,7 +74,7 @@ interface Held {
 export class TrafficMonitor {
   readonly accounting: TrafficAccounting;
   readonly writer: TrafficWriter;
-  private held = new Map<string, Held>();
+  readonly quotas: QuotaEnforcer;
   private latest = new Map<string, PartReading>();
   /** The last sample per modem made by this process (the minute of the next, and skipping idle ones). */
   private sampled = new Map<string, { at: Date; token: string; download: number; upload: number }>();
@@ -96,7 +88,6 @@ export class TrafficMonitor {
   private listener: Listener | undefined;
   private ticking: Promise<void> | undefined;
   private again = false;
-  private reloading: Promise<void> | undefined;
   private stopped = true;
   private readonly log: Logger;
 
@@ -108,6 +99,13 @@ export class TrafficMonitor {
       log: this.log,
     });
     this.accounting.onReplaced = (reading) => void this.writer.append([this.sample(reading, new Date())]);
+    this.quotas = new QuotaEnforcer({
+      store: options.store,
+      accounting: this.accounting,
+      events: options.events,
+      onPortChange: options.onPortChange,
+      log: this.log,
+    });
     this.writer = new TrafficWriter({
       sink: options.store,
       spool: new Spool<SpooledSample>({
@@ -122,7 +120,7 @@ export class TrafficMonitor {
 
   /** The gate a data plane passes before its proxy serves (fail closed: a refusal stops it). */
   readonly gate: TrafficGate = {
-    admit: (part) => this.accounting.admit(part, this.initialFor(part.imei)),
+    admit: (part) => this.accounting.admit(part, this.quotas.initialFor(part.imei)),
   };
 
   /** Cumulative payload bytes per modem, as of the last read. */
@@ -134,12 +132,14 @@ export class TrafficMonitor {
     this.stopped = false;
     await this.writer.start();
     await this.accounting.start();
-    await this.reload().catch((err: unknown) =>
-      this.log.warn({ err: coerceError(err) }, 'quotas not read yet; retried at the next poll'),
-    );
+    await this.quotas
+      .reload()
+      .catch((err: unknown) =>
+        this.log.warn({ err: coerceError(err) }, 'quotas not read yet; retried at the next poll'),
+      );
     try {
       this.listener = await this.options.store.listen(['modem_config_change'], () => this.reloadSoon(), {
-        onCatchUp: () => this.reload(),
+        onCatchUp: () => this.quotas.reload(),
         heartbeatIntervalMs: this.options.policy.listenHeartbeatIntervalMs,
         heartbeatTimeoutMs: this.options.policy.listenHeartbeatTimeoutMs,
       });
@@ -164,7 +164,7 @@ export class TrafficMonitor {
     clearInterval(this.pruneTimer);
     await this.listener?.stop().catch(() => undefined);
     await this.ticking;
-    await this.reloading;
+    await this.quotas.idle();
     try {
       const state = await this.accounting.read();
       await this.writer.append(
@@ -198,82 +198,12 @@ export class TrafficMonitor {
 
   private reloadSoon(): void {
     if (this.stopped) return;
-    void this.reload()
+    void this.quotas
+      .reload()
       .then(() => this.tick())
       .catch((err: unknown) =>
         this.log.warn({ err: coerceError(err) }, 'quotas not read; retried at the next poll'),
       );
-  }
-
-  /** Reads this host's quotas (coalesced: one query at a time, one more when asked meanwhile). */
-  private reload(): Promise<void> {
-    this.reloading ??= (async () => {
-      try {
-        const rows = await this.options.store.hostQuotas();
-        const next = new Map<string, Held>();
-        // the same Held objects carry on (a read under way updates them)
-        for (const quota of rows) {
-          const was = this.held.get(quota.imei);
-          if (!was) {
-            next.set(quota.imei, { quota, closed: quota.closedReason, level: quota.alertLevel });
-            continue;
-          }
-          const samePeriod = was.quota.periodStart.getTime() === quota.periodStart.getTime();
-          was.level = samePeriod ? (Math.max(was.level, quota.alertLevel) as 0 | 80 | 100) : quota.alertLevel;
-          was.quota = quota;
-          next.set(quota.imei, was);
-        }
-        // a quota cleared while its port was closed: kept until it is open again
-        for (const [imei, was] of this.held)
-          if (!next.has(imei) && was.closed !== null) {
-            was.quota = { ...was.quota, bytes: null, period: null, expiresAt: null };
-            next.set(imei, was);
-          }
-        this.held = next;
-      } finally {
-        this.reloading = undefined;
-      }
-    })();
-    return this.reloading;
-  }
-
-  /** What a new part starts with (before the first read calibrates it): closed when it must be. */
-  private initialFor(imei: string): { limit: number; closed: boolean } {
-    const held = this.held.get(imei);
-    if (!held) return { limit: NO_LIMIT, closed: false };
-    const decision = this.decide(held, undefined, new Date());
-    return { limit: decision.limit, closed: decision.closed !== null };
-  }
-
-  private decide(held: Held, reading: PartReading | undefined, now: Date, stalled = false): Enforcement {
-    const q = held.quota;
-    // while it serves: 1 (an L3 limit never lets more payload through than is left: the port stops
-    // a little early and reopens for the rest); reopening after a stop, the ratio measured on what
-    // went through since the last look (exact: both counted by the kernel)
-    const over = reading !== undefined && reading.quotaUsed >= reading.quotaLimit;
-    const ratio = over ? (this.ratios.get(reading.imei) ?? 1) : 1;
-    return enforcement(
-      {
-        bytes: q.bytes,
-        period: q.period,
-        monthStartDay: q.monthStartDay,
-        periodStart: q.periodStart,
-        used: q.used,
-        expiresAt: q.expiresAt,
-        cursor: q.cursor,
-      },
-      reading && {
-        token: reading.token,
-        download: reading.download,
-        upload: reading.upload,
-        quotaUsed: reading.quotaUsed,
-        quotaLimit: reading.quotaLimit,
-      },
-      now,
-      ratio,
-      NO_LIMIT,
-      stalled,
-    );
   }
 
   /** One read: samples (once a minute), calibration, closing and reopening, alerts. Coalesced. */
@@ -318,7 +248,7 @@ export class TrafficMonitor {
       this.lastRound = round;
       void this.writer.append(this.samplesOf(readings, now));
     }
-    await this.enforce(readings, now);
+    this.wakeAt(await this.quotas.enforce(readings, now, this.ratios));
   }
 
   private sample(r: PartReading, at: Date): TrafficSample {
@@ -343,126 +273,6 @@ export class TrafficMonitor {
         return !prev || prev.token !== r.token || prev.download !== r.download || prev.upload !== r.upload;
       })
       .map((r) => this.sample(r, at));
-  }
-
-  private async enforce(readings: readonly PartReading[], now: Date): Promise<void> {
-    const kernel: PartChange[] = [];
-    const changes: { imei: string; held: Held; decision: Enforcement }[] = [];
-    let nextAt: number | undefined;
-    for (const [imei, held] of this.held) {
-      const reading = readings.find((r) => r.imei === imei);
-      const over = reading !== undefined && reading.quotaUsed >= reading.quotaLimit;
-      // reopened at the last look and stopped again with not a byte through: spent
-      const stalled =
-        over &&
-        held.reopened !== undefined &&
-        held.reopened.token === reading.token &&
-        held.reopened.payload === reading.download + reading.upload;
-      const decision = this.decide(held, reading, now, stalled);
-      if (decision.nextChangeAt) nextAt = Math.min(nextAt ?? Infinity, decision.nextChangeAt.getTime());
-      changes.push({ imei, held, decision });
-      if (!reading) continue;
-      const closed = decision.closed !== null;
-      const change: PartChange = { slot: reading.slot, httpPort: 0, socksPort: 0 };
-      if (closed !== reading.closed) change.closed = closed;
-      if (!closed && (decision.reset || this.limitChanged(reading, decision.limit))) {
-        change.limit = decision.limit;
-        change.reset = decision.reset;
-      }
-      held.reopened =
-        decision.reset && !closed
-          ? { token: reading.token, payload: reading.download + reading.upload }
-          : undefined;
-      const part = this.accounting.partOf(imei);
-      if (part && (change.closed !== undefined || change.limit !== undefined))
-        kernel.push({ ...change, httpPort: part.httpPort, socksPort: part.socksPort });
-    }
-    // a modem without a quota or expiry (any more): its port is never held
-    for (const r of readings) {
-      if (this.held.has(r.imei) || (r.quotaLimit === NO_LIMIT && !r.closed)) continue;
-      const part = this.accounting.partOf(r.imei);
-      if (part)
-        kernel.push({
-          slot: r.slot,
-          httpPort: part.httpPort,
-          socksPort: part.socksPort,
-          limit: NO_LIMIT,
-          reset: r.quotaUsed >= r.quotaLimit,
-          closed: false,
-        });
-    }
-    // the kernel first: a port closes (or reopens) before anything is written about it
-    if (kernel.length) await this.accounting.change(kernel);
-    for (const { imei, held, decision } of changes) await this.record(imei, held, decision);
-    this.wakeAt(nextAt);
-  }
-
-  /** A new limit is worth an nft call: it moved by more than 0.1 % of what is left (16 KiB at least). */
-  private limitChanged(r: PartReading, limit: number): boolean {
-    if (limit === r.quotaLimit) return false;
-    const left = Math.max(0, limit - r.quotaUsed);
-    return Math.abs(limit - r.quotaLimit) > Math.max(16 * 1024, left / 1000);
-  }
-
-  /** The database and the journal learn what the kernel now does; alerts once per period. */
-  private async record(imei: string, held: Held, decision: Enforcement): Promise<void> {
-    const { store, events } = this.options;
-    const q = held.quota;
-    try {
-      if (decision.closed !== held.closed) {
-        held.closed = decision.closed;
-        const detail =
-          decision.closed === 'expired'
-            ? `expired at ${q.expiresAt?.toISOString() ?? '?'}`
-            : decision.closed === 'quota_exceeded'
-              ? `used ${formatBytes(decision.usedPayload ?? 0)} of its ${q.period} quota of ${formatBytes(q.bytes ?? 0)}`
-              : 'serving again';
-        this.log.info(
-          { modem: imei, closed: decision.closed, detail },
-          decision.closed ? 'port closed' : 'port reopened',
-        );
-        this.options.onPortChange?.(imei, decision.closed, detail);
-      }
-      // stored (retried at the next read while the database is away); the row changing says once
-      if (decision.closed !== q.closedReason) {
-        const changed = await store.markClosed(imei, decision.closed);
-        q.closedReason = decision.closed;
-        if (changed && decision.closed === 'expired')
-          events.emit('alert', {
-            alert: {
-              kind: 'expired',
-              severity: 'warning',
-              message: `modem ${imei} expired: its port is closed`,
-            },
-            imei,
-          });
-      }
-      // 80 % then 100 %, each once a period (a quota spent at one go raises both)
-      for (const level of [80, 100] as const) {
-        if (decision.level < level || held.level >= level || !decision.periodStart || q.bytes === null)
-          continue;
-        held.level = level;
-        if (await store.raiseAlertLevel(imei, level, decision.periodStart))
-          events.emit('alert', {
-            alert: {
-              kind: level === 100 ? 'quota_exceeded' : 'quota_warning',
-              severity: 'warning',
-              message:
-                level === 100
-                  ? `modem ${imei} used its ${q.period} quota of ${formatBytes(q.bytes)}: its port is closed`
-                  : `modem ${imei} used ${formatBytes(decision.usedPayload ?? 0)}, 80 % of its ${q.period} quota of ${formatBytes(q.bytes)}`,
-            },
-            imei,
-          });
-      }
-    } catch (err) {
-      // the kernel already does it; the row and the alert follow at the next read
-      if (decision.level > 0) held.level = Math.min(held.level, q.alertLevel) as 0 | 80 | 100;
-      this.log.warn(
-        { err: coerceError(err), modem: imei },
-        'quota state not stored; retried at the next read',
-      );
-    }
   }
 
   /** A read at the next expiry or period end (not only at the next interval). */
