@@ -36,7 +36,7 @@ import {
 import { appendTransitions, pruneTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
-import { listModems, modemGauges } from './modems.js';
+import { listModems, modemGauges, type ModemListing } from './modems.js';
 import {
   createRotationLink,
   resolveRotationLink,
@@ -126,7 +126,7 @@ export class Store {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
   }
 
-  modems(options?: { imei?: string; imeis?: readonly string[] }): ReturnType<typeof listModems> {
+  modems(options?: ModemListing): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
   }
   modemGauges(): ReturnType<typeof modemGauges> {
