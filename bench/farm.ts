@@ -27,6 +27,12 @@ export interface FarmScenario {
   rotationsPerMinute: number;
   /** Measure the page's first render in Chromium (when it is installed). */
   page?: boolean;
+  /**
+   * No supervisors: the modems' rows are journaled straight into the database (detecting → online)
+   * and the window's rotations are journaled as their transitions would be (a rotation's 7, one batch
+   * each). The inspector's side of a farm too big for the machine's cores to simulate.
+   */
+  synthetic?: boolean;
 }
 
 export interface FarmFigures {
@@ -186,7 +192,9 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
   try {
     // ---- boot: every host at once, until every modem is online ----
     const t0 = performance.now();
-    for (let h = 0; h < s.hosts; h++) {
+    const seqs = new Map<string, number>();
+    if (s.synthetic) await journalSynthetic(store, s, seqs);
+    for (let h = 0; h < (s.synthetic ? 0 : s.hosts); h++) {
       const id = `h${String(h + 1).padStart(2, '0')}`;
       const settings: FarmHostSettings = {
         url,
@@ -206,7 +214,7 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       if (Date.now() > deadline) throw new Error(`only ${row?.n} of ${total} online`);
       await sleep(100);
     }
-    const bootSeconds = Number(((performance.now() - t0) / 1000).toFixed(2));
+    const bootSeconds = s.synthetic ? NaN : Number(((performance.now() - t0) / 1000).toFixed(2));
     await sleep(2_000); // the boot's last journal and health writes
 
     // ---- the clients: one alone (the snapshot's time), then all at once ----
@@ -247,7 +255,10 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
         if (t >= nextRotate) {
           nextRotate += rotateEveryMs;
           const imei = imeis[(k++ * 7919) % imeis.length];
-          if (imei)
+          if (imei && s.synthetic) {
+            await rotateSynthetic(store, imei, seqs);
+            rotations++;
+          } else if (imei)
             await store
               .insertCommand(imei, 'rotate', 'bench')
               .then(() => rotations++)
@@ -337,7 +348,7 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       connectionsByApplication: connections.byApp,
       maxConnections: Number(maxConn?.max_connections ?? NaN),
       cpuPerHost,
-      cpuPerHostMax: Math.max(...Object.values(cpuPerHost)),
+      cpuPerHostMax: s.synthetic ? NaN : Math.max(...Object.values(cpuPerHost)),
       rotationsRequested: rotations,
       unplugs,
       pageFirstRenderMs: pageMs,
@@ -364,6 +375,60 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
   }
 }
 
+const ROTATION = [
+  'online.rotating.detaching',
+  'online.rotating.detached',
+  'online.rotating.attaching',
+  'online.rotating.registering',
+  'online.rotating.connecting',
+  'online.serving',
+];
+
+/** The synthetic farm's modems: host h01..hNN, journaled detecting → online.serving. */
+async function journalSynthetic(store: Store, s: FarmScenario, seqs: Map<string, number>): Promise<void> {
+  for (let h = 0; h < s.hosts; h++) {
+    const host = `h${String(h + 1).padStart(2, '0')}`;
+    const hostStore = new Store({ sql: store.sql, url: '', hostId: host });
+    await hostStore.registerHost();
+    const imeis = Array.from({ length: s.modemsPerHost }, (_, i) =>
+      String(353_000_000_000_000 + h * 100_000 + i),
+    );
+    for (let i = 0; i < imeis.length; i += 500) {
+      const at = new Date();
+      await hostStore.appendTransitions(
+        imeis.slice(i, i + 500).flatMap((imei) => [
+          { imei, seq: 1, from: null, to: 'detecting.probing', event: 'start', at, host },
+          {
+            imei,
+            seq: 2,
+            from: 'detecting.probing',
+            to: 'online.serving',
+            event: 'device.ok',
+            at,
+            host,
+            wanIp: '10.64.0.1',
+          },
+        ]),
+      );
+      for (const imei of imeis.slice(i, i + 500)) seqs.set(imei, 2);
+    }
+  }
+}
+
+async function rotateSynthetic(store: Store, imei: string, seqs: Map<string, number>): Promise<void> {
+  const [row] = await store.sql<{ host_id: string }[]>`select host_id from modems where imei = ${imei}`;
+  let seq = seqs.get(imei) ?? 0;
+  let from = 'online.serving';
+  const at = new Date();
+  const batch = ROTATION.map((to) => {
+    const t = { imei, seq: ++seq, from, to, event: 'command.rotate', at, host: row?.host_id ?? 'h01' };
+    from = to;
+    return t;
+  });
+  seqs.set(imei, seq);
+  await store.appendTransitions(batch);
+}
+
 export interface FarmComparison {
   /** 10 × 100 (quick: 4 × 50) against 1 × 1,000 (quick: 1 × 200): the same modems on many hosts. */
   many: FarmFigures;
@@ -378,7 +443,7 @@ export interface FarmComparison {
 export async function farmBenchmark(
   withDatabase: <T>(fn: (sql: Sql, url: string) => Promise<T>) => Promise<T>,
   quick: boolean,
-  size?: { hosts: number; modemsPerHost: number; clients: number },
+  size?: { hosts: number; modemsPerHost: number; clients: number; synthetic?: boolean },
 ): Promise<FarmComparison & { fullSize: string }> {
   const window = quick ? 20 : 60;
   const poolMax = 4;
