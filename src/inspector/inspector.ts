@@ -169,6 +169,7 @@ export class Inspector {
       journalLagMs: this.limits.readyJournalLagMs,
       metricsCacheMs: this.limits.metricsCacheMs,
     });
+    status.start();
     this.status = status;
     const limits = this.limits;
     const publicLimiter = new RateLimiter({ burst: limits.publicBurst, refillMs: limits.publicRefillMs });
@@ -243,7 +244,7 @@ export class Inspector {
       };
     });
     app.get('/metrics', async (_req, reply) =>
-      reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8').send(await status.metrics()),
+      reply.header('content-type', status.metricsContentType).send(await status.metrics()),
     );
     const apiDeps = {
       store: this.options.store,
