@@ -24,6 +24,7 @@ import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { authenticate, registerAuthorization } from './authorize.js';
 import { registerCredentialsApi } from './credentialsApi.js';
+import { registerHistoryApi } from './historyApi.js';
 import { bearerToken, tokenMatches } from './token.js';
 
 export interface InspectorLimits
@@ -257,6 +258,7 @@ export class Inspector {
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
     registerAlertsApi(app, { store: this.options.store });
+    registerHistoryApi(app, { store: this.options.store });
     registerPage(app, page);
 
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.wsMessageBytes });
