@@ -123,8 +123,7 @@ describe('stateStrip', () => {
       const full = stateStrip(entries, window, Infinity);
       if (full.length <= maxPoints) expect(strip).toEqual(full);
       const reference = entries.map((e) => ({ at: e.at, state: e.state.split('.')[0] ?? '' }));
-      for (let t = 0; t <= 10_000; t += 250)
-        expect(stateAt(full, T0 + t)).toBe(stateAt(reference, T0 + t));
+      for (let t = 0; t <= 10_000; t += 250) expect(stateAt(full, T0 + t)).toBe(stateAt(reference, T0 + t));
     },
   );
 });
