@@ -17,16 +17,23 @@ export interface HistoryWindow {
   bucketMs: number;
 }
 
-/** The window of the last `hours` before `now`, cut into at most `points` buckets. */
+/**
+ * The window of the last `hours` before `now`, cut into at most `points` buckets. Buckets lie on
+ * multiples of their width since the epoch (24 h: every 5 minutes of the clock), so an answer asked
+ * for again a moment later has the same points; the window starts at the first bucket boundary
+ * within the last `hours` (less than one bucket after `now - hours`), and its last bucket is the
+ * one under way.
+ */
 export function historyWindow(hours: number, now: Date, points = HISTORY_MAX_POINTS): HistoryWindow {
   if (!Number.isInteger(hours) || hours < 1 || hours > HISTORY_MAX_HOURS)
     throw new RangeError(`hours must be an integer from 1 to ${HISTORY_MAX_HOURS}`);
   if (!Number.isInteger(points) || points < 1) throw new RangeError('points must be a positive integer');
   const spanMs = hours * 3_600_000;
+  const bucketMs = Math.max(1_000, Math.ceil(spanMs / points));
   return {
-    from: new Date(now.getTime() - spanMs),
+    from: new Date(Math.ceil((now.getTime() - spanMs) / bucketMs) * bucketMs),
     to: now,
-    bucketMs: Math.max(1_000, Math.ceil(spanMs / points)),
+    bucketMs,
   };
 }
 
@@ -46,9 +53,10 @@ export interface StatePoint {
  * The state strip of a window: the journal's entries (the last one before the window and those
  * inside it, in journal order) as top-level states, each from when it began (the window's start for
  * the one before it) until the next. Consecutive equal states are one point. Time before the first
- * entry has no state. More than `maxPoints` changes: each bucket of the window gets the state it
- * spent the most time in (the earlier one on a tie), then equal neighbours are merged again; the
- * first point of a bucket starts at the bucket's start (or its first entry, if later).
+ * entry has no state. More than `maxPoints` changes: each bucket of the window (`bucketMs`, wider
+ * if there would be more than `maxPoints`) gets the state it spent the most time in (the earlier
+ * one on a tie), then equal neighbours are merged again; the first point of a bucket starts at the
+ * bucket's start (or its first entry, if later).
  */
 export function stateStrip(
   entries: readonly StateEntry[],
@@ -75,7 +83,8 @@ export function stateStrip(
   }
   if (runs.length <= maxPoints) return runs.map((r) => ({ at: new Date(r.at), state: r.state }));
 
-  const width = Math.max(1, Math.ceil((to - from) / maxPoints));
+  // the window's buckets (on the clock), wider if they would be more than maxPoints
+  const width = Math.max(1, window.bucketMs, Math.ceil((to - from) / maxPoints));
   const out: { at: number; state: string }[] = [];
   let r = 0;
   for (let b0 = from; b0 < to; b0 += width) {

@@ -34,6 +34,23 @@ describe('historyWindow', () => {
     expect(historyWindow(1, now, 10_000).bucketMs).toBe(1_000); // never below a second
   });
 
+  it('buckets on the clock: the same points a moment later, never more than asked for', () => {
+    const now = at(123_456); // 2 minutes into a 5-minute bucket
+    const w = historyWindow(24, now);
+    expect(w.from).toEqual(at(-86_400_000 + 300_000));
+    expect(w.from.getTime() % w.bucketMs).toBe(0);
+    expect(Math.ceil((now.getTime() - w.from.getTime()) / w.bucketMs)).toBe(288);
+    expect(historyWindow(24, at(299_999)).from).toEqual(w.from);
+    for (const hours of [1, 7, 24, 100, 168])
+      for (const ms of [0, 1, 4_999, 123_456_789]) {
+        const x = historyWindow(hours, at(ms));
+        expect(x.from.getTime() % x.bucketMs).toBe(0);
+        expect(at(ms).getTime() - x.from.getTime()).toBeLessThanOrEqual(hours * 3_600_000);
+        expect(at(ms).getTime() - x.from.getTime()).toBeGreaterThan(hours * 3_600_000 - x.bucketMs);
+        expect(Math.ceil((at(ms).getTime() - x.from.getTime()) / x.bucketMs)).toBeLessThanOrEqual(288);
+      }
+  });
+
   it('refuses hours that are not an integer from 1 to 168', () => {
     for (const bad of [0, -1, 1.5, 169, Number.NaN, Infinity])
       expect(() => historyWindow(bad, new Date())).toThrow(/hours must be an integer from 1 to 168/);
@@ -78,7 +95,7 @@ describe('stateStrip', () => {
       { at: at(80), state: 'error' },
     ];
     // buckets [0, 50) and [50, 100): the second spent 20 ms online and 30 ms in error
-    expect(plain(stateStrip(entries, win(0, 100), 2))).toEqual([
+    expect(plain(stateStrip(entries, win(0, 100, 50), 2))).toEqual([
       [0, 'online'],
       [50, 'error'],
     ]);
@@ -87,7 +104,7 @@ describe('stateStrip', () => {
       at: at(i * 8_640),
       state: i % 3 === 0 ? 'online.serving' : i % 3 === 1 ? 'recovering.reinit' : 'initializing.sim',
     }));
-    const strip = stateStrip(flapping, win(0, 86_400_000));
+    const strip = stateStrip(flapping, win(0, 86_400_000, 300_000));
     expect(strip.length).toBeGreaterThan(0);
     expect(strip.length).toBeLessThanOrEqual(HISTORY_MAX_POINTS);
   });
@@ -124,6 +141,21 @@ describe('stateStrip', () => {
       if (full.length <= maxPoints) expect(strip).toEqual(full);
       const reference = entries.map((e) => ({ at: e.at, state: e.state.split('.')[0] ?? '' }));
       for (let t = 0; t <= 10_000; t += 250) expect(stateAt(full, T0 + t)).toBe(stateAt(reference, T0 + t));
+      if (full.length <= maxPoints) return;
+      // thinned: over each bucket the strip says the state the journal spent the most time in there
+      const width = Math.max(window.bucketMs, Math.ceil(10_000 / maxPoints));
+      for (let b0 = 0; b0 < 10_000; b0 += width) {
+        const spent = new Map<string, number>();
+        for (let t = b0; t < Math.min(10_000, b0 + width); t += 5) {
+          const s = stateAt(full, T0 + t);
+          if (s !== null) spent.set(s, (spent.get(s) ?? 0) + 5);
+        }
+        const most = Math.max(0, ...spent.values());
+        if (most === 0) continue;
+        // sampled every 5 ms: a state within 5 ms of the most is as good an answer
+        const dominant = [...spent.entries()].filter(([, n]) => n >= most - 5).map(([s]) => s);
+        expect(dominant).toContain(stateAt(strip, T0 + Math.min(10_000, b0 + width) - 1));
+      }
     },
   );
 });
