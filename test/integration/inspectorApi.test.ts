@@ -48,7 +48,9 @@ async function expectDeployFilesMatch(metrics: string): Promise<void> {
     ...[...(await readFile(rulesFile, 'utf8')).matchAll(/expr: (.*)$/gm)].map((m) => m[1] ?? ''),
   ];
   const named = new Set(
-    exprs.flatMap((e) => [...e.matchAll(/\b((?:modemfleet|process)_[a-z0-9_]+)/g)].map((m) => m[1] ?? '')),
+    exprs.flatMap((e) =>
+      [...e.matchAll(/\b((?:modemfleet|process|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1] ?? ''),
+    ),
   );
   expect(named.size).toBeGreaterThan(10);
   expect([...named].filter((name) => !served.has(name))).toEqual([]);
