@@ -37,6 +37,8 @@ import { appendTransitions, pruneTransitions, readTransitions } from './journal.
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
 import { listModems, modemGauges } from './modems.js';
+import { readModemHistory } from './modemHistory.js';
+import type { HistoryWindow } from './downsample.js';
 import {
   createRotationLink,
   resolveRotationLink,
@@ -134,6 +136,10 @@ export class Store {
   }
   health(imei: string, options?: { since?: Date; limit?: number }): ReturnType<typeof readHealth> {
     return readHealth(this.sql, imei, options);
+  }
+  /** Signal and state strip of one modem over a window, downsampled for a chart. */
+  modemHistory(imei: string, window: HistoryWindow): ReturnType<typeof readModemHistory> {
+    return readModemHistory(this.sql, imei, window);
   }
   alerts(options?: Parameters<typeof listAlerts>[1]): ReturnType<typeof listAlerts> {
     return listAlerts(this.sql, options);
