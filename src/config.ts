@@ -247,6 +247,11 @@ function policy(value: unknown, problems: string[]): Policy {
     const n = int(v, `policy.${key}`, problems, 1, 2_147_483_647);
     if (n !== undefined) out[key as keyof Policy] = n;
   }
+  // a live host must never look dead between two heartbeats
+  if (out.hostDeadAfterMs < 3 * out.hostHeartbeatMs)
+    problems.push(
+      `policy.hostDeadAfterMs: must be at least 3 × policy.hostHeartbeatMs (${3 * out.hostHeartbeatMs})`,
+    );
   return out;
 }
 

@@ -137,6 +137,15 @@ export class StatusReporter {
           type: 'gauge',
           samples: [...counts.values()].map(({ host, state, value }) => ({ labels: { host, state }, value })),
         });
+        // a dead host's modems keep their last state above; this says which of them nobody runs
+        const stale = new Map<string, number>();
+        for (const m of modems) stale.set(m.host ?? '', (stale.get(m.host ?? '') ?? 0) + (m.stale ? 1 : 0));
+        families.push({
+          name: 'modemfleet_modems_stale',
+          help: 'Modems whose host is marked dead (no heartbeat within policy.hostDeadAfterMs), by host.',
+          type: 'gauge',
+          samples: [...stale].map(([host, value]) => ({ labels: { host }, value })),
+        });
         const perModem = (name: string, help: string, value: (m: ModemGaugeRow) => number | null) =>
           families.push({
             name,
@@ -147,8 +156,10 @@ export class StatusReporter {
               return v === null ? [] : [{ labels: { imei: m.imei, host: m.host ?? '' }, value: v }];
             }),
           });
-        perModem('modemfleet_modem_online', 'The modem is online (1) or not (0).', (m) =>
-          m.state === 'online' ? 1 : 0,
+        perModem(
+          'modemfleet_modem_online',
+          'The modem is online (1) or not, or its host is dead (0).',
+          (m) => (m.state === 'online' && !m.stale ? 1 : 0),
         );
         perModem('modemfleet_modem_rssi_dbm', 'Last RSSI of the modem, dBm.', (m) => m.rssi);
         perModem('modemfleet_modem_rsrp_dbm', 'Last RSRP of the modem (LTE), dBm.', (m) => m.rsrp);

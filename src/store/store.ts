@@ -37,6 +37,7 @@ import { appendTransitions, pruneTransitions, readTransitions } from './journal.
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
 import { listModems, modemGauges } from './modems.js';
+import { FARM_LEASE, leaseHolder, releaseLease, sweepDeadHosts, type SweepResult } from './liveness.js';
 import {
   createRotationLink,
   resolveRotationLink,
@@ -126,8 +127,22 @@ export class Store {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
   }
 
-  modems(options?: { imei?: string; imeis?: readonly string[] }): ReturnType<typeof listModems> {
+  modems(options?: {
+    imei?: string;
+    imeis?: readonly string[];
+    host?: string;
+  }): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
+  }
+  /** The farm's liveness sweep, under the `farm` lease in this host's name (src/store/liveness.ts). */
+  sweepDeadHosts(options: { deadAfterMs: number; leaseMs: number }): Promise<SweepResult> {
+    return sweepDeadHosts(this.sql, this.hostId, options);
+  }
+  releaseFarmLease(): Promise<void> {
+    return releaseLease(this.sql, FARM_LEASE, this.hostId);
+  }
+  farmLeaseHolder(): Promise<string | undefined> {
+    return leaseHolder(this.sql, FARM_LEASE);
   }
   modemGauges(): ReturnType<typeof modemGauges> {
     return modemGauges(this.sql);
