@@ -21,6 +21,7 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   database_unreachable: EXIT.database,
   database_unavailable: EXIT.database,
   database_tls_unavailable: EXIT.database,
+  listen_unusable: EXIT.database,
   no_farm_running: EXIT.database,
   pg_password_unreadable: EXIT.database,
   pg_port_taken: EXIT.database,

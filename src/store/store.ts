@@ -88,6 +88,8 @@ export interface StoreOptions {
   sql: Sql;
   /** Connection URL, for the dedicated listen connection. */
   url: string;
+  /** The listen connection's URL when it is not `url` (a session past a transaction pooler). */
+  listenUrl?: string;
   hostId: string;
   ranges?: AllocationRanges;
   /** The shortest rotation schedule interval accepted (policy `rotationScheduleMinSeconds`). */
@@ -374,7 +376,7 @@ export class Store {
     } = {},
   ): Promise<Listener> {
     const listener = new Listener({
-      url: this.options.url,
+      url: this.options.listenUrl ?? this.options.url,
       channels,
       onNotification,
       pingSql: this.sql,
