@@ -53,7 +53,7 @@ async function startHostB(): Promise<{ child: ResultPromise; imeis: string[] }> 
     ],
     { reject: false, buffer: false, stdout: 'pipe', stderr: 'inherit' },
   );
-  const lines = createInterface({ input: child.stdout! });
+  const lines = createInterface({ input: child.stdout });
   const line = await new Promise<string>((resolve, reject) => {
     lines.once('line', resolve);
     void child.then((r) =>
