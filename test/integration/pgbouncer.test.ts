@@ -136,7 +136,7 @@ describe.skipIf(!existsSync(PGBOUNCER))('through a transaction-mode PgBouncer', 
 
   it('with DATABASE_LISTEN_URL direct, the pool goes through the pooler and NOTIFY wakes commands', async () => {
     const { child, output } = await daemon({ DATABASE_URL: bouncerUrl, DATABASE_LISTEN_URL: db.url });
-    await until(() => output().includes('supervisor started'), {
+    await until(() => output().includes('modemfleet is running'), {
       timeoutMs: 30_000,
       message: () => `the daemon started: ${output().slice(-2000)}`,
     });
@@ -155,6 +155,10 @@ describe.skipIf(!existsSync(PGBOUNCER))('through a transaction-mode PgBouncer', 
     );
     expect(done.result.error).toBe('not_present');
     child.kill('SIGTERM');
-    expect((await child).exitCode).toBe(0);
+    const stopped = await child;
+    expect({ code: stopped.exitCode, signal: stopped.signal }, output().slice(-3000)).toEqual({
+      code: 0,
+      signal: undefined,
+    });
   }, 90_000);
 });
