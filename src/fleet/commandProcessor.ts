@@ -21,6 +21,8 @@ export interface CommandProcessorOptions {
   pollIntervalMs?: number;
   /** A rotate waits this long after the modem's last rotation (policy `rotationMinIntervalMs`). */
   rotationMinIntervalMs?: number;
+  /** A host silent this long is gone (policy `hostDeadAfterMs`): its running commands are abandoned. */
+  hostDeadAfterMs?: number;
 }
 
 export interface CommandStats {
@@ -118,10 +120,12 @@ export class CommandProcessor {
   private async catchUp(): Promise<void> {
     await this.writeUnsent();
     // a command left running by a host that is gone (or inserted as running by hand) would block
-    // its modem's queue forever; hosts count as gone after 60 s, so once per poll is enough (not on
-    // every notification and finished command)
+    // its modem's queue forever; hosts count as gone after `hostDeadAfterMs`, so once per poll is
+    // enough (not on every notification and finished command)
     if (this.sweepDue) {
-      const abandoned = await this.options.store.failAbandonedCommands();
+      const abandoned = await this.options.store.failAbandonedCommands(
+        (this.options.hostDeadAfterMs ?? 60_000) / 1000,
+      );
       this.sweepDue = false;
       if (abandoned.length)
         this.log.warn({ commands: abandoned }, 'commands left running by a host that is not running failed');

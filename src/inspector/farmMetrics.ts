@@ -71,8 +71,21 @@ export function registerFarmMetrics(
       }),
     ['host', 'state'],
   );
-  perModem('modemfleet_modem_online', 'The modem is online (1) or not (0).', (m) =>
-    m.state === 'online' ? 1 : 0,
+  // a dead host's modems keep their last state above; this says which of them nobody runs
+  gauge(
+    'modemfleet_modems_stale',
+    'Modems whose host is marked dead (no heartbeat within policy.hostDeadAfterMs), by host.',
+    () =>
+      scraped((s) => {
+        const stale = new Map<string, number>();
+        for (const m of s.modems ?? [])
+          stale.set(m.host ?? '', (stale.get(m.host ?? '') ?? 0) + (m.stale ? 1 : 0));
+        return [...stale].map(([host, value]) => ({ labels: { host }, value }));
+      }),
+    ['host'],
+  );
+  perModem('modemfleet_modem_online', 'The modem is online (1) or not, or its host is dead (0).', (m) =>
+    m.state === 'online' && !m.stale ? 1 : 0,
   );
   perModem('modemfleet_modem_rssi_dbm', 'Last RSSI of the modem, dBm.', (m) => m.rssi);
   perModem('modemfleet_modem_rsrp_dbm', 'Last RSRP of the modem (LTE), dBm.', (m) => m.rsrp);

@@ -14,6 +14,8 @@ const STATES = [
   'disabled',
   'removed',
 ];
+// a modem whose host is marked dead: counted and filtered apart from its (last recorded) state
+const STALE = 'stale';
 const BUSY = new Set(['detecting', 'enabling', 'disabling', 'resetting']);
 const TOKEN_KEY = 'modemfleet.token';
 
@@ -283,7 +285,9 @@ function makeCard(imei) {
   const id = el('span', 'imei');
   id.append(imei.slice(0, 9), el('b', '', imei.slice(9)));
   const state = el('span', 'state');
-  top.append(id, state);
+  const stale = el('span', 'stale-badge', STALE);
+  stale.hidden = true;
+  top.append(id, stale, state);
   const addr = el('div', 'addr');
   const meta = el('div', 'meta');
   const operator = el('span', 'op');
@@ -297,7 +301,7 @@ function makeCard(imei) {
   const reason = el('div', 'reason');
   root.append(top, addr, meta, ports, reason);
   root.addEventListener('click', () => openPanel(imei));
-  const card = { root, state, addr, operator, bars, portText, since, reason };
+  const card = { root, state, stale, addr, operator, bars, portText, since, reason };
   cards.set(imei, card);
   return card;
 }
@@ -322,6 +326,10 @@ function renderCard(imei) {
   c.root.dataset.state = m.state;
   c.state.textContent = m.substate ? m.substate.replace(/^[a-z]+\./, '') : m.state;
   c.state.title = m.substate ?? m.state;
+  // its host is dead: the last state it recorded, greyed, with the badge
+  c.root.classList.toggle('stale', m.stale === true);
+  c.stale.hidden = m.stale !== true;
+  c.stale.title = m.stale ? `host ${m.host ?? '?'} is not running: last recorded state shown` : '';
   // behind carrier NAT the public address (what customers get) is not the modem's own
   c.addr.textContent =
     m.publicIp && m.publicIp !== m.wanIp ? `${m.publicIp} (${m.wanIp ?? '—'})` : (m.wanIp ?? '—');
@@ -331,33 +339,49 @@ function renderCard(imei) {
   [...c.bars.children].forEach((b, i) => b.classList.toggle('on', i < n));
   c.portText.textContent = m.proxy ? `HTTP ${m.proxy.httpPort} · SOCKS ${m.proxy.socksPort}` : 'no ports';
   c.since.textContent = ago(m.since);
-  c.reason.textContent = m.state === 'error' && m.reason ? m.reason : '';
+  c.reason.textContent = m.stale
+    ? `host ${m.host ?? '?'} not running`
+    : m.state === 'error' && m.reason
+      ? m.reason
+      : '';
   c.root.classList.toggle('selected', selected === imei);
   c.root.hidden = !matches(m);
 }
 
 function renderCounts() {
   const counts = new Map();
-  for (const m of modems.values()) counts.set(m.state, (counts.get(m.state) ?? 0) + 1);
+  for (const m of modems.values()) {
+    const key = m.stale ? STALE : m.state;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
   const box = $('counts');
   box.replaceChildren(
-    ...STATES.filter((s) => counts.has(s)).map((s) => {
-      const chip = el('button', 'chip', `${s} ${counts.get(s)}`);
-      chip.type = 'button';
-      chip.dataset.state = s;
-      chip.addEventListener('click', () => {
-        $('filter').value = $('filter').value === s ? '' : s;
-        applyFilter();
-      });
-      return chip;
-    }),
+    ...[...STATES, STALE]
+      .filter((s) => counts.has(s))
+      .map((s) => {
+        const chip = el('button', 'chip', `${s} ${counts.get(s)}`);
+        chip.type = 'button';
+        chip.dataset.state = s;
+        chip.addEventListener('click', () => {
+          $('filter').value = $('filter').value === s ? '' : s;
+          applyFilter();
+        });
+        return chip;
+      }),
   );
   box.title = `${modems.size} modems`;
 }
 
 function matches(m) {
   const f = $('filter').value;
-  if (f === 'busy' ? !BUSY.has(m.state) : f && m.state !== f) return false;
+  if (
+    f === STALE
+      ? m.stale !== true
+      : f === 'busy'
+        ? m.stale || !BUSY.has(m.state)
+        : f && (m.stale || m.state !== f)
+  )
+    return false;
   const q = $('search').value.trim().toLowerCase();
   if (!q) return true;
   const hay = [
