@@ -164,6 +164,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     application: 'modemfleet',
     max: config.policy.databasePoolMax,
     migrations: 'apply',
+    checkListen: true,
     // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever
     embedded: {
       supervise: {
