@@ -1,5 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Inspector } from '../src/inspector/inspector.js';
 import type { Sql } from '../src/store/database.js';
 
@@ -73,6 +74,9 @@ export interface FarmFigures {
   rotationsRequested: number;
   unplugs: number;
   pageFirstRenderMs: number | null;
+  /** The inspector's process (this one): event-loop delay in the window, p99 and max. */
+  inspectorLoopDelayP99Ms: number;
+  inspectorLoopDelayMaxMs: number;
 }
 
 const TOKEN = 'bench-farm-token-0123456789abcdef';
@@ -239,6 +243,8 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
     );
     inWindow = true;
     recordNotified = true;
+    const loop = monitorEventLoopDelay({ resolution: 10 });
+    loop.enable();
     const windowStart = performance.now();
     const windowEnd = windowStart + s.windowSeconds * 1000;
     let rotations = 0;
@@ -305,6 +311,7 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       }),
     );
     inWindow = false;
+    loop.disable();
     await sleep(1_000); // the last notifications reach the clients
     recordNotified = false;
     const [maxConn] = await sql<{ max_connections: string }[]>`show max_connections`;
@@ -352,6 +359,8 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       rotationsRequested: rotations,
       unplugs,
       pageFirstRenderMs: pageMs,
+      inspectorLoopDelayP99Ms: Number((loop.percentile(99) / 1e6).toFixed(1)),
+      inspectorLoopDelayMaxMs: Number((loop.max / 1e6).toFixed(1)),
     };
   } catch (err) {
     console.error('farm run failed:', err);

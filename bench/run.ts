@@ -218,7 +218,7 @@ async function main(): Promise<void> {
       };
       for (const x of [f.one, f.many, full])
         table[`farm ${scenario(x)} (${x.clients} ws clients)`] = {
-          figure: `boot ${x.bootSeconds} s; NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; ${x.connections} connections; host CPU max ${(x.cpuPerHostMax * 100).toFixed(1)}%${x.pageFirstRenderMs !== null ? `; page first render ${x.pageFirstRenderMs} ms` : ''}`,
+          figure: `boot ${x.bootSeconds} s; NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; ${x.connections} connections; host CPU max ${(x.cpuPerHostMax * 100).toFixed(1)}%${x.pageFirstRenderMs !== null ? `; page first render ${x.pageFirstRenderMs} ms` : ''}; inspector event loop delay p99 ${x.inspectorLoopDelayP99Ms} ms, max ${x.inspectorLoopDelayMaxMs} ms`,
           'measured against': x === full ? 'ws p99 50 ms, snapshot 300 ms, page 1 s' : '-',
           ratio:
             x === full
