@@ -7,6 +7,7 @@ import {
   credentialsCommand,
   tokenCommand,
 } from './cli/access.js';
+import { BACKUP_USAGE, RESTORE_USAGE, backupCommand, restoreCommand } from './cli/backup.js';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
@@ -287,6 +288,28 @@ const COMMANDS: Record<string, CommandSpec> = {
         return { imei, until: null };
       });
       process.stdout.write(`${JSON.stringify({ imei, until: out.until })}\n`);
+      return EXIT.ok;
+    },
+  },
+  backup: {
+    summary: 'write the whole database to FILE (gzip, mode 0600); the farm may keep running',
+    usage: BACKUP_USAGE,
+    options: { ...configOption, force: { type: 'boolean' } },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const out = await backupCommand(config(values), positionals[0] ?? '', values['force'] === true, log);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  restore: {
+    summary: "replace the database's contents with a backup (the farm stopped); all or nothing",
+    usage: RESTORE_USAGE,
+    options: configOption,
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const out = await restoreCommand(config(values), positionals[0] ?? '', log);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
       return EXIT.ok;
     },
   },
