@@ -170,10 +170,12 @@ async function openBackup(path: string): Promise<OpenBackup> {
   const piped = pipeline(input, gunzip);
   piped.catch(() => undefined); // its error reaches the reader through gunzip
   let headerRead = false;
+  let damaged = false;
   async function* decompressed(): AsyncGenerator<Buffer> {
     try {
       for await (const chunk of gunzip) yield chunk as Buffer;
     } catch (err) {
+      damaged = true;
       const e = err as NodeJS.ErrnoException;
       const notGzip = !headerRead && e.code === 'Z_DATA_ERROR' && /header/.test(e.message);
       throw new BackupError(
@@ -198,7 +200,7 @@ async function openBackup(path: string): Promise<OpenBackup> {
     await close();
     if (!(err instanceof BackupError)) throw err;
     throw (
-      err.code === 'backup_corrupt'
+      err.code === 'backup_corrupt' && !damaged
         ? new BackupError('backup_unreadable', `not a modemfleet backup (${err.message})`, { cause: err })
         : err
     ).about(path);
