@@ -170,7 +170,7 @@ export function parseHeader(line: string): BackupHeader {
     format: BACKUP_FORMAT,
     version: BACKUP_VERSION,
     createdAt,
-    schemaVersion: schemaVersion as number,
+    schemaVersion,
     migrations: ms,
     server,
     tables: ts,
