@@ -54,34 +54,34 @@ export async function backupCommand(
     new BackupError('backup_exists', `${path} exists: choose another name, or --force to replace it`);
   if (!force && (await lstat(path).catch(() => undefined))) throw exists();
   const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const unwritable = (err: unknown): BackupError =>
+    new BackupError('backup_unwritable', `cannot write ${path}: ${(err as Error).message}`, { cause: err });
   let handle: FileHandle;
   try {
     handle = await open(temp, 'wx', 0o600); // O_EXCL: never through a symbolic link
-    await handle.chmod(0o600); // whatever the umask
   } catch (err) {
-    throw new BackupError('backup_unwritable', `cannot write ${path}: ${(err as Error).message}`, {
-      cause: err,
-    });
+    throw unwritable(err);
   }
   try {
+    await handle.chmod(0o600).catch((err: unknown) => {
+      throw unwritable(err);
+    }); // whatever the umask
     const gzip = createGzip();
-    const written = pipeline(gzip, handle.createWriteStream({ flush: true }));
+    const output = handle.createWriteStream({ flush: true });
+    const written = pipeline(gzip, output);
     written.catch(() => undefined); // awaited below
     let summary: BackupSummary;
     try {
       summary = await withSystem(config, systemOptions('either', log), ({ sql }) => writeBackup(sql, gzip));
     } catch (err) {
+      const fileError = output.errored; // a full disk: the write failed, not the database
       gzip.destroy();
-      throw err;
+      throw fileError ? unwritable(fileError) : err;
     }
     gzip.end();
-    try {
-      await written;
-    } catch (err) {
-      throw new BackupError('backup_unwritable', `cannot write ${path}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
+    await written.catch((err: unknown) => {
+      throw unwritable(err);
+    });
     const bytes = (await lstat(temp)).size;
     await install(temp, path, force, exists);
     await syncDir(dirname(path));

@@ -138,14 +138,27 @@ export async function writeBackup(sql: Sql, out: Writable, now: Date = new Date(
     await put(`${JSON.stringify(header)}\n`);
     const rows: Record<string, number> = {};
     for (const table of catalog.tables) {
-      const copy = await tx
-        .unsafe(`copy ${quoteIdent(table.name)} (${copyColumns(table)}) to stdout`)
-        .readable();
+      const query = tx.unsafe(`copy ${quoteIdent(table.name)} (${copyColumns(table)}) to stdout`);
+      const copy = (await query.readable()) as AsyncIterable<Buffer>;
       let lines = 0;
-      for await (const chunk of copy as AsyncIterable<Buffer>) {
-        for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
-        await put(chunk);
+      let failed: { err: unknown } | undefined;
+      try {
+        for await (const chunk of copy) {
+          // after a failed write the COPY is cancelled and read to its end, never left half
+          // read: its connection would hang (the socket paused) and the transaction never end
+          if (failed) continue;
+          try {
+            for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
+            await put(chunk);
+          } catch (err) {
+            failed = { err };
+            query.cancel();
+          }
+        }
+      } catch (err) {
+        throw failed ? failed.err : err;
       }
+      if (failed) throw failed.err;
       await put('\\.\n');
       rows[table.name] = lines;
     }

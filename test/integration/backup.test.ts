@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -9,6 +10,7 @@ import { restoreCommand } from '../../src/cli/backup.js';
 import { exitCodeFor } from '../../src/cli/exitCodes.js';
 import { loadConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
+import { writeBackup } from '../../src/store/backup.js';
 import { openSql, type Sql } from '../../src/store/database.js';
 import { defaultMigrationsDir, loadMigrations, migrate } from '../../src/store/migrate.js';
 import { Store } from '../../src/store/store.js';
@@ -220,6 +222,35 @@ describe('modemfleet backup', () => {
     expect(nowhere.exitCode).toBe(8);
     expect(nowhere.stderr).toMatch(/^modemfleet backup: cannot write .*missing\/x\.gz: ENOENT/);
   }, 240_000);
+});
+
+describe('writeBackup', () => {
+  it('a write that fails in the middle of a table: that error, and the connection usable (the COPY cancelled, not left half read)', async () => {
+    const db = await clonedDatabase();
+    await db.sql`insert into hosts (id, name) values (${HOST}, ${HOST})`;
+    await db.sql`insert into modems (imei, host_id) values (${M1}, ${HOST})`;
+    await db.sql`insert into modem_health (imei, at, rssi, operator)
+      select ${M1}, now() - g * interval '1 second', -70, 'Vodafone' from generate_series(1, 50000) g`;
+    const sql = openSql(db.url, { max: 1 }); // one connection: the next query needs the same one
+    let written = 0;
+    const full = new Writable({
+      highWaterMark: 1024,
+      write(chunk: Buffer, _encoding, done) {
+        written += chunk.length;
+        setTimeout(() => done(written > 200_000 ? new Error('ENOSPC: no space left on device') : null), 1);
+      },
+    });
+    try {
+      await expect(writeBackup(sql, full)).rejects.toThrow('ENOSPC: no space left on device');
+      const answer = await Promise.race([
+        sql`select 1 as one`,
+        new Promise((resolve) => setTimeout(() => resolve('no answer'), 10_000)),
+      ]);
+      expect(answer).toEqual([{ one: 1 }]);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  });
 });
 
 describe('modemfleet restore', () => {
