@@ -132,7 +132,11 @@ export async function restoreCommand(
   try {
     const migrations = await loadMigrations();
     const summary = await withSystem(config, systemOptions('stopped', log), ({ sql }) =>
-      restoreBackup(sql, backup.header, backup.reader, { migrations, log }),
+      restoreBackup(sql, backup.header, backup.reader, {
+        migrations,
+        hostDeadAfterMs: config.policy.hostDeadAfterMs,
+        log,
+      }),
     );
     return { file: path, createdAt: backup.header.createdAt, ...summary };
   } catch (err) {

@@ -40,8 +40,8 @@ export interface BackupSummary {
 
 /** A running farm's connection: the LISTEN connection every daemon and demo keeps open. */
 const FARM_APPLICATION = 'modemfleet-listen';
-/** A host whose heartbeat is older than this counts as gone (as for abandoned commands). */
-const HOST_STALE_SECONDS = 60;
+/** A host whose heartbeat is older than this is dead (`policy.hostDeadAfterMs`'s default). */
+const HOST_DEAD_AFTER_MS = 60_000;
 /** How long a restore waits for a lock held by someone else before giving up (changing nothing). */
 const RESTORE_LOCK_TIMEOUT = '10s';
 
@@ -177,12 +177,12 @@ function writer(out: Writable): (chunk: Buffer | string) => Promise<void> {
 }
 
 /** The farms using this database now: hosts with a recent heartbeat, live LISTEN connections. */
-async function runningFarms(tx: Tx): Promise<string[]> {
+async function runningFarms(tx: Tx, deadAfterMs: number): Promise<string[]> {
   const [hostsTable] = await tx<{ ok: boolean }[]>`select to_regclass('hosts') is not null as ok`;
   const hosts = hostsTable?.ok
     ? await tx<{ id: string; age: number }[]>`
         select id, greatest(0, extract(epoch from now() - heartbeat_at))::int as age from hosts
-        where stopped_at is null and heartbeat_at > now() - make_interval(secs => ${HOST_STALE_SECONDS})
+        where stopped_at is null and heartbeat_at > now() - make_interval(secs => ${deadAfterMs / 1000})
         order by id`
     : [];
   const sessions = await tx<{ n: number }[]>`
@@ -299,6 +299,8 @@ const REFUSED_ROW = /^2[23][0-9A-Z]{3}$/;
 export interface RestoreOptions {
   /** The migrations this modemfleet ships (loadMigrations()). */
   migrations: Migration[];
+  /** A host heartbeating more recently than this is running (`policy.hostDeadAfterMs`). */
+  hostDeadAfterMs?: number;
   log?: Logger;
 }
 
@@ -329,11 +331,12 @@ export async function restoreBackup(
   return sql.begin(async (tx) => {
     await tx.unsafe(`set local lock_timeout = '${RESTORE_LOCK_TIMEOUT}'`);
     await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`; // no migrator meanwhile
-    const farms = await runningFarms(tx);
+    const deadAfterMs = options.hostDeadAfterMs ?? HOST_DEAD_AFTER_MS;
+    const farms = await runningFarms(tx, deadAfterMs);
     if (farms.length > 0)
       throw new ModemfleetError(
         'farm_running',
-        `a farm is using this database (${farms.join('; ')}): stop it first (systemctl stop modemfleet); a host that was killed counts as running until ${HOST_STALE_SECONDS} s after its last heartbeat`,
+        `a farm is using this database (${farms.join('; ')}): stop it first (systemctl stop modemfleet); a host that was killed counts as running until ${Math.round(deadAfterMs / 1000)} s after its last heartbeat`,
       );
     const applied = await appliedMigrations(tx);
     verifyApplied(applied, options.migrations); // a database this modemfleet does not know is left alone

@@ -206,7 +206,7 @@ describe('modemfleet backup', () => {
 
     const before = await readFile(backupFile);
     const again = await cli(['backup', backupFile], source.url);
-    expect(again.exitCode).toBe(8);
+    expect(again.exitCode).toBe(9);
     expect(again.stderr).toBe(
       `modemfleet backup: ${backupFile} exists: choose another name, or --force to replace it`,
     );
@@ -219,7 +219,7 @@ describe('modemfleet backup', () => {
     expect(await readdir(dir)).toEqual(['farm.backup.gz']); // no temporary file left
 
     const nowhere = await cli(['backup', join(dir, 'missing', 'x.gz')], source.url);
-    expect(nowhere.exitCode).toBe(8);
+    expect(nowhere.exitCode).toBe(9);
     expect(nowhere.stderr).toMatch(/^modemfleet backup: cannot write .*missing\/x\.gz: ENOENT/);
   }, 240_000);
 });
@@ -295,7 +295,7 @@ describe('modemfleet restore', () => {
     expect(await snapshot(target.sql)).toEqual(await snapshot(source.sql));
   });
 
-  it('bad files: a clear one-line error, exit 8, and the database unchanged', async () => {
+  it('bad files: a clear one-line error, exit 9, and the database unchanged', async () => {
     const target = await clonedDatabase();
     await populate(target);
     const before = await snapshot(target.sql);
@@ -383,7 +383,7 @@ describe('modemfleet restore', () => {
         () => undefined,
         (e: unknown) => e as Error,
       );
-      expect({ what, code: exitCodeFor(err) }).toEqual({ what, code: 8 });
+      expect({ what, code: exitCodeFor(err) }).toEqual({ what, code: 9 });
       expect(err?.message).toMatch(message);
       expect(err?.message).not.toMatch(/\n/);
     }
@@ -391,7 +391,7 @@ describe('modemfleet restore', () => {
       ['missing', 'truncated', 'a row the database refuses'].includes(w),
     )) {
       const r = await cli(['restore', file], target.url);
-      expect({ what, code: r.exitCode }).toEqual({ what, code: 8 });
+      expect({ what, code: r.exitCode }).toEqual({ what, code: 9 });
       expect(r.stderr.split('\n')).toHaveLength(1);
       expect(r.stderr).toMatch(/^modemfleet restore: /);
       expect(r.stderr).toMatch(message);
