@@ -71,6 +71,7 @@ async function dataPlaneOptions(
     rulePriorityBase: d.rulePriorityBase,
     proxyUidBase: d.proxyUidBase,
     egressPolicy: d.egressPolicy,
+    openPortOffset: d.openPortOffset,
     ...(d.egress
       ? {
           egress: {

@@ -35,6 +35,13 @@ export interface ProxyProcessOptions {
   secrets?: readonly string[] | undefined;
   readyTimeoutMs?: number;
   stopTimeoutMs?: number;
+  /**
+   * How a reload (SIGUSR1) shows it took effect: lines on stderr (tinyproxy logs "Reloading config
+   * file finished" or "... failed!"); `reload()` waits for one. Without it (3proxy, which says
+   * nothing) `reload()` waits `reloadSettleMs` (3proxy re-reads its config in ~15 ms).
+   */
+  reloadLog?: { done: string; failed: string } | undefined;
+  reloadSettleMs?: number | undefined;
   log?: Logger;
 }
 
@@ -54,6 +61,9 @@ const MAX_STDERR = 4096;
 export class ProxyProcess {
   private child: Child | undefined;
   private stderr = '';
+  /** stderr's unfinished last line, and the reload outcomes seen on it so far. */
+  private partial = '';
+  private readonly reloads = { done: 0, failed: 0 };
   private exit: Promise<ProxyExit> | undefined;
   private readonly log: Logger;
 
@@ -97,7 +107,16 @@ export class ProxyProcess {
         });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
-      this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);
+      const text = chunk.toString('utf8');
+      this.stderr = (this.stderr + text).slice(-MAX_STDERR);
+      const marks = this.options.reloadLog;
+      if (!marks) return;
+      const lines = (this.partial + text).split('\n');
+      this.partial = (lines.pop() ?? '').slice(-MAX_STDERR);
+      for (const line of lines) {
+        if (line.includes(marks.done)) this.reloads.done++;
+        else if (line.includes(marks.failed)) this.reloads.failed++;
+      }
     });
     this.exit = child.then((r) => ({
       code: r.exitCode,
@@ -157,9 +176,35 @@ export class ProxyProcess {
       );
   }
 
-  /** SIGUSR1: 3proxy re-reads its configuration (a new egress address after a rotation). */
-  reload(): void {
-    if (this.child?.pid) process.kill(this.child.pid, 'SIGUSR1');
+  /**
+   * SIGUSR1: 3proxy and tinyproxy re-read their configuration (a new egress address, logins, an
+   * allowlist); open connections live on. Resolves once the reload took effect (see `reloadLog`);
+   * rejects `proxy_reload_failed` when the program kept its old configuration, `proxy_not_reloaded`
+   * when it said nothing in time. A process not running resolves at once (its start reads the file).
+   */
+  async reload(timeoutMs = 3_000): Promise<void> {
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    const before = { ...this.reloads };
+    process.kill(pid, 'SIGUSR1');
+    const name = basename(this.options.argv[0]);
+    if (!this.options.reloadLog) return sleep(this.options.reloadSettleMs ?? 0);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.reloads.failed > before.failed)
+        throw new ModemfleetError(
+          'proxy_reload_failed',
+          `${name} kept its old configuration: ${this.stderr.trim().slice(-300)}`,
+        );
+      if (this.reloads.done > before.done) return;
+      if (this.child?.pid !== pid) return; // stopped meanwhile: its replacement reads the file
+      if (Date.now() > deadline)
+        throw new ModemfleetError(
+          'proxy_not_reloaded',
+          `${name} did not confirm a reload within ${timeoutMs} ms`,
+        );
+      await sleep(5);
+    }
   }
 
   /** SIGTERM to the process group, SIGKILL after `stopTimeoutMs`; removes the pid file. Idempotent. */

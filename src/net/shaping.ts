@@ -24,7 +24,10 @@ export interface ShapingOptions {
 }
 
 export class ShapingError extends ModemfleetError {
-  constructor(message: string, readonly stderr: string) {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
     super('shaping_failed', message);
     this.name = 'ShapingError';
   }
@@ -44,7 +47,18 @@ export function htbRate(kbps: number): string[] {
   const bytesPerSecond = (kbps * 1000) / 8;
   const burst = Math.max(16_384, Math.ceil(bytesPerSecond / 50));
   const quantum = Math.min(200_000, Math.max(1_600, Math.floor(bytesPerSecond / 10)));
-  return ['rate', `${kbps}kbit`, 'ceil', `${kbps}kbit`, 'burst', String(burst), 'cburst', String(burst), 'quantum', String(quantum)];
+  return [
+    'rate',
+    `${kbps}kbit`,
+    'ceil',
+    `${kbps}kbit`,
+    'burst',
+    String(burst),
+    'cburst',
+    String(burst),
+    'quantum',
+    String(quantum),
+  ];
 }
 
 /** The tc argument lists that set one HTB limit as the root of `dev` (a new root, then its class). */
@@ -67,18 +81,25 @@ async function applyHtb(dev: string, kbps: number, options: ShapingOptions): Pro
   await tcMust(setClass, options);
 }
 
-async function tc(args: readonly string[], options: ShapingOptions): Promise<{ ok: boolean; stderr: string; stdout: string }> {
+async function tc(
+  args: readonly string[],
+  options: ShapingOptions,
+): Promise<{ ok: boolean; stderr: string; stdout: string }> {
   const [file, ...full] =
-    options.netns === undefined ? ['tc', ...args] : ['ip', 'netns', 'exec', checkNetns(options.netns), 'tc', ...args];
+    options.netns === undefined
+      ? ['tc', ...args]
+      : ['ip', 'netns', 'exec', checkNetns(options.netns), 'tc', ...args];
   const result = await run(file ?? 'tc', full, { timeoutMs: options.timeoutMs ?? 5_000 });
   if (result.timedOut) throw new ShapingError(`tc ${args.join(' ')} timed out`, result.stderr);
-  if (result.spawnFailed) throw new ShapingError('tc is not installed (apt-get install iproute2)', result.stderr);
+  if (result.spawnFailed)
+    throw new ShapingError('tc is not installed (apt-get install iproute2)', result.stderr);
   return { ok: result.exitCode === 0, stderr: result.stderr, stdout: result.stdout };
 }
 
 async function tcMust(args: readonly string[], options: ShapingOptions): Promise<string> {
   const r = await tc(args, options);
-  if (!r.ok) throw new ShapingError(`tc ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 300)}`, r.stderr);
+  if (!r.ok)
+    throw new ShapingError(`tc ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 300)}`, r.stderr);
   return r.stdout;
 }
 
@@ -135,7 +156,11 @@ export async function removeShaping(link: string, ifb: string, options: ShapingO
 }
 
 /** The HTB rates in force on the link and its ifb, kbit/s (null: none), as the kernel reports them. */
-export async function readShaping(link: string, ifb: string, options: ShapingOptions = {}): Promise<SpeedLimits> {
+export async function readShaping(
+  link: string,
+  ifb: string,
+  options: ShapingOptions = {},
+): Promise<SpeedLimits> {
   const rate = async (dev: string): Promise<number | null> => {
     const r = await tc(['class', 'show', 'dev', dev], options);
     // `class htb 1:1 root prio 0 rate 4Mbit ceil 4Mbit ...` (SI units: 1 Kbit = 1000 bits)
