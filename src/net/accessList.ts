@@ -88,7 +88,7 @@ export function accessListTable(spec: AccessListSpec): NftTable {
         base: { type: 'nat', hook: 'prerouting', priority: 'dstnat' },
         rules: redirect,
       },
-      { name: 'from_host', base: { type: 'nat', hook: 'output', priority: 'dstnat' }, rules: redirect },
+      { name: 'from_host', base: { type: 'nat', hook: 'output', priority: -100 }, rules: redirect },
       {
         name: 'open_ports',
         base: { type: 'filter', hook: 'input', priority: 'filter', policy: 'accept' },
