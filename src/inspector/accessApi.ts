@@ -46,7 +46,7 @@ async function applied(
     const command = await store.command(commandId);
     const status = command?.status ?? 'pending';
     const finished = status === 'done' || status === 'failed';
-    if (finished || Date.now() >= deadline || req.raw.destroyed)
+    if (finished || Date.now() >= deadline || req.socket.destroyed)
       return reply
         .code(finished ? createdCode : 202)
         .send({ ...body, command: { id: commandId, status, result: command?.result ?? null } });

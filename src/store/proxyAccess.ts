@@ -12,6 +12,7 @@ import {
   type SpeedLimits,
 } from '../proxyAccess.js';
 import { ModemfleetError } from '../util/errors.js';
+import { json } from './sqlJson.js';
 import { IMEI_PATTERN } from './types.js';
 
 /**
@@ -85,7 +86,7 @@ interface LoginRow {
 export async function listLogins(sql: Sql, imei: string): Promise<LoginView[]> {
   const modem = await modemFor(sql, imei, false);
   const rows = await sql<LoginRow[]>`
-    select username, password, ports, expires_at, created_at,
+    select username, password, to_jsonb(ports) as ports, expires_at, created_at,
       coalesce(expires_at <= now(), false) as expired
     from modem_logins where imei = ${imei} order by username`;
   const own: LoginView[] =
@@ -155,9 +156,9 @@ export async function addLogin(
       );
     const [row] = await tx<LoginRow[]>`
       insert into modem_logins (imei, username, password, ports, expires_at, created_by)
-      values (${imei}, ${r.username}, ${password}, ${tx.array(ports)}, ${r.expiresAt ?? null}, ${by(requestedBy)})
+      values (${imei}, ${r.username}, ${password}, array(select jsonb_array_elements_text(${json(tx, ports)}::jsonb)), ${r.expiresAt ?? null}, ${by(requestedBy)})
       on conflict (imei, username) do nothing
-      returning username, password, ports, expires_at, created_at, false as expired`;
+      returning username, password, to_jsonb(ports) as ports, expires_at, created_at, false as expired`;
     if (!row) throw new ModemfleetError('login_exists', `modem ${imei} already has a login ${r.username}`);
     const commandId = await queueApply(tx, imei, requestedBy);
     return {
@@ -214,7 +215,7 @@ const toView = (imei: string, row: AccessRow | undefined): AccessView => ({
 export async function getAccess(sql: Sql, imei: string): Promise<AccessView> {
   await modemFor(sql, imei, false);
   const [row] = await sql<AccessRow[]>`
-    select allowlist::text[] as allowlist, download_kbps, upload_kbps, updated_at
+    select to_jsonb(allowlist::text[]) as allowlist, download_kbps, upload_kbps, updated_at
     from modem_access where imei = ${imei}`;
   return toView(imei, row);
 }
@@ -232,10 +233,10 @@ export async function setAllowlist(
     await modemFor(tx, imei, true);
     const [row] = await tx<AccessRow[]>`
       insert into modem_access (imei, allowlist, updated_by)
-      values (${imei}, ${tx.array(parsed.allowlist)}::cidr[], ${by(requestedBy)})
+      values (${imei}, array(select jsonb_array_elements_text(${json(tx, parsed.allowlist)}::jsonb)::cidr), ${by(requestedBy)})
       on conflict (imei) do update set allowlist = excluded.allowlist,
         updated_by = excluded.updated_by, updated_at = now()
-      returning allowlist::text[] as allowlist, download_kbps, upload_kbps, updated_at`;
+      returning to_jsonb(allowlist::text[]) as allowlist, download_kbps, upload_kbps, updated_at`;
     return { ...toView(imei, row), commandId: await queueApply(tx, imei, requestedBy) };
   });
 }
@@ -257,7 +258,7 @@ export async function setLimits(
       values (${imei}, ${downloadKbps}, ${uploadKbps}, ${by(requestedBy)})
       on conflict (imei) do update set download_kbps = excluded.download_kbps,
         upload_kbps = excluded.upload_kbps, updated_by = excluded.updated_by, updated_at = now()
-      returning allowlist::text[] as allowlist, download_kbps, upload_kbps, updated_at`;
+      returning to_jsonb(allowlist::text[]) as allowlist, download_kbps, upload_kbps, updated_at`;
     return { ...toView(imei, row), commandId: await queueApply(tx, imei, requestedBy) };
   });
 }
@@ -272,12 +273,12 @@ export async function servedAccess(sql: Sql, imei: string): Promise<ProxyAccess>
   const rows = await sql<
     { username: string; password: string; ports: LoginPort[]; left_ms: number | null }[]
   >`
-    select username, password, ports,
+    select username, password, to_jsonb(ports) as ports,
       (extract(epoch from (expires_at - now())) * 1000)::float8 as left_ms
     from modem_logins where imei = ${imei} and (expires_at is null or expires_at > now())
     order by username`;
   const [access] = await sql<AccessRow[]>`
-    select allowlist::text[] as allowlist, download_kbps, upload_kbps, updated_at
+    select to_jsonb(allowlist::text[]) as allowlist, download_kbps, upload_kbps, updated_at
     from modem_access where imei = ${imei}`;
   return {
     logins: rows.map((r) => ({
