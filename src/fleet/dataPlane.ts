@@ -103,6 +103,8 @@ export class ModemDataPlane {
   /** What the link's qdiscs and the allowlist table hold now (null: nothing applied yet). */
   private shaped: SpeedLimits | null = null;
   private accessListed = false;
+  /** What each config file holds (written by us, read by the proxy). */
+  private readonly written = new Map<string, string>();
   private expiryTimer: NodeJS.Timeout | undefined;
   /** Access changes one at a time, in order. */
   private accessChange: Promise<void> = Promise.resolve();
@@ -260,18 +262,25 @@ export class ModemDataPlane {
     return join(this.options.runDir, `${this.imei}-open.conf`);
   }
 
-  private async writeConfig(egress: string): Promise<void> {
+  /** Writes the configs; true when one of them changed (a reload is due). */
+  private async writeConfig(egress: string): Promise<boolean> {
     const spec = this.spec(egress);
     const text = this.options.backend === '3proxy' ? render3proxy(spec) : renderTinyproxy(spec);
-    await this.writeOwned(this.configFile(), text);
-    if (this.companions)
-      await this.writeOwned(this.openConfigFile(), renderOpenTinyproxy(spec, this.openPorts.http));
+    const main = await this.writeOwned(this.configFile(), text);
+    const open = this.companions
+      ? await this.writeOwned(this.openConfigFile(), renderOpenTinyproxy(spec, this.openPorts.http))
+      : false;
+    return main || open;
   }
 
-  private async writeOwned(file: string, text: string): Promise<void> {
+  /** Writes a config; false when it already holds exactly this (nothing to reload). */
+  private async writeOwned(file: string, text: string): Promise<boolean> {
+    if (this.written.get(file) === text) return false;
     await writeFile(file, text, { mode: 0o600 });
+    this.written.set(file, text);
     // the proxy reads it under its own uid; nobody else may (it holds the password)
     if (this.uid !== undefined) await chown(file, this.uid, this.uid);
+    return true;
   }
 
   /** The kernel's part of the access: the link's limits, the allowlist's redirect (companions). */
@@ -340,6 +349,7 @@ export class ModemDataPlane {
               ...base,
               name: `${this.imei}-3proxy`,
               argv: [this.options.threeProxyPath ?? '3proxy', this.configFile()],
+              reloads: true,
               reloadSettleMs: 100,
               ports: [
                 { host: '127.0.0.1', port: s.httpPort },
@@ -361,6 +371,7 @@ export class ModemDataPlane {
               name: `${this.imei}-http`,
               argv: ['tinyproxy', '-d', '-c', this.configFile()],
               ports: [{ host: '127.0.0.1', port: s.httpPort }],
+              reloads: true,
               reloadLog: TINYPROXY_RELOAD,
             }),
             ...(this.companions
@@ -376,6 +387,7 @@ export class ModemDataPlane {
                     name: `${this.imei}-http-open`,
                     argv: ['tinyproxy', '-d', '-c', this.openConfigFile()],
                     ports: [{ host: '127.0.0.1', port: this.openPorts.http }],
+                    reloads: true,
                     reloadLog: TINYPROXY_RELOAD,
                   }),
                 ]
@@ -445,7 +457,7 @@ export class ModemDataPlane {
    * New access (logins, allowlist, limits; src/proxyAccess.ts), applied live where the backend
    * allows: limits by `tc class replace` on the link (no proxy touched); logins and the allowlist
    * by rewriting the configs and a reload that keeps every open connection (3proxy and tinyproxy
-   * SIGUSR1; tinyproxy confirms on stderr) and by replacing the allowlist's nft table. Only a change
+   * SIGUSR1; tinyproxy confirms on stdout) and by replacing the allowlist's nft table. Only a change
    * between no allowlist and one on microsocks+tinyproxy starts or stops the password-less
    * companions, which replaces the modem's processes (their connections end). Resolves once new
    * connections get the new access; rejects `access_not_applied`.
@@ -465,8 +477,8 @@ export class ModemDataPlane {
     try {
       if (this.companions !== companionsBefore) return await this.replaceProcesses(timeoutMs);
       await this.applyKernelAccess();
-      await this.writeConfig(this.address);
-      await Promise.all(this.processes.map((p) => p.reload()));
+      // a change of speed limits alone touches no proxy
+      if (await this.writeConfig(this.address)) await Promise.all(this.processes.map((p) => p.reload()));
       this.scheduleExpiry();
     } catch (err) {
       throw new ModemfleetError(
@@ -555,6 +567,7 @@ export class ModemDataPlane {
       this.log.warn({ err: coerceError(err) }, 'removing the routing failed');
     }
     await this.removeKernelAccess();
+    this.written.clear();
     await rm(this.configFile(), { force: true });
     await rm(this.openConfigFile(), { force: true });
   }
@@ -575,7 +588,7 @@ export class ModemDataPlane {
   }
 }
 
-/** tinyproxy at LogLevel Notice says this on stderr when a SIGUSR1 reload took effect (or not). */
+/** tinyproxy at LogLevel Notice says this on stdout when a SIGUSR1 reload took effect (or not). */
 const TINYPROXY_RELOAD = { done: 'Reloading config file finished', failed: 'Reloading config file failed' };
 
 const sameLimits = (a: SpeedLimits, b: SpeedLimits): boolean =>

@@ -164,7 +164,7 @@ function acl(s: ProxySpec, users: readonly string[], clients: readonly string[])
 /**
  * A tinyproxy configuration (HTTP only) bound to the modem's address: one `BasicAuth` line per
  * login of the HTTP port (tinyproxy 1.11 accepts several and re-reads them on SIGUSR1). LogLevel
- * Notice: its "Reloading config file finished" on stderr tells the data plane a reload took effect.
+ * Notice: its "Reloading config file finished" on stdout tells the data plane a reload took effect.
  */
 export function renderTinyproxy(s: ProxySpec): string {
   assertSpec(s);

@@ -36,12 +36,14 @@ export interface ProxyProcessOptions {
   readyTimeoutMs?: number;
   stopTimeoutMs?: number;
   /**
-   * How a reload (SIGUSR1) shows it took effect: lines on stderr (tinyproxy logs "Reloading config
-   * file finished" or "... failed!"); `reload()` waits for one. Without it (3proxy, which says
+   * How a reload (SIGUSR1) shows it took effect: lines on stdout (tinyproxy, with no LogFile, logs
+   * there: "Reloading config file finished" or "... failed!"); `reload()` waits for one. Without it (3proxy, which says
    * nothing) `reload()` waits `reloadSettleMs` (3proxy re-reads its config in ~15 ms).
    */
   reloadLog?: { done: string; failed: string } | undefined;
   reloadSettleMs?: number | undefined;
+  /** The program re-reads a configuration on SIGUSR1 (3proxy, tinyproxy); microsocks would die of it. */
+  reloads?: boolean | undefined;
   log?: Logger;
 }
 
@@ -98,17 +100,22 @@ export class ProxyProcess {
           detached: true,
           cleanup: false,
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
         })
       : spawnChild(program, programArgs, {
           detached: true, // its own process group: the whole group is signalled
           cleanup: false, // we stop it ourselves, group and all
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
           user: user ?? 'self',
         });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
+      this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);
+    });
+    // tinyproxy logs to stdout once its logging is up (its reload notices among them)
+    child.stdout?.on('data', (chunk: Buffer) => {
       const text = chunk.toString('utf8');
-      this.stderr = (this.stderr + text).slice(-MAX_STDERR);
       const marks = this.options.reloadLog;
       if (!marks) return;
       const lines = (this.partial + text).split('\n');
@@ -180,11 +187,12 @@ export class ProxyProcess {
    * SIGUSR1: 3proxy and tinyproxy re-read their configuration (a new egress address, logins, an
    * allowlist); open connections live on. Resolves once the reload took effect (see `reloadLog`);
    * rejects `proxy_reload_failed` when the program kept its old configuration, `proxy_not_reloaded`
-   * when it said nothing in time. A process not running resolves at once (its start reads the file).
+   * when it said nothing in time. A process not running, or a program without reload (`reloads`),
+   * resolves at once (a start reads the file; microsocks has no file).
    */
   async reload(timeoutMs = 3_000): Promise<void> {
     const pid = this.child?.pid;
-    if (pid === undefined) return;
+    if (pid === undefined || this.options.reloads !== true) return;
     const before = { ...this.reloads };
     process.kill(pid, 'SIGUSR1');
     const name = basename(this.options.argv[0]);
@@ -201,7 +209,7 @@ export class ProxyProcess {
       if (Date.now() > deadline)
         throw new ModemfleetError(
           'proxy_not_reloaded',
-          `${name} did not confirm a reload within ${timeoutMs} ms`,
+          `${name} did not confirm a reload within ${timeoutMs} ms (${this.reloads.done} before)`,
         );
       await sleep(5);
     }

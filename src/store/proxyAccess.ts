@@ -12,7 +12,6 @@ import {
   type SpeedLimits,
 } from '../proxyAccess.js';
 import { ModemfleetError } from '../util/errors.js';
-import { json } from './sqlJson.js';
 import { IMEI_PATTERN } from './types.js';
 
 /**
@@ -156,7 +155,7 @@ export async function addLogin(
       );
     const [row] = await tx<LoginRow[]>`
       insert into modem_logins (imei, username, password, ports, expires_at, created_by)
-      values (${imei}, ${r.username}, ${password}, array(select jsonb_array_elements_text(${json(tx, ports)}::jsonb)), ${r.expiresAt ?? null}, ${by(requestedBy)})
+      values (${imei}, ${r.username}, ${password}, array(select jsonb_array_elements_text(${tx.json(ports)}::jsonb)), ${r.expiresAt ?? null}, ${by(requestedBy)})
       on conflict (imei, username) do nothing
       returning username, password, to_jsonb(ports) as ports, expires_at, created_at, false as expired`;
     if (!row) throw new ModemfleetError('login_exists', `modem ${imei} already has a login ${r.username}`);
@@ -233,7 +232,7 @@ export async function setAllowlist(
     await modemFor(tx, imei, true);
     const [row] = await tx<AccessRow[]>`
       insert into modem_access (imei, allowlist, updated_by)
-      values (${imei}, array(select jsonb_array_elements_text(${json(tx, parsed.allowlist)}::jsonb)::cidr), ${by(requestedBy)})
+      values (${imei}, array(select jsonb_array_elements_text(${tx.json(parsed.allowlist)}::jsonb)::cidr), ${by(requestedBy)})
       on conflict (imei) do update set allowlist = excluded.allowlist,
         updated_by = excluded.updated_by, updated_at = now()
       returning to_jsonb(allowlist::text[]) as allowlist, download_kbps, upload_kbps, updated_at`;

@@ -97,14 +97,19 @@ const ports = async (): Promise<Port[]> =>
 const pidsOf = (imei: string): number[] =>
   [...supervisor.modems.values()].find((m) => m.imei === imei)?.proxyPids ?? [];
 
+/** What the bulk server printed (one JSON line per upload it received). */
+const bulkLines: string[] = [];
+const reports = (): string[] => bulkLines.filter((l) => l.startsWith('{'));
+
 /** A program in a namespace, started detached; resolves once it printed its first line. */
-async function daemon(ns: string, argv: string[]): Promise<void> {
+async function daemon(ns: string, argv: string[], lines?: string[]): Promise<void> {
   const child = spawnChild('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', ...argv], {
     detached: true,
     cleanup: false,
     stdout: 'pipe',
   });
   children.push(child);
+  if (lines) child.stdout?.on('data', (d: Buffer) => lines.push(...d.toString().trim().split('\n')));
   await new Promise<void>((resolve, reject) => {
     child.stdout?.once('data', () => resolve());
     void child.then(() => reject(new Error(`${argv.join(' ')} in ${ns} did not start`)));
@@ -117,6 +122,7 @@ async function bulk(
   mode: 'get' | 'put',
   seconds: number,
 ): Promise<{ bytes: number; buckets: number[] }> {
+  const seen = reports().length;
   const r = await net.inFarm([
     process.execPath,
     '--import',
@@ -132,7 +138,10 @@ async function bulk(
     String(seconds),
   ]);
   if (!r.ok) throw new Error(`bulk ${mode}: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim()) as { bytes: number; buckets: number[] };
+  if (mode === 'get') return JSON.parse(r.stdout.trim()) as { bytes: number; buckets: number[] };
+  // an upload is counted where it arrives: the server's line
+  await until(() => Promise.resolve(reports().length > seen), 10_000, 'the bulk server’s count');
+  return JSON.parse(reports()[seen] ?? '{}') as { bytes: number; buckets: number[] };
 }
 
 const kbps = (bytes: number, ms: number): number => (bytes * 8) / ms;
@@ -238,7 +247,7 @@ beforeAll(async () => {
   net = new NetLab({ name: `mf${randomBytes(2).toString('hex')}`, modems: N });
   await net.start();
   // the lab's internet: a bulk server and a server that answers every chunk, beside the echo server
-  await daemon(net.carrier, [bulkScript, 'server', ECHO_ADDRESS, String(BULK_PORT)]);
+  await daemon(net.carrier, [bulkScript, 'server', ECHO_ADDRESS, String(BULK_PORT)], bulkLines);
   await daemon(net.carrier, [bulkScript, 'hold', ECHO_ADDRESS, String(HOLD_PORT)]);
   // two client addresses in the farm: one in the allowlist's network, one not
   await net.farmIp(['addr', 'add', `${ALLOWED_CLIENT}/32`, 'dev', 'lo']);
@@ -281,7 +290,15 @@ beforeAll(async () => {
     }),
   );
   await supervisor.start();
-  inspector = new Inspector({ store, host: '127.0.0.1', port: 0, token: TOKEN, supervisor });
+  inspector = new Inspector({
+    store,
+    host: '127.0.0.1',
+    port: 0,
+    token: TOKEN,
+    supervisor,
+    // this test makes a dozen changes to one modem within a minute
+    limits: { commandBurst: 50, commandRefillMs: 100 },
+  });
   await inspector.start();
   await until(async () => (await ports()).length === N, 30_000, 'modems online');
   await until(

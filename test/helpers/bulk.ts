@@ -3,9 +3,10 @@ import { connect, createServer, type Socket } from 'node:net';
 /**
  * Bulk transfers for the speed-limit e2e, run inside a lab namespace (`ip netns exec NS node
  * --import tsx bulk.ts ...`):
- * - `server HOST PORT`: a client that sends `G` gets bytes as fast as it reads them; one that sends
- *   `P` and then streams gets, when it half-closes, one JSON line `{bytes, buckets}` counted here
- *   (what arrived, not what was written into a socket buffer). Prints `ready` once listening.
+ * - `server HOST PORT`: a client that sends `G` gets bytes as fast as it reads them; of one that
+ *   sends `P`, a byte of SECONDS and then streams, what arrived here in SECONDS from its first byte
+ *   (not what was written into some socket buffer) is printed on stdout: one JSON line
+ *   `{bytes, buckets}`. Prints `ready` once listening.
  * - `hold HOST PORT`: answers every chunk with `ok` and keeps the connection open (a customer's
  *   long-lived tunnel). Prints `ready` once listening.
  * - `client PROXYPORT USER PASSWORD HOST PORT get|put SECONDS [BUCKETMS]`: through the SOCKS5 port
@@ -34,9 +35,14 @@ function serve(host: string, port: number): void {
         const i = Math.floor((Date.now() - start) / 500);
         buckets[i] = (buckets[i] ?? 0) + d.length;
       };
-      count(first.subarray(1));
+      const seconds = first[1] ?? 10;
+      count(first.subarray(2));
       s.on('data', count);
-      s.on('end', () => s.end(`${JSON.stringify({ bytes, buckets: Array.from(buckets, (b) => b ?? 0) })}\n`));
+      setTimeout(() => {
+        s.off('data', count);
+        s.resume();
+        process.stdout.write(`${JSON.stringify({ bytes, buckets: Array.from(buckets, (b) => b ?? 0) })}\n`);
+      }, seconds * 1000);
     });
   });
   server.listen(port, host, () => process.stdout.write('ready\n'));
@@ -102,7 +108,7 @@ async function client(args: string[]): Promise<void> {
     s.destroy();
     return;
   }
-  s.write('P');
+  s.write(Buffer.from([0x50, Number(seconds)]));
   let open = true;
   const pump = (): void => {
     while (open && s.write(chunk));
@@ -111,13 +117,9 @@ async function client(args: string[]): Promise<void> {
   pump();
   await new Promise((r) => setTimeout(r, ms));
   open = false;
-  let answer = '';
-  s.on('data', (d: Buffer) => (answer += d.toString()));
-  await new Promise<void>((r) => {
-    s.on('end', () => r());
-    s.end();
-  });
-  process.stdout.write(answer);
+  // what is still buffered is dropped: the server counts what arrived while it was sending
+  s.destroy();
+  process.stdout.write('{}\n');
 }
 
 function hold(host: string, port: number): void {
