@@ -10,7 +10,8 @@ import { connect, createServer, type Socket } from 'node:net';
  * - `hold HOST PORT`: answers every chunk with `ok` and keeps the connection open (a customer's
  *   long-lived tunnel). Prints `ready` once listening.
  * - `client PROXYPORT USER PASSWORD HOST PORT get|put SECONDS [BUCKETMS]`: through the SOCKS5 port
- *   on 127.0.0.1, downloads or uploads for SECONDS and prints `{bytes, buckets}` (bytes per bucket).
+ *   on 127.0.0.1, downloads or uploads for SECONDS and prints `{start, bytes, buckets}` (bytes per
+ *   bucket of BUCKETMS, default 500, from `start`, the epoch ms the transfer began).
  */
 
 const chunk = Buffer.alloc(64 * 1024, 0x5a);
@@ -104,7 +105,9 @@ async function client(args: string[]): Promise<void> {
     });
     s.write('G');
     await new Promise((r) => setTimeout(r, ms));
-    process.stdout.write(`${JSON.stringify({ bytes, buckets: Array.from(buckets, (b) => b ?? 0) })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ start, bytes, buckets: Array.from(buckets, (b) => b ?? 0) })}\n`,
+    );
     s.destroy();
     return;
   }
