@@ -374,8 +374,14 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     expect(Math.abs(upRate - 4000) / 4000).toBeLessThan(0.1);
 
     // a running download; the limit doubles halfway: the rest of it runs at the new one
+    const gets = bulkLines.filter((l) => l === 'get').length;
     const running = bulk(p, 'get', 14);
-    await new Promise((r) => setTimeout(r, 7_000));
+    await until(
+      () => Promise.resolve(bulkLines.filter((l) => l === 'get').length > gets),
+      30_000,
+      'the download started',
+    );
+    await new Promise((r) => setTimeout(r, 5_000));
     const changeAt = Date.now();
     const changed = await api(`/api/modems/${p.imei}/limits`, {
       method: 'PUT',
@@ -403,7 +409,7 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     console.log(
       `limit changed live: ${before.kbps.toFixed(0)} kbit/s over ${before.ms} ms before, ${after.kbps.toFixed(0)} kbit/s over ${after.ms} ms after (same connection)`,
     );
-    expect(before.ms).toBeGreaterThanOrEqual(1_500);
+    expect(before.ms).toBeGreaterThanOrEqual(3_000);
     expect(after.ms).toBeGreaterThanOrEqual(3_000);
     expect(Math.abs(before.kbps - 8000) / 8000).toBeLessThan(0.1);
     expect(Math.abs(after.kbps - 16000) / 16000).toBeLessThan(0.1);
@@ -493,7 +499,7 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     expect(refused.status).toBe(409);
     expect(await refused.json()).toMatchObject({
       error: 'backend_unsupported',
-      message: expect.stringMatching(/microsocks/),
+      message: expect.stringMatching(/microsocks/) as unknown,
     });
 
     const added = await api(`/api/modems/${p.imei}/logins`, {

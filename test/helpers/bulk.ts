@@ -3,7 +3,8 @@ import { connect, createServer, type Socket } from 'node:net';
 /**
  * Bulk transfers for the speed-limit e2e, run inside a lab namespace (`ip netns exec NS node
  * --import tsx bulk.ts ...`):
- * - `server HOST PORT`: a client that sends `G` gets bytes as fast as it reads them; of one that
+ * - `server HOST PORT`: a client that sends `G` gets bytes as fast as it reads them (`get` is
+ *   printed on stdout when one starts); of one that
  *   sends `P`, a byte of SECONDS and then streams, what arrived here in SECONDS from its first byte
  *   (not what was written into some socket buffer) is printed on stdout: one JSON line
  *   `{bytes, buckets}`. Prints `ready` once listening.
@@ -21,6 +22,7 @@ function serve(host: string, port: number): void {
     s.on('error', () => undefined);
     s.once('data', (first: Buffer) => {
       if (first[0] === 0x47) {
+        process.stdout.write('get\n');
         const pump = (): void => {
           while (!s.destroyed && s.write(chunk));
         };

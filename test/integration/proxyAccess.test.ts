@@ -65,7 +65,7 @@ describe('logins', () => {
     });
     await expect(store.addLogin(MINE, { username: 'x y', password: 'short' }, 'test')).rejects.toMatchObject({
       code: 'invalid_login',
-      message: expect.stringMatching(/username:.*; password:/),
+      message: expect.stringMatching(/username:.*; password:/) as unknown,
     });
     await expect(
       store.addLogin(MINE, { username: 'late', expiresAt: '2001-01-01T00:00:00Z' }, 'test'),
@@ -85,7 +85,7 @@ describe('logins', () => {
   it('microsocks+tinyproxy: an HTTP login is fine, a SOCKS one is refused and nothing is written', async () => {
     await expect(store.addLogin(PAIR, { username: 'carol' }, 'test')).rejects.toMatchObject({
       code: 'backend_unsupported',
-      message: expect.stringMatching(/microsocks takes one login/),
+      message: expect.stringMatching(/microsocks takes one login/) as unknown,
     });
     expect(await commands(PAIR)).toEqual([]);
     const { login } = await store.addLogin(PAIR, { username: 'carol', ports: ['http'] }, 'test');
@@ -113,7 +113,7 @@ describe('allowlist and limits', () => {
     expect(set.allowlist).toEqual(['10.1.2.3/32', '2001:db8::/32']);
     await expect(store.setAllowlist(MINE, ['10.0.0.1/8', '::/0'], 'test')).rejects.toMatchObject({
       code: 'invalid_allowlist',
-      message: expect.stringMatching(/\[0\].*host bits.*\[1\].*whole address space/),
+      message: expect.stringMatching(/\[0\].*host bits.*\[1\].*whole address space/) as unknown,
     });
     expect((await store.access(MINE)).allowlist).toEqual(['10.1.2.3/32', '2001:db8::/32']);
     expect((await store.servedAccess(MINE)).allowlist).toEqual(['10.1.2.3/32', '2001:db8::/32']);

@@ -216,7 +216,7 @@ describe('proxy configuration with more logins, an allowlist and speed limits', 
     [{ allowlist: ['10.0.0.0/8 *'] }, /allowlist\[0\]/],
     [{ bandwidth: { downloadKbps: 1.5, uploadKbps: null } }, /bandwidth\.downloadKbps/],
   ] as [Partial<ProxySpec>, RegExp][])('refuses %o', (bad, message) => {
-    const s = { ...spec, ...bad } as ProxySpec;
+    const s: ProxySpec = { ...spec, ...bad };
     expect(checkProxySpec(s).join('; ')).toMatch(message);
     expect(() => render3proxy(s)).toThrow(message);
     expect(() => renderTinyproxy(s)).toThrow(message);
