@@ -313,8 +313,11 @@ beforeAll(async () => {
   await until(
     async () => {
       const online = await ports();
+      // microsocks and tinyproxy both started (and so both counted in the pids compared below)
+      if (!online.every((p) => pidsOf(p.imei).length === 2)) return false;
       const seen = await Promise.all(online.map((p) => through('socks', p, p)));
-      return seen.every((s, i) => s === online[i]?.wanIp);
+      const http = await Promise.all(online.map((p) => through('http', p, p)));
+      return seen.every((s, i) => s === online[i]?.wanIp) && http.every((s, i) => s === online[i]?.wanIp);
     },
     20_000,
     'every port serving',
@@ -373,7 +376,9 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     expect(Math.abs(downRate - 8000) / 8000).toBeLessThan(0.1);
     expect(Math.abs(upRate - 4000) / 4000).toBeLessThan(0.1);
 
-    // a running download; the limit doubles halfway: the rest of it runs at the new one
+    // a running download; the limit halves midway: the rest of it runs at the new one (a raise
+    // applies as fast, but TCP on the open connection then takes ~3 s to grow into it, and on a
+    // loaded machine the faster rate is the CPU's to give)
     const gets = bulkLines.filter((l) => l === 'get').length;
     const running = bulk(p, 'get', 14);
     await until(
@@ -385,7 +390,7 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     const changeAt = Date.now();
     const changed = await api(`/api/modems/${p.imei}/limits`, {
       method: 'PUT',
-      body: JSON.stringify({ downloadKbps: 16000, uploadKbps: 4000 }),
+      body: JSON.stringify({ downloadKbps: 4000, uploadKbps: 4000 }),
     });
     const appliedAt = Date.now();
     expect(changed.status).toBe(200);
@@ -407,12 +412,12 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     const before = rate(1_000, changeAt - both.start);
     const after = rate(appliedAt - both.start + 1_000, 14_000);
     console.log(
-      `limit changed live: ${before.kbps.toFixed(0)} kbit/s over ${before.ms} ms before, ${after.kbps.toFixed(0)} kbit/s over ${after.ms} ms after (same connection)`,
+      `limit changed live: ${before.kbps.toFixed(0)} kbit/s over ${before.ms} ms before, ${after.kbps.toFixed(0)} kbit/s over ${after.ms} ms after (same connection); bytes per 500 ms: ${both.buckets.join(' ')}; change sent at ${changeAt - both.start} ms, applied at ${appliedAt - both.start} ms`,
     );
     expect(before.ms).toBeGreaterThanOrEqual(3_000);
     expect(after.ms).toBeGreaterThanOrEqual(3_000);
     expect(Math.abs(before.kbps - 8000) / 8000).toBeLessThan(0.1);
-    expect(Math.abs(after.kbps - 16000) / 16000).toBeLessThan(0.1);
+    expect(Math.abs(after.kbps - 4000) / 4000).toBeLessThan(0.1);
     // no proxy restart, no rotation
     expect(pidsOf(p.imei)).toEqual(pids);
 
