@@ -7,8 +7,8 @@ import type { NftRule, NftTable } from './nftRuleset.js';
  * login (microsocks 1.0.3 has one login and no client list; tinyproxy 1.11 asks every client for
  * its BasicAuth). Beside the modem's proxies run password-less companions on their own ports
  * (`openHttpPort`, `openSocksPort`); this table (one per modem, `inet mf_access_<slot>`):
- * - redirects new connections from the listed networks to the modem's ports onto the companions'
- *   (nat prerouting for remote clients, nat output for clients on this host);
+ * - redirects new connections from the listed networks to the modem's ports on this host onto the
+ *   companions' (nat prerouting for remote clients, nat output for clients on this host);
  * - refuses any other client at the companions' ports (filter input), so nobody reaches the
  *   password-less ports except the listed networks (tinyproxy's own `Allow` is a second wall).
  * Everyone else still meets the modem's proxies and their logins. IPv6 networks are kept (3proxy
@@ -34,6 +34,7 @@ export function accessListTable(spec: AccessListSpec): NftTable {
         {
           match: [
             { match: 'saddr', family: 'ip', value: v4 },
+            { match: 'daddrType', value: 'local' },
             { match: 'dport', proto: 'tcp', value: spec.httpPort },
           ],
           then: [{ do: 'redirect', port: spec.openHttpPort }],
@@ -42,6 +43,7 @@ export function accessListTable(spec: AccessListSpec): NftTable {
         {
           match: [
             { match: 'saddr', family: 'ip', value: v4 },
+            { match: 'daddrType', value: 'local' },
             { match: 'dport', proto: 'tcp', value: spec.socksPort },
           ],
           then: [{ do: 'redirect', port: spec.openSocksPort }],

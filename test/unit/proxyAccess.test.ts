@@ -183,8 +183,8 @@ describe('kernel parts', () => {
     expect(text).toContain('table inet mf_access_3');
     expect(text).toContain('type nat hook prerouting priority dstnat');
     expect(text).toContain('type nat hook output priority -100');
-    expect(text).toContain('ip saddr 10.99.1.0/24 tcp dport 21003 redirect to :23003');
-    expect(text).toContain('ip saddr 10.99.1.0/24 tcp dport 31003 redirect to :33003');
+    expect(text).toContain('ip saddr 10.99.1.0/24 fib daddr type local tcp dport 21003 redirect to :23003');
+    expect(text).toContain('ip saddr 10.99.1.0/24 fib daddr type local tcp dport 31003 redirect to :33003');
     expect(text).toContain('ip6 saddr 2001:db8::/32 tcp dport { 23003, 33003 } accept');
     expect(text).toMatch(/tcp dport \{ 23003, 33003 \} reject with tcp reset/);
   });
