@@ -15,8 +15,16 @@ export interface Policy {
   /** Health samples are written together this often; at most this many wait for the database. */
   healthFlushMs: number;
   healthMaxBuffered: number;
-  /** The host's heartbeat row (other hosts count it gone after 60 s without one). */
+  /**
+   * The host's heartbeat row, written this often; the farm's liveness sweep (one host, under the
+   * `farm` lease) runs as often.
+   */
   hostHeartbeatMs: number;
+  /**
+   * A host whose heartbeat is older than this is dead: its modems are shown `stale` and their
+   * commands fail with `host_unavailable` (within this plus one sweep: 70 s by default).
+   */
+  hostDeadAfterMs: number;
   /** A command not answered by its modem within this fails with `timeout`. */
   commandTimeoutMs: number;
   /** Safety net: commands are caught up this often whatever NOTIFY did. */
@@ -91,6 +99,14 @@ export interface Policy {
   httpMaxConnections: number;
   /** `/metrics` is rendered at most once per this (scrapes in between get the same text). */
   metricsCacheMs: number;
+  /** WebSocket clients at once, and from one client address (503 above either). */
+  wsMaxClients: number;
+  wsMaxClientsPerAddress: number;
+  /**
+   * Connections of this process's pool (the daemon's and the demo's); each process also holds one
+   * LISTEN connection per listener (commands, inspector, webhooks): see README, "Many hosts".
+   */
+  databasePoolMax: number;
   /** Push alerts: one request's timeout; backoff between attempts; attempts before a delivery fails. */
   webhookTimeoutMs: number;
   webhookRetryBaseMs: number;
@@ -109,6 +125,7 @@ export const DEFAULT_POLICY: Policy = {
   healthFlushMs: 1_000,
   healthMaxBuffered: 100_000,
   hostHeartbeatMs: 10_000,
+  hostDeadAfterMs: 60_000,
   commandTimeoutMs: 600_000,
   commandPollMs: 30_000,
   rotationVerifyMs: 15_000,
@@ -147,6 +164,9 @@ export const DEFAULT_POLICY: Policy = {
   httpIdleTimeoutMs: 30_000,
   httpMaxConnections: 512,
   metricsCacheMs: 1_500,
+  wsMaxClients: 100,
+  wsMaxClientsPerAddress: 20,
+  databasePoolMax: 8,
   webhookTimeoutMs: 10_000,
   webhookRetryBaseMs: 2_000,
   webhookRetryCapMs: 300_000,

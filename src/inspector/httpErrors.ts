@@ -19,6 +19,8 @@ export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   queue_full: 429,
   forbidden: 403,
   no_credentials: 409,
+  // the modem's host is marked dead: the command would wait for it (src/store/liveness.ts)
+  host_unavailable: 409,
   ...ALERTS_API_STATUS,
   ...ACCESS_API_STATUS,
 };
