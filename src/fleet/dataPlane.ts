@@ -4,9 +4,19 @@ import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { proxyMachine, type ProxyConfig } from '../../machines/proxyMachine.js';
 import { routingMachine, type RoutingConfig } from '../../machines/routingMachine.js';
 import type { Logger } from '../log.js';
-import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '../net/proxyConfig.js';
+import { applyAccessList, removeAccessList } from '../net/accessList.js';
+import {
+  microsocksArgs,
+  openMicrosocksArgs,
+  render3proxy,
+  renderOpenTinyproxy,
+  renderTinyproxy,
+  type ProxySpec,
+} from '../net/proxyConfig.js';
 import { ProxyProcess } from '../net/proxyProcess.js';
 import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
+import { applyShaping, ifbName, removeShaping } from '../net/shaping.js';
+import { NO_ACCESS, liveLogins, nextExpiry, type ProxyAccess, type SpeedLimits } from '../proxyAccess.js';
 import type { Allocation } from '../store/types.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 
@@ -52,7 +62,15 @@ export interface DataPlaneOptions {
   routingConfig?: Partial<RoutingConfig> | undefined;
   /** The `ip` program and its timeout per call (default `ip` from PATH, 5 s). */
   ip?: { bin?: string; timeoutMs?: number } | undefined;
+  /**
+   * microsocks+tinyproxy with an allowlist: the password-less companions listen on the modem's
+   * ports plus this offset (default 2000), reached through the kernel's redirect (src/net/accessList.ts).
+   */
+  openPortOffset?: number | undefined;
 }
+
+/** Where a modem's speed limits are enforced: its own link (kernel), 3proxy's bandlim, or nowhere. */
+export type ShapingPlace = 'kernel' | '3proxy' | 'none';
 
 /** What a data plane needs of the host's egress policy (`EgressPolicy`). */
 export interface EgressGate {
@@ -81,6 +99,15 @@ export class ModemDataPlane {
   private address: string;
   private stopped = false;
   private admitted = false;
+  private access: ProxyAccess;
+  /** What the link's qdiscs and the allowlist table hold now (null: nothing applied yet). */
+  private shaped: SpeedLimits | null = null;
+  private accessListed = false;
+  /** What each config file holds (written by us, read by the proxy). */
+  private readonly written = new Map<string, string>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  /** Access changes one at a time, in order. */
+  private accessChange: Promise<void> = Promise.resolve();
   private readonly log: Logger;
 
   constructor(
@@ -91,7 +118,9 @@ export class ModemDataPlane {
     address: string,
     private readonly hooks: DataPlaneHooks,
     log: Logger,
+    access: ProxyAccess = NO_ACCESS,
   ) {
+    this.access = access;
     this.address = address;
     this.log = log.child({ component: 'dataplane' });
   }
@@ -135,7 +164,37 @@ export class ModemDataPlane {
       egress,
       dns: this.options.dns,
       ...(this.options.egressPolicy ? { egressPolicy: this.options.egressPolicy } : {}),
+      // microsocks serves the modem's own login only: the others are HTTP ones there
+      logins: liveLogins(this.access, Date.now())
+        .map((l) => ({
+          user: l.username,
+          password: l.password,
+          ports: this.options.backend === '3proxy' ? l.ports : l.ports.filter((p) => p === 'http'),
+        }))
+        .filter((l) => l.ports.length > 0),
+      allowlist: this.access.allowlist,
+      ...(this.shapingPlace === '3proxy' ? { bandwidth: this.access.limits } : {}),
     };
+  }
+
+  /** The kernel shapes the modem's own link; without one (the demo's loopback) only 3proxy can. */
+  get shapingPlace(): ShapingPlace {
+    if (this.options.routing !== false) return 'kernel';
+    return this.options.backend === '3proxy' ? '3proxy' : 'none';
+  }
+
+  /** The password-less companions run (microsocks+tinyproxy with an allowlist). */
+  private get companions(): boolean {
+    return this.options.backend !== '3proxy' && this.access.allowlist.length > 0;
+  }
+
+  private get openPorts(): { http: number; socks: number } {
+    const offset = this.options.openPortOffset ?? 2_000;
+    return { http: this.allocation.httpPort + offset, socks: this.allocation.socksPort + offset };
+  }
+
+  private get ifb(): string {
+    return ifbName(this.allocation.ifaceId);
   }
 
   start(): void {
@@ -184,7 +243,7 @@ export class ModemDataPlane {
           ),
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
-            for (const p of this.processes) p.reload();
+            await Promise.all(this.processes.map((p) => p.reload()));
           }),
           stopProxy: fromPromise(() => this.stopProcesses()),
         },
@@ -199,14 +258,59 @@ export class ModemDataPlane {
     return join(this.options.runDir, `${this.imei}.${this.options.backend === '3proxy' ? 'cfg' : 'conf'}`);
   }
 
-  private async writeConfig(egress: string): Promise<void> {
-    const text =
-      this.options.backend === '3proxy'
-        ? render3proxy(this.spec(egress))
-        : renderTinyproxy(this.spec(egress));
-    await writeFile(this.configFile(), text, { mode: 0o600 });
+  private openConfigFile(): string {
+    return join(this.options.runDir, `${this.imei}-open.conf`);
+  }
+
+  /** Writes the configs; true when one of them changed (a reload is due). */
+  private async writeConfig(egress: string): Promise<boolean> {
+    const spec = this.spec(egress);
+    const text = this.options.backend === '3proxy' ? render3proxy(spec) : renderTinyproxy(spec);
+    const main = await this.writeOwned(this.configFile(), text);
+    const open = this.companions
+      ? await this.writeOwned(this.openConfigFile(), renderOpenTinyproxy(spec, this.openPorts.http))
+      : false;
+    return main || open;
+  }
+
+  /** Writes a config; false when it already holds exactly this (nothing to reload). */
+  private async writeOwned(file: string, text: string): Promise<boolean> {
+    if (this.written.get(file) === text) return false;
+    await writeFile(file, text, { mode: 0o600 });
+    this.written.set(file, text);
     // the proxy reads it under its own uid; nobody else may (it holds the password)
-    if (this.uid !== undefined) await chown(this.configFile(), this.uid, this.uid);
+    if (this.uid !== undefined) await chown(file, this.uid, this.uid);
+    return true;
+  }
+
+  /** The kernel's part of the access: the link's limits, the allowlist's redirect (companions). */
+  private async applyKernelAccess(): Promise<void> {
+    const nsOptions = { netns: this.options.netns };
+    const limits = this.access.limits;
+    if (this.shapingPlace === 'kernel' && (this.shaped === null || !sameLimits(this.shaped, limits))) {
+      // nothing to lift on a link never shaped by us
+      if (this.shaped !== null || limits.downloadKbps !== null || limits.uploadKbps !== null)
+        await applyShaping(this.iface, this.ifb, limits, nsOptions);
+      this.shaped = limits;
+    }
+    if (this.options.backend === '3proxy') return;
+    if (this.companions) {
+      await applyAccessList(
+        {
+          slot: this.allocation.slot,
+          allowlist: this.access.allowlist,
+          httpPort: this.allocation.httpPort,
+          socksPort: this.allocation.socksPort,
+          openHttpPort: this.openPorts.http,
+          openSocksPort: this.openPorts.socks,
+        },
+        nsOptions,
+      );
+      this.accessListed = true;
+    } else if (this.accessListed) {
+      await removeAccessList(this.allocation.slot, nsOptions);
+      this.accessListed = false;
+    }
   }
 
   /** The egress policy lets this modem's uid out through its link (not in the demo: no routing). */
@@ -228,7 +332,9 @@ export class ModemDataPlane {
     // proxies running under their own uid read their config here: the directory (and its parents)
     // must let them through, as the state dir does for the embedded PostgreSQL
     await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
+    await this.applyKernelAccess();
     await this.writeConfig(egress);
+    this.scheduleExpiry();
     const s = this.spec(egress);
     const base = {
       runDir: this.options.runDir,
@@ -243,6 +349,8 @@ export class ModemDataPlane {
               ...base,
               name: `${this.imei}-3proxy`,
               argv: [this.options.threeProxyPath ?? '3proxy', this.configFile()],
+              reloads: true,
+              reloadSettleMs: 100,
               ports: [
                 { host: '127.0.0.1', port: s.httpPort },
                 { host: '127.0.0.1', port: s.socksPort },
@@ -263,7 +371,27 @@ export class ModemDataPlane {
               name: `${this.imei}-http`,
               argv: ['tinyproxy', '-d', '-c', this.configFile()],
               ports: [{ host: '127.0.0.1', port: s.httpPort }],
+              reloads: true,
+              reloadLog: TINYPROXY_RELOAD,
             }),
+            ...(this.companions
+              ? [
+                  new ProxyProcess({
+                    ...base,
+                    name: `${this.imei}-socks-open`,
+                    argv: ['microsocks', ...openMicrosocksArgs(s, this.openPorts.socks)],
+                    ports: [{ host: '127.0.0.1', port: this.openPorts.socks }],
+                  }),
+                  new ProxyProcess({
+                    ...base,
+                    name: `${this.imei}-http-open`,
+                    argv: ['tinyproxy', '-d', '-c', this.openConfigFile()],
+                    ports: [{ host: '127.0.0.1', port: this.openPorts.http }],
+                    reloads: true,
+                    reloadLog: TINYPROXY_RELOAD,
+                  }),
+                ]
+              : []),
           ];
     this.processes = processes;
     for (const p of processes) await p.start();
@@ -325,6 +453,76 @@ export class ModemDataPlane {
     }
   }
 
+  /**
+   * New access (logins, allowlist, limits; src/proxyAccess.ts), applied live where the backend
+   * allows: limits by `tc class replace` on the link (no proxy touched); logins and the allowlist
+   * by rewriting the configs and a reload that keeps every open connection (3proxy and tinyproxy
+   * SIGUSR1; tinyproxy confirms on stdout) and by replacing the allowlist's nft table. Only a change
+   * between no allowlist and one on microsocks+tinyproxy starts or stops the password-less
+   * companions, which replaces the modem's processes (their connections end). Resolves once new
+   * connections get the new access; rejects `access_not_applied`.
+   */
+  setAccess(access: ProxyAccess, timeoutMs = 15_000): Promise<void> {
+    const next = this.accessChange.catch(() => undefined).then(() => this.applyAccess(access, timeoutMs));
+    this.accessChange = next;
+    return next;
+  }
+
+  private async applyAccess(access: ProxyAccess, timeoutMs: number): Promise<void> {
+    const companionsBefore = this.companions;
+    this.access = access;
+    const proxy = this.proxy;
+    // no proxy yet (routing still being applied): it starts with them
+    if (!proxy || this.stopped) return;
+    try {
+      if (this.companions !== companionsBefore) return await this.replaceProcesses(timeoutMs);
+      await this.applyKernelAccess();
+      // a change of speed limits alone touches no proxy
+      if (await this.writeConfig(this.address)) await Promise.all(this.processes.map((p) => p.reload()));
+      this.scheduleExpiry();
+    } catch (err) {
+      throw new ModemfleetError(
+        'access_not_applied',
+        `the proxy of ${this.imei} did not take its new access: ${coerceError(err).message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** Stops and starts the processes (they read the access at start); resolves once they serve. */
+  private async replaceProcesses(timeoutMs: number): Promise<void> {
+    const proxy = this.proxy;
+    if (!proxy) return;
+    proxy.send({ type: 'credentials.changed' });
+    const s = await waitFor(
+      proxy,
+      (x) =>
+        x.status !== 'active' || x.matches('failed') || (x.matches('running') && !x.context.credentialsStale),
+      { timeout: timeoutMs },
+    );
+    if (!s.matches('running')) throw new Error(`the proxy is ${JSON.stringify(s.value)}`);
+  }
+
+  /** At the next login's expiry the configs are rendered without it and reloaded (no restart). */
+  private scheduleExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    const at = nextExpiry(this.access, Date.now());
+    if (at === null || this.stopped) return;
+    // setTimeout takes at most 2^31-1 ms: a far expiry is looked at again later
+    this.expiryTimer = setTimeout(
+      () => {
+        if (this.stopped) return;
+        this.log.info('a login expired; the proxy reloads without it');
+        this.setAccess(this.access).catch((err: unknown) => {
+          this.log.warn({ err: coerceError(err) }, 'an expired login not dropped; replacing the proxy');
+          void this.replaceProcesses(15_000).catch(() => undefined);
+        });
+      },
+      Math.min(Math.max(0, at - Date.now()) + 50, 2_000_000_000),
+    );
+    this.expiryTimer.unref();
+  }
+
   /** Re-apply routing now (the egress guard saw the port fail). */
   reapplyRouting(): void {
     this.routing?.send({ type: 'link.changed' });
@@ -338,6 +536,7 @@ export class ModemDataPlane {
   /** Reverse order: the proxy, then its routing. Idempotent. */
   async stop(): Promise<void> {
     this.stopped = true;
+    clearTimeout(this.expiryTimer);
     const proxy = this.proxy;
     const routing = this.routing;
     this.proxy = undefined;
@@ -367,6 +566,30 @@ export class ModemDataPlane {
     } catch (err) {
       this.log.warn({ err: coerceError(err) }, 'removing the routing failed');
     }
+    await this.removeKernelAccess();
+    this.written.clear();
     await rm(this.configFile(), { force: true });
+    await rm(this.openConfigFile(), { force: true });
+  }
+
+  private async removeKernelAccess(): Promise<void> {
+    const nsOptions = { netns: this.options.netns };
+    try {
+      if (this.shaped !== null) await removeShaping(this.iface, this.ifb, nsOptions);
+      this.shaped = null;
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'lifting the speed limits failed');
+    }
+    if (this.accessListed)
+      await removeAccessList(this.allocation.slot, nsOptions).then(
+        () => (this.accessListed = false),
+        (err: unknown) => this.log.warn({ err: coerceError(err) }, 'removing the allowlist table failed'),
+      );
   }
 }
+
+/** tinyproxy at LogLevel Notice says this on stdout when a SIGUSR1 reload took effect (or not). */
+const TINYPROXY_RELOAD = { done: 'Reloading config file finished', failed: 'Reloading config file failed' };
+
+const sameLimits = (a: SpeedLimits, b: SpeedLimits): boolean =>
+  a.downloadKbps === b.downloadKbps && a.uploadKbps === b.uploadKbps;

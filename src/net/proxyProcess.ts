@@ -35,6 +35,15 @@ export interface ProxyProcessOptions {
   secrets?: readonly string[] | undefined;
   readyTimeoutMs?: number;
   stopTimeoutMs?: number;
+  /**
+   * How a reload (SIGUSR1) shows it took effect: lines on stdout (tinyproxy, with no LogFile, logs
+   * there: "Reloading config file finished" or "... failed!"); `reload()` waits for one. Without it (3proxy, which says
+   * nothing) `reload()` waits `reloadSettleMs` (3proxy re-reads its config in ~15 ms).
+   */
+  reloadLog?: { done: string; failed: string } | undefined;
+  reloadSettleMs?: number | undefined;
+  /** The program re-reads a configuration on SIGUSR1 (3proxy, tinyproxy); microsocks would die of it. */
+  reloads?: boolean | undefined;
   log?: Logger;
 }
 
@@ -54,6 +63,9 @@ const MAX_STDERR = 4096;
 export class ProxyProcess {
   private child: Child | undefined;
   private stderr = '';
+  /** stderr's unfinished last line, and the reload outcomes seen on it so far. */
+  private partial = '';
+  private readonly reloads = { done: 0, failed: 0 };
   private exit: Promise<ProxyExit> | undefined;
   private readonly log: Logger;
 
@@ -88,16 +100,30 @@ export class ProxyProcess {
           detached: true,
           cleanup: false,
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
         })
       : spawnChild(program, programArgs, {
           detached: true, // its own process group: the whole group is signalled
           cleanup: false, // we stop it ourselves, group and all
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
           user: user ?? 'self',
         });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);
+    });
+    // tinyproxy logs to stdout once its logging is up (its reload notices among them)
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      const marks = this.options.reloadLog;
+      if (!marks) return;
+      const lines = (this.partial + text).split('\n');
+      this.partial = (lines.pop() ?? '').slice(-MAX_STDERR);
+      for (const line of lines) {
+        if (line.includes(marks.done)) this.reloads.done++;
+        else if (line.includes(marks.failed)) this.reloads.failed++;
+      }
     });
     this.exit = child.then((r) => ({
       code: r.exitCode,
@@ -157,9 +183,36 @@ export class ProxyProcess {
       );
   }
 
-  /** SIGUSR1: 3proxy re-reads its configuration (a new egress address after a rotation). */
-  reload(): void {
-    if (this.child?.pid) process.kill(this.child.pid, 'SIGUSR1');
+  /**
+   * SIGUSR1: 3proxy and tinyproxy re-read their configuration (a new egress address, logins, an
+   * allowlist); open connections live on. Resolves once the reload took effect (see `reloadLog`);
+   * rejects `proxy_reload_failed` when the program kept its old configuration, `proxy_not_reloaded`
+   * when it said nothing in time. A process not running, or a program without reload (`reloads`),
+   * resolves at once (a start reads the file; microsocks has no file).
+   */
+  async reload(timeoutMs = 3_000): Promise<void> {
+    const pid = this.child?.pid;
+    if (pid === undefined || this.options.reloads !== true) return;
+    const before = { ...this.reloads };
+    process.kill(pid, 'SIGUSR1');
+    const name = basename(this.options.argv[0]);
+    if (!this.options.reloadLog) return sleep(this.options.reloadSettleMs ?? 0);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.reloads.failed > before.failed)
+        throw new ModemfleetError(
+          'proxy_reload_failed',
+          `${name} kept its old configuration: ${this.stderr.trim().slice(-300)}`,
+        );
+      if (this.reloads.done > before.done) return;
+      if (this.child?.pid !== pid) return; // stopped meanwhile: its replacement reads the file
+      if (Date.now() > deadline)
+        throw new ModemfleetError(
+          'proxy_not_reloaded',
+          `${name} did not confirm a reload within ${timeoutMs} ms (${this.reloads.done} before)`,
+        );
+      await sleep(5);
+    }
   }
 
   /** SIGTERM to the process group, SIGKILL after `stopTimeoutMs`; removes the pid file. Idempotent. */
