@@ -1,4 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
+import { v4Number, v6Bits } from './net/nftRuleset.js';
 
 /**
  * What a modem's proxy lets in besides its own login (the allocation's, rotated by the credentials
@@ -60,23 +61,6 @@ export const liveLogins = (access: ProxyAccess, nowMs: number): ServedLogin[] =>
 export function nextExpiry(access: ProxyAccess, nowMs: number): number | null {
   const times = liveLogins(access, nowMs).flatMap((l) => (l.expiresAtMs === null ? [] : [l.expiresAtMs]));
   return times.length ? Math.min(...times) : null;
-}
-
-const v4Number = (address: string): number =>
-  address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
-
-function v6Bits(address: string): bigint {
-  let text = address;
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4?.[1]) {
-    const n = v4Number(v4[1]);
-    text = `${text.slice(0, -v4[1].length)}${(n >>> 16).toString(16)}:${(n & 0xffff).toString(16)}`;
-  }
-  const [head = '', tail] = text.split('::');
-  const left = head ? head.split(':') : [];
-  const right = tail ? tail.split(':') : [];
-  const groups = [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  return groups.reduce((n, g) => (n << 16n) | BigInt(parseInt(g || '0', 16)), 0n);
 }
 
 /**

@@ -174,11 +174,13 @@ export function checkIfname(value: unknown, where: Where, wildcard = false): str
   return value;
 }
 
-function v4Number(address: string): number {
+/** An IPv4 address as a number. */
+export function v4Number(address: string): number {
   return address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
 }
 
-function v6Bits(address: string): bigint {
+/** An IPv6 address (`::` and an IPv4 tail allowed) as 128 bits. */
+export function v6Bits(address: string): bigint {
   // expand :: and an embedded IPv4 tail, then read 8 groups of 16 bits
   let text = address;
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
