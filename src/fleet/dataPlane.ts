@@ -4,8 +4,10 @@ import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { proxyMachine, type ProxyConfig } from '../../machines/proxyMachine.js';
 import { routingMachine, type RoutingConfig } from '../../machines/routingMachine.js';
 import type { Logger } from '../log.js';
+import type { LeftModem } from '../net/leftProxies.js';
 import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '../net/proxyConfig.js';
 import { ProxyProcess } from '../net/proxyProcess.js';
+import { listening, processAlive, proxyFingerprint, type ProxyRecordMeta } from '../net/proxyRecord.js';
 import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
 import type { Allocation } from '../store/types.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
@@ -52,6 +54,32 @@ export interface DataPlaneOptions {
   routingConfig?: Partial<RoutingConfig> | undefined;
   /** The `ip` program and its timeout per call (default `ip` from PATH, 5 s). */
   ip?: { bin?: string; timeoutMs?: number } | undefined;
+  /** How often an adopted proxy (not our child) is checked for life (default 1 s). */
+  adoptedPollMs?: number | undefined;
+}
+
+/**
+ * A modem's proxy a previous run left serving (src/fleet/handover.ts), claimed by its data plane:
+ * adopted when it is what this run would start, else killed before anything starts.
+ */
+export interface LeftProxy {
+  readonly modem: LeftModem;
+  /** The previous run's admission of its uid is not needed any more (this data plane admitted it). */
+  release(): Promise<void>;
+  /** Not adopted: its processes are stopped, their pid files removed, its admission released. */
+  kill(reason: string): Promise<void>;
+}
+
+/** What this data plane would start: the processes, the config text, the record for the next run. */
+interface ProxyPlan {
+  processes: {
+    name: string;
+    argv: [string, ...string[]];
+    ports: { host: string; port: number }[];
+    secrets?: string[];
+  }[];
+  config: string;
+  meta: ProxyRecordMeta;
 }
 
 /** What a data plane needs of the host's egress policy (`EgressPolicy`). */
@@ -80,6 +108,8 @@ export class ModemDataPlane {
   private processes: ProxyProcess[] = [];
   private address: string;
   private stopped = false;
+  /** Handed over to the next run: what runs stays running. */
+  private handedOver = false;
   private admitted = false;
   private readonly log: Logger;
 
@@ -91,6 +121,8 @@ export class ModemDataPlane {
     address: string,
     private readonly hooks: DataPlaneHooks,
     log: Logger,
+    /** The proxy a previous run left for this modem, and when its routing may be touched. */
+    private left?: { proxy: LeftProxy | undefined; settled: Promise<void> },
   ) {
     this.address = address;
     this.log = log.child({ component: 'dataplane' });
@@ -141,13 +173,19 @@ export class ModemDataPlane {
   start(): void {
     if (this.options.routing === false) return this.startProxy();
     const ipOptions = { ...this.options.ip, netns: this.options.netns };
+    // a previous run's proxy for this modem being put away (its routing removed) is waited for
+    const settled = this.left?.settled ?? Promise.resolve();
     this.routing = createActor(
       routingMachine.provide({
         actors: {
-          applyRouting: fromPromise(({ input }) =>
-            applyRoute(this.route(input.address), ipOptions, input.previousAddress),
-          ),
-          verifyRouting: fromPromise(({ input }) => verifyRoute(this.route(input.address), ipOptions)),
+          applyRouting: fromPromise(async ({ input }) => {
+            await settled;
+            await applyRoute(this.route(input.address), ipOptions, input.previousAddress);
+          }),
+          verifyRouting: fromPromise(async ({ input }) => {
+            await settled;
+            return verifyRoute(this.route(input.address), ipOptions);
+          }),
           removeRouting: fromPromise(() => removeRoute(this.route(this.address), ipOptions)),
         },
         actions: {
@@ -164,6 +202,8 @@ export class ModemDataPlane {
         input: {
           address: this.address,
           ...(this.options.routingConfig ? { config: this.options.routingConfig } : {}),
+          // a proxy left serving has its routing in place: read back before touching it
+          verifyFirst: this.left?.proxy !== undefined,
         },
       },
     );
@@ -185,6 +225,9 @@ export class ModemDataPlane {
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
             for (const p of this.processes) p.reload();
+            // the next run compares its own plan with this one
+            const meta = this.plan(input.egress).meta;
+            for (const p of this.processes) await p.updateRecord(meta);
           }),
           stopProxy: fromPromise(() => this.stopProcesses()),
         },
@@ -199,12 +242,14 @@ export class ModemDataPlane {
     return join(this.options.runDir, `${this.imei}.${this.options.backend === '3proxy' ? 'cfg' : 'conf'}`);
   }
 
+  private configText(egress: string): string {
+    return this.options.backend === '3proxy'
+      ? render3proxy(this.spec(egress))
+      : renderTinyproxy(this.spec(egress));
+  }
+
   private async writeConfig(egress: string): Promise<void> {
-    const text =
-      this.options.backend === '3proxy'
-        ? render3proxy(this.spec(egress))
-        : renderTinyproxy(this.spec(egress));
-    await writeFile(this.configFile(), text, { mode: 0o600 });
+    await writeFile(this.configFile(), this.configText(egress), { mode: 0o600 });
     // the proxy reads it under its own uid; nobody else may (it holds the password)
     if (this.uid !== undefined) await chown(this.configFile(), this.uid, this.uid);
   }
@@ -217,56 +262,140 @@ export class ModemDataPlane {
       : undefined;
   }
 
-  private async startProcesses(egress: string): Promise<void> {
-    await this.stopProcesses();
-    const gated = this.gated;
-    if (gated && !this.admitted) {
-      // before the proxy runs: until then its uid reaches nothing (fail closed)
-      await gated.gate.admit(gated.uid, this.iface);
-      this.admitted = true;
-    }
-    // proxies running under their own uid read their config here: the directory (and its parents)
-    // must let them through, as the state dir does for the embedded PostgreSQL
-    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
-    await this.writeConfig(egress);
+  /** The processes this data plane starts for `egress`, and what their pid files record. */
+  private plan(egress: string): ProxyPlan {
     const s = this.spec(egress);
-    const base = {
-      runDir: this.options.runDir,
-      netns: this.options.netns,
-      log: this.log,
-      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
-    };
-    const processes =
+    const processes: ProxyPlan['processes'] =
       this.options.backend === '3proxy'
         ? [
-            new ProxyProcess({
-              ...base,
+            {
               name: `${this.imei}-3proxy`,
               argv: [this.options.threeProxyPath ?? '3proxy', this.configFile()],
               ports: [
                 { host: '127.0.0.1', port: s.httpPort },
                 { host: '127.0.0.1', port: s.socksPort },
               ],
-            }),
+            },
           ]
         : [
-            new ProxyProcess({
-              ...base,
+            {
               name: `${this.imei}-socks`,
               argv: ['microsocks', ...microsocksArgs(s)],
               ports: [{ host: '127.0.0.1', port: s.socksPort }],
               // microsocks blanks -P at start: once ready, its /proc/PID/cmdline must not show it
               secrets: [s.password],
-            }),
-            new ProxyProcess({
-              ...base,
+            },
+            {
               name: `${this.imei}-http`,
               argv: ['tinyproxy', '-d', '-c', this.configFile()],
               ports: [{ host: '127.0.0.1', port: s.httpPort }],
-            }),
+            },
           ];
+    const config = this.configText(egress);
+    const routed = this.options.routing !== false;
+    return {
+      processes,
+      config,
+      meta: {
+        imei: this.imei,
+        fingerprint: proxyFingerprint({
+          argvs: processes.map((p) => p.argv),
+          config,
+          uid: this.uid,
+          netns: this.options.netns,
+        }),
+        egress,
+        iface: routed ? this.iface : undefined,
+        uid: this.uid,
+        table: routed ? this.allocation.routingTable : undefined,
+        priority: routed ? this.options.rulePriorityBase + 2 * this.allocation.slot : undefined,
+        members: processes.map((p) => p.name),
+      },
+    };
+  }
+
+  private async startProcesses(egress: string): Promise<void> {
+    await this.stopProcesses();
+    const gated = this.gated;
+    const plan = this.plan(egress);
+    // proxies running under their own uid read their config here: the directory (and its parents)
+    // must let them through, as the state dir does for the embedded PostgreSQL
+    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
+    const base = {
+      runDir: this.options.runDir,
+      netns: this.options.netns,
+      log: this.log,
+      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
+      record: plan.meta,
+      pollMs: this.options.adoptedPollMs,
+    };
+    const left = this.left?.proxy;
+    if (this.left) this.left = { ...this.left, proxy: undefined };
+    if (left) {
+      const problem = await this.adoptionProblem(left.modem, plan);
+      if (problem === null) {
+        if (gated && !this.admitted) {
+          await gated.gate.admit(gated.uid, this.iface);
+          this.admitted = true;
+        }
+        await left.release();
+        // the same text it was started with (3proxy re-reads it on SIGUSR1)
+        await this.writeConfig(egress);
+        const processes: ProxyProcess[] = [];
+        for (const [i, p] of plan.processes.entries()) {
+          const was = left.modem.processes[i];
+          if (was) processes.push(await ProxyProcess.adopt({ ...base, ...p }, was));
+        }
+        this.processes = processes;
+        this.log.info(
+          { pids: processes.map((p) => p.pid), egress },
+          "adopted the previous run's proxy: its connections live on",
+        );
+        return this.watch(processes);
+      }
+      this.log.info({ problem }, 'replacing the proxy the previous run left: it is not what this run starts');
+      await left.kill(problem);
+    }
+    if (gated && !this.admitted) {
+      // before the proxy runs: until then its uid reaches nothing (fail closed)
+      await gated.gate.admit(gated.uid, this.iface);
+      this.admitted = true;
+    }
+    await this.writeConfig(egress);
+    const processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
     this.processes = processes;
     for (const p of processes) await p.start();
+    this.watch(processes);
+  }
+
+  /**
+   * Why a left proxy cannot be adopted (null: it can): it must have been started with exactly what
+   * this run starts (the fingerprint: address, ports, credentials, config, uid), on this link, and
+   * every process must still run and listen.
+   */
+  private async adoptionProblem(left: LeftModem, plan: ProxyPlan): Promise<string | null> {
+    if (left.egress !== plan.meta.egress)
+      return `it egresses from ${left.egress}, the modem has ${plan.meta.egress} now`;
+    if (left.fingerprint !== plan.meta.fingerprint)
+      return 'it was started with other settings (credentials, ports, uid or config changed)';
+    if (left.iface !== plan.meta.iface) return `it was set up on link ${left.iface ?? 'none'}`;
+    if (left.processes.map((p) => p.name).join(',') !== plan.meta.members.join(','))
+      return 'its processes are not the ones this backend runs';
+    for (const p of left.processes) {
+      if (!(await processAlive(p.pid, p.start))) return `${p.name} (pid ${p.pid}) is gone`;
+      for (const port of p.ports)
+        if (!(await listening(p.pid, port))) return `${p.name} does not listen on port ${port}`;
+    }
+    return null;
+  }
+
+  /** An exit of a process still serving is the proxy machine's `proxy.exited`. */
+  private watch(processes: ProxyProcess[]): void {
+    // handed over while these started: they stay for the next run, nothing here holds them
+    if (this.handedOver) {
+      for (const p of processes) p.detach();
+      return;
+    }
     for (const p of processes)
       void p.exited().then((exit) => {
         if (!this.processes.includes(p)) return;
@@ -335,13 +464,49 @@ export class ModemDataPlane {
     return this.processes.flatMap((p) => (p.pid === undefined ? [] : [p.pid]));
   }
 
+  /** Adopted from the previous run: every process of the proxy now is one it left (tests). */
+  get adopted(): boolean {
+    return this.processes.length > 0 && this.processes.every((p) => p.isAdopted);
+  }
+
+  /**
+   * The supervisor hands over to the next run: the actors stop here, but what they set up stays
+   * as it is: the proxy processes keep serving (their pid files record what the next run checks),
+   * the routing stays applied and the uid admitted, the config file stays. Nothing here holds the
+   * processes any more. Idempotent.
+   */
+  handover(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.handedOver = true;
+    const proxy = this.proxy;
+    const routing = this.routing;
+    this.proxy = undefined;
+    this.routing = undefined;
+    // effects in flight finish on their own (a proxy starting now is detached once started)
+    proxy?.stop();
+    routing?.stop();
+    const processes = this.processes;
+    this.processes = [];
+    for (const p of processes) p.detach();
+    this.log.info({ pids: processes.map((p) => p.pid) }, 'proxy handed over to the next run');
+  }
+
   /** Reverse order: the proxy, then its routing. Idempotent. */
   async stop(): Promise<void> {
+    if (this.handedOver) return;
     this.stopped = true;
     const proxy = this.proxy;
     const routing = this.routing;
     this.proxy = undefined;
     this.routing = undefined;
+    // a previous run's proxy never claimed (the modem went offline first) goes too
+    const left = this.left?.proxy;
+    if (this.left) this.left = { ...this.left, proxy: undefined };
+    if (left)
+      await left.kill('its modem went offline before it was adopted').catch((err: unknown) => {
+        this.log.warn({ err: coerceError(err) }, "stopping the previous run's proxy failed");
+      });
     try {
       if (proxy) {
         proxy.send({ type: 'stop' });
