@@ -488,8 +488,9 @@ export class ModemDataPlane {
     routing?.stop();
     const processes = this.processes;
     this.processes = [];
+    const pids = processes.map((p) => p.pid);
     for (const p of processes) p.detach();
-    this.log.info({ pids: processes.map((p) => p.pid) }, 'proxy handed over to the next run');
+    this.log.info({ pids }, 'proxy handed over to the next run');
   }
 
   /** Reverse order: the proxy, then its routing. Idempotent. */
