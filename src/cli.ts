@@ -19,6 +19,7 @@ import { DEFAULT_ECHO_LISTEN, runEcho } from './echo.js';
 import { TIMING_NAMES, type TimingName } from './sim/profiles.js';
 import { runSim } from './sim/simCommand.js';
 import { createRootLogger, type Logger } from './log.js';
+import { stopLeftProxies } from './net/leftProxies.js';
 import { migrate } from './store/migrate.js';
 import { COMMAND_KINDS, type CommandKind } from './store/types.js';
 import { withSystem, type SystemOptions } from './system.js';
@@ -92,6 +93,20 @@ const COMMANDS: Record<string, CommandSpec> = {
     run: async ({ values }) => {
       // the daemon logs JSON lines to stdout (journald)
       return runDaemon(config(values), createRootLogger());
+    },
+  },
+  'stop-proxies': {
+    summary:
+      'stop the proxies a supervisor handed over (SIGTERM) while none runs, with their routing and the egress policy',
+    usage: 'stop-proxies [--config FILE]',
+    options: configOption,
+    run: async ({ values, log }) => {
+      const dataPlane = config(values).dataPlane;
+      const out = dataPlane
+        ? await stopLeftProxies(dataPlane.runDir, { netns: dataPlane.netns, log })
+        : { stopped: 0, routes: 0 };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
     },
   },
   demo: {

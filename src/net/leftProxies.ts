@@ -1,7 +1,12 @@
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
+import { ModemfleetError } from '../util/errors.js';
+import { EGRESS_TABLE } from './egressPolicy.js';
 import { ipJson, type IpOptions } from './ip.js';
+import { deleteTable } from './nft.js';
+import { removeRoute } from './routing.js';
+import { runDirHolder } from './runDirLock.js';
 import {
   isProxy,
   listening,
@@ -144,4 +149,56 @@ async function groupProblem(records: ProxyRecord[], options: FindLeftOptions): P
       return `${first.egress} is not on ${first.iface} any more`;
   }
   return null;
+}
+
+/**
+ * The full stop of what a supervisor left serving, while none runs (`modemfleet stop-proxies`):
+ * every process a pid file of `runDir` names that is still that proxy program is stopped with its
+ * group (SIGTERM, then SIGKILL), its routing (from its record) removed, its pid file and config
+ * removed, and the egress policy table deleted. Refused (`supervisor_running`) while a supervisor
+ * uses the run dir: it would restart them, or they would be pulled from under it.
+ */
+export async function stopLeftProxies(
+  runDir: string,
+  options: { netns?: string | undefined; ip?: IpOptions | undefined; log?: Logger | undefined } = {},
+): Promise<{ stopped: number; routes: number }> {
+  const log = options.log ?? silentLogger;
+  const holder = await runDirHolder(runDir);
+  if (holder !== undefined)
+    throw new ModemfleetError(
+      'supervisor_running',
+      `a modemfleet supervisor (pid ${holder}) uses ${runDir}: stop it (systemctl stop modemfleet stops its proxies too) instead`,
+    );
+  let files: string[] = [];
+  try {
+    files = (await readdir(runDir)).filter((f) => f.endsWith('.pid'));
+  } catch {
+    // no run dir: nothing was left
+  }
+  const ipOptions = { ...options.ip, netns: options.netns };
+  const routes = new Map<string, { table: number; priority: number }>();
+  const imeis = new Set<string>();
+  let stopped = 0;
+  for (const f of files) {
+    const path = join(runDir, f);
+    const file = parsePidFile(await readFile(path, 'utf8').catch(() => ''));
+    const record = file?.record;
+    if (record?.table !== undefined && record.priority !== undefined)
+      routes.set(`${record.table}/${record.priority}`, { table: record.table, priority: record.priority });
+    if (record) imeis.add(record.imei);
+    if (file && (await isProxy(file.pid, file.program))) {
+      const start = record?.start ?? (await procStat(file.pid))?.start;
+      if (start !== undefined && (await processAlive(file.pid, start))) {
+        await stopProcess(file.pid, start);
+        stopped++;
+        log.info({ pid: file.pid, program: file.program }, 'stopped a proxy left serving');
+      }
+    }
+    await rm(path, { force: true });
+  }
+  for (const imei of imeis)
+    for (const ext of ['cfg', 'conf']) await rm(join(runDir, `${imei}.${ext}`), { force: true });
+  for (const route of routes.values()) await removeRoute(route, ipOptions);
+  await deleteTable('inet', EGRESS_TABLE, { netns: options.netns });
+  return { stopped, routes: routes.size };
 }

@@ -23,7 +23,8 @@ import { until, type UntilOptions } from '../helpers/until.js';
  * downloads complete with every byte, the same proxy processes serve on (adopted, not restarted),
  * the modems are online again, and an adopted proxy that is killed is restarted. A proxy whose
  * recorded settings no longer match (its credentials rotated while the supervisor was down) is
- * replaced, and one whose modem is gone is killed; SIGINT is the full stop.
+ * replaced, and one whose modem is gone is killed; SIGINT is the full stop, and so is
+ * `modemfleet stop-proxies` once the supervisor has handed over and is gone.
  */
 
 const N = 3;
@@ -154,6 +155,14 @@ function daemon(): Daemon {
   let out = '';
   child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
   return { child, output: () => out };
+}
+
+/** `modemfleet stop-proxies` on the daemon's configuration. */
+function stopProxies(): ResultPromise {
+  return execa('node', ['bin/modemfleet.js', 'stop-proxies', '--config', join(dir, 'config.json')], {
+    reject: false,
+    env: { MODEMFLEET_HOST_ID: 'handover-host', MODEMFLEET_STATE_DIR: join(dir, 'state') },
+  });
 }
 
 /** A daemon's exit after `signal`: code 0, and what it logged. */
@@ -426,7 +435,21 @@ describe('supervisor restart under load (SIGTERM hands over, the next run adopts
     expect(rules.filter((r) => r.priority === 1000 + 2 * gone.slot)).toEqual([]);
     expect(await proxyPids()).toHaveLength(4);
 
-    await stopWith(second, 'SIGINT');
+    // the full stop of what a supervisor handed over, while none runs: refused while one does
+    const refused = await stopProxies();
+    expect(refused.exitCode).toBe(1);
+    expect(String(refused.stderr)).toMatch(/a modemfleet supervisor \(pid \d+\) uses/);
+    expect(await proxyPids()).toHaveLength(4);
+    await stopWith(second, 'SIGTERM');
+    expect(await proxyPids()).toHaveLength(4);
+    const stopped = await stopProxies();
+    expect({ code: stopped.exitCode, out: JSON.parse(String(stopped.stdout)) as unknown }).toEqual({
+      code: 0,
+      out: { stopped: 4, routes: 2 },
+    });
     expect(await proxyPids()).toEqual([]);
+    const left = await ipJson<{ priority?: number }>(['rule', 'show'], { netns: net.farm });
+    for (const m of [rotated, kept]) expect(left.filter((r) => r.priority === 1000 + 2 * m.slot)).toEqual([]);
+    expect(await readTable('inet', EGRESS_TABLE, { netns: net.farm })).toBeNull();
   }, 360_000);
 });
