@@ -1,4 +1,4 @@
-import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename, join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
@@ -7,9 +7,7 @@ import { ModemfleetError } from '../util/errors.js';
 import { settlesWithin, sleep } from '../util/time.js';
 import {
   formatPidFile,
-  isProxy,
   listening,
-  parsePidFile,
   procStat,
   processAlive,
   stopProcess,
@@ -78,6 +76,8 @@ export class ProxyProcess {
   private adopted: { pid: number; start: number } | undefined;
   private startTime: number | undefined;
   private poll: NodeJS.Timeout | undefined;
+  /** Handed over to the next run: nothing here touches it (nor its pid file) any more. */
+  private detached = false;
   private stderr = '';
   private exit: Promise<ProxyExit> | undefined;
   private readonly log: Logger;
@@ -137,7 +137,7 @@ export class ProxyProcess {
   }
 
   async start(): Promise<void> {
-    if (this.child || this.adopted) return;
+    if (this.child || this.adopted || this.detached) return;
     const [program, ...programArgs] = this.options.argv;
     const { netns, user } = this.options;
     // `ip netns exec` needs our capabilities (setns), so inside a namespace the uid and every
@@ -258,6 +258,7 @@ export class ProxyProcess {
    * fails and nothing else happens.
    */
   detach(): void {
+    this.detached = true;
     clearInterval(this.poll);
     this.poll = undefined;
     this.adopted = undefined;
@@ -270,6 +271,7 @@ export class ProxyProcess {
 
   /** SIGTERM to the process group, SIGKILL after `stopTimeoutMs`; removes the pid file. Idempotent. */
   async stop(): Promise<void> {
+    if (this.detached) return;
     const adopted = this.adopted;
     if (adopted) {
       this.adopted = undefined;
@@ -321,32 +323,4 @@ export function accepts(host: string, port: number, timeoutMs = 500): Promise<bo
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
-}
-
-/**
- * Start-up sweep: every process named in a pid file of `runDir` that is still one of our proxy
- * programs is killed with its group, and the pid files removed. Run before any proxy starts, so that
- * an instance left by a crashed supervisor never shares a port with its replacement.
- */
-export async function sweepProxies(runDir: string, log: Logger = silentLogger): Promise<number> {
-  let files: string[];
-  try {
-    files = (await readdir(runDir)).filter((f) => f.endsWith('.pid'));
-  } catch {
-    return 0;
-  }
-  let killed = 0;
-  for (const f of files) {
-    const path = join(runDir, f);
-    const file = parsePidFile(await readFile(path, 'utf8').catch(() => ''));
-    const pid = file?.pid ?? 0;
-    const program = file?.program;
-    if (file && (await isProxy(pid, program))) {
-      signalGroup(pid, 'SIGKILL');
-      killed++;
-      log.warn({ pid, program, pidFile: f }, 'killed a proxy left by a previous run');
-    }
-    await rm(path, { force: true });
-  }
-  return killed;
 }

@@ -205,14 +205,16 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
 
 /**
  * Stops a process that is not our child (one left by a previous run): SIGTERM to its group, SIGKILL
- * after `timeoutMs`, each only while that very process (pid and start time) still runs, so a reused
+ * after `timeoutMs` (0: SIGKILL at once), each only while that very process (pid and start time) still runs, so a reused
  * pid is never signalled. Resolves once it is gone (or a zombie); false when it outlived the SIGKILL.
  */
 export async function stopProcess(pid: number, start: number, timeoutMs = 3_000): Promise<boolean> {
-  for (const [signal, waitMs] of [
+  const steps: [NodeJS.Signals, number][] = [
     ['SIGTERM', timeoutMs],
     ['SIGKILL', 2_000],
-  ] as const) {
+  ];
+  // 0: SIGKILL at once (what the start-up check does to what it does not keep)
+  for (const [signal, waitMs] of timeoutMs > 0 ? steps : steps.slice(1)) {
     if (!(await processAlive(pid, start))) return true;
     signalGroup(pid, signal);
     const deadline = Date.now() + waitMs;

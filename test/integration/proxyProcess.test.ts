@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { microsocksArgs, renderTinyproxy, type ProxySpec } from '../../src/net/proxyConfig.js';
 import { findLeftProxies } from '../../src/net/leftProxies.js';
-import { ProxyProcess, accepts, cmdlineHolds, sweepProxies } from '../../src/net/proxyProcess.js';
+import { ProxyProcess, accepts, cmdlineHolds } from '../../src/net/proxyProcess.js';
 import { processAlive, type ProxyRecordMeta } from '../../src/net/proxyRecord.js';
 import { freePort } from '../../src/util/ports.js';
 import { ignoreTimeout, until } from '../helpers/until.js';
@@ -137,7 +137,7 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     expect(await accepts(s.listen, s.socksPort)).toBe(false);
   });
 
-  it('start-up sweep: an instance left by a crashed supervisor is killed before anything starts', async () => {
+  it('start-up check: an instance an older version left (a pid file without record) is killed before anything starts', async () => {
     const s = await spec('127.0.10.16');
     // a supervisor that died without stopping its proxy: the process and its pid file remain
     const orphan = execa('microsocks', microsocksArgs(s), { detached: true, reject: false, cleanup: false });
@@ -147,7 +147,7 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     await until(() => accepts(s.listen, s.socksPort), { timeoutMs: 2_000, intervalMs: 20 }).catch(
       ignoreTimeout,
     );
-    expect(await sweepProxies(dir)).toBe(1);
+    expect(await findLeftProxies(dir, { checkLink: false })).toEqual({ modems: [], killed: 1 });
     const result = await orphan;
     expect(result.signal).toBe('SIGKILL');
     expect(await readdir(dir)).toEqual([]);
