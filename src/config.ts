@@ -21,6 +21,12 @@ import { DEFAULT_MODEM_CONFIG, type ModemConfig } from '../machines/modemTypes.j
 export interface Config {
   stateDir: string;
   databaseUrl: string | undefined;
+  /**
+   * A direct (session) connection for LISTEN when `databaseUrl` goes through a transaction-mode
+   * pooler (PgBouncer); the pool then also goes without named prepared statements. Unset: LISTEN
+   * uses `databaseUrl`.
+   */
+  databaseListenUrl: string | undefined;
   embeddedPort: number;
   hostId: string;
   apiToken: string | undefined;
@@ -111,6 +117,7 @@ export const DEFAULT_EMBEDDED_PORT = 54329;
 const FILE_KEYS = [
   'stateDir',
   'databaseUrl',
+  'databaseListenUrl',
   'embeddedPort',
   'hostId',
   'threeProxyPath',
@@ -247,6 +254,11 @@ function policy(value: unknown, problems: string[]): Policy {
     const n = int(v, `policy.${key}`, problems, 1, 2_147_483_647);
     if (n !== undefined) out[key as keyof Policy] = n;
   }
+  // a live host must never look dead between two heartbeats
+  if (out.hostDeadAfterMs < 3 * out.hostHeartbeatMs)
+    problems.push(
+      `policy.hostDeadAfterMs: must be at least 3 × policy.hostHeartbeatMs (${3 * out.hostHeartbeatMs})`,
+    );
   return out;
 }
 
@@ -546,6 +558,11 @@ export function loadConfig(
     (options.mode === 'demo' ? './var' : '/var/lib/modemfleet');
   const databaseUrl =
     str(env['DATABASE_URL'], 'DATABASE_URL', problems) ?? str(file['databaseUrl'], 'databaseUrl', problems);
+  const databaseListenUrl =
+    str(env['DATABASE_LISTEN_URL'], 'DATABASE_LISTEN_URL', problems) ??
+    str(file['databaseListenUrl'], 'databaseListenUrl', problems);
+  if (databaseListenUrl !== undefined && databaseUrl === undefined)
+    problems.push('databaseListenUrl: goes with DATABASE_URL (the embedded server needs no pooler)');
   const embeddedPort =
     int(env['MODEMFLEET_PG_PORT'], 'MODEMFLEET_PG_PORT', problems, 1024, 65535) ??
     int(file['embeddedPort'], 'embeddedPort', problems, 1024, 65535) ??
@@ -577,6 +594,7 @@ export function loadConfig(
   const config: Config = {
     stateDir: resolve(stateDir),
     databaseUrl,
+    databaseListenUrl,
     embeddedPort,
     hostId,
     apiToken,

@@ -8,6 +8,7 @@ import type { Logger } from './log.js';
 import type { Store } from './store/store.js';
 import { openSystem } from './system.js';
 import { findProgram } from './util/fs.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { shutdownSignal } from './util/signals.js';
 import { Inspector, inspectorLimits } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
@@ -66,7 +67,7 @@ async function dataPlaneOptions(
     threeProxyPath,
     listen: d.listen,
     prefix: d.prefix,
-    runDir: d.runDir,
+    runDir: await proxyRunDir(d.runDir, d.proxyUidBase !== undefined, log),
     dns: d.dns,
     rulePriorityBase: d.rulePriorityBase,
     proxyUidBase: d.proxyUidBase,
@@ -166,6 +167,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     application: 'modemfleet',
     max: 8,
     migrations: 'apply',
+    checkListen: true,
     // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever
     embedded: {
       supervise: {

@@ -11,6 +11,7 @@ import { openSystem } from './system.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
 import { findProgram } from './util/fs.js';
 import { CAP, canChangeUser, hasCapability } from './process/run.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { shutdownSignal } from './util/signals.js';
 import { databaseStep, modemsLine, terminalProgress } from './util/progress.js';
 import { sleep } from './util/time.js';
@@ -130,7 +131,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
         threeProxyPath: proxy.path,
         listen: '127.0.0.1',
         prefix: 32,
-        runDir: join(demoDir, 'run'),
+        runDir: await proxyRunDir(join(demoDir, 'run'), isolated, log),
         dns: [],
         rulePriorityBase: 1_000,
         ...(isolated

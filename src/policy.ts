@@ -15,8 +15,16 @@ export interface Policy {
   /** Health samples are written together this often; at most this many wait for the database. */
   healthFlushMs: number;
   healthMaxBuffered: number;
-  /** The host's heartbeat row (other hosts count it gone after 60 s without one). */
+  /**
+   * The host's heartbeat row, written this often; the farm's liveness sweep (one host, under the
+   * `farm` lease) runs as often.
+   */
   hostHeartbeatMs: number;
+  /**
+   * A host whose heartbeat is older than this is dead: its modems are shown `stale` and their
+   * commands fail with `host_unavailable` (within this plus one sweep: 70 s by default).
+   */
+  hostDeadAfterMs: number;
   /** A command not answered by its modem within this fails with `timeout`. */
   commandTimeoutMs: number;
   /** Safety net: commands are caught up this often whatever NOTIFY did. */
@@ -116,6 +124,7 @@ export const DEFAULT_POLICY: Policy = {
   healthFlushMs: 1_000,
   healthMaxBuffered: 100_000,
   hostHeartbeatMs: 10_000,
+  hostDeadAfterMs: 60_000,
   commandTimeoutMs: 600_000,
   commandPollMs: 30_000,
   rotationVerifyMs: 15_000,

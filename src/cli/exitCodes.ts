@@ -10,6 +10,8 @@ export const EXIT = {
   migration: 5,
   notFound: 6,
   notImplemented: 7,
+  /** The modem's host is marked dead (`host_unavailable`): its command was not queued. */
+  hostUnavailable: 8,
 } as const;
 
 /** Which error code ends the process with which exit code. */
@@ -19,6 +21,7 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   database_unreachable: EXIT.database,
   database_unavailable: EXIT.database,
   database_tls_unavailable: EXIT.database,
+  listen_unusable: EXIT.database,
   no_farm_running: EXIT.database,
   pg_password_unreadable: EXIT.database,
   pg_port_taken: EXIT.database,
@@ -37,6 +40,7 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   invalid_schedule: EXIT.usage,
   invalid_silence: EXIT.usage,
   unknown_silence: EXIT.notFound,
+  host_unavailable: EXIT.hostUnavailable,
   usage: EXIT.usage,
   not_implemented: EXIT.notImplemented,
 };

@@ -26,6 +26,7 @@ import { releaseRunDir, claimRunDir } from '../net/runDirLock.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
 import type { NoReuse, RotationSchedule } from './rotationSchedule.js';
+import { FarmWarden } from './farmWarden.js';
 import { RotationScheduler } from './rotationScheduler.js';
 import type { ModemLinkOptions } from './modemLink.js';
 
@@ -103,6 +104,8 @@ export class Supervisor {
   readonly alerts: Recorders['alerts'];
   readonly commands: CommandProcessor;
   readonly scheduler: RotationScheduler;
+  /** The farm-wide liveness sweep, done here while this host holds the `farm` lease. */
+  readonly warden: FarmWarden;
   private readonly counters: FleetCounters;
   private readonly policy: Policy;
   private readonly directory = new ModemDirectory<Modem>();
@@ -140,6 +143,13 @@ export class Supervisor {
       execute: (command) => this.execute(command),
       pollIntervalMs: policy.commandPollMs,
       rotationMinIntervalMs: policy.rotationMinIntervalMs,
+      hostDeadAfterMs: policy.hostDeadAfterMs,
+    });
+    this.warden = new FarmWarden({
+      store,
+      intervalMs: policy.hostHeartbeatMs,
+      deadAfterMs: policy.hostDeadAfterMs,
+      log,
     });
     this.scheduler = new RotationScheduler({
       store,
@@ -279,6 +289,7 @@ export class Supervisor {
     this.markAbsent();
     await this.commands.start();
     this.scheduler.start();
+    this.warden.start();
     this.startedAt = new Date();
     this.log.info({ modems: this.byPath.size }, 'supervisor started');
   }
@@ -431,6 +442,7 @@ export class Supervisor {
       }
     };
     clearInterval(this.heartbeat);
+    await step('warden', () => this.warden.stop());
     await step('scheduler', () => this.scheduler.stop());
     await step('commands', () => this.commands.stop());
     await step('detection', () => this.detector.stop());

@@ -18,6 +18,8 @@ export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   queue_full: 429,
   forbidden: 403,
   no_credentials: 409,
+  // the modem's host is marked dead: the command would wait for it (src/store/liveness.ts)
+  host_unavailable: 409,
   ...ALERTS_API_STATUS,
 };
 

@@ -287,6 +287,19 @@ export class Hub {
     for (const message of messages) {
       if (message.type === 'transition') this.markDirty(message.imei);
       this.broadcast(message);
+      // a host started, stopped, went stale or came back: its modems' rows (`stale`) follow
+      if (message.type === 'host') void this.refreshHost(message.host);
+    }
+  }
+
+  /** Every modem of a host re-read and sent (a host event is rare: one query, not one per modem). */
+  private async refreshHost(host: string): Promise<void> {
+    if (this.clients.size === 0) return;
+    try {
+      for (const modem of await this.options.store.modems({ host })) this.broadcast({ type: 'modem', modem });
+    } catch (err) {
+      // a client that missed it sees the flag in its next snapshot; the host's next event sends it again
+      this.log.warn({ err: coerceError(err), host }, "host's modems not refreshed (database unreachable)");
     }
   }
 

@@ -24,6 +24,7 @@ import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { authenticate, registerAuthorization } from './authorize.js';
 import { registerCredentialsApi } from './credentialsApi.js';
+import { registerHistoryApi } from './historyApi.js';
 import { bearerToken, tokenMatches } from './token.js';
 
 export interface InspectorLimits
@@ -169,6 +170,7 @@ export class Inspector {
       journalLagMs: this.limits.readyJournalLagMs,
       metricsCacheMs: this.limits.metricsCacheMs,
     });
+    status.start();
     this.status = status;
     const limits = this.limits;
     const publicLimiter = new RateLimiter({ burst: limits.publicBurst, refillMs: limits.publicRefillMs });
@@ -243,7 +245,7 @@ export class Inspector {
       };
     });
     app.get('/metrics', async (_req, reply) =>
-      reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8').send(await status.metrics()),
+      reply.header('content-type', status.metricsContentType).send(await status.metrics()),
     );
     const apiDeps = {
       store: this.options.store,
@@ -256,6 +258,7 @@ export class Inspector {
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
     registerAlertsApi(app, { store: this.options.store });
+    registerHistoryApi(app, { store: this.options.store });
     registerPage(app, page);
 
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.wsMessageBytes });

@@ -1,18 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import {
-  chmod,
-  chown,
-  lchown,
-  lstat,
-  mkdir,
-  open,
-  readFile,
-  readdir,
-  rm,
-  stat,
-  writeFile,
-} from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
@@ -30,6 +17,7 @@ import {
   type Binaries,
   type RunAs,
 } from './postgresRuntime.js';
+import { firstBlocked, placeBinaries, placeDataDir, readNoFollow, recordedDataDir } from './pgPlacement.js';
 import { run, spawnChild, type Child } from './run.js';
 
 /**
@@ -72,7 +60,8 @@ export interface EmbeddedClusterOptions {
 
 export class EmbeddedCluster {
   readonly dir: string;
-  readonly dataDir: string;
+  /** `dir/data`, or where `dir/data-location` says (pgPlacement); known after start(). */
+  dataDir: string;
   port: number;
   /** True when we use a server another live process started. */
   attached = false;
@@ -122,8 +111,8 @@ export class EmbeddedCluster {
 
   private async startOnce(): Promise<void> {
     if (this.options.attach === 'only') return this.attachToRunning();
-    const bins = await loadBinaries();
     const runAs = await ensureRunAs(this.log);
+    const bins = await placeBinaries(await loadBinaries(), runAs, this.log);
     await this.prepareDirs(runAs);
     this.password = await this.ensurePassword();
     await this.initialise(bins, runAs);
@@ -194,27 +183,25 @@ export class EmbeddedCluster {
 
   private async prepareDirs(runAs: RunAs): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o755 });
-    // The postgres user must be able to reach the data dir through the state dir.
+    this.dataDir = await placeDataDir(this.dir, runAs, this.log);
+    // The postgres user must be able to reach a data dir kept in the state dir through it.
     const dirStat = await stat(this.dir);
-    if (runAs.uid !== undefined && (dirStat.mode & 0o011) === 0) await chmod(this.dir, dirStat.mode | 0o011);
+    if (runAs.uid !== undefined && dirname(this.dataDir) === this.dir && (dirStat.mode & 0o011) === 0)
+      await chmod(this.dir, dirStat.mode | 0o011);
     await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     if (runAs.uid !== undefined && runAs.gid !== undefined) {
       // a cluster made when the server ran as the daemon's own user (before it had a uid of its
       // own) is handed over whole; PostgreSQL refuses a data dir that is not its own
       if ((await stat(this.dataDir)).uid !== runAs.uid) await chownTree(this.dataDir, runAs.uid, runAs.gid);
       await chown(this.dataDir, runAs.uid, runAs.gid);
-      // Every directory above the data dir must let the postgres user through.
-      for (let d = dirname(this.dir); ; d = dirname(d)) {
-        const s = await stat(d);
-        const through =
-          s.uid === runAs.uid ? s.mode & 0o100 : s.gid === runAs.gid ? s.mode & 0o010 : s.mode & 0o001;
-        if (!through) {
-          throw new ModemfleetError(
-            'pg_dir_unreachable',
-            `the '${OS_USER}' user cannot reach ${this.dataDir}: ${d} is not traversable (chmod o+x ${d}, or choose another state dir)`,
-          );
-        }
-        if (d === dirname(d)) break;
+      // Every directory above the data dir must let the postgres user through (a cluster made
+      // in place before is kept there, so a directory above it may have been closed since).
+      const blocked = await firstBlocked(dirname(this.dataDir), { uid: runAs.uid, gid: runAs.gid });
+      if (blocked !== undefined) {
+        throw new ModemfleetError(
+          'pg_dir_unreachable',
+          `the '${OS_USER}' user cannot reach ${this.dataDir}: ${blocked} is not traversable (chmod o+x ${blocked}, or choose another state dir)`,
+        );
       }
       // group-readable (PostgreSQL's --allow-group-access): a daemon that is not root, in the
       // server's group, still reads postmaster.pid; the server creates its files to match
@@ -311,6 +298,7 @@ export class EmbeddedCluster {
    * never changes the service's files.
    */
   private async attachToRunning(): Promise<void> {
+    this.dataDir = await recordedDataDir(this.dir);
     const server = await this.liveServer().catch(() => undefined);
     if (!server?.owner)
       throw new ModemfleetError(
@@ -493,14 +481,4 @@ async function chownTree(path: string, uid: number, gid: number): Promise<void> 
   const s = await lstat(path);
   if (s.isDirectory()) for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
   await lchown(path, uid, gid);
-}
-
-/** A small file's text, refusing a symbolic link as its last component (ELOOP). */
-async function readNoFollow(path: string): Promise<string> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    return await handle.readFile('utf8');
-  } finally {
-    await handle.close();
-  }
 }

@@ -29,11 +29,12 @@ export async function registerHost(
   await sql`
     insert into hosts (id, name, proxy_host) values (${id}, ${options.name ?? id}, ${proxyHost})
     on conflict (id) do update set name = excluded.name, started_at = now(), heartbeat_at = now(),
-      stopped_at = null, proxy_host = coalesce(excluded.proxy_host, hosts.proxy_host)`;
+      stopped_at = null, stale_at = null, proxy_host = coalesce(excluded.proxy_host, hosts.proxy_host)`;
 }
 
+/** The host is alive: its heartbeat, which also clears a stale mark (sql/0013; NOTIFY `host_fresh`). */
 export async function heartbeatHost(sql: Sql, id: string): Promise<void> {
-  await sql`update hosts set heartbeat_at = now() where id = ${id}`;
+  await sql`update hosts set heartbeat_at = now(), stale_at = null where id = ${id}`;
 }
 
 export async function stopHost(sql: Sql, id: string): Promise<void> {

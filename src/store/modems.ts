@@ -35,6 +35,11 @@ export interface ModemView {
   desiredState: string;
   seq: number;
   lastSeenAt: Date;
+  /**
+   * Its host is marked dead (no heartbeat within `policy.hostDeadAfterMs`): `state` is the last one
+   * it recorded, nobody supervises the modem now, and its commands fail with `host_unavailable`.
+   */
+  stale: boolean;
 }
 
 interface ModemViewRow {
@@ -62,6 +67,7 @@ interface ModemViewRow {
   desired_state: string;
   seq: number;
   last_seen_at: Date;
+  stale: boolean;
 }
 
 const toView = (r: ModemViewRow): ModemView => ({
@@ -96,12 +102,13 @@ const toView = (r: ModemViewRow): ModemView => ({
   desiredState: r.desired_state,
   seq: r.seq,
   lastSeenAt: r.last_seen_at,
+  stale: r.stale,
 });
 
-/** Every modem (or the ones named), ordered by host and slot. */
+/** Every modem (or the ones named, or one host's), ordered by host and slot. */
 export async function listModems(
   sql: Sql,
-  options: { imei?: string; imeis?: readonly string[] } = {},
+  options: { imei?: string; imeis?: readonly string[]; host?: string } = {},
 ): Promise<ModemView[]> {
   if (options.imeis !== undefined && options.imeis.length === 0) return [];
   const where =
@@ -109,12 +116,14 @@ export async function listModems(
       ? sql`m.imei = ${options.imei}`
       : options.imeis !== undefined
         ? sql`m.imei in ${sql([...options.imeis])}`
-        : sql`true`;
+        : options.host !== undefined
+          ? sql`m.host_id = ${options.host}`
+          : sql`true`;
   const rows = await sql<ModemViewRow[]>`
     select m.imei, m.host_id, m.state, m.substate, m.reason, m.state_since, host(m.wan_ip) as wan_ip,
            host(m.public_ip) as public_ip, a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
            m.operator, m.technology, m.rssi, m.rsrp, m.sinr, m.model, m.iccid, m.usb_path,
-           m.desired_state, m.seq, m.last_seen_at
+           m.desired_state, m.seq, m.last_seen_at, h.stale_at is not null as stale
     from modems m
     left join allocations a on a.imei = m.imei and a.host_id = m.host_id
     left join hosts h on h.id = m.host_id
@@ -131,11 +140,14 @@ export interface ModemGaugeRow {
   rssi: number | null;
   rsrp: number | null;
   sinr: number | null;
+  /** Its host is marked dead. */
+  stale: boolean;
 }
 
 /** Every modem's state and signal, for metrics (counts by host and state are derived from it). */
 export async function modemGauges(sql: Sql): Promise<ModemGaugeRow[]> {
   const rows = await sql<(Omit<ModemGaugeRow, 'host'> & { host_id: string | null })[]>`
-    select imei, host_id, state, rssi, rsrp, sinr from modems order by host_id, state, imei`;
+    select m.imei, m.host_id, m.state, m.rssi, m.rsrp, m.sinr, h.stale_at is not null as stale
+    from modems m left join hosts h on h.id = m.host_id order by m.host_id, m.state, m.imei`;
   return rows.map(({ host_id, ...r }) => ({ ...r, host: host_id }));
 }

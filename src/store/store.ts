@@ -37,6 +37,9 @@ import { appendTransitions, pruneTransitions, readTransitions } from './journal.
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
 import { listModems, modemGauges } from './modems.js';
+import { readModemHistory } from './modemHistory.js';
+import type { HistoryWindow } from './downsample.js';
+import { FARM_LEASE, leaseHolder, releaseLease, sweepDeadHosts, type SweepResult } from './liveness.js';
 import {
   createRotationLink,
   resolveRotationLink,
@@ -87,6 +90,8 @@ export interface StoreOptions {
   sql: Sql;
   /** Connection URL, for the dedicated listen connection. */
   url: string;
+  /** The listen connection's URL when it is not `url` (a session past a transaction pooler). */
+  listenUrl?: string;
   hostId: string;
   ranges?: AllocationRanges;
   /** The shortest rotation schedule interval accepted (policy `rotationScheduleMinSeconds`). */
@@ -126,14 +131,32 @@ export class Store {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
   }
 
-  modems(options?: { imei?: string; imeis?: readonly string[] }): ReturnType<typeof listModems> {
+  modems(options?: {
+    imei?: string;
+    imeis?: readonly string[];
+    host?: string;
+  }): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
+  }
+  /** The farm's liveness sweep, under the `farm` lease in this host's name (src/store/liveness.ts). */
+  sweepDeadHosts(options: { deadAfterMs: number; leaseMs: number }): Promise<SweepResult> {
+    return sweepDeadHosts(this.sql, this.hostId, options);
+  }
+  releaseFarmLease(): Promise<void> {
+    return releaseLease(this.sql, FARM_LEASE, this.hostId);
+  }
+  farmLeaseHolder(): Promise<string | undefined> {
+    return leaseHolder(this.sql, FARM_LEASE);
   }
   modemGauges(): ReturnType<typeof modemGauges> {
     return modemGauges(this.sql);
   }
   health(imei: string, options?: { since?: Date; limit?: number }): ReturnType<typeof readHealth> {
     return readHealth(this.sql, imei, options);
+  }
+  /** Signal and state strip of one modem over a window, downsampled for a chart. */
+  modemHistory(imei: string, window: HistoryWindow): ReturnType<typeof readModemHistory> {
+    return readModemHistory(this.sql, imei, window);
   }
   alerts(options?: Parameters<typeof listAlerts>[1]): ReturnType<typeof listAlerts> {
     return listAlerts(this.sql, options);
@@ -359,7 +382,7 @@ export class Store {
     } = {},
   ): Promise<Listener> {
     const listener = new Listener({
-      url: this.options.url,
+      url: this.options.listenUrl ?? this.options.url,
       channels,
       onNotification,
       pingSql: this.sql,

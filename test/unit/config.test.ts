@@ -289,4 +289,25 @@ describe('loadConfig: the inspector (issue 18)', () => {
       expect.stringMatching(/^allowedHosts: /),
     ]);
   });
+
+  it('a host is never dead between two heartbeats; the listen URL goes with DATABASE_URL', () => {
+    expect(loadConfig({ env: {} }).policy.hostDeadAfterMs).toBe(60_000);
+    expect(
+      problems(() =>
+        loadConfig({
+          env: {},
+          file: file('dead.json', '{"policy":{"hostHeartbeatMs":10000,"hostDeadAfterMs":20000}}'),
+        }),
+      ),
+    ).toEqual([
+      expect.stringMatching(/^policy\.hostDeadAfterMs: must be at least 3 × policy\.hostHeartbeatMs/),
+    ]);
+    expect(problems(() => loadConfig({ env: { DATABASE_LISTEN_URL: 'postgres://a@db/x' } }))).toEqual([
+      expect.stringMatching(/^databaseListenUrl: goes with DATABASE_URL/),
+    ]);
+    const c = loadConfig({
+      env: { DATABASE_URL: 'postgres://a@pooler:6432/x', DATABASE_LISTEN_URL: 'postgres://a@db:5432/x' },
+    });
+    expect(c.databaseListenUrl).toBe('postgres://a@db:5432/x');
+  });
 });
