@@ -20,6 +20,7 @@ import { TIMING_NAMES, type TimingName } from './sim/profiles.js';
 import { runSim } from './sim/simCommand.js';
 import { createRootLogger, type Logger } from './log.js';
 import { stopLeftProxies } from './net/leftProxies.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { migrate } from './store/migrate.js';
 import { COMMAND_KINDS, type CommandKind } from './store/types.js';
 import { withSystem, type SystemOptions } from './system.js';
@@ -102,8 +103,12 @@ const COMMANDS: Record<string, CommandSpec> = {
     options: configOption,
     run: async ({ values, log }) => {
       const dataPlane = config(values).dataPlane;
+      // the run dir the daemon uses (moved where the proxies' uids reach it, as the daemon does)
       const out = dataPlane
-        ? await stopLeftProxies(dataPlane.runDir, { netns: dataPlane.netns, log })
+        ? await stopLeftProxies(
+            await proxyRunDir(dataPlane.runDir, dataPlane.proxyUidBase !== undefined, log),
+            { netns: dataPlane.netns, log },
+          )
         : { stopped: 0, routes: 0 };
       process.stdout.write(`${JSON.stringify(out)}\n`);
       return EXIT.ok;
