@@ -165,7 +165,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
   let supervisor: Supervisor | undefined;
   const system = await openSystem(config, {
     application: 'modemfleet',
-    max: 8,
+    max: config.policy.databasePoolMax,
     migrations: 'apply',
     checkListen: true,
     // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever

@@ -79,7 +79,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     progress(databaseStep(config));
     const system = await openSystem(config, {
       application: 'modemfleet-demo',
-      max: 8,
+      max: config.policy.databasePoolMax,
       migrations: 'apply',
       embedded: 'own',
       log,

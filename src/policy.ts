@@ -99,6 +99,14 @@ export interface Policy {
   httpMaxConnections: number;
   /** `/metrics` is rendered at most once per this (scrapes in between get the same text). */
   metricsCacheMs: number;
+  /** WebSocket clients at once, and from one client address (503 above either). */
+  wsMaxClients: number;
+  wsMaxClientsPerAddress: number;
+  /**
+   * Connections of this process's pool (the daemon's and the demo's); each process also holds one
+   * LISTEN connection per listener (commands, inspector, webhooks): see README, "Many hosts".
+   */
+  databasePoolMax: number;
   /** Push alerts: one request's timeout; backoff between attempts; attempts before a delivery fails. */
   webhookTimeoutMs: number;
   webhookRetryBaseMs: number;
@@ -163,6 +171,9 @@ export const DEFAULT_POLICY: Policy = {
   httpIdleTimeoutMs: 30_000,
   httpMaxConnections: 512,
   metricsCacheMs: 1_500,
+  wsMaxClients: 100,
+  wsMaxClientsPerAddress: 20,
+  databasePoolMax: 8,
   webhookTimeoutMs: 10_000,
   webhookRetryBaseMs: 2_000,
   webhookRetryCapMs: 300_000,

@@ -47,8 +47,10 @@ export interface InspectorLimits
     > {
   /** Largest request body (413 above). */
   bodyBytes: number;
-  /** WebSocket clients at once (503 above). */
+  /** WebSocket clients at once (503 above; policy `wsMaxClients`). */
   maxClients: number;
+  /** WebSocket clients at once from one client address (503 above; policy `wsMaxClientsPerAddress`). */
+  maxClientsPerAddress: number;
   /** Largest WebSocket message a client may send (the connection is closed above). */
   wsMessageBytes: number;
   /** `/ready` fails when the database does not answer within this time... */
@@ -72,13 +74,14 @@ export const inspectorLimits = (policy: Policy): Partial<InspectorLimits> => ({
   httpIdleTimeoutMs: policy.httpIdleTimeoutMs,
   httpMaxConnections: policy.httpMaxConnections,
   metricsCacheMs: policy.metricsCacheMs,
+  maxClients: policy.wsMaxClients,
+  maxClientsPerAddress: policy.wsMaxClientsPerAddress,
 });
 
 export const DEFAULT_INSPECTOR_LIMITS: InspectorLimits = {
   ...DEFAULT_HUB_LIMITS,
   ...(inspectorLimits(DEFAULT_POLICY) as Required<ReturnType<typeof inspectorLimits>>),
   bodyBytes: 16 * 1024,
-  maxClients: 100,
   wsMessageBytes: 4 * 1024,
   readyDatabaseTimeoutMs: 1_000,
   readyJournalLagMs: 5_000,
@@ -335,9 +338,16 @@ export class Inspector {
         'Service Unavailable',
         `too many WebSocket clients (limit ${this.limits.maxClients})`,
       );
+    const address = req.socket.remoteAddress ?? '';
+    if (this.hub.clientsFrom(address) >= this.limits.maxClientsPerAddress)
+      return refuse(
+        503,
+        'Service Unavailable',
+        `too many WebSocket clients from ${address} (limit ${this.limits.maxClientsPerAddress})`,
+      );
     const wss = this.wss;
     if (!wss) return refuse(503, 'Service Unavailable', 'stopping');
-    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access));
+    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access, address));
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {

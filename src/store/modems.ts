@@ -105,20 +105,43 @@ const toView = (r: ModemViewRow): ModemView => ({
   stale: r.stale,
 });
 
-/** Every modem (or the ones named, or one host's), ordered by host and slot. */
-export async function listModems(
-  sql: Sql,
-  options: { imei?: string; imeis?: readonly string[]; host?: string } = {},
-): Promise<ModemView[]> {
+/** Which modems a listing returns: all, the ones named, or filtered; `limit` pages them by IMEI. */
+export interface ModemListing {
+  imei?: string;
+  imeis?: readonly string[];
+  host?: string;
+  /** The top state (`online`) or the full one (`online.serving`, matched against the substate). */
+  state?: string;
+  /** Case-insensitive text in the IMEI, ICCID, operator, host, reason, addresses or ports. */
+  q?: string;
+  /** Paged: at most this many, ordered by IMEI (not by host and slot), after this IMEI. */
+  limit?: number;
+  after?: string;
+}
+
+/** Every modem (or the ones named or filtered), ordered by host and slot (by IMEI when paged). */
+export async function listModems(sql: Sql, options: ModemListing = {}): Promise<ModemView[]> {
   if (options.imeis !== undefined && options.imeis.length === 0) return [];
-  const where =
-    options.imei !== undefined
-      ? sql`m.imei = ${options.imei}`
-      : options.imeis !== undefined
-        ? sql`m.imei in ${sql([...options.imeis])}`
-        : options.host !== undefined
-          ? sql`m.host_id = ${options.host}`
-          : sql`true`;
+  const conditions = [
+    options.imei !== undefined ? sql`m.imei = ${options.imei}` : null,
+    options.imeis !== undefined ? sql`m.imei in ${sql([...options.imeis])}` : null,
+    options.host !== undefined ? sql`m.host_id = ${options.host}` : null,
+    options.state !== undefined
+      ? options.state.includes('.')
+        ? sql`m.substate = ${options.state}`
+        : sql`m.state = ${options.state}`
+      : null,
+    options.q !== undefined
+      ? sql`position(lower(${options.q}) in lower(concat_ws(' ', m.imei, m.iccid, m.operator, m.host_id,
+          m.reason, host(m.public_ip), host(m.wan_ip), a.http_port, a.socks_port))) > 0`
+      : null,
+    options.after !== undefined ? sql`m.imei > ${options.after}` : null,
+  ].filter((c) => c !== null);
+  const where = conditions.reduce((acc, c) => sql`${acc} and ${c}`, sql`true`);
+  const order =
+    options.limit !== undefined
+      ? sql`order by m.imei limit ${options.limit}`
+      : sql`order by m.host_id nulls last, a.slot nulls last, m.imei`;
   const rows = await sql<ModemViewRow[]>`
     select m.imei, m.host_id, m.state, m.substate, m.reason, m.state_since, host(m.wan_ip) as wan_ip,
            host(m.public_ip) as public_ip, a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
@@ -128,7 +151,7 @@ export async function listModems(
     left join allocations a on a.imei = m.imei and a.host_id = m.host_id
     left join hosts h on h.id = m.host_id
     where ${where}
-    order by m.host_id nulls last, a.slot nulls last, m.imei`;
+    ${order}`;
   return rows.map(toView);
 }
 

@@ -36,7 +36,7 @@ import {
 import { appendTransitions, pruneTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
-import { listModems, modemGauges } from './modems.js';
+import { listModems, modemGauges, type ModemListing } from './modems.js';
 import { readModemHistory } from './modemHistory.js';
 import type { HistoryWindow } from './downsample.js';
 import { FARM_LEASE, leaseHolder, releaseLease, sweepDeadHosts, type SweepResult } from './liveness.js';
@@ -131,11 +131,7 @@ export class Store {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
   }
 
-  modems(options?: {
-    imei?: string;
-    imeis?: readonly string[];
-    host?: string;
-  }): ReturnType<typeof listModems> {
+  modems(options?: ModemListing): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
   }
   /** The farm's liveness sweep, under the `farm` lease in this host's name (src/store/liveness.ts). */

@@ -33,6 +33,11 @@ const cards = new Map(); // imei -> { root, fields }
 const dirty = new Set();
 let order = []; // imeis in display order
 let frame = 0;
+// a farm of 10,000 modems keeps the page responsive: cards exist only for the first matching
+// modems (WINDOW_STEP more per "show more"); counts, search and filters still cover every modem
+const WINDOW_STEP = 240;
+let windowSize = WINDOW_STEP;
+let placeNeeded = false;
 let token = '';
 let ws = null;
 let wsAttempt = 0;
@@ -167,7 +172,10 @@ function onMessage(m) {
     case 'modem': {
       const known = modems.get(m.modem.imei);
       if (!known || m.modem.seq >= known.seq) {
-        if (!known) order.push(m.modem.imei);
+        if (!known) {
+          order.push(m.modem.imei);
+          placeNeeded = true;
+        }
         modems.set(m.modem.imei, m.modem);
         markDirty(m.modem.imei);
       }
@@ -242,13 +250,16 @@ function markDirty(imei) {
 
 function flush() {
   frame = 0;
-  let added = false;
+  // the window changes only when a modem is new or, with a filter on, may have started or stopped matching
+  const filtered = $('filter').value !== '' || $('search').value.trim() !== '';
+  let place = placeNeeded;
   for (const imei of dirty) {
-    if (!cards.has(imei)) added = true;
-    renderCard(imei);
+    if (cards.has(imei)) renderCard(imei);
+    if (filtered) place = true;
   }
   dirty.clear();
-  if (added) placeCards();
+  placeNeeded = false;
+  if (place) placeCards();
   renderCounts();
   if (selected) renderPanelHead();
 }
@@ -261,21 +272,51 @@ function renderAll() {
       cards.delete(imei);
     }
   }
-  for (const imei of order) renderCard(imei);
+  for (const imei of cards.keys()) renderCard(imei);
   placeCards();
   renderCounts();
   grid.setAttribute('aria-busy', 'false');
 }
 
+/** The grid holds the cards of the first `windowSize` matching modems, in order; the rest are counted. */
 function placeCards() {
   const grid = $('grid');
-  const fragment = document.createDocumentFragment();
+  const shown = [];
+  let matching = 0;
   for (const imei of order) {
+    const m = modems.get(imei);
+    if (!m || !matches(m)) continue;
+    matching++;
+    if (shown.length < windowSize) shown.push(imei);
+  }
+  const keep = new Set(shown);
+  for (const [imei, card] of cards) {
+    if (!keep.has(imei)) {
+      card.root.remove();
+      cards.delete(imei);
+    }
+  }
+  const fragment = document.createDocumentFragment();
+  for (const imei of shown) {
+    if (!cards.has(imei)) renderCard(imei);
     const card = cards.get(imei);
     if (card) fragment.appendChild(card.root);
   }
+  if (matching > shown.length) {
+    const more = el(
+      'button',
+      'more',
+      `show ${Math.min(WINDOW_STEP, matching - shown.length)} more of ${matching - shown.length}`,
+    );
+    more.type = 'button';
+    more.addEventListener('click', () => {
+      windowSize += WINDOW_STEP;
+      placeCards();
+    });
+    fragment.appendChild(more);
+  }
   grid.replaceChildren(fragment);
-  applyFilter();
+  $('empty').hidden = matching > 0 || modems.size === 0;
 }
 
 function makeCard(imei) {
@@ -402,15 +443,8 @@ function matches(m) {
 }
 
 function applyFilter() {
-  let shown = 0;
-  for (const imei of order) {
-    const card = cards.get(imei);
-    const m = modems.get(imei);
-    if (!card || !m) continue;
-    card.root.hidden = !matches(m);
-    if (!card.root.hidden) shown++;
-  }
-  $('empty').hidden = shown > 0 || modems.size === 0;
+  windowSize = WINDOW_STEP;
+  placeCards();
 }
 
 $('search').addEventListener('input', applyFilter);
