@@ -7,8 +7,18 @@ import {
   credentialsCommand,
   tokenCommand,
 } from './cli/access.js';
+import { BACKUP_USAGE, RESTORE_USAGE, backupCommand, restoreCommand } from './cli/backup.js';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
+import {
+  ACCESS_WAIT_SECONDS,
+  ALLOWLIST_USAGE,
+  LIMITS_USAGE,
+  LOGINS_USAGE,
+  allowlistCommand,
+  limitsCommand,
+  loginsCommand,
+} from './cli/proxyAccess.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
 import { SILENCE_USAGE, parseSilenceArgs } from './cli/silence.js';
 import { formatStatusTable } from './cli/status.js';
@@ -230,6 +240,59 @@ const COMMANDS: Record<string, CommandSpec> = {
       return EXIT.ok;
     },
   },
+  logins: {
+    summary: "list a modem's logins, add one (own password, optional expiry) or remove one",
+    usage: LOGINS_USAGE,
+    options: {
+      ...configOption,
+      password: { type: 'string' },
+      expires: { type: 'string' },
+      ports: { type: 'string' },
+      wait: { type: 'string' },
+    },
+    positionals: [1, 4],
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ACCESS_WAIT_SECONDS, 0, 600);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        loginsCommand(store, positionals, values, `cli:${userInfo().username}`, wait),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  allowlist: {
+    summary: "show or set a modem's allowlist: client networks (CIDR) that need no password",
+    usage: ALLOWLIST_USAGE,
+    options: { ...configOption, clear: { type: 'boolean' }, wait: { type: 'string' } },
+    positionals: [1, 2],
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ACCESS_WAIT_SECONDS, 0, 600);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        allowlistCommand(store, positionals, values, `cli:${userInfo().username}`, wait),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  limits: {
+    summary: "show or set a modem's download and upload speed limits (kbit/s, or none)",
+    usage: LIMITS_USAGE,
+    options: {
+      ...configOption,
+      download: { type: 'string' },
+      upload: { type: 'string' },
+      wait: { type: 'string' },
+    },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ACCESS_WAIT_SECONDS, 0, 600);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        limitsCommand(store, positionals, values, `cli:${userInfo().username}`, wait),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
   token: {
     summary: 'create, list or revoke scoped API tokens (admin, read-only, reseller)',
     usage: TOKEN_USAGE,
@@ -307,6 +370,28 @@ const COMMANDS: Record<string, CommandSpec> = {
         return { imei, until: null };
       });
       process.stdout.write(`${JSON.stringify({ imei, until: out.until })}\n`);
+      return EXIT.ok;
+    },
+  },
+  backup: {
+    summary: 'write the whole database to FILE (gzip, mode 0600); the farm may keep running',
+    usage: BACKUP_USAGE,
+    options: { ...configOption, force: { type: 'boolean' } },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const out = await backupCommand(config(values), positionals[0] ?? '', values['force'] === true, log);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  restore: {
+    summary: "replace the database's contents with a backup (the farm stopped); all or nothing",
+    usage: RESTORE_USAGE,
+    options: configOption,
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const out = await restoreCommand(config(values), positionals[0] ?? '', log);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
       return EXIT.ok;
     },
   },

@@ -107,6 +107,12 @@ export interface DataPlaneConfig {
    * through sysfs before each call. `false` only for labs whose links are not qmi_wwan (veth pairs).
    */
   qmiLinks: boolean;
+  /**
+   * Where the password-less companions of an allowlist listen on microsocks+tinyproxy: each modem's
+   * HTTP and SOCKS port plus this offset (default 2000); the shifted ranges must not meet the port
+   * ranges (src/net/accessList.ts).
+   */
+  openPortOffset: number;
 }
 
 export type ConfigMode = 'production' | 'demo';
@@ -324,6 +330,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     'egress',
     'egressPolicy',
     'qmiLinks',
+    'openPortOffset',
   ];
   for (const key of Object.keys(value))
     if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
@@ -344,6 +351,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     egress: undefined,
     egressPolicy: { allow: [], deny: [] },
     qmiLinks: true,
+    openPortOffset: int(value['openPortOffset'], 'dataPlane.openPortOffset', problems, 1, 64_000) ?? 2_000,
   };
   const qmiLinks = value['qmiLinks'];
   if (typeof qmiLinks === 'boolean') out.qmiLinks = qmiLinks;
@@ -627,6 +635,17 @@ export function loadConfig(
     if (uidBase <= 65_535 && last >= 65_534)
       problems.push(
         `dataPlane.proxyUidBase: the proxies' uids ${uidBase}-${last} (one per allocation slot) would include 65534 (nobody); choose a lower base or fewer slots`,
+      );
+  }
+  const offset = config.dataPlane?.openPortOffset;
+  if (offset !== undefined) {
+    const { httpPort, socksPort } = config.allocation;
+    const meets = (a: { from: number; to: number }, b: { from: number; to: number }): boolean =>
+      a.from <= b.to && b.from <= a.to;
+    const shifted = [httpPort, socksPort].map((r) => ({ from: r.from + offset, to: r.to + offset }));
+    if (shifted.some((r) => r.to > 65_535 || meets(r, httpPort) || meets(r, socksPort)))
+      problems.push(
+        `dataPlane.openPortOffset: the allowlist's ports (the port ranges + ${offset}) must stay within 65535 and not meet allocation.httpPort or allocation.socksPort`,
       );
   }
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')

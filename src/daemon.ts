@@ -72,6 +72,7 @@ async function dataPlaneOptions(
     rulePriorityBase: d.rulePriorityBase,
     proxyUidBase: d.proxyUidBase,
     egressPolicy: d.egressPolicy,
+    openPortOffset: d.openPortOffset,
     ...(d.egress
       ? {
           egress: {

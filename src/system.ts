@@ -35,10 +35,18 @@ export interface SystemOptions {
    * The embedded server (unused with DATABASE_URL): `own` starts it and refuses one that another
    * live modemfleet process runs (`pg_in_use`); `attach` uses that one instead, or starts its own;
    * `running` (one-shot commands) only uses the one a running modemfleet owns, touching nothing in
-   * the state dir, and says at once when there is none (`no_farm_running`); `supervise` owns it and starts it again when it dies on its own (the
+   * the state dir, and says at once when there is none (`no_farm_running`); `stopped` (restore)
+   * refuses a running farm and starts the existing cluster for the command alone, changing nothing
+   * the service owns; `either` (backup) is `running`, else `stopped`; `supervise` owns it and starts it again when it dies on its own (the
    * daemon), calling `onExit` with the reason first.
    */
-  embedded: 'own' | 'attach' | 'running' | { supervise: { onExit?: (detail: string) => void } };
+  embedded:
+    | 'own'
+    | 'attach'
+    | 'running'
+    | 'stopped'
+    | 'either'
+    | { supervise: { onExit?: (detail: string) => void } };
   /** Connection attempts before `database_unreachable`; default `policy.databaseConnectAttempts`. */
   connectAttempts?: number;
   /**
@@ -94,7 +102,12 @@ export class System {
           dir: join(config.stateDir, 'postgres'),
           port: config.embeddedPort,
           log,
-          attach: embedded === 'running' ? 'only' : embedded === 'attach',
+          attach:
+            embedded === 'running'
+              ? 'only'
+              : embedded === 'stopped' || embedded === 'either'
+                ? embedded
+                : embedded === 'attach',
           ...(typeof embedded === 'object'
             ? {
                 restart: true,

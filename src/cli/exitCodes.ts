@@ -12,6 +12,8 @@ export const EXIT = {
   notImplemented: 7,
   /** The modem's host is marked dead (`host_unavailable`): its command was not queued. */
   hostUnavailable: 8,
+  /** A backup file that cannot be written or used (backup, restore). */
+  backupFile: 9,
 } as const;
 
 /** Which error code ends the process with which exit code. */
@@ -31,7 +33,15 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   pg_dir_unreachable: EXIT.database,
   pg_datadir_foreign: EXIT.database,
   pg_binaries_missing: EXIT.database,
+  no_cluster: EXIT.database,
+  farm_running: EXIT.database,
   migration_refused: EXIT.migration,
+  backup_schema_newer: EXIT.migration,
+  backup_schema_mismatch: EXIT.migration,
+  backup_unreadable: EXIT.backupFile,
+  backup_corrupt: EXIT.backupFile,
+  backup_exists: EXIT.backupFile,
+  backup_unwritable: EXIT.backupFile,
   unknown_modem: EXIT.notFound,
   unknown_token: EXIT.notFound,
   invalid_token: EXIT.usage,

@@ -4,11 +4,21 @@ import { createActor, fromPromise, waitFor, type Actor } from 'xstate';
 import { proxyMachine, type ProxyConfig } from '../../machines/proxyMachine.js';
 import { routingMachine, type RoutingConfig } from '../../machines/routingMachine.js';
 import type { Logger } from '../log.js';
+import { applyAccessList, removeAccessList } from '../net/accessList.js';
 import type { LeftModem } from '../net/leftProxies.js';
-import { microsocksArgs, render3proxy, renderTinyproxy, type ProxySpec } from '../net/proxyConfig.js';
+import {
+  microsocksArgs,
+  openMicrosocksArgs,
+  render3proxy,
+  renderOpenTinyproxy,
+  renderTinyproxy,
+  type ProxySpec,
+} from '../net/proxyConfig.js';
 import { ProxyProcess } from '../net/proxyProcess.js';
 import { listening, processAlive, proxyFingerprint, type ProxyRecordMeta } from '../net/proxyRecord.js';
 import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
+import { applyShaping, ifbName, removeShaping } from '../net/shaping.js';
+import { NO_ACCESS, liveLogins, nextExpiry, type ProxyAccess, type SpeedLimits } from '../proxyAccess.js';
 import type { Allocation } from '../store/types.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
 
@@ -54,6 +64,11 @@ export interface DataPlaneOptions {
   routingConfig?: Partial<RoutingConfig> | undefined;
   /** The `ip` program and its timeout per call (default `ip` from PATH, 5 s). */
   ip?: { bin?: string; timeoutMs?: number } | undefined;
+  /**
+   * microsocks+tinyproxy with an allowlist: the password-less companions listen on the modem's
+   * ports plus this offset (default 2000), reached through the kernel's redirect (src/net/accessList.ts).
+   */
+  openPortOffset?: number | undefined;
   /** How often an adopted proxy (not our child) is checked for life (default 1 s). */
   adoptedPollMs?: number | undefined;
 }
@@ -70,17 +85,25 @@ export interface LeftProxy {
   kill(reason: string): Promise<void>;
 }
 
-/** What this data plane would start: the processes, the config text, the record for the next run. */
+/** One process this data plane starts: what `ProxyProcess` is given beyond the common options. */
+interface PlannedProcess {
+  name: string;
+  argv: [string, ...string[]];
+  ports: { host: string; port: number }[];
+  secrets?: string[];
+  reloads?: boolean;
+  reloadSettleMs?: number;
+  reloadLog?: { done: string; failed: string };
+}
+
+/** What this data plane would start: the processes, and the record the next run compares with. */
 interface ProxyPlan {
-  processes: {
-    name: string;
-    argv: [string, ...string[]];
-    ports: { host: string; port: number }[];
-    secrets?: string[];
-  }[];
-  config: string;
+  processes: PlannedProcess[];
   meta: ProxyRecordMeta;
 }
+
+/** Where a modem's speed limits are enforced: its own link (kernel), 3proxy's bandlim, or nowhere. */
+export type ShapingPlace = 'kernel' | '3proxy' | 'none';
 
 /** What a data plane needs of the host's egress policy (`EgressPolicy`). */
 export interface EgressGate {
@@ -111,6 +134,20 @@ export class ModemDataPlane {
   /** Handed over to the next run: what runs stays running. */
   private handedOver = false;
   private admitted = false;
+  private access: ProxyAccess;
+  /** What the link's qdiscs and the allowlist table hold now (null: nothing applied yet). */
+  private shaped: SpeedLimits | null = null;
+  private accessListed = false;
+  /**
+   * The link comes from a previous run with a proxy left on it: its limits and allowlist table are
+   * whatever that run applied, so the first apply sets them whatever this one believes.
+   */
+  private inheritedLink = false;
+  /** What each config file holds (written by us, read by the proxy). */
+  private readonly written = new Map<string, string>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  /** Access changes one at a time, in order. */
+  private accessChange: Promise<void> = Promise.resolve();
   private readonly log: Logger;
 
   constructor(
@@ -121,11 +158,17 @@ export class ModemDataPlane {
     address: string,
     private readonly hooks: DataPlaneHooks,
     log: Logger,
+    access: ProxyAccess = NO_ACCESS,
     /** The proxy a previous run left for this modem, and when its routing may be touched. */
     private left?: { proxy: LeftProxy | undefined; settled: Promise<void> },
   ) {
+    this.access = access;
     this.address = address;
     this.log = log.child({ component: 'dataplane' });
+    if (left?.proxy) {
+      this.inheritedLink = true;
+      this.accessListed = true;
+    }
   }
 
   /** The proxy's ports and credentials (what a customer uses). */
@@ -167,7 +210,37 @@ export class ModemDataPlane {
       egress,
       dns: this.options.dns,
       ...(this.options.egressPolicy ? { egressPolicy: this.options.egressPolicy } : {}),
+      // microsocks serves the modem's own login only: the others are HTTP ones there
+      logins: liveLogins(this.access, Date.now())
+        .map((l) => ({
+          user: l.username,
+          password: l.password,
+          ports: this.options.backend === '3proxy' ? l.ports : l.ports.filter((p) => p === 'http'),
+        }))
+        .filter((l) => l.ports.length > 0),
+      allowlist: this.access.allowlist,
+      ...(this.shapingPlace === '3proxy' ? { bandwidth: this.access.limits } : {}),
     };
+  }
+
+  /** The kernel shapes the modem's own link; without one (the demo's loopback) only 3proxy can. */
+  get shapingPlace(): ShapingPlace {
+    if (this.options.routing !== false) return 'kernel';
+    return this.options.backend === '3proxy' ? '3proxy' : 'none';
+  }
+
+  /** The password-less companions run (microsocks+tinyproxy with an allowlist). */
+  private get companions(): boolean {
+    return this.options.backend !== '3proxy' && this.access.allowlist.length > 0;
+  }
+
+  private get openPorts(): { http: number; socks: number } {
+    const offset = this.options.openPortOffset ?? 2_000;
+    return { http: this.allocation.httpPort + offset, socks: this.allocation.socksPort + offset };
+  }
+
+  private get ifb(): string {
+    return ifbName(this.allocation.ifaceId);
   }
 
   start(): void {
@@ -224,10 +297,8 @@ export class ModemDataPlane {
           ),
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
-            for (const p of this.processes) p.reload();
-            // the next run compares its own plan with this one
-            const meta = this.plan(input.egress).meta;
-            for (const p of this.processes) await p.updateRecord(meta);
+            await Promise.all(this.processes.map((p) => p.reload()));
+            await this.updateRecords(input.egress);
           }),
           stopProxy: fromPromise(() => this.stopProcesses()),
         },
@@ -242,16 +313,65 @@ export class ModemDataPlane {
     return join(this.options.runDir, `${this.imei}.${this.options.backend === '3proxy' ? 'cfg' : 'conf'}`);
   }
 
-  private configText(egress: string): string {
-    return this.options.backend === '3proxy'
-      ? render3proxy(this.spec(egress))
-      : renderTinyproxy(this.spec(egress));
+  private openConfigFile(): string {
+    return join(this.options.runDir, `${this.imei}-open.conf`);
   }
 
-  private async writeConfig(egress: string): Promise<void> {
-    await writeFile(this.configFile(), this.configText(egress), { mode: 0o600 });
+  /** Writes the configs; true when one of them changed (a reload is due). */
+  private async writeConfig(egress: string): Promise<boolean> {
+    const spec = this.spec(egress);
+    const text = this.options.backend === '3proxy' ? render3proxy(spec) : renderTinyproxy(spec);
+    const main = await this.writeOwned(this.configFile(), text);
+    const open = this.companions
+      ? await this.writeOwned(this.openConfigFile(), renderOpenTinyproxy(spec, this.openPorts.http))
+      : false;
+    return main || open;
+  }
+
+  /** Writes a config; false when it already holds exactly this (nothing to reload). */
+  private async writeOwned(file: string, text: string): Promise<boolean> {
+    if (this.written.get(file) === text) return false;
+    await writeFile(file, text, { mode: 0o600 });
+    this.written.set(file, text);
     // the proxy reads it under its own uid; nobody else may (it holds the password)
-    if (this.uid !== undefined) await chown(this.configFile(), this.uid, this.uid);
+    if (this.uid !== undefined) await chown(file, this.uid, this.uid);
+    return true;
+  }
+
+  /** The kernel's part of the access: the link's limits, the allowlist's redirect (companions). */
+  private async applyKernelAccess(): Promise<void> {
+    const nsOptions = { netns: this.options.netns };
+    const limits = this.access.limits;
+    if (this.shapingPlace === 'kernel' && (this.shaped === null || !sameLimits(this.shaped, limits))) {
+      // nothing to lift on a link never shaped by us (one a previous run handed over may be)
+      if (
+        this.shaped !== null ||
+        this.inheritedLink ||
+        limits.downloadKbps !== null ||
+        limits.uploadKbps !== null
+      )
+        await applyShaping(this.iface, this.ifb, limits, nsOptions);
+      this.shaped = limits;
+      this.inheritedLink = false;
+    }
+    if (this.options.backend === '3proxy') return;
+    if (this.companions) {
+      await applyAccessList(
+        {
+          slot: this.allocation.slot,
+          allowlist: this.access.allowlist,
+          httpPort: this.allocation.httpPort,
+          socksPort: this.allocation.socksPort,
+          openHttpPort: this.openPorts.http,
+          openSocksPort: this.openPorts.socks,
+        },
+        nsOptions,
+      );
+      this.accessListed = true;
+    } else if (this.accessListed) {
+      await removeAccessList(this.allocation.slot, nsOptions);
+      this.accessListed = false;
+    }
   }
 
   /** The egress policy lets this modem's uid out through its link (not in the demo: no routing). */
@@ -265,12 +385,14 @@ export class ModemDataPlane {
   /** The processes this data plane starts for `egress`, and what their pid files record. */
   private plan(egress: string): ProxyPlan {
     const s = this.spec(egress);
-    const processes: ProxyPlan['processes'] =
+    const processes: PlannedProcess[] =
       this.options.backend === '3proxy'
         ? [
             {
               name: `${this.imei}-3proxy`,
               argv: [this.options.threeProxyPath ?? '3proxy', this.configFile()],
+              reloads: true,
+              reloadSettleMs: 100,
               ports: [
                 { host: '127.0.0.1', port: s.httpPort },
                 { host: '127.0.0.1', port: s.socksPort },
@@ -289,18 +411,38 @@ export class ModemDataPlane {
               name: `${this.imei}-http`,
               argv: ['tinyproxy', '-d', '-c', this.configFile()],
               ports: [{ host: '127.0.0.1', port: s.httpPort }],
+              reloads: true,
+              reloadLog: TINYPROXY_RELOAD,
             },
+            ...(this.companions
+              ? [
+                  {
+                    name: `${this.imei}-socks-open`,
+                    argv: ['microsocks', ...openMicrosocksArgs(s, this.openPorts.socks)] as [
+                      string,
+                      ...string[],
+                    ],
+                    ports: [{ host: '127.0.0.1', port: this.openPorts.socks }],
+                  },
+                  {
+                    name: `${this.imei}-http-open`,
+                    argv: ['tinyproxy', '-d', '-c', this.openConfigFile()] as [string, ...string[]],
+                    ports: [{ host: '127.0.0.1', port: this.openPorts.http }],
+                    reloads: true,
+                    reloadLog: TINYPROXY_RELOAD,
+                  },
+                ]
+              : []),
           ];
-    const config = this.configText(egress);
     const routed = this.options.routing !== false;
     return {
       processes,
-      config,
       meta: {
         imei: this.imei,
         fingerprint: proxyFingerprint({
           argvs: processes.map((p) => p.argv),
-          config,
+          // everything the processes read: logins, allowlist and limits are in the texts
+          config: this.configTexts(s).join('\n\0\n'),
           uid: this.uid,
           netns: this.options.netns,
         }),
@@ -314,45 +456,26 @@ export class ModemDataPlane {
     };
   }
 
+  /** The texts of the config files (main, then the companions' when they run). */
+  private configTexts(spec: ProxySpec): string[] {
+    const main = this.options.backend === '3proxy' ? render3proxy(spec) : renderTinyproxy(spec);
+    return this.companions ? [main, renderOpenTinyproxy(spec, this.openPorts.http)] : [main];
+  }
+
+  /** The running processes' records after a reload: the next run compares its plan with them. */
+  private async updateRecords(egress: string): Promise<void> {
+    const meta = this.plan(egress).meta;
+    for (const p of this.processes) await p.updateRecord(meta);
+  }
+
   private async startProcesses(egress: string): Promise<void> {
     await this.stopProcesses();
     const gated = this.gated;
     const plan = this.plan(egress);
-    // proxies running under their own uid read their config here: the directory (and its parents)
-    // must let them through, as the state dir does for the embedded PostgreSQL
-    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
-    const base = {
-      runDir: this.options.runDir,
-      netns: this.options.netns,
-      log: this.log,
-      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
-      record: plan.meta,
-      pollMs: this.options.adoptedPollMs,
-    };
     const left = this.left?.proxy;
     if (this.left) this.left = { ...this.left, proxy: undefined };
-    if (left) {
-      const problem = await this.adoptionProblem(left.modem, plan);
-      if (problem === null) {
-        if (gated && !this.admitted) {
-          await gated.gate.admit(gated.uid, this.iface);
-          this.admitted = true;
-        }
-        await left.release();
-        // the same text it was started with (3proxy re-reads it on SIGUSR1)
-        await this.writeConfig(egress);
-        const processes: ProxyProcess[] = [];
-        for (const [i, p] of plan.processes.entries()) {
-          const was = left.modem.processes[i];
-          if (was) processes.push(await ProxyProcess.adopt({ ...base, ...p }, was));
-        }
-        this.processes = processes;
-        this.log.info(
-          { pids: processes.map((p) => p.pid), egress },
-          "adopted the previous run's proxy: its connections live on",
-        );
-        return this.watch(processes);
-      }
+    const problem = left ? await this.adoptionProblem(left.modem, plan) : undefined;
+    if (left && problem) {
       this.log.info({ problem }, 'replacing the proxy the previous run left: it is not what this run starts');
       await left.kill(problem);
     }
@@ -361,7 +484,37 @@ export class ModemDataPlane {
       await gated.gate.admit(gated.uid, this.iface);
       this.admitted = true;
     }
+    // the previous run's admission of an adopted proxy: this one's holds now
+    if (left && problem === null) await left.release();
+    // proxies running under their own uid read their config here: the directory (and its parents)
+    // must let them through, as the state dir does for the embedded PostgreSQL
+    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
+    // an adopted proxy's link and allowlist were set up by the previous run: re-applied the same
+    await this.applyKernelAccess();
+    // (the same texts an adopted proxy was started with: 3proxy and tinyproxy re-read them on SIGUSR1)
     await this.writeConfig(egress);
+    this.scheduleExpiry();
+    const base = {
+      runDir: this.options.runDir,
+      netns: this.options.netns,
+      log: this.log,
+      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
+      record: plan.meta,
+      pollMs: this.options.adoptedPollMs,
+    };
+    if (left && problem === null) {
+      const processes: ProxyProcess[] = [];
+      for (const [i, p] of plan.processes.entries()) {
+        const was = left.modem.processes[i];
+        if (was) processes.push(await ProxyProcess.adopt({ ...base, ...p }, was));
+      }
+      this.processes = processes;
+      this.log.info(
+        { pids: processes.map((p) => p.pid), egress },
+        "adopted the previous run's proxy: its connections live on",
+      );
+      return this.watch(processes);
+    }
     const processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
     this.processes = processes;
     for (const p of processes) await p.start();
@@ -370,14 +523,14 @@ export class ModemDataPlane {
 
   /**
    * Why a left proxy cannot be adopted (null: it can): it must have been started with exactly what
-   * this run starts (the fingerprint: address, ports, credentials, config, uid), on this link, and
-   * every process must still run and listen.
+   * this run starts (the fingerprint: address, ports, credentials, logins, allowlist, limits in a
+   * config, uid), on this link, and every process must still run and listen.
    */
   private async adoptionProblem(left: LeftModem, plan: ProxyPlan): Promise<string | null> {
     if (left.egress !== plan.meta.egress)
       return `it egresses from ${left.egress}, the modem has ${plan.meta.egress} now`;
     if (left.fingerprint !== plan.meta.fingerprint)
-      return 'it was started with other settings (credentials, ports, uid or config changed)';
+      return 'it was started with other settings (credentials, access, ports, uid or config changed)';
     if (left.iface !== plan.meta.iface) return `it was set up on link ${left.iface ?? 'none'}`;
     if (left.processes.map((p) => p.name).join(',') !== plan.meta.members.join(','))
       return 'its processes are not the ones this backend runs';
@@ -454,6 +607,82 @@ export class ModemDataPlane {
     }
   }
 
+  /**
+   * New access (logins, allowlist, limits; src/proxyAccess.ts), applied live where the backend
+   * allows: limits by `tc class replace` on the link (no proxy touched); logins and the allowlist
+   * by rewriting the configs and a reload that keeps every open connection (3proxy and tinyproxy
+   * SIGUSR1; tinyproxy confirms on stdout) and by replacing the allowlist's nft table. Only a change
+   * between no allowlist and one on microsocks+tinyproxy starts or stops the password-less
+   * companions, which replaces the modem's processes (their connections end). Resolves once new
+   * connections get the new access; rejects `access_not_applied`.
+   */
+  setAccess(access: ProxyAccess, timeoutMs = 15_000): Promise<void> {
+    const next = this.accessChange.catch(() => undefined).then(() => this.applyAccess(access, timeoutMs));
+    this.accessChange = next;
+    return next;
+  }
+
+  private async applyAccess(access: ProxyAccess, timeoutMs: number): Promise<void> {
+    const companionsBefore = this.companions;
+    this.access = access;
+    const proxy = this.proxy;
+    // no proxy yet (routing still being applied): it starts with them
+    if (!proxy || this.stopped) return;
+    try {
+      // a change of the companions, or an adopted tinyproxy (its reload cannot be confirmed):
+      // the processes are replaced
+      if (this.companions !== companionsBefore || this.processes.some((p) => !p.reloadConfirmable))
+        return await this.replaceProcesses(timeoutMs);
+      await this.applyKernelAccess();
+      // a change of speed limits alone touches no proxy
+      if (await this.writeConfig(this.address)) {
+        await Promise.all(this.processes.map((p) => p.reload()));
+        await this.updateRecords(this.address);
+      }
+      this.scheduleExpiry();
+    } catch (err) {
+      throw new ModemfleetError(
+        'access_not_applied',
+        `the proxy of ${this.imei} did not take its new access: ${coerceError(err).message}`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** Stops and starts the processes (they read the access at start); resolves once they serve. */
+  private async replaceProcesses(timeoutMs: number): Promise<void> {
+    const proxy = this.proxy;
+    if (!proxy) return;
+    proxy.send({ type: 'credentials.changed' });
+    const s = await waitFor(
+      proxy,
+      (x) =>
+        x.status !== 'active' || x.matches('failed') || (x.matches('running') && !x.context.credentialsStale),
+      { timeout: timeoutMs },
+    );
+    if (!s.matches('running')) throw new Error(`the proxy is ${JSON.stringify(s.value)}`);
+  }
+
+  /** At the next login's expiry the configs are rendered without it and reloaded (no restart). */
+  private scheduleExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    const at = nextExpiry(this.access, Date.now());
+    if (at === null || this.stopped) return;
+    // setTimeout takes at most 2^31-1 ms: a far expiry is looked at again later
+    this.expiryTimer = setTimeout(
+      () => {
+        if (this.stopped) return;
+        this.log.info('a login expired; the proxy reloads without it');
+        this.setAccess(this.access).catch((err: unknown) => {
+          this.log.warn({ err: coerceError(err) }, 'an expired login not dropped; replacing the proxy');
+          void this.replaceProcesses(15_000).catch(() => undefined);
+        });
+      },
+      Math.min(Math.max(0, at - Date.now()) + 50, 2_000_000_000),
+    );
+    this.expiryTimer.unref();
+  }
+
   /** Re-apply routing now (the egress guard saw the port fail). */
   reapplyRouting(): void {
     this.routing?.send({ type: 'link.changed' });
@@ -472,13 +701,14 @@ export class ModemDataPlane {
   /**
    * The supervisor hands over to the next run: the actors stop here, but what they set up stays
    * as it is: the proxy processes keep serving (their pid files record what the next run checks),
-   * the routing stays applied and the uid admitted, the config file stays. Nothing here holds the
-   * processes any more. Idempotent.
+   * the routing stays applied, the uid admitted, the link's limits and the allowlist in place, the
+   * configs written. Nothing here holds the processes any more. Idempotent.
    */
   handover(): void {
     if (this.stopped) return;
     this.stopped = true;
     this.handedOver = true;
+    clearTimeout(this.expiryTimer);
     const proxy = this.proxy;
     const routing = this.routing;
     this.proxy = undefined;
@@ -497,6 +727,7 @@ export class ModemDataPlane {
   async stop(): Promise<void> {
     if (this.handedOver) return;
     this.stopped = true;
+    clearTimeout(this.expiryTimer);
     const proxy = this.proxy;
     const routing = this.routing;
     this.proxy = undefined;
@@ -533,6 +764,30 @@ export class ModemDataPlane {
     } catch (err) {
       this.log.warn({ err: coerceError(err) }, 'removing the routing failed');
     }
+    await this.removeKernelAccess();
+    this.written.clear();
     await rm(this.configFile(), { force: true });
+    await rm(this.openConfigFile(), { force: true });
+  }
+
+  private async removeKernelAccess(): Promise<void> {
+    const nsOptions = { netns: this.options.netns };
+    try {
+      if (this.shaped !== null) await removeShaping(this.iface, this.ifb, nsOptions);
+      this.shaped = null;
+    } catch (err) {
+      this.log.warn({ err: coerceError(err) }, 'lifting the speed limits failed');
+    }
+    if (this.accessListed)
+      await removeAccessList(this.allocation.slot, nsOptions).then(
+        () => (this.accessListed = false),
+        (err: unknown) => this.log.warn({ err: coerceError(err) }, 'removing the allowlist table failed'),
+      );
   }
 }
+
+/** tinyproxy at LogLevel Notice says this on stdout when a SIGUSR1 reload took effect (or not). */
+const TINYPROXY_RELOAD = { done: 'Reloading config file finished', failed: 'Reloading config file failed' };
+
+const sameLimits = (a: SpeedLimits, b: SpeedLimits): boolean =>
+  a.downloadKbps === b.downloadKbps && a.uploadKbps === b.uploadKbps;

@@ -4,6 +4,7 @@ import { modemLogger, type Logger } from '../log.js';
 import type { ModemRecord } from '../store/reconcile.js';
 import type { Store } from '../store/store.js';
 import type { Allocation, Command, TransitionRecord } from '../store/types.js';
+import { NO_ACCESS, type ProxyAccess } from '../proxyAccess.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
 import { addressProblem, hostAddresses } from '../net/addressGuard.js';
@@ -49,7 +50,14 @@ export interface ModemDevice {
 /** The part of the store one modem uses. */
 export type ModemStore = Pick<
   Store,
-  'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired' | 'recordAddress' | 'addressSeenWithin'
+  | 'hostId'
+  | 'modemRecord'
+  | 'upsertModem'
+  | 'allocate'
+  | 'setDesired'
+  | 'recordAddress'
+  | 'addressSeenWithin'
+  | 'servedAccess'
 >;
 
 export interface ModemDeps {
@@ -113,6 +121,8 @@ export class Modem {
   private journaled: string | null = null;
   private held: Omit<TransitionRecord, 'imei' | 'seq' | 'host'>[] = [];
   private allocationValue: Allocation | undefined;
+  /** Logins besides its own, allowlist, speed limits (read with the allocation, then per change). */
+  private accessValue: ProxyAccess = NO_ACCESS;
   /** No ports were free: it cannot serve (it goes to `error` once online). */
   private noPorts: string | undefined;
   private dataPlane: ModemDataPlane | undefined;
@@ -273,24 +283,41 @@ export class Modem {
   }
 
   /**
-   * A `credentials` command: the allocation is read again (the new password was stored with the
-   * command) and the running proxy replaced with it; the modem stays online and its
-   * routing untouched. The result never holds the password (command results are visible to every
-   * token).
+   * A `credentials` command: the allocation (its own login) and the access (other logins,
+   * allowlist, speed limits) are read again, as they were stored with the command, and applied:
+   * the access live (src/fleet/dataPlane.ts `setAccess`), a new password of its own by replacing
+   * the proxy; the modem stays online and its routing untouched. The result never holds a password
+   * (command results are visible to every token).
    */
   private async applyCredentials(): Promise<CommandOutcome> {
     const imei = this.imeiValue;
     if (!imei || !this.allocationValue) return { ok: true, result: { applied: false } };
     let allocation: Allocation;
+    let access: ProxyAccess;
     try {
       allocation = await this.deps.store.allocate(imei);
+      access = await this.deps.store.servedAccess(imei);
     } catch (err) {
       const message = coerceError(err).message.slice(0, 300);
       return { ok: false, result: { error: 'database_unavailable', message } };
     }
     this.allocationValue = allocation;
+    this.accessValue = access;
+    const facts = {
+      username: allocation.proxyUser,
+      logins: access.logins.length,
+      allowlist: access.allowlist.length,
+      limits: access.limits,
+    };
     const dataPlane = this.dataPlane;
-    if (!dataPlane) return { ok: true, result: { applied: false, username: allocation.proxyUser } };
+    if (!dataPlane) return { ok: true, result: { applied: false, ...facts } };
+    try {
+      await dataPlane.setAccess(access);
+    } catch (err) {
+      const message = coerceError(err).message.slice(0, 300);
+      this.log.warn({ err: coerceError(err) }, 'new proxy access not applied');
+      return { ok: false, result: { error: 'access_not_applied', message, ...facts } };
+    }
     try {
       await dataPlane.setCredentials(allocation.proxyUser, allocation.proxyPassword);
     } catch (err) {
@@ -298,8 +325,20 @@ export class Modem {
       this.log.warn({ err: coerceError(err) }, 'new proxy credentials not applied');
       return { ok: false, result: { error: 'credentials_not_applied', message } };
     }
-    this.log.info({ username: allocation.proxyUser }, 'proxy credentials changed');
-    return { ok: true, result: { applied: true, username: allocation.proxyUser } };
+    const unshaped =
+      dataPlane.shapingPlace === 'none' &&
+      (access.limits.downloadKbps !== null || access.limits.uploadKbps !== null);
+    this.log.info({ ...facts, shaping: dataPlane.shapingPlace }, 'proxy access applied');
+    if (unshaped)
+      return {
+        ok: false,
+        result: {
+          error: 'shaping_unavailable',
+          message: 'the modem has no link of its own here and its backend has no speed limits of its own',
+          ...facts,
+        },
+      };
+    return { ok: true, result: { applied: true, shaping: dataPlane.shapingPlace, ...facts } };
   }
 
   /** Sends a command to the machine; resolves with its result, or fails after `timeoutMs`. */
@@ -610,6 +649,7 @@ export class Modem {
             `the SIM of modem ${imei} changed: ICCID ${previousIccid} → ${identity.iccid}`,
           );
         this.allocationValue = await store.allocate(imei);
+        this.accessValue = await store.servedAccess(imei);
         this.syncDataPlane();
         this.deps.events.emit('allocated', this.allocationValue);
         this.deps.events.emit('identified', { imei, usbPath: this.usbPath });
@@ -675,6 +715,7 @@ export class Modem {
         },
       },
       this.log,
+      this.accessValue,
       // the proxy a previous run left for this modem: adopted when it is what this one starts
       this.deps.leftProxies?.claim(imei),
     );

@@ -260,7 +260,10 @@ export class Supervisor {
 
   async start(): Promise<void> {
     const store = this.options.store;
-    await store.registerHost(this.options.proxyHost ? { proxyHost: this.options.proxyHost } : {});
+    await store.registerHost({
+      ...(this.options.proxyHost ? { proxyHost: this.options.proxyHost } : {}),
+      ...(this.options.dataPlane ? { proxyBackend: this.options.dataPlane.backend } : {}),
+    });
     this.heartbeat = setInterval(() => {
       store.heartbeat().catch((err: unknown) => this.log.warn({ err }, 'host heartbeat failed'));
     }, this.policy.hostHeartbeatMs);
@@ -405,7 +408,7 @@ export class Supervisor {
       outcome = modem
         ? await modem.command(command)
         : command.kind === 'credentials'
-          ? // nothing serves it here: its proxy starts with the stored (new) password
+          ? // nothing serves it here: its proxy starts with the stored (new) password and access
             { ok: true, result: { applied: false } }
           : { ok: false, result: { error: 'not_present' } };
     } catch (err) {

@@ -49,7 +49,7 @@ const RESELLER_ROUTES = new Set([
 ]);
 
 /** Routes that show passwords: never to a read-only token. */
-const PASSWORD_ROUTES = new Set(['/api/modems/:imei/credentials']);
+const PASSWORD_ROUTES = new Set(['/api/modems/:imei/credentials', '/api/modems/:imei/logins']);
 
 const forbidden = (message: string): ModemfleetError => new ModemfleetError('forbidden', message);
 const hidden = (imei: string): ModemfleetError =>

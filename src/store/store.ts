@@ -48,6 +48,18 @@ import {
 } from './rotationLinks.js';
 import { getCredentials, rotateCredentials, type ProxyCredentials } from './credentials.js';
 import {
+  addLogin,
+  getAccess,
+  listLogins,
+  removeLogin,
+  servedAccess,
+  setAllowlist,
+  setLimits,
+  type AccessView,
+  type LoginView,
+} from './proxyAccess.js';
+import type { ProxyAccess } from '../proxyAccess.js';
+import {
   activeTokenIds,
   createToken,
   listTokens,
@@ -118,7 +130,11 @@ export class Store {
     this.hostId = options.hostId;
   }
 
-  registerHost(options?: { name?: string; proxyHost?: string }): Promise<void> {
+  registerHost(options?: {
+    name?: string;
+    proxyHost?: string;
+    proxyBackend?: '3proxy' | 'microsocks+tinyproxy';
+  }): Promise<void> {
     return registerHost(this.sql, this.hostId, options);
   }
   heartbeat(): Promise<void> {
@@ -185,6 +201,30 @@ export class Store {
   /** A new proxy password, stored, and a `credentials` command for the modem's host to apply it. */
   rotateCredentials(imei: string, requestedBy: string): ReturnType<typeof rotateCredentials> {
     return rotateCredentials(this.sql, imei, requestedBy);
+  }
+
+  /** A modem's logins besides its own, allowlist and speed limits (src/store/proxyAccess.ts). */
+  logins(imei: string): Promise<LoginView[]> {
+    return listLogins(this.sql, imei);
+  }
+  addLogin(imei: string, request: unknown, requestedBy: string): ReturnType<typeof addLogin> {
+    return addLogin(this.sql, imei, request, requestedBy);
+  }
+  removeLogin(imei: string, username: string, requestedBy: string): Promise<{ commandId: number }> {
+    return removeLogin(this.sql, imei, username, requestedBy);
+  }
+  access(imei: string): Promise<AccessView> {
+    return getAccess(this.sql, imei);
+  }
+  setAllowlist(imei: string, allowlist: unknown, requestedBy: string): ReturnType<typeof setAllowlist> {
+    return setAllowlist(this.sql, imei, allowlist, requestedBy);
+  }
+  setLimits(imei: string, limits: unknown, requestedBy: string): ReturnType<typeof setLimits> {
+    return setLimits(this.sql, imei, limits, requestedBy);
+  }
+  /** What this host's data plane serves for the modem (expired logins left out). */
+  servedAccess(imei: string): Promise<ProxyAccess> {
+    return servedAccess(this.sql, imei);
   }
 
   /** Scoped API tokens (src/store/tokens.ts): the token itself is returned only here. */

@@ -110,7 +110,18 @@ describe('loadConfig: daemon settings', () => {
       egress: { urls: ['http://198.18.0.1:8080/'], intervalMs: 60000, samples: 2 },
       egressPolicy: { allow: [], deny: [] },
       qmiLinks: true,
+      openPortOffset: 2000,
     });
+  });
+
+  it("the allowlist's companion ports (openPortOffset) must not meet the port ranges", () => {
+    const meets = file('open-ports.json', JSON.stringify({ dataPlane: { openPortOffset: 10000 } }));
+    // 21000-21999 + 10000 = 31000-31999: the SOCKS range
+    expect(() => loadConfig({ env: {}, file: meets })).toThrow(
+      /dataPlane\.openPortOffset: .*must stay within 65535 and not meet/,
+    );
+    const fine = file('open-ports-ok.json', JSON.stringify({ dataPlane: { openPortOffset: 3000 } }));
+    expect(loadConfig({ env: {}, file: fine }).dataPlane?.openPortOffset).toBe(3000);
   });
 
   it('egress policy: allow and deny lists read; bad entries, unknown keys and a policy without uids named', () => {

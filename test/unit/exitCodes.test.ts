@@ -12,3 +12,14 @@ describe('exit codes and HTTP statuses of a farm with several hosts', () => {
     expect(new Set(Object.values(EXIT)).size).toBe(Object.values(EXIT).length);
   });
 });
+
+describe('exit codes of backup and restore', () => {
+  it('a bad backup file is exit 9; a schema this version cannot restore 5; a running farm 4', () => {
+    for (const code of ['backup_unreadable', 'backup_corrupt', 'backup_exists', 'backup_unwritable'])
+      expect(exitCodeFor(new ModemfleetError(code, 'x'))).toBe(9);
+    for (const code of ['backup_schema_newer', 'backup_schema_mismatch'])
+      expect(exitCodeFor(new ModemfleetError(code, 'x'))).toBe(EXIT.migration);
+    for (const code of ['farm_running', 'no_cluster'])
+      expect(exitCodeFor(new ModemfleetError(code, 'x'))).toBe(EXIT.database);
+  });
+});
