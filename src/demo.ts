@@ -163,13 +163,16 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     // wait for the farm to settle (the modem without a SIM ends in error on purpose)
     const deadline = Date.now() + (realistic ? 90_000 : 30_000);
     let modems = await store.modems();
-    while (Date.now() < deadline && modems.filter((m) => m.state === 'online').length < options.modems - 1) {
+    // serving: online with its ports (a modem's state is written before its allocation is)
+    const serving = (m: (typeof modems)[number]): boolean =>
+      m.state === 'online' && !!m.httpPort && !!m.socksPort;
+    while (Date.now() < deadline && modems.filter(serving).length < options.modems - 1) {
       progress(modemsLine(countStates(modems)));
       await Promise.race([sleep(500), signal.received]);
       modems = await store.modems();
     }
     progress(modemsLine(countStates(modems)));
-    const online = modems.filter((m) => m.state === 'online' && m.httpPort && m.socksPort);
+    const online = modems.filter(serving);
     options.print(
       `modemfleet demo: ${modems.length} simulated EC25 modems, ${online.length} online (proxy: ${proxy.backend})`,
     );
