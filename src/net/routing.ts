@@ -7,8 +7,7 @@ import { IpError, ip, ipBatch, ipJson, type IpOptions } from './ip.js';
  * blackhole of the lowest priority (fail closed: without the modem route, traffic fails instead of
  * leaking through the host's default route), and a rule sending everything from the modem's address
  * into that table, at an explicit priority (the kernel would otherwise pick one and pile up
- * duplicates). Optionally a uidrange rule for the modem's proxy user's DNS (DNS leak guard; only
- * port 53, so that its replies to customers follow the host's routes).
+ * duplicates). Optionally a uidrange rule for the modem's proxy user (DNS leak guard).
  * shared/reference/dataplane.md has the measured facts behind each step.
  */
 export interface ModemRoute {
@@ -94,30 +93,12 @@ export async function applyRoute(
   await deleteRules(r.priority, options);
   await ip(['rule', 'add', 'priority', String(r.priority), 'from', r.address, 'lookup', t], options);
   await deleteRules(r.priority + 1, options);
-  // DNS only: the proxy's own lookups leave through the modem. Not everything of its uid: its
-  // replies to customers (SYN-ACKs, data) must follow the host's routes back to them, and would
-  // otherwise go out through the modem (remote customers could not connect at all). Everything
-  // else it sends is bound to the modem's address (the rule above), and the egress policy refuses
-  // whatever of its uid would leave through another link.
   if (r.uid !== undefined)
     await ip(
-      [
-        'rule',
-        'add',
-        'priority',
-        String(r.priority + 1),
-        'uidrange',
-        `${r.uid}-${r.uid}`,
-        'dport',
-        String(DNS_PORT),
-        'lookup',
-        t,
-      ],
+      ['rule', 'add', 'priority', String(r.priority + 1), 'uidrange', `${r.uid}-${r.uid}`, 'lookup', t],
       options,
     );
 }
-
-const DNS_PORT = 53;
 
 interface RuleJson {
   priority?: number;
@@ -125,7 +106,6 @@ interface RuleJson {
   table?: string;
   uid_start?: number;
   uid_end?: number;
-  dport?: number;
 }
 interface RouteJson {
   type?: string;
@@ -151,10 +131,9 @@ export async function verifyRoute(r: ModemRoute, options: IpOptions = {}): Promi
       uid.length !== 1 ||
       uid[0]?.table !== String(r.table) ||
       uid[0]?.uid_start !== r.uid ||
-      uid[0]?.uid_end !== r.uid ||
-      uid[0]?.dport !== DNS_PORT
+      uid[0]?.uid_end !== r.uid
     )
-      problems.push(`rule ${r.priority + 1}: expected one uidrange rule (DNS) into ${r.table}`);
+      problems.push(`rule ${r.priority + 1}: expected one uidrange rule into ${r.table}`);
   }
   const routes = await ipJson<RouteJson>(['route', 'show', 'table', String(r.table)], options);
   const modem = routes.find((x) => x.dst === 'default' && x.type !== 'blackhole');
