@@ -29,6 +29,8 @@ import { DEFAULT_ECHO_LISTEN, runEcho } from './echo.js';
 import { TIMING_NAMES, type TimingName } from './sim/profiles.js';
 import { runSim } from './sim/simCommand.js';
 import { createRootLogger, type Logger } from './log.js';
+import { stopLeftProxies } from './net/leftProxies.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { migrate } from './store/migrate.js';
 import { COMMAND_KINDS, type CommandKind } from './store/types.js';
 import { withSystem, type SystemOptions } from './system.js';
@@ -102,6 +104,24 @@ const COMMANDS: Record<string, CommandSpec> = {
     run: async ({ values }) => {
       // the daemon logs JSON lines to stdout (journald)
       return runDaemon(config(values), createRootLogger());
+    },
+  },
+  'stop-proxies': {
+    summary:
+      'stop the proxies a supervisor handed over (SIGTERM) while none runs, with their routing and the egress policy',
+    usage: 'stop-proxies [--config FILE]',
+    options: configOption,
+    run: async ({ values, log }) => {
+      const dataPlane = config(values).dataPlane;
+      // the run dir the daemon uses (moved where the proxies' uids reach it, as the daemon does)
+      const out = dataPlane
+        ? await stopLeftProxies(
+            await proxyRunDir(dataPlane.runDir, dataPlane.proxyUidBase !== undefined, log),
+            { netns: dataPlane.netns, log },
+          )
+        : { stopped: 0, routes: 0 };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
     },
   },
   demo: {

@@ -114,6 +114,13 @@ export interface Policy {
   webhookMaxAttempts: number;
   /** Safety net: due webhook deliveries are looked for this often whatever NOTIFY did. */
   webhookPollMs: number;
+  /**
+   * A proxy the previous run handed over is adopted when its modem comes online within this after
+   * start (same address, same settings); one not adopted by then is killed.
+   */
+  handoverAdoptMs: number;
+  /** An adopted proxy (not our child: no exit event) is checked for life this often. */
+  adoptedProxyPollMs: number;
 }
 
 export const DEFAULT_POLICY: Policy = {
@@ -172,6 +179,8 @@ export const DEFAULT_POLICY: Policy = {
   webhookRetryCapMs: 300_000,
   webhookMaxAttempts: 10,
   webhookPollMs: 10_000,
+  handoverAdoptMs: 60_000,
+  adoptedProxyPollMs: 1_000,
 };
 
 /** The journal spool's size bound (config `spoolMaxBytes`). */

@@ -5,6 +5,7 @@ import { proxyMachine, type ProxyConfig } from '../../machines/proxyMachine.js';
 import { routingMachine, type RoutingConfig } from '../../machines/routingMachine.js';
 import type { Logger } from '../log.js';
 import { applyAccessList, removeAccessList } from '../net/accessList.js';
+import type { LeftModem } from '../net/leftProxies.js';
 import {
   microsocksArgs,
   openMicrosocksArgs,
@@ -14,6 +15,7 @@ import {
   type ProxySpec,
 } from '../net/proxyConfig.js';
 import { ProxyProcess } from '../net/proxyProcess.js';
+import { listening, processAlive, proxyFingerprint, type ProxyRecordMeta } from '../net/proxyRecord.js';
 import { applyRoute, removeRoute, verifyRoute, type ModemRoute } from '../net/routing.js';
 import { applyShaping, ifbName, removeShaping } from '../net/shaping.js';
 import { NO_ACCESS, liveLogins, nextExpiry, type ProxyAccess, type SpeedLimits } from '../proxyAccess.js';
@@ -67,6 +69,37 @@ export interface DataPlaneOptions {
    * ports plus this offset (default 2000), reached through the kernel's redirect (src/net/accessList.ts).
    */
   openPortOffset?: number | undefined;
+  /** How often an adopted proxy (not our child) is checked for life (default 1 s). */
+  adoptedPollMs?: number | undefined;
+}
+
+/**
+ * A modem's proxy a previous run left serving (src/fleet/handover.ts), claimed by its data plane:
+ * adopted when it is what this run would start, else killed before anything starts.
+ */
+export interface LeftProxy {
+  readonly modem: LeftModem;
+  /** The previous run's admission of its uid is not needed any more (this data plane admitted it). */
+  release(): Promise<void>;
+  /** Not adopted: its processes are stopped, their pid files removed, its admission released. */
+  kill(reason: string): Promise<void>;
+}
+
+/** One process this data plane starts: what `ProxyProcess` is given beyond the common options. */
+interface PlannedProcess {
+  name: string;
+  argv: [string, ...string[]];
+  ports: { host: string; port: number }[];
+  secrets?: string[];
+  reloads?: boolean;
+  reloadSettleMs?: number;
+  reloadLog?: { done: string; failed: string };
+}
+
+/** What this data plane would start: the processes, and the record the next run compares with. */
+interface ProxyPlan {
+  processes: PlannedProcess[];
+  meta: ProxyRecordMeta;
 }
 
 /** Where a modem's speed limits are enforced: its own link (kernel), 3proxy's bandlim, or nowhere. */
@@ -98,11 +131,18 @@ export class ModemDataPlane {
   private processes: ProxyProcess[] = [];
   private address: string;
   private stopped = false;
+  /** Handed over to the next run: what runs stays running. */
+  private handedOver = false;
   private admitted = false;
   private access: ProxyAccess;
   /** What the link's qdiscs and the allowlist table hold now (null: nothing applied yet). */
   private shaped: SpeedLimits | null = null;
   private accessListed = false;
+  /**
+   * The link comes from a previous run with a proxy left on it: its limits and allowlist table are
+   * whatever that run applied, so the first apply sets them whatever this one believes.
+   */
+  private inheritedLink = false;
   /** What each config file holds (written by us, read by the proxy). */
   private readonly written = new Map<string, string>();
   private expiryTimer: NodeJS.Timeout | undefined;
@@ -119,10 +159,16 @@ export class ModemDataPlane {
     private readonly hooks: DataPlaneHooks,
     log: Logger,
     access: ProxyAccess = NO_ACCESS,
+    /** The proxy a previous run left for this modem, and when its routing may be touched. */
+    private left?: { proxy: LeftProxy | undefined; settled: Promise<void> },
   ) {
     this.access = access;
     this.address = address;
     this.log = log.child({ component: 'dataplane' });
+    if (left?.proxy) {
+      this.inheritedLink = true;
+      this.accessListed = true;
+    }
   }
 
   /** The proxy's ports and credentials (what a customer uses). */
@@ -200,13 +246,19 @@ export class ModemDataPlane {
   start(): void {
     if (this.options.routing === false) return this.startProxy();
     const ipOptions = { ...this.options.ip, netns: this.options.netns };
+    // a previous run's proxy for this modem being put away (its routing removed) is waited for
+    const settled = this.left?.settled ?? Promise.resolve();
     this.routing = createActor(
       routingMachine.provide({
         actors: {
-          applyRouting: fromPromise(({ input }) =>
-            applyRoute(this.route(input.address), ipOptions, input.previousAddress),
-          ),
-          verifyRouting: fromPromise(({ input }) => verifyRoute(this.route(input.address), ipOptions)),
+          applyRouting: fromPromise(async ({ input }) => {
+            await settled;
+            await applyRoute(this.route(input.address), ipOptions, input.previousAddress);
+          }),
+          verifyRouting: fromPromise(async ({ input }) => {
+            await settled;
+            return verifyRoute(this.route(input.address), ipOptions);
+          }),
           removeRouting: fromPromise(() => removeRoute(this.route(this.address), ipOptions)),
         },
         actions: {
@@ -223,6 +275,8 @@ export class ModemDataPlane {
         input: {
           address: this.address,
           ...(this.options.routingConfig ? { config: this.options.routingConfig } : {}),
+          // a proxy left serving has its routing in place: read back before touching it
+          verifyFirst: this.left?.proxy !== undefined,
         },
       },
     );
@@ -244,6 +298,7 @@ export class ModemDataPlane {
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
             await Promise.all(this.processes.map((p) => p.reload()));
+            await this.updateRecords(input.egress);
           }),
           stopProxy: fromPromise(() => this.stopProcesses()),
         },
@@ -288,10 +343,16 @@ export class ModemDataPlane {
     const nsOptions = { netns: this.options.netns };
     const limits = this.access.limits;
     if (this.shapingPlace === 'kernel' && (this.shaped === null || !sameLimits(this.shaped, limits))) {
-      // nothing to lift on a link never shaped by us
-      if (this.shaped !== null || limits.downloadKbps !== null || limits.uploadKbps !== null)
+      // nothing to lift on a link never shaped by us (one a previous run handed over may be)
+      if (
+        this.shaped !== null ||
+        this.inheritedLink ||
+        limits.downloadKbps !== null ||
+        limits.uploadKbps !== null
+      )
         await applyShaping(this.iface, this.ifb, limits, nsOptions);
       this.shaped = limits;
+      this.inheritedLink = false;
     }
     if (this.options.backend === '3proxy') return;
     if (this.companions) {
@@ -321,32 +382,13 @@ export class ModemDataPlane {
       : undefined;
   }
 
-  private async startProcesses(egress: string): Promise<void> {
-    await this.stopProcesses();
-    const gated = this.gated;
-    if (gated && !this.admitted) {
-      // before the proxy runs: until then its uid reaches nothing (fail closed)
-      await gated.gate.admit(gated.uid, this.iface);
-      this.admitted = true;
-    }
-    // proxies running under their own uid read their config here: the directory (and its parents)
-    // must let them through, as the state dir does for the embedded PostgreSQL
-    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
-    await this.applyKernelAccess();
-    await this.writeConfig(egress);
-    this.scheduleExpiry();
+  /** The processes this data plane starts for `egress`, and what their pid files record. */
+  private plan(egress: string): ProxyPlan {
     const s = this.spec(egress);
-    const base = {
-      runDir: this.options.runDir,
-      netns: this.options.netns,
-      log: this.log,
-      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
-    };
-    const processes =
+    const processes: PlannedProcess[] =
       this.options.backend === '3proxy'
         ? [
-            new ProxyProcess({
-              ...base,
+            {
               name: `${this.imei}-3proxy`,
               argv: [this.options.threeProxyPath ?? '3proxy', this.configFile()],
               reloads: true,
@@ -355,46 +397,158 @@ export class ModemDataPlane {
                 { host: '127.0.0.1', port: s.httpPort },
                 { host: '127.0.0.1', port: s.socksPort },
               ],
-            }),
+            },
           ]
         : [
-            new ProxyProcess({
-              ...base,
+            {
               name: `${this.imei}-socks`,
               argv: ['microsocks', ...microsocksArgs(s)],
               ports: [{ host: '127.0.0.1', port: s.socksPort }],
               // microsocks blanks -P at start: once ready, its /proc/PID/cmdline must not show it
               secrets: [s.password],
-            }),
-            new ProxyProcess({
-              ...base,
+            },
+            {
               name: `${this.imei}-http`,
               argv: ['tinyproxy', '-d', '-c', this.configFile()],
               ports: [{ host: '127.0.0.1', port: s.httpPort }],
               reloads: true,
               reloadLog: TINYPROXY_RELOAD,
-            }),
+            },
             ...(this.companions
               ? [
-                  new ProxyProcess({
-                    ...base,
+                  {
                     name: `${this.imei}-socks-open`,
-                    argv: ['microsocks', ...openMicrosocksArgs(s, this.openPorts.socks)],
+                    argv: ['microsocks', ...openMicrosocksArgs(s, this.openPorts.socks)] as [
+                      string,
+                      ...string[],
+                    ],
                     ports: [{ host: '127.0.0.1', port: this.openPorts.socks }],
-                  }),
-                  new ProxyProcess({
-                    ...base,
+                  },
+                  {
                     name: `${this.imei}-http-open`,
-                    argv: ['tinyproxy', '-d', '-c', this.openConfigFile()],
+                    argv: ['tinyproxy', '-d', '-c', this.openConfigFile()] as [string, ...string[]],
                     ports: [{ host: '127.0.0.1', port: this.openPorts.http }],
                     reloads: true,
                     reloadLog: TINYPROXY_RELOAD,
-                  }),
+                  },
                 ]
               : []),
           ];
+    const routed = this.options.routing !== false;
+    return {
+      processes,
+      meta: {
+        imei: this.imei,
+        fingerprint: proxyFingerprint({
+          argvs: processes.map((p) => p.argv),
+          // everything the processes read: logins, allowlist and limits are in the texts
+          config: this.configTexts(s).join('\n\0\n'),
+          uid: this.uid,
+          netns: this.options.netns,
+        }),
+        egress,
+        iface: routed ? this.iface : undefined,
+        uid: this.uid,
+        table: routed ? this.allocation.routingTable : undefined,
+        priority: routed ? this.options.rulePriorityBase + 2 * this.allocation.slot : undefined,
+        members: processes.map((p) => p.name),
+      },
+    };
+  }
+
+  /** The texts of the config files (main, then the companions' when they run). */
+  private configTexts(spec: ProxySpec): string[] {
+    const main = this.options.backend === '3proxy' ? render3proxy(spec) : renderTinyproxy(spec);
+    return this.companions ? [main, renderOpenTinyproxy(spec, this.openPorts.http)] : [main];
+  }
+
+  /** The running processes' records after a reload: the next run compares its plan with them. */
+  private async updateRecords(egress: string): Promise<void> {
+    const meta = this.plan(egress).meta;
+    for (const p of this.processes) await p.updateRecord(meta);
+  }
+
+  private async startProcesses(egress: string): Promise<void> {
+    await this.stopProcesses();
+    const gated = this.gated;
+    const plan = this.plan(egress);
+    const left = this.left?.proxy;
+    if (this.left) this.left = { ...this.left, proxy: undefined };
+    const problem = left ? await this.adoptionProblem(left.modem, plan) : undefined;
+    if (left && problem) {
+      this.log.info({ problem }, 'replacing the proxy the previous run left: it is not what this run starts');
+      await left.kill(problem);
+    }
+    if (gated && !this.admitted) {
+      // before the proxy runs: until then its uid reaches nothing (fail closed)
+      await gated.gate.admit(gated.uid, this.iface);
+      this.admitted = true;
+    }
+    // the previous run's admission of an adopted proxy: this one's holds now
+    if (left && problem === null) await left.release();
+    // proxies running under their own uid read their config here: the directory (and its parents)
+    // must let them through, as the state dir does for the embedded PostgreSQL
+    await mkdir(this.options.runDir, { recursive: true, mode: 0o711 });
+    // an adopted proxy's link and allowlist were set up by the previous run: re-applied the same
+    await this.applyKernelAccess();
+    // (the same texts an adopted proxy was started with: 3proxy and tinyproxy re-read them on SIGUSR1)
+    await this.writeConfig(egress);
+    this.scheduleExpiry();
+    const base = {
+      runDir: this.options.runDir,
+      netns: this.options.netns,
+      log: this.log,
+      user: this.uid === undefined ? undefined : { uid: this.uid, gid: this.uid },
+      record: plan.meta,
+      pollMs: this.options.adoptedPollMs,
+    };
+    if (left && problem === null) {
+      const processes: ProxyProcess[] = [];
+      for (const [i, p] of plan.processes.entries()) {
+        const was = left.modem.processes[i];
+        if (was) processes.push(await ProxyProcess.adopt({ ...base, ...p }, was));
+      }
+      this.processes = processes;
+      this.log.info(
+        { pids: processes.map((p) => p.pid), egress },
+        "adopted the previous run's proxy: its connections live on",
+      );
+      return this.watch(processes);
+    }
+    const processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
     this.processes = processes;
     for (const p of processes) await p.start();
+    this.watch(processes);
+  }
+
+  /**
+   * Why a left proxy cannot be adopted (null: it can): it must have been started with exactly what
+   * this run starts (the fingerprint: address, ports, credentials, logins, allowlist, limits in a
+   * config, uid), on this link, and every process must still run and listen.
+   */
+  private async adoptionProblem(left: LeftModem, plan: ProxyPlan): Promise<string | null> {
+    if (left.egress !== plan.meta.egress)
+      return `it egresses from ${left.egress}, the modem has ${plan.meta.egress} now`;
+    if (left.fingerprint !== plan.meta.fingerprint)
+      return 'it was started with other settings (credentials, access, ports, uid or config changed)';
+    if (left.iface !== plan.meta.iface) return `it was set up on link ${left.iface ?? 'none'}`;
+    if (left.processes.map((p) => p.name).join(',') !== plan.meta.members.join(','))
+      return 'its processes are not the ones this backend runs';
+    for (const p of left.processes) {
+      if (!(await processAlive(p.pid, p.start))) return `${p.name} (pid ${p.pid}) is gone`;
+      for (const port of p.ports)
+        if (!(await listening(p.pid, port))) return `${p.name} does not listen on port ${port}`;
+    }
+    return null;
+  }
+
+  /** An exit of a process still serving is the proxy machine's `proxy.exited`. */
+  private watch(processes: ProxyProcess[]): void {
+    // handed over while these started: they stay for the next run, nothing here holds them
+    if (this.handedOver) {
+      for (const p of processes) p.detach();
+      return;
+    }
     for (const p of processes)
       void p.exited().then((exit) => {
         if (!this.processes.includes(p)) return;
@@ -475,10 +629,16 @@ export class ModemDataPlane {
     // no proxy yet (routing still being applied): it starts with them
     if (!proxy || this.stopped) return;
     try {
-      if (this.companions !== companionsBefore) return await this.replaceProcesses(timeoutMs);
+      // a change of the companions, or an adopted tinyproxy (its reload cannot be confirmed):
+      // the processes are replaced
+      if (this.companions !== companionsBefore || this.processes.some((p) => !p.reloadConfirmable))
+        return await this.replaceProcesses(timeoutMs);
       await this.applyKernelAccess();
       // a change of speed limits alone touches no proxy
-      if (await this.writeConfig(this.address)) await Promise.all(this.processes.map((p) => p.reload()));
+      if (await this.writeConfig(this.address)) {
+        await Promise.all(this.processes.map((p) => p.reload()));
+        await this.updateRecords(this.address);
+      }
       this.scheduleExpiry();
     } catch (err) {
       throw new ModemfleetError(
@@ -533,14 +693,52 @@ export class ModemDataPlane {
     return this.processes.flatMap((p) => (p.pid === undefined ? [] : [p.pid]));
   }
 
+  /** Adopted from the previous run: every process of the proxy now is one it left (tests). */
+  get adopted(): boolean {
+    return this.processes.length > 0 && this.processes.every((p) => p.isAdopted);
+  }
+
+  /**
+   * The supervisor hands over to the next run: the actors stop here, but what they set up stays
+   * as it is: the proxy processes keep serving (their pid files record what the next run checks),
+   * the routing stays applied, the uid admitted, the link's limits and the allowlist in place, the
+   * configs written. Nothing here holds the processes any more. Idempotent.
+   */
+  handover(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.handedOver = true;
+    clearTimeout(this.expiryTimer);
+    const proxy = this.proxy;
+    const routing = this.routing;
+    this.proxy = undefined;
+    this.routing = undefined;
+    // effects in flight finish on their own (a proxy starting now is detached once started)
+    proxy?.stop();
+    routing?.stop();
+    const processes = this.processes;
+    this.processes = [];
+    const pids = processes.map((p) => p.pid);
+    for (const p of processes) p.detach();
+    this.log.info({ pids }, 'proxy handed over to the next run');
+  }
+
   /** Reverse order: the proxy, then its routing. Idempotent. */
   async stop(): Promise<void> {
+    if (this.handedOver) return;
     this.stopped = true;
     clearTimeout(this.expiryTimer);
     const proxy = this.proxy;
     const routing = this.routing;
     this.proxy = undefined;
     this.routing = undefined;
+    // a previous run's proxy never claimed (the modem went offline first) goes too
+    const left = this.left?.proxy;
+    if (this.left) this.left = { ...this.left, proxy: undefined };
+    if (left)
+      await left.kill('its modem went offline before it was adopted').catch((err: unknown) => {
+        this.log.warn({ err: coerceError(err) }, "stopping the previous run's proxy failed");
+      });
     try {
       if (proxy) {
         proxy.send({ type: 'stop' });

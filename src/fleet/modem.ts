@@ -17,6 +17,7 @@ import {
   type PublicReading,
 } from './egress.js';
 import type { CommandOutcome, FleetEvents } from './events.js';
+import type { LeftProxies } from './handover.js';
 import type { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
 import { ModemRuntime, type ModemOutput, type ModemSnapshot, type ModemTransition } from './modemRuntime.js';
@@ -67,6 +68,8 @@ export interface ModemDeps {
   modem?: Partial<ModemConfig> | undefined;
   link?: Omit<ModemLinkOptions, 'atPort' | 'atCandidates' | 'usbPath' | 'sysPath' | 'log'> | undefined;
   dataPlane?: FleetDataPlaneOptions | undefined;
+  /** Proxies a previous run left serving, for the data planes to adopt (or replace). */
+  leftProxies?: Pick<LeftProxies, 'claim' | 'discard'> | undefined;
   /** The host's own public address and whether the echo endpoints answer (with an egress guard). */
   hostEgress?: HostEgress | undefined;
   /** A rotation's new public address must not have been seen within these hours (config). */
@@ -193,6 +196,11 @@ export class Modem {
     return this.dataPlane?.pids ?? [];
   }
 
+  /** Its proxy is the one a previous run handed over (tests, diagnostics). */
+  get proxyAdopted(): boolean {
+    return this.dataPlane?.adopted ?? false;
+  }
+
   snapshot(): ModemSnapshot {
     return this.runtime.snapshot();
   }
@@ -224,14 +232,18 @@ export class Modem {
     this.runtime.start();
   }
 
-  /** Retires this Modem: waiting commands fail, the data plane and the actor stop. Idempotent. */
-  stop(): Promise<void> {
+  /**
+   * Retires this Modem: waiting commands fail, the data plane and the actor stop (the AT port is
+   * closed; no AT command is sent, so the data call stays as it is). Idempotent. `handover` (the
+   * supervisor restarts): the data plane is left serving for the next run instead of stopped.
+   */
+  stop(mode: 'stop' | 'handover' = 'stop'): Promise<void> {
     if (this.retired) return Promise.resolve();
     this.retired = true;
     if (this.imeiValue) this.deps.directory.release(this.imeiValue, this);
     for (const resolve of [...this.waiting.values()])
       resolve({ ok: false, result: { error: 'device_removed' } });
-    this.stopDataPlane();
+    this.stopDataPlane(mode);
     return this.runtime.stop();
   }
 
@@ -671,6 +683,10 @@ export class Modem {
     }
     const options = this.deps.dataPlane;
     if (!options) return;
+    const known = this.identified && !this.presumed ? this.imeiValue : null;
+    // a modem that will not serve soon does not keep a previous run's proxy waiting for it
+    if (known && !['detecting', 'initializing', 'online', 'stopped'].includes(this.top))
+      this.deps.leftProxies?.discard(known, `its modem is ${this.top}`);
     const wanIp = snapshot.context.wanIp;
     const allocation = this.identified && !this.presumed ? this.allocationValue : undefined;
     const link = this.ifaceNow ?? (options.routing === false ? 'lo' : undefined);
@@ -700,6 +716,8 @@ export class Modem {
       },
       this.log,
       this.accessValue,
+      // the proxy a previous run left for this modem: adopted when it is what this one starts
+      this.deps.leftProxies?.claim(imei),
     );
     this.dataPlane.start();
     this.upAt = Date.now();
@@ -761,13 +779,17 @@ export class Modem {
     this.syncDataPlane();
   }
 
-  /** Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. */
-  private stopDataPlane(): void {
+  /**
+   * Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. A
+   * handover leaves it serving for the next run.
+   */
+  private stopDataPlane(mode: 'stop' | 'handover' = 'stop'): void {
     const dataPlane = this.dataPlane;
     this.dataPlane = undefined;
     clearTimeout(this.egressTimer);
     if (!dataPlane) return;
     this.deps.events.emit('dataplane.down', { imei: dataPlane.imei });
+    if (mode === 'handover') return dataPlane.handover();
     this.deps.track(
       dataPlane.stop().catch((err: unknown) => this.log.warn({ err }, 'stopping a data plane failed')),
     );
