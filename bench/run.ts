@@ -7,6 +7,7 @@ import { openSql, type Sql } from '../src/store/database.js';
 import { EmbeddedCluster } from '../src/process/embeddedCluster.js';
 import { freePort } from '../src/util/ports.js';
 import { migrate } from '../src/store/migrate.js';
+import { farmBenchmark, farmRun } from './farm.js';
 import { fleetBoot, idleCost, journalRows } from './fleet.js';
 import { journalMigration, journalRetention } from './journalRetention.js';
 import { journalThroughput } from './journalThroughput.js';
@@ -15,9 +16,10 @@ import { rotationLatency } from './rotation.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
-// retention and migration load millions of rows: only when asked for (--only=retention,migration)
+// retention and migration load millions of rows, farm runs a farm of farms: only when asked for
+// (--only=retention,migration,farm)
 const wanted = (name: string): boolean =>
-  only ? only.split(',').includes(name) : name !== 'retention' && name !== 'migration';
+  only ? only.split(',').includes(name) : !['retention', 'migration', 'farm'].includes(name);
 const numberArg = (flag: string): number | undefined => {
   const v = process.argv.find((a) => a.startsWith(`--${flag}=`))?.slice(flag.length + 3);
   return v === undefined ? undefined : Number(v);
@@ -157,6 +159,75 @@ async function main(): Promise<void> {
           'measured against': '-',
           ratio: a.locks,
           target: '-',
+        };
+    }
+    if (wanted('farm') && process.argv.includes('--farm-synthetic')) {
+      // the inspector's side of 10,000 modems without simulating them (the cores could not)
+      const hosts = numberArg('farm-hosts') ?? 10;
+      const perHost = numberArg('farm-modems') ?? 1000;
+      const clients = numberArg('farm-clients') ?? 100;
+      const x = await withDatabase((sql, url) =>
+        farmRun(sql, url, {
+          hosts,
+          modemsPerHost: perHost,
+          clients,
+          windowSeconds: quick ? 20 : 60,
+          poolMax: 4,
+          rotationsPerMinute: 0.01,
+          page: true,
+          synthetic: true,
+        }),
+      );
+      results['farmSynthetic'] = x;
+      table[`farm inspector, ${x.modems} journaled modems (${x.clients} ws clients)`] = {
+        figure: `NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; page first render ${x.pageFirstRenderMs} ms`,
+        'measured against': 'ws p99 50 ms, snapshot 300 ms, page 1 s',
+        ratio: `ws ${(x.wsP99Ms / 50).toFixed(2)}x, snapshot ${(x.snapshotMs / 300).toFixed(2)}x, page ${((x.pageFirstRenderMs ?? NaN) / 1000).toFixed(2)}x`,
+        target: `ws ${x.wsP99Ms < 50 ? 'met' : 'MISSED'}, snapshot ${x.snapshotMs < 300 ? 'met' : 'MISSED'}, page ${(x.pageFirstRenderMs ?? Infinity) < 1000 ? 'met' : 'MISSED'}`,
+      };
+    } else if (wanted('farm')) {
+      const hosts = numberArg('farm-hosts');
+      const perHost = numberArg('farm-modems');
+      const clients = numberArg('farm-clients');
+      const f = await farmBenchmark(
+        withDatabase,
+        quick,
+        hosts && perHost ? { hosts, modemsPerHost: perHost, clients: clients ?? 100 } : undefined,
+      );
+      const full = f.full;
+      const fullTargets = {
+        wsP99: full.wsP99Ms < 50,
+        snapshot: full.snapshotMs < 300,
+        page: full.pageFirstRenderMs !== null && full.pageFirstRenderMs < 1_000,
+      };
+      results['farm'] = {
+        ...full,
+        size: f.fullSize,
+        lagRatio: f.lagRatio,
+        oneHost: f.one,
+        manyHosts: f.many,
+        targets: { lagRatio: f.lagRatio <= 1.5, ...fullTargets },
+      };
+      const met = (ok: boolean): string => (ok ? 'met' : 'MISSED');
+      const scenario = (x: typeof full): string => `${x.hosts} x ${x.modems / x.hosts}`;
+      table[`farm journal lag p99, ${scenario(f.many)} vs ${scenario(f.one)}`] = {
+        figure: `${f.many.journalLagP99Ms} ms (window ${f.many.windowJournalLagP99Ms} ms, ${f.many.journalLagSamples} transitions)`,
+        'measured against': `${scenario(f.one)}: ${f.one.journalLagP99Ms} ms (window ${f.one.windowJournalLagP99Ms} ms)`,
+        ratio: `${f.lagRatio}x`,
+        target: `<= 1.5x (${met(f.lagRatio <= 1.5)})`,
+      };
+      for (const x of [f.one, f.many, full])
+        table[`farm ${scenario(x)} (${x.clients} ws clients)`] = {
+          figure: `boot ${x.bootSeconds} s; NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; ${x.connections} connections; host CPU max ${(x.cpuPerHostMax * 100).toFixed(1)}%${x.pageFirstRenderMs !== null ? `; page first render ${x.pageFirstRenderMs} ms` : ''}; inspector event loop delay p99 ${x.inspectorLoopDelayP99Ms} ms, max ${x.inspectorLoopDelayMaxMs} ms`,
+          'measured against': x === full ? 'ws p99 50 ms, snapshot 300 ms, page 1 s' : '-',
+          ratio:
+            x === full
+              ? `ws ${(x.wsP99Ms / 50).toFixed(2)}x, snapshot ${(x.snapshotMs / 300).toFixed(2)}x${x.pageFirstRenderMs !== null ? `, page ${(x.pageFirstRenderMs / 1000).toFixed(2)}x` : ''}`
+              : '-',
+          target:
+            x === full
+              ? `ws ${met(fullTargets.wsP99)}, snapshot ${met(fullTargets.snapshot)}, page ${full.pageFirstRenderMs === null ? 'not measured (no chromium)' : met(fullTargets.page)}`
+              : '-',
         };
     }
     console.table(table);

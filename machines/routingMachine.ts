@@ -4,7 +4,10 @@ import { assign, fromPromise, setup } from 'xstate';
  * One modem's policy routing: applied when the modem has an address, verified by reading it back,
  * re-applied after a link change, a new address (rotation: the old address goes) or a failed
  * verification, and removed when the modem goes. Failures are retried with backoff and reported;
- * the fail-closed blackhole stays in place meanwhile. Pure: effects supplied by src/net.
+ * the fail-closed blackhole stays in place meanwhile. Routing a previous run left in place (its
+ * proxy is being adopted) is verified first and applied only when it is not right: applying deletes
+ * and re-adds the modem's rule, a moment in which its open connections' packets would find no rule.
+ * Pure: effects supplied by src/net.
  */
 
 export interface RoutingConfig {
@@ -27,6 +30,8 @@ export interface RoutingContext {
   previousAddress: string | null;
   attempt: number;
   lastError: string | null;
+  /** Read back before the first apply (a previous run's routing, handed over). */
+  verifyFirst: boolean;
 }
 
 export type RoutingEvent =
@@ -38,6 +43,8 @@ export type RoutingEvent =
 export interface RoutingInput {
   address: string;
   config?: Partial<RoutingConfig>;
+  /** The routing may already be in place (left by a previous run): verify it before applying. */
+  verifyFirst?: boolean;
 }
 
 const notProvided = (name: string) => () => Promise.reject(new Error(`effect ${name} not provided`));
@@ -70,8 +77,9 @@ export const routingMachine = setup({
     previousAddress: null,
     attempt: 0,
     lastError: null,
+    verifyFirst: input.verifyFirst ?? false,
   }),
-  initial: 'applying',
+  initial: 'starting',
   on: {
     remove: '.removing',
     'address.changed': {
@@ -79,11 +87,15 @@ export const routingMachine = setup({
       actions: assign(({ context, event }) => ({
         previousAddress: context.previousAddress ?? context.address,
         address: event.address,
+        verifyFirst: false,
       })),
     },
-    'link.changed': '.applying',
+    'link.changed': { target: '.applying', actions: assign({ verifyFirst: false }) },
   },
   states: {
+    starting: {
+      always: [{ guard: ({ context }) => context.verifyFirst, target: 'verifying' }, { target: 'applying' }],
+    },
     applying: {
       invoke: {
         src: 'applyRouting',
@@ -104,19 +116,34 @@ export const routingMachine = setup({
             guard: ({ event }) => event.output.length === 0,
             target: 'applied',
             actions: [
-              assign({ attempt: 0, lastError: null }),
+              assign({ attempt: 0, lastError: null, verifyFirst: false }),
               { type: 'routingStatus', params: { ok: true, detail: null } },
             ],
+          },
+          // the left routing is not right: applied now, as on any bring-up (not a problem yet)
+          {
+            guard: ({ context }) => context.verifyFirst,
+            target: 'applying',
+            actions: assign({ verifyFirst: false }),
           },
           {
             target: 'retrying',
             actions: assign({ lastError: ({ event }) => event.output.join('; ').slice(0, 300) }),
           },
         ],
-        onError: {
-          target: 'retrying',
-          actions: assign({ lastError: ({ event }) => String((event.error as Error).message).slice(0, 300) }),
-        },
+        onError: [
+          {
+            guard: ({ context }) => context.verifyFirst,
+            target: 'applying',
+            actions: assign({ verifyFirst: false }),
+          },
+          {
+            target: 'retrying',
+            actions: assign({
+              lastError: ({ event }) => String((event.error as Error).message).slice(0, 300),
+            }),
+          },
+        ],
       },
     },
     applied: {

@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # systemd: `systemd-analyze verify` of deploy/modemfleet.service. util-linux: setpriv starts every proxy
 # and the embedded PostgreSQL under its own uid with no capabilities. curl: the egress-policy tests
 # ask the proxies for IPv6 and private destinations.
-PACKAGES=(socat iproute2 nftables microsocks tinyproxy procps passwd util-linux curl chromium fonts-dejavu-core systemd)
+# pgbouncer: a transaction-mode pooler in front of the test PostgreSQL (test/integration/pgbouncer.test.ts).
+PACKAGES=(socat iproute2 nftables microsocks tinyproxy procps passwd util-linux curl chromium fonts-dejavu-core systemd pgbouncer)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,8 +7,18 @@ import {
   credentialsCommand,
   tokenCommand,
 } from './cli/access.js';
+import { BACKUP_USAGE, RESTORE_USAGE, backupCommand, restoreCommand } from './cli/backup.js';
 import { EXIT, UsageError, exitCodeFor } from './cli/exitCodes.js';
 import { formatFindings, runDoctor } from './cli/doctor.js';
+import {
+  ACCESS_WAIT_SECONDS,
+  ALLOWLIST_USAGE,
+  LIMITS_USAGE,
+  LOGINS_USAGE,
+  allowlistCommand,
+  limitsCommand,
+  loginsCommand,
+} from './cli/proxyAccess.js';
 import { SCHEDULE_USAGE, parseScheduleArgs } from './cli/schedule.js';
 import { QUOTA_USAGE, parseQuotaArgs, quotaCommand } from './cli/quota.js';
 import { SILENCE_USAGE, parseSilenceArgs } from './cli/silence.js';
@@ -20,6 +30,8 @@ import { DEFAULT_ECHO_LISTEN, runEcho } from './echo.js';
 import { TIMING_NAMES, type TimingName } from './sim/profiles.js';
 import { runSim } from './sim/simCommand.js';
 import { createRootLogger, type Logger } from './log.js';
+import { stopLeftProxies } from './net/leftProxies.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { migrate } from './store/migrate.js';
 import { COMMAND_KINDS, type CommandKind } from './store/types.js';
 import { withSystem, type SystemOptions } from './system.js';
@@ -93,6 +105,24 @@ const COMMANDS: Record<string, CommandSpec> = {
     run: async ({ values }) => {
       // the daemon logs JSON lines to stdout (journald)
       return runDaemon(config(values), createRootLogger());
+    },
+  },
+  'stop-proxies': {
+    summary:
+      'stop the proxies a supervisor handed over (SIGTERM) while none runs, with their routing and the egress policy',
+    usage: 'stop-proxies [--config FILE]',
+    options: configOption,
+    run: async ({ values, log }) => {
+      const dataPlane = config(values).dataPlane;
+      // the run dir the daemon uses (moved where the proxies' uids reach it, as the daemon does)
+      const out = dataPlane
+        ? await stopLeftProxies(
+            await proxyRunDir(dataPlane.runDir, dataPlane.proxyUidBase !== undefined, log),
+            { netns: dataPlane.netns, log },
+          )
+        : { stopped: 0, routes: 0 };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
     },
   },
   demo: {
@@ -219,6 +249,59 @@ const COMMANDS: Record<string, CommandSpec> = {
       return EXIT.ok;
     },
   },
+  logins: {
+    summary: "list a modem's logins, add one (own password, optional expiry) or remove one",
+    usage: LOGINS_USAGE,
+    options: {
+      ...configOption,
+      password: { type: 'string' },
+      expires: { type: 'string' },
+      ports: { type: 'string' },
+      wait: { type: 'string' },
+    },
+    positionals: [1, 4],
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ACCESS_WAIT_SECONDS, 0, 600);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        loginsCommand(store, positionals, values, `cli:${userInfo().username}`, wait),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  allowlist: {
+    summary: "show or set a modem's allowlist: client networks (CIDR) that need no password",
+    usage: ALLOWLIST_USAGE,
+    options: { ...configOption, clear: { type: 'boolean' }, wait: { type: 'string' } },
+    positionals: [1, 2],
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ACCESS_WAIT_SECONDS, 0, 600);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        allowlistCommand(store, positionals, values, `cli:${userInfo().username}`, wait),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  limits: {
+    summary: "show or set a modem's download and upload speed limits (kbit/s, or none)",
+    usage: LIMITS_USAGE,
+    options: {
+      ...configOption,
+      download: { type: 'string' },
+      upload: { type: 'string' },
+      wait: { type: 'string' },
+    },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const wait = intOption(values['wait'], '--wait', ACCESS_WAIT_SECONDS, 0, 600);
+      const out = await withSystem(config(values), oneShot(log), ({ store }) =>
+        limitsCommand(store, positionals, values, `cli:${userInfo().username}`, wait),
+      );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
   token: {
     summary: 'create, list or revoke scoped API tokens (admin, read-only, reseller)',
     usage: TOKEN_USAGE,
@@ -317,6 +400,28 @@ const COMMANDS: Record<string, CommandSpec> = {
       const out = await withSystem(config(values), oneShot(log), ({ store }) =>
         quotaCommand(store, request, `cli:${userInfo().username}`),
       );
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  backup: {
+    summary: 'write the whole database to FILE (gzip, mode 0600); the farm may keep running',
+    usage: BACKUP_USAGE,
+    options: { ...configOption, force: { type: 'boolean' } },
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const out = await backupCommand(config(values), positionals[0] ?? '', values['force'] === true, log);
+      process.stdout.write(`${JSON.stringify(out)}\n`);
+      return EXIT.ok;
+    },
+  },
+  restore: {
+    summary: "replace the database's contents with a backup (the farm stopped); all or nothing",
+    usage: RESTORE_USAGE,
+    options: configOption,
+    positionals: 1,
+    run: async ({ values, positionals, log }) => {
+      const out = await restoreCommand(config(values), positionals[0] ?? '', log);
       process.stdout.write(`${JSON.stringify(out)}\n`);
       return EXIT.ok;
     },

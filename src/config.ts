@@ -21,6 +21,12 @@ import { DEFAULT_MODEM_CONFIG, type ModemConfig } from '../machines/modemTypes.j
 export interface Config {
   stateDir: string;
   databaseUrl: string | undefined;
+  /**
+   * A direct (session) connection for LISTEN when `databaseUrl` goes through a transaction-mode
+   * pooler (PgBouncer); the pool then also goes without named prepared statements. Unset: LISTEN
+   * uses `databaseUrl`.
+   */
+  databaseListenUrl: string | undefined;
   embeddedPort: number;
   hostId: string;
   apiToken: string | undefined;
@@ -106,6 +112,12 @@ export interface DataPlaneConfig {
    * expiry enforced (nftables table `inet mf_traffic`; default true).
    */
   trafficAccounting: boolean;
+  /**
+   * Where the password-less companions of an allowlist listen on microsocks+tinyproxy: each modem's
+   * HTTP and SOCKS port plus this offset (default 2000); the shifted ranges must not meet the port
+   * ranges (src/net/accessList.ts).
+   */
+  openPortOffset: number;
 }
 
 export type ConfigMode = 'production' | 'demo';
@@ -116,6 +128,7 @@ export const DEFAULT_EMBEDDED_PORT = 54329;
 const FILE_KEYS = [
   'stateDir',
   'databaseUrl',
+  'databaseListenUrl',
   'embeddedPort',
   'hostId',
   'threeProxyPath',
@@ -252,6 +265,11 @@ function policy(value: unknown, problems: string[]): Policy {
     const n = int(v, `policy.${key}`, problems, 1, 2_147_483_647);
     if (n !== undefined) out[key as keyof Policy] = n;
   }
+  // a live host must never look dead between two heartbeats
+  if (out.hostDeadAfterMs < 3 * out.hostHeartbeatMs)
+    problems.push(
+      `policy.hostDeadAfterMs: must be at least 3 × policy.hostHeartbeatMs (${3 * out.hostHeartbeatMs})`,
+    );
   return out;
 }
 
@@ -318,6 +336,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     'egressPolicy',
     'qmiLinks',
     'trafficAccounting',
+    'openPortOffset',
   ];
   for (const key of Object.keys(value))
     if (!known.includes(key)) problems.push(`dataPlane.${key}: unknown setting`);
@@ -339,6 +358,7 @@ function dataPlane(value: unknown, stateDir: string, problems: string[]): DataPl
     egressPolicy: { allow: [], deny: [] },
     qmiLinks: true,
     trafficAccounting: true,
+    openPortOffset: int(value['openPortOffset'], 'dataPlane.openPortOffset', problems, 1, 64_000) ?? 2_000,
   };
   const accounting = value['trafficAccounting'];
   if (typeof accounting === 'boolean') out.trafficAccounting = accounting;
@@ -556,6 +576,11 @@ export function loadConfig(
     (options.mode === 'demo' ? './var' : '/var/lib/modemfleet');
   const databaseUrl =
     str(env['DATABASE_URL'], 'DATABASE_URL', problems) ?? str(file['databaseUrl'], 'databaseUrl', problems);
+  const databaseListenUrl =
+    str(env['DATABASE_LISTEN_URL'], 'DATABASE_LISTEN_URL', problems) ??
+    str(file['databaseListenUrl'], 'databaseListenUrl', problems);
+  if (databaseListenUrl !== undefined && databaseUrl === undefined)
+    problems.push('databaseListenUrl: goes with DATABASE_URL (the embedded server needs no pooler)');
   const embeddedPort =
     int(env['MODEMFLEET_PG_PORT'], 'MODEMFLEET_PG_PORT', problems, 1024, 65535) ??
     int(file['embeddedPort'], 'embeddedPort', problems, 1024, 65535) ??
@@ -587,6 +612,7 @@ export function loadConfig(
   const config: Config = {
     stateDir: resolve(stateDir),
     databaseUrl,
+    databaseListenUrl,
     embeddedPort,
     hostId,
     apiToken,
@@ -619,6 +645,17 @@ export function loadConfig(
     if (uidBase <= 65_535 && last >= 65_534)
       problems.push(
         `dataPlane.proxyUidBase: the proxies' uids ${uidBase}-${last} (one per allocation slot) would include 65534 (nobody); choose a lower base or fewer slots`,
+      );
+  }
+  const offset = config.dataPlane?.openPortOffset;
+  if (offset !== undefined) {
+    const { httpPort, socksPort } = config.allocation;
+    const meets = (a: { from: number; to: number }, b: { from: number; to: number }): boolean =>
+      a.from <= b.to && b.from <= a.to;
+    const shifted = [httpPort, socksPort].map((r) => ({ from: r.from + offset, to: r.to + offset }));
+    if (shifted.some((r) => r.to > 65_535 || meets(r, httpPort) || meets(r, socksPort)))
+      problems.push(
+        `dataPlane.openPortOffset: the allowlist's ports (the port ranges + ${offset}) must stay within 65535 and not meet allocation.httpPort or allocation.socksPort`,
       );
   }
   if (config.proxyHost === undefined && config.dataPlane && config.dataPlane.listen !== '0.0.0.0')

@@ -8,6 +8,7 @@ import type { Logger } from './log.js';
 import type { Store } from './store/store.js';
 import { openSystem } from './system.js';
 import { findProgram } from './util/fs.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { shutdownSignal } from './util/signals.js';
 import { Inspector, inspectorLimits } from './inspector/inspector.js';
 import { loadApiToken, type ApiToken } from './inspector/token.js';
@@ -66,11 +67,12 @@ async function dataPlaneOptions(
     threeProxyPath,
     listen: d.listen,
     prefix: d.prefix,
-    runDir: d.runDir,
+    runDir: await proxyRunDir(d.runDir, d.proxyUidBase !== undefined, log),
     dns: d.dns,
     rulePriorityBase: d.rulePriorityBase,
     proxyUidBase: d.proxyUidBase,
     egressPolicy: d.egressPolicy,
+    openPortOffset: d.openPortOffset,
     ...(d.egress
       ? {
           egress: {
@@ -89,11 +91,14 @@ async function dataPlaneOptions(
   };
 }
 
-/** A started supervisor (and inspector) on an open database; `stop()` shuts down in reverse order. */
+/**
+ * A started supervisor (and inspector) on an open database; `stop()` shuts down in reverse order,
+ * `handover` leaving the online modems' proxies serving for the next run (`Supervisor.stop`).
+ */
 export interface RunningDaemon {
   supervisor: Supervisor;
   inspector: Inspector | undefined;
-  stop(): Promise<void>;
+  stop(options?: { handover?: boolean }): Promise<void>;
 }
 
 /**
@@ -161,8 +166,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
   let supervisor: Supervisor | undefined;
   const system = await openSystem(config, {
     application: 'modemfleet',
-    max: 8,
+    max: config.policy.databasePoolMax,
     migrations: 'apply',
+    checkListen: true,
     // the embedded server dying (OOM killer, crash) must not leave the farm spooling forever
     embedded: {
       supervise: {
@@ -226,18 +232,24 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
   return {
     supervisor: running,
     inspector: http,
-    async stop() {
+    async stop(options = {}) {
       const failures: unknown[] = [];
       await http?.stop().catch((err: unknown) => failures.push(err));
       await dispatcher.stop().catch((err: unknown) => failures.push(err));
-      await running.stop().catch((err: unknown) => failures.push(err));
+      await running.stop(options).catch((err: unknown) => failures.push(err));
       await system.stop().catch((err: unknown) => failures.push(err));
       if (failures.length) throw new AggregateError(failures, 'shutdown failed');
     },
   };
 }
 
-/** `modemfleet run`: the supervisor until SIGINT/SIGTERM. Resolves with the exit code. */
+/**
+ * `modemfleet run`: the supervisor until SIGINT/SIGTERM. Resolves with the exit code.
+ * SIGTERM (systemd's stop and restart, an upgrade) hands over: the supervisor stops, the online
+ * modems' proxies keep serving with their routing and egress admission, and the next run adopts
+ * them, so customers' open connections survive. SIGINT (Ctrl-C) is a full stop: proxies, routing
+ * and the egress policy go too. A second signal of either exits at once.
+ */
 export async function runDaemon(config: Config, log: Logger): Promise<number> {
   const signal = shutdownSignal(log);
   const progress = terminalProgress();
@@ -262,11 +274,15 @@ export async function runDaemon(config: Config, log: Logger): Promise<number> {
       },
       'modemfleet is running',
     );
-    await signal.received;
+    const received = await signal.received;
     clearInterval(watch);
+    const handover = received === 'SIGTERM';
     try {
-      await daemon.stop();
-      log.info('modemfleet stopped');
+      await daemon.stop({ handover });
+      log.info(
+        { signal: received, proxies: handover ? 'left serving for the next run' : 'stopped' },
+        'modemfleet stopped',
+      );
       return 0;
     } catch (err) {
       log.error({ err: coerceError(err) }, 'modemfleet stopped with errors');

@@ -11,6 +11,7 @@ import { openSystem } from './system.js';
 import { ModemfleetError, coerceError } from './util/errors.js';
 import { findProgram } from './util/fs.js';
 import { CAP, canChangeUser, hasCapability } from './process/run.js';
+import { proxyRunDir } from './net/proxyRunDir.js';
 import { shutdownSignal } from './util/signals.js';
 import { databaseStep, modemsLine, terminalProgress } from './util/progress.js';
 import { sleep } from './util/time.js';
@@ -78,7 +79,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     progress(databaseStep(config));
     const system = await openSystem(config, {
       application: 'modemfleet-demo',
-      max: 8,
+      max: config.policy.databasePoolMax,
       migrations: 'apply',
       embedded: 'own',
       log,
@@ -130,7 +131,7 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
         threeProxyPath: proxy.path,
         listen: '127.0.0.1',
         prefix: 32,
-        runDir: join(demoDir, 'run'),
+        runDir: await proxyRunDir(join(demoDir, 'run'), isolated, log),
         dns: [],
         rulePriorityBase: 1_000,
         ...(isolated
@@ -165,13 +166,16 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     // wait for the farm to settle (the modem without a SIM ends in error on purpose)
     const deadline = Date.now() + (realistic ? 90_000 : 30_000);
     let modems = await store.modems();
-    while (Date.now() < deadline && modems.filter((m) => m.state === 'online').length < options.modems - 1) {
+    // serving: online with its ports (a modem's state is written before its allocation is)
+    const serving = (m: (typeof modems)[number]): boolean =>
+      m.state === 'online' && !!m.httpPort && !!m.socksPort;
+    while (Date.now() < deadline && modems.filter(serving).length < options.modems - 1) {
       progress(modemsLine(countStates(modems)));
       await Promise.race([sleep(500), signal.received]);
       modems = await store.modems();
     }
     progress(modemsLine(countStates(modems)));
-    const online = modems.filter((m) => m.state === 'online' && m.httpPort && m.socksPort);
+    const online = modems.filter(serving);
     options.print(
       `modemfleet demo: ${modems.length} simulated EC25 modems, ${online.length} online (proxy: ${proxy.backend})`,
     );

@@ -15,8 +15,16 @@ export interface Policy {
   /** Health samples are written together this often; at most this many wait for the database. */
   healthFlushMs: number;
   healthMaxBuffered: number;
-  /** The host's heartbeat row (other hosts count it gone after 60 s without one). */
+  /**
+   * The host's heartbeat row, written this often; the farm's liveness sweep (one host, under the
+   * `farm` lease) runs as often.
+   */
   hostHeartbeatMs: number;
+  /**
+   * A host whose heartbeat is older than this is dead: its modems are shown `stale` and their
+   * commands fail with `host_unavailable` (within this plus one sweep: 70 s by default).
+   */
+  hostDeadAfterMs: number;
   /** A command not answered by its modem within this fails with `timeout`. */
   commandTimeoutMs: number;
   /** Safety net: commands are caught up this often whatever NOTIFY did. */
@@ -91,6 +99,14 @@ export interface Policy {
   httpMaxConnections: number;
   /** `/metrics` is rendered at most once per this (scrapes in between get the same text). */
   metricsCacheMs: number;
+  /** WebSocket clients at once, and from one client address (503 above either). */
+  wsMaxClients: number;
+  wsMaxClientsPerAddress: number;
+  /**
+   * Connections of this process's pool (the daemon's and the demo's); each process also holds one
+   * LISTEN connection per listener (commands, inspector, webhooks): see README, "Many hosts".
+   */
+  databasePoolMax: number;
   /** Push alerts: one request's timeout; backoff between attempts; attempts before a delivery fails. */
   webhookTimeoutMs: number;
   webhookRetryBaseMs: number;
@@ -98,6 +114,13 @@ export interface Policy {
   webhookMaxAttempts: number;
   /** Safety net: due webhook deliveries are looked for this often whatever NOTIFY did. */
   webhookPollMs: number;
+  /**
+   * A proxy the previous run handed over is adopted when its modem comes online within this after
+   * start (same address, same settings); one not adopted by then is killed.
+   */
+  handoverAdoptMs: number;
+  /** An adopted proxy (not our child: no exit event) is checked for life this often. */
+  adoptedProxyPollMs: number;
   /**
    * Traffic accounting: the kernel counters are read this often (quota calibration, metrics), and
    * a sample of each modem whose counters moved is stored this often (rows are per minute); quotas
@@ -122,6 +145,7 @@ export const DEFAULT_POLICY: Policy = {
   healthFlushMs: 1_000,
   healthMaxBuffered: 100_000,
   hostHeartbeatMs: 10_000,
+  hostDeadAfterMs: 60_000,
   commandTimeoutMs: 600_000,
   commandPollMs: 30_000,
   rotationVerifyMs: 15_000,
@@ -160,11 +184,16 @@ export const DEFAULT_POLICY: Policy = {
   httpIdleTimeoutMs: 30_000,
   httpMaxConnections: 512,
   metricsCacheMs: 1_500,
+  wsMaxClients: 100,
+  wsMaxClientsPerAddress: 20,
+  databasePoolMax: 8,
   webhookTimeoutMs: 10_000,
   webhookRetryBaseMs: 2_000,
   webhookRetryCapMs: 300_000,
   webhookMaxAttempts: 10,
   webhookPollMs: 10_000,
+  handoverAdoptMs: 60_000,
+  adoptedProxyPollMs: 1_000,
   trafficReadMs: 10_000,
   trafficSampleMs: 60_000,
   trafficQuotaPollMs: 30_000,

@@ -4,6 +4,7 @@ import { silentLogger, type Logger } from './log.js';
 import { EmbeddedCluster } from './process/embeddedCluster.js';
 import { Database, type Sql } from './store/database.js';
 import { migrate, verifyMigrations } from './store/migrate.js';
+import { checkListen } from './store/listenCheck.js';
 import { Store } from './store/store.js';
 import { coerceError } from './util/errors.js';
 
@@ -16,7 +17,8 @@ import { coerceError } from './util/errors.js';
 export type SystemConfig = Pick<
   Config,
   'databaseUrl' | 'stateDir' | 'embeddedPort' | 'hostId' | 'allocation' | 'policy'
->;
+> &
+  Partial<Pick<Config, 'databaseListenUrl'>>;
 
 export interface SystemOptions {
   /** `application_name` of the pool's connections (shows in pg_stat_activity). */
@@ -33,12 +35,26 @@ export interface SystemOptions {
    * The embedded server (unused with DATABASE_URL): `own` starts it and refuses one that another
    * live modemfleet process runs (`pg_in_use`); `attach` uses that one instead, or starts its own;
    * `running` (one-shot commands) only uses the one a running modemfleet owns, touching nothing in
-   * the state dir, and says at once when there is none (`no_farm_running`); `supervise` owns it and starts it again when it dies on its own (the
+   * the state dir, and says at once when there is none (`no_farm_running`); `stopped` (restore)
+   * refuses a running farm and starts the existing cluster for the command alone, changing nothing
+   * the service owns; `either` (backup) is `running`, else `stopped`; `supervise` owns it and starts it again when it dies on its own (the
    * daemon), calling `onExit` with the reason first.
    */
-  embedded: 'own' | 'attach' | 'running' | { supervise: { onExit?: (detail: string) => void } };
+  embedded:
+    | 'own'
+    | 'attach'
+    | 'running'
+    | 'stopped'
+    | 'either'
+    | { supervise: { onExit?: (detail: string) => void } };
   /** Connection attempts before `database_unreachable`; default `policy.databaseConnectAttempts`. */
   connectAttempts?: number;
+  /**
+   * Before the store is handed out: a NOTIFY round trip on the listen connection, refused with
+   * `listen_unusable` (exit 4) through a transaction-mode pooler (src/store/listenCheck.ts). For
+   * whoever LISTENs (the daemon, the demo); one-shot commands do not.
+   */
+  checkListen?: boolean;
   log?: Logger;
 }
 
@@ -86,7 +102,12 @@ export class System {
           dir: join(config.stateDir, 'postgres'),
           port: config.embeddedPort,
           log,
-          attach: embedded === 'running' ? 'only' : embedded === 'attach',
+          attach:
+            embedded === 'running'
+              ? 'only'
+              : embedded === 'stopped' || embedded === 'either'
+                ? embedded
+                : embedded === 'attach',
           ...(typeof embedded === 'object'
             ? {
                 restart: true,
@@ -102,6 +123,8 @@ export class System {
         connectAttempts: options.connectAttempts ?? config.policy.databaseConnectAttempts,
         max: options.max,
         application: options.application,
+        // a separate listen connection means the pool goes through a pooler: no named statements
+        ...(config.databaseListenUrl ? { prepare: false } : {}),
         log,
       });
       await this.database.start();
@@ -111,9 +134,19 @@ export class System {
         const { pending } = await verifyMigrations(this.database.sql);
         if (pending > 0) await migrate(this.database.sql, { log });
       }
+      const listenUrl = config.databaseListenUrl ?? url;
+      if (options.checkListen)
+        await checkListen(this.database.sql, listenUrl, {
+          listenSetting: config.databaseListenUrl
+            ? 'DATABASE_LISTEN_URL'
+            : config.databaseUrl
+              ? 'DATABASE_URL'
+              : 'the embedded server',
+        });
       this.opened = new Store({
         sql: this.database.sql,
         url,
+        listenUrl,
         hostId: config.hostId,
         ranges: config.allocation,
         scheduleMinSeconds: config.policy.rotationScheduleMinSeconds,

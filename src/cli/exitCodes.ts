@@ -10,6 +10,10 @@ export const EXIT = {
   migration: 5,
   notFound: 6,
   notImplemented: 7,
+  /** The modem's host is marked dead (`host_unavailable`): its command was not queued. */
+  hostUnavailable: 8,
+  /** A backup file that cannot be written or used (backup, restore). */
+  backupFile: 9,
 } as const;
 
 /** Which error code ends the process with which exit code. */
@@ -19,6 +23,7 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   database_unreachable: EXIT.database,
   database_unavailable: EXIT.database,
   database_tls_unavailable: EXIT.database,
+  listen_unusable: EXIT.database,
   no_farm_running: EXIT.database,
   pg_password_unreadable: EXIT.database,
   pg_port_taken: EXIT.database,
@@ -28,7 +33,15 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   pg_dir_unreachable: EXIT.database,
   pg_datadir_foreign: EXIT.database,
   pg_binaries_missing: EXIT.database,
+  no_cluster: EXIT.database,
+  farm_running: EXIT.database,
   migration_refused: EXIT.migration,
+  backup_schema_newer: EXIT.migration,
+  backup_schema_mismatch: EXIT.migration,
+  backup_unreadable: EXIT.backupFile,
+  backup_corrupt: EXIT.backupFile,
+  backup_exists: EXIT.backupFile,
+  backup_unwritable: EXIT.backupFile,
   unknown_modem: EXIT.notFound,
   unknown_token: EXIT.notFound,
   invalid_token: EXIT.usage,
@@ -41,6 +54,7 @@ const BY_ERROR_CODE: Readonly<Record<string, number>> = {
   invalid_expiry: EXIT.usage,
   no_quota: EXIT.notFound,
   no_expiry: EXIT.notFound,
+  host_unavailable: EXIT.hostUnavailable,
   usage: EXIT.usage,
   not_implemented: EXIT.notImplemented,
 };

@@ -17,16 +17,16 @@ export function bars(rssi: number | null): string {
   return `${'#'.repeat(n)}${'.'.repeat(4 - n)} ${rssi}`;
 }
 
-/**
- * The `modemfleet status` table: IMEI, state (with the reason a port is closed: `quota_exceeded`,
- * `expired`), time in state, public address (what the internet sees through the port), the modem's
- * own address, ports, operator, signal, bytes today and this month (UTC; download ↓ and upload ↑).
- */
 /** Download and upload (`↓1.20 GB ↑35.0 MB`), `-` for none. */
 function bytesPair(t: { download: number; upload: number } | undefined): string {
   return t ? `↓${formatBytes(t.download)} ↑${formatBytes(t.upload)}` : '-';
 }
 
+/**
+ * The `modemfleet status` table: IMEI, state (with the reason a port is closed: `quota_exceeded`,
+ * `expired`), time in state, public address (what the internet sees through the port), the modem's
+ * own address, ports, operator, signal, bytes today and this month (UTC; download ↓ and upload ↑).
+ */
 export function formatStatusTable(
   rows: readonly ModemView[],
   now = Date.now(),

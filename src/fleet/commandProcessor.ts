@@ -1,9 +1,9 @@
+import { Histogram } from 'prom-client';
 import { silentLogger, type Logger } from '../log.js';
 import type { Listener } from '../store/listener.js';
 import type { Store } from '../store/store.js';
 import type { Command } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
-import { Histogram } from '../util/histogram.js';
 import { backoffDelay } from '../util/time.js';
 
 import type { CommandOutcome } from './events.js';
@@ -21,6 +21,8 @@ export interface CommandProcessorOptions {
   pollIntervalMs?: number;
   /** A rotate waits this long after the modem's last rotation (policy `rotationMinIntervalMs`). */
   rotationMinIntervalMs?: number;
+  /** A host silent this long is gone (policy `hostDeadAfterMs`): its running commands are abandoned. */
+  hostDeadAfterMs?: number;
 }
 
 export interface CommandStats {
@@ -29,9 +31,24 @@ export interface CommandStats {
   failed: number;
   /** Claim-to-finish latency of the last command, ms. */
   lastLatencyMs: number;
-  /** Insert-to-finish latency of every command carried out here, seconds. */
+  /**
+   * Insert-to-finish latency of every command carried out here, seconds (`/metrics` shows it: the
+   * inspector registers it in its registry).
+   */
   latency: Histogram;
 }
+
+/** Command latencies: 50 ms to 5 minutes. */
+export const COMMAND_LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300] as const;
+
+/** A command latency histogram of one processor, in no registry (not prom-client's global one). */
+export const commandLatencyHistogram = (): Histogram =>
+  new Histogram({
+    name: 'modemfleet_command_duration_seconds',
+    help: 'From a command inserted to its result written.',
+    buckets: [...COMMAND_LATENCY_BUCKETS],
+    registers: [],
+  });
 
 /**
  * Operator commands: NOTIFY on `modem_commands` only wakes us; the catch-up after every
@@ -45,7 +62,7 @@ export class CommandProcessor {
     finished: 0,
     failed: 0,
     lastLatencyMs: 0,
-    latency: new Histogram(),
+    latency: commandLatencyHistogram(),
   };
   private listener: Listener | undefined;
   private poll: NodeJS.Timeout | undefined;
@@ -103,10 +120,12 @@ export class CommandProcessor {
   private async catchUp(): Promise<void> {
     await this.writeUnsent();
     // a command left running by a host that is gone (or inserted as running by hand) would block
-    // its modem's queue forever; hosts count as gone after 60 s, so once per poll is enough (not on
-    // every notification and finished command)
+    // its modem's queue forever; hosts count as gone after `hostDeadAfterMs`, so once per poll is
+    // enough (not on every notification and finished command)
     if (this.sweepDue) {
-      const abandoned = await this.options.store.failAbandonedCommands();
+      const abandoned = await this.options.store.failAbandonedCommands(
+        (this.options.hostDeadAfterMs ?? 60_000) / 1000,
+      );
       this.sweepDue = false;
       if (abandoned.length)
         this.log.warn({ commands: abandoned }, 'commands left running by a host that is not running failed');
@@ -172,7 +191,9 @@ export class CommandProcessor {
       outcome = { ok: false, result: { error: 'internal', message: coerceError(err).message } };
     }
     this.stats.lastLatencyMs = Date.now() - started;
-    this.stats.latency.observe((Date.now() - command.requestedAt.getTime()) / 1000);
+    const seconds = (Date.now() - command.requestedAt.getTime()) / 1000;
+    // the insert time is the database's clock: a skewed one is no latency
+    if (Number.isFinite(seconds) && seconds >= 0) this.stats.latency.observe(seconds);
     if (outcome.ok) this.stats.finished++;
     else this.stats.failed++;
     this.log.info(

@@ -4,6 +4,7 @@ import { modemLogger, type Logger } from '../log.js';
 import type { ModemRecord } from '../store/reconcile.js';
 import type { Store } from '../store/store.js';
 import type { Allocation, Command, TransitionRecord } from '../store/types.js';
+import { NO_ACCESS, type ProxyAccess } from '../proxyAccess.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay, sleep } from '../util/time.js';
 import { addressProblem, hostAddresses } from '../net/addressGuard.js';
@@ -16,6 +17,7 @@ import {
   type PublicReading,
 } from './egress.js';
 import type { CommandOutcome, FleetEvents } from './events.js';
+import type { LeftProxies } from './handover.js';
 import type { ModemDirectory } from './modemDirectory.js';
 import type { ModemLinkOptions } from './modemLink.js';
 import { ModemRuntime, type ModemOutput, type ModemSnapshot, type ModemTransition } from './modemRuntime.js';
@@ -48,7 +50,14 @@ export interface ModemDevice {
 /** The part of the store one modem uses. */
 export type ModemStore = Pick<
   Store,
-  'hostId' | 'modemRecord' | 'upsertModem' | 'allocate' | 'setDesired' | 'recordAddress' | 'addressSeenWithin'
+  | 'hostId'
+  | 'modemRecord'
+  | 'upsertModem'
+  | 'allocate'
+  | 'setDesired'
+  | 'recordAddress'
+  | 'addressSeenWithin'
+  | 'servedAccess'
 >;
 
 export interface ModemDeps {
@@ -59,6 +68,8 @@ export interface ModemDeps {
   modem?: Partial<ModemConfig> | undefined;
   link?: Omit<ModemLinkOptions, 'atPort' | 'atCandidates' | 'usbPath' | 'sysPath' | 'log'> | undefined;
   dataPlane?: FleetDataPlaneOptions | undefined;
+  /** Proxies a previous run left serving, for the data planes to adopt (or replace). */
+  leftProxies?: Pick<LeftProxies, 'claim' | 'discard'> | undefined;
   /** The host's own public address and whether the echo endpoints answer (with an egress guard). */
   hostEgress?: HostEgress | undefined;
   /** A rotation's new public address must not have been seen within these hours (config). */
@@ -110,6 +121,8 @@ export class Modem {
   private journaled: string | null = null;
   private held: Omit<TransitionRecord, 'imei' | 'seq' | 'host'>[] = [];
   private allocationValue: Allocation | undefined;
+  /** Logins besides its own, allowlist, speed limits (read with the allocation, then per change). */
+  private accessValue: ProxyAccess = NO_ACCESS;
   /** No ports were free: it cannot serve (it goes to `error` once online). */
   private noPorts: string | undefined;
   private dataPlane: ModemDataPlane | undefined;
@@ -183,6 +196,11 @@ export class Modem {
     return this.dataPlane?.pids ?? [];
   }
 
+  /** Its proxy is the one a previous run handed over (tests, diagnostics). */
+  get proxyAdopted(): boolean {
+    return this.dataPlane?.adopted ?? false;
+  }
+
   snapshot(): ModemSnapshot {
     return this.runtime.snapshot();
   }
@@ -214,14 +232,18 @@ export class Modem {
     this.runtime.start();
   }
 
-  /** Retires this Modem: waiting commands fail, the data plane and the actor stop. Idempotent. */
-  stop(): Promise<void> {
+  /**
+   * Retires this Modem: waiting commands fail, the data plane and the actor stop (the AT port is
+   * closed; no AT command is sent, so the data call stays as it is). Idempotent. `handover` (the
+   * supervisor restarts): the data plane is left serving for the next run instead of stopped.
+   */
+  stop(mode: 'stop' | 'handover' = 'stop'): Promise<void> {
     if (this.retired) return Promise.resolve();
     this.retired = true;
     if (this.imeiValue) this.deps.directory.release(this.imeiValue, this);
     for (const resolve of [...this.waiting.values()])
       resolve({ ok: false, result: { error: 'device_removed' } });
-    this.stopDataPlane();
+    this.stopDataPlane(mode);
     return this.runtime.stop();
   }
 
@@ -261,24 +283,41 @@ export class Modem {
   }
 
   /**
-   * A `credentials` command: the allocation is read again (the new password was stored with the
-   * command) and the running proxy replaced with it; the modem stays online and its
-   * routing untouched. The result never holds the password (command results are visible to every
-   * token).
+   * A `credentials` command: the allocation (its own login) and the access (other logins,
+   * allowlist, speed limits) are read again, as they were stored with the command, and applied:
+   * the access live (src/fleet/dataPlane.ts `setAccess`), a new password of its own by replacing
+   * the proxy; the modem stays online and its routing untouched. The result never holds a password
+   * (command results are visible to every token).
    */
   private async applyCredentials(): Promise<CommandOutcome> {
     const imei = this.imeiValue;
     if (!imei || !this.allocationValue) return { ok: true, result: { applied: false } };
     let allocation: Allocation;
+    let access: ProxyAccess;
     try {
       allocation = await this.deps.store.allocate(imei);
+      access = await this.deps.store.servedAccess(imei);
     } catch (err) {
       const message = coerceError(err).message.slice(0, 300);
       return { ok: false, result: { error: 'database_unavailable', message } };
     }
     this.allocationValue = allocation;
+    this.accessValue = access;
+    const facts = {
+      username: allocation.proxyUser,
+      logins: access.logins.length,
+      allowlist: access.allowlist.length,
+      limits: access.limits,
+    };
     const dataPlane = this.dataPlane;
-    if (!dataPlane) return { ok: true, result: { applied: false, username: allocation.proxyUser } };
+    if (!dataPlane) return { ok: true, result: { applied: false, ...facts } };
+    try {
+      await dataPlane.setAccess(access);
+    } catch (err) {
+      const message = coerceError(err).message.slice(0, 300);
+      this.log.warn({ err: coerceError(err) }, 'new proxy access not applied');
+      return { ok: false, result: { error: 'access_not_applied', message, ...facts } };
+    }
     try {
       await dataPlane.setCredentials(allocation.proxyUser, allocation.proxyPassword);
     } catch (err) {
@@ -286,8 +325,20 @@ export class Modem {
       this.log.warn({ err: coerceError(err) }, 'new proxy credentials not applied');
       return { ok: false, result: { error: 'credentials_not_applied', message } };
     }
-    this.log.info({ username: allocation.proxyUser }, 'proxy credentials changed');
-    return { ok: true, result: { applied: true, username: allocation.proxyUser } };
+    const unshaped =
+      dataPlane.shapingPlace === 'none' &&
+      (access.limits.downloadKbps !== null || access.limits.uploadKbps !== null);
+    this.log.info({ ...facts, shaping: dataPlane.shapingPlace }, 'proxy access applied');
+    if (unshaped)
+      return {
+        ok: false,
+        result: {
+          error: 'shaping_unavailable',
+          message: 'the modem has no link of its own here and its backend has no speed limits of its own',
+          ...facts,
+        },
+      };
+    return { ok: true, result: { applied: true, shaping: dataPlane.shapingPlace, ...facts } };
   }
 
   /** Sends a command to the machine; resolves with its result, or fails after `timeoutMs`. */
@@ -616,6 +667,7 @@ export class Modem {
             `the SIM of modem ${imei} changed: ICCID ${previousIccid} → ${identity.iccid}`,
           );
         this.allocationValue = await store.allocate(imei);
+        this.accessValue = await store.servedAccess(imei);
         this.syncDataPlane();
         this.deps.events.emit('allocated', this.allocationValue);
         this.deps.events.emit('identified', { imei, usbPath: this.usbPath });
@@ -649,6 +701,10 @@ export class Modem {
     }
     const options = this.deps.dataPlane;
     if (!options) return;
+    const known = this.identified && !this.presumed ? this.imeiValue : null;
+    // a modem that will not serve soon does not keep a previous run's proxy waiting for it
+    if (known && !['detecting', 'initializing', 'online', 'stopped'].includes(this.top))
+      this.deps.leftProxies?.discard(known, `its modem is ${this.top}`);
     const wanIp = snapshot.context.wanIp;
     const allocation = this.identified && !this.presumed ? this.allocationValue : undefined;
     const link = this.ifaceNow ?? (options.routing === false ? 'lo' : undefined);
@@ -677,6 +733,9 @@ export class Modem {
         },
       },
       this.log,
+      this.accessValue,
+      // the proxy a previous run left for this modem: adopted when it is what this one starts
+      this.deps.leftProxies?.claim(imei),
     );
     this.dataPlane.start();
     this.upAt = Date.now();
@@ -738,13 +797,17 @@ export class Modem {
     this.syncDataPlane();
   }
 
-  /** Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. */
-  private stopDataPlane(): void {
+  /**
+   * Tears the data plane down (proxy, then routing); the supervisor waits for it on stop. A
+   * handover leaves it serving for the next run.
+   */
+  private stopDataPlane(mode: 'stop' | 'handover' = 'stop'): void {
     const dataPlane = this.dataPlane;
     this.dataPlane = undefined;
     clearTimeout(this.egressTimer);
     if (!dataPlane) return;
     this.deps.events.emit('dataplane.down', { imei: dataPlane.imei });
+    if (mode === 'handover') return dataPlane.handover();
     this.deps.track(
       dataPlane.stop().catch((err: unknown) => this.log.warn({ err }, 'stopping a data plane failed')),
     );

@@ -368,18 +368,27 @@ export class ModemLink {
    * The QMI-mode data path, in the order the kernel and the modem need (docs/ec25.md, data call):
    * link down → `raw_ip` Y (refused while up; the EC25 sends raw IP) → `AT$QCRMCALL=1,1` →
    * address, mask, gateway, DNS from `AT+CGCONTRDP=1` → MTU → link up. `+CGPADDR` alone proves
-   * nothing (the bearer has an address as soon as the modem is attached).
+   * nothing (the bearer has an address as soon as the modem is attached). A call already up on a
+   * link already up in raw-IP mode (a previous run's, handed over) is kept: only its settings are
+   * read.
    */
   private async dial(driver: Ec25Driver): Promise<ContextSettings> {
     const wwan = this.options.wwan;
     const iface = this.options.netIface?.();
+    const callUp = await driver.dataCallUp();
+    if (callUp && (await this.linkReady(wwan, iface))) {
+      // a supervisor restart: the call a previous run dialled is up and the link carries it; taking
+      // the link down would flush its routes and stall the customers' open connections
+      this.log.info({ iface: iface ?? null }, 'the data call is up and its link ready: kept as it is');
+      return this.settings(driver);
+    }
     if (wwan) {
       if (!iface)
         throw new ModemfleetError('data_call_failed', 'no net interface (qmi_wwan) found for this modem yet');
       await wwan.setLink(iface, false);
       await this.rawIpOn(wwan, iface);
     }
-    if (!(await driver.dataCallUp())) {
+    if (!callUp) {
       try {
         await driver.startDataCall();
       } catch (err) {
@@ -398,6 +407,18 @@ export class ModemLink {
       await wwan.setLink(iface, true);
     }
     return settings;
+  }
+
+  /**
+   * With the host's call up (`AT$QCRMCALL?` lists it, as on a real EC25 after the supervisor
+   * restarted: closing the tty ends no call), the link is ready when it is unmanaged, or up in
+   * raw-IP mode: nothing of the dial is left to do. A call up on a link that is down or not raw-IP
+   * is dialled through as usual (the link set up again, the call kept).
+   */
+  private async linkReady(wwan: WwanControl | undefined, iface: string | undefined): Promise<boolean> {
+    if (!wwan) return true;
+    if (!iface) return false;
+    return (await wwan.rawIp(iface)) === true && (await wwan.linkUp(iface));
   }
 
   private async rawIpOn(wwan: WwanControl, iface: string): Promise<void> {

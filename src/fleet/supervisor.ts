@@ -8,7 +8,6 @@ import type { DetectionEvent, DeviceDescriptor } from '../detect/types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { slotCount } from '../allocationRanges.js';
 import { EgressPolicy } from '../net/egressPolicy.js';
-import { sweepProxies } from '../net/proxyProcess.js';
 import { DEFAULT_POLICY, type Policy } from '../policy.js';
 import type { ListenerStats } from '../store/listener.js';
 import type { Store } from '../store/store.js';
@@ -22,9 +21,12 @@ import { recorders, type Recorders } from './recorders.js';
 import type { FsyncPolicy } from './spool.js';
 import { coerceError } from '../util/errors.js';
 import { HostEgress } from './egress.js';
+import { LeftProxies } from './handover.js';
+import { releaseRunDir, claimRunDir } from '../net/runDirLock.js';
 import { Modem, journalRemoved, type FleetDataPlaneOptions, type ModemDeps } from './modem.js';
 import { ModemDirectory } from './modemDirectory.js';
 import type { NoReuse, RotationSchedule } from './rotationSchedule.js';
+import { FarmWarden } from './farmWarden.js';
 import { RotationScheduler } from './rotationScheduler.js';
 import type { ModemLinkOptions } from './modemLink.js';
 import { TrafficMonitor, type TrafficFigures } from './trafficMonitor.js';
@@ -110,6 +112,8 @@ export class Supervisor {
   readonly alerts: Recorders['alerts'];
   readonly commands: CommandProcessor;
   readonly scheduler: RotationScheduler;
+  /** The farm-wide liveness sweep, done here while this host holds the `farm` lease. */
+  readonly warden: FarmWarden;
   private readonly counters: FleetCounters;
   private readonly policy: Policy;
   private readonly directory = new ModemDirectory<Modem>();
@@ -122,6 +126,10 @@ export class Supervisor {
   private readonly egressPolicy: EgressPolicy | undefined;
   /** Traffic counters and quotas (kernel), sampled into PostgreSQL. */
   readonly traffic: TrafficMonitor | undefined;
+  /** Proxies a previous run handed over, until their modems' data planes adopt them (or they are killed). */
+  private readonly left: LeftProxies | undefined;
+  /** stop() hands the proxies over to the next run instead of stopping them. */
+  private handingOver = false;
   private heartbeat: NodeJS.Timeout | undefined;
   private startedAt: Date | undefined;
   private stopped = false;
@@ -145,6 +153,13 @@ export class Supervisor {
       execute: (command) => this.execute(command),
       pollIntervalMs: policy.commandPollMs,
       rotationMinIntervalMs: policy.rotationMinIntervalMs,
+      hostDeadAfterMs: policy.hostDeadAfterMs,
+    });
+    this.warden = new FarmWarden({
+      store,
+      intervalMs: policy.hostHeartbeatMs,
+      deadAfterMs: policy.hostDeadAfterMs,
+      log,
     });
     this.scheduler = new RotationScheduler({
       store,
@@ -177,6 +192,15 @@ export class Supervisor {
         onPortChange: (imei, reason, detail) => this.directory.serving(imei)?.journalPort(reason, detail),
         log,
       });
+    if (dataPlane)
+      this.left = new LeftProxies({
+        runDir: dataPlane.runDir,
+        routing: dataPlane.routing !== false,
+        ip: { ...dataPlane.ip, netns: dataPlane.netns },
+        gate: this.egressPolicy,
+        adoptWithinMs: policy.handoverAdoptMs,
+        log,
+      });
     this.modemDeps = {
       store,
       events,
@@ -192,10 +216,12 @@ export class Supervisor {
         ...options.link,
       },
       dataPlane: options.dataPlane && {
+        adoptedPollMs: policy.adoptedProxyPollMs,
         ...options.dataPlane,
         egressGate: this.egressPolicy,
         trafficGate: this.traffic?.gate,
       },
+      leftProxies: this.left,
       noReuse: options.noReuse,
       ...(options.dataPlane?.egress ? { hostEgress: new HostEgress(options.dataPlane.egress) } : {}),
       log,
@@ -259,7 +285,10 @@ export class Supervisor {
 
   async start(): Promise<void> {
     const store = this.options.store;
-    await store.registerHost(this.options.proxyHost ? { proxyHost: this.options.proxyHost } : {});
+    await store.registerHost({
+      ...(this.options.proxyHost ? { proxyHost: this.options.proxyHost } : {}),
+      ...(this.options.dataPlane ? { proxyBackend: this.options.dataPlane.backend } : {}),
+    });
     this.heartbeat = setInterval(() => {
       store.heartbeat().catch((err: unknown) => this.log.warn({ err }, 'host heartbeat failed'));
     }, this.policy.hostHeartbeatMs);
@@ -271,13 +300,18 @@ export class Supervisor {
     const interrupted = await store.failInterruptedCommands();
     if (interrupted.length)
       this.log.warn({ commands: interrupted }, 'commands interrupted by a restart failed');
-    if (this.options.dataPlane) {
-      // proxies left by a crashed run would share ports with their replacements (SO_REUSEPORT)
-      const swept = await sweepProxies(this.options.dataPlane.runDir, this.log);
-      if (swept) this.log.warn({ swept }, 'stopped proxies left by a previous run');
-      // before any proxy: the counters (left by a previous run, carrying on) and quotas are in place
+    if (this.options.dataPlane && this.left) {
+      // one supervisor per run dir: another one's proxies are not ours to adopt or kill
+      await claimRunDir(this.options.dataPlane.runDir);
+      // proxies a previous run handed over (or left when killed) are kept for their modems to
+      // adopt when they are what this run would start; the rest is killed now: a leftover would
+      // share its port with its replacement (3proxy sets SO_REUSEPORT)
+      await this.left.start();
+      // before any proxy: the counters (left by a previous run, carrying on: a handed-over proxy
+      // was counted all along) and quotas are in place
       await this.traffic?.start();
-      await this.egressPolicy?.start();
+      // the kept ones stay admitted as the previous run had them until adopted or killed
+      await this.egressPolicy?.start(this.left.admissions());
     }
     this.health.start();
     this.retention.start();
@@ -286,15 +320,21 @@ export class Supervisor {
     this.markAbsent();
     await this.commands.start();
     this.scheduler.start();
+    this.warden.start();
     this.startedAt = new Date();
     this.log.info({ modems: this.byPath.size }, 'supervisor started');
   }
 
-  /** Modems this host had that are not plugged in any more are journaled as removed. */
+  /**
+   * Modems this host had that are not plugged in any more are journaled as removed, and a proxy
+   * the previous run left for one of them is killed now.
+   */
   private markAbsent(): void {
     const present = new Set(this.detector.present.map((d) => d.usbPath));
     for (const record of this.directory.remembered) {
-      if (record.state === 'removed' || (record.usbPath && present.has(record.usbPath))) continue;
+      if (record.usbPath && present.has(record.usbPath)) continue;
+      this.left?.discard(record.imei, 'its modem is not plugged in');
+      if (record.state === 'removed') continue;
       journalRemoved(this.modemDeps, record.imei, record.state, 'reconcile.absent', record.usbPath);
     }
   }
@@ -376,7 +416,9 @@ export class Supervisor {
     if (!modem) return;
     this.byPath.delete(usbPath);
     this.track(
-      modem.stop().catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed')),
+      modem
+        .stop(this.handingOver ? 'handover' : 'stop')
+        .catch((err: unknown) => this.log.warn({ err, usbPath }, 'stopping a modem failed')),
     );
   }
 
@@ -394,7 +436,7 @@ export class Supervisor {
       outcome = modem
         ? await modem.command(command)
         : command.kind === 'credentials'
-          ? // nothing serves it here: its proxy starts with the stored (new) password
+          ? // nothing serves it here: its proxy starts with the stored (new) password and access
             { ok: true, result: { applied: false } }
           : { ok: false, result: { error: 'not_present' } };
     } catch (err) {
@@ -411,10 +453,16 @@ export class Supervisor {
     await Promise.all([...this.stopping]);
   }
 
-  /** Graceful: commands, detection, modems, then the writers flush. Reports every failed step. */
-  async stop(): Promise<void> {
+  /**
+   * Graceful: commands, detection, modems, then the writers flush. Reports every failed step.
+   * `handover` (what SIGTERM asks for: a restart or an upgrade): the same, except that every online
+   * modem's proxy processes, routing and egress admission stay in place, recorded in the run dir,
+   * for the next run to adopt; the modems' data calls are never touched by a stop either way.
+   */
+  async stop(options: { handover?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.handingOver = options.handover === true && this.options.dataPlane !== undefined;
     const failures: unknown[] = [];
     const step = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
       try {
@@ -425,6 +473,7 @@ export class Supervisor {
       }
     };
     clearInterval(this.heartbeat);
+    await step('warden', () => this.warden.stop());
     await step('scheduler', () => this.scheduler.stop());
     await step('commands', () => this.commands.stop());
     await step('detection', () => this.detector.stop());
@@ -435,10 +484,17 @@ export class Supervisor {
         this.fleet.subscribe((s) => s.status === 'done' && resolve());
       });
     });
-    // after every proxy has stopped: none is left to hold back
-    if (this.egressPolicy) await step('egress policy', () => this.egressPolicy?.stop());
-    // the last read is sampled; the table stays (its counters and closed ports outlive us)
-    if (this.traffic) await step('traffic', () => this.traffic?.stop());
+    if (this.left) await step('left proxies', () => this.left?.stop(this.handingOver ? 'handover' : 'stop'));
+    // after every proxy has stopped: none is left to hold back (handed over: the table stays)
+    if (this.egressPolicy)
+      await step('egress policy', () =>
+        this.handingOver ? this.egressPolicy?.handover() : this.egressPolicy?.stop(),
+      );
+    // the last read is sampled; the table stays (its counters and closed ports outlive us, and
+    // count what the proxies handed over serve until the next run reads them)
+    if (this.traffic) await step('traffic', () => this.traffic?.stop({ handover: this.handingOver }));
+    const runDir = this.options.dataPlane?.runDir;
+    if (runDir) await step('run dir', () => releaseRunDir(runDir));
     await step('retention', () => this.retention.stop());
     await step('health', () => this.health.stop());
     await step('journal', () => this.journal.stop());

@@ -154,8 +154,12 @@ export class TrafficMonitor {
     this.arm();
   }
 
-  /** The last read and a sample of every modem that moved, then the writer flushes (or spools). */
-  async stop(): Promise<void> {
+  /**
+   * The last read and a sample of every modem that moved, then the writer flushes (or spools).
+   * `handover`: the proxies keep serving for the next run, so the table stays even where it would
+   * go with us (`removeOnStop`): the next run's first read carries on from these counters.
+   */
+  async stop(options: { handover?: boolean } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.timer);
@@ -178,7 +182,7 @@ export class TrafficMonitor {
     }
     await this.writer.stop();
     await this.accounting.stop();
-    if (this.options.removeOnStop) await this.accounting.remove();
+    if (this.options.removeOnStop && options.handover !== true) await this.accounting.remove();
   }
 
   /** Read now (tests; a quota changed here). */

@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { quotaView } from '../store/quotas.js';
+import { HOST_ID_PATTERN, IMEI_PATTERN } from '../ids.js';
 import type { Store } from '../store/store.js';
 import { COMMAND_KINDS } from '../store/types.js';
 import { ModemfleetError } from '../util/errors.js';
 import { sleep } from '../util/time.js';
+import { requestAccess } from './authorize.js';
 import type { RateLimiter } from './rateLimit.js';
 
 export interface ApiDeps {
@@ -31,6 +33,17 @@ const imeiParams = {
 } as const;
 
 const MAX_INT = 2 ** 53 - 1;
+
+/** `GET /api/modems` with `after` but no `limit`. */
+const DEFAULT_PAGE = 100;
+
+interface ModemsQuery {
+  state?: string;
+  host?: string;
+  q?: string;
+  limit?: number;
+  after?: string;
+}
 
 type ImeiRequest = FastifyRequest<{ Params: { imei: string } }>;
 
@@ -73,18 +86,33 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
         querystring: {
           type: 'object',
           properties: {
-            state: { type: 'string', maxLength: 32 },
-            host: { type: 'string', maxLength: 64 },
+            state: { type: 'string', pattern: '^[a-z]+(\\.[a-zA-Z]+)*$', maxLength: 64 },
+            host: { type: 'string', pattern: HOST_ID_PATTERN.source },
+            q: { type: 'string', minLength: 1, maxLength: 64 },
+            // paging is opt-in: with `limit` or `after` the answer is { modems, next }
+            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+            after: { type: 'string', pattern: IMEI_PATTERN.source },
           },
           additionalProperties: false,
         },
       },
     },
-    async (req: FastifyRequest<{ Querystring: { state?: string; host?: string } }>) => {
-      const { state, host } = req.query;
-      return (await store.modems()).filter(
-        (m) => (state === undefined || m.state === state) && (host === undefined || m.host === host),
-      );
+    async (req: FastifyRequest<{ Querystring: ModemsQuery }>) => {
+      const { state, host, q, limit, after } = req.query;
+      const access = requestAccess(req);
+      const listing = {
+        ...(state !== undefined ? { state } : {}),
+        ...(host !== undefined ? { host } : {}),
+        ...(q !== undefined ? { q } : {}),
+        // a reseller's listing is its modems only: pages and their cursors never name another's
+        ...(access.scope === 'reseller' ? { imeis: [...access.modems] } : {}),
+      };
+      if (limit === undefined && after === undefined) return store.modems(listing);
+      const pageSize = limit ?? DEFAULT_PAGE;
+      // one more than asked tells whether there is a next page
+      const rows = await store.modems({ ...listing, limit: pageSize + 1, ...(after ? { after } : {}) });
+      const modems = rows.slice(0, pageSize);
+      return { modems, next: rows.length > pageSize ? (modems.at(-1)?.imei ?? null) : null };
     },
   );
 

@@ -49,7 +49,7 @@ const RESELLER_ROUTES = new Set([
 ]);
 
 /** Routes that show passwords: never to a read-only token. */
-const PASSWORD_ROUTES = new Set(['/api/modems/:imei/credentials']);
+const PASSWORD_ROUTES = new Set(['/api/modems/:imei/credentials', '/api/modems/:imei/logins']);
 
 const forbidden = (message: string): ModemfleetError => new ModemfleetError('forbidden', message);
 const hidden = (imei: string): ModemfleetError =>
@@ -88,7 +88,11 @@ function view(access: Access, route: string, payload: unknown): unknown {
   if (access.scope === 'admin') return payload;
   switch (route) {
     case '/api/modems':
-      return Array.isArray(payload) ? viewModems(access, payload as ModemView[]) : payload;
+      if (Array.isArray(payload)) return viewModems(access, payload as ModemView[]);
+      // a page: { modems, next }
+      return typeof payload === 'object' && payload !== null && 'modems' in payload
+        ? { ...payload, modems: viewModems(access, (payload as { modems: ModemView[] }).modems) }
+        : payload;
     case '/api/modems/:imei':
       return typeof payload === 'object' && payload !== null && 'proxy' in payload
         ? viewModem(access, payload as ModemView)

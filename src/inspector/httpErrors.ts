@@ -2,6 +2,7 @@ import type { FastifyError, FastifyReply } from 'fastify';
 import type { Logger } from '../log.js';
 import { isRetryable } from '../store/pgErrors.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
+import { ACCESS_API_STATUS } from './accessApi.js';
 import { ALERTS_API_STATUS } from './alertsApi.js';
 import { TRAFFIC_API_STATUS } from './trafficApi.js';
 
@@ -19,8 +20,11 @@ export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   queue_full: 429,
   forbidden: 403,
   no_credentials: 409,
+  // the modem's host is marked dead: the command would wait for it (src/store/liveness.ts)
+  host_unavailable: 409,
   ...ALERTS_API_STATUS,
   ...TRAFFIC_API_STATUS,
+  ...ACCESS_API_STATUS,
 };
 
 /** 421 for a Host that does not name this inspector (DNS rebinding): what to configure instead. */

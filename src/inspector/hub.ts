@@ -46,6 +46,8 @@ export interface HubStats {
   messagesSent: number;
   messagesDropped: number;
   snapshots: number;
+  /** Snapshots serialised (once per view and version; the other snapshots shared their bytes). */
+  snapshotSerialisations: number;
   snapshotErrors: number;
   slowClients: number;
   resyncs: number;
@@ -69,13 +71,18 @@ const DRAIN_CHECK_MS = 100;
 
 type ClientState = 'snapshot' | 'live' | 'behind';
 
+/** A message as sent: text, or its UTF-8 bytes shared by every client that gets it. */
+type Frame = string | Buffer;
+
 interface Client {
   ws: WebSocket;
+  /** The peer's address (the per-address cap counts these). */
+  address: string;
   /** What its token may see: updates and snapshots are filtered and redacted for it. */
   access: Access;
   state: ClientState;
   /** Updates that came while its snapshot was being read (sent after it, in order). */
-  pending: string[];
+  pending: Frame[];
   overflowed: boolean;
   behindSince: number;
   alive: boolean;
@@ -99,6 +106,7 @@ export class Hub {
     messagesSent: 0,
     messagesDropped: 0,
     snapshots: 0,
+    snapshotSerialisations: 0,
     snapshotErrors: 0,
     slowClients: 0,
     resyncs: 0,
@@ -118,6 +126,10 @@ export class Hub {
   private readonly waiting = new Set<Client>();
   private snapshotRun: Promise<void> | undefined;
   private snapshotAttempt = 0;
+  /** Bumped by every notification and re-LISTEN: a snapshot read at this version is still current. */
+  private version = 0;
+  /** The last snapshot read, and its bytes per view, while nothing has changed since. */
+  private shared: { version: number; snapshot: ServerMessage; frames: Map<string, Buffer> } | undefined;
   private stopped = true;
 
   constructor(
@@ -146,6 +158,7 @@ export class Hub {
     this.listener = await this.options.store.listen(CHANNELS, (n) => this.onNotification(n), {
       onCatchUp: () => {
         // NOTIFY is lost while not listening: after a re-LISTEN every client starts over
+        this.version++;
         if (this.listenedOnce) this.resyncAll('listen_reconnected');
         this.listenedOnce = true;
         // a revocation may have been missed while not listening
@@ -177,13 +190,14 @@ export class Hub {
   }
 
   /** A new authenticated WebSocket: snapshot first, then updates (as its token may see them). */
-  add(ws: WebSocket, access: Access = CONFIG_ADMIN): void {
+  add(ws: WebSocket, access: Access = CONFIG_ADMIN, address = ''): void {
     if (this.stopped) {
       ws.close(1001, 'server stopping');
       return;
     }
     const client: Client = {
       ws,
+      address,
       access,
       state: 'snapshot',
       pending: [],
@@ -209,6 +223,13 @@ export class Hub {
       this.remove(client);
     });
     this.requestSnapshot(client);
+  }
+
+  /** Clients connected from this address now. */
+  clientsFrom(address: string): number {
+    let n = 0;
+    for (const c of this.clients) if (c.address === address) n++;
+    return n;
   }
 
   private remove(client: Client): void {
@@ -270,6 +291,7 @@ export class Hub {
 
   private onNotification(n: Notification): void {
     this.stats.notifications++;
+    this.version++;
     const revoked = revokedTokenId(n);
     if (revoked !== undefined) return this.disconnectToken(revoked);
     const messages = messagesOf(n);
@@ -287,19 +309,32 @@ export class Hub {
     for (const message of messages) {
       if (message.type === 'transition') this.markDirty(message.imei);
       this.broadcast(message);
+      // a host started, stopped, went stale or came back: its modems' rows (`stale`) follow
+      if (message.type === 'host') void this.refreshHost(message.host);
+    }
+  }
+
+  /** Every modem of a host re-read and sent (a host event is rare: one query, not one per modem). */
+  private async refreshHost(host: string): Promise<void> {
+    if (this.clients.size === 0) return;
+    try {
+      for (const modem of await this.options.store.modems({ host })) this.broadcast({ type: 'modem', modem });
+    } catch (err) {
+      // a client that missed it sees the flag in its next snapshot; the host's next event sends it again
+      this.log.warn({ err: coerceError(err), host }, "host's modems not refreshed (database unreachable)");
     }
   }
 
   /** Each client gets the message as its token sees it (one serialisation per view). */
   private broadcast(message: ServerMessage): void {
     if (this.clients.size === 0) return;
-    const texts = new Map<boolean, string | null>();
+    const texts = new Map<boolean, Buffer | null>();
     for (const c of this.clients) {
       const redacted = !seesPasswords(c.access);
       let text = texts.get(redacted);
       if (text === undefined) {
         const view = viewMessage(redacted ? c.access : CONFIG_ADMIN, message);
-        text = view && JSON.stringify(view);
+        text = view && Buffer.from(JSON.stringify(view));
         texts.set(redacted, text);
       }
       // a reseller's view also depends on its modems: the shared text is sent only where visible
@@ -308,7 +343,7 @@ export class Hub {
     }
   }
 
-  private deliver(client: Client, text: string): void {
+  private deliver(client: Client, text: Frame): void {
     switch (client.state) {
       case 'snapshot':
         if (client.overflowed) return;
@@ -335,9 +370,10 @@ export class Hub {
     }
   }
 
-  private write(client: Client, text: string): void {
+  private write(client: Client, text: Frame): void {
     if (client.ws.readyState !== client.ws.OPEN) return;
-    client.ws.send(text);
+    // bytes shared by many clients go as text frames, encoded once
+    client.ws.send(text, { binary: false });
     this.stats.messagesSent++;
   }
 
@@ -410,7 +446,8 @@ export class Hub {
     }
   }
 
-  // ---- snapshots: one query serves every client waiting when it starts ----
+  // ---- snapshots: one query serves every client waiting when it starts, and its bytes (one
+  // serialisation per view) serve every client until the next notification ----
 
   private requestSnapshot(client: Client): void {
     client.state = 'snapshot';
@@ -426,13 +463,22 @@ export class Hub {
     while (this.waiting.size > 0 && !this.stopped) {
       const batch = [...this.waiting];
       this.waiting.clear();
-      let snapshot: ServerMessage;
+      let shared = this.shared;
       try {
-        const [modems, alerts] = await Promise.all([
-          this.options.store.modems(),
-          this.options.store.alerts({ open: true, limit: 200 }),
-        ]);
-        snapshot = { type: 'snapshot', at: new Date().toISOString(), modems, alerts };
+        if (shared?.version !== this.version) {
+          // what changes while the query runs bumps the version: this one is never taken for newer
+          const version = this.version;
+          const [modems, alerts] = await Promise.all([
+            this.options.store.modems(),
+            this.options.store.alerts({ open: true, limit: 200 }),
+          ]);
+          shared = {
+            version,
+            snapshot: { type: 'snapshot', at: new Date().toISOString(), modems, alerts },
+            frames: new Map(),
+          };
+          this.shared = shared;
+        }
         this.snapshotAttempt = 0;
       } catch (err) {
         this.stats.snapshotErrors++;
@@ -442,16 +488,16 @@ export class Hub {
         await new Promise((resolve) => setTimeout(resolve, delay).unref());
         continue;
       }
-      const texts = new Map<string, string>();
       for (const c of batch) {
         if (!this.clients.has(c) || this.waiting.has(c)) continue;
         this.stats.snapshots++;
-        // one serialisation per view: admins, read-only tokens, each reseller token
+        // one serialisation per view and version: admins, read-only tokens, each reseller token
         const key = c.access.scope === 'reseller' ? `reseller:${c.access.tokenId}` : c.access.scope;
-        let text = texts.get(key);
+        let text = shared.frames.get(key);
         if (text === undefined) {
-          text = JSON.stringify(viewMessage(c.access, snapshot));
-          texts.set(key, text);
+          text = Buffer.from(JSON.stringify(viewMessage(c.access, shared.snapshot)));
+          shared.frames.set(key, text);
+          this.stats.snapshotSerialisations++;
         }
         this.write(c, text);
         if (c.overflowed) {

@@ -23,8 +23,10 @@ import { loadPage, registerPage } from './page.js';
 import { RateLimiter } from './rateLimit.js';
 import { StatusReporter, type StatusSource } from './status.js';
 import { authenticate, registerAuthorization } from './authorize.js';
+import { registerAccessApi } from './accessApi.js';
 import { registerCredentialsApi } from './credentialsApi.js';
 import { registerTrafficApi } from './trafficApi.js';
+import { registerHistoryApi } from './historyApi.js';
 import { bearerToken, tokenMatches } from './token.js';
 
 export interface InspectorLimits
@@ -47,8 +49,10 @@ export interface InspectorLimits
     > {
   /** Largest request body (413 above). */
   bodyBytes: number;
-  /** WebSocket clients at once (503 above). */
+  /** WebSocket clients at once (503 above; policy `wsMaxClients`). */
   maxClients: number;
+  /** WebSocket clients at once from one client address (503 above; policy `wsMaxClientsPerAddress`). */
+  maxClientsPerAddress: number;
   /** Largest WebSocket message a client may send (the connection is closed above). */
   wsMessageBytes: number;
   /** `/ready` fails when the database does not answer within this time... */
@@ -72,13 +76,14 @@ export const inspectorLimits = (policy: Policy): Partial<InspectorLimits> => ({
   httpIdleTimeoutMs: policy.httpIdleTimeoutMs,
   httpMaxConnections: policy.httpMaxConnections,
   metricsCacheMs: policy.metricsCacheMs,
+  maxClients: policy.wsMaxClients,
+  maxClientsPerAddress: policy.wsMaxClientsPerAddress,
 });
 
 export const DEFAULT_INSPECTOR_LIMITS: InspectorLimits = {
   ...DEFAULT_HUB_LIMITS,
   ...(inspectorLimits(DEFAULT_POLICY) as Required<ReturnType<typeof inspectorLimits>>),
   bodyBytes: 16 * 1024,
-  maxClients: 100,
   wsMessageBytes: 4 * 1024,
   readyDatabaseTimeoutMs: 1_000,
   readyJournalLagMs: 5_000,
@@ -170,6 +175,7 @@ export class Inspector {
       journalLagMs: this.limits.readyJournalLagMs,
       metricsCacheMs: this.limits.metricsCacheMs,
     });
+    status.start();
     this.status = status;
     const limits = this.limits;
     const publicLimiter = new RateLimiter({ burst: limits.publicBurst, refillMs: limits.publicRefillMs });
@@ -244,7 +250,7 @@ export class Inspector {
       };
     });
     app.get('/metrics', async (_req, reply) =>
-      reply.header('content-type', 'text/plain; version=0.0.4; charset=utf-8').send(await status.metrics()),
+      reply.header('content-type', status.metricsContentType).send(await status.metrics()),
     );
     const apiDeps = {
       store: this.options.store,
@@ -257,7 +263,9 @@ export class Inspector {
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);
     registerTrafficApi(app, apiDeps);
+    registerAccessApi(app, apiDeps);
     registerAlertsApi(app, { store: this.options.store });
+    registerHistoryApi(app, { store: this.options.store });
     registerPage(app, page);
 
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.limits.wsMessageBytes });
@@ -334,9 +342,16 @@ export class Inspector {
         'Service Unavailable',
         `too many WebSocket clients (limit ${this.limits.maxClients})`,
       );
+    const address = req.socket.remoteAddress ?? '';
+    if (this.hub.clientsFrom(address) >= this.limits.maxClientsPerAddress)
+      return refuse(
+        503,
+        'Service Unavailable',
+        `too many WebSocket clients from ${address} (limit ${this.limits.maxClientsPerAddress})`,
+      );
     const wss = this.wss;
     if (!wss) return refuse(503, 'Service Unavailable', 'stopping');
-    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access));
+    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access, address));
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {

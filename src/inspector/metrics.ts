@@ -1,60 +1,72 @@
-/** Prometheus text exposition (format 0.0.4), rendered from plain families. */
+import { Counter, Gauge, type Registry } from 'prom-client';
+
+/**
+ * Metrics whose values live elsewhere (the database, the supervisor's counters, the hub's), built on
+ * prom-client: each is read when a scrape collects it, not kept up to date between scrapes. A read
+ * gives every sample of the metric for this scrape; a sample left out is absent from the scrape (an
+ * unlabelled metric included: no `0` stands in for a value that could not be read).
+ */
 
 export interface Sample {
   labels?: Record<string, string>;
   value: number;
-  /** `_bucket`, `_sum`, `_count` for histograms. */
-  suffix?: string;
 }
 
-export interface MetricFamily {
+/** The samples of one scrape (sync or async); `[]` when there is nothing to say this time. */
+export type Read = () => readonly Sample[] | Promise<readonly Sample[]>;
+
+interface Sourced {
   name: string;
   help: string;
-  type: 'counter' | 'gauge' | 'histogram';
-  samples: Sample[];
+  labelNames?: readonly string[];
+  read: Read;
 }
 
-const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
-
-const escapeLabel = (v: string): string =>
-  v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
-const escapeHelp = (v: string): string => v.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
-
-function formatValue(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Infinity) return '+Inf';
-  if (v === -Infinity) return '-Inf';
-  return String(v);
+/** A gauge read at scrape time, registered in `register` only (never prom-client's global registry). */
+export function sourcedGauge(register: Registry, spec: Sourced): Gauge {
+  const { read } = spec;
+  const unlabelled = (spec.labelNames?.length ?? 0) === 0;
+  return new Gauge({
+    name: spec.name,
+    help: spec.help,
+    labelNames: [...(spec.labelNames ?? [])],
+    registers: [register],
+    async collect() {
+      const samples = await read();
+      this.reset();
+      if (unlabelled) this.remove(); // reset() made it 0
+      for (const s of samples) {
+        if (s.labels) this.set(s.labels, s.value);
+        else this.set(s.value);
+      }
+    },
+  });
 }
 
-export function renderMetrics(families: readonly MetricFamily[]): string {
-  const lines: string[] = [];
-  for (const f of families) {
-    if (!NAME.test(f.name)) throw new Error(`invalid metric name '${f.name}'`);
-    lines.push(`# HELP ${f.name} ${escapeHelp(f.help)}`, `# TYPE ${f.name} ${f.type}`);
-    for (const s of f.samples) {
-      const labels = Object.entries(s.labels ?? {});
-      for (const [k] of labels) if (!NAME.test(k) || k.includes(':')) throw new Error(`invalid label '${k}'`);
-      const text = labels.length ? `{${labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}` : '';
-      lines.push(`${f.name}${s.suffix ?? ''}${text} ${formatValue(s.value)}`);
-    }
-  }
-  return `${lines.join('\n')}\n`;
+/**
+ * A counter read at scrape time: the total kept by its owner (journal writer, hub, supervisor),
+ * which only grows while this process runs; registered in `register` only.
+ */
+export function sourcedCounter(register: Registry, spec: Sourced): Counter {
+  const { read } = spec;
+  const unlabelled = (spec.labelNames?.length ?? 0) === 0;
+  return new Counter({
+    name: spec.name,
+    help: spec.help,
+    labelNames: [...(spec.labelNames ?? [])],
+    registers: [register],
+    async collect() {
+      const samples = await read();
+      this.reset();
+      if (unlabelled) this.remove(); // reset() made it 0
+      for (const s of samples) {
+        if (s.labels) this.inc(s.labels, s.value);
+        else this.inc(s.value);
+      }
+    },
+  });
 }
 
-/** The samples of a cumulative histogram (bounds in seconds). */
-export function histogramSamples(
-  h: { bounds: readonly number[]; counts: readonly number[]; count: number; sum: number },
-  labels: Record<string, string> = {},
-): Sample[] {
-  return [
-    ...h.bounds.map((b, i) => ({
-      suffix: '_bucket',
-      labels: { ...labels, le: String(b) },
-      value: h.counts[i] ?? 0,
-    })),
-    { suffix: '_bucket', labels: { ...labels, le: '+Inf' }, value: h.count },
-    { suffix: '_sum', labels, value: h.sum },
-    { suffix: '_count', labels, value: h.count },
-  ];
-}
+/** One unlabelled sample, or none when the value is unknown this scrape. */
+export const single = (value: number | null | undefined): Sample[] =>
+  value === null || value === undefined ? [] : [{ value }];

@@ -1,11 +1,10 @@
+import { Registry } from 'prom-client';
 import type { SupervisorStatus } from '../fleet/supervisor.js';
-import type { ModemGaugeRow } from '../store/modems.js';
 import type { Store } from '../store/store.js';
 import { coerceError } from '../util/errors.js';
 import { settlesWithin } from '../util/time.js';
 import type { Hub } from './hub.js';
-import { histogramSamples, renderMetrics, type MetricFamily } from './metrics.js';
-import { trafficFamilies } from './trafficMetrics.js';
+import { registerFarmMetrics, type Scrape } from './farmMetrics.js';
 
 export interface StatusSource {
   status(): SupervisorStatus;
@@ -41,6 +40,10 @@ export class StatusReporter {
   metricsRenders = 0;
   /** The farm's uptime reads the journal of 30 days: once a minute is plenty for a ratio. */
   private uptime: { at: number; value: ReturnType<Store['uptime']> } | undefined;
+  /** This reporter's metrics (several inspectors may live in one process: never the global registry). */
+  private readonly register = new Registry();
+  /** The render under way: its metrics' collect() read it. */
+  private scrape: Promise<Scrape> | undefined;
 
   constructor(
     private readonly options: {
@@ -52,6 +55,16 @@ export class StatusReporter {
       metricsCacheMs?: number;
     },
   ) {}
+
+  /** Registers the metrics and starts prom-client's Node metrics (event loop delay, GC). */
+  start(): void {
+    registerFarmMetrics(this.register, {
+      hub: this.options.hub,
+      supervisor: this.options.supervisor,
+      // evaluated when a collect() starts (synchronously, within render()): that render's scrape
+      scrape: () => this.scrape ?? this.read(),
+    });
+  }
 
   private database(): Promise<{ ok: boolean; latencyMs?: number; error?: string }> {
     this.probe ??= (async () => {
@@ -104,191 +117,40 @@ export class StatusReporter {
     return text;
   }
 
+  /** The content type of `metrics()`'s text (Prometheus text format 0.0.4). */
+  get metricsContentType(): string {
+    return this.register.contentType;
+  }
+
   private async render(): Promise<string> {
     this.metricsRenders++;
-    const families: MetricFamily[] = [];
-    const gauge = (name: string, help: string, value: number): void => {
-      families.push({ name, help, type: 'gauge', samples: [{ value }] });
-    };
-    const counter = (name: string, help: string, samples: MetricFamily['samples']): void => {
-      families.push({ name, help, type: 'counter', samples });
-    };
+    // every metric's collect() of this render reads this one scrape (one database read, one status)
+    this.scrape = this.read();
+    return this.register.metrics();
+  }
+
+  /** What one scrape reads: the database (a part that fails is left out), the supervisor's status. */
+  private async read(): Promise<Scrape> {
+    const status = this.options.supervisor?.status();
     const database = await this.database();
-    gauge(
-      'modemfleet_database_up',
-      'The database answered the last probe (1) or not (0).',
-      database.ok ? 1 : 0,
-    );
-    if (database.ok) {
-      try {
-        // one read of every modem: the counts by host and state, and per modem what a dashboard
-        // shows of a port: up or not, and its signal (IMEI and host labels only: an IMEI is not an
-        // address; one series per modem and metric)
-        const modems = await this.options.store.modemGauges();
-        const counts = new Map<string, { host: string; state: string; value: number }>();
-        for (const m of modems) {
-          const key = `${m.host ?? ''}\0${m.state}`;
-          const c = counts.get(key) ?? { host: m.host ?? '', state: m.state, value: 0 };
-          c.value++;
-          counts.set(key, c);
-        }
-        families.push({
-          name: 'modemfleet_modems',
-          help: 'Modems by host and state, as recorded in the database.',
-          type: 'gauge',
-          samples: [...counts.values()].map(({ host, state, value }) => ({ labels: { host, state }, value })),
-        });
-        const perModem = (name: string, help: string, value: (m: ModemGaugeRow) => number | null) =>
-          families.push({
-            name,
-            help,
-            type: 'gauge',
-            samples: modems.flatMap((m) => {
-              const v = value(m);
-              return v === null ? [] : [{ labels: { imei: m.imei, host: m.host ?? '' }, value: v }];
-            }),
-          });
-        perModem('modemfleet_modem_online', 'The modem is online (1) or not (0).', (m) =>
-          m.state === 'online' ? 1 : 0,
-        );
-        perModem('modemfleet_modem_rssi_dbm', 'Last RSSI of the modem, dBm.', (m) => m.rssi);
-        perModem('modemfleet_modem_rsrp_dbm', 'Last RSRP of the modem (LTE), dBm.', (m) => m.rsrp);
-        perModem('modemfleet_modem_sinr_db', 'Last SINR of the modem (LTE), dB.', (m) => m.sinr);
-      } catch {
-        // the probe just succeeded; a failure here leaves these families out of this scrape
-      }
-      try {
-        // the farm's addresses over the last day: counts only, never an address in a label
-        const day = (await this.options.store.addressStats(null))['24h'];
-        gauge('modemfleet_rotations_24h', 'Rotations done in the last 24 hours (the farm).', day.rotations);
-        gauge(
-          'modemfleet_public_addresses_24h',
-          'Distinct public addresses seen through the ports in the last 24 hours.',
-          day.distinctAddresses,
-        );
-        gauge(
-          'modemfleet_public_networks_24h',
-          'Distinct /24 networks of those public addresses.',
-          day.distinctNetworks,
-        );
-        if (day.reuseRate !== null)
-          gauge(
-            'modemfleet_rotation_reuse_ratio_24h',
-            'Share of the last 24 hours of rotations that got a public address the modem had before.',
-            day.reuseRate,
-          );
-      } catch {
-        // as above
-      }
-      try {
-        const now = Date.now();
-        if (!this.uptime || now - this.uptime.at > UPTIME_CACHE_MS)
-          this.uptime = { at: now, value: this.options.store.uptime(null) };
-        const uptime = await this.uptime.value;
-        families.push({
-          name: 'modemfleet_uptime_ratio',
-          help: 'The farm: time online over time wanted (not disabled), from the journal, by window.',
-          type: 'gauge',
-          samples: Object.entries(uptime)
-            .filter(([, u]) => u.ratio !== null)
-            .map(([window, u]) => ({ labels: { window }, value: u.ratio ?? 0 })),
-        });
-      } catch {
-        this.uptime = undefined; // read again at the next scrape
-      }
-    }
-    const s = this.options.supervisor?.status();
-    if (s) {
-      counter('modemfleet_transitions_total', 'Transitions this process persisted to the journal.', [
-        { value: s.journal.persisted },
-      ]);
-      counter('modemfleet_transitions_spooled_total', 'Transitions written to the local spool.', [
-        { value: s.journal.spooled },
-      ]);
-      counter('modemfleet_transitions_dropped_total', 'Transitions lost because the spool was full.', [
-        { value: s.journal.dropped },
-      ]);
-      gauge('modemfleet_journal_queued', 'Transitions waiting to be written.', s.journal.queued);
-      gauge(
-        'modemfleet_journal_lag_seconds',
-        'Age of the oldest unwritten transition.',
-        s.journal.oldestMs / 1000,
-      );
-      gauge(
-        'modemfleet_journal_spooling',
-        'The journal writes to the spool (database away).',
-        s.journal.mode === 'spooling' ? 1 : 0,
-      );
-      gauge('modemfleet_spool_bytes', 'Bytes in the journal spool.', s.journal.spoolBytes);
-      counter('modemfleet_commands_total', 'Commands carried out by this process, by result.', [
-        { labels: { result: 'done' }, value: s.commands.finished },
-        { labels: { result: 'failed' }, value: s.commands.failed },
-      ]);
-      counter(
-        'modemfleet_rotations_total',
-        'Rotations carried out by this process, by result: done, or the failure code (same_public_ip, ...).',
-        Object.entries(s.rotations).map(([result, value]) => ({ labels: { result }, value })),
-      );
-      families.push({
-        name: 'modemfleet_command_duration_seconds',
-        help: 'From a command inserted to its result written.',
-        type: 'histogram',
-        samples: histogramSamples(s.commands.latency),
-      });
-      counter('modemfleet_proxy_restarts_total', 'Proxy processes that exited or failed to start.', [
-        { value: s.proxyRestarts },
-      ]);
-      counter('modemfleet_egress_checks_total', 'Egress checks through modem ports, by result.', [
-        { labels: { result: 'ok' }, value: s.egress.checks - s.egress.failures },
-        { labels: { result: 'failed' }, value: s.egress.failures },
-      ]);
-      gauge('modemfleet_data_planes', 'Modems whose routing and proxies run in this process.', s.dataPlanes);
-      counter('modemfleet_alerts_raised_total', 'Alerts raised by this process.', [
-        { value: s.alertsRaised },
-      ]);
-      gauge('modemfleet_alerts_waiting', 'Alerts waiting for the database.', s.alerts.waiting);
-      counter('modemfleet_alerts_dropped_total', 'Alerts dropped while too many waited for the database.', [
-        { value: s.alerts.dropped },
-      ]);
-      families.push({
-        name: 'modemfleet_local_modems',
-        help: 'Modem actors of this process by state.',
-        type: 'gauge',
-        samples: Object.entries(s.localModems).map(([state, value]) => ({ labels: { state }, value })),
-      });
-      families.push(...trafficFamilies(s.traffic));
-    }
-    const hub = this.options.hub;
-    counter('modemfleet_listen_reconnects_total', 'LISTEN connections re-established, by listener.', [
-      { labels: { listener: 'inspector' }, value: hub.listenerStats?.reconnects ?? 0 },
-      ...(s?.commandListener
-        ? [{ labels: { listener: 'commands' }, value: s.commandListener.reconnects }]
-        : []),
+    if (!database.ok) return { databaseUp: false, status };
+    const store = this.options.store;
+    const settle = <T>(p: Promise<T>): Promise<T | undefined> => p.catch(() => undefined);
+    const now = Date.now();
+    if (!this.uptime || now - this.uptime.at > UPTIME_CACHE_MS)
+      this.uptime = { at: now, value: store.uptime(null) };
+    const uptimeRead = this.uptime;
+    const [modems, addresses, uptime] = await Promise.all([
+      // one read of every modem: the counts by host and state, and per modem what a dashboard shows
+      // of a port: up or not, and its signal (IMEI and host labels only: an IMEI is not an address)
+      settle(store.modemGauges()),
+      // the farm's addresses over the last day: counts only, never an address in a label
+      settle(store.addressStats(null)).then((a) => a?.['24h']),
+      uptimeRead.value.catch(() => {
+        if (this.uptime === uptimeRead) this.uptime = undefined; // read again at the next scrape
+        return undefined;
+      }),
     ]);
-    gauge('modemfleet_ws_clients', 'Connected WebSocket clients.', hub.stats.clients);
-    counter('modemfleet_ws_messages_sent_total', 'Messages sent to WebSocket clients.', [
-      { value: hub.stats.messagesSent },
-    ]);
-    counter(
-      'modemfleet_ws_messages_dropped_total',
-      'Updates not sent to slow clients (replaced by a resync).',
-      [{ value: hub.stats.messagesDropped }],
-    );
-    counter('modemfleet_ws_resyncs_total', 'Snapshots sent again (slow client, reconnect, request).', [
-      { value: hub.stats.resyncs },
-    ]);
-    counter(
-      'modemfleet_notifications_malformed_total',
-      'Notifications ignored: not JSON objects, oversized, or not the shape our triggers write.',
-      [{ value: hub.stats.malformedNotifications + (hub.listenerStats?.malformed ?? 0) }],
-    );
-    const memory = process.memoryUsage();
-    const cpu = process.cpuUsage();
-    gauge('process_resident_memory_bytes', 'Resident memory of this process.', memory.rss);
-    gauge('process_heap_used_bytes', 'V8 heap in use.', memory.heapUsed);
-    counter('process_cpu_seconds_total', 'CPU time of this process.', [
-      { value: (cpu.user + cpu.system) / 1e6 },
-    ]);
-    return renderMetrics(families);
+    return { databaseUp: true, status, modems, addresses, uptime };
   }
 }

@@ -246,7 +246,8 @@ export interface EgressPolicyOptions extends Omit<EgressPolicySpec, 'modems'> {
  * uid refused everything but `allow`) before any proxy runs; `admit(uid, link)` lets a modem's
  * proxies out through its own link and resolves once the kernel has the rule (the proxy starts
  * after it); `release(uid)` takes it back. Applies are serialised and coalesced. `stop()` removes
- * the table once every proxy has stopped; a crash leaves it in place (fail closed).
+ * the table once every proxy has stopped; a crash leaves it in place (fail closed), and so does
+ * `handover()` (the proxies stay serving for the next run, which applies the table again).
  */
 export class EgressPolicy {
   /** uid → link, and how many data planes admitted it (a replacement may admit before the old one releases). */
@@ -277,10 +278,24 @@ export class EgressPolicy {
     return { ...this.options.nft, netns: this.options.netns };
   }
 
-  async start(): Promise<void> {
+  /**
+   * Applies the table (replacing whatever a previous run left, whole). `carried`: modems whose
+   * proxies a previous run left serving, admitted as that run had them (their open connections and
+   * new ones keep working until their data planes adopt or replace them); each is released like
+   * any admission.
+   */
+  async start(carried: readonly { uid: number; link: string }[] = []): Promise<void> {
     this.stopped = false;
+    for (const { uid, link } of carried) {
+      const held = this.modems.get(uid);
+      if (!held) this.modems.set(uid, { link, count: 1 });
+      else if (held.link === link) held.count++;
+    }
     await this.apply();
-    this.log.info({ uids: this.options.uids, netns: this.options.netns }, 'egress policy applied');
+    this.log.info(
+      { uids: this.options.uids, netns: this.options.netns, carried: carried.length },
+      'egress policy applied',
+    );
   }
 
   async admit(uid: number, link: string): Promise<void> {
@@ -326,5 +341,16 @@ export class EgressPolicy {
     this.modems.clear();
     await this.applied.catch(() => undefined);
     await deleteTable('inet', EGRESS_TABLE, this.nftOptions());
+  }
+
+  /**
+   * The supervisor hands its proxies over to the next run: the table stays as it is (the proxies
+   * left serving keep their admissions; the next run's `start` replaces it whole). Nothing more
+   * is admitted here.
+   */
+  async handover(): Promise<void> {
+    this.stopped = true;
+    await this.applied.catch(() => undefined);
+    this.modems.clear();
   }
 }

@@ -67,7 +67,9 @@ export type NftStatement =
   | { do: 'snat'; family: AddrFamily; to: string }
   /** Carrier-style NAT: each source address sticks to one address of the pool (jhash of saddr). */
   | { do: 'snatPool'; family: AddrFamily; pool: readonly string[] }
-  | { do: 'dnat'; family: AddrFamily; to: string; port?: number };
+  | { do: 'dnat'; family: AddrFamily; to: string; port?: number }
+  /** To this port of the address the packet came to (local clients: loopback). */
+  | { do: 'redirect'; port: number };
 
 export interface NftRule {
   match?: readonly NftMatch[];
@@ -172,11 +174,13 @@ export function checkIfname(value: unknown, where: Where, wildcard = false): str
   return value;
 }
 
-function v4Number(address: string): number {
+/** An IPv4 address as a number. */
+export function v4Number(address: string): number {
   return address.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
 }
 
-function v6Bits(address: string): bigint {
+/** An IPv6 address (`::` and an IPv4 tail allowed) as 128 bits. */
+export function v6Bits(address: string): bigint {
   // expand :: and an embedded IPv4 tail, then read 8 groups of 16 bits
   let text = address;
   const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
@@ -404,6 +408,9 @@ function renderStatement(s: NftStatement, chain: NftChain, scope: Scope, where: 
       const port = checkPort(s.port, `${where}: dnat port`);
       return `dnat ${family} to ${family === 'ip6' ? `[${address}]` : address}:${port}`;
     }
+    case 'redirect':
+      natOnly(['prerouting', 'output']);
+      return `redirect to :${checkPort(s.port, `${where}: redirect port`)}`;
     default:
       return fail(where, 'is not a known statement', (s as { do?: unknown }).do);
   }
@@ -420,6 +427,7 @@ const TERMINAL = new Set([
   'snat',
   'snatPool',
   'dnat',
+  'redirect',
 ]);
 
 function renderRule(rule: NftRule, chain: NftChain, scope: Scope, where: Where): string {

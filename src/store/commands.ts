@@ -37,7 +37,9 @@ export const DEFAULT_COMMAND_QUEUE_MAX = 8;
  * rotate while one of the modem's rotates is pending is not queued twice: the pending one's id is
  * returned (the partial unique index `modem_commands_one_pending_rotate` holds that in the database,
  * whoever inserts). A modem with `maxPending` commands pending takes no more: `queue_full` (the
- * modem's advisory lock makes the count and the insert one step).
+ * modem's advisory lock makes the count and the insert one step). A modem whose host is marked
+ * dead takes none: `host_unavailable` (one slipping in while the mark is written is failed by the
+ * next sweep, src/store/liveness.ts).
  */
 export async function insertCommand(
   sql: Sql,
@@ -58,6 +60,15 @@ export async function insertCommand(
   try {
     return await sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${QUEUE_LOCK}, hashtext(${imei}))`;
+      // its host is marked dead (src/store/liveness.ts): the command would only wait for it
+      const [dead] = await tx<{ id: string; heartbeat_at: Date }[]>`
+        select h.id, h.heartbeat_at from modems m join hosts h on h.id = m.host_id
+        where m.imei = ${imei} and h.stale_at is not null`;
+      if (dead)
+        throw new ModemfleetError(
+          'host_unavailable',
+          `modem ${imei} is on host ${dead.id}, which is not running (last heartbeat ${dead.heartbeat_at.toISOString()}); retry when it is back`,
+        );
       if (kind === 'rotate') {
         const pending = await pendingRotate(tx, imei);
         if (pending !== undefined) return pending;

@@ -18,6 +18,11 @@ export interface DatabaseOptions {
   connectBackoffMs?: number;
   connectBackoffCapMs?: number;
   application?: string;
+  /**
+   * Named prepared statements (postgres.js's default). Off when the pool goes through a
+   * transaction-mode pooler (PgBouncer before 1.21 keeps no prepared statement across transactions).
+   */
+  prepare?: boolean;
 }
 
 /** A safe description of where a URL points: host, port and database, never credentials. */
@@ -74,11 +79,12 @@ export function defaultSslMode(url: string): 'require' | undefined {
 
 /** postgres.js options shared by every connection we open (`url`: TLS by `defaultSslMode`). */
 export function connectionOptions(
-  options: { max?: number; application?: string; url?: string } = {},
+  options: { max?: number; application?: string; url?: string; prepare?: boolean } = {},
 ): postgres.Options<Record<string, postgres.PostgresType>> {
   const ssl = options.url === undefined ? undefined : defaultSslMode(options.url);
   return {
     ...(ssl ? { ssl } : {}),
+    ...(options.prepare === false ? { prepare: false } : {}),
     max: options.max ?? 10,
     onnotice: () => {},
     connect_timeout: 5,

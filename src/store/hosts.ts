@@ -12,7 +12,7 @@ export const PROXY_HOST_PATTERN = /^[A-Za-z0-9.:_-]{1,253}$/;
 export async function registerHost(
   sql: Sql,
   id: string,
-  options: { name?: string; proxyHost?: string } = {},
+  options: { name?: string; proxyHost?: string; proxyBackend?: '3proxy' | 'microsocks+tinyproxy' } = {},
 ): Promise<void> {
   if (!HOST_ID_PATTERN.test(id)) {
     throw new ModemfleetError(
@@ -27,13 +27,16 @@ export async function registerHost(
       `proxy host '${proxyHost.slice(0, 64)}' is not a host name or address`,
     );
   await sql`
-    insert into hosts (id, name, proxy_host) values (${id}, ${options.name ?? id}, ${proxyHost})
+    insert into hosts (id, name, proxy_host, proxy_backend)
+    values (${id}, ${options.name ?? id}, ${proxyHost}, ${options.proxyBackend ?? null})
     on conflict (id) do update set name = excluded.name, started_at = now(), heartbeat_at = now(),
-      stopped_at = null, proxy_host = coalesce(excluded.proxy_host, hosts.proxy_host)`;
+      stopped_at = null, stale_at = null, proxy_host = coalesce(excluded.proxy_host, hosts.proxy_host),
+      proxy_backend = excluded.proxy_backend`;
 }
 
+/** The host is alive: its heartbeat, which also clears a stale mark (sql/0013; NOTIFY `host_fresh`). */
 export async function heartbeatHost(sql: Sql, id: string): Promise<void> {
-  await sql`update hosts set heartbeat_at = now() where id = ${id}`;
+  await sql`update hosts set heartbeat_at = now(), stale_at = null where id = ${id}`;
 }
 
 export async function stopHost(sql: Sql, id: string): Promise<void> {

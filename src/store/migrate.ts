@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import type { Sql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { silentLogger, type Logger } from '../log.js';
 import { ModemfleetError } from '../util/errors.js';
 
@@ -20,7 +20,7 @@ export const defaultMigrationsDir = (): string =>
 
 const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 /** Arbitrary but fixed: serialises migrators across processes and hosts. */
-const MIGRATION_LOCK_KEY = 0x6d66_6d67; // 'mfmg'
+export const MIGRATION_LOCK_KEY = 0x6d66_6d67; // 'mfmg'
 
 export class MigrationError extends ModemfleetError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -63,14 +63,14 @@ export async function loadMigrations(dir = defaultMigrationsDir()): Promise<Migr
   return migrations;
 }
 
-interface AppliedRow {
+export interface AppliedRow {
   version: number;
   name: string;
   checksum: string;
 }
 
 /** Applied migrations must be a prefix of the files, with the same checksums. */
-function verify(applied: AppliedRow[], migrations: Migration[]): void {
+export function verifyApplied(applied: AppliedRow[], migrations: Migration[]): void {
   for (const row of applied) {
     const m = migrations.find((x) => x.version === row.version);
     if (!m) {
@@ -88,6 +88,42 @@ function verify(applied: AppliedRow[], migrations: Migration[]): void {
     if (row.version !== i + 1)
       throw new MigrationError(`schema_migrations has a gap before version ${row.version}`);
   });
+}
+
+const createMigrationsTable = (tx: TransactionSql) => tx`create table if not exists schema_migrations (
+  version integer primary key,
+  name text not null,
+  checksum text not null,
+  applied_at timestamptz not null default now()
+)`;
+
+async function applyMigration(tx: TransactionSql, m: Migration): Promise<void> {
+  try {
+    await tx.unsafe(m.sql);
+  } catch (err) {
+    throw new MigrationError(`${m.file}: ${(err as Error).message}`, { cause: err });
+  }
+  await tx`insert into schema_migrations (version, name, checksum) values (${m.version}, ${m.name}, ${m.checksum})`;
+}
+
+/**
+ * Inside the caller's transaction, which holds `MIGRATION_LOCK_KEY` (restore): the applied
+ * migrations are verified, then the pending ones up to `upTo` are applied. Returns their files.
+ */
+export async function migrateWithin(
+  tx: TransactionSql,
+  migrations: Migration[],
+  upTo: number,
+): Promise<string[]> {
+  await createMigrationsTable(tx);
+  const rows = await tx<AppliedRow[]>`select version, name, checksum from schema_migrations order by version`;
+  verifyApplied(rows, migrations);
+  const files: string[] = [];
+  for (const m of migrations.slice(rows.length, upTo)) {
+    await applyMigration(tx, m);
+    files.push(m.file);
+  }
+  return files;
 }
 
 export interface MigrateResult {
@@ -109,24 +145,14 @@ export async function migrate(
   for (;;) {
     const next = await sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`;
-      await tx`create table if not exists schema_migrations (
-        version integer primary key,
-        name text not null,
-        checksum text not null,
-        applied_at timestamptz not null default now()
-      )`;
+      await createMigrationsTable(tx);
       const rows = await tx<
         AppliedRow[]
       >`select version, name, checksum from schema_migrations order by version`;
-      verify(rows, migrations);
+      verifyApplied(rows, migrations);
       const pending = migrations[rows.length];
       if (!pending) return undefined;
-      try {
-        await tx.unsafe(pending.sql);
-      } catch (err) {
-        throw new MigrationError(`${pending.file}: ${(err as Error).message}`, { cause: err });
-      }
-      await tx`insert into schema_migrations (version, name, checksum) values (${pending.version}, ${pending.name}, ${pending.checksum})`;
+      await applyMigration(tx, pending);
       return pending;
     });
     if (!next) break;
@@ -143,6 +169,6 @@ export async function verifyMigrations(sql: Sql, dir?: string): Promise<{ pendin
   const rows = exists[0]?.['ok']
     ? await sql<AppliedRow[]>`select version, name, checksum from schema_migrations order by version`
     : [];
-  verify(rows, migrations);
+  verifyApplied(rows, migrations);
   return { pending: migrations.length - rows.length };
 }

@@ -36,6 +36,11 @@ export interface ModemView {
   desiredState: string;
   seq: number;
   lastSeenAt: Date;
+  /**
+   * Its host is marked dead (no heartbeat within `policy.hostDeadAfterMs`): `state` is the last one
+   * it recorded, nobody supervises the modem now, and its commands fail with `host_unavailable`.
+   */
+  stale: boolean;
 }
 
 interface ModemViewRow {
@@ -63,6 +68,7 @@ interface ModemViewRow {
   desired_state: string;
   seq: number;
   last_seen_at: Date;
+  stale: boolean;
 }
 
 const toView = (r: ModemViewRow): ModemView => ({
@@ -97,32 +103,58 @@ const toView = (r: ModemViewRow): ModemView => ({
   desiredState: r.desired_state,
   seq: r.seq,
   lastSeenAt: r.last_seen_at,
+  stale: r.stale,
 });
 
-/** Every modem (or the ones named), ordered by host and slot. */
-export async function listModems(
-  sql: Sql,
-  options: { imei?: string; imeis?: readonly string[] } = {},
-): Promise<ModemView[]> {
+/** Which modems a listing returns: all, the ones named, or filtered; `limit` pages them by IMEI. */
+export interface ModemListing {
+  imei?: string;
+  imeis?: readonly string[];
+  host?: string;
+  /** The top state (`online`) or the full one (`online.serving`, matched against the substate). */
+  state?: string;
+  /** Case-insensitive text in the IMEI, ICCID, operator, host, reason, addresses or ports. */
+  q?: string;
+  /** Paged: at most this many, ordered by IMEI (not by host and slot), after this IMEI. */
+  limit?: number;
+  after?: string;
+}
+
+/** Every modem (or the ones named or filtered), ordered by host and slot (by IMEI when paged). */
+export async function listModems(sql: Sql, options: ModemListing = {}): Promise<ModemView[]> {
   if (options.imeis !== undefined && options.imeis.length === 0) return [];
-  const where =
-    options.imei !== undefined
-      ? sql`m.imei = ${options.imei}`
-      : options.imeis !== undefined
-        ? sql`m.imei in ${sql([...options.imeis])}`
-        : sql`true`;
+  const conditions = [
+    options.imei !== undefined ? sql`m.imei = ${options.imei}` : null,
+    options.imeis !== undefined ? sql`m.imei in ${sql([...options.imeis])}` : null,
+    options.host !== undefined ? sql`m.host_id = ${options.host}` : null,
+    options.state !== undefined
+      ? options.state.includes('.')
+        ? sql`m.substate = ${options.state}`
+        : sql`m.state = ${options.state}`
+      : null,
+    options.q !== undefined
+      ? sql`position(lower(${options.q}) in lower(concat_ws(' ', m.imei, m.iccid, m.operator, m.host_id,
+          m.reason, host(m.public_ip), host(m.wan_ip), a.http_port, a.socks_port))) > 0`
+      : null,
+    options.after !== undefined ? sql`m.imei > ${options.after}` : null,
+  ].filter((c) => c !== null);
+  const where = conditions.reduce((acc, c) => sql`${acc} and ${c}`, sql`true`);
+  const order =
+    options.limit !== undefined
+      ? sql`order by m.imei limit ${options.limit}`
+      : sql`order by m.host_id nulls last, a.slot nulls last, m.imei`;
   const rows = await sql<ModemViewRow[]>`
     select m.imei, m.host_id, m.state, m.substate, coalesce(m.reason, q.closed_reason) as reason,
            m.state_since, host(m.wan_ip) as wan_ip,
            host(m.public_ip) as public_ip, a.http_port, a.socks_port, a.proxy_user, a.proxy_password, h.proxy_host,
            m.operator, m.technology, m.rssi, m.rsrp, m.sinr, m.model, m.iccid, m.usb_path,
-           m.desired_state, m.seq, m.last_seen_at
+           m.desired_state, m.seq, m.last_seen_at, h.stale_at is not null as stale
     from modems m
     left join allocations a on a.imei = m.imei and a.host_id = m.host_id
     left join hosts h on h.id = m.host_id
     left join modem_quotas q on q.imei = m.imei
     where ${where}
-    order by m.host_id nulls last, a.slot nulls last, m.imei`;
+    ${order}`;
   return rows.map(toView);
 }
 
@@ -134,11 +166,14 @@ export interface ModemGaugeRow {
   rssi: number | null;
   rsrp: number | null;
   sinr: number | null;
+  /** Its host is marked dead. */
+  stale: boolean;
 }
 
 /** Every modem's state and signal, for metrics (counts by host and state are derived from it). */
 export async function modemGauges(sql: Sql): Promise<ModemGaugeRow[]> {
   const rows = await sql<(Omit<ModemGaugeRow, 'host'> & { host_id: string | null })[]>`
-    select imei, host_id, state, rssi, rsrp, sinr from modems order by host_id, state, imei`;
+    select m.imei, m.host_id, m.state, m.rssi, m.rsrp, m.sinr, h.stale_at is not null as stale
+    from modems m left join hosts h on h.id = m.host_id order by m.host_id, m.state, m.imei`;
   return rows.map(({ host_id, ...r }) => ({ ...r, host: host_id }));
 }

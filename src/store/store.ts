@@ -36,7 +36,10 @@ import {
 import { appendTransitions, pruneTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
-import { listModems, modemGauges } from './modems.js';
+import { listModems, modemGauges, type ModemListing } from './modems.js';
+import { readModemHistory } from './modemHistory.js';
+import type { HistoryWindow } from './downsample.js';
+import { FARM_LEASE, leaseHolder, releaseLease, sweepDeadHosts, type SweepResult } from './liveness.js';
 import {
   createRotationLink,
   resolveRotationLink,
@@ -44,6 +47,18 @@ import {
   rotationLinkInfo,
 } from './rotationLinks.js';
 import { getCredentials, rotateCredentials, type ProxyCredentials } from './credentials.js';
+import {
+  addLogin,
+  getAccess,
+  listLogins,
+  removeLogin,
+  servedAccess,
+  setAllowlist,
+  setLimits,
+  type AccessView,
+  type LoginView,
+} from './proxyAccess.js';
+import type { ProxyAccess } from '../proxyAccess.js';
 import {
   activeTokenIds,
   createToken,
@@ -109,6 +124,8 @@ export interface StoreOptions {
   sql: Sql;
   /** Connection URL, for the dedicated listen connection. */
   url: string;
+  /** The listen connection's URL when it is not `url` (a session past a transaction pooler). */
+  listenUrl?: string;
   hostId: string;
   ranges?: AllocationRanges;
   /** The shortest rotation schedule interval accepted (policy `rotationScheduleMinSeconds`). */
@@ -135,7 +152,11 @@ export class Store {
     this.hostId = options.hostId;
   }
 
-  registerHost(options?: { name?: string; proxyHost?: string }): Promise<void> {
+  registerHost(options?: {
+    name?: string;
+    proxyHost?: string;
+    proxyBackend?: '3proxy' | 'microsocks+tinyproxy';
+  }): Promise<void> {
     return registerHost(this.sql, this.hostId, options);
   }
   heartbeat(): Promise<void> {
@@ -148,14 +169,28 @@ export class Store {
     return upsertModem(this.sql, { hostId: this.hostId, ...facts });
   }
 
-  modems(options?: { imei?: string; imeis?: readonly string[] }): ReturnType<typeof listModems> {
+  modems(options?: ModemListing): ReturnType<typeof listModems> {
     return listModems(this.sql, options);
+  }
+  /** The farm's liveness sweep, under the `farm` lease in this host's name (src/store/liveness.ts). */
+  sweepDeadHosts(options: { deadAfterMs: number; leaseMs: number }): Promise<SweepResult> {
+    return sweepDeadHosts(this.sql, this.hostId, options);
+  }
+  releaseFarmLease(): Promise<void> {
+    return releaseLease(this.sql, FARM_LEASE, this.hostId);
+  }
+  farmLeaseHolder(): Promise<string | undefined> {
+    return leaseHolder(this.sql, FARM_LEASE);
   }
   modemGauges(): ReturnType<typeof modemGauges> {
     return modemGauges(this.sql);
   }
   health(imei: string, options?: { since?: Date; limit?: number }): ReturnType<typeof readHealth> {
     return readHealth(this.sql, imei, options);
+  }
+  /** Signal and state strip of one modem over a window, downsampled for a chart. */
+  modemHistory(imei: string, window: HistoryWindow): ReturnType<typeof readModemHistory> {
+    return readModemHistory(this.sql, imei, window);
   }
   alerts(options?: Parameters<typeof listAlerts>[1]): ReturnType<typeof listAlerts> {
     return listAlerts(this.sql, options);
@@ -188,6 +223,30 @@ export class Store {
   /** A new proxy password, stored, and a `credentials` command for the modem's host to apply it. */
   rotateCredentials(imei: string, requestedBy: string): ReturnType<typeof rotateCredentials> {
     return rotateCredentials(this.sql, imei, requestedBy);
+  }
+
+  /** A modem's logins besides its own, allowlist and speed limits (src/store/proxyAccess.ts). */
+  logins(imei: string): Promise<LoginView[]> {
+    return listLogins(this.sql, imei);
+  }
+  addLogin(imei: string, request: unknown, requestedBy: string): ReturnType<typeof addLogin> {
+    return addLogin(this.sql, imei, request, requestedBy);
+  }
+  removeLogin(imei: string, username: string, requestedBy: string): Promise<{ commandId: number }> {
+    return removeLogin(this.sql, imei, username, requestedBy);
+  }
+  access(imei: string): Promise<AccessView> {
+    return getAccess(this.sql, imei);
+  }
+  setAllowlist(imei: string, allowlist: unknown, requestedBy: string): ReturnType<typeof setAllowlist> {
+    return setAllowlist(this.sql, imei, allowlist, requestedBy);
+  }
+  setLimits(imei: string, limits: unknown, requestedBy: string): ReturnType<typeof setLimits> {
+    return setLimits(this.sql, imei, limits, requestedBy);
+  }
+  /** What this host's data plane serves for the modem (expired logins left out). */
+  servedAccess(imei: string): Promise<ProxyAccess> {
+    return servedAccess(this.sql, imei);
   }
 
   /** Scoped API tokens (src/store/tokens.ts): the token itself is returned only here. */
@@ -428,7 +487,7 @@ export class Store {
     } = {},
   ): Promise<Listener> {
     const listener = new Listener({
-      url: this.options.url,
+      url: this.options.listenUrl ?? this.options.url,
       channels,
       onNotification,
       pingSql: this.sql,

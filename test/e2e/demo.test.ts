@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import { networkInterfaces, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '../../src/log.js';
+import { proxyRunDir } from '../../src/net/proxyRunDir.js';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { freePort } from '../../src/util/ports.js';
 import { until } from '../helpers/until.js';
@@ -16,8 +18,15 @@ import { until } from '../helpers/until.js';
  */
 
 let dir: string | undefined;
+/** The checkout bound into the 0700 directory (root only), and the cluster's home elsewhere. */
+let checkout: string | undefined;
+let clusterHome: string | undefined;
+let proxyRun: string | undefined;
 afterAll(async () => {
+  if (checkout) await execa('umount', ['--lazy', checkout], { reject: false });
   if (dir) await rm(dir, { recursive: true, force: true });
+  if (clusterHome) await rm(clusterHome, { recursive: true, force: true });
+  if (proxyRun) await rm(proxyRun, { recursive: true, force: true });
 });
 
 const root = process.getuid?.() === 0;
@@ -58,8 +67,17 @@ async function unprivileged(pid: number, uid: RegExp): Promise<void> {
 
 describe('modemfleet demo', () => {
   it('serves every online modem from its own address; Ctrl-C leaves nothing behind', async () => {
+    // as a root user clones: a 0700 directory (mktemp -d, like /root) holding the checkout and the
+    // state; the embedded PostgreSQL's user can reach neither (its binaries and cluster move out)
     dir = await mkdtemp(join(tmpdir(), 'mf-demo-'));
-    await chmod(dir, 0o711); // the embedded PostgreSQL runs as its own user below it
+    let cwd = process.cwd();
+    if (root) {
+      checkout = join(dir, 'modemfleet');
+      await mkdir(checkout);
+      await execa('mount', ['--bind', process.cwd(), checkout]);
+      cwd = checkout;
+    }
+    const stateDir = join(dir, 'state');
     const env = {
       ...process.env,
       MODEMFLEET_PG_PORT: String(await freePort()),
@@ -69,8 +87,9 @@ describe('modemfleet demo', () => {
     delete env['DATABASE_URL'];
     const child = execa(
       'node',
-      ['bin/modemfleet.js', 'demo', '--modems', '4', '--http', '127.0.0.1:0', '--state-dir', dir],
+      ['bin/modemfleet.js', 'demo', '--modems', '4', '--http', '127.0.0.1:0', '--state-dir', stateDir],
       {
+        cwd,
         reject: false,
         env,
         extendEnv: false,
@@ -142,30 +161,48 @@ describe('modemfleet demo', () => {
       /^commands \(another terminal\): MODEMFLEET_STATE_DIR=(\S+) npx modemfleet status \|/.exec(
         lines.find((l) => l.startsWith('commands ')) ?? '',
       );
-    expect(printed?.[1]).toBe(dir);
-    const oneShotEnv: Record<string, string> = { ...env, MODEMFLEET_STATE_DIR: printed?.[1] ?? '' };
+    expect(printed?.[1]).toBe(stateDir);
+    // where the cluster lives: in the state dir, or (as root, out of the postgres user's reach)
+    // where data-location says
+    const dataDir = root
+      ? (await readFile(join(stateDir, 'postgres', 'data-location'), 'utf8')).trim()
+      : join(stateDir, 'postgres', 'data');
+    if (root) {
+      expect(dataDir).toMatch(/^\/var\/lib\/modemfleet-pg\/[0-9a-f]{16}\/data$/);
+      clusterHome = dirname(dataDir);
+      expect((await stat(dir)).mode & 0o777).toBe(0o700); // nothing opened above the checkout
+    }
     // run as root, they change no owner or mode in the farm's state dir
     const owners = async () =>
       Promise.all(
-        ['postgres', 'postgres/data', 'postgres/password', 'api-token'].map(async (p) => {
-          const st = await stat(join(printed?.[1] ?? '', p)).catch(() => null);
+        [
+          join(stateDir, 'postgres'),
+          dataDir,
+          join(stateDir, 'postgres', 'password'),
+          join(stateDir, 'api-token'),
+        ].map(async (p) => {
+          const st = await stat(p).catch(() => null);
           return [p, st?.uid, st?.gid, st?.mode];
         }),
       );
     const ownersBefore = await owners();
+    // the commands as printed, through a shell in the checkout, as a user types them
+    const commandPrefix = /another terminal\): (MODEMFLEET_STATE_DIR=\S+ npx modemfleet) status \|/.exec(
+      lines.find((l) => l.startsWith('commands ')) ?? '',
+    )?.[1];
+    const oneShotEnv: Record<string, string> = { ...env };
     delete oneShotEnv['MODEMFLEET_PG_PORT']; // found from the running server, as a user's shell would
-    const status = await execa('node', ['bin/modemfleet.js', 'status', '--json'], {
-      env: oneShotEnv,
-      extendEnv: false,
-      reject: false,
-    });
+    const oneShot = (args: string) =>
+      execa('sh', ['-c', `${commandPrefix} ${args}`], {
+        cwd,
+        env: oneShotEnv,
+        extendEnv: false,
+        reject: false,
+      });
+    const status = await oneShot('status --json');
     expect(status.exitCode, status.stderr).toBe(0);
     expect((JSON.parse(status.stdout) as unknown[]).length).toBe(4);
-    const rotated = await execa('node', ['bin/modemfleet.js', 'rotate', online[0]?.imei ?? ''], {
-      env: oneShotEnv,
-      extendEnv: false,
-      reject: false,
-    });
+    const rotated = await oneShot(`rotate ${online[0]?.imei ?? ''}`);
     expect(rotated.exitCode, rotated.stderr).toBe(0);
     const { id } = JSON.parse(rotated.stdout) as { id: number };
     const rotatedImei = online[0]?.imei;
@@ -242,18 +279,23 @@ describe('modemfleet demo', () => {
         service.close();
       }
       // every proxy and the PostgreSQL server: own uid, no capabilities, no secret
-      const runDir = join(dir, 'demo', 'run');
+      // in the 0700 directory the proxies could not read their configs: they are in /run
+      const runDir = await proxyRunDir(join(stateDir, 'demo', 'run'), true, silentLogger);
+      expect(runDir).toMatch(/^\/run\/modemfleet\/proxies-[0-9a-f]{16}$/);
+      proxyRun = runDir;
       const pidFiles = (await readdir(runDir)).filter((f) => f.endsWith('.pid'));
       expect(pidFiles.length).toBeGreaterThanOrEqual(2 * 3);
       for (const f of pidFiles) {
         const pid = Number((await readFile(join(runDir, f), 'utf8')).split(' ')[0]);
         await unprivileged(pid, /610\d\d/);
       }
-      const postmaster = Number(
-        (await readFile(join(dir, 'postgres', 'data', 'postmaster.pid'), 'utf8')).split('\n')[0],
-      );
+      const postmaster = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
       const postgresUid = (await execa('id', ['-u', 'postgres'])).stdout.trim();
       await unprivileged(postmaster, new RegExp(postgresUid));
+      // its binaries were out of its reach in the checkout: it runs a copy in the cache
+      expect(await readlink(`/proc/${postmaster}/exe`)).toMatch(
+        /^\/var\/cache\/modemfleet-pg\/[^/]+\/bin\/postgres$/,
+      );
     }
 
     child.kill('SIGINT');
@@ -261,14 +303,16 @@ describe('modemfleet demo', () => {
     expect({ code: result.exitCode, signal: result.signal }).toEqual({ code: 0, signal: undefined });
     // not on a terminal: no progress lines, only what it prints and its logs
     expect(String(result.stderr)).not.toMatch(/^modemfleet: (initialising|starting|\d+ of)/m);
-    const left = await execa('pgrep', ['-f', dir], { reject: false });
-    expect(left.stdout).toBe('');
+    for (const path of [dir, dataDir]) {
+      const left = await execa('pgrep', ['-f', path], { reject: false });
+      expect(left.stdout, `processes left with ${path}`).toBe('');
+    }
     // the demo's traffic table (this host's own namespace) went with it
     if (root)
       expect(
         (await execa('nft', ['list', 'table', 'inet', 'mf_traffic'], { reject: false })).exitCode,
       ).not.toBe(0);
-  }, 120_000);
+  }, 180_000);
 
   it('on a terminal it says what it waits for: the database, then the modems coming up', async () => {
     const stateDir = await mkdtemp(join(tmpdir(), 'mf-demo-tty-'));

@@ -18,7 +18,8 @@ import { until } from '../helpers/until.js';
  * modem's traffic only when its link is in raw-IP mode and the host's call (`AT$QCRMCALL`) is up,
  * as a real qmi_wwan link does. The normal path carries traffic; a link that cannot go raw-IP, a
  * call that never comes up and a modem in ECM mode each end in `error` with their reason, and
- * nothing passes; a net interface renamed by udev keeps serving under its new name.
+ * nothing passes; a net interface renamed by udev keeps serving under its new name; a supervisor
+ * restart (handover) keeps an online modem's call, link and proxy as they are.
  */
 
 const N = 4;
@@ -67,7 +68,13 @@ beforeAll(async () => {
   await wwan.start();
   // modem 1: the kernel accepts the raw_ip write but the link stays N
   wwan.setFaults(1, { rawIpStuck: true });
-  supervisor = new Supervisor(
+  supervisor = newSupervisor();
+  await supervisor.start();
+}, 60_000);
+
+/** A supervisor on the lab's state (a second one after a handover takes over from the first). */
+function newSupervisor(): Supervisor {
+  return new Supervisor(
     labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'qmi-host' }), lab, join(dir, 'state'), {
       modem: { ...FAST_MODEM, signalPollMs: 1_000, maxRecoveries: 10 },
       link: { presencePollMs: 100, addressPollMs: 50, wwan },
@@ -83,8 +90,7 @@ beforeAll(async () => {
       },
     }),
   );
-  await supervisor.start();
-}, 60_000);
+}
 
 afterAll(async () => {
   await supervisor?.stop();
@@ -153,5 +159,42 @@ describe('QMI data path in the lab', () => {
     );
     expect((await byPath(0))?.imei).toBe(before.imei);
     expect(wwan.passes(0)).toBe(true);
+  }, 90_000);
+
+  it('a supervisor restart (handover) keeps the call up, the link up and the proxy serving; the next run adopts them', async () => {
+    const modemAt = () => [...supervisor.modems.values()].find((m) => m.usbPath === lab.usbPath(0));
+    const m0 = (await byPath(0))!;
+    const iface = modemAt()?.iface ?? '';
+    const pids = modemAt()?.proxyPids ?? [];
+    expect(pids).toHaveLength(2);
+    // the kernel counts every down/up of a link: an unchanged count means it never went down
+    const carrierChanges = async () =>
+      (await net.inFarm(['cat', `/sys/class/net/${iface}/carrier_changes`])).stdout.trim();
+    const before = await carrierChanges();
+    const calls: boolean[] = [];
+    const off = lab.modem(0).onEvent((e) => void (e.type === 'hostCall' && calls.push(e.up)));
+    try {
+      await supervisor.stop({ handover: true });
+      // no supervisor: the modem's call, link and proxy carry on
+      expect(wwan.passes(0)).toBe(true);
+      expect(await net.probe('socks', m0.socks_port, m0.proxy_user, m0.proxy_password)).toBe(m0.wan_ip);
+
+      supervisor = newSupervisor();
+      await supervisor.start();
+      await until(
+        () => modemAt()?.top === 'online' && modemAt()?.proxyAdopted === true,
+        30_000,
+        'modem 0 online again with its proxy adopted',
+      );
+      expect(modemAt()?.proxyPids).toEqual(pids);
+      expect(calls).toEqual([]);
+      expect(await carrierChanges()).toBe(before);
+      expect(wwan.passes(0)).toBe(true);
+      const m = (await byPath(0))!;
+      expect(m.wan_ip).toBe(m0.wan_ip);
+      expect(await net.probe('socks', m.socks_port, m.proxy_user, m.proxy_password)).toBe(m0.wan_ip);
+    } finally {
+      off();
+    }
   }, 90_000);
 });

@@ -14,7 +14,7 @@ import { LabWwan } from '../../src/sim/lab/labWwan.js';
 import { ECHO_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
-import { bulk, startBulkServer, type BulkResult } from '../helpers/bulkLab.js';
+import { bulk, startBulkServer, type BulkResult } from '../helpers/trafficBulkLab.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { until } from '../helpers/until.js';
 

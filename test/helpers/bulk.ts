@@ -1,179 +1,145 @@
 import { connect, createServer, type Socket } from 'node:net';
 
 /**
- * Bulk bytes for traffic tests, run inside a namespace (`ip netns exec NS node --import tsx bulk.ts`):
- *
- * - `server HOST PORT`: each connection sends a 16-byte header (upload and download byte counts,
- *   two big-endian 64-bit numbers), then that many bytes; the server reads them and answers with the
- *   download count's bytes, then closes. Prints `ready` once listening.
- * - `client direct|socks|http PROXY_HOST PROXY_PORT USER PASS TARGET_HOST TARGET_PORT UP DOWN`:
- *   through a SOCKS5 port (RFC 1929 login) or an HTTP port (CONNECT, basic auth), or straight to the
- *   target; prints one JSON line with what this socket wrote and read (`bytesWritten`, `bytesRead`:
- *   the customer's side, handshake included), the payload received, and the error if it ended with
- *   one (a refused connection, a reset at a quota).
+ * Bulk transfers for the speed-limit e2e, run inside a lab namespace (`ip netns exec NS node
+ * --import tsx bulk.ts ...`):
+ * - `server HOST PORT`: a client that sends `G` gets bytes as fast as it reads them (`get` is
+ *   printed on stdout when one starts); of one that
+ *   sends `P`, a byte of SECONDS and then streams, what arrived here in SECONDS from its first byte
+ *   (not what was written into some socket buffer) is printed on stdout: one JSON line
+ *   `{bytes, buckets}`. Prints `ready` once listening.
+ * - `hold HOST PORT`: answers every chunk with `ok` and keeps the connection open (a customer's
+ *   long-lived tunnel). Prints `ready` once listening.
+ * - `client PROXYPORT USER PASSWORD HOST PORT get|put SECONDS [BUCKETMS]`: through the SOCKS5 port
+ *   on 127.0.0.1, downloads or uploads for SECONDS and prints `{start, bytes, buckets}` (bytes per
+ *   bucket of BUCKETMS, default 500, from `start`, the epoch ms the transfer began).
  */
-const [mode, ...args] = process.argv.slice(2);
 
-function header(up: number, down: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeBigUInt64BE(BigInt(up), 0);
-  b.writeBigUInt64BE(BigInt(down), 8);
-  return b;
-}
+const chunk = Buffer.alloc(64 * 1024, 0x5a);
 
 function serve(host: string, port: number): void {
-  const server = createServer((socket) => {
-    let head = Buffer.alloc(0);
-    let up = -1;
-    let down = 0;
-    let got = 0;
-    socket.on('error', () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => {
-      if (up < 0) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length < 16) return;
-        up = Number(head.readBigUInt64BE(0));
-        down = Number(head.readBigUInt64BE(8));
-        chunk = head.subarray(16);
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    s.once('data', (first: Buffer) => {
+      if (first[0] === 0x47) {
+        process.stdout.write('get\n');
+        const pump = (): void => {
+          while (!s.destroyed && s.write(chunk));
+        };
+        s.on('drain', pump);
+        pump();
+        return;
       }
-      got += chunk.length;
-      if (got >= up) {
-        socket.removeAllListeners('data');
-        sendDown(socket, down);
-      }
+      const start = Date.now();
+      const buckets: number[] = [];
+      let bytes = 0;
+      const count = (d: Buffer): void => {
+        bytes += d.length;
+        const i = Math.floor((Date.now() - start) / 500);
+        buckets[i] = (buckets[i] ?? 0) + d.length;
+      };
+      const seconds = first[1] ?? 10;
+      count(first.subarray(2));
+      s.on('data', count);
+      setTimeout(() => {
+        s.off('data', count);
+        s.resume();
+        process.stdout.write(`${JSON.stringify({ bytes, buckets: Array.from(buckets, (b) => b ?? 0) })}\n`);
+      }, seconds * 1000);
     });
   });
   server.listen(port, host, () => process.stdout.write('ready\n'));
-  process.on('SIGTERM', () => process.exit(0));
 }
 
-function sendDown(socket: Socket, bytes: number): void {
-  const block = Buffer.alloc(64 * 1024, 0x5a);
-  let left = bytes;
-  const pump = (): void => {
-    while (left > 0) {
-      const n = Math.min(left, block.length);
-      left -= n;
-      if (!socket.write(n === block.length ? block : block.subarray(0, n)))
-        return void socket.once('drain', pump);
-    }
-    socket.end();
-  };
-  if (bytes === 0) socket.end();
-  else pump();
-}
-
-async function client(): Promise<void> {
-  const [
-    kind = 'direct',
-    proxyHost = '',
-    proxyPort = '0',
-    user = '',
-    pass = '',
-    host = '',
-    port = '0',
-    upText = '0',
-    downText = '0',
-  ] = args;
-  const up = Number(upText);
-  const down = Number(downText);
-  const socket = connect({
-    host: kind === 'direct' ? host : proxyHost,
-    port: Number(kind === 'direct' ? port : proxyPort),
-  });
-  let buffer = Buffer.alloc(0);
-  let payload = 0;
-  let tunnelled = kind === 'direct';
-  let waiter: (() => void) | undefined;
-  let ended = false;
-  let error: string | null = null;
-  let how = 'close';
-  let lastData = 0;
-  const started = Date.now();
-  const done = new Promise<void>((resolve) => {
-    socket.on('close', () => {
-      ended = true;
-      waiter?.();
-      resolve();
-    });
-  });
-  socket.on('error', (err: NodeJS.ErrnoException) => (error = err.code ?? err.message));
-  socket.on('data', (chunk: Buffer) => {
-    lastData = Date.now() - started;
-    if (tunnelled) payload += chunk.length;
-    else buffer = Buffer.concat([buffer, chunk]);
-    waiter?.();
-  });
-  socket.on('end', () => {
-    how = 'end';
-    ended = true;
-    waiter?.();
-  });
-  const read = async (n: number): Promise<Buffer> => {
-    while (buffer.length < n) {
-      if (ended) throw new Error('closed during the handshake');
-      await new Promise<void>((r) => (waiter = r));
-    }
-    const out = buffer.subarray(0, n);
-    buffer = buffer.subarray(n);
-    return out;
-  };
-  const until = async (marker: string): Promise<void> => {
-    for (;;) {
-      const i = buffer.indexOf(marker);
-      if (i >= 0) {
-        buffer = buffer.subarray(i + marker.length);
-        return;
+function socks5(port: number, user: string, password: string, host: string, target: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port });
+    let got = Buffer.alloc(0);
+    let step = 0;
+    s.on('error', reject);
+    const onData = (d: Buffer): void => {
+      got = Buffer.concat([got, d]);
+      if (step === 0 && got.length >= 2) {
+        const method = got[1];
+        got = got.subarray(2);
+        step = method === 2 ? 1 : 2;
+        if (method === 2) {
+          const u = Buffer.from(user);
+          const p = Buffer.from(password);
+          s.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
+        } else if (method !== 0) return reject(new Error(`socks method ${method}`));
       }
-      if (ended) throw new Error('closed during the handshake');
-      await new Promise<void>((r) => (waiter = r));
-    }
-  };
-  try {
-    await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
-      socket.once('error', reject);
-    });
-    if (kind === 'socks') {
-      socket.write(Buffer.from([5, 1, 2]));
-      await read(2);
-      const u = Buffer.from(user);
-      const p = Buffer.from(pass);
-      socket.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
-      const [, status] = await read(2);
-      if (status !== 0) throw new Error('login refused');
-      socket.write(
-        Buffer.from([5, 1, 0, 1, ...host.split('.').map(Number), Number(port) >> 8, Number(port) & 255]),
-      );
-      const reply = await read(10);
-      if (reply[1] !== 0) throw new Error(`socks connect failed (${reply[1]})`);
-    } else if (kind === 'http') {
-      const auth = Buffer.from(`${user}:${pass}`).toString('base64');
-      socket.write(
-        `CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
-      );
-      await until('\r\n\r\n');
-    }
-    tunnelled = true;
-    payload += buffer.length;
-    buffer = Buffer.alloc(0);
-    socket.write(header(up, down));
-    const block = Buffer.alloc(64 * 1024, 0xa5);
-    for (let left = up; left > 0 && !ended;) {
-      const n = Math.min(left, block.length);
-      left -= n;
-      if (!socket.write(n === block.length ? block : block.subarray(0, n)))
-        await new Promise<void>((r) => socket.once('drain', r));
-    }
-  } catch (err) {
-    error ??= (err as Error).message;
-    socket.destroy();
-  }
-  await done;
-  process.stdout.write(
-    `${JSON.stringify({ bytesWritten: socket.bytesWritten, bytesRead: socket.bytesRead, payload, complete: payload >= down, error, how, lastData, ms: Date.now() - started })}\n`,
-  );
+      if (step === 1 && got.length >= 2) {
+        if (got[1] !== 0) return reject(new Error('socks auth refused'));
+        got = got.subarray(2);
+        step = 2;
+      }
+      if (step === 2) {
+        const octets = host.split('.').map(Number);
+        s.write(Buffer.from([5, 1, 0, 1, ...octets, target >> 8, target & 255]));
+        step = 3;
+      }
+      if (step === 3 && got.length >= 10) {
+        if (got[1] !== 0) return reject(new Error(`socks connect ${got[1]}`));
+        s.off('data', onData);
+        resolve(s);
+      }
+    };
+    s.on('data', onData);
+    s.write(Buffer.from([5, 1, 2]));
+  });
 }
 
-if (mode === 'server') serve(args[0] ?? '0.0.0.0', Number(args[1] ?? 0));
-else await client();
+async function client(args: string[]): Promise<void> {
+  const [proxyPort, user, password, host, port, mode, seconds, bucketMs] = args;
+  const s = await socks5(Number(proxyPort), user ?? '', password ?? '', host ?? '', Number(port));
+  const ms = Number(seconds) * 1000;
+  const bucket = Number(bucketMs ?? 500);
+  const start = Date.now();
+  if (mode === 'get') {
+    const buckets: number[] = [];
+    let bytes = 0;
+    s.on('data', (d: Buffer) => {
+      const i = Math.floor((Date.now() - start) / bucket);
+      if (i * bucket >= ms) return;
+      bytes += d.length;
+      buckets[i] = (buckets[i] ?? 0) + d.length;
+    });
+    s.write('G');
+    await new Promise((r) => setTimeout(r, ms));
+    process.stdout.write(
+      `${JSON.stringify({ start, bytes, buckets: Array.from(buckets, (b) => b ?? 0) })}\n`,
+    );
+    s.destroy();
+    return;
+  }
+  s.write(Buffer.from([0x50, Number(seconds)]));
+  let open = true;
+  const pump = (): void => {
+    while (open && s.write(chunk));
+  };
+  s.on('drain', pump);
+  pump();
+  await new Promise((r) => setTimeout(r, ms));
+  open = false;
+  // what is still buffered is dropped: the server counts what arrived while it was sending
+  s.destroy();
+  process.stdout.write('{}\n');
+}
+
+function hold(host: string, port: number): void {
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    s.on('data', () => s.write('ok'));
+  });
+  server.listen(port, host, () => process.stdout.write('ready\n'));
+}
+
+const [mode, ...rest] = process.argv.slice(2);
+if (mode === 'server') serve(rest[0] ?? '0.0.0.0', Number(rest[1]));
+else if (mode === 'hold') hold(rest[0] ?? '0.0.0.0', Number(rest[1]));
+else
+  client(rest).catch((err: unknown) => {
+    process.stderr.write(`${String(err)}\n`);
+    process.exit(1);
+  });

@@ -18,7 +18,11 @@ describe('deploy/', () => {
       stdout: '',
     });
     const unit = await readFile(join(deploy, 'modemfleet.service'), 'utf8');
-    expect(unit).toMatch(/^KillMode=mixed$/m);
+    // systemd signals the supervisor only: a restart (SIGTERM) hands the proxies over to the next
+    // run, a stop (SIGINT) stops them too; no cgroup-wide SIGKILL may take them down
+    expect(unit).toMatch(/^KillMode=process$/m);
+    expect(unit).toMatch(/^KillSignal=SIGINT$/m);
+    expect(unit).toMatch(/^RestartKillSignal=SIGTERM$/m);
     expect(unit).toMatch(/^Restart=on-failure$/m);
     expect(unit).toMatch(/^ProtectSystem=strict$/m);
     expect(unit).toMatch(/^ReadWritePaths=\/var\/lib\/modemfleet$/m);

@@ -48,7 +48,9 @@ async function expectDeployFilesMatch(metrics: string): Promise<void> {
     ...[...(await readFile(rulesFile, 'utf8')).matchAll(/expr: (.*)$/gm)].map((m) => m[1] ?? ''),
   ];
   const named = new Set(
-    exprs.flatMap((e) => [...e.matchAll(/\b((?:modemfleet|process)_[a-z0-9_]+)/g)].map((m) => m[1] ?? '')),
+    exprs.flatMap((e) =>
+      [...e.matchAll(/\b((?:modemfleet|process|nodejs)_[a-z0-9_]+)/g)].map((m) => m[1] ?? ''),
+    ),
   );
   expect(named.size).toBeGreaterThan(10);
   expect([...named].filter((name) => !served.has(name))).toEqual([]);
@@ -334,6 +336,12 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(metrics).toMatch(/^modemfleet_public_networks_24h 0$/m);
     expect(metrics).not.toMatch(/\d+\.\d+\.\d+\.\d+"/);
     expect(metrics).toMatch(/^modemfleet_spool_bytes \d+$/m);
+    // prom-client's Node metrics beside ours (the dashboard's memory and CPU panels read them)
+    expect(metrics).toMatch(/^# TYPE process_cpu_seconds_total counter$/m);
+    expect(metrics).toMatch(/^process_resident_memory_bytes [1-9]\d*$/m);
+    expect(metrics).toMatch(/^process_heap_used_bytes [1-9]\d*$/m);
+    expect(metrics).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
+    expect(metrics).toMatch(/^# TYPE nodejs_gc_duration_seconds histogram$/m);
     await expectDeployFilesMatch(metrics);
 
     farm.dbProxy.cut();
@@ -342,11 +350,20 @@ describe('inspector HTTP API against a running supervisor', () => {
     expect(down.body).toMatchObject({ ready: false, checks: { database: { ok: false } } });
     expect((await fetch(`${farm.url}/live`)).status).toBe(200);
     // /metrics is rendered at most once per 1.5 s: the outage shows in the next render
+    let outage = '';
     await until(
-      async () => /^modemfleet_database_up 0$/m.test(await (await fetch(`${farm.url}/metrics`)).text()),
+      async () => {
+        outage = await (await fetch(`${farm.url}/metrics`)).text();
+        return /^modemfleet_database_up 0$/m.test(outage);
+      },
       5_000,
       '/metrics to show the outage',
     );
+    // what the database would say is left out, not reported as 0; the process's own counters stay
+    expect(outage).not.toMatch(/^modemfleet_(rotations_24h|public_addresses_24h|modems|modem_online)[ {]/m);
+    expect(outage).toMatch(/^modemfleet_transitions_total \d+$/m);
+    const lint = await execa(PROMTOOL, ['check', 'metrics'], { input: outage, reject: false });
+    expect(lint.stdout + lint.stderr).toBe('');
     const during = await farm.api('/api/modems');
     expect(during.status).toBe(503);
     farm.dbProxy.up();

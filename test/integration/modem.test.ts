@@ -29,15 +29,22 @@ let directory: ModemDirectory<Modem>;
 let modems: Modem[];
 let seen: { [K in keyof FleetEventMap]?: FleetEventMap[K][] };
 
+/** Two simulated modems; `subnet0`: the /24 the first one's calls draw from (set before it attaches). */
+async function startLab(subnet0?: string): Promise<SimLab> {
+  const profiles = defaultProfiles(2, 41).map((p, i) => ({
+    ...p,
+    timings: { bootMs: 0, latencyMs: 0, attachMs: 20, resetMs: 100 },
+    ...(i === 0 && subnet0 ? { subnet: subnet0 } : {}),
+  }));
+  const started = new SimLab({ dir: join(dir, `lab${subnet0 ? '-subnet' : ''}`), profiles, wire: 'memory' });
+  await started.start();
+  return started;
+}
+
 beforeEach(async () => {
   db = await createTestDatabase();
   dir = await mkdtemp(join(tmpdir(), 'mf-modem-'));
-  const profiles = defaultProfiles(2, 41).map((p) => ({
-    ...p,
-    timings: { bootMs: 0, latencyMs: 0, attachMs: 20, resetMs: 100 },
-  }));
-  lab = new SimLab({ dir: join(dir, 'lab'), profiles, wire: 'memory' });
-  await lab.start();
+  lab = await startLab();
   store = new Store({ sql: db.sql, url: db.url, hostId: 'host-m' });
   await store.registerHost({});
   events = new FleetEvents();
@@ -95,8 +102,10 @@ const command = (id: number, imei: string, kind: Command['kind']): Command => ({
 
 describe('Modem', () => {
   it('an address no carrier gives is refused before it reaches routing: error hostile_address, alert, no ip rule', async () => {
-    // the modem's calls draw from 127.0.0.x: a loopback address, with policy routing on
-    lab.modem(0).model.profile.subnet = '127.0.0';
+    // the modem's calls draw from 127.0.0.x: a loopback address, with policy routing on (a lab of
+    // its own: the default bearer gets its address at attach, before a later change could count)
+    await lab.stop();
+    lab = await startLab('127.0.0');
     const modem = new Modem(
       { usbPath: lab.usbPath(0), atPort: join(lab.scan.devRoot, 'ttyUSB2'), iface: 'wwan0' },
       deps({

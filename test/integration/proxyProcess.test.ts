@@ -6,7 +6,9 @@ import { execa } from 'execa';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getViaHttpProxy, getViaSocks5 } from '../../src/net/proxyClient.js';
 import { microsocksArgs, renderTinyproxy, type ProxySpec } from '../../src/net/proxyConfig.js';
-import { ProxyProcess, accepts, cmdlineHolds, sweepProxies } from '../../src/net/proxyProcess.js';
+import { findLeftProxies } from '../../src/net/leftProxies.js';
+import { ProxyProcess, accepts, cmdlineHolds } from '../../src/net/proxyProcess.js';
+import { processAlive, type ProxyRecordMeta } from '../../src/net/proxyRecord.js';
 import { freePort } from '../../src/util/ports.js';
 import { ignoreTimeout, until } from '../helpers/until.js';
 
@@ -135,7 +137,7 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     expect(await accepts(s.listen, s.socksPort)).toBe(false);
   });
 
-  it('start-up sweep: an instance left by a crashed supervisor is killed before anything starts', async () => {
+  it('start-up check: an instance an older version left (a pid file without record) is killed before anything starts', async () => {
     const s = await spec('127.0.10.16');
     // a supervisor that died without stopping its proxy: the process and its pid file remain
     const orphan = execa('microsocks', microsocksArgs(s), { detached: true, reject: false, cleanup: false });
@@ -145,7 +147,7 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     await until(() => accepts(s.listen, s.socksPort), { timeoutMs: 2_000, intervalMs: 20 }).catch(
       ignoreTimeout,
     );
-    expect(await sweepProxies(dir)).toBe(1);
+    expect(await findLeftProxies(dir, { checkLink: false })).toEqual({ modems: [], killed: 1 });
     const result = await orphan;
     expect(result.signal).toBe('SIGKILL');
     expect(await readdir(dir)).toEqual([]);
@@ -176,5 +178,140 @@ describe('proxy processes (microsocks, tinyproxy)', () => {
     await expect(keeper.start()).rejects.toMatchObject({ code: 'proxy_secret_exposed' });
     expect(await accepts('127.0.0.1', port)).toBe(false);
     expect(await readdir(dir)).not.toContain('keeper.pid');
+  });
+
+  it('handover: a detached proxy serves on; the next run finds it, adopts it, sees it die, stops it', async () => {
+    const s = await spec('127.0.10.18');
+    const name = `${s.imei}-socks`;
+    const meta: ProxyRecordMeta = {
+      imei: s.imei,
+      fingerprint: 'f'.repeat(64),
+      egress: s.egress,
+      members: [name],
+    };
+    const p = new ProxyProcess({
+      name,
+      argv: ['microsocks', ...microsocksArgs(s)],
+      runDir: dir,
+      ports: [{ host: s.listen, port: s.socksPort }],
+      record: meta,
+    });
+    await p.start();
+    const pid = p.pid ?? 0;
+    p.detach();
+    expect(p.pid).toBeUndefined();
+    // still serving, its pid file (with the record) left for the next run
+    expect((await getViaSocks5(endpoint(s, s.socksPort), echoUrl)).body).toBe('127.0.10.18');
+    const found = await findLeftProxies(dir, { checkLink: false });
+    expect(found.killed).toBe(0);
+    expect(found.modems).toHaveLength(1);
+    const left = found.modems[0];
+    expect(left).toMatchObject({ imei: s.imei, egress: s.egress, fingerprint: meta.fingerprint });
+    expect(left?.processes.map((x) => [x.name, x.pid, x.ports])).toEqual([[name, pid, [s.socksPort]]]);
+
+    const q = await ProxyProcess.adopt(
+      {
+        name,
+        argv: ['microsocks'],
+        runDir: dir,
+        ports: [{ host: s.listen, port: s.socksPort }],
+        record: meta,
+        pollMs: 50,
+      },
+      left?.processes[0] ?? { pid: 0, start: 0 },
+    );
+    procs.push(q);
+    expect({ pid: q.pid, adopted: q.isAdopted }).toEqual({ pid, adopted: true });
+    expect((await getViaSocks5(endpoint(s, s.socksPort), echoUrl)).body).toBe('127.0.10.18');
+    // not our child any more as far as `q` knows: its death is found in /proc
+    const exited = q.exited();
+    process.kill(pid, 'SIGKILL');
+    await expect(exited).resolves.toMatchObject({ code: undefined });
+    await q.stop();
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('an adopted proxy is stopped like our own: SIGTERM to its group, pid file removed', async () => {
+    const s = await spec('127.0.10.19');
+    const name = `${s.imei}-socks`;
+    const meta: ProxyRecordMeta = {
+      imei: s.imei,
+      fingerprint: 'e'.repeat(64),
+      egress: s.egress,
+      members: [name],
+    };
+    const base = {
+      name,
+      argv: ['microsocks', ...microsocksArgs(s)] as [string, ...string[]],
+      runDir: dir,
+      ports: [{ host: s.listen, port: s.socksPort }],
+      record: meta,
+    };
+    const p = new ProxyProcess(base);
+    await p.start();
+    p.detach();
+    const [left] = (await findLeftProxies(dir, { checkLink: false })).modems;
+    const q = await ProxyProcess.adopt(base, left?.processes[0] ?? { pid: 0, start: 0 });
+    procs.push(q);
+    await q.stop();
+    expect(await processAlive(left?.processes[0]?.pid ?? 0, left?.processes[0]?.start ?? 0)).toBe(false);
+    expect(await accepts(s.listen, s.socksPort)).toBe(false);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('what cannot be adopted is killed at start: a recorded port it does not listen on, a pair with one gone', async () => {
+    const wrongPort = await spec('127.0.10.20');
+    const half = { ...(await spec('127.0.10.21')), imei: '866834040000025' };
+    const start = async (
+      s: ProxySpec,
+      name: string,
+      meta: ProxyRecordMeta,
+      port: number,
+    ): Promise<number> => {
+      const p = new ProxyProcess({
+        name,
+        argv: ['microsocks', ...microsocksArgs(s)],
+        runDir: dir,
+        ports: [{ host: s.listen, port: s.socksPort }],
+        record: meta,
+      });
+      await p.start();
+      const pid = p.pid ?? 0;
+      p.detach();
+      // the record as a previous run would have written it, with the port it names
+      const text = await readFile(join(dir, `${name}.pid`), 'utf8');
+      await writeFile(
+        join(dir, `${name}.pid`),
+        text.replace(`"ports":[${s.socksPort}]`, `"ports":[${port}]`),
+      );
+      return pid;
+    };
+    const a = `${wrongPort.imei}-socks`;
+    const pidA = await start(
+      wrongPort,
+      a,
+      { imei: wrongPort.imei, fingerprint: 'a'.repeat(64), egress: wrongPort.egress, members: [a] },
+      wrongPort.httpPort,
+    );
+    const b = `${half.imei}-socks`;
+    const pidB = await start(
+      half,
+      b,
+      {
+        imei: half.imei,
+        fingerprint: 'b'.repeat(64),
+        egress: half.egress,
+        members: [b, `${half.imei}-http`],
+      },
+      half.socksPort,
+    );
+    const found = await findLeftProxies(dir, { checkLink: false });
+    expect(found).toEqual({ modems: [], killed: 2 });
+    for (const pid of [pidA, pidB])
+      await until(() => execa('kill', ['-0', String(pid)], { reject: false }).then((r) => r.exitCode !== 0), {
+        timeoutMs: 3_000,
+        message: `pid ${pid} killed`,
+      });
+    expect(await readdir(dir)).toEqual([]);
   });
 });

@@ -4,7 +4,7 @@ import { ip, ipBatch } from '../../src/net/ip.js';
 import { deleteTable } from '../../src/net/nft.js';
 import { TrafficAccounting } from '../../src/net/trafficAccounting.js';
 import { NO_LIMIT, type PartReading, type TrafficPart } from '../../src/net/trafficTable.js';
-import { bulk, startBulkServer } from '../helpers/bulkLab.js';
+import { bulk, startBulkServer } from '../helpers/trafficBulkLab.js';
 import { until } from '../helpers/until.js';
 
 /**

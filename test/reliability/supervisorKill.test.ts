@@ -14,9 +14,11 @@ import { until, type UntilOptions } from '../helpers/until.js';
 /**
  * Issue 9, supervisor faults: `modemfleet run` with the data plane, SIGKILLed — when idle, in the
  * middle of a rotation, in the middle of a batch of plugs — and started again. Its proxies (own
- * process groups) outlive it; the new run sweeps them before starting its own, so there is exactly
+ * process groups) outlive it; the new run checks them before starting its own (those that are what
+ * it would start are adopted, the rest killed: test/e2e/handover.test.ts), so there is exactly
  * one proxy per port, one rule per priority, the same ports per modem, every port egresses from its
- * modem with the address the database shows, and what was interrupted is recorded as such.
+ * modem with the address the database shows, and what was interrupted is recorded as such. Each
+ * test ends with SIGINT, the full stop (SIGTERM hands the proxies over to a next run).
  */
 
 const N = 3;
@@ -171,7 +173,7 @@ async function consistent(before: Awaited<ReturnType<typeof modems>>): Promise<v
 }
 
 async function stop(child: ResultPromise): Promise<void> {
-  child.kill('SIGTERM');
+  child.kill('SIGINT');
   expect((await child).exitCode).toBe(0);
   expect(await proxyProcesses()).toEqual([]);
 }

@@ -111,7 +111,18 @@ describe('loadConfig: daemon settings', () => {
       egressPolicy: { allow: [], deny: [] },
       qmiLinks: true,
       trafficAccounting: true,
+      openPortOffset: 2000,
     });
+  });
+
+  it("the allowlist's companion ports (openPortOffset) must not meet the port ranges", () => {
+    const meets = file('open-ports.json', JSON.stringify({ dataPlane: { openPortOffset: 10000 } }));
+    // 21000-21999 + 10000 = 31000-31999: the SOCKS range
+    expect(() => loadConfig({ env: {}, file: meets })).toThrow(
+      /dataPlane\.openPortOffset: .*must stay within 65535 and not meet/,
+    );
+    const fine = file('open-ports-ok.json', JSON.stringify({ dataPlane: { openPortOffset: 3000 } }));
+    expect(loadConfig({ env: {}, file: fine }).dataPlane?.openPortOffset).toBe(3000);
   });
 
   it('egress policy: allow and deny lists read; bad entries, unknown keys and a policy without uids named', () => {
@@ -322,5 +333,26 @@ describe('loadConfig: the inspector (issue 18)', () => {
     expect(problems(() => loadConfig({ env: {}, file: file('h2.json', '{"allowedHosts":"x"}') }))).toEqual([
       expect.stringMatching(/^allowedHosts: /),
     ]);
+  });
+
+  it('a host is never dead between two heartbeats; the listen URL goes with DATABASE_URL', () => {
+    expect(loadConfig({ env: {} }).policy.hostDeadAfterMs).toBe(60_000);
+    expect(
+      problems(() =>
+        loadConfig({
+          env: {},
+          file: file('dead.json', '{"policy":{"hostHeartbeatMs":10000,"hostDeadAfterMs":20000}}'),
+        }),
+      ),
+    ).toEqual([
+      expect.stringMatching(/^policy\.hostDeadAfterMs: must be at least 3 × policy\.hostHeartbeatMs/),
+    ]);
+    expect(problems(() => loadConfig({ env: { DATABASE_LISTEN_URL: 'postgres://a@db/x' } }))).toEqual([
+      expect.stringMatching(/^databaseListenUrl: goes with DATABASE_URL/),
+    ]);
+    const c = loadConfig({
+      env: { DATABASE_URL: 'postgres://a@pooler:6432/x', DATABASE_LISTEN_URL: 'postgres://a@db:5432/x' },
+    });
+    expect(c.databaseListenUrl).toBe('postgres://a@db:5432/x');
   });
 });

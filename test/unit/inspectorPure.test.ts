@@ -1,51 +1,82 @@
 import { fc, test as prop } from '@fast-check/vitest';
 import { describe, expect, it } from 'vitest';
 import { parseListen } from '../../src/config.js';
-import { histogramSamples, renderMetrics } from '../../src/inspector/metrics.js';
+import { Registry } from 'prom-client';
+import { commandLatencyHistogram } from '../../src/fleet/commandProcessor.js';
+import { single, sourcedCounter, sourcedGauge, type Sample } from '../../src/inspector/metrics.js';
 import { messageOf, messagesOf, parseClientMessage } from '../../src/inspector/protocol.js';
 import { RateLimiter } from '../../src/inspector/rateLimit.js';
 import { bearerToken, tokenMatches } from '../../src/inspector/token.js';
 import { CHANNELS, type Channel } from '../../src/store/types.js';
-import { Histogram } from '../../src/util/histogram.js';
 
-describe('Prometheus rendering', () => {
-  it('renders families with escaped labels and histogram buckets', () => {
-    const h = new Histogram([0.1, 1]);
-    h.observe(0.05);
-    h.observe(0.5);
-    h.observe(3);
-    const text = renderMetrics([
-      { name: 'm_up', help: 'line\nbreak', type: 'gauge', samples: [{ value: 1 }] },
-      {
-        name: 'm_modems',
-        help: 'by state',
-        type: 'gauge',
-        samples: [{ labels: { host: 'a"b\\c', state: 'online' }, value: 3 }],
-      },
-      { name: 'm_latency_seconds', help: 'latency', type: 'histogram', samples: histogramSamples(h) },
-    ]);
-    expect(text).toBe(
+describe('Prometheus metrics (prom-client, read at scrape time)', () => {
+  it('renders what each scrape reads: escaped labels, samples gone when not read again, no stand-in 0', async () => {
+    const register = new Registry();
+    let modems: Sample[] = [{ labels: { host: 'a"b\\c', state: 'online' }, value: 3 }];
+    let up: number | null = 1;
+    let sent = 5;
+    sourcedGauge(register, { name: 'm_up', help: 'line\nbreak', read: () => single(up) });
+    sourcedGauge(register, {
+      name: 'm_modems',
+      help: 'by state',
+      labelNames: ['host', 'state'],
+      read: () => Promise.resolve(modems),
+    });
+    sourcedCounter(register, { name: 'm_sent_total', help: 'sent', read: () => single(sent) });
+    expect(await register.metrics()).toBe(
       [
         '# HELP m_up line\\nbreak',
         '# TYPE m_up gauge',
         'm_up 1',
+        '',
         '# HELP m_modems by state',
         '# TYPE m_modems gauge',
         'm_modems{host="a\\"b\\\\c",state="online"} 3',
-        '# HELP m_latency_seconds latency',
-        '# TYPE m_latency_seconds histogram',
-        'm_latency_seconds_bucket{le="0.1"} 1',
-        'm_latency_seconds_bucket{le="1"} 2',
-        'm_latency_seconds_bucket{le="+Inf"} 3',
-        'm_latency_seconds_sum 3.55',
-        'm_latency_seconds_count 3',
+        '',
+        '# HELP m_sent_total sent',
+        '# TYPE m_sent_total counter',
+        'm_sent_total 5',
         '',
       ].join('\n'),
     );
+    // the next scrape: another state, the value unknown, the counter's owner counted on
+    modems = [{ labels: { host: 'h', state: 'error' }, value: 1 }];
+    up = null;
+    sent = 7;
+    const text = await register.metrics();
+    expect(text).not.toMatch(/^m_up /m);
+    expect(text).not.toContain('state="online"');
+    expect(text).toMatch(/^m_modems\{host="h",state="error"\} 1$/m);
+    expect(text).toMatch(/^m_sent_total 7$/m);
   });
 
-  it('refuses invalid names', () => {
-    expect(() => renderMetrics([{ name: 'bad name', help: '', type: 'gauge', samples: [] }])).toThrow();
+  it('keeps each registry to itself (several inspectors in one process)', async () => {
+    const a = new Registry();
+    const b = new Registry();
+    sourcedGauge(a, { name: 'm_same', help: 'same name', read: () => single(1) });
+    sourcedGauge(b, { name: 'm_same', help: 'same name', read: () => single(2) });
+    expect(await a.metrics()).toMatch(/^m_same 1$/m);
+    expect(await b.metrics()).toMatch(/^m_same 2$/m);
+    expect(() => sourcedGauge(a, { name: 'm_same', help: 'again', read: () => [] })).toThrow(/already/);
+    expect(() => sourcedGauge(a, { name: 'bad name', help: 'x', read: () => [] })).toThrow();
+  });
+
+  it('the command latency histogram: cumulative buckets, +Inf, sum and count', async () => {
+    const register = new Registry();
+    const h = commandLatencyHistogram();
+    register.registerMetric(h);
+    for (const s of [0.03, 0.5, 3, 1000]) h.observe(s);
+    const text = await register.metrics();
+    expect(text).toMatch(/^# TYPE modemfleet_command_duration_seconds histogram$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="0.05"\} 1$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="0.5"\} 2$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="5"\} 3$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="300"\} 3$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_bucket\{le="\+Inf"\} 4$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_sum 1003.53$/m);
+    expect(text).toMatch(/^modemfleet_command_duration_seconds_count 4$/m);
+    // in no registry but the one it was put in
+    expect(await new Registry().metrics()).not.toContain('modemfleet_command_duration_seconds');
   });
 });
 

@@ -3,7 +3,7 @@ import { createActor, fromPromise, SimulatedClock } from 'xstate';
 import { routingMachine } from '../../machines/routingMachine.js';
 import { settle, stateString } from '../helpers/fakeModem.js';
 
-function run(world: { applyFails: boolean; problems: string[] }) {
+function run(world: { applyFails: boolean; problems: string[] }, verifyFirst = false) {
   const clock = new SimulatedClock();
   const calls: string[] = [];
   const status: boolean[] = [];
@@ -32,6 +32,7 @@ function run(world: { applyFails: boolean; problems: string[] }) {
       input: {
         address: '10.0.0.1',
         config: { backoffBaseMs: 100, backoffCapMs: 400, verifyIntervalMs: 1_000 },
+        verifyFirst,
       },
     },
   );
@@ -93,5 +94,33 @@ describe('routing machine', () => {
     world.applyFails = false;
     await r.advance(500);
     expect(r.state()).toBe('applied');
+  });
+
+  it('routing left by a previous run (its proxy adopted) is read back first and not applied when right', async () => {
+    const r = run({ applyFails: false, problems: [] }, true);
+    await r.advance(0);
+    expect(r.state()).toBe('applied');
+    expect(r.calls).toEqual(['verify']);
+    expect(r.status).toEqual([true]);
+    // later checks and changes behave as on any bring-up
+    r.actor.send({ type: 'link.changed' });
+    await r.advance(0);
+    expect(r.calls).toEqual(['verify', 'apply 10.0.0.1', 'verify']);
+  });
+
+  it('routing left by a previous run that is not right is applied at once, not reported as a problem', async () => {
+    // the first read-back finds the rule missing; after the apply it is there
+    let reads = 0;
+    const world = {
+      applyFails: false,
+      get problems() {
+        return reads++ === 0 ? ['rule 1000: expected one from 10.0.0.1 lookup 10001, found 0'] : [];
+      },
+    };
+    const r = run(world, true);
+    await r.advance(0);
+    expect(r.calls).toEqual(['verify', 'apply 10.0.0.1', 'verify']);
+    expect(r.state()).toBe('applied');
+    expect(r.status).toEqual([true]);
   });
 });

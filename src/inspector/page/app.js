@@ -14,6 +14,8 @@ const STATES = [
   'disabled',
   'removed',
 ];
+// a modem whose host is marked dead: counted and filtered apart from its (last recorded) state
+const STALE = 'stale';
 const BUSY = new Set(['detecting', 'enabling', 'disabling', 'resetting']);
 const TOKEN_KEY = 'modemfleet.token';
 
@@ -31,6 +33,11 @@ const cards = new Map(); // imei -> { root, fields }
 const dirty = new Set();
 let order = []; // imeis in display order
 let frame = 0;
+// a farm of 10,000 modems keeps the page responsive: cards exist only for the first matching
+// modems (WINDOW_STEP more per "show more"); counts, search and filters still cover every modem
+const WINDOW_STEP = 240;
+let windowSize = WINDOW_STEP;
+let placeNeeded = false;
 let token = '';
 let ws = null;
 let wsAttempt = 0;
@@ -165,7 +172,10 @@ function onMessage(m) {
     case 'modem': {
       const known = modems.get(m.modem.imei);
       if (!known || m.modem.seq >= known.seq) {
-        if (!known) order.push(m.modem.imei);
+        if (!known) {
+          order.push(m.modem.imei);
+          placeNeeded = true;
+        }
         modems.set(m.modem.imei, m.modem);
         markDirty(m.modem.imei);
       }
@@ -240,13 +250,16 @@ function markDirty(imei) {
 
 function flush() {
   frame = 0;
-  let added = false;
+  // the window changes only when a modem is new or, with a filter on, may have started or stopped matching
+  const filtered = $('filter').value !== '' || $('search').value.trim() !== '';
+  let place = placeNeeded;
   for (const imei of dirty) {
-    if (!cards.has(imei)) added = true;
-    renderCard(imei);
+    if (cards.has(imei)) renderCard(imei);
+    if (filtered) place = true;
   }
   dirty.clear();
-  if (added) placeCards();
+  placeNeeded = false;
+  if (place) placeCards();
   renderCounts();
   if (selected) renderPanelHead();
 }
@@ -259,21 +272,51 @@ function renderAll() {
       cards.delete(imei);
     }
   }
-  for (const imei of order) renderCard(imei);
+  for (const imei of cards.keys()) renderCard(imei);
   placeCards();
   renderCounts();
   grid.setAttribute('aria-busy', 'false');
 }
 
+/** The grid holds the cards of the first `windowSize` matching modems, in order; the rest are counted. */
 function placeCards() {
   const grid = $('grid');
-  const fragment = document.createDocumentFragment();
+  const shown = [];
+  let matching = 0;
   for (const imei of order) {
+    const m = modems.get(imei);
+    if (!m || !matches(m)) continue;
+    matching++;
+    if (shown.length < windowSize) shown.push(imei);
+  }
+  const keep = new Set(shown);
+  for (const [imei, card] of cards) {
+    if (!keep.has(imei)) {
+      card.root.remove();
+      cards.delete(imei);
+    }
+  }
+  const fragment = document.createDocumentFragment();
+  for (const imei of shown) {
+    if (!cards.has(imei)) renderCard(imei);
     const card = cards.get(imei);
     if (card) fragment.appendChild(card.root);
   }
+  if (matching > shown.length) {
+    const more = el(
+      'button',
+      'more',
+      `show ${Math.min(WINDOW_STEP, matching - shown.length)} more of ${matching - shown.length}`,
+    );
+    more.type = 'button';
+    more.addEventListener('click', () => {
+      windowSize += WINDOW_STEP;
+      placeCards();
+    });
+    fragment.appendChild(more);
+  }
   grid.replaceChildren(fragment);
-  applyFilter();
+  $('empty').hidden = matching > 0 || modems.size === 0;
 }
 
 function makeCard(imei) {
@@ -283,7 +326,9 @@ function makeCard(imei) {
   const id = el('span', 'imei');
   id.append(imei.slice(0, 9), el('b', '', imei.slice(9)));
   const state = el('span', 'state');
-  top.append(id, state);
+  const stale = el('span', 'stale-badge', STALE);
+  stale.hidden = true;
+  top.append(id, stale, state);
   const addr = el('div', 'addr');
   const meta = el('div', 'meta');
   const operator = el('span', 'op');
@@ -297,7 +342,7 @@ function makeCard(imei) {
   const reason = el('div', 'reason');
   root.append(top, addr, meta, ports, reason);
   root.addEventListener('click', () => openPanel(imei));
-  const card = { root, state, addr, operator, bars, portText, since, reason };
+  const card = { root, state, stale, addr, operator, bars, portText, since, reason };
   cards.set(imei, card);
   return card;
 }
@@ -322,6 +367,10 @@ function renderCard(imei) {
   c.root.dataset.state = m.state;
   c.state.textContent = m.substate ? m.substate.replace(/^[a-z]+\./, '') : m.state;
   c.state.title = m.substate ?? m.state;
+  // its host is dead: the last state it recorded, greyed, with the badge
+  c.root.classList.toggle('stale', m.stale === true);
+  c.stale.hidden = m.stale !== true;
+  c.stale.title = m.stale ? `host ${m.host ?? '?'} is not running: last recorded state shown` : '';
   // behind carrier NAT the public address (what customers get) is not the modem's own
   c.addr.textContent =
     m.publicIp && m.publicIp !== m.wanIp ? `${m.publicIp} (${m.wanIp ?? '—'})` : (m.wanIp ?? '—');
@@ -331,33 +380,46 @@ function renderCard(imei) {
   [...c.bars.children].forEach((b, i) => b.classList.toggle('on', i < n));
   c.portText.textContent = m.proxy ? `HTTP ${m.proxy.httpPort} · SOCKS ${m.proxy.socksPort}` : 'no ports';
   c.since.textContent = ago(m.since);
-  c.reason.textContent = m.reason ?? ''; // why it is in error, or why its port is closed (quota, expiry)
+  // why it is in error, or why its port is closed (quota, expiry); a dead host's modem says so
+  c.reason.textContent = m.stale ? `host ${m.host ?? '?'} not running` : (m.reason ?? '');
   c.root.classList.toggle('selected', selected === imei);
   c.root.hidden = !matches(m);
 }
 
 function renderCounts() {
   const counts = new Map();
-  for (const m of modems.values()) counts.set(m.state, (counts.get(m.state) ?? 0) + 1);
+  for (const m of modems.values()) {
+    const key = m.stale ? STALE : m.state;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
   const box = $('counts');
   box.replaceChildren(
-    ...STATES.filter((s) => counts.has(s)).map((s) => {
-      const chip = el('button', 'chip', `${s} ${counts.get(s)}`);
-      chip.type = 'button';
-      chip.dataset.state = s;
-      chip.addEventListener('click', () => {
-        $('filter').value = $('filter').value === s ? '' : s;
-        applyFilter();
-      });
-      return chip;
-    }),
+    ...[...STATES, STALE]
+      .filter((s) => counts.has(s))
+      .map((s) => {
+        const chip = el('button', 'chip', `${s} ${counts.get(s)}`);
+        chip.type = 'button';
+        chip.dataset.state = s;
+        chip.addEventListener('click', () => {
+          $('filter').value = $('filter').value === s ? '' : s;
+          applyFilter();
+        });
+        return chip;
+      }),
   );
   box.title = `${modems.size} modems`;
 }
 
 function matches(m) {
   const f = $('filter').value;
-  if (f === 'busy' ? !BUSY.has(m.state) : f && m.state !== f) return false;
+  if (
+    f === STALE
+      ? m.stale !== true
+      : f === 'busy'
+        ? m.stale || !BUSY.has(m.state)
+        : f && (m.stale || m.state !== f)
+  )
+    return false;
   const q = $('search').value.trim().toLowerCase();
   if (!q) return true;
   const hay = [
@@ -378,15 +440,8 @@ function matches(m) {
 }
 
 function applyFilter() {
-  let shown = 0;
-  for (const imei of order) {
-    const card = cards.get(imei);
-    const m = modems.get(imei);
-    if (!card || !m) continue;
-    card.root.hidden = !matches(m);
-    if (!card.root.hidden) shown++;
-  }
-  $('empty').hidden = shown > 0 || modems.size === 0;
+  windowSize = WINDOW_STEP;
+  placeCards();
 }
 
 $('search').addEventListener('input', applyFilter);
@@ -414,12 +469,14 @@ async function openPanel(imei) {
   $('p-timeline').replaceChildren();
   selectedHealth = [];
   drawSpark();
+  drawHistory(null);
   renderPanelHead();
   await refreshPanel();
 }
 
 async function refreshPanel() {
   const imei = selected;
+  loadHistory(imei);
   try {
     const since = new Date(Date.now() - 3600_000).toISOString();
     const now = new Date();
@@ -680,6 +737,119 @@ function drawSpark() {
   );
   svg.replaceChildren(line);
 }
+
+// ---------- signal and state over the last 24 h ----------
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const HISTORY_HOURS = 24;
+/** Fixed scales, so two modems' charts compare at a glance. */
+const SCALES = {
+  rsrp: { label: 'RSRP', unit: 'dBm', min: -140, max: -44 },
+  sinr: { label: 'SINR', unit: 'dB', min: -20, max: 30 },
+};
+
+function svgEl(tag, attrs = {}, title) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (title !== undefined) {
+    const t = document.createElementNS(SVG_NS, 'title');
+    t.textContent = title;
+    e.append(t);
+  }
+  return e;
+}
+
+const clock = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+
+/** GET /api/modems/:imei/history: at most 288 points a series, drawn as they come. */
+async function loadHistory(imei) {
+  try {
+    const history = await api(`/api/modems/${imei}/history?hours=${HISTORY_HOURS}`);
+    if (selected === imei) drawHistory(history);
+  } catch (err) {
+    if (selected === imei) drawHistory(null, err.message);
+  }
+}
+
+function drawHistory(h, error) {
+  const section = $('p-history');
+  if (!h) {
+    for (const id of ['p-states', 'p-rsrp', 'p-sinr']) $(id).replaceChildren();
+    $('p-history-note').textContent = error ? `(not available: ${error})` : '';
+    $('p-history-from').textContent = '';
+    $('p-history-to').textContent = '';
+    delete section.dataset.from;
+    delete section.dataset.to;
+    return;
+  }
+  const from = Date.parse(h.from);
+  const to = Date.parse(h.to);
+  const span = Math.max(1, to - from);
+  const x = (ms) => ((ms - from) / span) * 300;
+  section.dataset.from = h.from;
+  section.dataset.to = h.to;
+  // the state strip: each state from its start to the next one's (the last one to now)
+  $('p-states').replaceChildren(
+    ...h.states.map((s, i) => {
+      const start = Date.parse(s.at);
+      const end = i + 1 < h.states.length ? Date.parse(h.states[i + 1].at) : to;
+      return svgEl(
+        'rect',
+        {
+          x: x(start).toFixed(2),
+          y: 0,
+          width: Math.max(0.3, x(end) - x(start)).toFixed(2),
+          height: 10,
+          'data-at': s.at,
+          'data-state': s.state,
+        },
+        `${s.state} ${clock(start)} – ${i + 1 < h.states.length ? clock(end) : 'now'}`,
+      );
+    }),
+  );
+  drawSeries($('p-rsrp'), h, 'rsrp', x);
+  drawSeries($('p-sinr'), h, 'sinr', x);
+  const polls = h.signal.reduce((n, p) => n + p.samples, 0);
+  $('p-history-note').textContent = polls ? `${polls} signal polls` : 'no signal polls';
+  $('p-history-from').textContent = clock(from);
+  $('p-history-to').textContent = 'now';
+}
+
+/** One series as a line (broken where values or polls are missing) and a dot per point with its value. */
+function drawSeries(svg, h, key, x) {
+  const { label, unit, min, max } = SCALES[key];
+  const y = (v) => 46 - ((Math.min(max, Math.max(min, v)) - min) / (max - min)) * 44;
+  // more than two buckets without a poll: the modem was away, the line breaks
+  const gapMs = 2.5 * h.bucketSeconds * 1000;
+  let d = '';
+  let previous = null;
+  const dots = [];
+  for (const p of h.signal) {
+    const v = p[key];
+    if (v === null || v === undefined) {
+      previous = null;
+      continue;
+    }
+    const t = Date.parse(p.at);
+    const px = x(t).toFixed(2);
+    const py = y(v).toFixed(2);
+    d += `${previous === null || t - previous > gapMs ? 'M' : 'L'}${px},${py} `;
+    previous = t;
+    const mean = p.samples > 1 ? ` (mean of ${p.samples} polls)` : '';
+    dots.push(
+      svgEl(
+        'circle',
+        { cx: px, cy: py, r: 2, 'data-at': p.at, 'data-value': v },
+        `${clock(t)} ${label} ${v} ${unit}${mean}`,
+      ),
+    );
+  }
+  svg.replaceChildren(svgEl('path', { class: 'line', d: d.trim() }), ...dots);
+}
+
+setInterval(() => {
+  if (selected && !$('panel').hidden) loadHistory(selected);
+}, 60_000);
 
 function showCommand(c) {
   const box = $('p-command');

@@ -126,8 +126,8 @@ export class LabWwan implements WwanControl {
     return this.applying.catch(() => undefined);
   }
 
-  private async linkUp(iface: string): Promise<boolean> {
-    const [link] = await ipJson<{ flags?: string[] }>(['link', 'show', 'dev', iface], {
+  async linkUp(iface: string): Promise<boolean> {
+    const [link] = await ipJson<{ flags?: string[] }>(['link', 'show', 'dev', checkIface(iface)], {
       netns: this.net.farm,
     });
     return link?.flags?.includes('UP') ?? false;

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const script = fileURLToPath(new URL('./bulk.ts', import.meta.url));
+const script = fileURLToPath(new URL('./trafficBulk.ts', import.meta.url));
 
 /** What a bulk client's socket wrote and read (the customer's side), and how it ended. */
 export interface BulkResult {
@@ -19,7 +19,7 @@ export interface BulkResult {
   ms: number;
 }
 
-/** The bulk server (test/helpers/bulk.ts) inside namespace `ns`, listening on host:port. */
+/** The bulk server (test/helpers/trafficBulk.ts) inside namespace `ns`, listening on host:port. */
 export async function startBulkServer(
   ns: string,
   host: string,

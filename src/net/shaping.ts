@@ -1,0 +1,173 @@
+import { run } from '../process/run.js';
+import type { SpeedLimits } from '../proxyAccess.js';
+import { ModemfleetError } from '../util/errors.js';
+import { checkNetns, ip } from './ip.js';
+import { checkIfname } from './nftRuleset.js';
+
+/**
+ * Speed limits in the kernel, on the modem's own link (a qmi_wwan raw-ip netdev in production, a
+ * veth in the lab), so they hold for every backend and survive a proxy restart:
+ * - upload (the customer's bytes to the internet: egress of the link to the carrier): an HTB root
+ *   qdisc on the link, one class at the limit, everything in it;
+ * - download (the internet's bytes to the customer: ingress of the link): the link's ingress is
+ *   redirected (u32 match-all, `mirred`) to an ifb device of the modem, whose HTB root holds the
+ *   limit. Policing the ingress would drop instead of queue; an ifb queues like the upload side.
+ * Only HTB, u32, mirred, ingress and ifb are used: the smallest set (a minimal kernel such as CI's
+ * has no tbf, fq_codel, matchall or police). Limits change live: `tc class replace` on the same
+ * class, no proxy restart, no gap. Rates are of the link's packets (IP headers included, and the
+ * Ethernet header on a veth): what a customer measures as payload is ~4 % less at a 1500 MTU.
+ */
+
+export interface ShapingOptions {
+  netns?: string | undefined;
+  timeoutMs?: number;
+}
+
+export class ShapingError extends ModemfleetError {
+  constructor(
+    message: string,
+    readonly stderr: string,
+  ) {
+    super('shaping_failed', message);
+    this.name = 'ShapingError';
+  }
+}
+
+/** The ifb device that carries a modem's download queue (IFNAMSIZ: at most 15 characters). */
+export const ifbName = (ifaceId: number): string => {
+  if (!Number.isInteger(ifaceId) || ifaceId < 0 || ifaceId > 99_999_999)
+    throw new ModemfleetError('invalid_shaping', `interface id ${ifaceId} out of range`);
+  return `mfifb${ifaceId}`;
+};
+
+/** HTB class arguments for a rate: burst ~20 ms of it (at least 16 KiB), quantum within HTB's bounds. */
+export function htbRate(kbps: number): string[] {
+  if (!Number.isInteger(kbps) || kbps < 1 || kbps > 10_000_000)
+    throw new ModemfleetError('invalid_shaping', `rate ${kbps} kbit/s out of range`);
+  const bytesPerSecond = (kbps * 1000) / 8;
+  const burst = Math.max(16_384, Math.ceil(bytesPerSecond / 50));
+  const quantum = Math.min(200_000, Math.max(1_600, Math.floor(bytesPerSecond / 10)));
+  return [
+    'rate',
+    `${kbps}kbit`,
+    'ceil',
+    `${kbps}kbit`,
+    'burst',
+    String(burst),
+    'cburst',
+    String(burst),
+    'quantum',
+    String(quantum),
+  ];
+}
+
+/** The tc argument lists that set one HTB limit as the root of `dev` (a new root, then its class). */
+export function htbCommands(dev: string, kbps: number): string[][] {
+  checkIfname(dev, 'shaping dev');
+  return [
+    ['qdisc', 'add', 'dev', dev, 'root', 'handle', '1:', 'htb', 'default', '1'],
+    ['class', 'replace', 'dev', dev, 'parent', '1:', 'classid', '1:1', 'htb', ...htbRate(kbps)],
+  ];
+}
+
+/** One HTB limit at the root of `dev`: the qdisc only when it is not there yet (HTB has no change). */
+async function applyHtb(dev: string, kbps: number, options: ShapingOptions): Promise<void> {
+  const [addRoot, setClass] = htbCommands(dev, kbps) as [string[], string[]];
+  const root = await tcMust(['qdisc', 'show', 'dev', dev, 'root'], options);
+  if (!/^qdisc htb 1: root/m.test(root)) {
+    await tcAbsentOk(['qdisc', 'del', 'dev', dev, 'root'], options);
+    await tcMust(addRoot, options);
+  }
+  await tcMust(setClass, options);
+}
+
+async function tc(
+  args: readonly string[],
+  options: ShapingOptions,
+): Promise<{ ok: boolean; stderr: string; stdout: string }> {
+  const [file, ...full] =
+    options.netns === undefined
+      ? ['tc', ...args]
+      : ['ip', 'netns', 'exec', checkNetns(options.netns), 'tc', ...args];
+  const result = await run(file ?? 'tc', full, { timeoutMs: options.timeoutMs ?? 5_000 });
+  if (result.timedOut) throw new ShapingError(`tc ${args.join(' ')} timed out`, result.stderr);
+  if (result.spawnFailed)
+    throw new ShapingError('tc is not installed (apt-get install iproute2)', result.stderr);
+  return { ok: result.exitCode === 0, stderr: result.stderr, stdout: result.stdout };
+}
+
+async function tcMust(args: readonly string[], options: ShapingOptions): Promise<string> {
+  const r = await tc(args, options);
+  if (!r.ok)
+    throw new ShapingError(`tc ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 300)}`, r.stderr);
+  return r.stdout;
+}
+
+/** A delete that may find nothing to delete (no such qdisc, no such device). */
+async function tcAbsentOk(args: readonly string[], options: ShapingOptions): Promise<void> {
+  const r = await tc(args, options);
+  if (!r.ok && !/No such file|Cannot find|handle of zero|Invalid handle|not found/i.test(r.stderr))
+    throw new ShapingError(`tc ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 300)}`, r.stderr);
+}
+
+/**
+ * Sets (or lifts, with null) a modem's limits on its link `link`, with `ifb` for the download
+ * queue. Idempotent; a change of rate only replaces the class (live, nothing dropped).
+ */
+export async function applyShaping(
+  link: string,
+  ifb: string,
+  limits: SpeedLimits,
+  options: ShapingOptions = {},
+): Promise<void> {
+  checkIfname(link, 'shaping link');
+  checkIfname(ifb, 'shaping ifb');
+  const ipOptions = { netns: options.netns, timeoutMs: options.timeoutMs ?? 5_000 };
+  if (limits.uploadKbps === null) await tcAbsentOk(['qdisc', 'del', 'dev', link, 'root'], options);
+  else await applyHtb(link, limits.uploadKbps, options);
+  if (limits.downloadKbps === null) {
+    await tcAbsentOk(['qdisc', 'del', 'dev', link, 'ingress'], options);
+    await ip(['link', 'del', ifb], ipOptions).catch(() => undefined);
+    return;
+  }
+  const exists = await ip(['link', 'show', 'dev', ifb], ipOptions).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) await ip(['link', 'add', ifb, 'type', 'ifb'], ipOptions);
+  await ip(['link', 'set', ifb, 'up'], ipOptions);
+  await applyHtb(ifb, limits.downloadKbps, options);
+  const filters = await tcMust(['filter', 'show', 'dev', link, 'parent', 'ffff:'], options).catch(() => '');
+  if (filters.includes(`mirred (Egress Redirect to device ${ifb})`)) return;
+  await tcAbsentOk(['qdisc', 'del', 'dev', link, 'ingress'], options);
+  await tcMust(['qdisc', 'add', 'dev', link, 'handle', 'ffff:', 'ingress'], options);
+  await tcMust(
+    [
+      ...['filter', 'add', 'dev', link, 'parent', 'ffff:', 'protocol', 'all', 'prio', '1'],
+      ...['u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', ifb],
+    ],
+    options,
+  );
+}
+
+/** Lifts both limits and removes the ifb (the link may be gone already). */
+export async function removeShaping(link: string, ifb: string, options: ShapingOptions = {}): Promise<void> {
+  await applyShaping(link, ifb, { downloadKbps: null, uploadKbps: null }, options);
+}
+
+/** The HTB rates in force on the link and its ifb, kbit/s (null: none), as the kernel reports them. */
+export async function readShaping(
+  link: string,
+  ifb: string,
+  options: ShapingOptions = {},
+): Promise<SpeedLimits> {
+  const rate = async (dev: string): Promise<number | null> => {
+    const r = await tc(['class', 'show', 'dev', dev], options);
+    // `class htb 1:1 root prio 0 rate 4Mbit ceil 4Mbit ...` (SI units: 1 Kbit = 1000 bits)
+    const m = /class htb 1:1 .*?\brate (\d+(?:\.\d+)?)([KMG]?)bit/.exec(r.ok ? r.stdout : '');
+    if (!m) return null;
+    const scale = { '': 0.001, K: 1, M: 1000, G: 1_000_000 }[m[2] as '' | 'K' | 'M' | 'G'];
+    return Math.round(Number(m[1]) * scale);
+  };
+  return { uploadKbps: await rate(link), downloadKbps: await rate(ifb) };
+}

@@ -1,0 +1,179 @@
+import { connect, createServer, type Socket } from 'node:net';
+
+/**
+ * Bulk bytes for traffic tests, run inside a namespace (`ip netns exec NS node --import tsx bulk.ts`):
+ *
+ * - `server HOST PORT`: each connection sends a 16-byte header (upload and download byte counts,
+ *   two big-endian 64-bit numbers), then that many bytes; the server reads them and answers with the
+ *   download count's bytes, then closes. Prints `ready` once listening.
+ * - `client direct|socks|http PROXY_HOST PROXY_PORT USER PASS TARGET_HOST TARGET_PORT UP DOWN`:
+ *   through a SOCKS5 port (RFC 1929 login) or an HTTP port (CONNECT, basic auth), or straight to the
+ *   target; prints one JSON line with what this socket wrote and read (`bytesWritten`, `bytesRead`:
+ *   the customer's side, handshake included), the payload received, and the error if it ended with
+ *   one (a refused connection, a reset at a quota).
+ */
+const [mode, ...args] = process.argv.slice(2);
+
+function header(up: number, down: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64BE(BigInt(up), 0);
+  b.writeBigUInt64BE(BigInt(down), 8);
+  return b;
+}
+
+function serve(host: string, port: number): void {
+  const server = createServer((socket) => {
+    let head = Buffer.alloc(0);
+    let up = -1;
+    let down = 0;
+    let got = 0;
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      if (up < 0) {
+        head = Buffer.concat([head, chunk]);
+        if (head.length < 16) return;
+        up = Number(head.readBigUInt64BE(0));
+        down = Number(head.readBigUInt64BE(8));
+        chunk = head.subarray(16);
+      }
+      got += chunk.length;
+      if (got >= up) {
+        socket.removeAllListeners('data');
+        sendDown(socket, down);
+      }
+    });
+  });
+  server.listen(port, host, () => process.stdout.write('ready\n'));
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+function sendDown(socket: Socket, bytes: number): void {
+  const block = Buffer.alloc(64 * 1024, 0x5a);
+  let left = bytes;
+  const pump = (): void => {
+    while (left > 0) {
+      const n = Math.min(left, block.length);
+      left -= n;
+      if (!socket.write(n === block.length ? block : block.subarray(0, n)))
+        return void socket.once('drain', pump);
+    }
+    socket.end();
+  };
+  if (bytes === 0) socket.end();
+  else pump();
+}
+
+async function client(): Promise<void> {
+  const [
+    kind = 'direct',
+    proxyHost = '',
+    proxyPort = '0',
+    user = '',
+    pass = '',
+    host = '',
+    port = '0',
+    upText = '0',
+    downText = '0',
+  ] = args;
+  const up = Number(upText);
+  const down = Number(downText);
+  const socket = connect({
+    host: kind === 'direct' ? host : proxyHost,
+    port: Number(kind === 'direct' ? port : proxyPort),
+  });
+  let buffer = Buffer.alloc(0);
+  let payload = 0;
+  let tunnelled = kind === 'direct';
+  let waiter: (() => void) | undefined;
+  let ended = false;
+  let error: string | null = null;
+  let how = 'close';
+  let lastData = 0;
+  const started = Date.now();
+  const done = new Promise<void>((resolve) => {
+    socket.on('close', () => {
+      ended = true;
+      waiter?.();
+      resolve();
+    });
+  });
+  socket.on('error', (err: NodeJS.ErrnoException) => (error = err.code ?? err.message));
+  socket.on('data', (chunk: Buffer) => {
+    lastData = Date.now() - started;
+    if (tunnelled) payload += chunk.length;
+    else buffer = Buffer.concat([buffer, chunk]);
+    waiter?.();
+  });
+  socket.on('end', () => {
+    how = 'end';
+    ended = true;
+    waiter?.();
+  });
+  const read = async (n: number): Promise<Buffer> => {
+    while (buffer.length < n) {
+      if (ended) throw new Error('closed during the handshake');
+      await new Promise<void>((r) => (waiter = r));
+    }
+    const out = buffer.subarray(0, n);
+    buffer = buffer.subarray(n);
+    return out;
+  };
+  const until = async (marker: string): Promise<void> => {
+    for (;;) {
+      const i = buffer.indexOf(marker);
+      if (i >= 0) {
+        buffer = buffer.subarray(i + marker.length);
+        return;
+      }
+      if (ended) throw new Error('closed during the handshake');
+      await new Promise<void>((r) => (waiter = r));
+    }
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    if (kind === 'socks') {
+      socket.write(Buffer.from([5, 1, 2]));
+      await read(2);
+      const u = Buffer.from(user);
+      const p = Buffer.from(pass);
+      socket.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
+      const [, status] = await read(2);
+      if (status !== 0) throw new Error('login refused');
+      socket.write(
+        Buffer.from([5, 1, 0, 1, ...host.split('.').map(Number), Number(port) >> 8, Number(port) & 255]),
+      );
+      const reply = await read(10);
+      if (reply[1] !== 0) throw new Error(`socks connect failed (${reply[1]})`);
+    } else if (kind === 'http') {
+      const auth = Buffer.from(`${user}:${pass}`).toString('base64');
+      socket.write(
+        `CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
+      );
+      await until('\r\n\r\n');
+    }
+    tunnelled = true;
+    payload += buffer.length;
+    buffer = Buffer.alloc(0);
+    socket.write(header(up, down));
+    const block = Buffer.alloc(64 * 1024, 0xa5);
+    for (let left = up; left > 0 && !ended;) {
+      const n = Math.min(left, block.length);
+      left -= n;
+      if (!socket.write(n === block.length ? block : block.subarray(0, n)))
+        await new Promise<void>((r) => socket.once('drain', r));
+    }
+  } catch (err) {
+    error ??= (err as Error).message;
+    socket.destroy();
+  }
+  await done;
+  process.stdout.write(
+    `${JSON.stringify({ bytesWritten: socket.bytesWritten, bytesRead: socket.bytesRead, payload, complete: payload >= down, error, how, lastData, ms: Date.now() - started })}\n`,
+  );
+}
+
+if (mode === 'server') serve(args[0] ?? '0.0.0.0', Number(args[1] ?? 0));
+else await client();

@@ -1,0 +1,229 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Inspector } from '../../src/inspector/inspector.js';
+import { Store } from '../../src/store/store.js';
+import type { TransitionRecord } from '../../src/store/types.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { TOKEN, until } from '../helpers/farm.js';
+import { WsClient } from '../helpers/wsClient.js';
+
+/**
+ * What a farm of thousands of modems needs from the inspector (issue 20): `/api/modems` paged and
+ * filtered in the database (opt-in: without paging it stays the array it was), and a snapshot
+ * serialised once per version and view, its bytes shared by every client that connects meanwhile.
+ * Modems are journaled straight into a real PostgreSQL by two hosts' stores (no simulator: the
+ * listing is what is under test).
+ */
+
+let db: TestDatabase;
+let inspector: Inspector;
+let stores: Store[];
+const imeisOf: Record<string, string[]> = { h01: [], h02: [] };
+const all: string[] = [];
+
+const imei = (i: number): string => String(353_000_000_000_000 + i);
+
+async function journal(store: Store, imeis: string[], to: string, seqOf: (imei: string) => number) {
+  const batch: TransitionRecord[] = imeis.map((i) => ({
+    imei: i,
+    seq: seqOf(i),
+    from: seqOf(i) === 1 ? null : 'detecting.probing',
+    to,
+    event: 'test',
+    at: new Date(),
+    host: store.hostId,
+  }));
+  await store.appendTransitions(batch);
+}
+
+const api = (path: string, token = TOKEN): Promise<Response> =>
+  fetch(`${inspector.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  stores = ['h01', 'h02'].map((hostId) => new Store({ sql: db.sql, url: db.url, hostId }));
+  for (const [h, store] of stores.entries()) {
+    await store.registerHost();
+    for (let i = 0; i < 12; i++) {
+      const id = imei(h * 100 + i);
+      (imeisOf[store.hostId] ?? []).push(id);
+      all.push(id);
+    }
+    const mine = imeisOf[store.hostId] ?? [];
+    await journal(store, mine, 'detecting.probing', () => 1);
+    // three of each host's modems stay detecting; the rest go online
+    await journal(store, mine.slice(3), 'online.serving', () => 2);
+  }
+  await db.sql`update modems set operator = 'Telekom.de', wan_ip = '10.64.0.7' where imei = ${imei(105)}`;
+  inspector = new Inspector({ store: stores[0] as Store, host: '127.0.0.1', port: 0, token: TOKEN });
+  await inspector.start();
+});
+
+afterAll(async () => {
+  await inspector?.stop();
+  await db?.drop();
+});
+
+describe('GET /api/modems: paging and filters', () => {
+  it('without paging it is the JSON array it was, filtered by host, state and q in the database', async () => {
+    const plain = (await (await api('/api/modems')).json()) as { imei: string; host: string }[];
+    expect(Array.isArray(plain)).toBe(true);
+    expect(plain.map((m) => m.imei).sort()).toEqual([...all].sort());
+    const h02 = (await (await api('/api/modems?host=h02')).json()) as { imei: string; host: string }[];
+    expect(h02.map((m) => m.imei).sort()).toEqual([...(imeisOf['h02'] ?? [])].sort());
+    const detecting = (await (await api('/api/modems?state=detecting&host=h01')).json()) as {
+      imei: string;
+    }[];
+    expect(detecting.map((m) => m.imei).sort()).toEqual((imeisOf['h01'] ?? []).slice(0, 3).sort());
+    const substate = (await (await api('/api/modems?state=online.serving')).json()) as { imei: string }[];
+    expect(substate).toHaveLength(18);
+    // q: any part of the IMEI, operator, addresses, host; case-insensitive; % and _ are plain text
+    const byOperator = (await (await api('/api/modems?q=TELEKOM')).json()) as { imei: string }[];
+    expect(byOperator.map((m) => m.imei)).toEqual([imei(105)]);
+    const byAddress = (await (await api('/api/modems?q=10.64.0.7')).json()) as { imei: string }[];
+    expect(byAddress.map((m) => m.imei)).toEqual([imei(105)]);
+    expect(await (await api('/api/modems?q=%25')).json()).toEqual([]);
+    expect(await (await api('/api/modems?host=h03')).json()).toEqual([]);
+  });
+
+  it('pages by IMEI with limit and after: every modem exactly once, filters kept, next null at the end', async () => {
+    const seen: string[] = [];
+    let after: string | null = null;
+    let pages = 0;
+    do {
+      const r = await api(`/api/modems?limit=5${after ? `&after=${after}` : ''}`);
+      expect(r.status).toBe(200);
+      const page = (await r.json()) as { modems: { imei: string }[]; next: string | null };
+      expect(page.modems.length).toBeLessThanOrEqual(5);
+      seen.push(...page.modems.map((m) => m.imei));
+      after = page.next;
+      if (after !== null) expect(after).toBe(page.modems.at(-1)?.imei);
+      pages++;
+    } while (after !== null && pages < 10);
+    expect(pages).toBe(5); // 24 modems, 5 a page
+    expect(seen).toEqual([...all].sort());
+    const online = (await (await api('/api/modems?state=online&host=h02&limit=100')).json()) as {
+      modems: { imei: string }[];
+      next: string | null;
+    };
+    expect(online).toMatchObject({ next: null });
+    expect(online.modems.map((m) => m.imei)).toEqual((imeisOf['h02'] ?? []).slice(3).sort());
+    // after alone pages with the default size
+    const rest = (await (await api(`/api/modems?after=${imei(5)}`)).json()) as {
+      modems: unknown[];
+      next: string | null;
+    };
+    expect(rest).toMatchObject({ next: null });
+    expect(rest.modems).toHaveLength(18);
+  });
+
+  it('refuses bad input with 400 and a message', async () => {
+    for (const q of [
+      'limit=0',
+      'limit=1001',
+      'limit=ten',
+      'after=123',
+      'after=35300000000000x',
+      'host=bad%20host',
+      'state=Online;drop',
+      `q=${'x'.repeat(65)}`,
+      'q=',
+      'page=2',
+    ]) {
+      const r = await api(`/api/modems?${q}`);
+      expect(r.status, q).toBe(400);
+      expect(((await r.json()) as { error: string }).error, q).toBe('invalid_request');
+    }
+  });
+
+  it("a reseller's pages hold its modems only, and their cursors never name another's", async () => {
+    const own = [imei(2), imei(103), imei(107)];
+    const { token } = await (stores[0] as Store).createToken({
+      name: 'acme',
+      scope: 'reseller',
+      modems: own,
+      createdBy: 'test',
+    });
+    const first = (await (await api('/api/modems?limit=2', token)).json()) as {
+      modems: { imei: string }[];
+      next: string | null;
+    };
+    expect(first.modems.map((m) => m.imei)).toEqual([imei(2), imei(103)]);
+    expect(first.next).toBe(imei(103));
+    const second = (await (await api(`/api/modems?limit=2&after=${first.next}`, token)).json()) as {
+      modems: { imei: string }[];
+      next: string | null;
+    };
+    expect(second).toEqual({ modems: [expect.objectContaining({ imei: imei(107) })], next: null });
+  });
+});
+
+describe('WebSocket snapshot: serialised once per version, bytes shared', () => {
+  it('clients connecting while nothing changes share one serialisation; a change makes the next one new', async () => {
+    const stats = inspector.hub.stats;
+    // the listing tests above changed nothing since; wait for any notification of theirs to pass
+    await new Promise((r) => setTimeout(r, 300));
+    const before = { snapshots: stats.snapshots, serialised: stats.snapshotSerialisations };
+    const clients = [new WsClient(inspector.url), new WsClient(inspector.url), new WsClient(inspector.url)];
+    let later: WsClient | undefined;
+    try {
+      const snapshots = await Promise.all(clients.map((c) => c.next((m) => m.type === 'snapshot')));
+      // one that connects after those were served: no new query, no new serialisation
+      later = new WsClient(inspector.url);
+      snapshots.push(await later.next((m) => m.type === 'snapshot'));
+      for (const s of snapshots) expect((s['modems'] as unknown[]).length).toBe(24);
+      expect(stats.snapshots - before.snapshots).toBe(4);
+      expect(stats.snapshotSerialisations - before.serialised).toBeLessThanOrEqual(1);
+      const serialised = stats.snapshotSerialisations;
+
+      // a committed change: the next client's snapshot is read and serialised again, and shows it
+      const h01 = stores[0] as Store;
+      const first = imeisOf['h01']?.[0] ?? '';
+      await journal(h01, [first], 'online.serving', () => 2);
+      await clients[0]?.next((m) => m.type === 'transition' && m['imei'] === first);
+      const fresh = new WsClient(inspector.url);
+      try {
+        const s = await fresh.next((m) => m.type === 'snapshot');
+        expect(stats.snapshotSerialisations).toBe(serialised + 1);
+        const row = (s['modems'] as { imei: string; state: string }[]).find((m) => m.imei === first);
+        expect(row?.state).toBe('online');
+      } finally {
+        fresh.close();
+      }
+    } finally {
+      for (const c of [...clients, later]) c?.close();
+      await until(() => inspector.hub.size === 0, 5_000, 'clients gone');
+    }
+  });
+
+  it('caps clients per address by configuration (503 above), apart from the farm-wide cap', async () => {
+    const capped = new Inspector({
+      store: stores[0] as Store,
+      host: '127.0.0.1',
+      port: 0,
+      token: TOKEN,
+      limits: { maxClients: 10, maxClientsPerAddress: 2 },
+    });
+    await capped.start();
+    const clients = [new WsClient(capped.url), new WsClient(capped.url)];
+    try {
+      await Promise.all(clients.map((c) => c.next((m) => m.type === 'snapshot')));
+      const status = await new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(`${capped.url.replace('http', 'ws')}/ws`, {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          resolve(res.statusCode ?? 0);
+          ws.terminate();
+        });
+        ws.on('open', () => reject(new Error('a third client from one address was let in')));
+        ws.on('error', () => undefined);
+      });
+      expect(status).toBe(503);
+      expect(capped.hub.size).toBe(2);
+    } finally {
+      for (const c of clients) c.close();
+      await capped.stop();
+    }
+  });
+});
