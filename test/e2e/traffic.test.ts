@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
+import { Inspector } from '../../src/inspector/inspector.js';
 import { createRootLogger } from '../../src/log.js';
 import { ip, ipBatch } from '../../src/net/ip.js';
 import { directInNamespace } from '../../src/net/nsProbe.js';
@@ -23,11 +24,14 @@ import { until } from '../helpers/until.js';
  * PostgreSQL, real proxies (microsocks, tinyproxy) with their own uids and the egress policy, in a
  * farm namespace; the customer is in a namespace of its own, joined to the farm by a veth (MTU
  * 1500), and moves bulk bytes through a port to a server behind the carrier. What the database
- * counts is what the customer's socket wrote and read, across a proxy kill and a supervisor
- * restart; a quota stops the port at its limit and a raise reopens it; an expiry closes it.
+ * counts is what the customer's socket wrote and read, across a proxy kill, a supervisor
+ * restart and a handover (the proxies serving with no supervisor, then adopted), and /metrics
+ * serves the kernel's counters; a quota stops the port at its limit and a raise reopens it; an expiry closes it.
  */
 
 const N = 2;
+/** Debian's promtool, unpacked by scripts/setup.sh (as in test/integration/inspectorApi.test.ts). */
+const PROMTOOL = new URL('../../var/promtool/usr/bin/promtool', import.meta.url).pathname;
 const name = `mt${randomBytes(2).toString('hex')}`;
 const customer = `${name}-cust`;
 const FARM_SIDE = '192.168.98.1';
@@ -182,7 +186,7 @@ afterAll(async () => {
 });
 
 describe('traffic accounting and quotas end to end', () => {
-  it('what the customer sent and received is what is counted, within 1 %, across a proxy kill and a supervisor restart', async () => {
+  it('what the customer sent and received is what is counted, within 1 %, across a proxy kill, a supervisor restart and a handover', async () => {
     const m = (await modems())[0]!;
     const before = await stored(m.imei);
     const results: BulkResult[] = [];
@@ -207,6 +211,22 @@ describe('traffic accounting and quotas end to end', () => {
       timeoutMs: 60_000,
       intervalMs: 300,
     });
+    await serving(m);
+    await move();
+    // a handover (SIGTERM): the proxies serve on with no supervisor, the kernel counts what they
+    // serve meanwhile, the next run adopts them and carries on from the same counters
+    const pidsBefore = [...supervisor.modems.values()].find((s) => s.imei === m.imei)?.proxyPids ?? [];
+    expect(pidsBefore.length).toBeGreaterThan(0);
+    await supervisor.stop({ handover: true });
+    await move();
+    supervisor = makeSupervisor();
+    await supervisor.start();
+    await until(() => [...supervisor.modems.values()].find((s) => s.imei === m.imei)?.proxyAdopted === true, {
+      timeoutMs: 60_000,
+      intervalMs: 300,
+      message: 'the handed-over proxy adopted',
+    });
+    expect([...supervisor.modems.values()].find((s) => s.imei === m.imei)?.proxyPids).toEqual(pidsBefore);
     await serving(m);
     await move();
     for (const r of results) expect(r.error).toBeNull();
@@ -236,7 +256,37 @@ describe('traffic accounting and quotas end to end', () => {
     expect(Number(day?.d)).toBe(settled.download);
     const figure = supervisor.status().traffic.find((t) => t.imei === m.imei);
     expect(figure?.download).toBeGreaterThanOrEqual(received);
-  }, 300_000);
+    // ...and /metrics serves it as a prom-client counter that promtool accepts
+    const inspector = new Inspector({
+      store,
+      host: '127.0.0.1',
+      port: 0,
+      token: 'traffic-e2e-token-0123456789',
+      supervisor,
+      listenHeartbeatIntervalMs: 500,
+      listenHeartbeatTimeoutMs: 2_000,
+    });
+    await inspector.start();
+    try {
+      const metrics = await (await fetch(`${inspector.url}/metrics`)).text();
+      expect(metrics).toMatch(/^# TYPE modemfleet_port_bytes_total counter$/m);
+      for (const [direction, value] of [
+        ['download', figure?.download],
+        ['upload', figure?.upload],
+      ] as const) {
+        const line = new RegExp(
+          `^modemfleet_port_bytes_total\\{imei="${m.imei}",direction="${direction}"\\} ([0-9]+)$`,
+          'm',
+        ).exec(metrics);
+        expect(Number(line?.[1])).toBeGreaterThanOrEqual(value ?? Infinity);
+      }
+      const lint = await execa(PROMTOOL, ['check', 'metrics'], { input: metrics, reject: false });
+      expect(lint.stdout + lint.stderr, 'promtool check metrics').toBe('');
+      expect(lint.exitCode).toBe(0);
+    } finally {
+      await inspector.stop();
+    }
+  }, 420_000);
 
   it('a quota stops the port within 1 % of its limit, the port refuses, a raise reopens it at once', async () => {
     const m = (await modems())[1]!;
