@@ -37,6 +37,10 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
  * answer is then reset, so it ends at once instead of hanging (a reset from the proxy's side would
  * be out of the customer's window after the dropped segments, and ignored).
  *
+ * Connections redirected to other ports (an allowlist's companions: src/net/accessList.ts) are the
+ * ports' own: matched by the conntrack's original destination port where the packet's own port is
+ * not one of the modem ports (so a connection forwarded to the same port is not counted twice).
+ *
  * The supervisor's own connections to the ports (its egress probes, from `probeUid`) are marked
  * (conntrack mark PROBE_MARK) and neither counted nor held by the quota.
  *
@@ -49,7 +53,7 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
 
 export const TRAFFIC_TABLE = 'mf_traffic';
 /** Marks the base chains' shape; a table without it is replaced whole (its counters are lost). */
-export const TRAFFIC_VERSION = 'mf_traffic v2';
+export const TRAFFIC_VERSION = 'mf_traffic v3';
 /** A quota limit that never trips: no byte quota, not closed. */
 export const NO_LIMIT = Number.MAX_SAFE_INTEGER;
 /** The conntrack mark of the supervisor's own connections to the ports. */
@@ -62,6 +66,13 @@ const IPV6_EXTRA = 20;
 const MAX_SLOT = 99_999;
 
 const TABLE = `inet ${TRAFFIC_TABLE}`;
+/**
+ * A connection whose destination the kernel rewrote (nat redirect or dnat): an allowlist's
+ * password-less companions on microsocks+tinyproxy (src/net/accessList.ts) take the listed clients
+ * of a modem's ports on ports of their own. The port the customer asked for is the conntrack's
+ * original destination: counted, held and closed as that port's own.
+ */
+const REDIRECTED = 'ct status dnat meta l4proto tcp';
 const IMEI = /^[0-9]{15}$/;
 const TOKEN = /^[0-9a-f]{8,32}$/;
 const TAG = /^imei=([0-9]{15}) ports=([0-9]{1,5}),([0-9]{1,5}) uid=([0-9]{1,10}|-) i=([0-9a-f]{8,32})$/;
@@ -180,7 +191,7 @@ export function renderBase(probeUid: number | null, replace: boolean): NftScript
     probeUid === null
       ? []
       : [
-          `\t\tmeta skuid ${checkId(probeUid, 'traffic table: probe uid')} tcp dport @ports ct state new ct mark set 0x${PROBE_MARK.toString(16)} comment "the supervisor own probes"`,
+          `\t\tmeta skuid ${checkId(probeUid, 'traffic table: probe uid')} meta l4proto tcp ct original proto-dst @ports ct state new ct mark set 0x${PROBE_MARK.toString(16)} comment "the supervisor own probes"`,
         ];
   return script([
     `table ${TABLE}`,
@@ -201,11 +212,13 @@ export function renderBase(probeUid: number | null, replace: boolean): NftScript
     '\tchain customer_in {',
     '\t\ttype filter hook input priority 10; policy accept;',
     `\t\ttcp dport vmap @ports_in comment "${TRAFFIC_VERSION}"`,
+    `\t\t${REDIRECTED} ct direction original tcp dport != @ports ct original proto-dst vmap @ports_in`,
     '\t}',
     '\tchain customer_out {',
     '\t\ttype filter hook output priority 10; policy accept;',
     ...probe,
     `\t\ttcp sport vmap @ports_out comment "${TRAFFIC_VERSION}"`,
+    `\t\t${REDIRECTED} ct direction reply tcp sport != @ports ct original proto-dst vmap @ports_out`,
     '\t}',
     '}',
   ]);
@@ -230,8 +243,9 @@ export function addPartLines(part: TrafficPart, token: string, limit: number): s
     side === 'in'
       ? [
           `ct mark 0x${PROBE_MARK.toString(16)} return`,
-          // closed: a customer's SYN is refused, any other segment reset
+          // closed: a customer's SYN is refused, any other segment reset (redirected ones too)
           'tcp dport @closed reject with tcp reset',
+          `${REDIRECTED} ct original proto-dst @closed reject with tcp reset`,
           // over the quota: stalled (reopened, it goes on)
           `quota name "${q}" drop`,
           ...counting('u'),
@@ -242,7 +256,8 @@ export function addPartLines(part: TrafficPart, token: string, limit: number): s
           ...(uid !== null ? [`meta skuid != ${uid} return`] : []),
           `ct mark 0x${PROBE_MARK.toString(16)} return`,
           // over the quota: stalled; closed: through, so that the customer's answer is reset
-          `tcp sport != @closed quota name "${q}" drop`,
+          // (the port the customer asked for: a redirected connection's reply leaves from another)
+          `tcp sport != @closed ct original proto-dst != @closed quota name "${q}" drop`,
           ...counting('d'),
         ];
   for (const side of ['in', 'out'] as const) {

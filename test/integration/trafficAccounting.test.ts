@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyAccessList, removeAccessList } from '../../src/net/accessList.js';
 import { ip, ipBatch } from '../../src/net/ip.js';
 import { deleteTable } from '../../src/net/nft.js';
 import { TrafficAccounting } from '../../src/net/trafficAccounting.js';
@@ -99,6 +101,38 @@ describe('traffic counted by the kernel', () => {
     accounting = again;
   }, 60_000);
 
+  it("a client an allowlist redirects to the password-less companions is counted and refused as the port's own", async () => {
+    // microsocks+tinyproxy with an allowlist (src/net/accessList.ts): the kernel redirects the
+    // listed clients from the modem's ports to companions on other ports, before the input hook
+    const open = { http: HTTP + 2_000, socks: SOCKS + 2_000 };
+    servers.push(await startBulkServer(srv, '0.0.0.0', open.http));
+    const spec = {
+      slot: part.slot,
+      allowlist: ['10.231.0.2/32'],
+      httpPort: HTTP,
+      socksPort: SOCKS,
+      openHttpPort: open.http,
+      openSocksPort: open.socks,
+    };
+    await applyAccessList(spec, { netns: srv });
+    try {
+      const before = await reading();
+      const r = await bulk(cust, direct(HTTP), target(HTTP), 300_000, 700_000);
+      expect(r.error).toBeNull();
+      const after = await reading();
+      expect(after.upload - before.upload).toBeGreaterThanOrEqual(r.bytesWritten);
+      expect(after.upload - before.upload).toBeLessThan(r.bytesWritten * 1.01);
+      expect(after.download - before.download).toBeGreaterThanOrEqual(r.bytesRead);
+      expect(after.download - before.download).toBeLessThan(r.bytesRead * 1.01);
+      // closed: refused like any other customer of the port
+      await accounting.change([{ ...ports, closed: true }]);
+      expect((await bulk(cust, direct(HTTP), target(HTTP), 10, 10, 30_000)).error).toBe('ECONNREFUSED');
+    } finally {
+      await accounting.change([{ ...ports, closed: false }]);
+      await removeAccessList(part.slot, { netns: srv });
+    }
+  }, 60_000);
+
   it('a quota stops the port at its limit (stalled); closed, the connection ends and new ones are refused; reopened at once', async () => {
     const before = await reading();
     const allowance = 2_000_000;
@@ -126,15 +160,25 @@ describe('traffic counted by the kernel', () => {
     expect(cut.bytesRead).toBeLessThanOrEqual(ended.download - before.download);
     const refused = await bulk(cust, direct(SOCKS), target(SOCKS), 10, 10, 30_000);
     expect(refused.error).toBe('ECONNREFUSED');
-    // refused segments are not the customer's traffic, nor do they use the quota
+    // refused segments are not the customer's traffic; the server's retransmissions to the cut
+    // connection (its customer's answers are reset, not it) still pass and count while closed
     const shut = await reading();
-    expect(shut.download + shut.upload).toBe(ended.download + ended.upload);
+    expect(shut.upload).toBe(ended.upload);
+    expect(shut.download - ended.download).toBeLessThan(200_000);
     // reopened: the kernel reports at most the limit as used (dropped retries used more): from zero
     await accounting.change([{ ...ports, limit: NO_LIMIT, reset: true, closed: false }]);
     const open = await bulk(cust, direct(SOCKS), target(SOCKS), 10, 10, 30_000);
     expect(open.error).toBeNull();
     expect(open.payload).toBe(10);
     expect((await reading()).closed).toBe(false);
+    // open again, the server's next retransmission to the cut connection is reset by the
+    // customer's kernel: it ends, and later tests count no leftover segment of it
+    await until(
+      async () =>
+        (await execa('ip', ['netns', 'exec', srv, 'ss', '-Htn', `( sport = :${HTTP} )`])).stdout.trim() ===
+        '',
+      { timeoutMs: 60_000, intervalMs: 250, message: "the cut connection's server side gone" },
+    );
   }, 150_000);
 
   it('a slot that serves another modem: the old counters are read a last time, the new count from zero', async () => {

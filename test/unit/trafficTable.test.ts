@@ -123,7 +123,16 @@ describe('the traffic table', () => {
   it('renders the base and a part from checked numbers only', () => {
     const base = renderBase(0, false).text;
     expect(base).toContain('type filter hook input priority 10; policy accept;');
-    expect(base).toContain('meta skuid 0 tcp dport @ports ct state new ct mark set 0x4d460001');
+    expect(base).toContain(
+      'meta skuid 0 meta l4proto tcp ct original proto-dst @ports ct state new ct mark set 0x4d460001',
+    );
+    // a connection redirected to other ports (an allowlist's companions) is its port's own, once
+    expect(base).toContain(
+      'ct status dnat meta l4proto tcp ct direction original tcp dport != @ports ct original proto-dst vmap @ports_in',
+    );
+    expect(base).toContain(
+      'ct status dnat meta l4proto tcp ct direction reply tcp sport != @ports ct original proto-dst vmap @ports_out',
+    );
     expect(base).not.toContain('delete table');
     expect(renderBase(null, true).text).toMatch(/^table inet mf_traffic\ndelete table inet mf_traffic\n/);
     const lines = addPartLines(part, '0123456789abcdef', 5_000);
@@ -152,7 +161,12 @@ describe('the traffic table', () => {
       'add element inet mf_traffic closed { 20003, 30003 }',
     ]);
     expect(lines).toContain('add rule inet mf_traffic m3_in tcp dport @closed reject with tcp reset');
-    expect(lines).toContain('add rule inet mf_traffic m3_out tcp sport != @closed quota name "q_3" drop');
+    expect(lines).toContain(
+      'add rule inet mf_traffic m3_in ct status dnat meta l4proto tcp ct original proto-dst @closed reject with tcp reset',
+    );
+    expect(lines).toContain(
+      'add rule inet mf_traffic m3_out tcp sport != @closed ct original proto-dst != @closed quota name "q_3" drop',
+    );
     expect(lines).toContain('add rule inet mf_traffic m3_in quota name "q_3" drop');
   });
 
