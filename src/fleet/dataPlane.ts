@@ -141,6 +141,8 @@ export class ModemDataPlane {
   /** What the link's qdiscs and the allowlist table hold now (null: nothing applied yet). */
   private shaped: SpeedLimits | null = null;
   private accessListed = false;
+  /** The proxy start under way, if any (settled: never rejects). */
+  private starting: Promise<void> = Promise.resolve();
   /**
    * The link comes from a previous run with a proxy left on it: its limits and allowlist table are
    * whatever that run applied, so the first apply sets them whatever this one believes.
@@ -471,7 +473,23 @@ export class ModemDataPlane {
     for (const p of this.processes) await p.updateRecord(meta);
   }
 
-  private async startProcesses(egress: string): Promise<void> {
+  /**
+   * The proxy actor's start. A stop waits for a start under way (`starting`): what it would start
+   * or adopt once the stop began (a SIGINT right after a restart, while a left proxy is being
+   * adopted) is stopped, not left serving with nobody to stop it.
+   */
+  private startProcesses(egress: string): Promise<void> {
+    const start = this.startOrAdopt(egress);
+    this.starting = start.catch(() => undefined);
+    return start;
+  }
+
+  /** True once a full stop began (a handover leaves what runs and what starts to the next run). */
+  private get stopping(): boolean {
+    return this.stopped && !this.handedOver;
+  }
+
+  private async startOrAdopt(egress: string): Promise<void> {
     await this.stopProcesses();
     // counted (and held by its quota) from the first byte a customer sends; a proxy the previous
     // run left serving was counted by the same part all along (the kernel kept it): kept as it is
@@ -505,6 +523,10 @@ export class ModemDataPlane {
     await this.applyKernelAccess();
     // (the same texts an adopted proxy was started with: 3proxy and tinyproxy re-read them on SIGUSR1)
     await this.writeConfig(egress);
+    if (this.stopping) {
+      if (left && problem === null) await left.kill('its modem stopped before it was adopted');
+      return;
+    }
     this.scheduleExpiry();
     const base = {
       runDir: this.options.runDir,
@@ -514,8 +536,9 @@ export class ModemDataPlane {
       record: plan.meta,
       pollMs: this.options.adoptedPollMs,
     };
+    let processes: ProxyProcess[];
     if (left && problem === null) {
-      const processes: ProxyProcess[] = [];
+      processes = [];
       for (const [i, p] of plan.processes.entries()) {
         const was = left.modem.processes[i];
         if (was) processes.push(await ProxyProcess.adopt({ ...base, ...p }, was));
@@ -525,11 +548,13 @@ export class ModemDataPlane {
         { pids: processes.map((p) => p.pid), egress },
         "adopted the previous run's proxy: its connections live on",
       );
-      return this.watch(processes);
+    } else {
+      processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
+      this.processes = processes;
+      for (const p of processes) await p.start();
     }
-    const processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
-    this.processes = processes;
-    for (const p of processes) await p.start();
+    // stopped while they started or were adopted: the stop is waiting for this, and they go
+    if (this.stopping) return this.stopProcesses();
     this.watch(processes);
   }
 
@@ -760,6 +785,9 @@ export class ModemDataPlane {
       this.log.warn({ err: coerceError(err) }, 'stopping the proxy failed');
       await this.stopProcesses();
     }
+    // a start under way when the stop began finishes first (and stops what it started), so that
+    // nothing it admits, applies or writes outlives what follows
+    await this.starting;
     const gated = this.gated;
     if (gated && this.admitted)
       try {

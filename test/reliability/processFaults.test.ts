@@ -135,4 +135,56 @@ describe('process faults', () => {
       ),
     ).toBe(false);
   }, 60_000);
+
+  it('a stop while the proxy is starting (a SIGINT right after a restart) leaves no proxy running', async () => {
+    let admitted: (() => void) | undefined;
+    let asked = false;
+    const plane = new ModemDataPlane(
+      {
+        netns: ns,
+        backend: 'microsocks+tinyproxy',
+        listen: '127.0.0.1',
+        prefix: 32,
+        runDir: join(dir, 'run'),
+        dns: [],
+        rulePriorityBase: 1_000,
+        routing: false,
+        // the start waits here (the traffic gate is its first step) until the stop has begun
+        trafficGate: {
+          admit: () => {
+            asked = true;
+            return new Promise<void>((resolve) => (admitted = resolve));
+          },
+        },
+      },
+      '866834040000025',
+      'wwan0',
+      {
+        hostId: 'pf',
+        imei: '866834040000025',
+        slot: 4,
+        httpPort: 18_081,
+        socksPort: 19_081,
+        routingTable: 10_004,
+        ifaceId: 4,
+        proxyUser: 'u4',
+        proxyPassword: 'p4-secret-secret',
+      },
+      '127.0.0.1',
+      { onProxyFailed: () => undefined, onProxyRestart: () => undefined, onRoutingProblem: () => undefined },
+      silentLogger,
+    );
+    plane.start();
+    await until(() => asked, 10_000, 'the start under way');
+    const stopped = plane.stop();
+    // the stop has taken the proxy actor down; the start goes on only now
+    await new Promise((r) => setTimeout(r, 200));
+    admitted?.();
+    await stopped;
+    expect(plane.pids).toEqual([]);
+    // nothing started after the stop: no process in the namespace, no port listening
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await execa('ip', ['netns', 'pids', ns])).stdout.trim()).toBe('');
+    expect((await execa('ip', ['netns', 'exec', ns, 'ss', '-Hltn'])).stdout.trim()).toBe('');
+  }, 60_000);
 });
