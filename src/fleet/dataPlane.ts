@@ -131,6 +131,11 @@ export class ModemDataPlane {
   private processes: ProxyProcess[] = [];
   private address: string;
   private stopped = false;
+  /**
+   * A start of the proxy processes in flight: a full stop waits for it (the proxy machine's stop
+   * does not), then stops what it started or adopted, so none outlives the supervisor.
+   */
+  private starting: Promise<void> | undefined;
   /** Handed over to the next run: what runs stays running. */
   private handedOver = false;
   private admitted = false;
@@ -289,12 +294,19 @@ export class ModemDataPlane {
     this.proxy = createActor(
       proxyMachine.provide({
         actors: {
-          startProxy: fromPromise(({ input }) =>
-            this.startProcesses(input.egress).catch((err: unknown) => {
+          startProxy: fromPromise(({ input }) => {
+            const starting = this.startProcesses(input.egress).catch((err: unknown) => {
               this.hooks.onProxyRestart();
               throw err;
-            }),
-          ),
+            });
+            this.starting = starting;
+            void starting
+              .finally(() => {
+                if (this.starting === starting) this.starting = undefined;
+              })
+              .catch(() => undefined);
+            return starting;
+          }),
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
             await Promise.all(this.processes.map((p) => p.reload()));
@@ -518,7 +530,7 @@ export class ModemDataPlane {
     const processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
     this.processes = processes;
     for (const p of processes) await p.start();
-    this.watch(processes);
+    await this.watch(processes);
   }
 
   /**
@@ -543,7 +555,12 @@ export class ModemDataPlane {
   }
 
   /** An exit of a process still serving is the proxy machine's `proxy.exited`. */
-  private watch(processes: ProxyProcess[]): void {
+  private async watch(processes: ProxyProcess[]): Promise<void> {
+    // fully stopped while these started (or were adopted): `stop()` waits for this
+    if (this.stopped && !this.handedOver) {
+      await Promise.all(processes.map((p) => p.stop()));
+      return;
+    }
     // handed over while these started: they stay for the next run, nothing here holds them
     if (this.handedOver) {
       for (const p of processes) p.detach();
@@ -746,8 +763,10 @@ export class ModemDataPlane {
       }
     } catch (err) {
       this.log.warn({ err: coerceError(err) }, 'stopping the proxy failed');
-      await this.stopProcesses();
     }
+    // a start (or an adoption) in flight when the stop came: what it leaves running goes too
+    await this.starting?.catch(() => undefined);
+    await this.stopProcesses();
     const gated = this.gated;
     if (gated && this.admitted)
       try {
