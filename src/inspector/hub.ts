@@ -227,6 +227,19 @@ export class Hub {
     });
     this.pingTimer = setInterval(() => this.ping(), this.limits.pingIntervalMs);
     this.pingTimer.unref();
+    // the rows read now (listening already: what changes meanwhile is read again after), so the
+    // first client's snapshot does not wait for 10,000 of them; a failure is retried by that snapshot
+    void this.currentRows().catch((err: unknown) =>
+      this.log.warn({ err: coerceError(err) }, 'modem rows not read at start (database unreachable)'),
+    );
+  }
+
+  /**
+   * Every modem as `GET /api/modems` answers without filters or paging (ordered by host and slot),
+   * as this token sees it: JSON made from the rows in memory, each serialised once per view.
+   */
+  async listing(access: Access): Promise<string> {
+    return rowsJson(await this.currentRows(), access);
   }
 
   async stop(): Promise<void> {
@@ -370,10 +383,7 @@ export class Hub {
 
   /** Every modem of a host re-read and sent (a host event is rare: one query, not one per modem). */
   private async refreshHost(host: string): Promise<void> {
-    if (this.clients.size === 0) {
-      this.rowCache = undefined;
-      return;
-    }
+    if (!this.rowCache && this.clients.size === 0) return;
     try {
       await this.rowTask(async () => {
         for (const modem of await this.options.store.modems({ host })) this.sendRow(modem);
@@ -598,8 +608,7 @@ export class Hub {
         fresh.rows.set(modem.imei, { modem });
         fresh.order.push(modem.imei);
       }
-      // no clients (nothing marks rows dirty then) drops it meanwhile: kept only while current
-      if (this.clients.size > 0) this.rowCache = fresh;
+      this.rowCache = fresh;
       return fresh;
     });
   }
@@ -629,11 +638,9 @@ export class Hub {
   }
 
   private markDirty(imei: string): void {
-    // nobody to tell: the rows in memory would go out of date unnoticed, so they go
-    if (this.clients.size === 0) {
-      this.rowCache = undefined;
-      return;
-    }
+    // kept current with or without clients: the first client's snapshot and the API's listing
+    // come from these rows
+    if (!this.rowCache && this.clients.size === 0) return;
     this.dirty.add(imei);
     this.rowTimer ??= setTimeout(() => void this.refreshRows(), this.limits.rowRefreshMs);
   }
@@ -672,13 +679,18 @@ function snapshotFrame(
   access: Access,
   shared: { at: string; cache: RowCache; alerts: StoredAlert[] },
 ): Buffer {
+  const head = `{"type":"snapshot","at":${JSON.stringify(shared.at)},"modems":`;
+  return Buffer.from(
+    `${head}${rowsJson(shared.cache, access)},"alerts":${JSON.stringify(viewAlerts(access, shared.alerts))}}`,
+  );
+}
+
+/** The rows this token sees, in order, as a JSON array. */
+function rowsJson(cache: RowCache, access: Access): string {
   const parts: string[] = [];
-  for (const imei of shared.cache.order) {
-    const row = shared.cache.rows.get(imei);
+  for (const imei of cache.order) {
+    const row = cache.rows.get(imei);
     if (row && sees(access, imei)) parts.push(rowText(row, access));
   }
-  const head = `{"type":"snapshot","at":${JSON.stringify(shared.at)},"modems":[`;
-  return Buffer.from(
-    `${head}${parts.join(',')}],"alerts":${JSON.stringify(viewAlerts(access, shared.alerts))}}`,
-  );
+  return `[${parts.join(',')}]`;
 }
