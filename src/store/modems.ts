@@ -155,6 +155,14 @@ export async function listModems(sql: Sql, options: ModemListing = {}): Promise<
   return rows.map(toView);
 }
 
+/** Every modem's IMEI in the order of an unpaged listing (by host and slot). */
+export async function modemOrder(sql: Sql): Promise<string[]> {
+  const rows = await sql<{ imei: string }[]>`
+    select m.imei from modems m left join allocations a on a.imei = m.imei and a.host_id = m.host_id
+    order by m.host_id nulls last, a.slot nulls last, m.imei`;
+  return rows.map((r) => r.imei);
+}
+
 /** What `/metrics` shows of every modem: one narrow row each (no ports, no credentials). */
 export interface ModemGaugeRow {
   imei: string;
