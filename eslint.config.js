@@ -92,6 +92,7 @@ export default tseslint.config(
           'WebSocket',
           'URLSearchParams',
           'requestAnimationFrame',
+          'performance',
           'setTimeout',
           'clearTimeout',
           'setInterval',

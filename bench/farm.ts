@@ -74,6 +74,11 @@ export interface FarmFigures {
   rotationsRequested: number;
   unplugs: number;
   pageFirstRenderMs: number | null;
+  /**
+   * Where the page's first render went, ms from its navigation start (the page's own marks):
+   * loaded, WebSocket opened, snapshot received, cards drawn.
+   */
+  pageMarks: Record<string, number> | null;
   /** The inspector's process (this one): event-loop delay in the window, p99 and max. */
   inspectorLoopDelayP99Ms: number;
   inspectorLoopDelayMaxMs: number;
@@ -137,7 +142,7 @@ async function fetchTimed(url: string, auth = true): Promise<{ ms: number; bytes
   return { ms: Number(ms.toFixed(1)), bytes: value };
 }
 
-async function pageFirstRender(url: string): Promise<number | null> {
+async function pageFirstRender(url: string): Promise<{ ms: number; marks: Record<string, number> } | null> {
   const chromiumPath = process.env['MODEMFLEET_CHROMIUM'] ?? '/usr/bin/chromium';
   if (!existsSync(chromiumPath)) return null;
   const { chromium } = await import('playwright-core');
@@ -154,7 +159,20 @@ async function pageFirstRender(url: string): Promise<number | null> {
       undefined,
       { timeout: 60_000 },
     );
-    return Math.round(performance.now() - t0);
+    const ms = Math.round(performance.now() - t0);
+    // where it went (the page's own marks, from navigation start)
+    // (a string: tsx's helpers do not exist in the page)
+    const marks: Record<string, number> = await page.evaluate(`(() => {
+      const at = (name) => Math.round(performance.getEntriesByName(name)[0]?.startTime ?? NaN);
+      const nav = performance.getEntriesByType('navigation')[0];
+      return {
+        domContentLoaded: Math.round(nav?.domContentLoadedEventEnd ?? NaN),
+        connect: at('modemfleet:connect'),
+        snapshot: at('modemfleet:snapshot'),
+        rendered: at('modemfleet:rendered'),
+      };
+    })()`);
+    return { ms, marks };
   } finally {
     await browser.close();
   }
@@ -302,7 +320,7 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
     const metrics1 = await fetchTimed(`${inspector.url}/metrics`, false);
     await sleep(2_000); // past metricsCacheMs: the second one renders again
     const metrics2 = await fetchTimed(`${inspector.url}/metrics`, false);
-    const pageMs = s.page ? await pageFirstRender(inspector.url) : null;
+    const pageRender = s.page ? await pageFirstRender(inspector.url) : null;
     await background;
     const cpu1 = await Promise.all(
       hosts.map(async (h) => {
@@ -358,7 +376,8 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       cpuPerHostMax: s.synthetic ? NaN : Math.max(...Object.values(cpuPerHost)),
       rotationsRequested: rotations,
       unplugs,
-      pageFirstRenderMs: pageMs,
+      pageFirstRenderMs: pageRender?.ms ?? null,
+      pageMarks: pageRender?.marks ?? null,
       inspectorLoopDelayP99Ms: Number((loop.percentile(99) / 1e6).toFixed(1)),
       inspectorLoopDelayMaxMs: Number((loop.max / 1e6).toFixed(1)),
     };

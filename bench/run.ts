@@ -180,7 +180,7 @@ async function main(): Promise<void> {
       );
       results['farmSynthetic'] = x;
       table[`farm inspector, ${x.modems} journaled modems (${x.clients} ws clients)`] = {
-        figure: `NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; page first render ${x.pageFirstRenderMs} ms`,
+        figure: `NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; page first render ${x.pageFirstRenderMs} ms ${JSON.stringify(x.pageMarks)}`,
         'measured against': 'ws p99 50 ms, snapshot 300 ms, page 1 s',
         ratio: `ws ${(x.wsP99Ms / 50).toFixed(2)}x, snapshot ${(x.snapshotMs / 300).toFixed(2)}x, page ${((x.pageFirstRenderMs ?? NaN) / 1000).toFixed(2)}x`,
         target: `ws ${x.wsP99Ms < 50 ? 'met' : 'MISSED'}, snapshot ${x.snapshotMs < 300 ? 'met' : 'MISSED'}, page ${(x.pageFirstRenderMs ?? Infinity) < 1000 ? 'met' : 'MISSED'}`,
@@ -218,7 +218,7 @@ async function main(): Promise<void> {
       };
       for (const x of [f.one, f.many, full])
         table[`farm ${scenario(x)} (${x.clients} ws clients)`] = {
-          figure: `boot ${x.bootSeconds} s; NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; ${x.connections} connections; host CPU max ${(x.cpuPerHostMax * 100).toFixed(1)}%${x.pageFirstRenderMs !== null ? `; page first render ${x.pageFirstRenderMs} ms` : ''}; inspector event loop delay p99 ${x.inspectorLoopDelayP99Ms} ms, max ${x.inspectorLoopDelayMaxMs} ms`,
+          figure: `boot ${x.bootSeconds} s; NOTIFY → ws p99 ${x.wsP99Ms} ms (${x.wsSamples}, ${x.wsLost} lost); snapshot ${x.snapshotMs} ms, ${Math.round(x.snapshotBytes / 1024)} KiB (${x.clients} at once: ${x.snapshotBurstMaxMs} ms); /api/modems ${x.apiModemsMs} ms, ?limit=100 ${x.apiPageMs} ms; /metrics ${x.metricsMs} ms; ${x.connections} connections; host CPU max ${(x.cpuPerHostMax * 100).toFixed(1)}%${x.pageFirstRenderMs !== null ? `; page first render ${x.pageFirstRenderMs} ms ${JSON.stringify(x.pageMarks)}` : ''}; inspector event loop delay p99 ${x.inspectorLoopDelayP99Ms} ms, max ${x.inspectorLoopDelayMaxMs} ms`,
           'measured against': x === full ? 'ws p99 50 ms, snapshot 300 ms, page 1 s' : '-',
           ratio:
             x === full

@@ -134,6 +134,11 @@ export class ModemDataPlane {
   private processes: ProxyProcess[] = [];
   private address: string;
   private stopped = false;
+  /**
+   * A start of the proxy processes in flight: a full stop waits for it (the proxy machine's stop
+   * does not), then stops what it started or adopted, so none outlives the supervisor.
+   */
+  private starting: Promise<void> | undefined;
   /** Handed over to the next run: what runs stays running. */
   private handedOver = false;
   private admitted = false;
@@ -141,8 +146,6 @@ export class ModemDataPlane {
   /** What the link's qdiscs and the allowlist table hold now (null: nothing applied yet). */
   private shaped: SpeedLimits | null = null;
   private accessListed = false;
-  /** The proxy start under way, if any (settled: never rejects). */
-  private starting: Promise<void> = Promise.resolve();
   /**
    * The link comes from a previous run with a proxy left on it: its limits and allowlist table are
    * whatever that run applied, so the first apply sets them whatever this one believes.
@@ -294,12 +297,19 @@ export class ModemDataPlane {
     this.proxy = createActor(
       proxyMachine.provide({
         actors: {
-          startProxy: fromPromise(({ input }) =>
-            this.startProcesses(input.egress).catch((err: unknown) => {
+          startProxy: fromPromise(({ input }) => {
+            const starting = this.startProcesses(input.egress).catch((err: unknown) => {
               this.hooks.onProxyRestart();
               throw err;
-            }),
-          ),
+            });
+            this.starting = starting;
+            void starting
+              .finally(() => {
+                if (this.starting === starting) this.starting = undefined;
+              })
+              .catch(() => undefined);
+            return starting;
+          }),
           reloadProxy: fromPromise(async ({ input }) => {
             await this.writeConfig(input.egress);
             await Promise.all(this.processes.map((p) => p.reload()));
@@ -473,23 +483,7 @@ export class ModemDataPlane {
     for (const p of this.processes) await p.updateRecord(meta);
   }
 
-  /**
-   * The proxy actor's start. A stop waits for a start under way (`starting`): what it would start
-   * or adopt once the stop began (a SIGINT right after a restart, while a left proxy is being
-   * adopted) is stopped, not left serving with nobody to stop it.
-   */
-  private startProcesses(egress: string): Promise<void> {
-    const start = this.startOrAdopt(egress);
-    this.starting = start.catch(() => undefined);
-    return start;
-  }
-
-  /** True once a full stop began (a handover leaves what runs and what starts to the next run). */
-  private get stopping(): boolean {
-    return this.stopped && !this.handedOver;
-  }
-
-  private async startOrAdopt(egress: string): Promise<void> {
+  private async startProcesses(egress: string): Promise<void> {
     await this.stopProcesses();
     // counted (and held by its quota) from the first byte a customer sends; a proxy the previous
     // run left serving was counted by the same part all along (the kernel kept it): kept as it is
@@ -523,10 +517,6 @@ export class ModemDataPlane {
     await this.applyKernelAccess();
     // (the same texts an adopted proxy was started with: 3proxy and tinyproxy re-read them on SIGUSR1)
     await this.writeConfig(egress);
-    if (this.stopping) {
-      if (left && problem === null) await left.kill('its modem stopped before it was adopted');
-      return;
-    }
     this.scheduleExpiry();
     const base = {
       runDir: this.options.runDir,
@@ -536,9 +526,8 @@ export class ModemDataPlane {
       record: plan.meta,
       pollMs: this.options.adoptedPollMs,
     };
-    let processes: ProxyProcess[];
     if (left && problem === null) {
-      processes = [];
+      const processes: ProxyProcess[] = [];
       for (const [i, p] of plan.processes.entries()) {
         const was = left.modem.processes[i];
         if (was) processes.push(await ProxyProcess.adopt({ ...base, ...p }, was));
@@ -548,14 +537,12 @@ export class ModemDataPlane {
         { pids: processes.map((p) => p.pid), egress },
         "adopted the previous run's proxy: its connections live on",
       );
-    } else {
-      processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
-      this.processes = processes;
-      for (const p of processes) await p.start();
+      return this.watch(processes);
     }
-    // stopped while they started or were adopted: the stop is waiting for this, and they go
-    if (this.stopping) return this.stopProcesses();
-    this.watch(processes);
+    const processes = plan.processes.map((p) => new ProxyProcess({ ...base, ...p }));
+    this.processes = processes;
+    for (const p of processes) await p.start();
+    await this.watch(processes);
   }
 
   /**
@@ -580,7 +567,12 @@ export class ModemDataPlane {
   }
 
   /** An exit of a process still serving is the proxy machine's `proxy.exited`. */
-  private watch(processes: ProxyProcess[]): void {
+  private async watch(processes: ProxyProcess[]): Promise<void> {
+    // fully stopped while these started (or were adopted): `stop()` waits for this
+    if (this.stopped && !this.handedOver) {
+      await Promise.all(processes.map((p) => p.stop()));
+      return;
+    }
     // handed over while these started: they stay for the next run, nothing here holds them
     if (this.handedOver) {
       for (const p of processes) p.detach();
@@ -783,11 +775,10 @@ export class ModemDataPlane {
       }
     } catch (err) {
       this.log.warn({ err: coerceError(err) }, 'stopping the proxy failed');
-      await this.stopProcesses();
     }
-    // a start under way when the stop began finishes first (and stops what it started), so that
-    // nothing it admits, applies or writes outlives what follows
-    await this.starting;
+    // a start (or an adoption) in flight when the stop came: what it leaves running goes too
+    await this.starting?.catch(() => undefined);
+    await this.stopProcesses();
     const gated = this.gated;
     if (gated && this.admitted)
       try {

@@ -2,7 +2,7 @@
  * The arithmetic of traffic accounting and quotas, pure (no I/O, no clock of its own): quota
  * periods in UTC, the delta between two counter readings, which minute a reading belongs to, and
  * the kernel quota's limit that makes a port stop at its payload quota. The SQL side
- * (`record_traffic`, `traffic_period_start` in sql/0016_traffic.sql) applies the same rules.
+ * (`record_traffic`, `traffic_period_start` in sql/0017_traffic.sql) applies the same rules.
  */
 
 export const QUOTA_PERIODS = ['day', 'month', 'total'] as const;
@@ -193,7 +193,7 @@ export function quotaTolerance(quota: number): number {
   return Math.max(64 * 1024, Math.floor(quota / 1000));
 }
 
-/** A quota as the enforcer holds it (sql/0015_quotas.sql, with the host's traffic cursor). */
+/** A quota as the enforcer holds it (sql/0016_quotas.sql, with the host's traffic cursor). */
 export interface QuotaState {
   bytes: number | null;
   period: QuotaPeriod | null;

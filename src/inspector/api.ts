@@ -6,6 +6,7 @@ import type { Store } from '../store/store.js';
 import { COMMAND_KINDS } from '../store/types.js';
 import { ModemfleetError } from '../util/errors.js';
 import { sleep } from '../util/time.js';
+import type { Access } from './access.js';
 import { requestAccess } from './authorize.js';
 import type { RateLimiter } from './rateLimit.js';
 
@@ -19,6 +20,8 @@ export interface ApiDeps {
   rotateWaitMaxSeconds: number;
   /** The server's idle timeout: a link's `?wait=` stretches it for its own connection. */
   idleTimeoutMs: number;
+  /** Every modem as the token sees it, from the rows the live stream keeps (`Hub.listing`). */
+  listing?: ((access: Access) => Promise<string>) | undefined;
 }
 
 /** Said wherever a rotation link is handed out (the API's answer, the page). */
@@ -97,7 +100,7 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
         },
       },
     },
-    async (req: FastifyRequest<{ Querystring: ModemsQuery }>) => {
+    async (req: FastifyRequest<{ Querystring: ModemsQuery }>, reply: FastifyReply) => {
       const { state, host, q, limit, after } = req.query;
       const access = requestAccess(req);
       const listing = {
@@ -107,7 +110,12 @@ export function registerApi(app: FastifyInstance, deps: ApiDeps): void {
         // a reseller's listing is its modems only: pages and their cursors never name another's
         ...(access.scope === 'reseller' ? { imeis: [...access.modems] } : {}),
       };
-      if (limit === undefined && after === undefined) return store.modems(listing);
+      if (limit === undefined && after === undefined) {
+        // every modem: made from the rows in memory (as the WebSocket's snapshot), already viewed
+        if (deps.listing && state === undefined && host === undefined && q === undefined)
+          return reply.type('application/json; charset=utf-8').send(await deps.listing(access));
+        return store.modems(listing);
+      }
       const pageSize = limit ?? DEFAULT_PAGE;
       // one more than asked tells whether there is a next page
       const rows = await store.modems({ ...listing, limit: pageSize + 1, ...(after ? { after } : {}) });

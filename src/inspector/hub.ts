@@ -1,11 +1,21 @@
 import type { WebSocket } from 'ws';
 import { silentLogger, type Logger } from '../log.js';
 import type { Listener, Notification } from '../store/listener.js';
+import type { StoredAlert } from '../store/history.js';
 import type { Store } from '../store/store.js';
 import type { Channel } from '../store/types.js';
 import { coerceError } from '../util/errors.js';
 import { backoffDelay } from '../util/time.js';
-import { CONFIG_ADMIN, seesPasswords, viewMessage, type Access } from './access.js';
+import type { ModemGaugeRow, ModemView } from '../store/modems.js';
+import {
+  CONFIG_ADMIN,
+  sees,
+  seesPasswords,
+  viewAlerts,
+  viewMessage,
+  viewModem,
+  type Access,
+} from './access.js';
 import {
   messagesOf,
   parseClientMessage,
@@ -27,6 +37,12 @@ export interface HubLimits {
   rowRefreshMs: number;
   /** Malformed client messages tolerated before the client is disconnected. */
   badMessages: number;
+  /**
+   * The modems' rows kept in memory (snapshots are made from them) are read whole again when a
+   * snapshot is asked for this long after the last whole read: a safety net for a change that
+   * notified nothing (notifications keep them current; a re-LISTEN drops them).
+   */
+  rowCacheMaxAgeMs: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -36,6 +52,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   pingIntervalMs: 15_000,
   rowRefreshMs: 100,
   badMessages: 20,
+  rowCacheMaxAgeMs: 300_000,
 };
 
 export interface HubStats {
@@ -49,6 +66,8 @@ export interface HubStats {
   /** Snapshots serialised (once per view and version; the other snapshots shared their bytes). */
   snapshotSerialisations: number;
   snapshotErrors: number;
+  /** Whole reads of every modem's row (a snapshot is made from the rows in memory otherwise). */
+  rowCacheReads: number;
   slowClients: number;
   resyncs: number;
   disconnectedStalled: number;
@@ -73,6 +92,34 @@ type ClientState = 'snapshot' | 'live' | 'behind';
 
 /** A message as sent: text, or its UTF-8 bytes shared by every client that gets it. */
 type Frame = string | Buffer;
+
+/** A modem's row as last read, and its JSON as each view sends it (made once, when first needed). */
+interface Row {
+  modem: ModemView;
+  full?: string;
+  redacted?: string;
+}
+
+/** A read-only token's view: passwords hidden (`viewModem`). */
+const REDACTED: Access = { scope: 'read-only', tokenId: 0, name: 'redacted' };
+
+/** The row's JSON as this token sees it (the caller has checked that it sees the modem). */
+function rowText(row: Row, access: Access): string {
+  if (seesPasswords(access)) return (row.full ??= JSON.stringify(row.modem));
+  return (row.redacted ??= JSON.stringify(viewModem(REDACTED, row.modem)));
+}
+
+/**
+ * Every modem's row in memory, in the order of the whole read (by host and slot; a modem first
+ * seen later goes last, as the page places it): snapshots are made from these without a query.
+ */
+interface RowCache {
+  rows: Map<string, Row>;
+  order: string[];
+  /** A row came or changed host or ports (its slot): the order is read again before it is used. */
+  orderStale: boolean;
+  readAt: number;
+}
 
 interface Client {
   ws: WebSocket;
@@ -108,6 +155,7 @@ export class Hub {
     snapshots: 0,
     snapshotSerialisations: 0,
     snapshotErrors: 0,
+    rowCacheReads: 0,
     slowClients: 0,
     resyncs: 0,
     disconnectedStalled: 0,
@@ -121,6 +169,10 @@ export class Hub {
   private listenedOnce = false;
   private readonly dirty = new Set<string>();
   private rowTimer: NodeJS.Timeout | undefined;
+  /** Every modem's row, kept current by notifications; undefined until read (or after a re-LISTEN). */
+  private rowCache: RowCache | undefined;
+  /** Whole reads and row refreshes run one at a time: an older read never overwrites a newer. */
+  private rowWork: Promise<unknown> = Promise.resolve();
   private pingTimer: NodeJS.Timeout | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
   private readonly waiting = new Set<Client>();
@@ -129,7 +181,9 @@ export class Hub {
   /** Bumped by every notification and re-LISTEN: a snapshot read at this version is still current. */
   private version = 0;
   /** The last snapshot read, and its bytes per view, while nothing has changed since. */
-  private shared: { version: number; snapshot: ServerMessage; frames: Map<string, Buffer> } | undefined;
+  private shared:
+    | { version: number; at: string; cache: RowCache; alerts: StoredAlert[]; frames: Map<string, Buffer> }
+    | undefined;
   private stopped = true;
 
   constructor(
@@ -157,8 +211,10 @@ export class Hub {
     this.stopped = false;
     this.listener = await this.options.store.listen(CHANNELS, (n) => this.onNotification(n), {
       onCatchUp: () => {
-        // NOTIFY is lost while not listening: after a re-LISTEN every client starts over
+        // NOTIFY is lost while not listening: after a re-LISTEN every client starts over, from
+        // rows read again
         this.version++;
+        this.rowCache = undefined;
         if (this.listenedOnce) this.resyncAll('listen_reconnected');
         this.listenedOnce = true;
         // a revocation may have been missed while not listening
@@ -173,6 +229,38 @@ export class Hub {
     });
     this.pingTimer = setInterval(() => this.ping(), this.limits.pingIntervalMs);
     this.pingTimer.unref();
+    // the rows read now (listening already: what changes meanwhile is read again after), so the
+    // first client's snapshot does not wait for 10,000 of them; a failure is retried by that snapshot
+    void this.currentRows().catch((err: unknown) =>
+      this.log.warn({ err: coerceError(err) }, 'modem rows not read at start (database unreachable)'),
+    );
+  }
+
+  /**
+   * Every modem as `GET /api/modems` answers without filters or paging (ordered by host and slot),
+   * as this token sees it: JSON made from the rows in memory, each serialised once per view.
+   */
+  async listing(access: Access): Promise<string> {
+    // the database answers as it would for a read (rows in memory are no answer during an outage)
+    const [cache] = await Promise.all([this.currentRows(), this.options.store.sql`select 1`]);
+    return rowsJson(cache, access);
+  }
+
+  /** Every modem's state and signal for `/metrics`, from the rows in memory (no read of 10,000 rows). */
+  async gaugeRows(): Promise<ModemGaugeRow[]> {
+    const cache = await this.currentRows();
+    const out: ModemGaugeRow[] = [];
+    for (const { modem: m } of cache.rows.values())
+      out.push({
+        imei: m.imei,
+        host: m.host,
+        state: m.state,
+        rssi: m.rssi,
+        rsrp: m.rsrp,
+        sinr: m.sinr,
+        stale: m.stale,
+      });
+    return out;
   }
 
   async stop(): Promise<void> {
@@ -316,9 +404,11 @@ export class Hub {
 
   /** Every modem of a host re-read and sent (a host event is rare: one query, not one per modem). */
   private async refreshHost(host: string): Promise<void> {
-    if (this.clients.size === 0) return;
+    if (!this.rowCache && this.clients.size === 0) return;
     try {
-      for (const modem of await this.options.store.modems({ host })) this.broadcast({ type: 'modem', modem });
+      await this.rowTask(async () => {
+        for (const modem of await this.options.store.modems({ host })) this.sendRow(modem);
+      });
     } catch (err) {
       // a client that missed it sees the flag in its next snapshot; the host's next event sends it again
       this.log.warn({ err: coerceError(err), host }, "host's modems not refreshed (database unreachable)");
@@ -466,17 +556,13 @@ export class Hub {
       let shared = this.shared;
       try {
         if (shared?.version !== this.version) {
-          // what changes while the query runs bumps the version: this one is never taken for newer
+          // what changes while this runs bumps the version: this one is never taken for newer
           const version = this.version;
-          const [modems, alerts] = await Promise.all([
-            this.options.store.modems(),
+          const [cache, alerts] = await Promise.all([
+            this.currentRows(),
             this.options.store.alerts({ open: true, limit: 200 }),
           ]);
-          shared = {
-            version,
-            snapshot: { type: 'snapshot', at: new Date().toISOString(), modems, alerts },
-            frames: new Map(),
-          };
+          shared = { version, at: new Date().toISOString(), cache, alerts, frames: new Map() };
           this.shared = shared;
         }
         this.snapshotAttempt = 0;
@@ -495,7 +581,7 @@ export class Hub {
         const key = c.access.scope === 'reseller' ? `reseller:${c.access.tokenId}` : c.access.scope;
         let text = shared.frames.get(key);
         if (text === undefined) {
-          text = Buffer.from(JSON.stringify(viewMessage(c.access, shared.snapshot)));
+          text = snapshotFrame(c.access, shared);
           shared.frames.set(key, text);
           this.stats.snapshotSerialisations++;
         }
@@ -514,23 +600,104 @@ export class Hub {
     }
   }
 
-  // ---- modem rows: changed modems are re-read in one query and sent whole ----
+  // ---- modem rows: kept in memory for snapshots; changed modems are re-read in one query and
+  // sent whole ----
+
+  /** Runs after the row work queued before it (whole reads and refreshes never interleave). */
+  private rowTask<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.rowWork.then(task, task);
+    this.rowWork = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * The rows in memory, read whole first when there are none or they are old, with every row a
+   * notification has named so far read again: a snapshot shows what was notified before it.
+   */
+  private currentRows(): Promise<RowCache> {
+    return this.rowTask(async () => {
+      const cache = this.rowCache;
+      if (cache && Date.now() - cache.readAt < this.limits.rowCacheMaxAgeMs) {
+        while (this.dirty.size > 0) await this.readDirty();
+        if (cache.orderStale) {
+          cache.orderStale = false;
+          const order = await this.options.store.modemOrder().catch((err: unknown) => {
+            cache.orderStale = true;
+            throw err;
+          });
+          const listed = new Set(order);
+          // (one that came after the read goes last until the next)
+          cache.order = [
+            ...order.filter((imei) => cache.rows.has(imei)),
+            ...cache.order.filter((imei) => !listed.has(imei)),
+          ];
+        }
+        return cache;
+      }
+      this.dirty.clear();
+      const modems = await this.options.store.modems();
+      this.stats.rowCacheReads++;
+      const fresh: RowCache = { rows: new Map(), order: [], orderStale: false, readAt: Date.now() };
+      for (const modem of modems) {
+        fresh.rows.set(modem.imei, { modem });
+        fresh.order.push(modem.imei);
+      }
+      this.rowCache = fresh;
+      return fresh;
+    });
+  }
+
+  /** A row read again: kept, and sent to every client that sees it (one serialisation per view). */
+  private sendRow(modem: ModemView): void {
+    const row: Row = { modem };
+    // a snapshot made before this row changed is not one to share any more
+    this.version++;
+    const cache = this.rowCache;
+    if (cache) {
+      const was = cache.rows.get(modem.imei)?.modem;
+      if (!was) cache.order.push(modem.imei);
+      if (!was || was.host !== modem.host || was.socksPort !== modem.socksPort) cache.orderStale = true;
+      cache.rows.set(modem.imei, row);
+    }
+    if (this.clients.size === 0) return;
+    const texts = new Map<boolean, Buffer>();
+    for (const c of this.clients) {
+      if (!sees(c.access, modem.imei)) continue;
+      const full = seesPasswords(c.access);
+      let text = texts.get(full);
+      if (text === undefined) {
+        text = Buffer.from(`{"type":"modem","modem":${rowText(row, c.access)}}`);
+        texts.set(full, text);
+      }
+      this.deliver(c, text);
+    }
+  }
 
   private markDirty(imei: string): void {
-    if (this.clients.size === 0) return;
+    // kept current with or without clients: the first client's snapshot and the API's listing
+    // come from these rows
+    if (!this.rowCache && this.clients.size === 0) return;
     this.dirty.add(imei);
     this.rowTimer ??= setTimeout(() => void this.refreshRows(), this.limits.rowRefreshMs);
   }
 
-  private async refreshRows(): Promise<void> {
+  /** Up to 1,000 of the rows named since the last read, read again and sent (back in `dirty` on failure). */
+  private async readDirty(): Promise<void> {
     const imeis = [...this.dirty].slice(0, 1000);
     for (const imei of imeis) this.dirty.delete(imei);
-    let delay = this.limits.rowRefreshMs;
     try {
-      const rows = await this.options.store.modems({ imeis });
-      for (const modem of rows) this.broadcast({ type: 'modem', modem });
+      for (const modem of await this.options.store.modems({ imeis })) this.sendRow(modem);
     } catch (err) {
       for (const imei of imeis) this.dirty.add(imei);
+      throw err;
+    }
+  }
+
+  private async refreshRows(): Promise<void> {
+    let delay = this.limits.rowRefreshMs;
+    try {
+      await this.rowTask(() => this.readDirty());
+    } catch (err) {
       delay = Math.max(delay, 1_000);
       this.log.debug({ err: coerceError(err) }, 'modem rows not refreshed (database unreachable)');
     }
@@ -538,4 +705,28 @@ export class Hub {
     if (this.dirty.size > 0 && !this.stopped)
       this.rowTimer = setTimeout(() => void this.refreshRows(), delay);
   }
+}
+
+/**
+ * The snapshot as this token sees it, made from the rows' JSON (each serialised once per view, not
+ * once per snapshot): the same text `JSON.stringify(viewMessage(access, snapshot))` gives.
+ */
+function snapshotFrame(
+  access: Access,
+  shared: { at: string; cache: RowCache; alerts: StoredAlert[] },
+): Buffer {
+  const head = `{"type":"snapshot","at":${JSON.stringify(shared.at)},"modems":`;
+  return Buffer.from(
+    `${head}${rowsJson(shared.cache, access)},"alerts":${JSON.stringify(viewAlerts(access, shared.alerts))}}`,
+  );
+}
+
+/** The rows this token sees, in order, as a JSON array. */
+function rowsJson(cache: RowCache, access: Access): string {
+  const parts: string[] = [];
+  for (const imei of cache.order) {
+    const row = cache.rows.get(imei);
+    if (row && sees(access, imei)) parts.push(rowText(row, access));
+  }
+  return `[${parts.join(',')}]`;
 }

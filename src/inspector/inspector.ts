@@ -259,6 +259,7 @@ export class Inspector {
       linkLimiter: new RateLimiter({ burst: limits.linkBurst, refillMs: limits.linkRefillMs }),
       rotateWaitMaxSeconds: limits.rotateWaitMaxSeconds,
       idleTimeoutMs: limits.httpIdleTimeoutMs,
+      listing: (access: Access) => this.hub.listing(access),
     };
     registerApi(app, apiDeps);
     registerCredentialsApi(app, apiDeps);

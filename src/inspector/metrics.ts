@@ -22,50 +22,47 @@ interface Sourced {
   read: Read;
 }
 
-/** A gauge read at scrape time, registered in `register` only (never prom-client's global registry). */
-export function sourcedGauge(register: Registry, spec: Sourced): Gauge {
-  const { read } = spec;
+/**
+ * The `collect` of a gauge or counter read at scrape time: each scrape's samples replace the last
+ * one's (`write` sets a gauge, adds a counter's total: totals are kept by their owners).
+ */
+function collectFrom<M extends Gauge | Counter>(
+  spec: Sourced,
+  write: (metric: M, sample: Sample) => void,
+): (this: M) => Promise<void> {
   const unlabelled = (spec.labelNames?.length ?? 0) === 0;
-  return new Gauge({
-    name: spec.name,
-    help: spec.help,
-    labelNames: [...(spec.labelNames ?? [])],
-    registers: [register],
-    async collect() {
-      const samples = await read();
-      this.reset();
-      if (unlabelled) this.remove(); // reset() made it 0
-      for (const s of samples) {
-        if (s.labels) this.set(s.labels, s.value);
-        else this.set(s.value);
-      }
-    },
-  });
+  return async function (this: M) {
+    const samples = await spec.read();
+    this.reset();
+    if (unlabelled) this.remove(); // reset() made it 0
+    for (const sample of samples) write(this, sample);
+  };
 }
+
+/** Registered in `register` only, never prom-client's global registry. */
+const options = (register: Registry, spec: Sourced) => ({
+  name: spec.name,
+  help: spec.help,
+  labelNames: [...(spec.labelNames ?? [])],
+  registers: [register],
+});
+
+/** A gauge read at scrape time. */
+export const sourcedGauge = (register: Registry, spec: Sourced): Gauge =>
+  new Gauge({
+    ...options(register, spec),
+    collect: collectFrom<Gauge>(spec, (g, s) => (s.labels ? g.set(s.labels, s.value) : g.set(s.value))),
+  });
 
 /**
  * A counter read at scrape time: the total kept by its owner (journal writer, hub, supervisor),
- * which only grows while this process runs; registered in `register` only.
+ * which only grows while this process runs.
  */
-export function sourcedCounter(register: Registry, spec: Sourced): Counter {
-  const { read } = spec;
-  const unlabelled = (spec.labelNames?.length ?? 0) === 0;
-  return new Counter({
-    name: spec.name,
-    help: spec.help,
-    labelNames: [...(spec.labelNames ?? [])],
-    registers: [register],
-    async collect() {
-      const samples = await read();
-      this.reset();
-      if (unlabelled) this.remove(); // reset() made it 0
-      for (const s of samples) {
-        if (s.labels) this.inc(s.labels, s.value);
-        else this.inc(s.value);
-      }
-    },
+export const sourcedCounter = (register: Registry, spec: Sourced): Counter =>
+  new Counter({
+    ...options(register, spec),
+    collect: collectFrom<Counter>(spec, (c, s) => (s.labels ? c.inc(s.labels, s.value) : c.inc(s.value))),
   });
-}
 
 /** One unlabelled sample, or none when the value is unknown this scrape. */
 export const single = (value: number | null | undefined): Sample[] =>

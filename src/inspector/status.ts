@@ -143,7 +143,8 @@ export class StatusReporter {
     const [modems, addresses, uptime] = await Promise.all([
       // one read of every modem: the counts by host and state, and per modem what a dashboard shows
       // of a port: up or not, and its signal (IMEI and host labels only: an IMEI is not an address)
-      settle(store.modemGauges()),
+      // (from the live stream's rows in memory, kept current by notifications)
+      settle(this.options.hub.gaugeRows()),
       // the farm's addresses over the last day: counts only, never an address in a label
       settle(store.addressStats(null)).then((a) => a?.['24h']),
       uptimeRead.value.catch(() => {

@@ -134,7 +134,7 @@ export async function listModems(sql: Sql, options: ModemListing = {}): Promise<
       : null,
     options.q !== undefined
       ? sql`position(lower(${options.q}) in lower(concat_ws(' ', m.imei, m.iccid, m.operator, m.host_id,
-          m.reason, host(m.public_ip), host(m.wan_ip), a.http_port, a.socks_port))) > 0`
+          coalesce(m.reason, q.closed_reason), host(m.public_ip), host(m.wan_ip), a.http_port, a.socks_port))) > 0`
       : null,
     options.after !== undefined ? sql`m.imei > ${options.after}` : null,
   ].filter((c) => c !== null);
@@ -156,6 +156,14 @@ export async function listModems(sql: Sql, options: ModemListing = {}): Promise<
     where ${where}
     ${order}`;
   return rows.map(toView);
+}
+
+/** Every modem's IMEI in the order of an unpaged listing (by host and slot). */
+export async function modemOrder(sql: Sql): Promise<string[]> {
+  const rows = await sql<{ imei: string }[]>`
+    select m.imei from modems m left join allocations a on a.imei = m.imei and a.host_id = m.host_id
+    order by m.host_id nulls last, a.slot nulls last, m.imei`;
+  return rows.map((r) => r.imei);
 }
 
 /** What `/metrics` shows of every modem: one narrow row each (no ports, no credentials). */

@@ -11,7 +11,7 @@ import { errorCode, SQLSTATE } from './pgErrors.js';
 import { IMEI_PATTERN } from './types.js';
 
 /**
- * A modem's byte quota per period and its expiry (sql/0015_quotas.sql). Set, raised, reset and
+ * A modem's byte quota per period and its expiry (sql/0016_quotas.sql). Set, raised, reset and
  * cleared here (API, CLI); enforced by the owning host (src/fleet/trafficMonitor.ts), which also
  * records here why a port is closed and which alert level it raised.
  */

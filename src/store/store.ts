@@ -36,7 +36,7 @@ import {
 import { appendTransitions, pruneTransitions, readTransitions } from './journal.js';
 import { Listener, type Notification } from './listener.js';
 import { lastError, listAlerts, readHealth, recentCommands } from './history.js';
-import { listModems, modemGauges, type ModemListing } from './modems.js';
+import { listModems, modemGauges, modemOrder, type ModemListing } from './modems.js';
 import { readModemHistory } from './modemHistory.js';
 import type { HistoryWindow } from './downsample.js';
 import { FARM_LEASE, leaseHolder, releaseLease, sweepDeadHosts, type SweepResult } from './liveness.js';
@@ -182,6 +182,11 @@ export class Store {
   farmLeaseHolder(): Promise<string | undefined> {
     return leaseHolder(this.sql, FARM_LEASE);
   }
+  /** Every modem's IMEI in listing order (host, slot). */
+  modemOrder(): Promise<string[]> {
+    return modemOrder(this.sql);
+  }
+
   modemGauges(): ReturnType<typeof modemGauges> {
     return modemGauges(this.sql);
   }

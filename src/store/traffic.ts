@@ -3,7 +3,7 @@ import { ModemfleetError } from '../util/errors.js';
 import { pgTextArray } from './journal.js';
 
 /**
- * Traffic samples and what is read back of them (sql/0016_traffic.sql): a sample is a reading of
+ * Traffic samples and what is read back of them (sql/0017_traffic.sql): a sample is a reading of
  * one modem's kernel counters on one host, cumulative within one counter instance; the database
  * turns it into bytes per minute, hour and day exactly once.
  */

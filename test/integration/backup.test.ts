@@ -163,7 +163,7 @@ async function populate(db: { sql: Sql; url: string }): Promise<void> {
     { imei: M2, rssi: null, operator: null },
   ]);
   await store.createRotationLink(M1, 'test');
-  // traffic accounting (sql/0015, sql/0016): a quota with an expiry, samples with their rollups
+  // traffic accounting (sql/0016, sql/0017): a quota with an expiry, samples with their rollups
   await store.setQuota(M1, { bytes: 10_000_000, period: 'month' }, 'cli:test');
   await store.setExpiry(M1, new Date('2027-01-01T00:00:00Z'), 'cli:test');
   await store.recordTraffic([

@@ -175,6 +175,7 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
       expect(stats.snapshots - before.snapshots).toBe(4);
       expect(stats.snapshotSerialisations - before.serialised).toBeLessThanOrEqual(1);
       const serialised = stats.snapshotSerialisations;
+      const wholeReads = stats.rowCacheReads;
 
       // a committed change: the next client's snapshot is read and serialised again, and shows it
       const h01 = stores[0] as Store;
@@ -187,6 +188,8 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
         expect(stats.snapshotSerialisations).toBe(serialised + 1);
         const row = (s['modems'] as { imei: string; state: string }[]).find((m) => m.imei === first);
         expect(row?.state).toBe('online');
+        // made from the rows in memory and the one row the notification named: no whole read
+        expect(stats.rowCacheReads).toBe(wholeReads);
       } finally {
         fresh.close();
       }

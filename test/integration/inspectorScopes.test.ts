@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Store } from '../../src/store/store.js';
-import { onlineCount, startFarm, until, type TestFarm } from '../helpers/farm.js';
+import { onlineCount, startFarm, TOKEN, until, type TestFarm } from '../helpers/farm.js';
 import { WsClient, type Message } from '../helpers/wsClient.js';
 
 /** Scoped API tokens against a running supervisor and inspector: REST and WebSocket. */
@@ -215,10 +215,18 @@ describe('scoped API tokens', () => {
 
   it('an admin rotates a password through the API; the host that owns the modem carries it out', async () => {
     const imei = imeis[1] ?? '';
+    const watcher = ws(TOKEN);
+    await watcher.next((m) => m.type === 'snapshot');
     const res = await farm.api(`/api/modems/${imei}/credentials`, { method: 'POST' });
     expect(res.status).toBe(200);
     const body = (await res.json()) as { username: string; password: string; command: { status: string } };
     expect(body.password).not.toBe(passwords[1]);
+    const rowWith = (of: string, password: string) => (m: Message) => {
+      const modem =
+        m.type === 'modem' ? (m['modem'] as { imei: string; proxy: { password: string } | null }) : null;
+      return modem?.imei === of && modem.proxy?.password === password;
+    };
+    await watcher.next(rowWith(imei, body.password));
     expect(body.password).toMatch(/^[A-Za-z0-9_-]{24}$/);
     expect(body.command.status).toBe('done');
     const shown = (await (await farm.api(`/api/modems/${imei}/credentials`)).json()) as { password: string };
@@ -235,7 +243,11 @@ describe('scoped API tokens', () => {
     const foreign = '356000000000777';
     await hostB.upsertModem({ imei: foreign, usbPath: '9-9' });
     await hostB.allocate(foreign);
+    // the allocation (a row of its own) is notified like the modem's columns: its row comes live
+    await watcher.next(rowWith(foreign, (await farm.store.credentials(foreign)).password));
     const rotated = await farm.store.rotateCredentials(foreign, 'test');
+    // nothing but the allocation changed (no host acts on it): its notification brings the row live
+    await watcher.next(rowWith(foreign, rotated.password));
     await new Promise((r) => setTimeout(r, 1_500));
     expect((await farm.store.command(rotated.commandId))?.status).toBe('pending');
     const claimed = await hostB.claimCommands();

@@ -13,10 +13,10 @@ import { TcpProxy } from '../helpers/tcpProxy.js';
 import { until } from '../helpers/until.js';
 
 /**
- * Traffic samples into a real PostgreSQL (sql/0016_traffic.sql): per minute, hour and day exactly
+ * Traffic samples into a real PostgreSQL (sql/0017_traffic.sql): per minute, hour and day exactly
  * once across replays, counter resets, new counter instances, a supervisor restart (a new writer
  * with nothing in memory) and a database outage (the spool); quotas follow the samples and roll
- * over with their period (sql/0015_quotas.sql).
+ * over with their period (sql/0016_quotas.sql).
  */
 
 let db: TestDatabase;

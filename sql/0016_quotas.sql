@@ -1,7 +1,7 @@
 -- Issue 19 item 2: a byte quota per period (day, month, total; UTC) and an expiry per modem.
 --
 -- `used` is the payload bytes (download + upload, the customer's side of its ports) counted in the
--- period that started at `period_start`: `record_traffic` (0016) adds each sample's bytes and
+-- period that started at `period_start`: `record_traffic` (0017) adds each sample's bytes and
 -- moves to the next period when a sample falls in it. A quota counts from when it is set (or its
 -- period reset), then each period from its natural start: 00:00 UTC for a day, 00:00 UTC of day
 -- `month_start_day` for a month; `total` never rolls over. The owning host enforces it in the
