@@ -175,6 +175,17 @@ const proxyProcesses = async () => {
     .filter((l) => inFarm.has(l.split(' ')[0] ?? '') || l.includes(join(dir, 'run')));
 };
 
+/**
+ * One proxy pair per modem, within seconds: `allServing` probes the SOCKS port only, so the HTTP
+ * proxy may still be starting (or a replaced left proxy be missing for a moment).
+ */
+const pairs = (): Promise<void> =>
+  until(async () => (await proxyProcesses()).length === 2 * N, {
+    timeoutMs: 10_000,
+    intervalMs: 200,
+    message: async () => `one proxy pair per modem: ${JSON.stringify(await proxyProcesses())}`,
+  });
+
 /** What must hold after any restart: same ports, one rule per modem, one proxy pair per modem. */
 async function consistent(before: Awaited<ReturnType<typeof modems>>): Promise<void> {
   const after = await modems();
@@ -186,11 +197,7 @@ async function consistent(before: Awaited<ReturnType<typeof modems>>): Promise<v
   const rules = await ipJson<{ priority?: number }>(['rule', 'show'], { netns: net.farm });
   for (const m of after) expect(rules.filter((r) => r.priority === 1000 + 2 * m.slot)).toHaveLength(1);
   // a left proxy the new run replaces (not what it would start) is missing for a moment
-  await until(async () => (await proxyProcesses()).length === 2 * N, {
-    timeoutMs: 10_000,
-    intervalMs: 200,
-    message: async () => `one proxy pair per modem: ${JSON.stringify(await proxyProcesses())}`,
-  });
+  await pairs();
   const holes = await journalHoles(db.sql);
   expect(holes).toEqual([]);
 }
@@ -206,7 +213,7 @@ describe('modemfleet run with the data plane, killed and started again', () => {
     const { child: first } = daemon();
     await until(allServing, waiting('serving', 40_000));
     const before = await modems();
-    expect(await proxyProcesses()).toHaveLength(2 * N);
+    await pairs();
 
     first.kill('SIGKILL');
     await first;
