@@ -179,7 +179,7 @@ const proxyProcesses = async () => {
  * One proxy pair per modem, within seconds: `allServing` probes the SOCKS port only, so the HTTP
  * proxy may still be starting (or a replaced left proxy be missing for a moment).
  */
-const pairs = (): Promise<void> =>
+const pairs = (): Promise<unknown> =>
   until(async () => (await proxyProcesses()).length === 2 * N, {
     timeoutMs: 10_000,
     intervalMs: 200,
