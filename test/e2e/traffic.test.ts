@@ -1,8 +1,10 @@
+/// <reference lib="dom" />
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { Inspector } from '../../src/inspector/inspector.js';
@@ -30,6 +32,36 @@ import { until } from '../helpers/until.js';
  */
 
 const N = 2;
+/**
+ * The modem panel's 24-h traffic chart as Chromium draws it (as test/browser/trafficPage.test.ts
+ * reads it): each hour's bar and the chart's totals.
+ */
+async function pageChart(
+  url: string,
+  token: string,
+  imei: string,
+): Promise<{ download: number; upload: number; bars: { download: number; upload: number }[] }> {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    await page.goto(`${url}/#token=${token}`);
+    await page.locator(`.card[data-imei="${imei}"]`).click();
+    await page.waitForSelector('#p-traffic-chart g.bar', { state: 'attached' });
+    return await page.evaluate(() => {
+      const svg = document.getElementById('p-traffic-chart');
+      const bars = [...(svg?.querySelectorAll('g.bar') ?? [])].map((g) => ({
+        download: Number((g as SVGGElement).dataset['download']),
+        upload: Number((g as SVGGElement).dataset['upload']),
+      }));
+      return { download: Number(svg?.dataset['download']), upload: Number(svg?.dataset['upload']), bars };
+    });
+  } finally {
+    await browser.close();
+  }
+}
+
+const CHROMIUM = process.env['MODEMFLEET_CHROMIUM'] ?? '/usr/bin/chromium';
+
 /** Debian's promtool, unpacked by scripts/setup.sh (as in test/integration/inspectorApi.test.ts). */
 const PROMTOOL = new URL('../../var/promtool/usr/bin/promtool', import.meta.url).pathname;
 const name = `mt${randomBytes(2).toString('hex')}`;
@@ -283,6 +315,12 @@ describe('traffic accounting and quotas end to end', () => {
       const lint = await execa(PROMTOOL, ['check', 'metrics'], { input: metrics, reject: false });
       expect(lint.stdout + lint.stderr, 'promtool check metrics').toBe('');
       expect(lint.exitCode).toBe(0);
+      // ...and the page's traffic chart, in a real Chromium, draws the bytes this test moved
+      const chart = await pageChart(inspector.url, 'traffic-e2e-token-0123456789', m.imei);
+      expect(chart.bars.reduce((n, b) => n + b.download, 0)).toBe(settled.download);
+      expect(chart.bars.reduce((n, b) => n + b.upload, 0)).toBe(settled.upload);
+      within(chart.download - before.download, received, 0.01);
+      within(chart.upload - before.upload, sent, 0.01);
     } finally {
       await inspector.stop();
     }
