@@ -13,6 +13,7 @@ import { journalMigration, journalRetention } from './journalRetention.js';
 import { journalThroughput } from './journalThroughput.js';
 import { notifyLatency } from './latency.js';
 import { rotationLatency } from './rotation.js';
+import { throughputBenchmark, throughputRows, throughputSettings } from './throughput.js';
 
 const quick = process.argv.includes('--quick');
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length);
@@ -25,21 +26,35 @@ const numberArg = (flag: string): number | undefined => {
   return v === undefined ? undefined : Number(v);
 };
 
+/** The benchmarks that need PostgreSQL (the others do not start it). */
+const DATABASE_BENCHMARKS = [
+  'journal',
+  'latency',
+  'boot',
+  'rotation',
+  'idle',
+  'rows',
+  'retention',
+  'migration',
+  'farm',
+];
+
 async function main(): Promise<void> {
   let cluster: EmbeddedCluster | undefined;
   let dir: string | undefined;
-  let adminUrl = process.env['DATABASE_URL'];
-  if (!adminUrl) {
+  let adminUrl = process.env['DATABASE_URL'] ?? '';
+  if (!adminUrl && DATABASE_BENCHMARKS.some(wanted)) {
     dir = await mkdtemp(join(tmpdir(), 'mf-bench-'));
     await chmod(dir, 0o711);
     cluster = new EmbeddedCluster({ dir, port: await freePort() });
     await cluster.start();
     adminUrl = cluster.url;
   }
-  const admin = openSql(adminUrl, { max: 1 });
+  const admin = adminUrl ? openSql(adminUrl, { max: 1 }) : undefined;
   let n = 0;
   /** A fresh migrated database for one benchmark, dropped afterwards. */
   const withDatabase = async <T>(fn: (sql: Sql, url: string) => Promise<T>): Promise<T> => {
+    if (!admin) throw new Error('no database (DATABASE_URL unset and none started)');
     const name = `mf_bench_${process.pid}_${n++}`;
     await admin.unsafe(`create database ${name}`);
     const u = new URL(adminUrl);
@@ -230,12 +245,25 @@ async function main(): Promise<void> {
               : '-',
         };
     }
+    if (wanted('throughput')) {
+      const t = await throughputBenchmark(
+        throughputSettings(
+          quick,
+          process.argv.includes('--throughput-breakdown'),
+          numberArg('throughput-repetitions'),
+        ),
+      );
+      results['throughput'] = t;
+      if (t.skipped !== null) console.log(`throughput: skipped: ${t.skipped}`);
+      if (t.problems?.length) console.log(`throughput: problems during the run: ${t.problems.join('; ')}`);
+      Object.assign(table, throughputRows(t));
+    }
     console.table(table);
     await mkdir('bench/results', { recursive: true });
     await writeFile('bench/results/latest.json', `${JSON.stringify({ ...results, table }, null, 2)}\n`);
     console.log('written: bench/results/latest.json');
   } finally {
-    await admin.end();
+    await admin?.end();
     await cluster?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   }

@@ -1,0 +1,251 @@
+import { connect, createServer, type Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+
+/**
+ * The two ends of the throughput benchmark (bench/throughput.ts), each run inside a namespace
+ * (`ip netns exec NS node --import tsx bench/throughputPeer.ts ...`):
+ *
+ * - `server HOST PORT` (the lab's internet): each connection sends a 16-byte header (the byte counts
+ *   it will upload and wants to download, two big-endian 64-bit numbers), then the upload; once it has
+ *   all arrived the server sends the download and closes. Prints `ready` once listening.
+ * - `agent` (a customer, or the farm itself for the direct path): reads one job per line on stdin
+ *   (`PeerJob`, JSON) and answers each with one line (`PeerReply`): a bulk download or upload on one
+ *   connection, or `count` short exchanges (`concurrency` at a time), through a SOCKS5 port (RFC 1929
+ *   login, CONNECT to the target's address), an HTTP port (CONNECT, basic auth), or straight to the
+ *   target. Times are taken here, from before the connect to the server's close (all of the upload
+ *   read by the server, or all of the download received). `bytesWritten` and `bytesRead` are what the
+ *   client's sockets wrote and read, handshakes included: what the port's customer sent and received.
+ */
+
+export type PeerVia =
+  | { kind: 'direct'; localAddress?: string | undefined }
+  | { kind: 'socks' | 'http'; host: string; port: number; user: string; password: string };
+
+export interface PeerJob {
+  id: number;
+  via: PeerVia;
+  target: { host: string; port: number };
+  /** `down`/`up`: one connection moving `bytes`; `exchanges`: `count` connections of `up`/`down` bytes. */
+  op: 'down' | 'up' | 'exchanges';
+  bytes?: number;
+  count?: number;
+  concurrency?: number;
+  up?: number;
+  down?: number;
+}
+
+export interface PeerReply {
+  id: number;
+  ms: number;
+  connections: number;
+  bytesWritten: number;
+  bytesRead: number;
+  /** The first failure, if any (the figures are then not to be used). */
+  error: string | null;
+}
+
+const BLOCK = Buffer.alloc(256 * 1024, 0x5a);
+
+function header(up: number, down: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeBigUInt64BE(BigInt(up), 0);
+  b.writeBigUInt64BE(BigInt(down), 8);
+  return b;
+}
+
+/** Writes `bytes` in blocks, waiting for drain; resolves when all is handed to the socket. */
+async function pump(socket: Socket, bytes: number): Promise<void> {
+  let left = bytes;
+  while (left > 0 && !socket.destroyed) {
+    const n = Math.min(left, BLOCK.length);
+    left -= n;
+    if (!socket.write(n === BLOCK.length ? BLOCK : BLOCK.subarray(0, n)))
+      await new Promise<void>((resolve) => {
+        socket.once('drain', resolve);
+        socket.once('close', resolve);
+      });
+  }
+}
+
+function serve(host: string, port: number): void {
+  const server = createServer((socket) => {
+    socket.setNoDelay(true);
+    let head = Buffer.alloc(0);
+    let up = -1;
+    let down = 0;
+    let got = 0;
+    socket.on('error', () => socket.destroy());
+    const onData = (chunk: Buffer): void => {
+      if (up < 0) {
+        head = Buffer.concat([head, chunk]);
+        if (head.length < 16) return;
+        up = Number(head.readBigUInt64BE(0));
+        down = Number(head.readBigUInt64BE(8));
+        chunk = head.subarray(16);
+      }
+      got += chunk.length;
+      if (got >= up) {
+        socket.off('data', onData);
+        socket.resume();
+        void pump(socket, down).then(() => socket.end());
+      }
+    };
+    socket.on('data', onData);
+  });
+  server.listen({ host, port, backlog: 1024 }, () => process.stdout.write('ready\n'));
+  process.on('SIGTERM', () => process.exit(0));
+}
+
+/** One connection: through the port's handshake, then `up` bytes sent and `down` asked for. */
+async function exchange(
+  via: PeerVia,
+  target: { host: string; port: number },
+  up: number,
+  down: number,
+): Promise<{ bytesWritten: number; bytesRead: number; payload: number }> {
+  const socket =
+    via.kind === 'direct'
+      ? connect({ host: target.host, port: target.port, localAddress: via.localAddress, noDelay: true })
+      : connect({ host: via.host, port: via.port, noDelay: true });
+  let buffer: Buffer = Buffer.alloc(0);
+  let tunnelled = via.kind === 'direct';
+  let payload = 0;
+  let ended = false;
+  let failure: Error | undefined;
+  let waiter: (() => void) | undefined;
+  const wake = (): void => {
+    const w = waiter;
+    waiter = undefined;
+    w?.();
+  };
+  const closed = new Promise<void>((resolve) =>
+    socket.on('close', () => {
+      ended = true;
+      wake();
+      resolve();
+    }),
+  );
+  socket.on('error', (err) => {
+    failure ??= err;
+    wake();
+  });
+  socket.on('end', () => {
+    ended = true;
+    wake();
+  });
+  socket.on('data', (chunk: Buffer) => {
+    if (tunnelled) payload += chunk.length;
+    else {
+      buffer = buffer.length ? Buffer.concat([buffer, chunk]) : chunk;
+      wake();
+    }
+  });
+  const more = async (): Promise<void> => {
+    if (ended || failure) throw failure ?? new Error('closed during the handshake');
+    await new Promise<void>((resolve) => (waiter = resolve));
+  };
+  const read = async (n: number): Promise<Buffer> => {
+    while (buffer.length < n) await more();
+    const out = buffer.subarray(0, n);
+    buffer = buffer.subarray(n);
+    return out;
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    if (via.kind === 'socks') {
+      const u = Buffer.from(via.user);
+      const p = Buffer.from(via.password);
+      // greeting, login and CONNECT in one round trip each, as curl does
+      socket.write(Buffer.from([5, 1, 2]));
+      await read(2);
+      socket.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
+      if ((await read(2))[1] !== 0) throw new Error('socks login refused');
+      const a = target.host.split('.').map(Number);
+      socket.write(Buffer.from([5, 1, 0, 1, ...a, target.port >> 8, target.port & 255]));
+      const reply = await read(10);
+      if (reply[1] !== 0) throw new Error(`socks connect failed (${reply[1]})`);
+    } else if (via.kind === 'http') {
+      const auth = Buffer.from(`${via.user}:${via.password}`).toString('base64');
+      const t = `${target.host}:${target.port}`;
+      socket.write(`CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
+      for (;;) {
+        const i = buffer.indexOf('\r\n\r\n');
+        if (i >= 0) {
+          if (!/^HTTP\/1\.[01] 200/.test(buffer.subarray(0, i).toString('latin1')))
+            throw new Error(`http connect refused: ${buffer.subarray(0, 40).toString('latin1')}`);
+          buffer = buffer.subarray(i + 4);
+          break;
+        }
+        await more();
+      }
+    }
+    tunnelled = true;
+    payload += buffer.length;
+    buffer = Buffer.alloc(0);
+    socket.write(header(up, down));
+    await pump(socket, up);
+    await closed;
+  } catch (err) {
+    failure ??= err as Error;
+    socket.destroy();
+    await closed;
+  }
+  if (failure) throw failure;
+  if (payload < down) throw new Error(`short download: ${payload} of ${down} bytes`);
+  return { bytesWritten: socket.bytesWritten, bytesRead: socket.bytesRead, payload };
+}
+
+async function runJob(job: PeerJob): Promise<PeerReply> {
+  const reply: PeerReply = { id: job.id, ms: 0, connections: 0, bytesWritten: 0, bytesRead: 0, error: null };
+  const add = (r: { bytesWritten: number; bytesRead: number }): void => {
+    reply.connections++;
+    reply.bytesWritten += r.bytesWritten;
+    reply.bytesRead += r.bytesRead;
+  };
+  const started = performance.now();
+  try {
+    if (job.op === 'down') add(await exchange(job.via, job.target, 0, job.bytes ?? 0));
+    else if (job.op === 'up') add(await exchange(job.via, job.target, job.bytes ?? 0, 0));
+    else {
+      let next = 0;
+      const count = job.count ?? 0;
+      const worker = async (): Promise<void> => {
+        while (next < count) {
+          next++;
+          add(await exchange(job.via, job.target, job.up ?? 0, job.down ?? 0));
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, job.concurrency ?? 1) }, worker));
+    }
+  } catch (err) {
+    reply.error = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  }
+  reply.ms = performance.now() - started;
+  return reply;
+}
+
+function agent(): void {
+  const lines = createInterface({ input: process.stdin });
+  let queue = Promise.resolve();
+  lines.on('line', (line) => {
+    if (!line.trim()) return;
+    queue = queue.then(async () => {
+      const reply = await runJob(JSON.parse(line) as PeerJob);
+      process.stdout.write(`${JSON.stringify(reply)}\n`);
+    });
+  });
+  lines.on('close', () => void queue.then(() => process.exit(0)));
+  process.stdout.write('ready\n');
+}
+
+const [mode, ...args] = process.argv.slice(2);
+if (mode === 'server') serve(args[0] ?? '0.0.0.0', Number(args[1] ?? 0));
+else if (mode === 'agent') agent();
+else {
+  process.stderr.write('usage: throughputPeer.ts server HOST PORT | agent\n');
+  process.exit(2);
+}
