@@ -166,9 +166,12 @@ export async function runDemo(config: Config, options: DemoOptions, log: Logger)
     // wait for the farm to settle (the modem without a SIM ends in error on purpose)
     const deadline = Date.now() + (realistic ? 90_000 : 30_000);
     let modems = await store.modems();
-    // serving: online with its ports (a modem's state is written before its allocation is)
+    // serving: online with its ports, its proxy listening on them (a modem's state is written
+    // before its allocation is, and its proxy starts after both)
+    const proxyServing = (imei: string): boolean =>
+      [...supervisor.modems.values()].some((x) => x.imei === imei && x.proxyServing);
     const serving = (m: (typeof modems)[number]): boolean =>
-      m.state === 'online' && !!m.httpPort && !!m.socksPort;
+      m.state === 'online' && !!m.httpPort && !!m.socksPort && proxyServing(m.imei);
     while (Date.now() < deadline && modems.filter(serving).length < options.modems - 1) {
       progress(modemsLine(countStates(modems)));
       await Promise.race([sleep(500), signal.received]);

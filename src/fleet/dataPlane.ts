@@ -722,6 +722,11 @@ export class ModemDataPlane {
     return this.processes.flatMap((p) => (p.pid === undefined ? [] : [p.pid]));
   }
 
+  /** Its proxy processes run and listen (the proxy machine is `running`: started, not restarting). */
+  get serving(): boolean {
+    return this.proxy?.getSnapshot().value === 'running';
+  }
+
   /** Adopted from the previous run: every process of the proxy now is one it left (tests). */
   get adopted(): boolean {
     return this.processes.length > 0 && this.processes.every((p) => p.isAdopted);

@@ -196,6 +196,11 @@ export class Modem {
     return this.dataPlane?.pids ?? [];
   }
 
+  /** Its proxy processes run and listen on its ports (the demo waits for this before it prints them). */
+  get proxyServing(): boolean {
+    return this.dataPlane?.serving ?? false;
+  }
+
   /** Its proxy is the one a previous run handed over (tests, diagnostics). */
   get proxyAdopted(): boolean {
     return this.dataPlane?.adopted ?? false;
