@@ -376,7 +376,7 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     expect(Math.abs(downRate - 8000) / 8000).toBeLessThan(0.1);
     expect(Math.abs(upRate - 4000) / 4000).toBeLessThan(0.1);
 
-    // a running download; the limit halves midway: the rest of it runs at the new one (a raise
+    // a running download; the limit drops to a quarter midway: the rest of it runs at the new one (a raise
     // applies as fast, but TCP on the open connection then takes ~3 s to grow into it, and on a
     // loaded machine the faster rate is the CPU's to give)
     const gets = bulkLines.filter((l) => l === 'get').length;
@@ -390,7 +390,7 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     const changeAt = Date.now();
     const changed = await api(`/api/modems/${p.imei}/limits`, {
       method: 'PUT',
-      body: JSON.stringify({ downloadKbps: 4000, uploadKbps: 4000 }),
+      body: JSON.stringify({ downloadKbps: 2000, uploadKbps: 4000 }),
     });
     const appliedAt = Date.now();
     expect(changed.status).toBe(200);
@@ -416,11 +416,15 @@ describe.runIf(process.getuid?.() === 0)('speed limits, allowlist and logins in 
     );
     expect(before.ms).toBeGreaterThanOrEqual(3_000);
     expect(after.ms).toBeGreaterThanOrEqual(3_000);
-    expect(Math.abs(before.kbps - 8000) / 8000).toBeLessThan(0.1);
-    // the new limit holds (never above it by more than 10 %); below it only where this shared machine
-    // starved the client of CPU for a moment (seen: single 500 ms buckets at half the rate)
-    expect(after.kbps).toBeLessThan(4000 * 1.1);
-    expect(after.kbps).toBeGreaterThan(4000 * 0.75);
+    // the old limit held before (the transfer need not have grown into it: on a loaded machine one
+    // was seen at ~2,100 kbit/s after 5 s, still ramping up; the fresh 10-s transfers above hold
+    // within 10 % of it)
+    expect(before.kbps).toBeLessThan(8000 * 1.1);
+    // the new limit, a quarter of the old, holds (never above it by more than 10 %); below it only
+    // where this shared machine starved the client of CPU for a moment (seen: single 500 ms buckets
+    // at half the rate)
+    expect(after.kbps).toBeLessThan(2000 * 1.1);
+    expect(after.kbps).toBeGreaterThan(2000 * 0.75);
     // no proxy restart, no rotation
     expect(pidsOf(p.imei)).toEqual(pids);
 
