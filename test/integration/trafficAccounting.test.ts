@@ -77,8 +77,10 @@ describe('traffic counted by the kernel', () => {
     );
     expect(up).toBeGreaterThanOrEqual(written);
     expect(down).toBeGreaterThanOrEqual(read);
-    expect(up).toBeLessThan(written * 1.01);
-    expect(down).toBeLessThan(read * 1.01);
+    // (a CI run on a loaded machine retransmitted 1.3 % of a download: they crossed the wire again
+    // and count again; the e2e through real proxies holds to 1 %)
+    expect(up).toBeLessThan(written * 1.03);
+    expect(down).toBeLessThan(read * 1.03);
     // what L3 counting would have said (headers included): measured, for the docs
     const l3Up = after.l3Upload - before.l3Upload;
     const l3Down = after.l3Download - before.l3Download;
