@@ -197,7 +197,9 @@ describe('modemfleet run with its embedded PostgreSQL', () => {
     child.kill('SIGTERM');
     const t = Date.now();
     expect((await child).exitCode).toBe(0);
-    expect(Date.now() - t).toBeLessThan(10_000);
+    // bounded, not fast: a CI run on a loaded machine took 13.7 s (the journal's flush, the
+    // embedded server's own shutdown); what matters is that it ends by itself
+    expect(Date.now() - t).toBeLessThan(30_000);
     child = undefined;
     expect(await execa('pgrep', ['-f', join(dir, 'state', 'postgres')], { reject: false })).toMatchObject({
       stdout: '',
