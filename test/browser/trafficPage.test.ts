@@ -2,6 +2,7 @@
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { onlineCount, startFarm, TOKEN, until, type TestFarm } from '../helpers/farm.js';
+import { readTrafficChart } from '../helpers/trafficChart.js';
 
 /** The modem panel's traffic in a real Chromium: today, this month, the last 24 h per hour, the quota. */
 
@@ -54,17 +55,7 @@ describe('traffic on the page', () => {
     await page.goto(`${farm.url}/#token=${TOKEN}`);
     await page.waitForFunction(() => document.querySelectorAll('.card').length === 2);
     await page.locator(`.card[data-imei="${modem.imei}"]`).click();
-    await page.waitForSelector('#p-traffic-chart g.bar', { state: 'attached' });
-    const chart = await page.evaluate(() => {
-      const svg = document.getElementById('p-traffic-chart');
-      const bars = [...(svg?.querySelectorAll('g.bar') ?? [])].map((g) => ({
-        at: (g as SVGGElement).dataset['at'],
-        download: Number((g as SVGGElement).dataset['download']),
-        upload: Number((g as SVGGElement).dataset['upload']),
-        height: Number(g.querySelector('rect.down')?.getAttribute('height')),
-      }));
-      return { download: Number(svg?.dataset['download']), upload: Number(svg?.dataset['upload']), bars };
-    });
+    const chart = await readTrafficChart(page);
     expect(chart.bars.length).toBeGreaterThanOrEqual(23);
     expect(chart.download).toBe(3_200_000);
     expect(chart.upload).toBe(34_000);

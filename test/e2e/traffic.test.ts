@@ -1,4 +1,3 @@
-/// <reference lib="dom" />
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,6 +18,7 @@ import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { bulk, startBulkServer, type BulkResult } from '../helpers/trafficBulkLab.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { readTrafficChart } from '../helpers/trafficChart.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -32,29 +32,14 @@ import { until } from '../helpers/until.js';
  */
 
 const N = 2;
-/**
- * The modem panel's 24-h traffic chart as Chromium draws it (as test/browser/trafficPage.test.ts
- * reads it): each hour's bar and the chart's totals.
- */
-async function pageChart(
-  url: string,
-  token: string,
-  imei: string,
-): Promise<{ download: number; upload: number; bars: { download: number; upload: number }[] }> {
+/** The modem panel's 24-h traffic chart as Chromium draws it (`readTrafficChart`). */
+async function pageChart(url: string, token: string, imei: string): ReturnType<typeof readTrafficChart> {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(`${url}/#token=${token}`);
     await page.locator(`.card[data-imei="${imei}"]`).click();
-    await page.waitForSelector('#p-traffic-chart g.bar', { state: 'attached' });
-    return await page.evaluate(() => {
-      const svg = document.getElementById('p-traffic-chart');
-      const bars = [...(svg?.querySelectorAll('g.bar') ?? [])].map((g) => ({
-        download: Number((g as SVGGElement).dataset['download']),
-        upload: Number((g as SVGGElement).dataset['upload']),
-      }));
-      return { download: Number(svg?.dataset['download']), upload: Number(svg?.dataset['upload']), bars };
-    });
+    return await readTrafficChart(page);
   } finally {
     await browser.close();
   }
