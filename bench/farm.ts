@@ -1,18 +1,19 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Inspector } from '../src/inspector/inspector.js';
+import type { Browser } from 'playwright-core';
 import type { Sql } from '../src/store/database.js';
-
 import { Store } from '../src/store/store.js';
 import { sleep } from '../src/util/time.js';
 import type { FarmClientsReply, FarmClientsRequest } from './farmClients.js';
 import type { FarmHostReply, FarmHostRequest, FarmHostSettings } from './farmHost.js';
+import type { FarmInspectorReply, FarmInspectorRequest, FarmInspectorSettings } from './farmInspector.js';
+import type { FarmListenerReply, FarmListenerRequest } from './farmListener.js';
 
 /**
  * A farm of farms on one machine: `hosts` supervisors, each in a process of its own (host ids
- * h01..h10) with `modemsPerHost` in-process simulated EC25s, one PostgreSQL, one inspector (here)
- * and `clients` WebSocket clients (another process). After boot, a background like a farm's:
+ * h01..h10) with `modemsPerHost` in-process simulated EC25s, one PostgreSQL, one inspector and
+ * `clients` WebSocket clients, each in a process of its own, and a process that only listens (the
+ * clock of record for notifications). After boot, a background like a farm's:
  * signal polls, 1 % of the modems rotated per minute (commands inserted as an operator would),
  * a modem unplugged and plugged back every few seconds. Times across processes are
  * `performance.timeOrigin + performance.now()`: one clock for the machine.
@@ -42,14 +43,14 @@ export interface FarmFigures {
   clients: number;
   poolMax: number;
   bootSeconds: number;
-  /** Transition made (its `at`, in the host) → its NOTIFY received here (i.e. committed), boot and window. */
+  /** Transition made (its `at`, in the host) → its NOTIFY received (i.e. committed), boot and window. */
   journalLagP50Ms: number;
   journalLagP99Ms: number;
   journalLagSamples: number;
   /** The same in the window only (the background after boot). */
   windowJournalLagP99Ms: number;
   windowJournalLagSamples: number;
-  /** The NOTIFY received here → the transition message received by each WebSocket client. */
+  /** The NOTIFY received (by the listening process) → the transition message received by each WebSocket client. */
   wsP50Ms: number;
   wsP99Ms: number;
   wsSamples: number;
@@ -79,13 +80,12 @@ export interface FarmFigures {
    * loaded, WebSocket opened, snapshot received, cards drawn.
    */
   pageMarks: Record<string, number> | null;
-  /** The inspector's process (this one): event-loop delay in the window, p99 and max. */
+  /** The inspector's process: event-loop delay in the window, p99 and max. */
   inspectorLoopDelayP99Ms: number;
   inspectorLoopDelayMaxMs: number;
 }
 
 const TOKEN = 'bench-farm-token-0123456789abcdef';
-const wall = (): number => performance.timeOrigin + performance.now();
 
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
@@ -142,13 +142,20 @@ async function fetchTimed(url: string, auth = true): Promise<{ ms: number; bytes
   return { ms: Number(ms.toFixed(1)), bytes: value };
 }
 
-async function pageFirstRender(url: string): Promise<{ ms: number; marks: Record<string, number> } | null> {
+/** Chromium, started before the window (its start is not the page's render), or null when absent. */
+async function launchBrowser(): Promise<Browser | null> {
   const chromiumPath = process.env['MODEMFLEET_CHROMIUM'] ?? '/usr/bin/chromium';
   if (!existsSync(chromiumPath)) return null;
   const { chromium } = await import('playwright-core');
-  const browser = await chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] });
+  return chromium.launch({ executablePath: chromiumPath, args: ['--no-sandbox'] });
+}
+
+async function pageFirstRender(
+  browser: Browser,
+  url: string,
+): Promise<{ ms: number; marks: Record<string, number> }> {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     const t0 = performance.now();
     await page.goto(`${url}/#token=${TOKEN}`);
     // first render: the snapshot's cards on the screen and the stream live
@@ -174,44 +181,39 @@ async function pageFirstRender(url: string): Promise<{ ms: number; marks: Record
     })()`);
     return { ms, marks };
   } finally {
-    await browser.close();
+    await page.close();
   }
 }
 
 export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<FarmFigures> {
   const total = s.hosts * s.modemsPerHost;
-  const store = new Store({ sql, url, hostId: 'bench-inspector' });
-  const inspector = new Inspector({
-    store,
-    host: '127.0.0.1',
-    port: 0,
+  const store = new Store({ sql, url, hostId: 'bench-coordinator' });
+  const inspectorSettings: FarmInspectorSettings = {
+    url,
     token: TOKEN,
     // the clients come from one address: the caps are raised by configuration, not bypassed
-    limits: { maxClients: s.clients + 10, maxClientsPerAddress: s.clients + 10 },
-  });
-  await inspector.start();
-  const allLags: number[] = [];
-  const windowLags: number[] = [];
-  let inWindow = false;
-  let recordNotified = false;
-  const notified = new Map<string, number>();
-  const listener = await store.listen(['modem_status_change'], (n) => {
-    const t = wall();
-    for (const tr of (n.payload['transitions'] ?? []) as { imei: string; seq: number; at: string }[]) {
-      const lag = t - Date.parse(tr.at);
-      allLags.push(lag);
-      if (inWindow) windowLags.push(lag);
-      if (recordNotified) notified.set(`${tr.imei}:${tr.seq}`, t);
-    }
-  });
+    maxClients: s.clients + 10,
+  };
+  const inspectorChild = forkTs('farmInspector.ts', { MF_FARM_INSPECTOR: JSON.stringify(inspectorSettings) });
+  const listener = forkTs('farmListener.ts', { MF_FARM_LISTENER: url });
   const hosts: { id: string; child: ChildProcess }[] = [];
   const clients = forkTs('farmClients.ts');
+  let browser: Browser | null = null;
   let halt = false;
   let background: Promise<void> = Promise.resolve();
-  const ask = (h: ChildProcess, m: FarmHostRequest | FarmClientsRequest): void => {
+  const ask = (
+    h: ChildProcess,
+    m: FarmHostRequest | FarmClientsRequest | FarmInspectorRequest | FarmListenerRequest,
+  ): void => {
     if (h.connected) h.send(m);
   };
   try {
+    const inspector = await waitFor<Extract<FarmInspectorReply, { type: 'started' }>>(
+      inspectorChild,
+      'started',
+      60_000,
+    );
+    await waitFor<FarmListenerReply>(listener, 'started', 60_000);
     // ---- boot: every host at once, until every modem is online ----
     const t0 = performance.now();
     const seqs = new Map<string, number>();
@@ -251,6 +253,8 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
     );
     await sleep(1_000);
 
+    if (s.page) browser = await launchBrowser();
+
     // ---- the window: background load; HTTP figures, connections and CPU measured in it ----
     const imeis = (await sql<{ imei: string }[]>`select imei from modems`).map((r) => r.imei);
     const cpu0 = await Promise.all(
@@ -259,10 +263,9 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
         return waitFor<Extract<FarmHostReply, { type: 'cpu' }>>(h.child, 'cpu', 30_000);
       }),
     );
-    inWindow = true;
-    recordNotified = true;
-    const loop = monitorEventLoopDelay({ resolution: 10 });
-    loop.enable();
+    ask(listener, { type: 'window', on: true });
+    ask(listener, { type: 'record', on: true });
+    ask(inspectorChild, { type: 'loop', on: true });
     const windowStart = performance.now();
     const windowEnd = windowStart + s.windowSeconds * 1000;
     let rotations = 0;
@@ -320,7 +323,7 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
     const metrics1 = await fetchTimed(`${inspector.url}/metrics`, false);
     await sleep(2_000); // past metricsCacheMs: the second one renders again
     const metrics2 = await fetchTimed(`${inspector.url}/metrics`, false);
-    const pageRender = s.page ? await pageFirstRender(inspector.url) : null;
+    const pageRender = browser ? await pageFirstRender(browser, inspector.url) : null;
     await background;
     const cpu1 = await Promise.all(
       hosts.map(async (h) => {
@@ -328,12 +331,16 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
         return waitFor<Extract<FarmHostReply, { type: 'cpu' }>>(h.child, 'cpu', 30_000);
       }),
     );
-    inWindow = false;
-    loop.disable();
+    ask(listener, { type: 'window', on: false });
+    ask(inspectorChild, { type: 'loop', on: false });
+    const loop = await waitFor<Extract<FarmInspectorReply, { type: 'loop' }>>(inspectorChild, 'loop', 30_000);
     await sleep(1_000); // the last notifications reach the clients
-    recordNotified = false;
+    ask(listener, { type: 'record', on: false });
+    ask(listener, { type: 'report' });
+    const heard = await waitFor<Extract<FarmListenerReply, { type: 'report' }>>(listener, 'report', 60_000);
+    const { lags: allLags, windowLags, notified } = heard;
     const [maxConn] = await sql<{ max_connections: string }[]>`show max_connections`;
-    ask(clients, { type: 'report', notified: [...notified] });
+    ask(clients, { type: 'report', notified });
     const report = await waitFor<Extract<FarmClientsReply, { type: 'report' }>>(clients, 'report', 120_000);
     const cpuPerHost = Object.fromEntries(
       hosts.map((h, i) => {
@@ -378,8 +385,8 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       unplugs,
       pageFirstRenderMs: pageRender?.ms ?? null,
       pageMarks: pageRender?.marks ?? null,
-      inspectorLoopDelayP99Ms: Number((loop.percentile(99) / 1e6).toFixed(1)),
-      inspectorLoopDelayMaxMs: Number((loop.max / 1e6).toFixed(1)),
+      inspectorLoopDelayP99Ms: loop.p99Ms,
+      inspectorLoopDelayMaxMs: loop.maxMs,
     };
   } catch (err) {
     console.error('farm run failed:', err);
@@ -398,8 +405,12 @@ export async function farmRun(sql: Sql, url: string, s: FarmScenario): Promise<F
       }),
     );
     if (clients.exitCode === null) clients.kill();
-    await listener.stop();
-    await inspector.stop();
+    await browser?.close().catch(() => undefined);
+    ask(listener, { type: 'stop' });
+    const inspectorExited = new Promise((resolve) => inspectorChild.once('exit', resolve));
+    ask(inspectorChild, { type: 'stop' });
+    await Promise.race([inspectorExited, sleep(30_000)]);
+    for (const child of [inspectorChild, listener]) if (child.exitCode === null) child.kill('SIGKILL');
   }
 }
 

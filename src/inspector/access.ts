@@ -63,6 +63,8 @@ export function viewMessage(access: Access, message: ServerMessage): ServerMessa
         modems: viewModems(access, message.modems),
         alerts: viewAlerts(access, message.alerts),
       };
+    case 'snapshot_rest':
+      return { ...message, modems: viewModems(access, message.modems) };
     case 'modem':
       return sees(access, message.modem.imei)
         ? { ...message, modem: viewModem(access, message.modem) }

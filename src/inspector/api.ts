@@ -21,7 +21,7 @@ export interface ApiDeps {
   /** The server's idle timeout: a link's `?wait=` stretches it for its own connection. */
   idleTimeoutMs: number;
   /** Every modem as the token sees it, from the rows the live stream keeps (`Hub.listing`). */
-  listing?: ((access: Access) => Promise<string>) | undefined;
+  listing?: ((access: Access) => Promise<Buffer>) | undefined;
 }
 
 /** Said wherever a rotation link is handed out (the API's answer, the page). */

@@ -24,6 +24,55 @@ const GAUGES_NAMED_TOTAL = [
 ] as const;
 
 /**
+ * The gauges with one series per modem (what a dashboard shows of a port: up or not, and its
+ * signal; IMEI and host labels only: an IMEI is not an address). 10,000 modems are 40,000 series:
+ * not prom-client's (it formats every sample on every scrape) but text made from each modem's row
+ * once, when the row changes (`Hub.perRow`), and joined per scrape: `perModemMetrics`.
+ */
+export const PER_MODEM_GAUGES: readonly {
+  name: string;
+  help: string;
+  value: (m: ModemGaugeRow) => number | null;
+}[] = [
+  {
+    name: 'modemfleet_modem_online',
+    help: 'The modem is online (1) or not, or its host is dead (0).',
+    value: (m) => (m.state === 'online' && !m.stale ? 1 : 0),
+  },
+  { name: 'modemfleet_modem_rssi_dbm', help: 'Last RSSI of the modem, dBm.', value: (m) => m.rssi },
+  { name: 'modemfleet_modem_rsrp_dbm', help: 'Last RSRP of the modem (LTE), dBm.', value: (m) => m.rsrp },
+  { name: 'modemfleet_modem_sinr_db', help: 'Last SINR of the modem (LTE), dB.', value: (m) => m.sinr },
+];
+
+/** A label value or help text in the text format (as prom-client escapes it). */
+const escapeText = (s: string): string => s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n');
+const escapeLabel = (s: string): string => escapeText(s).replace(/"/g, '\\"');
+const valueText = (v: number): string =>
+  Number.isNaN(v) ? 'Nan' : Number.isFinite(v) ? String(v) : v < 0 ? '-Inf' : '+Inf';
+
+/** One modem's line of each per-modem gauge ('' where it has no value). */
+export function perModemLines(m: ModemGaugeRow): string[] {
+  const labels = `{imei="${escapeLabel(m.imei)}",host="${escapeLabel(m.host ?? '')}"}`;
+  return PER_MODEM_GAUGES.map((g) => {
+    const v = g.value(m);
+    return v === null ? '' : `\n${g.name}${labels} ${valueText(v)}`;
+  });
+}
+
+/**
+ * The per-modem gauges in the text format, as prom-client would print them after its own metrics
+ * (each family: HELP, TYPE, its series; families apart by a blank line). `lines`: each modem's
+ * `perModemLines`, or undefined when the modems could not be read (the families have no series).
+ */
+export function perModemMetricsText(lines: readonly string[][] | undefined): string {
+  return PER_MODEM_GAUGES.map((g, i) => {
+    let text = `# HELP ${g.name} ${escapeText(g.help)}\n# TYPE ${g.name} gauge`;
+    for (const modem of lines ?? []) text += modem[i] ?? '';
+    return text;
+  }).join('\n\n');
+}
+
+/**
  * `/metrics`: every metric of an inspector, in its own registry, each read from the scrape under way
  * when prom-client collects it (names, types, labels and meanings are what dashboards and
  * deploy/prometheus-rules.yml use: extend, never rename).
@@ -38,19 +87,6 @@ export function registerFarmMetrics(
     sourcedGauge(register, { name, help, read, ...(labelNames ? { labelNames } : {}) });
   const counter = (name: string, help: string, read: Read, labelNames?: readonly string[]) =>
     sourcedCounter(register, { name, help, read, ...(labelNames ? { labelNames } : {}) });
-  const perModem = (name: string, help: string, value: (m: ModemGaugeRow) => number | null) =>
-    gauge(
-      name,
-      help,
-      () =>
-        scraped((s) =>
-          (s.modems ?? []).flatMap((m) => {
-            const v = value(m);
-            return v === null ? [] : [{ labels: { imei: m.imei, host: m.host ?? '' }, value: v }];
-          }),
-        ),
-      ['imei', 'host'],
-    );
 
   gauge('modemfleet_database_up', 'The database answered the last probe (1) or not (0).', () =>
     scraped((s) => single(s.databaseUp ? 1 : 0)),
@@ -84,12 +120,6 @@ export function registerFarmMetrics(
       }),
     ['host'],
   );
-  perModem('modemfleet_modem_online', 'The modem is online (1) or not, or its host is dead (0).', (m) =>
-    m.state === 'online' && !m.stale ? 1 : 0,
-  );
-  perModem('modemfleet_modem_rssi_dbm', 'Last RSSI of the modem, dBm.', (m) => m.rssi);
-  perModem('modemfleet_modem_rsrp_dbm', 'Last RSRP of the modem (LTE), dBm.', (m) => m.rsrp);
-  perModem('modemfleet_modem_sinr_db', 'Last SINR of the modem (LTE), dB.', (m) => m.sinr);
   gauge('modemfleet_rotations_24h', 'Rotations done in the last 24 hours (the farm).', () =>
     scraped((s) => single(s.addresses?.rotations)),
   );

@@ -93,20 +93,25 @@ type ClientState = 'snapshot' | 'live' | 'behind';
 /** A message as sent: text, or its UTF-8 bytes shared by every client that gets it. */
 type Frame = string | Buffer;
 
-/** A modem's row as last read, and its JSON as each view sends it (made once, when first needed). */
+/**
+ * A modem's row as last read, and what is made of it, each once, when first needed: its JSON's
+ * UTF-8 bytes as each view sends it, and what others derive from it (`Hub.perRow`). A changed row
+ * is a new object: whoever holds the old one holds a consistent past.
+ */
 interface Row {
   modem: ModemView;
-  full?: string;
-  redacted?: string;
+  full?: Buffer;
+  redacted?: Buffer;
+  derived?: Map<string, unknown>;
 }
 
 /** A read-only token's view: passwords hidden (`viewModem`). */
 const REDACTED: Access = { scope: 'read-only', tokenId: 0, name: 'redacted' };
 
-/** The row's JSON as this token sees it (the caller has checked that it sees the modem). */
-function rowText(row: Row, access: Access): string {
-  if (seesPasswords(access)) return (row.full ??= JSON.stringify(row.modem));
-  return (row.redacted ??= JSON.stringify(viewModem(REDACTED, row.modem)));
+/** The row's JSON bytes as this token sees it (the caller has checked that it sees the modem). */
+function rowBytes(row: Row, access: Access): Buffer {
+  if (seesPasswords(access)) return (row.full ??= Buffer.from(JSON.stringify(row.modem)));
+  return (row.redacted ??= Buffer.from(JSON.stringify(viewModem(REDACTED, row.modem))));
 }
 
 /**
@@ -135,6 +140,8 @@ interface Client {
   alive: boolean;
   badMessages: number;
   lastResyncAt: number;
+  /** Its snapshot in two messages, these first rows and then the rest (0: one message). */
+  firstRows: number;
 }
 
 /**
@@ -182,7 +189,15 @@ export class Hub {
   private version = 0;
   /** The last snapshot read, and its bytes per view, while nothing has changed since. */
   private shared:
-    | { version: number; at: string; cache: RowCache; alerts: StoredAlert[]; frames: Map<string, Buffer> }
+    | {
+        version: number;
+        at: string;
+        /** The rows as they were when it was read (a row changed since is a new object). */
+        rows: Row[];
+        alerts: StoredAlert[];
+        /** Its messages per view and shape, made once. */
+        frames: Map<string, Buffer[]>;
+      }
     | undefined;
   private stopped = true;
 
@@ -240,10 +255,26 @@ export class Hub {
    * Every modem as `GET /api/modems` answers without filters or paging (ordered by host and slot),
    * as this token sees it: JSON made from the rows in memory, each serialised once per view.
    */
-  async listing(access: Access): Promise<string> {
+  async listing(access: Access): Promise<Buffer> {
     // the database answers as it would for a read (rows in memory are no answer during an outage)
     const [cache] = await Promise.all([this.currentRows(), this.options.store.sql`select 1`]);
-    return rowsJson(cache, access);
+    return Buffer.concat(jsonArray(visibleRows(orderedRows(cache), access), access));
+  }
+
+  /**
+   * Something made of each modem's row, in the rows' order: `make` runs once per row and `key`
+   * (the rows kept in memory remember it until the row changes), so a caller that asks on every
+   * scrape pays only for the rows that changed since.
+   */
+  async perRow<T>(key: string, make: (modem: ModemView) => T): Promise<T[]> {
+    const cache = await this.currentRows();
+    const out: T[] = [];
+    for (const row of orderedRows(cache)) {
+      const derived = (row.derived ??= new Map());
+      if (!derived.has(key)) derived.set(key, make(row.modem));
+      out.push(derived.get(key) as T);
+    }
+    return out;
   }
 
   /** Every modem's state and signal for `/metrics`, from the rows in memory (no read of 10,000 rows). */
@@ -277,8 +308,17 @@ export class Hub {
     this.stats.clients = 0;
   }
 
-  /** A new authenticated WebSocket: snapshot first, then updates (as its token may see them). */
-  add(ws: WebSocket, access: Access = CONFIG_ADMIN, address = ''): void {
+  /**
+   * A new authenticated WebSocket: snapshot first, then updates (as its token may see them). With
+   * `firstRows`, its snapshots come in two messages: a `snapshot` with the first rows, then a
+   * `snapshot_rest` with the others (a page draws the first screen before it has read them all).
+   */
+  add(
+    ws: WebSocket,
+    access: Access = CONFIG_ADMIN,
+    address = '',
+    options: { firstRows?: number } = {},
+  ): void {
     if (this.stopped) {
       ws.close(1001, 'server stopping');
       return;
@@ -294,6 +334,7 @@ export class Hub {
       alive: true,
       badMessages: 0,
       lastResyncAt: 0,
+      firstRows: options.firstRows ?? 0,
     };
     this.clients.add(client);
     this.stats.connections++;
@@ -562,7 +603,8 @@ export class Hub {
             this.currentRows(),
             this.options.store.alerts({ open: true, limit: 200 }),
           ]);
-          shared = { version, at: new Date().toISOString(), cache, alerts, frames: new Map() };
+          const rows = orderedRows(cache);
+          shared = { version, at: new Date().toISOString(), rows, alerts, frames: new Map() };
           this.shared = shared;
         }
         this.snapshotAttempt = 0;
@@ -577,15 +619,17 @@ export class Hub {
       for (const c of batch) {
         if (!this.clients.has(c) || this.waiting.has(c)) continue;
         this.stats.snapshots++;
-        // one serialisation per view and version: admins, read-only tokens, each reseller token
-        const key = c.access.scope === 'reseller' ? `reseller:${c.access.tokenId}` : c.access.scope;
-        let text = shared.frames.get(key);
-        if (text === undefined) {
-          text = snapshotFrame(c.access, shared);
-          shared.frames.set(key, text);
+        // one serialisation per view, shape and version: admins, read-only tokens, each reseller token
+        const view = c.access.scope === 'reseller' ? `reseller:${c.access.tokenId}` : c.access.scope;
+        const key = `${view}:${c.firstRows}`;
+        let frames = shared.frames.get(key);
+        if (frames === undefined) {
+          frames = snapshotFrames(c.access, shared, c.firstRows);
+          shared.frames.set(key, frames);
           this.stats.snapshotSerialisations++;
         }
-        this.write(c, text);
+        // (its messages go out together: nothing comes between them)
+        for (const frame of frames) this.write(c, frame);
         if (c.overflowed) {
           // too much happened while reading: this snapshot is stale, read another
           c.overflowed = false;
@@ -666,7 +710,7 @@ export class Hub {
       const full = seesPasswords(c.access);
       let text = texts.get(full);
       if (text === undefined) {
-        text = Buffer.from(`{"type":"modem","modem":${rowText(row, c.access)}}`);
+        text = Buffer.concat([MODEM_HEAD, rowBytes(row, c.access), CLOSE]);
         texts.set(full, text);
       }
       this.deliver(c, text);
@@ -707,26 +751,63 @@ export class Hub {
   }
 }
 
-/**
- * The snapshot as this token sees it, made from the rows' JSON (each serialised once per view, not
- * once per snapshot): the same text `JSON.stringify(viewMessage(access, snapshot))` gives.
- */
-function snapshotFrame(
-  access: Access,
-  shared: { at: string; cache: RowCache; alerts: StoredAlert[] },
-): Buffer {
-  const head = `{"type":"snapshot","at":${JSON.stringify(shared.at)},"modems":`;
-  return Buffer.from(
-    `${head}${rowsJson(shared.cache, access)},"alerts":${JSON.stringify(viewAlerts(access, shared.alerts))}}`,
-  );
-}
+const MODEM_HEAD = Buffer.from('{"type":"modem","modem":');
+const CLOSE = Buffer.from('}');
+const COMMA = Buffer.from(',');
 
-/** The rows this token sees, in order, as a JSON array. */
-function rowsJson(cache: RowCache, access: Access): string {
-  const parts: string[] = [];
+/** Every row in memory, in order. */
+function orderedRows(cache: RowCache): Row[] {
+  const rows: Row[] = [];
   for (const imei of cache.order) {
     const row = cache.rows.get(imei);
-    if (row && sees(access, imei)) parts.push(rowText(row, access));
+    if (row) rows.push(row);
   }
-  return `[${parts.join(',')}]`;
+  return rows;
+}
+
+/** The rows this token sees. */
+function visibleRows(rows: readonly Row[], access: Access): Row[] {
+  return access.scope === 'reseller' ? rows.filter((row) => sees(access, row.modem.imei)) : [...rows];
+}
+
+/** The pieces of a JSON array of these rows as this token sees them (each row's bytes made once per view). */
+function jsonArray(rows: readonly Row[], access: Access): Buffer[] {
+  const pieces: Buffer[] = [Buffer.from('[')];
+  rows.forEach((row, i) => {
+    if (i > 0) pieces.push(COMMA);
+    pieces.push(rowBytes(row, access));
+  });
+  pieces.push(Buffer.from(']'));
+  return pieces;
+}
+
+/**
+ * The snapshot as this token sees it, made from the rows' bytes (each serialised once per view, not
+ * once per snapshot): one message, the text `JSON.stringify(viewMessage(access, snapshot))` gives;
+ * or, with `firstRows`, a `snapshot` of the first rows with `rest` (how many follow) and then a
+ * `snapshot_rest` of the others.
+ */
+function snapshotFrames(
+  access: Access,
+  shared: { at: string; rows: readonly Row[]; alerts: StoredAlert[] },
+  firstRows: number,
+): Buffer[] {
+  const rows = visibleRows(shared.rows, access);
+  const alerts = JSON.stringify(viewAlerts(access, shared.alerts));
+  const head = Buffer.from(`{"type":"snapshot","at":${JSON.stringify(shared.at)},"modems":`);
+  if (firstRows <= 0 || rows.length <= firstRows)
+    return [Buffer.concat([head, ...jsonArray(rows, access), Buffer.from(`,"alerts":${alerts}}`)])];
+  const rest = rows.length - firstRows;
+  return [
+    Buffer.concat([
+      head,
+      ...jsonArray(rows.slice(0, firstRows), access),
+      Buffer.from(`,"alerts":${alerts},"rest":${rest}}`),
+    ]),
+    Buffer.concat([
+      Buffer.from('{"type":"snapshot_rest","modems":'),
+      ...jsonArray(rows.slice(firstRows), access),
+      CLOSE,
+    ]),
+  ];
 }

@@ -309,6 +309,11 @@ export class Inspector {
     }
     if (url.pathname !== '/ws') return refuse(404, 'Not Found', 'WebSocket endpoint is /ws');
     const token = bearerToken(req.headers.authorization) ?? url.searchParams.get('token') ?? undefined;
+    // `?first=N`: snapshots in two messages, the first N rows and then the rest (the page asks for it)
+    const first = url.searchParams.get('first');
+    if (first !== null && !/^[1-9][0-9]{0,4}$/.test(first))
+      return refuse(400, 'Bad Request', '?first= is a number of rows from 1 to 99999');
+    const firstRows = first === null ? 0 : Number(first);
     socket.pause();
     authenticate(this.options.store, this.options.token, token).then(
       (access) => {
@@ -319,7 +324,7 @@ export class Inspector {
             'Unauthorized',
             'a valid token is required (Authorization: Bearer TOKEN or ?token=)',
           );
-        this.accept(req, socket, head, access, refuse);
+        this.accept(req, socket, head, access, firstRows, refuse);
       },
       (err: unknown) => {
         this.log.warn({ err: coerceError(err) }, 'websocket token not checked (database unreachable)');
@@ -334,6 +339,7 @@ export class Inspector {
     socket: Duplex,
     head: Buffer,
     access: Access,
+    firstRows: number,
     refuse: (code: number, text: string, message: string) => void,
   ): void {
     if (socket.destroyed) return;
@@ -352,7 +358,7 @@ export class Inspector {
       );
     const wss = this.wss;
     if (!wss) return refuse(503, 'Service Unavailable', 'stopping');
-    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access, address));
+    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access, address, { firstRows }));
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {

@@ -4,12 +4,22 @@ import type { Notification } from '../store/listener.js';
 import { IMEI_PATTERN } from '../store/types.js';
 
 /**
- * The WebSocket protocol of `/ws`. Server → client: a `snapshot` first (and after every `resync`),
- * then typed updates. Every transition carries the modem's seq: a client that sees seq jump past
+ * The WebSocket protocol of `/ws`. Server → client: a `snapshot` first (and after every `resync`;
+ * with `/ws?first=N` a `snapshot` of the first N rows and right after it a `snapshot_rest` of the
+ * others), then typed updates. Every transition carries the modem's seq: a client that sees seq jump past
  * the one it expects has missed something and sends `{"type":"resync"}`.
  */
 export type ServerMessage =
-  | { type: 'snapshot'; at: string; modems: ModemView[]; alerts: StoredAlert[] }
+  | {
+      type: 'snapshot';
+      at: string;
+      modems: ModemView[];
+      alerts: StoredAlert[];
+      /** With `/ws?first=N`: how many rows follow in the `snapshot_rest` that comes next. */
+      rest?: number;
+    }
+  /** With `/ws?first=N`: the snapshot's other rows, always right after its `snapshot`. */
+  | { type: 'snapshot_rest'; modems: ModemView[] }
   | {
       type: 'transition';
       imei: string;

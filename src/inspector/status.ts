@@ -4,7 +4,7 @@ import type { Store } from '../store/store.js';
 import { coerceError } from '../util/errors.js';
 import { settlesWithin } from '../util/time.js';
 import type { Hub } from './hub.js';
-import { registerFarmMetrics, type Scrape } from './farmMetrics.js';
+import { perModemLines, perModemMetricsText, registerFarmMetrics, type Scrape } from './farmMetrics.js';
 
 export interface StatusSource {
   status(): SupervisorStatus;
@@ -125,8 +125,15 @@ export class StatusReporter {
   private async render(): Promise<string> {
     this.metricsRenders++;
     // every metric's collect() of this render reads this one scrape (one database read, one status)
-    this.scrape = this.read();
-    return this.register.metrics();
+    const scrape = (this.scrape = this.read());
+    const [text, lines] = await Promise.all([
+      this.register.metrics(),
+      // the per-modem gauges: each modem's lines made once per change of its row, joined here
+      scrape.then((s) =>
+        s.modems ? this.options.hub.perRow('metrics', perModemLines).catch(() => undefined) : undefined,
+      ),
+    ]);
+    return `${text}\n${perModemMetricsText(lines)}\n`;
   }
 
   /** What one scrape reads: the database (a part that fails is left out), the supervisor's status. */

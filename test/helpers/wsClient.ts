@@ -12,8 +12,12 @@ export class WsClient {
   readonly ws: WebSocket;
   closed: { code: number } | undefined;
 
-  constructor(url: string, headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) {
-    this.ws = new WebSocket(url.replace(/^http/, 'ws') + '/ws', { headers });
+  constructor(
+    url: string,
+    headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` },
+    query = '',
+  ) {
+    this.ws = new WebSocket(`${url.replace(/^http/, 'ws')}/ws${query}`, { headers });
     this.ws.on('message', (data: Buffer) => this.messages.push(JSON.parse(data.toString()) as Message));
     this.ws.on('close', (code) => {
       this.closed = { code };

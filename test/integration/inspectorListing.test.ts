@@ -199,6 +199,68 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
     }
   });
 
+  it('?first=N: the snapshot in two messages, the first N rows then the rest, together the whole one', async () => {
+    const whole = new WsClient(inspector.url);
+    const split = new WsClient(inspector.url, undefined, '?first=5');
+    const own = [imei(1), imei(4), imei(104)];
+    const { token } = await (stores[0] as Store).createToken({
+      name: 'split-reseller',
+      scope: 'reseller',
+      modems: own,
+      createdBy: 'test',
+    });
+    const reseller = new WsClient(inspector.url, { authorization: `Bearer ${token}` }, '?first=2');
+    try {
+      const full = await whole.next((m) => m.type === 'snapshot');
+      const imeis = (m: Record<string, unknown>): string[] =>
+        (m['modems'] as { imei: string }[]).map((x) => x.imei);
+      expect(full['rest']).toBeUndefined();
+      const first = await split.next((m) => m.type === 'snapshot');
+      const rest = await split.next((m) => m.type === 'snapshot_rest');
+      // right after it, nothing in between
+      expect(split.messages.indexOf(rest)).toBe(split.messages.indexOf(first) + 1);
+      expect(imeis(first)).toEqual(imeis(full).slice(0, 5));
+      expect(first['rest']).toBe(19);
+      expect(first['alerts']).toEqual(full['alerts']);
+      expect([...imeis(first), ...imeis(rest)]).toEqual(imeis(full));
+      expect(rest['modems']).toEqual((full['modems'] as unknown[]).slice(5));
+      // a reseller's are its own modems, split the same way
+      const mine = await reseller.next((m) => m.type === 'snapshot');
+      const mineRest = await reseller.next((m) => m.type === 'snapshot_rest');
+      expect([...imeis(mine), ...imeis(mineRest)].sort()).toEqual(own);
+      expect(imeis(mine)).toHaveLength(2);
+      // fewer rows than N: one message, as without it
+      const small = new WsClient(inspector.url, { authorization: `Bearer ${token}` }, '?first=3');
+      try {
+        const one = await small.next((m) => m.type === 'snapshot');
+        expect(imeis(one).sort()).toEqual(own);
+        expect(one['rest']).toBeUndefined();
+        await new Promise((r) => setTimeout(r, 200));
+        expect(small.messages.some((m) => m.type === 'snapshot_rest')).toBe(false);
+      } finally {
+        small.close();
+      }
+    } finally {
+      for (const c of [whole, split, reseller]) c.close();
+    }
+    // a bad N is refused before anything else
+    for (const bad of ['0', 'ten', '-1', '100000', '']) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const ws = new WebSocket(`${inspector.url.replace('http', 'ws')}/ws?first=${bad}`, {
+          headers: { authorization: `Bearer ${TOKEN}` },
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          resolve(res.statusCode ?? 0);
+          ws.terminate();
+        });
+        ws.on('open', () => reject(new Error(`?first=${bad} was accepted`)));
+        ws.on('error', () => undefined);
+      });
+      expect(status, bad).toBe(400);
+    }
+    await until(() => inspector.hub.size === 0, 5_000, 'clients gone');
+  });
+
   it('caps clients per address by configuration (503 above), apart from the farm-wide cap', async () => {
     const capped = new Inspector({
       store: stores[0] as Store,

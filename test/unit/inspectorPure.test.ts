@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parseListen } from '../../src/config.js';
 import { Registry } from 'prom-client';
 import { commandLatencyHistogram } from '../../src/fleet/commandProcessor.js';
+import { PER_MODEM_GAUGES, perModemLines, perModemMetricsText } from '../../src/inspector/farmMetrics.js';
 import { single, sourcedCounter, sourcedGauge, type Sample } from '../../src/inspector/metrics.js';
 import { messageOf, messagesOf, parseClientMessage } from '../../src/inspector/protocol.js';
 import { RateLimiter } from '../../src/inspector/rateLimit.js';
@@ -10,6 +11,58 @@ import { bearerToken, tokenMatches } from '../../src/inspector/token.js';
 import { CHANNELS, type Channel } from '../../src/store/types.js';
 
 describe('Prometheus metrics (prom-client, read at scrape time)', () => {
+  it("the per-modem gauges' own text is what prom-client prints for the same modems", async () => {
+    const rows = [
+      {
+        imei: '353000000000001',
+        host: 'h01',
+        state: 'online',
+        rssi: -71,
+        rsrp: -98.5,
+        sinr: 12,
+        stale: false,
+      },
+      {
+        imei: '353000000000002',
+        host: 'a"b\\c\nd',
+        state: 'online',
+        rssi: null,
+        rsrp: null,
+        sinr: null,
+        stale: true,
+      },
+      {
+        imei: '353000000000003',
+        host: null,
+        state: 'error',
+        rssi: -113,
+        rsrp: -140,
+        sinr: -20,
+        stale: false,
+      },
+    ];
+    const register = new Registry();
+    for (const g of PER_MODEM_GAUGES)
+      sourcedGauge(register, {
+        name: g.name,
+        help: g.help,
+        labelNames: ['imei', 'host'],
+        read: () =>
+          rows.flatMap((m) => {
+            const value = g.value(m);
+            return value === null ? [] : [{ labels: { imei: m.imei, host: m.host ?? '' }, value }];
+          }),
+      });
+    const expected = await register.metrics();
+    expect(`${perModemMetricsText(rows.map(perModemLines))}\n`).toBe(expected);
+    expect(expected).toContain('host="a\\"b\\\\c\\nd"');
+    // the modems not read: every family, no series
+    const empty = new Registry();
+    for (const g of PER_MODEM_GAUGES)
+      sourcedGauge(empty, { name: g.name, help: g.help, labelNames: ['imei', 'host'], read: () => [] });
+    expect(`${perModemMetricsText(undefined)}\n`).toBe(await empty.metrics());
+  });
+
   it('renders what each scrape reads: escaped labels, samples gone when not read again, no stand-in 0', async () => {
     const register = new Registry();
     let modems: Sample[] = [{ labels: { host: 'a"b\\c', state: 'online' }, value: 3 }];

@@ -42,6 +42,13 @@ let token = '';
 let ws = null;
 let wsAttempt = 0;
 let resyncAsked = false;
+/**
+ * A snapshot's other rows (`snapshot_rest`) and whatever came after them, held until the first
+ * screen has been painted: reading 10,000 rows must not delay it. Null when nothing is held.
+ */
+let held = null;
+/** Rows of the last snapshot still to come in its `snapshot_rest`. */
+let restExpected = 0;
 let selected = null;
 let selectedHealth = [];
 let oldestSeq = null;
@@ -115,24 +122,27 @@ function loadScope() {
 function connect() {
   if (!token) return askToken();
   loadScope();
-  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}`;
+  // the snapshot in two messages: the first screen's cards, then the rest (read after a paint)
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(token)}&first=${WINDOW_STEP}`;
   performance.mark('modemfleet:connect');
   ws = new WebSocket(url);
   ws.onopen = () => {
     wsAttempt = 0;
   };
+  const socket = ws;
   ws.onmessage = (e) => {
-    let m;
-    try {
-      m = JSON.parse(e.data);
-    } catch {
-      return;
+    if (held === null && e.data.startsWith('{"type":"snapshot_rest"')) {
+      held = [];
+      // a frame is painted, then the rest is read (a timer set in an animation frame runs after it)
+      requestAnimationFrame(() => setTimeout(() => releaseHeld(socket)));
     }
-    onMessage(m);
+    if (held !== null) held.push(e.data);
+    else handleRaw(e.data);
   };
   ws.onclose = (e) => {
     setConn(false, 'reconnecting');
     ws = null;
+    held = null;
     if (e.code === 1006 && wsAttempt > 2 && modems.size === 0) {
       // the upgrade may have been refused: ask the API whether the token still works
       api('/api/alerts?limit=1').catch(() => undefined);
@@ -140,6 +150,24 @@ function connect() {
     const delay = Math.min(500 * 2 ** wsAttempt++, 10_000);
     setTimeout(connect, delay);
   };
+}
+
+function handleRaw(data) {
+  let m;
+  try {
+    m = JSON.parse(data);
+  } catch {
+    return;
+  }
+  onMessage(m);
+}
+
+/** The held messages, in order (unless their connection has gone since: a new one starts over). */
+function releaseHeld(socket) {
+  if (ws !== socket || held === null) return;
+  const messages = held;
+  held = null;
+  for (const data of messages) handleRaw(data);
 }
 
 function send(message) {
@@ -161,6 +189,8 @@ function onMessage(m) {
       modems.clear();
       for (const modem of m.modems) modems.set(modem.imei, modem);
       order = m.modems.map((x) => x.imei);
+      // the other rows follow (`rest`): the counts say so until they are in
+      restExpected = m.rest ?? 0;
       renderAll();
       performance.mark('modemfleet:rendered');
       renderAlerts(m.alerts);
@@ -168,6 +198,17 @@ function onMessage(m) {
         .then(renderSilences)
         .catch(() => undefined);
       setConn(true, 'live');
+      if (selected && modems.has(selected)) refreshPanel();
+      break;
+    case 'snapshot_rest':
+      for (const modem of m.modems) {
+        modems.set(modem.imei, modem);
+        order.push(modem.imei);
+      }
+      restExpected = 0;
+      placeCards();
+      renderCounts();
+      performance.mark('modemfleet:complete');
       if (selected && modems.has(selected)) refreshPanel();
       break;
     case 'transition':
@@ -412,6 +453,7 @@ function renderCounts() {
       }),
   );
   box.title = `${modems.size} modems`;
+  if (restExpected > 0) box.append(el('span', 'loading', `loading ${restExpected} more…`));
 }
 
 function matches(m) {
