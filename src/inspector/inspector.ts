@@ -358,7 +358,9 @@ export class Inspector {
       );
     const wss = this.wss;
     if (!wss) return refuse(503, 'Service Unavailable', 'stopping');
-    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access, address, { firstRows }));
+    wss.handleUpgrade(req, socket, head, (ws) =>
+      this.hub.add(ws, access, address, { firstRows, socket }),
+    );
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {

@@ -200,6 +200,12 @@ describe('inspector web page', () => {
       { timeout: 10_000 },
     );
     const renderMs = Date.now() - started;
+    // the first screen came first (`?first=240`), the other 266 rows after it: both marked
+    expect(
+      await page.evaluate(() =>
+        ['modemfleet:rendered', 'modemfleet:complete'].map((n) => performance.getEntriesByName(n).length),
+      ),
+    ).toEqual([1, 1]);
     // every one of the 500 goes to error at once: the page shows all of them
     await other.appendTransitions(
       imeis.map((imei) => ({
