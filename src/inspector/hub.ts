@@ -43,6 +43,12 @@ export interface HubLimits {
    * notified nothing (notifications keep them current; a re-LISTEN drops them).
    */
   rowCacheMaxAgeMs: number;
+  /**
+   * The rows are kept current only while they are used: a WebSocket client connected, or a
+   * snapshot, listing or scrape within this long. Past it, the next notification drops them (no
+   * re-reads for an inspector nobody looks at) and the next use reads them whole.
+   */
+  rowCacheIdleMs: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -53,6 +59,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   rowRefreshMs: 100,
   badMessages: 20,
   rowCacheMaxAgeMs: 300_000,
+  rowCacheIdleMs: 300_000,
 };
 
 export interface HubStats {
@@ -68,6 +75,8 @@ export interface HubStats {
   snapshotErrors: number;
   /** Whole reads of every modem's row (a snapshot is made from the rows in memory otherwise). */
   rowCacheReads: number;
+  /** The rows in memory dropped because nothing used them for `rowCacheIdleMs`. */
+  rowCacheDrops: number;
   slowClients: number;
   resyncs: number;
   disconnectedStalled: number;
@@ -171,6 +180,7 @@ export class Hub {
     snapshotSerialisations: 0,
     snapshotErrors: 0,
     rowCacheReads: 0,
+    rowCacheDrops: 0,
     slowClients: 0,
     resyncs: 0,
     disconnectedStalled: 0,
@@ -188,6 +198,8 @@ export class Hub {
   private rowCache: RowCache | undefined;
   /** Whole reads and row refreshes run one at a time: an older read never overwrites a newer. */
   private rowWork: Promise<unknown> = Promise.resolve();
+  /** When the rows were last used (a snapshot, the listing, a scrape). */
+  private rowsUsedAt = 0;
   private pingTimer: NodeJS.Timeout | undefined;
   private drainTimer: NodeJS.Timeout | undefined;
   private readonly waiting = new Set<Client>();
@@ -692,6 +704,7 @@ export class Hub {
    * notification has named so far read again: a snapshot shows what was notified before it.
    */
   private currentRows(): Promise<RowCache> {
+    this.rowsUsedAt = Date.now();
     return this.rowTask(async () => {
       const cache = this.rowCache;
       if (cache && Date.now() - cache.readAt < this.limits.rowCacheMaxAgeMs) {
@@ -767,8 +780,18 @@ export class Hub {
   }
 
   private markDirty(imei: string): void {
-    // kept current with or without clients: the first client's snapshot and the API's listing
-    // come from these rows
+    // kept current while used, with or without clients: the first client's snapshot and the API's
+    // listing come from these rows; an inspector nobody uses stops re-reading them
+    if (this.clients.size === 0 && Date.now() - this.rowsUsedAt > this.limits.rowCacheIdleMs) {
+      if (this.rowCache) {
+        this.rowCache = undefined;
+        this.shared = undefined;
+        this.dirty.clear();
+        this.stats.rowCacheDrops++;
+        this.log.debug('modem rows unused: dropped until the next use');
+      }
+      return;
+    }
     if (!this.rowCache && this.clients.size === 0) return;
     this.dirty.add(imei);
     this.rowTimer ??= setTimeout(() => void this.refreshRows(), this.limits.rowRefreshMs);

@@ -261,6 +261,37 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
     await until(() => inspector.hub.size === 0, 5_000, 'clients gone');
   });
 
+  it('rows nobody uses stop being re-read: dropped at the next notification, read whole at the next use', async () => {
+    const idle = new Inspector({
+      store: stores[0] as Store,
+      host: '127.0.0.1',
+      port: 0,
+      token: TOKEN,
+      limits: { rowCacheIdleMs: 300 },
+    });
+    await idle.start();
+    try {
+      const stats = idle.hub.stats;
+      await until(() => stats.rowCacheReads === 1, 5_000, 'the read at start');
+      await new Promise((r) => setTimeout(r, 500));
+      const h02 = stores[1] as Store;
+      const changed = imeisOf['h02']?.[1] ?? '';
+      await journal(h02, [changed], 'online.serving', () => 2);
+      await until(() => stats.rowCacheDrops === 1, 5_000, 'rows dropped');
+      // the next use reads them whole, and shows the change
+      const r = await fetch(`${idle.url}/api/modems`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      const rows = (await r.json()) as { imei: string; state: string }[];
+      expect(rows.find((m) => m.imei === changed)?.state).toBe('online');
+      expect(stats.rowCacheReads).toBe(2);
+      // used again: a change is a row re-read, not a drop
+      await journal(h02, [changed], 'detecting.probing', () => 3);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(stats.rowCacheDrops).toBe(1);
+    } finally {
+      await idle.stop();
+    }
+  });
+
   it('caps clients per address by configuration (503 above), apart from the farm-wide cap', async () => {
     const capped = new Inspector({
       store: stores[0] as Store,
