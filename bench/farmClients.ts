@@ -37,8 +37,11 @@ function connectOne(url: string): Promise<{ ms: number; bytes: number }> {
       if (data.subarray(0, SNAPSHOT.length).equals(SNAPSHOT))
         return resolve({ ms: t - t0, bytes: data.length });
       if (!data.subarray(0, TRANSITION.length).equals(TRANSITION)) return;
-      const m = JSON.parse(data.toString()) as { imei: string; seq: number };
-      seen.set(`${m.imei}:${m.seq}`, t);
+      // its IMEI and seq only (100 clients in one process: a whole parse each would queue the others)
+      const text = data.toString('latin1', 0, 200);
+      const imei = /"imei":"([0-9]{15})"/.exec(text)?.[1];
+      const seq = /"seq":([0-9]+)/.exec(text)?.[1];
+      if (imei && seq) seen.set(`${imei}:${seq}`, t);
     });
   });
 }

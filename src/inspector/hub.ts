@@ -841,8 +841,8 @@ function orderedRows(cache: RowCache): Row[] {
 }
 
 /** The rows this token sees. */
-function visibleRows(rows: readonly Row[], access: Access): Row[] {
-  return access.scope === 'reseller' ? rows.filter((row) => sees(access, row.modem.imei)) : [...rows];
+function visibleRows(rows: readonly Row[], access: Access): readonly Row[] {
+  return access.scope === 'reseller' ? rows.filter((row) => sees(access, row.modem.imei)) : rows;
 }
 
 /** The pieces of a JSON array of these rows as this token sees them (each row's bytes made once per view). */
