@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { Inspector } from '../../src/inspector/inspector.js';
+import { Inspector, type InspectorOptions } from '../../src/inspector/inspector.js';
 import { Store } from '../../src/store/store.js';
 import type { TransitionRecord } from '../../src/store/types.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
@@ -35,6 +35,38 @@ async function journal(store: Store, imeis: string[], to: string, seqOf: (imei: 
   }));
   await store.appendTransitions(batch);
 }
+
+/** The HTTP status a WebSocket upgrade is refused with (an upgrade accepted fails the test). */
+const refusedWith = (url: string): Promise<number> =>
+  new Promise<number>((resolve, reject) => {
+    const ws = new WebSocket(url.replace(/^http/, 'ws'), { headers: { authorization: `Bearer ${TOKEN}` } });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.on('open', () => {
+      ws.terminate();
+      reject(new Error(`${url}: the upgrade was accepted`));
+    });
+    ws.on('error', () => undefined);
+  });
+
+/** Another inspector of the farm, started, with these limits. */
+const inspectorWith = async (limits: InspectorOptions['limits']): Promise<Inspector> => {
+  const other = new Inspector({
+    store: stores[0] as Store,
+    host: '127.0.0.1',
+    port: 0,
+    token: TOKEN,
+    limits,
+  });
+  await other.start();
+  return other;
+};
+
+/** A reseller token for these modems. */
+const resellerToken = async (name: string, modems: string[]): Promise<string> =>
+  (await (stores[0] as Store).createToken({ name, scope: 'reseller', modems, createdBy: 'test' })).token;
 
 const api = (path: string, token = TOKEN): Promise<Response> =>
   fetch(`${inspector.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
@@ -138,12 +170,7 @@ describe('GET /api/modems: paging and filters', () => {
 
   it("a reseller's pages hold its modems only, and their cursors never name another's", async () => {
     const own = [imei(2), imei(103), imei(107)];
-    const { token } = await (stores[0] as Store).createToken({
-      name: 'acme',
-      scope: 'reseller',
-      modems: own,
-      createdBy: 'test',
-    });
+    const token = await resellerToken('acme', own);
     const first = (await (await api('/api/modems?limit=2', token)).json()) as {
       modems: { imei: string }[];
       next: string | null;
@@ -203,12 +230,7 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
     const whole = new WsClient(inspector.url);
     const split = new WsClient(inspector.url, undefined, '?first=5');
     const own = [imei(1), imei(4), imei(104)];
-    const { token } = await (stores[0] as Store).createToken({
-      name: 'split-reseller',
-      scope: 'reseller',
-      modems: own,
-      createdBy: 'test',
-    });
+    const token = await resellerToken('split-reseller', own);
     const reseller = new WsClient(inspector.url, { authorization: `Bearer ${token}` }, '?first=2');
     try {
       const full = await whole.next((m) => m.type === 'snapshot');
@@ -244,32 +266,13 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
       for (const c of [whole, split, reseller]) c.close();
     }
     // a bad N is refused before anything else
-    for (const bad of ['0', 'ten', '-1', '100000', '']) {
-      const status = await new Promise<number>((resolve, reject) => {
-        const ws = new WebSocket(`${inspector.url.replace('http', 'ws')}/ws?first=${bad}`, {
-          headers: { authorization: `Bearer ${TOKEN}` },
-        });
-        ws.on('unexpected-response', (_req, res) => {
-          resolve(res.statusCode ?? 0);
-          ws.terminate();
-        });
-        ws.on('open', () => reject(new Error(`?first=${bad} was accepted`)));
-        ws.on('error', () => undefined);
-      });
-      expect(status, bad).toBe(400);
-    }
+    for (const bad of ['0', 'ten', '-1', '100000', ''])
+      expect(await refusedWith(`${inspector.url}/ws?first=${bad}`), bad).toBe(400);
     await until(() => inspector.hub.size === 0, 5_000, 'clients gone');
   });
 
   it('rows nobody uses stop being re-read: dropped at the next notification, read whole at the next use', async () => {
-    const idle = new Inspector({
-      store: stores[0] as Store,
-      host: '127.0.0.1',
-      port: 0,
-      token: TOKEN,
-      limits: { rowCacheIdleMs: 300 },
-    });
-    await idle.start();
+    const idle = await inspectorWith({ rowCacheIdleMs: 300 });
     try {
       const stats = idle.hub.stats;
       await until(() => stats.rowCacheReads === 1, 5_000, 'the read at start');
@@ -293,29 +296,12 @@ describe('WebSocket snapshot: serialised once per version, bytes shared', () => 
   });
 
   it('caps clients per address by configuration (503 above), apart from the farm-wide cap', async () => {
-    const capped = new Inspector({
-      store: stores[0] as Store,
-      host: '127.0.0.1',
-      port: 0,
-      token: TOKEN,
-      limits: { maxClients: 10, maxClientsPerAddress: 2 },
-    });
-    await capped.start();
+    const capped = await inspectorWith({ maxClients: 10, maxClientsPerAddress: 2 });
     const clients = [new WsClient(capped.url), new WsClient(capped.url)];
     try {
       await Promise.all(clients.map((c) => c.next((m) => m.type === 'snapshot')));
-      const status = await new Promise<number>((resolve, reject) => {
-        const ws = new WebSocket(`${capped.url.replace('http', 'ws')}/ws`, {
-          headers: { authorization: `Bearer ${TOKEN}` },
-        });
-        ws.on('unexpected-response', (_req, res) => {
-          resolve(res.statusCode ?? 0);
-          ws.terminate();
-        });
-        ws.on('open', () => reject(new Error('a third client from one address was let in')));
-        ws.on('error', () => undefined);
-      });
-      expect(status).toBe(503);
+      // a third client from one address
+      expect(await refusedWith(`${capped.url}/ws`)).toBe(503);
       expect(capped.hub.size).toBe(2);
     } finally {
       for (const c of clients) c.close();
