@@ -137,8 +137,14 @@ describe('traffic counted by the kernel', () => {
 
   it('a quota stops the port at its limit (stalled); closed, the connection ends and new ones are refused; reopened at once', async () => {
     const before = await reading();
+    const rules = async (): Promise<boolean | undefined> =>
+      (await accounting.read()).parts.get(part.slot)?.state.quotaRules;
+    // no limit: no rule evaluates the quota; set live, the part's chains get them (counters kept)
+    expect(await rules()).toBe(false);
     const allowance = 2_000_000;
     await accounting.change([{ ...ports, limit: before.quotaUsed + allowance }]);
+    expect(await rules()).toBe(true);
+    expect((await reading()).token).toBe(before.token);
     const pending = bulk(cust, direct(HTTP), target(HTTP), 0, 10_000_000, 90_000);
     // the kernel stops the bytes at the limit; the connection stalls
     await until(async () => (await reading()).quotaUsed >= before.quotaUsed + allowance, {
@@ -169,6 +175,7 @@ describe('traffic counted by the kernel', () => {
     expect(shut.download - ended.download).toBeLessThan(200_000);
     // reopened: the kernel reports at most the limit as used (dropped retries used more): from zero
     await accounting.change([{ ...ports, limit: NO_LIMIT, reset: true, closed: false }]);
+    expect(await rules()).toBe(false);
     const open = await bulk(cust, direct(SOCKS), target(SOCKS), 10, 10, 30_000);
     expect(open.error).toBeNull();
     expect(open.payload).toBe(10);
