@@ -91,9 +91,43 @@ describe('traffic counted by the kernel', () => {
   }, 120_000);
 
   it('a supervisor restart finds the counters as they were and keeps them', async () => {
+    // a part as a previous version left it: a quota rule though it has no limit
+    await execa('ip', [
+      'netns',
+      'exec',
+      srv,
+      'nft',
+      'insert',
+      'rule',
+      'inet',
+      'mf_traffic',
+      `m${part.slot}_in`,
+      'quota',
+      'name',
+      `q_${part.slot}`,
+      'drop',
+    ]);
+    await execa('ip', [
+      'netns',
+      'exec',
+      srv,
+      'nft',
+      'insert',
+      'rule',
+      'inet',
+      'mf_traffic',
+      `m${part.slot}_out`,
+      'quota',
+      'name',
+      `q_${part.slot}`,
+      'drop',
+    ]);
+    expect((await accounting.read()).parts.get(part.slot)?.state.quotaRules).toBe(true);
     const before = await reading();
     const again = new TrafficAccounting({ netns: srv, probeUid: null });
     await again.start();
+    // its rules as its limit needs them (none), its counters as they were
+    expect((await again.read()).parts.get(part.slot)?.state.quotaRules).toBe(false);
     await again.admit(part, { limit: NO_LIMIT, closed: false });
     expect(await reading(again)).toEqual(before);
     const r = await bulk(cust, direct(HTTP), target(HTTP), 10_000, 20_000);
