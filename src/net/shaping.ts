@@ -12,16 +12,26 @@ import { checkIfname } from './nftRuleset.js';
  * - download (the internet's bytes to the customer: ingress of the link): the link's ingress is
  *   redirected (u32 match-all, `mirred`) to an ifb device of the modem, whose HTB root holds the
  *   limit. Policing the ingress would drop instead of queue; an ifb queues like the upload side.
+ *   Pure TCP ACKs (segments without payload: IPv4 without options or IPv6 without extension
+ *   headers, whose length is exactly the IP and TCP headers) are not redirected: they carry none of
+ *   the download, and during an upload every ACK of the internet side would otherwise go through
+ *   `mirred`, the ifb's queue and HTB before the proxy's socket sees it (that halved an upload
+ *   through tinyproxy in the benchmark, BENCHMARKS.md "Throughput through one port"). Anything
+ *   else (a segment with a byte of payload, IP options, fragments, UDP, ICMP) is redirected.
  * Only HTB, u32, mirred, ingress and ifb are used: the smallest set (a minimal kernel such as CI's
  * has no tbf, fq_codel, matchall or police). Limits change live: `tc class replace` on the same
  * class, no proxy restart, no gap. Rates are of the link's packets (IP headers included, and the
- * Ethernet header on a veth): what a customer measures as payload is ~4 % less at a 1500 MTU.
+ * Ethernet header on a veth; the download's pure ACKs not counted): what a customer measures as
+ * payload is ~4 % less at a 1500 MTU.
  */
 
 export interface ShapingOptions {
   netns?: string | undefined;
   timeoutMs?: number;
 }
+
+/** One tc call's options: a `-batch -` reads its commands from `input`. */
+type TcOptions = ShapingOptions & { input?: string };
 
 export class ShapingError extends ModemfleetError {
   constructor(
@@ -83,20 +93,23 @@ async function applyHtb(dev: string, kbps: number, options: ShapingOptions): Pro
 
 async function tc(
   args: readonly string[],
-  options: ShapingOptions,
+  options: TcOptions,
 ): Promise<{ ok: boolean; stderr: string; stdout: string }> {
   const [file, ...full] =
     options.netns === undefined
       ? ['tc', ...args]
       : ['ip', 'netns', 'exec', checkNetns(options.netns), 'tc', ...args];
-  const result = await run(file ?? 'tc', full, { timeoutMs: options.timeoutMs ?? 5_000 });
+  const result = await run(file ?? 'tc', full, {
+    timeoutMs: options.timeoutMs ?? 5_000,
+    ...(options.input !== undefined ? { input: options.input } : {}),
+  });
   if (result.timedOut) throw new ShapingError(`tc ${args.join(' ')} timed out`, result.stderr);
   if (result.spawnFailed)
     throw new ShapingError('tc is not installed (apt-get install iproute2)', result.stderr);
   return { ok: result.exitCode === 0, stderr: result.stderr, stdout: result.stdout };
 }
 
-async function tcMust(args: readonly string[], options: ShapingOptions): Promise<string> {
+async function tcMust(args: readonly string[], options: TcOptions): Promise<string> {
   const r = await tc(args, options);
   if (!r.ok)
     throw new ShapingError(`tc ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 300)}`, r.stderr);
@@ -138,16 +151,70 @@ export async function applyShaping(
   await ip(['link', 'set', ifb, 'up'], ipOptions);
   await applyHtb(ifb, limits.downloadKbps, options);
   const filters = await tcMust(['filter', 'show', 'dev', link, 'parent', 'ffff:'], options).catch(() => '');
-  if (filters.includes(`mirred (Egress Redirect to device ${ifb})`)) return;
+  if (ingressInPlace(filters, ifb)) return;
   await tcAbsentOk(['qdisc', 'del', 'dev', link, 'ingress'], options);
-  await tcMust(['qdisc', 'add', 'dev', link, 'handle', 'ffff:', 'ingress'], options);
-  await tcMust(
+  const commands = ingressCommands(link, ifb);
+  const batch = commands.map((args) => args.join(' ')).join('\n');
+  await tcMust(['-batch', '-'], { ...options, input: `${batch}\n` });
+}
+
+/** TCP data offsets (the TCP header's length in 32-bit words): a pure ACK is exactly one of these. */
+const DOFFS = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15] as const;
+/** The u32 hash tables of the pure-ACK matches (IPv4, IPv6), linked from their protocol's filter. */
+const ACK_TABLES = { ip: '1:', ipv6: '2:' } as const;
+/** The classid a pure ACK gets: classified, so the ingress passes it (no action, no redirect). */
+const ACK_FLOW = ':1';
+
+/**
+ * The tc argument lists (one `tc -batch`) of a link's ingress: the ingress qdisc; per protocol, a
+ * u32 filter that sends short packets (under 128 bytes of IP length) on to a table of exact
+ * pure-ACK shapes, one per TCP header length, which pass (classified, no action); then the
+ * redirect of everything else to the ifb. A long packet is decided by one comparison per protocol;
+ * a short one that is not a pure ACK (a few bytes of payload, an option, a fragment) comes back
+ * from the table unmatched and is redirected.
+ */
+export function ingressCommands(link: string, ifb: string): string[][] {
+  checkIfname(link, 'shaping link');
+  checkIfname(ifb, 'shaping ifb');
+  const filter = (protocol: string, prio: number): string[] => [
+    ...['filter', 'add', 'dev', link, 'parent', 'ffff:', 'protocol', protocol, 'prio', String(prio)],
+  ];
+  const hex = (n: number): string => `0x${n.toString(16)}`;
+  // IPv4: version 4 and a 20-byte header, total length = 20 + 4 * doff, TCP, not a fragment (MF
+  // clear, offset 0), the TCP header's data offset (byte 12 of TCP: 32 of the packet)
+  const v4 = DOFFS.map((doff) => [
+    ...filter('ip', 1),
+    ...['u32', 'ht', ACK_TABLES.ip, 'match', 'u16', hex(20 + 4 * doff), '0xffff', 'at', '2'],
+    ...['match', 'u8', '0x45', '0xff', 'at', '0', 'match', 'u8', '0x6', '0xff', 'at', '9'],
+    ...['match', 'u16', '0x0', '0x3fff', 'at', '6', 'match', 'u8', hex(doff << 4), '0xf0', 'at', '32'],
+    ...['flowid', ACK_FLOW],
+  ]);
+  // IPv6: payload length = 4 * doff, next header TCP (no extension headers), data offset (40 + 12)
+  const v6 = DOFFS.map((doff) => [
+    ...filter('ipv6', 2),
+    ...['u32', 'ht', ACK_TABLES.ipv6, 'match', 'u16', hex(4 * doff), '0xffff', 'at', '4'],
+    ...['match', 'u8', '0x6', '0xff', 'at', '6', 'match', 'u8', hex(doff << 4), '0xf0', 'at', '52'],
+    ...['flowid', ACK_FLOW],
+  ]);
+  return [
+    ['qdisc', 'add', 'dev', link, 'handle', 'ffff:', 'ingress'],
+    [...filter('ip', 1), 'handle', ACK_TABLES.ip, 'u32', 'divisor', '1'],
+    ...v4,
+    [...filter('ip', 1), 'u32', 'match', 'u16', '0x0', '0xff80', 'at', '2', 'link', ACK_TABLES.ip],
+    [...filter('ipv6', 2), 'handle', ACK_TABLES.ipv6, 'u32', 'divisor', '1'],
+    ...v6,
+    [...filter('ipv6', 2), 'u32', 'match', 'u16', '0x0', '0xff80', 'at', '4', 'link', ACK_TABLES.ipv6],
     [
-      ...['filter', 'add', 'dev', link, 'parent', 'ffff:', 'protocol', 'all', 'prio', '1'],
+      ...filter('all', 3),
       ...['u32', 'match', 'u32', '0', '0', 'action', 'mirred', 'egress', 'redirect', 'dev', ifb],
     ],
-    options,
-  );
+  ];
+}
+
+/** The ingress as `ingressCommands` makes it is there (`tc filter show dev LINK parent ffff:`). */
+export function ingressInPlace(filters: string, ifb: string): boolean {
+  const acks = filters.match(/^filter protocol ipv?6? pref [12] u32 .*\bflowid :1\b/gm)?.length ?? 0;
+  return filters.includes(`mirred (Egress Redirect to device ${ifb})`) && acks === 2 * DOFFS.length;
 }
 
 /** Lifts both limits and removes the ifb (the link may be gone already). */

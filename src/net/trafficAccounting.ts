@@ -11,6 +11,8 @@ import {
   renderChanges,
   addPartLines,
   changeLines,
+  needsQuotaRules,
+  quotaRuleLines,
   samePart,
   type PartChange,
   type PartReading,
@@ -70,7 +72,18 @@ export class TrafficAccounting {
   }
 
   async start(): Promise<void> {
-    const state = await this.serial(() => this.ensureBase());
+    const state = await this.serial(async () => {
+      const found = await this.ensureBase();
+      // parts a previous version left with quota rules and no limit (or the reverse, by hand):
+      // their rules as their limit needs them, counters untouched
+      const fix = [...this.known.values()].filter((p) => p.quotaRules !== needsQuotaRules(p.limit));
+      if (fix.length) {
+        const lines = fix.flatMap((p) => quotaRuleLines(p, needsQuotaRules(p.limit)));
+        await applyScript({ text: `${lines.join('\n')}\n`, checked: true }, this.nftOptions());
+        for (const p of fix) p.quotaRules = needsQuotaRules(p.limit);
+      }
+      return found;
+    });
     this.log.info({ parts: state.parts.size }, 'traffic table ready');
   }
 
@@ -194,7 +207,7 @@ export class TrafficAccounting {
       const token = randomBytes(8).toString('hex');
       lines.push(...addPartLines(part, token, limit));
       if (closed) lines.push(...changeLines([{ ...part, closed: true }]));
-      added.push({ ...part, token, limit, used: 0, closed });
+      added.push({ ...part, token, limit, used: 0, closed, quotaRules: needsQuotaRules(limit) });
     }
     // the last readings of the parts that go: their bytes are accounted before the counters vanish
     if (removed.size && this.onReplaced) {
@@ -220,7 +233,21 @@ export class TrafficAccounting {
     return this.serial(async () => {
       const known = changes.filter((c) => this.known.has(c.slot));
       if (!known.length) return;
-      await applyScript(renderChanges(known), this.nftOptions());
+      // a part that gets its first limit gets the quota rules, one whose limit is lifted loses them
+      // (in the same transaction: the quota holds from the moment its limit is set)
+      const rules: string[] = [];
+      const rewritten: PartState[] = [];
+      for (const c of known) {
+        const p = this.known.get(c.slot);
+        if (!p || c.limit === undefined || needsQuotaRules(c.limit) === p.quotaRules) continue;
+        rules.push(...quotaRuleLines(p, needsQuotaRules(c.limit)));
+        rewritten.push(p);
+      }
+      const script = renderChanges(known);
+      await applyScript(
+        rules.length ? { text: `${script.text}${rules.join('\n')}\n`, checked: true } : script,
+        this.nftOptions(),
+      );
       for (const c of known) {
         const p = this.known.get(c.slot);
         if (!p) continue;
@@ -228,6 +255,7 @@ export class TrafficAccounting {
         if (c.reset) p.used = 0;
         if (c.closed !== undefined) p.closed = c.closed;
       }
+      for (const p of rewritten) p.quotaRules = needsQuotaRules(p.limit);
     });
   }
 

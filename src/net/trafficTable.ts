@@ -29,7 +29,13 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
  * the supervisor in L3 terms from the payload still allowed (src/fleet/trafficMath.ts), and
  * updated in place. Packets dropped while over still use it up (TCP retries them), and the kernel
  * reports at most the limit as used: a port reopened after a stop has its quota reset, so its new
- * limit counts from zero.
+ * limit counts from zero. A part without a limit (`NO_LIMIT`) has its quota object (it holds the
+ * part's tag) but no rule that evaluates it: a quota is one atomic counter shared by every CPU,
+ * and a port without one should not pay for it on every packet. When a limit is set (or lifted),
+ * the part's two chains are rewritten with (or without) the quota rules in the same transaction as
+ * the limit (`flush chain` and its rules again: atomic, and the named counters and the quota
+ * object, with what it has used, are untouched). The quota uses only what passes while its rules
+ * are there; the supervisor's limit is what it has used plus what is left, so that is exact.
  *
  * A closed port (quota spent, expired) has its two ports in the set `closed`: a customer's segments
  * are answered with a TCP reset (a new connection is refused) before the quota is looked at; the
@@ -47,8 +53,9 @@ import { checkId, checkPort, NftRulesetError } from './nftRuleset.js';
  * The table is the one that is never applied whole: re-applying would reset its counters, which
  * are the billing record and must survive a supervisor restart. Its base (sets, maps, hooks) is
  * created when missing; each modem's part (counters, quota, two chains, map elements) is added in
- * one transaction, and replaced only when the slot now serves another modem or other ports. Every
- * value in the text is a number checked here, a fixed name, or an IMEI checked here.
+ * one transaction, and replaced only when the slot now serves another modem or other ports (its
+ * chains' rules alone may be rewritten, as above: no counter is touched). Every value in the text
+ * is a number checked here, a fixed name, or an IMEI checked here.
  */
 
 export const TRAFFIC_TABLE = 'mf_traffic';
@@ -97,6 +104,8 @@ export interface PartState extends TrafficPart {
   used: number;
   /** Its ports are in the `closed` set. */
   closed: boolean;
+  /** Its chains evaluate its quota (a part without a limit has no quota rules). */
+  quotaRules: boolean;
 }
 
 /** What one part's counters say now (cumulative since the part was created). */
@@ -147,6 +156,8 @@ export const counterName = (dir: Direction, slot: number, doff: number | 'v6'): 
   `${dir}${slot}_${doff}`;
 export const quotaName = (slot: number): string => `q_${slot}`;
 const chainName = (slot: number, side: 'in' | 'out'): string => `m${slot}_${side}`;
+/** Whether a part with this limit has the quota rules in its chains. */
+export const needsQuotaRules = (limit: number): boolean => limit !== NO_LIMIT;
 
 /** The identity of a part, kept in its quota's comment. */
 export function partTag(part: TrafficPart, token: string): string {
@@ -224,52 +235,76 @@ export function renderBase(probeUid: number | null, replace: boolean): NftScript
   ]);
 }
 
+/**
+ * One side's rules of a part's chain (`in`: the customer's segments, `out`: the proxy's), with or
+ * without the quota's.
+ */
+function partRules(part: TrafficPart, side: 'in' | 'out', quota: boolean): string[] {
+  const { slot, uid } = part;
+  const q = quotaName(slot);
+  const counting = (dir: Direction): string[] => [
+    `counter name tcp doff map { ${DOFFS.map((d) => `${d} : "${counterName(dir, slot, d)}"`).join(', ')} }`,
+    `meta nfproto ipv6 counter name "${counterName(dir, slot, 'v6')}"`,
+  ];
+  return side === 'in'
+    ? [
+        `ct mark 0x${PROBE_MARK.toString(16)} return`,
+        // closed: a customer's SYN is refused, any other segment reset (redirected ones too)
+        'tcp dport @closed reject with tcp reset',
+        `${REDIRECTED} ct original proto-dst @closed reject with tcp reset`,
+        // over the quota: stalled (reopened, it goes on)
+        ...(quota ? [`quota name "${q}" drop`] : []),
+        ...counting('u'),
+      ]
+    : [
+        // resets always reach the customer (they carry no payload): refusals
+        'tcp flags & rst == rst return',
+        ...(uid !== null ? [`meta skuid != ${uid} return`] : []),
+        `ct mark 0x${PROBE_MARK.toString(16)} return`,
+        // over the quota: stalled; closed: through, so that the customer's answer is reset
+        // (the port the customer asked for: a redirected connection's reply leaves from another)
+        ...(quota ? [`tcp sport != @closed ct original proto-dst != @closed quota name "${q}" drop`] : []),
+        ...counting('d'),
+      ];
+}
+
 /** The commands that add one part (its counters start at zero under `token`). */
 export function addPartLines(part: TrafficPart, token: string, limit: number): string[] {
   const tag = partTag(part, token);
-  const { slot, httpPort, socksPort, uid } = part;
-  const q = quotaName(slot);
+  const { slot, httpPort, socksPort } = part;
   const lines: string[] = [];
   for (const dir of ['u', 'd'] as const) {
     for (const doff of DOFFS) lines.push(`add counter ${TABLE} ${counterName(dir, slot, doff)}`);
     lines.push(`add counter ${TABLE} ${counterName(dir, slot, 'v6')}`);
   }
-  lines.push(`add quota ${TABLE} ${q} { over ${checkLimit(limit)} bytes; comment "${tag}"; }`);
-  const counting = (dir: Direction): string[] => [
-    `counter name tcp doff map { ${DOFFS.map((d) => `${d} : "${counterName(dir, slot, d)}"`).join(', ')} }`,
-    `meta nfproto ipv6 counter name "${counterName(dir, slot, 'v6')}"`,
-  ];
-  const rules = (side: 'in' | 'out'): string[] =>
-    side === 'in'
-      ? [
-          `ct mark 0x${PROBE_MARK.toString(16)} return`,
-          // closed: a customer's SYN is refused, any other segment reset (redirected ones too)
-          'tcp dport @closed reject with tcp reset',
-          `${REDIRECTED} ct original proto-dst @closed reject with tcp reset`,
-          // over the quota: stalled (reopened, it goes on)
-          `quota name "${q}" drop`,
-          ...counting('u'),
-        ]
-      : [
-          // resets always reach the customer (they carry no payload): refusals
-          'tcp flags & rst == rst return',
-          ...(uid !== null ? [`meta skuid != ${uid} return`] : []),
-          `ct mark 0x${PROBE_MARK.toString(16)} return`,
-          // over the quota: stalled; closed: through, so that the customer's answer is reset
-          // (the port the customer asked for: a redirected connection's reply leaves from another)
-          `tcp sport != @closed ct original proto-dst != @closed quota name "${q}" drop`,
-          ...counting('d'),
-        ];
+  lines.push(`add quota ${TABLE} ${quotaName(slot)} { over ${checkLimit(limit)} bytes; comment "${tag}"; }`);
   for (const side of ['in', 'out'] as const) {
     const chain = chainName(slot, side);
     lines.push(`add chain ${TABLE} ${chain}`);
-    for (const rule of rules(side)) lines.push(`add rule ${TABLE} ${chain} ${rule}`);
+    for (const rule of partRules(part, side, needsQuotaRules(limit)))
+      lines.push(`add rule ${TABLE} ${chain} ${rule}`);
   }
   lines.push(`add element ${TABLE} ports { ${httpPort}, ${socksPort} }`);
   for (const side of ['in', 'out'] as const)
     lines.push(
       `add element ${TABLE} ports_${side} { ${httpPort} : jump ${chainName(slot, side)}, ${socksPort} : jump ${chainName(slot, side)} }`,
     );
+  return lines;
+}
+
+/**
+ * The commands that rewrite an existing part's two chains with (`quota`) or without the quota
+ * rules: its rules only (in the transaction of the change that needs it, so no packet sees a chain
+ * half written); the counters and the quota object, with what it has used, stay as they are.
+ */
+export function quotaRuleLines(part: TrafficPart, quota: boolean): string[] {
+  checkPart(part);
+  const lines: string[] = [];
+  for (const side of ['in', 'out'] as const) {
+    const chain = chainName(part.slot, side);
+    lines.push(`flush chain ${TABLE} ${chain}`);
+    for (const rule of partRules(part, side, quota)) lines.push(`add rule ${TABLE} ${chain} ${rule}`);
+  }
   return lines;
 }
 
@@ -345,6 +380,8 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
   const counters = new Map<string, { packets: number; bytes: number }>();
   const quotas = new Map<number, { limit: number; used: number; comment: unknown }>();
   const versioned = new Set<string>();
+  /** Chains with a rule that evaluates a quota. */
+  const quotaChains = new Set<string>();
   const closed = new Set<number>();
   for (const item of Array.isArray(items) ? items : []) {
     const o = obj(item);
@@ -359,6 +396,9 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
     } else if ('rule' in o) {
       const r = obj(o['rule']);
       if (r['comment'] === TRAFFIC_VERSION) versioned.add(String(r['chain']));
+      const expr = r['expr'];
+      if (Array.isArray(expr) && expr.some((e) => typeof obj(e)['quota'] === 'string'))
+        quotaChains.add(String(r['chain']));
     } else if ('set' in o) {
       const set = obj(o['set']);
       const elem = set['elem'];
@@ -389,8 +429,9 @@ export function parseTrafficTable(json: unknown): TrafficTableState {
     // a part without all of its counters is not one of ours as written: it is replaced
     if (!up || !down) continue;
     const isClosed = closed.has(tag.httpPort) && closed.has(tag.socksPort);
+    const quotaRules = quotaChains.has(chainName(slot, 'in')) && quotaChains.has(chainName(slot, 'out'));
     parts.set(slot, {
-      state: { slot, ...tag, limit: q.limit, used: q.used, closed: isClosed },
+      state: { slot, ...tag, limit: q.limit, used: q.used, closed: isClosed, quotaRules },
       reading: {
         slot,
         imei: tag.imei,

@@ -91,9 +91,43 @@ describe('traffic counted by the kernel', () => {
   }, 120_000);
 
   it('a supervisor restart finds the counters as they were and keeps them', async () => {
+    // a part as a previous version left it: a quota rule though it has no limit
+    await execa('ip', [
+      'netns',
+      'exec',
+      srv,
+      'nft',
+      'insert',
+      'rule',
+      'inet',
+      'mf_traffic',
+      `m${part.slot}_in`,
+      'quota',
+      'name',
+      `q_${part.slot}`,
+      'drop',
+    ]);
+    await execa('ip', [
+      'netns',
+      'exec',
+      srv,
+      'nft',
+      'insert',
+      'rule',
+      'inet',
+      'mf_traffic',
+      `m${part.slot}_out`,
+      'quota',
+      'name',
+      `q_${part.slot}`,
+      'drop',
+    ]);
+    expect((await accounting.read()).parts.get(part.slot)?.state.quotaRules).toBe(true);
     const before = await reading();
     const again = new TrafficAccounting({ netns: srv, probeUid: null });
     await again.start();
+    // its rules as its limit needs them (none), its counters as they were
+    expect((await again.read()).parts.get(part.slot)?.state.quotaRules).toBe(false);
     await again.admit(part, { limit: NO_LIMIT, closed: false });
     expect(await reading(again)).toEqual(before);
     const r = await bulk(cust, direct(HTTP), target(HTTP), 10_000, 20_000);
@@ -137,8 +171,14 @@ describe('traffic counted by the kernel', () => {
 
   it('a quota stops the port at its limit (stalled); closed, the connection ends and new ones are refused; reopened at once', async () => {
     const before = await reading();
+    const rules = async (): Promise<boolean | undefined> =>
+      (await accounting.read()).parts.get(part.slot)?.state.quotaRules;
+    // no limit: no rule evaluates the quota; set live, the part's chains get them (counters kept)
+    expect(await rules()).toBe(false);
     const allowance = 2_000_000;
     await accounting.change([{ ...ports, limit: before.quotaUsed + allowance }]);
+    expect(await rules()).toBe(true);
+    expect((await reading()).token).toBe(before.token);
     const pending = bulk(cust, direct(HTTP), target(HTTP), 0, 10_000_000, 90_000);
     // the kernel stops the bytes at the limit; the connection stalls
     await until(async () => (await reading()).quotaUsed >= before.quotaUsed + allowance, {
@@ -169,6 +209,7 @@ describe('traffic counted by the kernel', () => {
     expect(shut.download - ended.download).toBeLessThan(200_000);
     // reopened: the kernel reports at most the limit as used (dropped retries used more): from zero
     await accounting.change([{ ...ports, limit: NO_LIMIT, reset: true, closed: false }]);
+    expect(await rules()).toBe(false);
     const open = await bulk(cust, direct(SOCKS), target(SOCKS), 10, 10, 30_000);
     expect(open.error).toBeNull();
     expect(open.payload).toBe(10);

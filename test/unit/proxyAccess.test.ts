@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { accessListTable } from '../../src/net/accessList.js';
 import { renderTable } from '../../src/net/nftRuleset.js';
-import { htbCommands, htbRate, ifbName } from '../../src/net/shaping.js';
+import { htbCommands, htbRate, ifbName, ingressCommands, ingressInPlace } from '../../src/net/shaping.js';
 import {
   isTimestamp,
   liveLogins,
@@ -167,6 +167,50 @@ describe('kernel parts', () => {
     expect(() => htbCommands('wwan0; rm', 500)).toThrow(/interface name/);
     expect(() => htbRate(0)).toThrow(/out of range/);
     expect(ifbName(7)).toBe('mfifb7');
+  });
+
+  it("the link's ingress passes pure ACKs (exact shapes, both protocols) and redirects the rest to the ifb", () => {
+    const commands = ingressCommands('wwan0', 'mfifb0');
+    const lines = commands.map((c) => c.join(' '));
+    expect(lines[0]).toBe('qdisc add dev wwan0 handle ffff: ingress');
+    expect(lines[1]).toBe('filter add dev wwan0 parent ffff: protocol ip prio 1 handle 1: u32 divisor 1');
+    // IPv4 with timestamps: 20 + 32 bytes, TCP, not a fragment, data offset 8
+    expect(lines).toContain(
+      'filter add dev wwan0 parent ffff: protocol ip prio 1 u32 ht 1: match u16 0x34 0xffff at 2 ' +
+        'match u8 0x45 0xff at 0 match u8 0x6 0xff at 9 match u16 0x0 0x3fff at 6 match u8 0x80 0xf0 at 32 flowid :1',
+    );
+    // IPv6: payload 32 bytes, next header TCP, data offset 8
+    expect(lines).toContain(
+      'filter add dev wwan0 parent ffff: protocol ipv6 prio 2 u32 ht 2: match u16 0x20 0xffff at 4 ' +
+        'match u8 0x6 0xff at 6 match u8 0x80 0xf0 at 52 flowid :1',
+    );
+    // every TCP header length (5-15 words), each protocol; short packets are looked up, long ones not
+    expect(lines.filter((l) => l.includes(' ht 1: ')).length).toBe(11);
+    expect(lines.filter((l) => l.includes(' ht 2: ')).length).toBe(11);
+    expect(lines).toContain(
+      'filter add dev wwan0 parent ffff: protocol ip prio 1 u32 match u16 0x0 0xff80 at 2 link 1:',
+    );
+    expect(lines).toContain(
+      'filter add dev wwan0 parent ffff: protocol ipv6 prio 2 u32 match u16 0x0 0xff80 at 4 link 2:',
+    );
+    // the redirect comes last, after both protocols' ACK filters
+    expect(lines.at(-1)).toBe(
+      'filter add dev wwan0 parent ffff: protocol all prio 3 u32 match u32 0 0 action mirred egress redirect dev mfifb0',
+    );
+    expect(() => ingressCommands('wwan0', 'mf ifb')).toThrow(/interface name/);
+    // an ingress of the version before (the redirect alone) is not in place: it is made again
+    const redirect =
+      'filter protocol all pref 1 u32 chain 0 fh 800::800 order 2048 key ht 800 bkt 0 terminal flowid not_in_hw \n' +
+      '\taction order 1: mirred (Egress Redirect to device mfifb0) stolen\n';
+    expect(ingressInPlace(redirect, 'mfifb0')).toBe(false);
+    const acks = (protocol: string, pref: number): string =>
+      Array.from(
+        { length: 11 },
+        (_, i) =>
+          `filter protocol ${protocol} pref ${pref} u32 chain 0 fh ${pref}::${800 + i} order ${2048 + i} key ht ${pref} bkt 0 *flowid :1 not_in_hw \n`,
+      ).join('');
+    expect(ingressInPlace(acks('ip', 1) + acks('ipv6', 2) + redirect, 'mfifb0')).toBe(true);
+    expect(ingressInPlace(acks('ip', 1) + acks('ipv6', 2) + redirect, 'mfifb1')).toBe(false);
   });
 
   it('the allowlist table redirects the listed IPv4 networks to the companions and refuses everyone else there', () => {

@@ -1,12 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import {
   DOFFS,
+  NO_LIMIT,
   TRAFFIC_VERSION,
   addPartLines,
   counterName,
   parseTag,
   parseTrafficTable,
   partTag,
+  quotaRuleLines,
   removePartLines,
   renderBase,
   changeLines,
@@ -20,6 +22,7 @@ function listing(
   packets: { dir: 'u' | 'd'; doff: number; v6?: boolean; payload: number }[],
   quota = { bytes: 1e6, used: 0 },
   closed: number[] = [],
+  quotaRules: ('m3_in' | 'm3_out')[] = ['m3_in', 'm3_out'],
 ) {
   const counters = new Map<string, { packets: number; bytes: number }>();
   for (const dir of ['u', 'd'] as const) {
@@ -70,6 +73,15 @@ function listing(
           comment: TRAFFIC_VERSION,
         },
       },
+      ...quotaRules.map((chain, i) => ({
+        rule: {
+          family: 'inet',
+          table: 'mf_traffic',
+          chain,
+          handle: 10 + i,
+          expr: [{ quota: 'q_3' }, { drop: null }],
+        },
+      })),
     ],
   };
 }
@@ -98,7 +110,17 @@ describe('the traffic table', () => {
       quotaLimit: 1e6,
     });
     expect(reading.l3Upload).toBe(60 + 172 + 52 + 1_060);
-    expect(state.parts.get(3)!.state).toMatchObject({ ...part, token: '0123456789abcdef', closed: false });
+    expect(state.parts.get(3)!.state).toMatchObject({
+      ...part,
+      token: '0123456789abcdef',
+      closed: false,
+      quotaRules: true,
+    });
+    // a part without a limit has no quota rules (in either chain: both, or it counts as none)
+    expect(parseTrafficTable(listing([], undefined, [], [])).parts.get(3)?.state.quotaRules).toBe(false);
+    expect(parseTrafficTable(listing([], undefined, [], ['m3_in'])).parts.get(3)?.state.quotaRules).toBe(
+      false,
+    );
     expect(parseTrafficTable(listing([], undefined, [20003, 30003])).parts.get(3)?.reading.closed).toBe(true);
   });
 
@@ -168,6 +190,33 @@ describe('the traffic table', () => {
       'add rule inet mf_traffic m3_out tcp sport != @closed ct original proto-dst != @closed quota name "q_3" drop',
     );
     expect(lines).toContain('add rule inet mf_traffic m3_in quota name "q_3" drop');
+  });
+
+  it('a part without a limit has no quota rule; a limit set or lifted rewrites its chains alone', () => {
+    const free = addPartLines(part, '0123456789abcdef', NO_LIMIT);
+    // the quota object is there (it holds the tag), no rule evaluates it
+    expect(free).toContain(
+      `add quota inet mf_traffic q_3 { over ${NO_LIMIT} bytes; comment "imei=866834040000017 ports=20003,30003 uid=61003 i=0123456789abcdef"; }`,
+    );
+    expect(free.filter((l) => l.includes('quota name'))).toEqual([]);
+    // everything else as with a limit
+    const limited = addPartLines(part, '0123456789abcdef', 5_000);
+    expect(limited.filter((l) => !l.includes('quota'))).toEqual(free.filter((l) => !l.includes('quota')));
+    const on = quotaRuleLines(part, true);
+    // flushed and written again, in the order a new part has them; no counter, quota or element
+    expect(on).toEqual([
+      'flush chain inet mf_traffic m3_in',
+      ...limited.filter((l) => l.startsWith('add rule inet mf_traffic m3_in ')),
+      'flush chain inet mf_traffic m3_out',
+      ...limited.filter((l) => l.startsWith('add rule inet mf_traffic m3_out ')),
+    ]);
+    expect(quotaRuleLines(part, false)).toEqual([
+      'flush chain inet mf_traffic m3_in',
+      ...free.filter((l) => l.startsWith('add rule inet mf_traffic m3_in ')),
+      'flush chain inet mf_traffic m3_out',
+      ...free.filter((l) => l.startsWith('add rule inet mf_traffic m3_out ')),
+    ]);
+    expect(() => quotaRuleLines({ ...part, uid: -1 }, true)).toThrow(/uid/);
   });
 
   it('refuses what is not a slot, an IMEI, a port, a uid or a limit', () => {
