@@ -358,9 +358,7 @@ export class Inspector {
       );
     const wss = this.wss;
     if (!wss) return refuse(503, 'Service Unavailable', 'stopping');
-    wss.handleUpgrade(req, socket, head, (ws) =>
-      this.hub.add(ws, access, address, { firstRows, socket }),
-    );
+    wss.handleUpgrade(req, socket, head, (ws) => this.hub.add(ws, access, address, { firstRows, socket }));
   }
 
   private onError(err: FastifyError, url: string, reply: FastifyReply): void {
