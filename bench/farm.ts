@@ -159,10 +159,14 @@ async function pageFirstRender(
     const t0 = performance.now();
     await page.goto(`${url}/#token=${TOKEN}`);
     // first render: the snapshot's cards on the screen and the stream live
+    // (the page's own clock when this first held: what the rest of the time was spent on)
     await page.waitForFunction(
-      () =>
-        document.querySelectorAll('.card').length > 0 &&
-        document.querySelector('#conn')?.textContent === 'live',
+      `(() => {
+        const ok = document.querySelectorAll('.card').length > 0 &&
+          document.querySelector('#conn')?.textContent === 'live';
+        if (ok) window.__firstSeen ??= performance.now();
+        return ok;
+      })()`,
       undefined,
       { timeout: 60_000 },
     );
@@ -177,6 +181,9 @@ async function pageFirstRender(
         connect: at('modemfleet:connect'),
         snapshot: at('modemfleet:snapshot'),
         rendered: at('modemfleet:rendered'),
+        painted: at('modemfleet:painted'),
+        complete: at('modemfleet:complete'),
+        seen: Math.round(window.__firstSeen ?? NaN),
       };
     })()`);
     return { ms, marks };

@@ -193,6 +193,8 @@ function onMessage(m) {
       restExpected = m.rest ?? 0;
       renderAll();
       performance.mark('modemfleet:rendered');
+      // (a timer set in an animation frame runs after that frame is painted)
+      requestAnimationFrame(() => setTimeout(() => performance.mark('modemfleet:painted')));
       renderAlerts(m.alerts);
       api('/api/silences')
         .then(renderSilences)
