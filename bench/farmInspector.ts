@@ -41,7 +41,7 @@ async function main(): Promise<void> {
       await inspector.stop().catch(() => undefined);
       await sql.end().catch(() => undefined);
       send({ type: 'stopped' });
-      process.disconnect?.();
+      if (process.connected) process.disconnect();
     })());
   process.on('message', (m: FarmInspectorRequest) => {
     if (m.type === 'loop' && m.on) {

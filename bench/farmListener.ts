@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   const stop = async (): Promise<void> => {
     await listener.stop().catch(() => undefined);
     await sql.end().catch(() => undefined);
-    process.disconnect?.();
+    if (process.connected) process.disconnect();
   };
   process.on('message', (m: FarmListenerRequest) => {
     if (m.type === 'window') inWindow = m.on;
