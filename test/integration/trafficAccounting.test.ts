@@ -92,36 +92,10 @@ describe('traffic counted by the kernel', () => {
 
   it('a supervisor restart finds the counters as they were and keeps them', async () => {
     // a part as a previous version left it: a quota rule though it has no limit
-    await execa('ip', [
-      'netns',
-      'exec',
-      srv,
-      'nft',
-      'insert',
-      'rule',
-      'inet',
-      'mf_traffic',
-      `m${part.slot}_in`,
-      'quota',
-      'name',
-      `q_${part.slot}`,
-      'drop',
-    ]);
-    await execa('ip', [
-      'netns',
-      'exec',
-      srv,
-      'nft',
-      'insert',
-      'rule',
-      'inet',
-      'mf_traffic',
-      `m${part.slot}_out`,
-      'quota',
-      'name',
-      `q_${part.slot}`,
-      'drop',
-    ]);
+    for (const chain of [`m${part.slot}_in`, `m${part.slot}_out`]) {
+      const rule = ['inet', 'mf_traffic', chain, 'quota', 'name', `q_${part.slot}`, 'drop'];
+      await execa('ip', ['netns', 'exec', srv, 'nft', 'insert', 'rule', ...rule]);
+    }
     expect((await accounting.read()).parts.get(part.slot)?.state.quotaRules).toBe(true);
     const before = await reading();
     const again = new TrafficAccounting({ netns: srv, probeUid: null });
