@@ -27,7 +27,7 @@ const GAUGES_NAMED_TOTAL = [
  * The gauges with one series per modem (what a dashboard shows of a port: up or not, and its
  * signal; IMEI and host labels only: an IMEI is not an address). 10,000 modems are 40,000 series:
  * not prom-client's (it formats every sample on every scrape) but text made from each modem's row
- * once, when the row changes (`Hub.perRow`), and joined per scrape: `perModemMetrics`.
+ * once, when the row changes (`Hub.perRow`), and joined per scrape: `perModemMetricsText`.
  */
 export const PER_MODEM_GAUGES: readonly {
   name: string;
