@@ -20,6 +20,7 @@ import type { JournalStats, JournalWriter } from './journalWriter.js';
 import { recorders, type Recorders } from './recorders.js';
 import type { FsyncPolicy } from './spool.js';
 import { coerceError } from '../util/errors.js';
+import { isRetryable } from '../store/pgErrors.js';
 import { HostEgress } from './egress.js';
 import { LeftProxies } from './handover.js';
 import { releaseRunDir, claimRunDir } from '../net/runDirLock.js';
@@ -465,11 +466,17 @@ export class Supervisor {
     this.handingOver = options.handover === true && this.options.dataPlane !== undefined;
     const failures: unknown[] = [];
     const step = async (name: string, fn: () => Promise<void> | void): Promise<void> => {
-      try {
-        await fn();
-      } catch (err) {
-        failures.push(err);
-        this.log.error({ err, step: name }, 'shutdown step failed');
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await fn();
+          return;
+        } catch (err) {
+          // a pooled connection that died in a database blip fails the step's first query: once more
+          if (attempt === 1 && isRetryable(err)) continue;
+          failures.push(err);
+          this.log.error({ err, step: name }, 'shutdown step failed');
+          return;
+        }
       }
     };
     clearInterval(this.heartbeat);

@@ -251,47 +251,68 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
   expect(p && [p.http, p.socks, p.tables]).toEqual(p && [p.n, p.n, p.n]);
 }
 
+/** `run`, or an error saying `what` once `ms` have passed without it settling. */
+async function bounded<T>(ms: number, what: () => string, run: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(what())), ms);
+  });
+  try {
+    return await Promise.race([run(), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 describe('fleet supervisor, model-based on real parts', () => {
   it('settles to a consistent farm after any plugs, unplugs, faults, commands, outages and restarts', async () => {
     let seed = 100;
     await fc.assert(
-      fc.asyncProperty(fc.commands(commands, { maxCommands: 15, size: 'large' }), async (cmds) => {
-        const db = await createTestDatabase();
-        const dir = await mkdtemp(join(tmpdir(), 'mf-prop-'));
-        const proxy = new TcpProxy(Number(new URL(db.url).port));
-        await proxy.start();
-        const url = db.url.replace(`:${new URL(db.url).port}/`, `:${proxy.port}/`);
-        const sql = openSql(url, { max: 4 });
-        const lab = new SimLab({
-          dir: join(dir, 'lab'),
-          profiles: defaultProfiles(N, seed++).map((p) => ({
-            ...p,
-            timings: { bootMs: 30, latencyMs: 1, attachMs: 100, resetMs: 300 },
-          })),
-        });
-        await lab.start(true);
-        const base = { db, sql, proxy, url, lab, dir };
-        const world: World = { ...base, supervisor: supervisor(base) };
-        const model: Model = { plugged: Array.from({ length: N }, () => true), dbUp: true, commands: 0 };
-        try {
-          await world.supervisor.start();
-          await fc.asyncModelRun(() => ({ model, real: world }), cmds);
-          proxy.up();
-          model.dbUp = true;
-          for (let i = 0; i < N; i++) lab.modem(i).setFaults({ dataCallRefused: false });
-          await settledInvariants(world, model);
-          if (process.env['MF_DEBUG']) console.log([...cmds].map((c) => c.toString()).join(', '), model);
-        } finally {
-          await world.supervisor.stop().catch(() => undefined);
-          await lab.stop();
-          await sql.end({ timeout: 1 });
-          await proxy.stop();
-          await db.drop();
-          await rm(dir, { recursive: true, force: true });
-        }
-        const left = await execa('pgrep', ['-f', `socat.*${dir}`], { reject: false });
-        expect(left.stdout).toBe('');
-      }),
+      fc.asyncProperty(fc.commands(commands, { maxCommands: 15, size: 'large' }), (cmds) =>
+        // a run takes ~5 s: one that has not settled in 90 s is a hang, reported with its commands
+        // (and fast-check's seed and path) instead of the test's timeout, which says nothing
+        bounded(
+          90_000,
+          () => `a run hung: ${[...cmds].map((c) => c.toString()).join(', ')}`,
+          async () => {
+            const db = await createTestDatabase();
+            const dir = await mkdtemp(join(tmpdir(), 'mf-prop-'));
+            const proxy = new TcpProxy(Number(new URL(db.url).port));
+            await proxy.start();
+            const url = db.url.replace(`:${new URL(db.url).port}/`, `:${proxy.port}/`);
+            const sql = openSql(url, { max: 4 });
+            const lab = new SimLab({
+              dir: join(dir, 'lab'),
+              profiles: defaultProfiles(N, seed++).map((p) => ({
+                ...p,
+                timings: { bootMs: 30, latencyMs: 1, attachMs: 100, resetMs: 300 },
+              })),
+            });
+            await lab.start(true);
+            const base = { db, sql, proxy, url, lab, dir };
+            const world: World = { ...base, supervisor: supervisor(base) };
+            const model: Model = { plugged: Array.from({ length: N }, () => true), dbUp: true, commands: 0 };
+            try {
+              await world.supervisor.start();
+              await fc.asyncModelRun(() => ({ model, real: world }), cmds);
+              proxy.up();
+              model.dbUp = true;
+              for (let i = 0; i < N; i++) lab.modem(i).setFaults({ dataCallRefused: false });
+              await settledInvariants(world, model);
+              if (process.env['MF_DEBUG']) console.log([...cmds].map((c) => c.toString()).join(', '), model);
+            } finally {
+              await world.supervisor.stop().catch(() => undefined);
+              await lab.stop();
+              await sql.end({ timeout: 1 });
+              await proxy.stop();
+              await db.drop();
+              await rm(dir, { recursive: true, force: true });
+            }
+            const left = await execa('pgrep', ['-f', `socat.*${dir}`], { reject: false });
+            expect(left.stdout).toBe('');
+          },
+        ),
+      ),
       {
         numRuns: Number(process.env['MF_FLEET_RUNS'] ?? 6),
         endOnFailure: true,
