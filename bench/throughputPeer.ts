@@ -1,12 +1,14 @@
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
+import { bulkHeader, serveBulk } from '../test/helpers/bulkWire.js';
 
 /**
  * The two ends of the throughput benchmark (bench/throughput.ts), each run inside a namespace
  * (`ip netns exec NS node --import tsx bench/throughputPeer.ts ...`):
  *
- * - `server HOST PORT` (the lab's internet): each connection sends a 16-byte header (the byte counts
+ * - `server HOST PORT` (the lab's internet; the wire: test/helpers/bulkWire.ts, as the traffic
+ *   tests' bulk server): each connection sends a 16-byte header (the byte counts
  *   it will upload and wants to download, two big-endian 64-bit numbers), then the upload; once it has
  *   all arrived the server sends the download and closes. Prints `ready` once listening.
  * - `agent` (a customer, or the farm itself for the direct path): reads one job per line on stdin
@@ -47,13 +49,6 @@ export interface PeerReply {
 
 const BLOCK = Buffer.alloc(256 * 1024, 0x5a);
 
-function header(up: number, down: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeBigUInt64BE(BigInt(up), 0);
-  b.writeBigUInt64BE(BigInt(down), 8);
-  return b;
-}
-
 /** Writes `bytes` in blocks, waiting for drain; resolves when all is handed to the socket. */
 async function pump(socket: Socket, bytes: number): Promise<void> {
   let left = bytes;
@@ -66,35 +61,6 @@ async function pump(socket: Socket, bytes: number): Promise<void> {
         socket.once('close', resolve);
       });
   }
-}
-
-function serve(host: string, port: number): void {
-  const server = createServer((socket) => {
-    socket.setNoDelay(true);
-    let head = Buffer.alloc(0);
-    let up = -1;
-    let down = 0;
-    let got = 0;
-    socket.on('error', () => socket.destroy());
-    const onData = (chunk: Buffer): void => {
-      if (up < 0) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length < 16) return;
-        up = Number(head.readBigUInt64BE(0));
-        down = Number(head.readBigUInt64BE(8));
-        chunk = head.subarray(16);
-      }
-      got += chunk.length;
-      if (got >= up) {
-        socket.off('data', onData);
-        socket.resume();
-        void pump(socket, down).then(() => socket.end());
-      }
-    };
-    socket.on('data', onData);
-  });
-  server.listen({ host, port, backlog: 1024 }, () => process.stdout.write('ready\n'));
-  process.on('SIGTERM', () => process.exit(0));
 }
 
 /** One connection: through the port's handshake, then `up` bytes sent and `down` asked for. */
@@ -186,7 +152,7 @@ async function exchange(
     tunnelled = true;
     payload += buffer.length;
     buffer = Buffer.alloc(0);
-    socket.write(header(up, down));
+    socket.write(bulkHeader(up, down));
     await pump(socket, up);
     await closed;
   } catch (err) {
@@ -243,7 +209,13 @@ function agent(): void {
 }
 
 const [mode, ...args] = process.argv.slice(2);
-if (mode === 'server') serve(args[0] ?? '0.0.0.0', Number(args[1] ?? 0));
+if (mode === 'server')
+  serveBulk(
+    args[0] ?? '0.0.0.0',
+    Number(args[1] ?? 0),
+    (socket, bytes) => void pump(socket, bytes).then(() => socket.end()),
+    { noDelay: true, backlog: 1024 },
+  );
 else if (mode === 'agent') agent();
 else {
   process.stderr.write('usage: throughputPeer.ts server HOST PORT | agent\n');

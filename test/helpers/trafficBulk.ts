@@ -1,10 +1,11 @@
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
+import { bulkHeader, serveBulk } from './bulkWire.js';
 
 /**
  * Bulk bytes for traffic tests, run inside a namespace (`ip netns exec NS node --import tsx bulk.ts`):
  *
- * - `server HOST PORT`: each connection sends a 16-byte header (upload and download byte counts,
- *   two big-endian 64-bit numbers), then that many bytes; the server reads them and answers with the
+ * - `server HOST PORT` (the wire: test/helpers/bulkWire.ts): each connection sends a 16-byte header
+ *   (upload and download byte counts), then that many bytes; the server reads them and answers with the
  *   download count's bytes, then closes. Prints `ready` once listening.
  * - `client direct|socks|http PROXY_HOST PROXY_PORT USER PASS TARGET_HOST TARGET_PORT UP DOWN`:
  *   through a SOCKS5 port (RFC 1929 login) or an HTTP port (CONNECT, basic auth), or straight to the
@@ -13,39 +14,6 @@ import { connect, createServer, type Socket } from 'node:net';
  *   one (a refused connection, a reset at a quota).
  */
 const [mode, ...args] = process.argv.slice(2);
-
-function header(up: number, down: number): Buffer {
-  const b = Buffer.alloc(16);
-  b.writeBigUInt64BE(BigInt(up), 0);
-  b.writeBigUInt64BE(BigInt(down), 8);
-  return b;
-}
-
-function serve(host: string, port: number): void {
-  const server = createServer((socket) => {
-    let head = Buffer.alloc(0);
-    let up = -1;
-    let down = 0;
-    let got = 0;
-    socket.on('error', () => socket.destroy());
-    socket.on('data', (chunk: Buffer) => {
-      if (up < 0) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length < 16) return;
-        up = Number(head.readBigUInt64BE(0));
-        down = Number(head.readBigUInt64BE(8));
-        chunk = head.subarray(16);
-      }
-      got += chunk.length;
-      if (got >= up) {
-        socket.removeAllListeners('data');
-        sendDown(socket, down);
-      }
-    });
-  });
-  server.listen(port, host, () => process.stdout.write('ready\n'));
-  process.on('SIGTERM', () => process.exit(0));
-}
 
 function sendDown(socket: Socket, bytes: number): void {
   const block = Buffer.alloc(64 * 1024, 0x5a);
@@ -157,7 +125,7 @@ async function client(): Promise<void> {
     tunnelled = true;
     payload += buffer.length;
     buffer = Buffer.alloc(0);
-    socket.write(header(up, down));
+    socket.write(bulkHeader(up, down));
     const block = Buffer.alloc(64 * 1024, 0xa5);
     for (let left = up; left > 0 && !ended;) {
       const n = Math.min(left, block.length);
@@ -175,5 +143,5 @@ async function client(): Promise<void> {
   );
 }
 
-if (mode === 'server') serve(args[0] ?? '0.0.0.0', Number(args[1] ?? 0));
+if (mode === 'server') serveBulk(args[0] ?? '0.0.0.0', Number(args[1] ?? 0), sendDown);
 else await client();
