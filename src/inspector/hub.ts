@@ -297,21 +297,17 @@ export class Hub {
     return out;
   }
 
-  /** Every modem's state and signal for `/metrics`, from the rows in memory (no read of 10,000 rows). */
-  async gaugeRows(): Promise<ModemGaugeRow[]> {
-    const cache = await this.currentRows();
-    const out: ModemGaugeRow[] = [];
-    for (const { modem: m } of cache.rows.values())
-      out.push({
-        imei: m.imei,
-        host: m.host,
-        state: m.state,
-        rssi: m.rssi,
-        rsrp: m.rsrp,
-        sinr: m.sinr,
-        stale: m.stale,
-      });
-    return out;
+  /** Every modem's state and signal for `/metrics`, from the rows in memory (each made once per change of its row). */
+  gaugeRows(): Promise<ModemGaugeRow[]> {
+    return this.perRow('gauge', (m) => ({
+      imei: m.imei,
+      host: m.host,
+      state: m.state,
+      rssi: m.rssi,
+      rsrp: m.rsrp,
+      sinr: m.sinr,
+      stale: m.stale,
+    }));
   }
 
   async stop(): Promise<void> {
