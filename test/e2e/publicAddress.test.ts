@@ -258,8 +258,17 @@ describe('the public address behind carrier NAT', () => {
           `the leaking modem in error (egress_mismatch); it is ${JSON.stringify((await modems())[2])}, its port shows ${await seen(m)}, the host ${await directInNamespace(net.farm, net.echoUrl)}`,
       },
     );
-    const [alert] = await db.sql<{ message: string }[]>`
-      select message from alerts where imei = ${m.imei} and kind = 'egress_mismatch'`;
+    // the alert goes through the alert queue, its own write after the transition's
+    let alert: { message: string } | undefined;
+    await until(
+      async () => {
+        [alert] = await db.sql<{ message: string }[]>`
+          select message from alerts where imei = ${m.imei} and kind = 'egress_mismatch'`;
+        return alert !== undefined;
+      },
+      10_000,
+      'the egress_mismatch alert stored',
+    );
     expect(alert?.message).toContain(MANAGEMENT_ADDRESS);
     // the others keep serving
     for (const other of (await modems()).slice(0, 2)) expect(other.state).toBe('online');
