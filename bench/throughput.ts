@@ -17,7 +17,9 @@ import { ThroughputLab, type LabState } from './throughputLab.js';
  * to back (the table and the limits switched between them), in an order rotated each time, and
  * each repetition does this for every figure. A figure is the median over the repetitions; the
  * ratio is the median of the ratios of the pairs measured back to back (the shared machine's load
- * drifts within seconds). The target: `accounted` ≥ 0.9 × `port` in every figure. Beside the
+ * drifts within seconds). The processes on the path are pinned to two CPUs, the layout swapped
+ * each repetition (`ThroughputLab.pin`: unpinned, where the scheduler put them decided a transfer's
+ * speed more than any configuration). The target: `accounted` ≥ 0.9 × `port` in every figure. Beside the
  * throughput, the CPU time of the processes on the path per MB and per connection, a figure the
  * machine's other work disturbs less; and the kernel's counters, read before and after each
  * measurement with the table on, against what the customer's sockets wrote and read.
@@ -62,12 +64,14 @@ export function throughputSettings(
   repetitions?: number,
 ): ThroughputSettings {
   return {
-    bulkBytes: (quick ? 64 : 256) * 2 ** 20,
+    // many short pairs rather than a few long ones: the ratio is a median of pairs
+    bulkBytes: (quick ? 32 : 64) * 2 ** 20,
     exchanges: quick ? 300 : 2_000,
     concurrency: 4,
     exchangeUp: 200,
     exchangeDown: 2_048,
-    repetitions: repetitions ?? (quick ? 3 : 7),
+    // even: the two CPU layouts (ThroughputLab.pin) as often each
+    repetitions: repetitions ?? (quick ? 4 : 16),
     warmupExchanges: 4_000,
     limitKbps: 10_000_000,
     breakdown,
@@ -134,6 +138,8 @@ export interface ThroughputFigures {
   minRatio?: number;
   targetMet?: boolean;
   problems?: string[];
+  /** The processes on the path were pinned, two CPUs in turns (ThroughputLab.pin). */
+  pinned?: boolean;
   loadBefore?: number[];
   loadAfter?: number[];
   seconds?: number;
@@ -176,6 +182,7 @@ export async function throughputBenchmark(settings: ThroughputSettings): Promise
   let worst = 0;
   const shaped = { upload: 0, download: 0, movedUpload: 0, movedDownload: 0 };
   const lab = new ThroughputLab(settings.limitKbps);
+  let pinned: [number, number] | null = null;
   try {
     await lab.start();
     /** One figure of one path in one configuration; the kernel's count checked when the table is on. */
@@ -231,6 +238,7 @@ export async function throughputBenchmark(settings: ThroughputSettings): Promise
      * machine falls on all of them, and each pair is compared within seconds.
      */
     const repetition = async (rep: number, scale: number, record: boolean): Promise<void> => {
+      pinned = await lab.pin(rep % 2 === 0 ? 0 : 1);
       let turn = rep;
       for (const path of ['direct', ...PORT_PATHS] as const) {
         const setups = path === 'direct' ? [SETUPS.direct] : portSetups;
@@ -252,6 +260,7 @@ export async function throughputBenchmark(settings: ThroughputSettings): Promise
         }
       }
     };
+    await lab.pin(0);
     // warm-up (not recorded): the agents' and the sink's JIT (connections/s climbs ~2x over the
     // first few thousand exchanges), ARP, the proxies' first threads; then one round at 1/8
     for (const path of ['direct', ...PORT_PATHS] as const) {
@@ -372,6 +381,7 @@ export async function throughputBenchmark(settings: ThroughputSettings): Promise
       minRatio,
       targetMet: minRatio >= 0.9,
       problems: [...lab.problems],
+      pinned: pinned !== null,
       loadBefore,
       loadAfter: loadavg().map((x) => round(x, 2)),
       seconds: Math.round((Date.now() - started) / 1000),
@@ -409,7 +419,7 @@ export function throughputRows(t: ThroughputFigures): Record<string, Row> {
   const met = (x: PathFigures | undefined): string =>
     x && Math.min(x.downloadMBps, x.uploadMBps, x.connsPerSec) >= 0.9 ? 'met' : 'MISSED';
   const rows: Record<string, Row> = {};
-  const sizes = `${s.bulkBytes / 2 ** 20} MiB on one connection, ${s.exchanges} exchanges ${s.concurrency} at a time; median of ${s.repetitions}`;
+  const sizes = `${s.bulkBytes / 2 ** 20} MiB on one connection, ${s.exchanges} exchanges ${s.concurrency} at a time; median of ${s.repetitions}${t.pinned ? ', processes pinned (client agents / proxies and sink on two CPUs, swapped each repetition)' : ', not pinned (fewer than 2 CPUs)'}`;
   for (const path of PORT_PATHS)
     rows[
       `throughput, one ${path === 'socks' ? 'SOCKS5 (microsocks)' : 'HTTP CONNECT (tinyproxy)'} port: traffic table + limits on`

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -284,6 +284,33 @@ export class ThroughputLab {
       upload: await sent(this.net.iface(0)),
       download: await sent(ifbName(this.allocation.ifaceId)),
     };
+  }
+
+  /**
+   * Pins the processes on the path to two CPUs (nothing with fewer than two): the client agents on
+   * one, the proxies and the sink on the other; `layout` 1 swaps the two CPUs. Unpinned, the
+   * scheduler moved these three busy processes between two cores, and where it put them decided
+   * more than anything measured: the same port, alone, ran an HTTP transfer at ~55 or at ~110 MB/s
+   * from one transfer to the next (BENCHMARKS.md, "Throughput through one port"). Every
+   * configuration is measured in the same layout, and the layouts take turns, so neither CPU's own
+   * load (interrupts, the benchmark's process) falls on one side. A proxy restarted since is pinned
+   * again here. Returns the CPUs of the agents and of the proxies, or null when not pinned.
+   */
+  async pin(layout: 0 | 1): Promise<[number, number] | null> {
+    if (availableParallelism() < 2) return null;
+    const cpus: [number, number] = layout === 0 ? [0, 1] : [1, 0];
+    const set = async (pid: number | undefined, cpu: number): Promise<void> => {
+      if (pid === undefined) return;
+      // -a: every thread; the proxies' connection threads are made later, with the affinity of
+      // the thread that makes them
+      const r = await run('taskset', ['-a', '-p', '-c', String(cpu), String(pid)]);
+      if (r.exitCode !== 0) throw new Error(`taskset ${pid} to CPU ${cpu}: ${r.stderr.trim()}`);
+    };
+    await set(this.customer?.pid, cpus[0]);
+    await set(this.farm?.pid, cpus[0]);
+    await set(this.sink?.pid, cpus[1]);
+    for (const pid of this.dataPlane?.pids ?? []) await set(pid, cpus[1]);
+    return cpus;
   }
 
   /**
