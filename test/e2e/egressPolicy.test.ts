@@ -8,14 +8,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { FAST_MODEM, labSupervisor } from '../helpers/farm.js';
 import { EGRESS_TABLE } from '../../src/net/egressPolicy.js';
-import { directInNamespace } from '../../src/net/nsProbe.js';
 import { run, spawnChild, type Child } from '../../src/process/run.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { LabWwan } from '../../src/sim/lab/labWwan.js';
-import { ECHO_ADDRESS, MANAGEMENT_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
+import { MANAGEMENT_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { labDataPlane, labEgress } from '../helpers/labDataPlane.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -186,25 +186,8 @@ beforeAll(async () => {
     labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'egress-host' }), lab, join(dir, 'state'), {
       modem: { ...FAST_MODEM, signalPollMs: 1_000, detachMs: 200 },
       link: { presencePollMs: 100, addressPollMs: 50, wwan },
-      dataPlane: {
-        netns: net.farm,
-        backend: 'microsocks+tinyproxy',
-        listen: '0.0.0.0',
-        prefix: 24,
-        runDir: join(dir, 'run'),
-        dns: [],
-        rulePriorityBase: 1_000,
-        proxyUidBase: 61_000,
-        // the lab's internet is one address of the benchmarking block (refused by default)
-        egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
-        proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
-        egress: {
-          url: net.echoUrl,
-          intervalMs: 5_000,
-          probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
-          probeDirect: (u) => directInNamespace(net.farm, u),
-        },
-      },
+      // the lab's internet is one address of the benchmarking block (refused by default)
+      dataPlane: labDataPlane(net, join(dir, 'run'), { egress: labEgress(net, 5_000) }),
     }),
   );
   await supervisor.start();

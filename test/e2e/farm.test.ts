@@ -7,13 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { createRootLogger } from '../../src/log.js';
 import { ipJson } from '../../src/net/ip.js';
-import { directInNamespace } from '../../src/net/nsProbe.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { LabWwan } from '../../src/sim/lab/labWwan.js';
-import { ECHO_ADDRESS, NetLab } from '../../src/sim/lab/netLab.js';
+import { NetLab } from '../../src/sim/lab/netLab.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { labDataPlane, labEgress } from '../helpers/labDataPlane.js';
 import { until, type UntilOptions } from '../helpers/until.js';
 
 /**
@@ -113,32 +113,15 @@ beforeAll(async () => {
     spool: { fsync: 'never' },
     policy: { commandPollMs: 500, rotationMinIntervalMs: 500 },
     ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
-    dataPlane: {
-      netns: net.farm,
-      backend: 'microsocks+tinyproxy',
-      listen: '0.0.0.0',
-      prefix: 24,
-      runDir: join(dir, 'run'),
-      dns: [],
-      rulePriorityBase: 1_000,
-      proxyUidBase: 61_000,
-      // the egress policy: the lab's internet is the echo server's address (198.18/15 is refused)
-      egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
-      proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
+    // the egress policy: the lab's internet is the echo server's address (198.18/15 is refused)
+    dataPlane: labDataPlane(net, join(dir, 'run'), {
       // only the egress guard may notice a deleted route here (not the routing's own read-back)
       routingConfig: { verifyIntervalMs: 10 * 60_000 },
       // each reading through a port is a node process in the namespace (~0.5 CPU-s): a check per
       // modem every second, two readings each, kept the farm's 2 CPUs busy by itself (8 modems),
       // and on a loaded machine the first test's 16 probes did not fit in its minute
-      egress: {
-        url: net.echoUrl,
-        intervalMs: 3_000,
-        samples: 1,
-        probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
-        // the host's own address, through the farm's management route: no port may show it
-        probeDirect: (url) => directInNamespace(net.farm, url),
-      },
-    },
+      egress: labEgress(net, 3_000, { samples: 1 }),
+    }),
   });
   await supervisor.start();
 }, 60_000);

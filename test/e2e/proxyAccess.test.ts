@@ -7,7 +7,6 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Supervisor } from '../../src/fleet/supervisor.js';
 import { Inspector } from '../../src/inspector/inspector.js';
-import { directInNamespace } from '../../src/net/nsProbe.js';
 import { ifbName, readShaping } from '../../src/net/shaping.js';
 import { run, spawnChild, type Child } from '../../src/process/run.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
@@ -17,6 +16,7 @@ import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { FAST_MODEM, TOKEN, labSupervisor } from '../helpers/farm.js';
+import { labDataPlane, labEgress } from '../helpers/labDataPlane.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -278,24 +278,7 @@ beforeAll(async () => {
       modem: { ...FAST_MODEM, signalPollMs: 1_000, detachMs: 200 },
       link: { presencePollMs: 100, addressPollMs: 50, wwan },
       policy: { commandPollMs: 1_000 },
-      dataPlane: {
-        netns: net.farm,
-        backend: 'microsocks+tinyproxy',
-        listen: '0.0.0.0',
-        prefix: 24,
-        runDir: join(dir, 'run'),
-        dns: [],
-        rulePriorityBase: 1_000,
-        proxyUidBase: 61_000,
-        egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
-        proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
-        egress: {
-          url: net.echoUrl,
-          intervalMs: 30_000,
-          probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
-          probeDirect: (u) => directInNamespace(net.farm, u),
-        },
-      },
+      dataPlane: labDataPlane(net, join(dir, 'run'), { egress: labEgress(net, 30_000) }),
     }),
   );
   await supervisor.start();

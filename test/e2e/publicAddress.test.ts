@@ -14,6 +14,7 @@ import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { FAST_MODEM, labSupervisor } from '../helpers/farm.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { labDataPlane, labEgress } from '../helpers/labDataPlane.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -98,22 +99,11 @@ beforeAll(async () => {
         rotationScheduleMinSeconds: 1,
         rotationSchedulePollMs: 500,
       },
-      dataPlane: {
-        netns: net.farm,
-        backend: 'microsocks+tinyproxy',
-        listen: '0.0.0.0',
+      dataPlane: labDataPlane(net, join(dir, 'run'), {
         prefix: 32,
-        runDir: join(dir, 'run'),
-        dns: [],
-        rulePriorityBase: 1_000,
-        proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
-        egress: {
-          urls: [net.echoUrl],
-          intervalMs: 1_000,
-          probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
-          probeDirect: (url) => directInNamespace(net.farm, url),
-        },
-      },
+        proxyUidBase: undefined,
+        egress: labEgress(net, 1_000, { url: undefined, urls: [net.echoUrl] }),
+      }),
     }),
   );
   await supervisor.start();

@@ -11,6 +11,7 @@ import { SimLab } from '../../src/sim/simLab.js';
 import { Store } from '../../src/store/store.js';
 import { FAST_MODEM, labSupervisor } from '../helpers/farm.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
+import { labDataPlane } from '../helpers/labDataPlane.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -78,16 +79,7 @@ function newSupervisor(): Supervisor {
     labSupervisor(new Store({ sql: db.sql, url: db.url, hostId: 'qmi-host' }), lab, join(dir, 'state'), {
       modem: { ...FAST_MODEM, signalPollMs: 1_000, maxRecoveries: 10 },
       link: { presencePollMs: 100, addressPollMs: 50, wwan },
-      dataPlane: {
-        netns: net.farm,
-        backend: 'microsocks+tinyproxy',
-        listen: '0.0.0.0',
-        prefix: 32,
-        runDir: join(dir, 'run'),
-        dns: [],
-        rulePriorityBase: 1_000,
-        proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
-      },
+      dataPlane: labDataPlane(net, join(dir, 'run'), { prefix: 32, proxyUidBase: undefined }),
     }),
   );
 }

@@ -9,7 +9,6 @@ import { Supervisor } from '../../src/fleet/supervisor.js';
 import { Inspector } from '../../src/inspector/inspector.js';
 import { createRootLogger } from '../../src/log.js';
 import { ip, ipBatch } from '../../src/net/ip.js';
-import { directInNamespace } from '../../src/net/nsProbe.js';
 import { NO_LIMIT } from '../../src/net/trafficTable.js';
 import { defaultProfiles } from '../../src/sim/profiles.js';
 import { LabWwan } from '../../src/sim/lab/labWwan.js';
@@ -19,6 +18,7 @@ import { Store } from '../../src/store/store.js';
 import { bulk, startBulkServer, type BulkResult } from '../helpers/trafficBulkLab.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 import { readTrafficChart } from '../helpers/trafficChart.js';
+import { labDataPlane, labEgress } from '../helpers/labDataPlane.js';
 import { until } from '../helpers/until.js';
 
 /**
@@ -86,25 +86,10 @@ const makeSupervisor = (): Supervisor =>
       trafficQuotaPollMs: 2_000,
     },
     ...(process.env['MF_DEBUG'] ? { log: createRootLogger({ level: 'debug' }) } : {}),
-    dataPlane: {
-      netns: net.farm,
-      backend: 'microsocks+tinyproxy',
-      listen: '0.0.0.0',
-      prefix: 24,
-      runDir: join(dir, 'run'),
-      dns: [],
-      rulePriorityBase: 1_000,
-      proxyUidBase: 61_000,
-      egressPolicy: { allow: [ECHO_ADDRESS], deny: [] },
-      proxy: { backoffBaseMs: 50, backoffCapMs: 500 },
+    dataPlane: labDataPlane(net, join(dir, 'run'), {
       routingConfig: { verifyIntervalMs: 10 * 60_000 },
-      egress: {
-        url: net.echoUrl,
-        intervalMs: 1_000,
-        probe: (p) => net.probe('socks', p.socksPort, p.user, p.password),
-        probeDirect: (url) => directInNamespace(net.farm, url),
-      },
-    },
+      egress: labEgress(net, 1_000),
+    }),
     // the egress probes run as root in the farm namespace: not a customer's bytes
     traffic: { probeUid: 0 },
   });
