@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { bulkHeader, serveBulk } from '../test/helpers/bulkWire.js';
+import { bulkHeader, proxyHandshake, serveBulk } from '../test/helpers/bulkWire.js';
 
 /**
  * The two ends of the throughput benchmark (bench/throughput.ts), each run inside a namespace
@@ -111,44 +111,23 @@ async function exchange(
     if (ended || failure) throw failure ?? new Error('closed during the handshake');
     await new Promise<void>((resolve) => (waiter = resolve));
   };
-  const read = async (n: number): Promise<Buffer> => {
-    while (buffer.length < n) await more();
-    const out = buffer.subarray(0, n);
-    buffer = buffer.subarray(n);
-    return out;
-  };
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    if (via.kind === 'socks') {
-      const u = Buffer.from(via.user);
-      const p = Buffer.from(via.password);
-      // greeting, login and CONNECT in one round trip each, as curl does
-      socket.write(Buffer.from([5, 1, 2]));
-      await read(2);
-      socket.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
-      if ((await read(2))[1] !== 0) throw new Error('socks login refused');
-      const a = target.host.split('.').map(Number);
-      socket.write(Buffer.from([5, 1, 0, 1, ...a, target.port >> 8, target.port & 255]));
-      const reply = await read(10);
-      if (reply[1] !== 0) throw new Error(`socks connect failed (${reply[1]})`);
-    } else if (via.kind === 'http') {
-      const auth = Buffer.from(`${via.user}:${via.password}`).toString('base64');
-      const t = `${target.host}:${target.port}`;
-      socket.write(`CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
-      for (;;) {
-        const i = buffer.indexOf('\r\n\r\n');
-        if (i >= 0) {
-          if (!/^HTTP\/1\.[01] 200/.test(buffer.subarray(0, i).toString('latin1')))
-            throw new Error(`http connect refused: ${buffer.subarray(0, 40).toString('latin1')}`);
-          buffer = buffer.subarray(i + 4);
-          break;
-        }
-        await more();
-      }
-    }
+    if (via.kind !== 'direct')
+      await proxyHandshake(
+        {
+          write: (data) => socket.write(data),
+          buffered: () => buffer,
+          take: (n) => (buffer = buffer.subarray(n)),
+          more,
+        },
+        via.kind,
+        via,
+        target,
+      );
     tunnelled = true;
     payload += buffer.length;
     buffer = Buffer.alloc(0);

@@ -54,3 +54,54 @@ export function serveBulk(
   );
   process.on('SIGTERM', () => process.exit(0));
 }
+
+/** What a client's handshake through a port needs of its connection. */
+export interface HandshakeIo {
+  write(data: Buffer | string): void;
+  /** The bytes received and not taken yet. */
+  buffered(): Buffer;
+  /** Takes the first `n` of them. */
+  take(n: number): void;
+  /** Resolves when more bytes have arrived; throws if the connection has ended. */
+  more(): Promise<void>;
+}
+
+/**
+ * Through a port's handshake to an IPv4 `target`: SOCKS5 (greeting, RFC 1929 login, CONNECT, one
+ * round trip each, as curl does) or HTTP CONNECT with basic auth, which must answer 200. Throws
+ * with what refused it.
+ */
+export async function proxyHandshake(
+  io: HandshakeIo,
+  kind: 'socks' | 'http',
+  login: { user: string; password: string },
+  target: { host: string; port: number },
+): Promise<void> {
+  const read = async (n: number): Promise<Buffer> => {
+    while (io.buffered().length < n) await io.more();
+    const out = io.buffered().subarray(0, n);
+    io.take(n);
+    return out;
+  };
+  if (kind === 'socks') {
+    const u = Buffer.from(login.user);
+    const p = Buffer.from(login.password);
+    io.write(Buffer.from([5, 1, 2]));
+    await read(2);
+    io.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
+    if ((await read(2))[1] !== 0) throw new Error('socks login refused');
+    const a = target.host.split('.').map(Number);
+    io.write(Buffer.from([5, 1, 0, 1, ...a, target.port >> 8, target.port & 255]));
+    const reply = await read(10);
+    if (reply[1] !== 0) throw new Error(`socks connect failed (${reply[1]})`);
+    return;
+  }
+  const auth = Buffer.from(`${login.user}:${login.password}`).toString('base64');
+  const t = `${target.host}:${target.port}`;
+  io.write(`CONNECT ${t} HTTP/1.1\r\nHost: ${t}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`);
+  let end: number;
+  while ((end = io.buffered().indexOf('\r\n\r\n')) < 0) await io.more();
+  const head = io.buffered().subarray(0, end).toString('latin1');
+  io.take(end + 4);
+  if (!/^HTTP\/1\.[01] 200/.test(head)) throw new Error(`http connect refused: ${head.slice(0, 40)}`);
+}

@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { bulkHeader, serveBulk } from './bulkWire.js';
+import { bulkHeader, proxyHandshake, serveBulk } from './bulkWire.js';
 
 /**
  * Bulk bytes for traffic tests, run inside a namespace (`ip netns exec NS node --import tsx bulk.ts`):
@@ -8,7 +8,7 @@ import { bulkHeader, serveBulk } from './bulkWire.js';
  *   (upload and download byte counts), then that many bytes; the server reads them and answers with the
  *   download count's bytes, then closes. Prints `ready` once listening.
  * - `client direct|socks|http PROXY_HOST PROXY_PORT USER PASS TARGET_HOST TARGET_PORT UP DOWN`:
- *   through a SOCKS5 port (RFC 1929 login) or an HTTP port (CONNECT, basic auth), or straight to the
+ *   through a SOCKS5 port (RFC 1929 login) or an HTTP port (CONNECT, basic auth, a 200 answer), or straight to the
  *   target; prints one JSON line with what this socket wrote and read (`bytesWritten`, `bytesRead`:
  *   the customer's side, handshake included), the payload received, and the error if it ended with
  *   one (a refused connection, a reset at a quota).
@@ -77,51 +77,26 @@ async function client(): Promise<void> {
     ended = true;
     waiter?.();
   });
-  const read = async (n: number): Promise<Buffer> => {
-    while (buffer.length < n) {
-      if (ended) throw new Error('closed during the handshake');
-      await new Promise<void>((r) => (waiter = r));
-    }
-    const out = buffer.subarray(0, n);
-    buffer = buffer.subarray(n);
-    return out;
-  };
-  const until = async (marker: string): Promise<void> => {
-    for (;;) {
-      const i = buffer.indexOf(marker);
-      if (i >= 0) {
-        buffer = buffer.subarray(i + marker.length);
-        return;
-      }
-      if (ended) throw new Error('closed during the handshake');
-      await new Promise<void>((r) => (waiter = r));
-    }
-  };
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    if (kind === 'socks') {
-      socket.write(Buffer.from([5, 1, 2]));
-      await read(2);
-      const u = Buffer.from(user);
-      const p = Buffer.from(pass);
-      socket.write(Buffer.concat([Buffer.from([1, u.length]), u, Buffer.from([p.length]), p]));
-      const [, status] = await read(2);
-      if (status !== 0) throw new Error('login refused');
-      socket.write(
-        Buffer.from([5, 1, 0, 1, ...host.split('.').map(Number), Number(port) >> 8, Number(port) & 255]),
+    if (kind === 'socks' || kind === 'http')
+      await proxyHandshake(
+        {
+          write: (data) => socket.write(data),
+          buffered: () => buffer,
+          take: (n) => (buffer = buffer.subarray(n)),
+          more: async () => {
+            if (ended) throw new Error('closed during the handshake');
+            await new Promise<void>((r) => (waiter = r));
+          },
+        },
+        kind,
+        { user, password: pass },
+        { host, port: Number(port) },
       );
-      const reply = await read(10);
-      if (reply[1] !== 0) throw new Error(`socks connect failed (${reply[1]})`);
-    } else if (kind === 'http') {
-      const auth = Buffer.from(`${user}:${pass}`).toString('base64');
-      socket.write(
-        `CONNECT ${host}:${port} HTTP/1.1\r\nHost: ${host}:${port}\r\nProxy-Authorization: Basic ${auth}\r\n\r\n`,
-      );
-      await until('\r\n\r\n');
-    }
     tunnelled = true;
     payload += buffer.length;
     buffer = Buffer.alloc(0);
