@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -294,11 +294,24 @@ export class ThroughputLab {
    * from one transfer to the next (BENCHMARKS.md, "Throughput through one port"). Every
    * configuration is measured in the same layout, and the layouts take turns, so neither CPU's own
    * load (interrupts, the benchmark's process) falls on one side. A proxy restarted since is pinned
-   * again here. Returns the CPUs of the agents and of the proxies, or null when not pinned.
+   * again here. The two CPUs are the first two this process may run on. Returns the CPUs of the
+   * agents and of the proxies, or null when not pinned.
    */
   async pin(layout: 0 | 1): Promise<[number, number] | null> {
-    if (availableParallelism() < 2) return null;
-    const cpus: [number, number] = layout === 0 ? [0, 1] : [1, 0];
+    // `pid 123's current affinity list: 0-3,8`
+    const own = await run('taskset', ['-c', '-p', String(process.pid)]);
+    const allowed = (/list:\s*(\S+)/.exec(own.stdout)?.[1] ?? '')
+      .split(',')
+      .filter(Boolean)
+      .flatMap((range) => {
+        const [from, to = from] = range.split('-').map(Number);
+        return from === undefined || to === undefined || !Number.isInteger(from) || !Number.isInteger(to)
+          ? []
+          : Array.from({ length: to - from + 1 }, (_, i) => from + i);
+      });
+    const [a, b] = allowed;
+    if (a === undefined || b === undefined) return null;
+    const cpus: [number, number] = layout === 0 ? [a, b] : [b, a];
     const set = async (pid: number | undefined, cpu: number): Promise<void> => {
       if (pid === undefined) return;
       // -a: every thread; the proxies' connection threads are made later, with the affinity of
