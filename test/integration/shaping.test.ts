@@ -2,13 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ip, ipBatch } from '../../src/net/ip.js';
-import { applyShaping, readShaping, removeShaping } from '../../src/net/shaping.js';
+import { applyShaping, readShaping, removeShaping, uploadAcksInPlace } from '../../src/net/shaping.js';
 import { bulk, startBulkServer } from '../helpers/trafficBulkLab.js';
 
 /**
  * The speed limits' kernel parts on a real link (src/net/shaping.ts): a veth between a farm and a
  * carrier namespace, IPv4 and IPv6. What the ingress redirects to the ifb is read from the mirred
- * action's own counters: a download goes through it, the pure ACKs of an upload do not.
+ * action's own counters: a download goes through it, the pure ACKs of an upload do not. On the
+ * egress, HTB's own counters: a download's ACKs go direct, an upload's segments through the limit.
  */
 
 const name = `mfsh${randomBytes(2).toString('hex')}`;
@@ -38,6 +39,16 @@ async function redirected(): Promise<{ bytes: number; packets: number }> {
   const m = /Egress Redirect to device [^\n]*\n(?:[^\n]*\n)*?\s*Sent (\d+) bytes (\d+) pkt/.exec(r.stdout);
   if (!m) throw new Error(`no redirect on ${LINK}: ${r.stdout.slice(0, 300)}`);
   return { bytes: Number(m[1]), packets: Number(m[2]) };
+}
+
+/** Packets the link's HTB root sent direct (pure ACKs); bytes and packets its limited class sent. */
+async function uploadQueues(): Promise<{ direct: number; limited: number; limitedPackets: number }> {
+  const show = async (what: 'qdisc' | 'class'): Promise<string> =>
+    (await execa('ip', ['netns', 'exec', farm, 'tc', '-s', what, 'show', 'dev', LINK])).stdout;
+  const direct = /qdisc htb 1: root .*direct_packets_stat (\d+)/.exec(await show('qdisc'));
+  const limited = /class htb 1:1 [^\n]*\n\s*Sent (\d+) bytes (\d+) pkt/.exec(await show('class'));
+  if (!direct || !limited) throw new Error(`no HTB root on ${LINK}`);
+  return { direct: Number(direct[1]), limited: Number(limited[1]), limitedPackets: Number(limited[2]) };
 }
 
 beforeAll(async () => {
@@ -98,11 +109,59 @@ describe('speed limits on a real link', () => {
       expect(small.complete, family).toBe(true);
       expect((await redirected()).packets - afterDown.packets, family).toBeGreaterThanOrEqual(1);
     }
+    // the link's egress: a download's ACKs go to the HTB root's direct queue, an upload's segments
+    // through the limited class
+    for (const [family, host] of Object.entries(SERVERS)) {
+      const target = { host, port: PORT };
+      const start = await uploadQueues();
+      const down = await bulk(farm, { kind: 'direct', ...target }, target, 0, 8_000_000);
+      expect(down.complete, family).toBe(true);
+      const afterDown = await uploadQueues();
+      // the ACK stream went direct (tens of ACKs here: the veth's receive side coalesces segments)
+      expect(afterDown.direct - start.direct, family).toBeGreaterThanOrEqual(20);
+      // through the class: what carries payload or opens and closes (SYN, the request, FIN)
+      expect(afterDown.limitedPackets - start.limitedPackets, family).toBeLessThanOrEqual(8);
+      const up = await bulk(farm, { kind: 'direct', ...target }, target, 4_000_000, 0);
+      expect(up.error, family).toBeNull();
+      expect((await uploadQueues()).limited - afterDown.limited, family).toBeGreaterThan(4_000_000);
+    }
     // a change of rate keeps the ingress as it is (its counters go on)
     const before = await redirected();
+    const directBefore = (await uploadQueues()).direct;
     await applyShaping(LINK, IFB, { downloadKbps: 8_000, uploadKbps: 4_000 }, { netns: farm });
     expect(await readShaping(LINK, IFB, { netns: farm })).toEqual({ downloadKbps: 8_000, uploadKbps: 4_000 });
     expect((await redirected()).packets).toBe(before.packets);
+    // and the root with its ACK filters (the counter goes on: the same qdisc)
+    expect((await uploadQueues()).direct).toBeGreaterThanOrEqual(directBefore);
+    const filters = await execa('ip', [
+      'netns',
+      'exec',
+      farm,
+      'tc',
+      'filter',
+      'show',
+      'dev',
+      LINK,
+      'parent',
+      '1:',
+    ]);
+    expect(uploadAcksInPlace(filters.stdout)).toBe(true);
+    // a root of the version before (no ACK filters) gets them at the next apply
+    await execa('ip', ['netns', 'exec', farm, 'tc', 'filter', 'del', 'dev', LINK, 'parent', '1:']);
+    await applyShaping(LINK, IFB, { downloadKbps: 8_000, uploadKbps: 4_000 }, { netns: farm });
+    const again = await execa('ip', [
+      'netns',
+      'exec',
+      farm,
+      'tc',
+      'filter',
+      'show',
+      'dev',
+      LINK,
+      'parent',
+      '1:',
+    ]);
+    expect(uploadAcksInPlace(again.stdout)).toBe(true);
     await removeShaping(LINK, IFB, { netns: farm });
     expect(await readShaping(LINK, IFB, { netns: farm })).toEqual({ downloadKbps: null, uploadKbps: null });
   }, 90_000);

@@ -1,7 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { accessListTable } from '../../src/net/accessList.js';
 import { renderTable } from '../../src/net/nftRuleset.js';
-import { htbCommands, htbRate, ifbName, ingressCommands, ingressInPlace } from '../../src/net/shaping.js';
+import {
+  htbCommands,
+  htbRate,
+  ifbName,
+  ingressCommands,
+  ingressInPlace,
+  uploadAckCommands,
+  uploadAcksInPlace,
+} from '../../src/net/shaping.js';
 import {
   isTimestamp,
   liveLogins,
@@ -211,6 +219,21 @@ describe('kernel parts', () => {
       ).join('');
     expect(ingressInPlace(acks('ip', 1) + acks('ipv6', 2) + redirect, 'mfifb0')).toBe(true);
     expect(ingressInPlace(acks('ip', 1) + acks('ipv6', 2) + redirect, 'mfifb1')).toBe(false);
+    // the same shapes on the egress of the link send ACKs to the HTB root's direct queue (1:0)
+    const upload = uploadAckCommands('wwan0').map((c) => c.join(' '));
+    expect(upload).toContain(
+      'filter add dev wwan0 parent 1: protocol ip prio 1 u32 ht 1: match u16 0x34 0xffff at 2 ' +
+        'match u8 0x45 0xff at 0 match u8 0x6 0xff at 9 match u16 0x0 0x3fff at 6 match u8 0x80 0xf0 at 32 flowid 1:0',
+    );
+    expect(upload.filter((l) => l.endsWith(' flowid 1:0')).length).toBe(22);
+    expect(upload.some((l) => l.includes('mirred'))).toBe(false);
+    // tc shows the classid 1:0 as `1:`; the ingress's shapes are not the upload's
+    const direct = (protocol: string, pref: number): string =>
+      acks(protocol, pref).replaceAll('*flowid :1 ', '*flowid 1: ');
+    expect(uploadAcksInPlace(direct('ip', 1) + direct('ipv6', 2))).toBe(true);
+    expect(uploadAcksInPlace(direct('ip', 1))).toBe(false);
+    expect(uploadAcksInPlace(acks('ip', 1) + acks('ipv6', 2))).toBe(false);
+    expect(ingressInPlace(direct('ip', 1) + direct('ipv6', 2) + redirect, 'mfifb0')).toBe(false);
   });
 
   it('the allowlist table redirects the listed IPv4 networks to the companions and refuses everyone else there', () => {
