@@ -32,7 +32,7 @@ export interface JournalStats extends SpoolingStats {
  * the spool: an invalid record is stored as a placeholder naming its problem, and records the spool
  * could not take are written back as `journal.lost` placeholders, so no modem's journal keeps a gap.
  */
-export class JournalWriter extends SpoolingWriter<TransitionRecord, SpooledTransition> {
+export class JournalWriter extends SpoolingWriter<TransitionRecord, SpooledTransition, JournalWriterOptions> {
   readonly stats: JournalStats = {
     persisted: 0,
     spooled: 0,
@@ -48,7 +48,7 @@ export class JournalWriter extends SpoolingWriter<TransitionRecord, SpooledTrans
 
   // without a spool (it could not be opened), records go to PostgreSQL as long as it answers;
   // during an outage they are dropped and marked (journal.lost)
-  constructor(private readonly options: JournalWriterOptions) {
+  constructor(options: JournalWriterOptions) {
     super(options, (options.log ?? silentLogger).child({ component: 'journal' }), 'journal');
   }
 

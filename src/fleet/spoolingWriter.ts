@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import { isRetryable } from '../store/pgErrors.js';
 import { coerceError, ModemfleetError } from '../util/errors.js';
-import { backoffDelay } from '../util/time.js';
+import { backoffDelay, rejectAfter } from '../util/time.js';
 import type { Spool } from './spool.js';
 
 export interface SpoolingWriterOptions<S> {
@@ -36,7 +36,7 @@ export interface SpoolingStats {
  * in the spool is replayed at start. Storing must be idempotent (a replay may send a record twice).
  * Every step runs on one promise chain, so batches never overtake each other.
  */
-export abstract class SpoolingWriter<R, S> {
+export abstract class SpoolingWriter<R, S, O extends SpoolingWriterOptions<S>> {
   abstract readonly stats: SpoolingStats;
   protected queue: R[] = [];
   protected chain: Promise<void> = Promise.resolve();
@@ -46,7 +46,7 @@ export abstract class SpoolingWriter<R, S> {
 
   /** `what`: the records' name in log lines and errors ("journal", "traffic"). */
   protected constructor(
-    protected readonly base: SpoolingWriterOptions<S>,
+    protected readonly options: O,
     protected readonly log: Logger,
     private readonly what: string,
   ) {}
@@ -67,7 +67,7 @@ export abstract class SpoolingWriter<R, S> {
   async start(): Promise<void> {
     this.stopped = false;
     try {
-      await this.base.spool.open();
+      await this.options.spool.open();
     } catch (err) {
       // records go to PostgreSQL as long as it answers; the spool is tried again at each use
       this.alert(
@@ -76,7 +76,7 @@ export abstract class SpoolingWriter<R, S> {
       );
       return;
     }
-    if (!this.base.spool.isEmpty()) {
+    if (!this.options.spool.isEmpty()) {
       this.stats.mode = 'spooling';
       await this.serialised(() => this.tryReplay());
     }
@@ -93,7 +93,7 @@ export abstract class SpoolingWriter<R, S> {
     this.stopped = true;
     clearTimeout(this.replayTimer);
     await this.chain;
-    await this.base.spool.close();
+    await this.options.spool.close();
   }
 
   protected serialised(fn: () => Promise<void>): Promise<void> {
@@ -106,7 +106,7 @@ export abstract class SpoolingWriter<R, S> {
 
   protected async pump(): Promise<void> {
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.base.maxBatch ?? 1_000);
+      const batch = this.queue.splice(0, this.options.maxBatch ?? 1_000);
       if (this.stats.mode === 'spooling') {
         await this.toSpool(batch);
         continue;
@@ -132,27 +132,18 @@ export abstract class SpoolingWriter<R, S> {
 
   /** The sink's answer, or a retryable failure once `sendTimeoutMs` passed without one. */
   protected answered<T>(pending: Promise<T>): Promise<T> {
-    const ms = this.base.sendTimeoutMs ?? 10_000;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new ModemfleetError(
-              'query_timeout',
-              `PostgreSQL did not answer a ${this.what} write in ${ms} ms`,
-            ),
-          ),
-        ms,
-      );
-    });
-    pending.catch(() => undefined); // a late failure of an abandoned round trip is not unhandled
-    return Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
+    const ms = this.options.sendTimeoutMs ?? 10_000;
+    return rejectAfter(
+      pending,
+      ms,
+      () =>
+        new ModemfleetError('query_timeout', `PostgreSQL did not answer a ${this.what} write in ${ms} ms`),
+    );
   }
 
   private async toSpool(batch: readonly R[]): Promise<void> {
     try {
-      await this.base.spool.append(batch.map((r) => this.toSpooled(r)));
+      await this.options.spool.append(batch.map((r) => this.toSpooled(r)));
       this.stats.spooled += batch.length;
     } catch (err) {
       this.stats.dropped += batch.length;
@@ -164,8 +155,8 @@ export abstract class SpoolingWriter<R, S> {
     if (this.replayTimer || this.stopped) return;
     const delay = backoffDelay(
       this.replayAttempt,
-      this.base.retryBaseMs ?? 250,
-      this.base.retryCapMs ?? 5_000,
+      this.options.retryBaseMs ?? 250,
+      this.options.retryCapMs ?? 5_000,
       0.2,
     );
     this.replayTimer = setTimeout(() => {
@@ -178,12 +169,12 @@ export abstract class SpoolingWriter<R, S> {
   /** Drains the spool; back to direct mode once it is empty. */
   private async tryReplay(): Promise<void> {
     try {
-      const n = await this.base.spool.replay(async (records) => {
+      const n = await this.options.spool.replay(async (records) => {
         await this.send(records.map((r) => this.fromSpooled(r)));
       });
       this.stats.replayed += n;
       this.stats.persisted += n;
-      if (this.base.spool.isEmpty()) {
+      if (this.options.spool.isEmpty()) {
         this.stats.mode = 'direct';
         this.replayAttempt = 0;
         await this.replayed(n);

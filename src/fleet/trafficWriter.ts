@@ -27,11 +27,11 @@ export type TrafficWriterStats = SpoolingStats;
  * than what is stored is skipped), so a replay that runs twice, or a send that timed out but
  * committed, counts nothing twice.
  */
-export class TrafficWriter extends SpoolingWriter<TrafficSample, SpooledSample> {
+export class TrafficWriter extends SpoolingWriter<TrafficSample, SpooledSample, TrafficWriterOptions> {
   readonly stats: TrafficWriterStats = { persisted: 0, spooled: 0, replayed: 0, dropped: 0, mode: 'direct' };
   private alerted = false;
 
-  constructor(private readonly options: TrafficWriterOptions) {
+  constructor(options: TrafficWriterOptions) {
     super(options, (options.log ?? silentLogger).child({ component: 'traffic-writer' }), 'traffic');
   }
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import postgres, { type Sql } from 'postgres';
 import { silentLogger, type Logger } from '../log.js';
 import { coerceError } from '../util/errors.js';
-import { backoffDelay } from '../util/time.js';
+import { backoffDelay, rejectAfter } from '../util/time.js';
 import { connectionOptions } from './database.js';
 import type { Channel } from './types.js';
 
@@ -147,17 +147,11 @@ export class Listener {
   /** `run`, or a rejection once it has taken longer than `catchUpTimeoutMs`. */
   private bounded(run: Promise<void>): Promise<void> {
     const limitMs = this.options.catchUpTimeoutMs ?? 30_000;
-    let timer: NodeJS.Timeout | undefined;
-    const limit = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`catch-up unanswered after ${limitMs} ms; abandoned`)),
-        limitMs,
-      );
-      timer.unref();
-    });
     // the abandoned run may still fail later: nobody waits for it, so its error is only logged
     run.catch((err: unknown) => this.log.debug({ err: coerceError(err) }, 'abandoned catch-up failed'));
-    return Promise.race([run, limit]).finally(() => clearTimeout(timer));
+    return rejectAfter(run, limitMs, () => new Error(`catch-up unanswered after ${limitMs} ms; abandoned`), {
+      unref: true,
+    });
   }
 
   private makeRoot(): Sql {

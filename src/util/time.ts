@@ -42,3 +42,23 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
     clearTimeout(timer);
   }
 }
+
+/**
+ * `promise`, or a rejection with `error()` once `ms` have passed without it settling. The timer is
+ * cleared either way (`unref`: it does not keep the process alive meanwhile). A later rejection of
+ * the abandoned promise is not unhandled: whoever wants it attaches their own handler.
+ */
+export function rejectAfter<T>(
+  promise: Promise<T>,
+  ms: number,
+  error: () => Error,
+  options: { unref?: boolean } = {},
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(error()), ms);
+    if (options.unref) timer.unref();
+  });
+  promise.catch(() => undefined);
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}

@@ -10,6 +10,7 @@ import { defaultProfiles } from '../../src/sim/profiles.js';
 import { SimLab } from '../../src/sim/simLab.js';
 import { openSql, type Sql } from '../../src/store/database.js';
 import { Store } from '../../src/store/store.js';
+import { rejectAfter } from '../../src/util/time.js';
 import { createTestDatabase, journalHoles, type TestDatabase } from '../helpers/db.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 import { ignoreTimeout, until, type UntilOptions } from '../helpers/until.js';
@@ -251,19 +252,6 @@ async function settledInvariants(w: World, model: Model): Promise<void> {
   expect(p && [p.http, p.socks, p.tables]).toEqual(p && [p.n, p.n, p.n]);
 }
 
-/** `run`, or an error saying `what` once `ms` have passed without it settling. */
-async function bounded<T>(ms: number, what: () => string, run: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const hung = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(what())), ms);
-  });
-  try {
-    return await Promise.race([run(), hung]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 describe('fleet supervisor, model-based on real parts', () => {
   it('settles to a consistent farm after any plugs, unplugs, faults, commands, outages and restarts', async () => {
     let seed = 100;
@@ -271,10 +259,8 @@ describe('fleet supervisor, model-based on real parts', () => {
       fc.asyncProperty(fc.commands(commands, { maxCommands: 15, size: 'large' }), (cmds) =>
         // a run takes ~5 s: one that has not settled in 90 s is a hang, reported with its commands
         // (and fast-check's seed and path) instead of the test's timeout, which says nothing
-        bounded(
-          90_000,
-          () => `a run hung: ${[...cmds].map((c) => c.toString()).join(', ')}`,
-          async () => {
+        rejectAfter(
+          (async () => {
             const db = await createTestDatabase();
             const dir = await mkdtemp(join(tmpdir(), 'mf-prop-'));
             const proxy = new TcpProxy(Number(new URL(db.url).port));
@@ -310,7 +296,9 @@ describe('fleet supervisor, model-based on real parts', () => {
             }
             const left = await execa('pgrep', ['-f', `socat.*${dir}`], { reject: false });
             expect(left.stdout).toBe('');
-          },
+          })(),
+          90_000,
+          () => new Error(`a run hung: ${[...cmds].map((c) => c.toString()).join(', ')}`),
         ),
       ),
       {

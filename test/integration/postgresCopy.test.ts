@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rejectAfter } from '../../src/util/time.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/db.js';
 
 // postgres.js 3.4.9's COPY streams, as patched by scripts/patch-postgres.mjs (backup and restore
@@ -15,12 +16,7 @@ afterAll(async () => {
 });
 
 const within = <T>(p: Promise<T>, ms: number): Promise<T> =>
-  Promise.race([
-    p,
-    sleep(ms).then(() => {
-      throw new Error(`no answer within ${ms} ms`);
-    }),
-  ]);
+  rejectAfter(p, ms, () => new Error(`no answer within ${ms} ms`));
 
 describe('COPY through postgres.js', () => {
   it('a slowly read COPY TO leaves the connection usable (the next query in the transaction answers)', async () => {

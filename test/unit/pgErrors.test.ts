@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { describeDbError, isRetryable } from '../../src/store/pgErrors.js';
-import { backoffDelay } from '../../src/util/time.js';
+import { backoffDelay, rejectAfter } from '../../src/util/time.js';
 import { coerceError, errorChain } from '../../src/util/errors.js';
 import { exitCodeFor, EXIT } from '../../src/cli/exitCodes.js';
 import { ModemfleetError } from '../../src/util/errors.js';
@@ -37,5 +37,18 @@ describe('error classification', () => {
       expect(d).toBeGreaterThanOrEqual(400);
       expect(d).toBeLessThanOrEqual(800);
     }
+  });
+
+  it('rejectAfter: the answer in time, its own failure, or the given error once the time is up', async () => {
+    await expect(rejectAfter(Promise.resolve(7), 1_000, () => new Error('late'))).resolves.toBe(7);
+    await expect(
+      rejectAfter(Promise.reject(new Error('own')), 1_000, () => new Error('late')),
+    ).rejects.toThrow('own');
+    let fail: (err: Error) => void = () => undefined;
+    const hung = new Promise<never>((_, reject) => (fail = reject));
+    await expect(rejectAfter(hung, 20, () => new Error('late'))).rejects.toThrow('late');
+    // the abandoned promise failing afterwards is no unhandled rejection (vitest would report one)
+    fail(new Error('after the deadline'));
+    await new Promise((r) => setImmediate(r));
   });
 });
